@@ -1,0 +1,34 @@
+//! Burnwatch's storage engine.
+//!
+//! The store owns the data: the Arrow schemas of the `spans`, `logs` and
+//! `metric_points` tables ([`schema`]), typed builders that producers append
+//! records to ([`rows`]), durability ([`wal`]: every write is acknowledged only
+//! once it is in an fsync'd write-ahead log, with concurrent writers sharing one
+//! fsync), Parquet files partitioned by hour and the manifest that names the
+//! live ones ([`files`]), and the [`Store`] that ties them together: buffers,
+//! flushes, compaction, retention and backpressure ([`engine`]).
+//! [`query`] exposes consistent snapshots as DataFusion tables.
+//!
+//! Data flow:
+//!
+//! ```text
+//! write(table, batch) -> WAL thread (group commit, fsync) -> in-memory buffer -> ack
+//! flusher: roll WAL -> Parquet per hour partition (tmp, fsync, rename, dir fsync)
+//!          -> manifest (atomic replace) -> drop buffered rows -> delete old segments
+//! readers: snapshot = manifest files + buffered rows (never both for one row)
+//! ```
+
+pub mod engine;
+pub mod error;
+pub mod files;
+mod fsutil;
+#[cfg(feature = "sql")]
+pub mod query;
+pub mod rows;
+pub mod schema;
+pub mod synth;
+mod wal;
+
+pub use engine::{RetentionConfig, Snapshot, Store, StoreConfig, StoreMetrics, StoreStats, now_ns};
+pub use error::{Error, Result};
+pub use schema::Table;
