@@ -1,1 +1,32 @@
-fn main() {}
+//! The `burnwatch` binary: a thin CLI over the workspace crates.
+
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Burnwatch: OTLP-native observability and SLO control center.
+#[derive(Debug, Parser)]
+#[command(name = "burnwatch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control center: OTLP receivers, storage, HTTP API.
+    Serve(config::ServerFlags),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(flags) => {
+            let config = flags.resolve()?;
+            serve::init_logging(&config.log);
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(serve::run(config, serve::shutdown_signal()))
+        }
+    }
+}

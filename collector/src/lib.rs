@@ -1,1 +1,113 @@
-//! placeholder
+//! Burnwatch's OTLP collector.
+//!
+//! Parts:
+//! - [`http`]: the OTLP/HTTP receiver (axum): `/v1/traces`, `/v1/metrics`,
+//!   `/v1/logs`, protobuf and JSON, gzip/zstd/deflate, spec status codes.
+//! - [`grpc`]: the OTLP/gRPC receiver (tonic): the three export services.
+//! - [`ingest`]: what both share: admission control (request slots and a
+//!   memory budget), conversion off the async workers, the durable write, and
+//!   store errors mapped to "retry later".
+//! - [`convert`]: OTLP protobuf types straight into the store's Arrow builders,
+//!   with per-item validation for `partialSuccess`.
+//! - [`metrics`]: self-telemetry counters, rendered as Prometheus text.
+//!
+//! Data flow: receiver -> decode -> `Ingest::export` -> convert (blocking pool)
+//! -> `Store::write` (WAL fsync) -> answer. Nothing is acknowledged before it
+//! is durable.
+
+pub mod config;
+pub mod convert;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::CollectorConfig;
+pub use ingest::Ingest;
+pub use metrics::CollectorMetrics;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Errors starting the receivers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The bound receivers.
+#[derive(Debug)]
+pub struct Collector {
+    /// Where OTLP/gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where OTLP/HTTP listens.
+    pub http_addr: SocketAddr,
+    /// The shared ingest path (for its metrics).
+    pub ingest: Arc<Ingest>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+}
+
+impl Collector {
+    /// Binds both receivers and serves them on `tracker` until `shutdown` is
+    /// cancelled; then they stop accepting and finish in-flight requests.
+    pub async fn start(
+        config: CollectorConfig,
+        store: Store,
+        metrics: Arc<CollectorMetrics>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Collector, Error> {
+        let grpc_listener = bind(config.grpc_addr).await?;
+        let http_listener = bind(config.http_addr).await?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind { addr: config.grpc_addr, source })?;
+        let http_addr = http_listener.local_addr().map_err(|source| Error::Bind { addr: config.http_addr, source })?;
+        let ingest = Arc::new(Ingest::new(store, config, metrics));
+
+        let (traces, metrics_svc, logs) = grpc::OtlpGrpc::new(ingest.clone()).services();
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+            let result = tonic::transport::Server::builder()
+                .add_service(traces)
+                .add_service(metrics_svc)
+                .add_service(logs)
+                .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "OTLP/gRPC server failed");
+            }
+        });
+
+        let app = http::router(ingest.clone());
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let result = axum::serve(http_listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "OTLP/HTTP server failed");
+            }
+        });
+        tracing::info!(%grpc_addr, %http_addr, "OTLP receivers listening");
+        Ok(Collector {
+            grpc_addr,
+            http_addr,
+            ingest,
+        })
+    }
+}

@@ -1,1 +1,64 @@
-//! placeholder
+//! Burnwatch's HTTP side: self-telemetry and health endpoints now; the JSON
+//! API and the dashboard build on the same router.
+//!
+//! - `GET /healthz`: the process is up.
+//! - `GET /readyz`: ready to take traffic (store open, receivers bound).
+//! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+/// Something that appends Prometheus text to the `/metrics` answer.
+pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// State shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct WebState {
+    /// The store, for readiness and queries.
+    pub store: store::Store,
+    /// Sources rendered by `/metrics`, in order.
+    pub metrics: Vec<MetricsSource>,
+    /// Set once everything is started; cleared at shutdown.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for WebState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebState").field("store", &self.store).finish()
+    }
+}
+
+/// The HTTP router.
+pub fn app(state: WebState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<WebState>) -> impl IntoResponse {
+    if s.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(s): State<WebState>) -> impl IntoResponse {
+    let mut out = String::with_capacity(16 * 1024);
+    s.store.render_metrics(&mut out);
+    for source in &s.metrics {
+        source(&mut out);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        out,
+    )
+}

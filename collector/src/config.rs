@@ -1,0 +1,44 @@
+//! Collector settings.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the OTLP receivers. Every field has a default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// OTLP/gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// Largest request body accepted, in bytes, checked on the compressed
+    /// body and again while decompressing.
+    pub max_body_bytes: usize,
+    /// Most decoded request bytes held at once across all requests; past it
+    /// requests wait briefly, then get 429 / RESOURCE_EXHAUSTED.
+    pub max_inflight_bytes: usize,
+    /// Most export requests processed at once.
+    pub max_concurrent_requests: usize,
+    /// How long a request may wait for capacity before it is refused (ms).
+    pub queue_timeout_ms: u64,
+    /// Bearer tokens accepted for ingest. Empty: no authentication.
+    pub auth_tokens: Vec<String>,
+    /// A span may end this many milliseconds before it starts and still be kept.
+    pub end_before_start_tolerance_ms: u64,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            max_body_bytes: 64 << 20,
+            max_inflight_bytes: 512 << 20,
+            max_concurrent_requests: 64,
+            queue_timeout_ms: 1000,
+            auth_tokens: Vec::new(),
+            end_before_start_tolerance_ms: 0,
+        }
+    }
+}

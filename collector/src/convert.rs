@@ -1,0 +1,563 @@
+//! OTLP protobuf types straight into the store's Arrow builders.
+//!
+//! Each export request becomes one `RecordBatch` per signal. Invalid records
+//! are counted and described (the first few problems), never stored, and
+//! never fail the rest of the request: the receivers answer them with
+//! `partialSuccess`.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use arrow::array::RecordBatch;
+use base64::Engine as _;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Exemplar, exemplar, metric::Data, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind as PbKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode as PbStatus;
+use store::rows::{
+    Attr, EventRecord, ExemplarRecord, LinkRecord, LogRecord, LogsBuilder, MetricPointRecord,
+    MetricPointsBuilder, Number, Origin, PointData, SpanKind, SpanRecord, SpansBuilder, StatusCode,
+    Temporality,
+};
+
+/// Validation settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvertOptions {
+    /// A span may end this much before it starts (clock skew) and still be kept.
+    pub end_before_start_tolerance_ns: i64,
+    /// Receive time, used as the observed time of log records that have none.
+    pub now_ns: i64,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            end_before_start_tolerance_ns: 0,
+            now_ns: store::now_ns(),
+        }
+    }
+}
+
+/// The outcome of converting one request.
+#[derive(Debug)]
+pub struct Converted {
+    /// The valid records, or `None` when there were none.
+    pub batch: Option<RecordBatch>,
+    /// Records accepted.
+    pub accepted: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// What was wrong with the rejected records (empty when none were).
+    pub message: String,
+}
+
+/// Collects rejection reasons: the count plus the first few messages.
+#[derive(Default)]
+struct Rejections {
+    count: u64,
+    message: String,
+}
+
+const MAX_REASONS: u64 = 5;
+
+impl Rejections {
+    fn reject(&mut self, what: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.count <= MAX_REASONS {
+            if !self.message.is_empty() {
+                self.message.push_str("; ");
+            }
+            self.message.push_str(&what());
+        } else if self.count == MAX_REASONS + 1 {
+            self.message.push_str("; ...");
+        }
+    }
+
+    fn finish(self, kind: &str, accepted: u64, batch: Option<RecordBatch>) -> Converted {
+        let message = if self.count == 0 {
+            String::new()
+        } else {
+            format!("rejected {} {kind}: {}", self.count, self.message)
+        };
+        Converted {
+            batch,
+            accepted,
+            rejected: self.count,
+            message,
+        }
+    }
+}
+
+/// An attribute value rendered as the string stored in attribute maps.
+pub fn any_value_string(v: &AnyValue) -> Cow<'_, str> {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
+        Some(any_value::Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Some(any_value::Value::IntValue(i)) => Cow::Owned(i.to_string()),
+        Some(any_value::Value::DoubleValue(d)) => Cow::Owned(d.to_string()),
+        Some(any_value::Value::BytesValue(b)) => {
+            Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        Some(any_value::Value::ArrayValue(_)) | Some(any_value::Value::KvlistValue(_)) => {
+            let mut s = String::new();
+            write_json(v, &mut s);
+            Cow::Owned(s)
+        }
+        Some(any_value::Value::StringValueStrindex(i)) => Cow::Owned(format!("strindex:{i}")),
+        None => Cow::Borrowed(""),
+    }
+}
+
+fn write_json_str(s: &str, out: &mut String) {
+    // serde_json escapes correctly; a String never fails to serialise.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+/// Writes an `AnyValue` as JSON (used for arrays, maps and structured log bodies).
+pub fn write_json(v: &AnyValue, out: &mut String) {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => write_json_str(s, out),
+        Some(any_value::Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(any_value::Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(any_value::Value::DoubleValue(d)) if d.is_finite() => {
+            let _ = write!(out, "{d}");
+        }
+        Some(any_value::Value::DoubleValue(d)) => write_json_str(&d.to_string(), out),
+        Some(any_value::Value::BytesValue(b)) => {
+            write_json_str(&base64::engine::general_purpose::STANDARD.encode(b), out)
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            out.push('[');
+            for (i, x) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(x, out);
+            }
+            out.push(']');
+        }
+        Some(any_value::Value::KvlistValue(kv)) => {
+            out.push('{');
+            for (i, x) in kv.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_str(&x.key, out);
+                out.push(':');
+                match &x.value {
+                    Some(v) => write_json(v, out),
+                    None => out.push_str("null"),
+                }
+            }
+            out.push('}');
+        }
+        Some(any_value::Value::StringValueStrindex(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> Vec<Attr<'_>> {
+    kvs.iter()
+        .map(|kv| Attr {
+            key: &kv.key,
+            value: kv.value.as_ref().map(any_value_string).unwrap_or(Cow::Borrowed("")),
+        })
+        .collect()
+}
+
+fn service_name(resource: Option<&Resource>) -> &str {
+    resource
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .and_then(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        })
+        .unwrap_or("unknown_service")
+}
+
+fn scope_parts(scope: Option<&InstrumentationScope>) -> (&str, &str) {
+    scope
+        .map(|s| (s.name.as_str(), s.version.as_str()))
+        .unwrap_or(("", ""))
+}
+
+fn id16(b: &[u8]) -> Option<[u8; 16]> {
+    let id: [u8; 16] = b.try_into().ok()?;
+    (id != [0; 16]).then_some(id)
+}
+
+fn id8(b: &[u8]) -> Option<[u8; 8]> {
+    let id: [u8; 8] = b.try_into().ok()?;
+    (id != [0; 8]).then_some(id)
+}
+
+fn ts(v: u64) -> Option<i64> {
+    i64::try_from(v).ok()
+}
+
+/// An optional id field: empty is `Ok(None)`, a valid id `Ok(Some)`, anything else `Err`.
+fn opt_id<const N: usize>(b: &[u8]) -> Result<Option<[u8; N]>, ()> {
+    if b.is_empty() {
+        return Ok(None);
+    }
+    let id: [u8; N] = b.try_into().map_err(|_| ())?;
+    Ok((id != [0; N]).then_some(id))
+}
+
+fn span_kind(k: i32) -> SpanKind {
+    match PbKind::try_from(k) {
+        Ok(PbKind::Internal) => SpanKind::Internal,
+        Ok(PbKind::Server) => SpanKind::Server,
+        Ok(PbKind::Client) => SpanKind::Client,
+        Ok(PbKind::Producer) => SpanKind::Producer,
+        Ok(PbKind::Consumer) => SpanKind::Consumer,
+        _ => SpanKind::Unspecified,
+    }
+}
+
+/// Converts a trace export request.
+pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converted {
+    let mut b = SpansBuilder::new();
+    let mut rej = Rejections::default();
+    for rs in &req.resource_spans {
+        let resource_attributes = rs.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+        let service = service_name(rs.resource.as_ref());
+        for ss in &rs.scope_spans {
+            let (scope_name, scope_version) = scope_parts(ss.scope.as_ref());
+            let origin = Origin {
+                service_name: service,
+                resource_attributes: &resource_attributes,
+                scope_name,
+                scope_version,
+            };
+            for s in &ss.spans {
+                let Some(trace_id) = id16(&s.trace_id) else {
+                    rej.reject(|| format!("span {:?}: trace_id must be 16 bytes and not all zero, got {} bytes", s.name, s.trace_id.len()));
+                    continue;
+                };
+                let Some(span_id) = id8(&s.span_id) else {
+                    rej.reject(|| format!("span {:?}: span_id must be 8 bytes and not all zero, got {} bytes", s.name, s.span_id.len()));
+                    continue;
+                };
+                let Ok(parent_span_id) = opt_id::<8>(&s.parent_span_id) else {
+                    rej.reject(|| format!("span {:?}: parent_span_id must be empty or 8 bytes, got {} bytes", s.name, s.parent_span_id.len()));
+                    continue;
+                };
+                let (Some(start), Some(end)) = (ts(s.start_time_unix_nano), ts(s.end_time_unix_nano)) else {
+                    rej.reject(|| format!("span {:?}: timestamp out of range", s.name));
+                    continue;
+                };
+                if start == 0 {
+                    rej.reject(|| format!("span {:?}: start_time_unix_nano is missing", s.name));
+                    continue;
+                }
+                if end < start - opts.end_before_start_tolerance_ns {
+                    rej.reject(|| format!("span {:?}: ends {} ns before it starts", s.name, start - end));
+                    continue;
+                }
+                let mut bad_link = false;
+                let links = s
+                    .links
+                    .iter()
+                    .filter_map(|l| match (id16(&l.trace_id), id8(&l.span_id)) {
+                        (Some(trace_id), Some(span_id)) => Some(LinkRecord {
+                            trace_id,
+                            span_id,
+                            trace_state: &l.trace_state,
+                            attributes: attrs(&l.attributes),
+                            dropped_attributes_count: l.dropped_attributes_count,
+                            flags: l.flags,
+                        }),
+                        _ => {
+                            bad_link = true;
+                            None
+                        }
+                    })
+                    .collect();
+                if bad_link {
+                    rej.reject(|| format!("span {:?}: a link has an invalid trace_id or span_id", s.name));
+                    continue;
+                }
+                let status = s.status.as_ref();
+                let record = SpanRecord {
+                    trace_id,
+                    span_id,
+                    parent_span_id,
+                    trace_state: &s.trace_state,
+                    flags: s.flags,
+                    name: &s.name,
+                    kind: span_kind(s.kind),
+                    start_time_ns: start,
+                    end_time_ns: end.max(start),
+                    status_code: match status.map(|st| PbStatus::try_from(st.code)) {
+                        Some(Ok(PbStatus::Ok)) => StatusCode::Ok,
+                        Some(Ok(PbStatus::Error)) => StatusCode::Error,
+                        _ => StatusCode::Unset,
+                    },
+                    status_message: status.map(|st| st.message.as_str()).unwrap_or(""),
+                    attributes: attrs(&s.attributes),
+                    dropped_attributes_count: s.dropped_attributes_count,
+                    events: s
+                        .events
+                        .iter()
+                        .map(|e| EventRecord {
+                            time_ns: ts(e.time_unix_nano).unwrap_or(start),
+                            name: &e.name,
+                            attributes: attrs(&e.attributes),
+                            dropped_attributes_count: e.dropped_attributes_count,
+                        })
+                        .collect(),
+                    dropped_events_count: s.dropped_events_count,
+                    links,
+                    dropped_links_count: s.dropped_links_count,
+                };
+                b.append(&origin, &record);
+            }
+        }
+    }
+    let accepted = b.len() as u64;
+    let batch = (!b.is_empty()).then(|| b.finish());
+    rej.finish("spans", accepted, batch)
+}
+
+/// Converts a logs export request.
+pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted {
+    let mut b = LogsBuilder::new();
+    let mut rej = Rejections::default();
+    for rl in &req.resource_logs {
+        let resource_attributes = rl.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+        let service = service_name(rl.resource.as_ref());
+        for sl in &rl.scope_logs {
+            let (scope_name, scope_version) = scope_parts(sl.scope.as_ref());
+            let origin = Origin {
+                service_name: service,
+                resource_attributes: &resource_attributes,
+                scope_name,
+                scope_version,
+            };
+            for (i, r) in sl.log_records.iter().enumerate() {
+                let Ok(trace_id) = opt_id::<16>(&r.trace_id) else {
+                    rej.reject(|| format!("log record {i}: trace_id must be empty or 16 bytes, got {} bytes", r.trace_id.len()));
+                    continue;
+                };
+                let Ok(span_id) = opt_id::<8>(&r.span_id) else {
+                    rej.reject(|| format!("log record {i}: span_id must be empty or 8 bytes, got {} bytes", r.span_id.len()));
+                    continue;
+                };
+                let (Some(time), Some(observed)) = (ts(r.time_unix_nano), ts(r.observed_time_unix_nano)) else {
+                    rej.reject(|| format!("log record {i}: timestamp out of range"));
+                    continue;
+                };
+                let observed = if observed == 0 { opts.now_ns } else { observed };
+                let body = r.body.as_ref().map(|v| match &v.value {
+                    Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s.as_str()),
+                    Some(_) => {
+                        let mut s = String::new();
+                        write_json(v, &mut s);
+                        Cow::Owned(s)
+                    }
+                    None => Cow::Borrowed(""),
+                });
+                b.append(
+                    &origin,
+                    &LogRecord {
+                        time_ns: if time == 0 { observed } else { time },
+                        observed_time_ns: observed,
+                        severity_number: r.severity_number,
+                        severity_text: &r.severity_text,
+                        body,
+                        trace_id,
+                        span_id,
+                        flags: r.flags,
+                        event_name: &r.event_name,
+                        attributes: attrs(&r.attributes),
+                        dropped_attributes_count: r.dropped_attributes_count,
+                    },
+                );
+            }
+        }
+    }
+    let accepted = b.len() as u64;
+    let batch = (!b.is_empty()).then(|| b.finish());
+    rej.finish("log records", accepted, batch)
+}
+
+fn temporality(t: i32) -> Temporality {
+    match AggregationTemporality::try_from(t) {
+        Ok(AggregationTemporality::Delta) => Temporality::Delta,
+        Ok(AggregationTemporality::Cumulative) => Temporality::Cumulative,
+        _ => Temporality::Unspecified,
+    }
+}
+
+fn exemplars(ex: &[Exemplar]) -> Vec<ExemplarRecord<'_>> {
+    ex.iter()
+        .map(|e| ExemplarRecord {
+            time_ns: ts(e.time_unix_nano).unwrap_or(0),
+            value: match e.value {
+                Some(exemplar::Value::AsDouble(d)) => d,
+                Some(exemplar::Value::AsInt(i)) => i as f64,
+                None => f64::NAN,
+            },
+            trace_id: id16(&e.trace_id),
+            span_id: id8(&e.span_id),
+            filtered_attributes: attrs(&e.filtered_attributes),
+        })
+        .collect()
+}
+
+/// Converts a metrics export request: one row per data point.
+pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) -> Converted {
+    let mut b = MetricPointsBuilder::new();
+    let mut rej = Rejections::default();
+    for rm in &req.resource_metrics {
+        let resource_attributes = rm.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+        let service = service_name(rm.resource.as_ref());
+        for sm in &rm.scope_metrics {
+            let (scope_name, scope_version) = scope_parts(sm.scope.as_ref());
+            let origin = Origin {
+                service_name: service,
+                resource_attributes: &resource_attributes,
+                scope_name,
+                scope_version,
+            };
+            for m in &sm.metrics {
+                let name = m.name.as_str();
+                if name.is_empty() {
+                    rej.reject(|| "a metric has no name".to_string());
+                    continue;
+                }
+                macro_rules! push {
+                    ($p:expr, $data:expr, $ex:expr) => {
+                        match point(m, $p.time_unix_nano, $p.start_time_unix_nano, &$p.attributes, $p.flags, $data, $ex) {
+                            Some(rec) => b.append(&origin, &rec),
+                            None => rej.reject(|| format!("metric {name:?}: a data point has no valid time_unix_nano")),
+                        }
+                    };
+                }
+                match &m.data {
+                    None => rej.reject(|| format!("metric {name:?} has no data (gauge, sum, histogram, exponential histogram or summary)")),
+                    Some(Data::Gauge(g)) => {
+                        for p in &g.data_points {
+                            let Some(n) = number(p.value) else {
+                                rej.reject(|| format!("metric {name:?}: a gauge point has no value"));
+                                continue;
+                            };
+                            push!(p, PointData::Gauge(n), exemplars(&p.exemplars));
+                        }
+                    }
+                    Some(Data::Sum(s)) => {
+                        for p in &s.data_points {
+                            let Some(n) = number(p.value) else {
+                                rej.reject(|| format!("metric {name:?}: a sum point has no value"));
+                                continue;
+                            };
+                            let data = PointData::Sum {
+                                value: n,
+                                is_monotonic: s.is_monotonic,
+                                temporality: temporality(s.aggregation_temporality),
+                            };
+                            push!(p, data, exemplars(&p.exemplars));
+                        }
+                    }
+                    Some(Data::Histogram(h)) => {
+                        for p in &h.data_points {
+                            if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
+                                rej.reject(|| format!(
+                                    "metric {name:?}: histogram has {} bucket counts for {} bounds (want bounds + 1)",
+                                    p.bucket_counts.len(),
+                                    p.explicit_bounds.len()
+                                ));
+                                continue;
+                            }
+                            let data = PointData::Histogram {
+                                temporality: temporality(h.aggregation_temporality),
+                                count: p.count,
+                                sum: p.sum,
+                                min: p.min,
+                                max: p.max,
+                                bucket_counts: &p.bucket_counts,
+                                explicit_bounds: &p.explicit_bounds,
+                            };
+                            push!(p, data, exemplars(&p.exemplars));
+                        }
+                    }
+                    Some(Data::ExponentialHistogram(h)) => {
+                        for p in &h.data_points {
+                            let pos = p.positive.as_ref();
+                            let neg = p.negative.as_ref();
+                            let data = PointData::ExponentialHistogram {
+                                temporality: temporality(h.aggregation_temporality),
+                                count: p.count,
+                                sum: p.sum,
+                                min: p.min,
+                                max: p.max,
+                                scale: p.scale,
+                                zero_count: p.zero_count,
+                                zero_threshold: p.zero_threshold,
+                                positive_offset: pos.map(|b| b.offset).unwrap_or(0),
+                                positive_bucket_counts: pos.map(|b| b.bucket_counts.as_slice()).unwrap_or_default(),
+                                negative_offset: neg.map(|b| b.offset).unwrap_or(0),
+                                negative_bucket_counts: neg.map(|b| b.bucket_counts.as_slice()).unwrap_or_default(),
+                            };
+                            push!(p, data, exemplars(&p.exemplars));
+                        }
+                    }
+                    Some(Data::Summary(s)) => {
+                        for p in &s.data_points {
+                            let data = PointData::Summary {
+                                count: p.count,
+                                sum: p.sum,
+                                quantiles: p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect(),
+                            };
+                            push!(p, data, Vec::new());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let accepted = b.len() as u64;
+    let batch = (!b.is_empty()).then(|| b.finish());
+    rej.finish("data points", accepted, batch)
+}
+
+fn point<'a>(
+    m: &'a opentelemetry_proto::tonic::metrics::v1::Metric,
+    time: u64,
+    start: u64,
+    attributes: &'a [KeyValue],
+    flags: u32,
+    data: PointData<'a>,
+    exemplars: Vec<ExemplarRecord<'a>>,
+) -> Option<MetricPointRecord<'a>> {
+    let time_ns = ts(time).filter(|t| *t > 0)?;
+    Some(MetricPointRecord {
+        time_ns,
+        start_time_ns: ts(start).filter(|s| *s > 0),
+        metric_name: &m.name,
+        unit: &m.unit,
+        description: &m.description,
+        attributes: attrs(attributes),
+        flags,
+        data,
+        exemplars,
+    })
+}
+
+fn number(v: Option<number_data_point::Value>) -> Option<Number> {
+    match v? {
+        number_data_point::Value::AsDouble(d) => Some(Number::F64(d)),
+        number_data_point::Value::AsInt(i) => Some(Number::I64(i)),
+    }
+}

@@ -1,0 +1,174 @@
+//! OTLP/gRPC receiver: TraceService, MetricsService and LogsService.
+//!
+//! Accepts gzip and zstd compressed messages up to the body limit. Rejected
+//! items come back in `partial_success`; capacity problems as
+//! RESOURCE_EXHAUSTED or UNAVAILABLE with a `RetryInfo` detail, which OTLP
+//! exporters honour by retrying after the delay.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::http::token_ok;
+use crate::ingest::{ExportRequest, Ingest, IngestError, Outcome};
+use crate::metrics::{Signal, Transport};
+
+/// The three OTLP services over one `Ingest`.
+#[derive(Clone, Debug)]
+pub struct OtlpGrpc {
+    ingest: Arc<Ingest>,
+}
+
+fn to_status(e: IngestError) -> Status {
+    match e {
+        IngestError::Overloaded { message, retry_after } => Status::with_error_details(
+            Code::ResourceExhausted,
+            message,
+            ErrorDetails::with_retry_info(Some(retry_after)),
+        ),
+        IngestError::Unavailable { message, retry_after } => Status::with_error_details(
+            Code::Unavailable,
+            message,
+            ErrorDetails::with_retry_info(Some(retry_after)),
+        ),
+        IngestError::Internal(_) => Status::internal("internal error; see the server log"),
+    }
+}
+
+impl OtlpGrpc {
+    /// Services writing through `ingest`.
+    pub fn new(ingest: Arc<Ingest>) -> OtlpGrpc {
+        OtlpGrpc { ingest }
+    }
+
+    async fn run(&self, signal: Signal, auth: Option<String>, request: ExportRequest, size: usize) -> Result<Outcome, Status> {
+        let started = Instant::now();
+        let m = self.ingest.metrics().clone();
+        let result = self.run_inner(signal, auth, request, size).await;
+        if let Err(s) = &result {
+            match s.code() {
+                Code::Unauthenticated => m.unauthorized(),
+                Code::InvalidArgument => m.bad_request(signal, Transport::Grpc),
+                _ => {}
+            }
+        }
+        m.request(signal, Transport::Grpc, size, started.elapsed());
+        result
+    }
+
+    async fn run_inner(&self, signal: Signal, auth: Option<String>, request: ExportRequest, size: usize) -> Result<Outcome, Status> {
+        if !token_ok(&self.ingest.config().auth_tokens, auth.as_deref()) {
+            return Err(Status::unauthenticated("missing or invalid bearer token"));
+        }
+        let mut admission = match self.ingest.admit().await {
+            Ok(a) => a,
+            Err(e) => {
+                self.ingest.metrics().refused(signal, Transport::Grpc);
+                return Err(to_status(e));
+            }
+        };
+        if let Err(e) = self.ingest.reserve(&mut admission, size.saturating_mul(3)).await {
+            self.ingest.metrics().refused(signal, Transport::Grpc);
+            return Err(to_status(e));
+        }
+        self.ingest.export(request, Transport::Grpc).await.map_err(to_status)
+    }
+
+    /// The tonic services, with compression and the message size limit set.
+    pub fn services(
+        self,
+    ) -> (
+        TraceServiceServer<OtlpGrpc>,
+        MetricsServiceServer<OtlpGrpc>,
+        LogsServiceServer<OtlpGrpc>,
+    ) {
+        let limit = self.ingest.config().max_body_bytes;
+        (
+            TraceServiceServer::new(self.clone())
+                .max_decoding_message_size(limit)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd),
+            MetricsServiceServer::new(self.clone())
+                .max_decoding_message_size(limit)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd),
+            LogsServiceServer::new(self)
+                .max_decoding_message_size(limit)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd),
+        )
+    }
+}
+
+fn auth_of<T>(r: &Request<T>) -> Option<String> {
+    r.metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpGrpc {
+    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let auth = auth_of(&request);
+        let req = request.into_inner();
+        let size = req.encoded_len();
+        let o = self.run(Signal::Traces, auth, ExportRequest::Traces(req), size).await?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: o.rejected as i64,
+                error_message: o.message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for OtlpGrpc {
+    async fn export(&self, request: Request<ExportMetricsServiceRequest>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let auth = auth_of(&request);
+        let req = request.into_inner();
+        let size = req.encoded_len();
+        let o = self.run(Signal::Metrics, auth, ExportRequest::Metrics(req), size).await?;
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: (o.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: o.rejected as i64,
+                error_message: o.message,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpGrpc {
+    async fn export(&self, request: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let auth = auth_of(&request);
+        let req = request.into_inner();
+        let size = req.encoded_len();
+        let o = self.run(Signal::Logs, auth, ExportRequest::Logs(req), size).await?;
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: o.rejected as i64,
+                error_message: o.message,
+            }),
+        }))
+    }
+}

@@ -1,0 +1,444 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`.
+//!
+//! Protobuf (`application/x-protobuf`) and JSON (`application/json`, the
+//! OTLP JSON mapping) bodies, optionally gzip, zstd or deflate compressed.
+//! Answers follow the OTLP/HTTP specification: 200 with an
+//! `Export*ServiceResponse` (with `partialSuccess` when items were rejected),
+//! 400 / 413 / 415 / 401 / 405 with a `google.rpc.Status` body in the
+//! request's encoding, 429 / 503 with `Retry-After` when the server cannot
+//! take the data now.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use crate::ingest::{ExportRequest, Ingest, IngestError, Outcome};
+use crate::metrics::{Signal, Transport};
+
+/// The body encodings OTLP/HTTP defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/x-protobuf`.
+    Protobuf,
+    /// `application/json`.
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// gRPC status codes used in `google.rpc.Status` bodies.
+mod code {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const UNIMPLEMENTED: i32 = 12;
+    pub const INTERNAL: i32 = 13;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// An error answer: HTTP status, `google.rpc.Status` code and message.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    code: i32,
+    message: String,
+    retry_after: Option<u64>,
+    encoding: Encoding,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, code: i32, message: impl Into<String>, encoding: Encoding) -> HttpError {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            encoding,
+        }
+    }
+}
+
+/// Builds a `google.rpc.Status` body in the given encoding.
+pub fn status_body(code: i32, message: &str, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Protobuf => tonic_types::Status {
+            code,
+            message: message.to_string(),
+            details: Vec::new(),
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": code, "message": message })
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = status_body(self.code, &self.message, self.encoding);
+        let mut resp = (self.status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.encoding.content_type()),
+        );
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+fn from_ingest(e: IngestError, encoding: Encoding) -> HttpError {
+    let retry_after = e.retry_after().map(|d| d.as_secs().max(1));
+    let (status, code) = match &e {
+        IngestError::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, code::RESOURCE_EXHAUSTED),
+        IngestError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE),
+        IngestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL),
+    };
+    let message = match &e {
+        IngestError::Internal(_) => "internal error; see the server log".to_string(),
+        other => other.to_string(),
+    };
+    HttpError {
+        status,
+        code,
+        message,
+        retry_after,
+        encoding,
+    }
+}
+
+/// The OTLP/HTTP router.
+pub fn router(ingest: Arc<Ingest>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces).fallback(method_not_allowed))
+        .route("/v1/metrics", post(metrics).fallback(method_not_allowed))
+        .route("/v1/logs", post(logs).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(ingest)
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        code::UNIMPLEMENTED,
+        "OTLP/HTTP export endpoints accept POST only",
+        Encoding::Json,
+    )
+    .into_response();
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r
+}
+
+async fn not_found() -> Response {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        code::UNIMPLEMENTED,
+        "unknown path; OTLP/HTTP paths are /v1/traces, /v1/metrics and /v1/logs",
+        Encoding::Json,
+    )
+    .into_response()
+}
+
+async fn traces(State(i): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    handle(i, Signal::Traces, headers, body).await
+}
+
+async fn metrics(State(i): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    handle(i, Signal::Metrics, headers, body).await
+}
+
+async fn logs(State(i): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    handle(i, Signal::Logs, headers, body).await
+}
+
+/// Checks a bearer token against the configured ones (constant time per token).
+pub fn token_ok(tokens: &[String], authorization: Option<&str>) -> bool {
+    if tokens.is_empty() {
+        return true;
+    }
+    let Some(given) = authorization.and_then(|h| {
+        h.strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+    }) else {
+        return false;
+    };
+    let given = given.trim().as_bytes();
+    tokens.iter().any(|t| {
+        let t = t.as_bytes();
+        t.len() == given.len() && t.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    })
+}
+
+fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        "" => Err("missing Content-Type; use application/x-protobuf or application/json".into()),
+        other => Err(format!(
+            "unsupported Content-Type {other:?}; use application/x-protobuf or application/json"
+        )),
+    }
+}
+
+enum BodyError {
+    TooLarge(String),
+    Unsupported(String),
+    Bad(String),
+}
+
+/// Decompresses `body` per `Content-Encoding`, never producing more than `limit` bytes.
+fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+    let enc = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
+    let mut out = Vec::new();
+    let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), BodyError> {
+        let mut limited = r.take(limit as u64 + 1);
+        limited
+            .read_to_end(out)
+            .map_err(|e| BodyError::Bad(format!("cannot decompress the {enc} body: {e}")))?;
+        if out.len() > limit {
+            return Err(BodyError::TooLarge(format!(
+                "decompressed body exceeds the limit of {limit} bytes"
+            )));
+        }
+        Ok(())
+    };
+    match enc.as_str() {
+        "" | "identity" => return Ok(body),
+        "gzip" | "x-gzip" => read(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)?,
+        "deflate" => read(&mut flate2::read::ZlibDecoder::new(&body[..]), &mut out)?,
+        "zstd" => {
+            let mut d = zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| BodyError::Bad(format!("cannot decompress the zstd body: {e}")))?;
+            read(&mut d, &mut out)?
+        }
+        other => {
+            return Err(BodyError::Unsupported(format!(
+                "unsupported Content-Encoding {other:?}; use gzip, zstd, deflate or identity"
+            )));
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<ExportRequest, String> {
+    fn pb<T: Message + Default>(b: &[u8]) -> Result<T, String> {
+        T::decode(b).map_err(|e| format!("invalid protobuf body: {e}"))
+    }
+    fn js<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(b).map_err(|e| format!("invalid OTLP JSON body: {e}"))
+    }
+    Ok(match (signal, encoding) {
+        (Signal::Traces, Encoding::Protobuf) => ExportRequest::Traces(pb::<ExportTraceServiceRequest>(body)?),
+        (Signal::Traces, Encoding::Json) => ExportRequest::Traces(js::<ExportTraceServiceRequest>(body)?),
+        (Signal::Metrics, Encoding::Protobuf) => ExportRequest::Metrics(pb::<ExportMetricsServiceRequest>(body)?),
+        (Signal::Metrics, Encoding::Json) => ExportRequest::Metrics(js::<ExportMetricsServiceRequest>(body)?),
+        (Signal::Logs, Encoding::Protobuf) => ExportRequest::Logs(pb::<ExportLogsServiceRequest>(body)?),
+        (Signal::Logs, Encoding::Json) => ExportRequest::Logs(js::<ExportLogsServiceRequest>(body)?),
+    })
+}
+
+/// The success body, with `partialSuccess` when items were rejected.
+pub fn success_body(signal: Signal, encoding: Encoding, outcome: &Outcome) -> Vec<u8> {
+    let partial = outcome.rejected > 0;
+    match encoding {
+        Encoding::Protobuf => match signal {
+            Signal::Traces => ExportTraceServiceResponse {
+                partial_success: partial.then(|| ExportTracePartialSuccess {
+                    rejected_spans: outcome.rejected as i64,
+                    error_message: outcome.message.clone(),
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Metrics => ExportMetricsServiceResponse {
+                partial_success: partial.then(|| ExportMetricsPartialSuccess {
+                    rejected_data_points: outcome.rejected as i64,
+                    error_message: outcome.message.clone(),
+                }),
+            }
+            .encode_to_vec(),
+            Signal::Logs => ExportLogsServiceResponse {
+                partial_success: partial.then(|| ExportLogsPartialSuccess {
+                    rejected_log_records: outcome.rejected as i64,
+                    error_message: outcome.message.clone(),
+                }),
+            }
+            .encode_to_vec(),
+        },
+        Encoding::Json => {
+            if !partial {
+                return b"{}".to_vec();
+            }
+            let field = match signal {
+                Signal::Traces => "rejectedSpans",
+                Signal::Metrics => "rejectedDataPoints",
+                Signal::Logs => "rejectedLogRecords",
+            };
+            // int64 fields are strings in the OTLP JSON mapping.
+            serde_json::json!({
+                "partialSuccess": { field: outcome.rejected.to_string(), "errorMessage": outcome.message }
+            })
+            .to_string()
+            .into_bytes()
+        }
+    }
+}
+
+async fn handle(ingest: Arc<Ingest>, signal: Signal, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let metrics = ingest.metrics().clone();
+    let transport = Transport::Http;
+    let (resp, bytes) = match process(&ingest, signal, &headers, body).await {
+        Ok((r, n)) => (r, n),
+        Err((e, n)) => {
+            match e.status {
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    // Counted by the ingest path or here for admission refusals.
+                }
+                StatusCode::UNAUTHORIZED => metrics.unauthorized(),
+                s if s.is_client_error() => metrics.bad_request(signal, transport),
+                _ => {}
+            }
+            (e.into_response(), n)
+        }
+    };
+    metrics.request(signal, transport, bytes, started.elapsed());
+    resp
+}
+
+async fn process(
+    ingest: &Ingest,
+    signal: Signal,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Response, usize), (HttpError, usize)> {
+    let config = ingest.config();
+    // Errors before we know the encoding are answered in JSON.
+    let encoding = match request_encoding(headers) {
+        Ok(e) => e,
+        Err(msg) => {
+            return Err((
+                HttpError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, msg, Encoding::Json),
+                0,
+            ));
+        }
+    };
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !token_ok(&config.auth_tokens, auth) {
+        let mut e = HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            code::UNAUTHENTICATED,
+            "missing or invalid bearer token",
+            encoding,
+        );
+        e.retry_after = None;
+        return Err((e, 0));
+    }
+    let limit = config.max_body_bytes;
+    let too_large = |msg: String| HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, code::INVALID_ARGUMENT, msg, encoding);
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err((too_large(format!("body of {len} bytes exceeds the limit of {limit} bytes")), 0));
+    }
+    let mut admission = match ingest.admit().await {
+        Ok(a) => a,
+        Err(e) => {
+            ingest.metrics().refused(signal, Transport::Http);
+            return Err((from_ingest(e, encoding), 0));
+        }
+    };
+    let raw = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let err = if over {
+                too_large(format!("body exceeds the limit of {limit} bytes"))
+            } else {
+                HttpError::new(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("cannot read the body: {e}"), encoding)
+            };
+            return Err((err, 0));
+        }
+    };
+    let n = raw.len();
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Decompression and decoding are CPU work: off the async workers.
+    let decoded = tokio::task::spawn_blocking(move || {
+        let plain = decompress(content_encoding.as_deref(), raw, limit)?;
+        let size = plain.len();
+        decode(signal, encoding, &plain)
+            .map(|r| (r, size))
+            .map_err(BodyError::Bad)
+    })
+    .await;
+    let (request, size) = match decoded {
+        Ok(Ok(r)) => r,
+        Ok(Err(BodyError::TooLarge(m))) => return Err((too_large(m), n)),
+        Ok(Err(BodyError::Unsupported(m))) => {
+            return Err((HttpError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, m, encoding), n));
+        }
+        Ok(Err(BodyError::Bad(m))) => {
+            return Err((HttpError::new(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, m, encoding), n));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "decode task failed");
+            return Err((HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error", encoding), n));
+        }
+    };
+    // Decoded messages take roughly three times their wire size.
+    if let Err(e) = ingest.reserve(&mut admission, size.saturating_mul(3)).await {
+        ingest.metrics().refused(signal, Transport::Http);
+        return Err((from_ingest(e, encoding), n));
+    }
+    match ingest.export(request, Transport::Http).await {
+        Ok(outcome) => {
+            let body = success_body(signal, encoding, &outcome);
+            let mut r = (StatusCode::OK, body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(encoding.content_type()),
+            );
+            Ok((r, n))
+        }
+        Err(e) => Err((from_ingest(e, encoding), n)),
+    }
+}

@@ -1,0 +1,195 @@
+//! Self-telemetry of the receivers, rendered as Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The signal of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Traces (spans).
+    Traces,
+    /// Metrics (data points).
+    Metrics,
+    /// Logs (log records).
+    Logs,
+}
+
+impl Signal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+/// The transport a request came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP.
+    Http,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+const TRANSPORTS: [Transport; 2] = [Transport::Grpc, Transport::Http];
+/// Upper bounds of the request-duration histogram, seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Debug, Default)]
+struct PerLabel {
+    requests: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    refused: AtomicU64,
+    bad_requests: AtomicU64,
+    bytes: AtomicU64,
+    duration_buckets: [AtomicU64; BUCKETS.len()],
+    duration_count: AtomicU64,
+    duration_sum_micros: AtomicU64,
+}
+
+/// Counters per signal and transport.
+#[derive(Debug, Default)]
+pub struct CollectorMetrics {
+    by: [[PerLabel; 2]; 3],
+    unauthorized: AtomicU64,
+}
+
+impl CollectorMetrics {
+    fn get(&self, s: Signal, t: Transport) -> &PerLabel {
+        &self.by[s.idx()][t.idx()]
+    }
+
+    /// Records a finished request.
+    pub fn request(&self, s: Signal, t: Transport, bytes: usize, elapsed: Duration) {
+        let p = self.get(s, t);
+        p.requests.fetch_add(1, Ordering::Relaxed);
+        p.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                p.duration_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        p.duration_count.fetch_add(1, Ordering::Relaxed);
+        p.duration_sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Items stored.
+    pub fn accepted(&self, s: Signal, t: Transport, n: u64) {
+        self.get(s, t).accepted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Items rejected as invalid (reported in `partialSuccess`).
+    pub fn rejected(&self, s: Signal, t: Transport, n: u64) {
+        self.get(s, t).rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Requests refused for lack of capacity (429/503, RESOURCE_EXHAUSTED/UNAVAILABLE).
+    pub fn refused(&self, s: Signal, t: Transport) {
+        self.get(s, t).refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that could not be read or decoded (4xx, INVALID_ARGUMENT).
+    pub fn bad_request(&self, s: Signal, t: Transport) {
+        self.get(s, t).bad_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests without a valid token.
+    pub fn unauthorized(&self) {
+        self.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Accepted items of a signal over both transports.
+    pub fn accepted_total(&self, s: Signal) -> u64 {
+        TRANSPORTS
+            .iter()
+            .map(|t| self.get(s, *t).accepted.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Appends the Prometheus text exposition of these metrics.
+    pub fn render(&self, out: &mut String) {
+        let item = |s: Signal| match s {
+            Signal::Traces => "spans",
+            Signal::Metrics => "data_points",
+            Signal::Logs => "log_records",
+        };
+        type Field = fn(&PerLabel) -> &AtomicU64;
+        let counters: [(&str, &str, Field); 6] = [
+            ("burnwatch_otlp_requests_total", "Export requests received.", |p| &p.requests),
+            ("burnwatch_otlp_accepted_items_total", "Items stored (acknowledged after WAL fsync).", |p| &p.accepted),
+            ("burnwatch_otlp_rejected_items_total", "Invalid items rejected and reported in partialSuccess.", |p| &p.rejected),
+            ("burnwatch_otlp_refused_requests_total", "Requests refused under backpressure or disk full (429/503).", |p| &p.refused),
+            ("burnwatch_otlp_bad_requests_total", "Requests that could not be read or decoded (4xx).", |p| &p.bad_requests),
+            ("burnwatch_otlp_received_bytes_total", "Request body bytes received (as sent, before decompression).", |p| &p.bytes),
+        ];
+        for (name, help, field) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for s in SIGNALS {
+                for t in TRANSPORTS {
+                    let v = field(self.get(s, t)).load(Ordering::Relaxed);
+                    let _ = writeln!(
+                        out,
+                        "{name}{{signal=\"{}\",item=\"{}\",transport=\"{}\"}} {v}",
+                        s.as_str(),
+                        item(s),
+                        t.as_str()
+                    );
+                }
+            }
+        }
+        let name = "burnwatch_otlp_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time from request start to response.\n# TYPE {name} histogram");
+        for s in SIGNALS {
+            for t in TRANSPORTS {
+                let p = self.get(s, t);
+                let labels = format!("signal=\"{}\",transport=\"{}\"", s.as_str(), t.as_str());
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{labels},le=\"{b}\"}} {}",
+                        p.duration_buckets[i].load(Ordering::Relaxed)
+                    );
+                }
+                let count = p.duration_count.load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{{{labels}}} {}",
+                    p.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+                );
+                let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_otlp_unauthorized_requests_total Requests without a valid bearer token.\n\
+             # TYPE burnwatch_otlp_unauthorized_requests_total counter\n\
+             burnwatch_otlp_unauthorized_requests_total {}",
+            self.unauthorized.load(Ordering::Relaxed)
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! Configuration: defaults, then the TOML file, then `BURNWATCH_*` environment
+//! variables and command-line flags (clap merges those two; flags win).
+//! This is the only place that reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file. Every field is optional.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Root of all stored data.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API, dashboard, `/metrics`, `/healthz`, `/readyz`.
+    pub http_addr: SocketAddr,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info,store=debug`.
+    pub log: String,
+    /// Storage engine settings.
+    pub store: store::StoreConfig,
+    /// OTLP receiver settings.
+    pub collector: collector::CollectorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            log: "info".into(),
+            store: store::StoreConfig::default(),
+            collector: collector::CollectorConfig::default(),
+        }
+    }
+}
+
+/// Flags (and their environment variables) shared by `serve` and `demo`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerFlags {
+    /// TOML configuration file.
+    #[arg(long, env = "BURNWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "BURNWATCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API and dashboard address [default: 127.0.0.1:8080].
+    #[arg(long, env = "BURNWATCH_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// OTLP/gRPC address [default: 127.0.0.1:4317].
+    #[arg(long, env = "BURNWATCH_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP address [default: 127.0.0.1:4318].
+    #[arg(long, env = "BURNWATCH_OTLP_HTTP_ADDR")]
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// Bearer tokens accepted for ingest, comma-separated. Unset: no auth.
+    #[arg(long, env = "BURNWATCH_INGEST_TOKENS", value_delimiter = ',')]
+    pub ingest_tokens: Option<Vec<String>>,
+    /// Log filter, e.g. `info` or `debug,tonic=info`.
+    #[arg(long, env = "BURNWATCH_LOG")]
+    pub log: Option<String>,
+}
+
+impl ServerFlags {
+    /// Loads the file (if any) and applies the flags over it.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => load_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(a) = self.http_addr {
+            config.http_addr = a;
+        }
+        if let Some(a) = self.otlp_grpc_addr {
+            config.collector.grpc_addr = a;
+        }
+        if let Some(a) = self.otlp_http_addr {
+            config.collector.http_addr = a;
+        }
+        if let Some(t) = &self.ingest_tokens {
+            config.collector.auth_tokens = t.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        if let Some(l) = &self.log {
+            config.log = l.clone();
+        }
+        config.store.data_dir = config.data_dir.clone();
+        Ok(config)
+    }
+}
+
+/// Reads and parses a TOML configuration file.
+pub fn load_file(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/var/lib/bw\"\nhttp_addr = \"127.0.0.1:9000\"\n[store]\nflush_interval_secs = 2.5\n[store.retention_hours]\nspans = 48\n[collector]\nmax_body_bytes = 1024\n",
+        )
+        .unwrap();
+        let flags = ServerFlags {
+            config: Some(path.clone()),
+            http_addr: Some("127.0.0.1:9001".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = flags.resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/bw"));
+        assert_eq!(c.store.data_dir, PathBuf::from("/var/lib/bw"));
+        assert_eq!(c.http_addr.port(), 9001);
+        assert_eq!(c.store.flush_interval_secs, 2.5);
+        assert_eq!(c.store.retention_hours.spans, 48);
+        assert_eq!(c.store.retention_hours.logs, 168);
+        assert_eq!(c.collector.max_body_bytes, 1024);
+        assert_eq!(c.collector.grpc_addr.port(), 4317);
+
+        std::fs::write(&path, "[store]\nflush_intervall = 1\n").unwrap();
+        let err = format!("{:#}", load_file(&path).unwrap_err());
+        assert!(err.contains("flush_intervall"), "{err}");
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = ServerFlags::default().resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.collector.http_addr.port(), 4318);
+        assert!(c.collector.auth_tokens.is_empty());
+    }
+}

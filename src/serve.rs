@@ -1,0 +1,118 @@
+//! `burnwatch serve`: wires the store, the OTLP receivers and the HTTP side,
+//! and shuts them down in order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+
+/// Sets up `tracing` output with the given filter.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(true).try_init();
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn warn_if_exposed(config: &Config) {
+    let open = [config.collector.grpc_addr, config.collector.http_addr]
+        .into_iter()
+        .filter(|a| !a.ip().is_loopback())
+        .collect::<Vec<_>>();
+    if !open.is_empty() && config.collector.auth_tokens.is_empty() {
+        tracing::warn!(
+            addresses = ?open,
+            "OTLP receivers listen beyond loopback WITHOUT authentication: anyone who can reach them can write telemetry. \
+             Set collector.auth_tokens (or BURNWATCH_INGEST_TOKENS)"
+        );
+    }
+}
+
+/// Runs until `shutdown` resolves, then stops accepting, drains, flushes and closes.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    warn_if_exposed(&config);
+    let store = store::Store::open(config.store.clone())
+        .await
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    store.spawn_background(token.clone(), &tracker).await?;
+
+    let collector_metrics = Arc::new(collector::CollectorMetrics::default());
+    let collector = collector::Collector::start(
+        config.collector.clone(),
+        store.clone(),
+        collector_metrics.clone(),
+        token.clone(),
+        &tracker,
+    )
+    .await?;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let cm = collector_metrics.clone();
+    let state = web::WebState {
+        store: store.clone(),
+        metrics: vec![Arc::new(move |out: &mut String| cm.render(out))],
+        ready: ready.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let app = web::app(state);
+    let web_token = token.clone();
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(web_token.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        http = %http_addr,
+        otlp_grpc = %collector.grpc_addr,
+        otlp_http = %collector.http_addr,
+        data_dir = %config.data_dir.display(),
+        "burnwatch is running"
+    );
+    println!("burnwatch: HTTP API on http://{http_addr}, OTLP gRPC on {}, OTLP HTTP on http://{}", collector.grpc_addr, collector.http_addr);
+
+    shutdown.await;
+    tracing::info!("shutting down: no new requests; finishing in-flight ones");
+    ready.store(false, Ordering::Release);
+    token.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(30), tracker.wait()).await.is_err() {
+        tracing::warn!("some tasks did not stop within 30 s");
+    }
+    store.close().await.context("final flush failed; the data stays in the WAL and is replayed at the next start")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
