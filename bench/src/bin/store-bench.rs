@@ -1,0 +1,160 @@
+//! Durable write throughput of the store, bytes per span at rest, and the
+//! disk's fsync latency, measured in one run.
+//!
+//! `cargo run --release -p burnwatch-bench --bin store-bench -- [--spans N] [--runs R]`
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use arrow::array::RecordBatch;
+use burnwatch_bench::{median, percentile};
+use clap::Parser;
+use store::synth::Rng;
+use store::{Store, StoreConfig, Table};
+
+#[derive(Parser)]
+struct Args {
+    /// Spans written per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    spans: usize,
+    /// Runs per configuration (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Directory on the disk to measure (default: ./target/bench-data).
+    #[arg(long, default_value = "target/bench-data")]
+    dir: std::path::PathBuf,
+}
+
+fn fsync_latency(dir: &std::path::Path) -> Result<(f64, f64)> {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![7u8; 4096];
+    let mut lat = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok((median(&mut lat.clone()), percentile(&mut lat, 0.99)))
+}
+
+/// Realistic span batches (512 spans each), converted from OTLP requests
+/// exactly as the collector does, generated before timing starts.
+fn batches(n_spans: usize) -> Vec<RecordBatch> {
+    let mut rng = Rng::new(42);
+    let base = 1_763_700_000_000_000_000u64; // 2025-11-21
+    (0..n_spans.div_ceil(512))
+        .map(|_| {
+            let req = burnwatch_bench::trace_request(&mut rng, 512, base);
+            let c = collector::convert::spans(&req, &collector::convert::ConvertOptions::default());
+            c.batch.expect("valid spans")
+        })
+        .collect()
+}
+
+struct RunResult {
+    acked_per_s: f64,
+    durable_per_s: f64,
+    bytes_per_span_flushed: f64,
+    bytes_per_span_compacted: f64,
+    fsyncs: u64,
+}
+
+async fn run(dir: &std::path::Path, batches: Arc<Vec<RecordBatch>>, writers: usize) -> Result<RunResult> {
+    let data = tempfile::tempdir_in(dir)?;
+    let store = Store::open(StoreConfig {
+        data_dir: data.path().to_path_buf(),
+        max_buffer_bytes: 1 << 30,
+        flush_bytes: 128 << 20,
+        ..Default::default()
+    })
+    .await?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    store.spawn_background(token.clone(), &tracker).await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let batches = batches.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while i < batches.len() {
+                loop {
+                    match store.write(Table::Spans, batches[i].clone()).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(2)).await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                i += writers;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let acked = started.elapsed();
+    store.flush().await?;
+    let durable = started.elapsed();
+    let fsyncs = store.metrics().wal_syncs.load(std::sync::atomic::Ordering::Relaxed);
+    let st = store.stats();
+    let flushed_bytes = st.file_bytes[0] as f64 / st.file_rows[0] as f64;
+    store.compact(store::now_ns() + 10 * 3_600_000_000_000).await?;
+    let st = store.stats();
+    let compacted_bytes = st.file_bytes[0] as f64 / st.file_rows[0] as f64;
+    token.cancel();
+    tracker.close();
+    tracker.wait().await;
+    store.close().await?;
+    Ok(RunResult {
+        acked_per_s: rows as f64 / acked.as_secs_f64(),
+        durable_per_s: rows as f64 / durable.as_secs_f64(),
+        bytes_per_span_flushed: flushed_bytes,
+        bytes_per_span_compacted: compacted_bytes,
+        fsyncs,
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    println!("generating {} spans ...", args.spans);
+    let batches = Arc::new(batches(args.spans));
+    let raw: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    println!("in-memory Arrow size: {:.0} bytes/span", raw as f64 / args.spans as f64);
+    let (p50, p99) = fsync_latency(&args.dir)?;
+    println!("fsync (4 KiB write + fdatasync): p50 {p50:.3} ms, p99 {p99:.3} ms\n");
+    println!("| writer tasks | acked spans/s (median) | durable in Parquet spans/s (median) | fsyncs per run | bytes/span flushed | bytes/span compacted |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for writers in [1, 2, 8] {
+        let mut acked = Vec::new();
+        let mut durable = Vec::new();
+        let mut last = None;
+        for _ in 0..args.runs {
+            let r = rt.block_on(run(&args.dir, batches.clone(), writers))?;
+            acked.push(r.acked_per_s);
+            durable.push(r.durable_per_s);
+            last = Some(r);
+        }
+        let r = last.expect("at least one run");
+        println!(
+            "| {writers} | {:.0} | {:.0} | {} | {:.1} | {:.1} |",
+            median(&mut acked),
+            median(&mut durable),
+            r.fsyncs,
+            r.bytes_per_span_flushed,
+            r.bytes_per_span_compacted
+        );
+    }
+    let (p50b, p99b) = fsync_latency(&args.dir)?;
+    println!("\nfsync after the runs: p50 {p50b:.3} ms, p99 {p99b:.3} ms");
+    Ok(())
+}

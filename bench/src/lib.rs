@@ -1,0 +1,154 @@
+//! Shared helpers of the benchmark binaries: statistics, process CPU and RSS,
+//! and realistic OTLP requests.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use store::synth::Rng;
+
+/// The median of some samples (sorted in place).
+pub fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 0.5)
+}
+
+/// A percentile (0..=1) by nearest rank (sorts in place).
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1;
+    v[idx]
+}
+
+/// Peak resident set size of this process, bytes (VmHWM).
+pub fn peak_rss_bytes() -> u64 {
+    status_kib("VmHWM:") * 1024
+}
+
+/// Current resident set size of this process, bytes (VmRSS).
+pub fn rss_bytes() -> u64 {
+    status_kib("VmRSS:") * 1024
+}
+
+fn status_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of this process so far.
+pub fn cpu_time() -> Duration {
+    // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks (100 Hz on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // After the ")" the state is field 3, so utime (14) is index 11 and stime (15) index 12.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn kv_s(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn kv_i(k: &str, v: i64) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+        ..Default::default()
+    }
+}
+
+const SERVICES: &[&str] = &["gateway", "users", "catalog", "inventory", "cart", "orders", "payments", "notifications"];
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/products"),
+    ("GET", "/api/products/{id}"),
+    ("POST", "/api/cart/items"),
+    ("POST", "/api/checkout"),
+    ("GET", "/api/users/{id}"),
+];
+
+/// A realistic export request: one resource (service) with `n` HTTP server
+/// spans, ten semantic-convention attributes each, traces of eight spans.
+pub fn trace_request(rng: &mut Rng, n: usize, base_ns: u64) -> ExportTraceServiceRequest {
+    let svc = SERVICES[rng.below(SERVICES.len() as u64) as usize];
+    let mut trace_id = [0u8; 16];
+    let spans = (0..n)
+        .map(|i| {
+            if i % 8 == 0 {
+                trace_id = ((rng.next_u64() as u128) << 64 | rng.next_u64() as u128).to_be_bytes();
+            }
+            let (method, route) = ROUTES[rng.below(ROUTES.len() as u64) as usize];
+            let start = base_ns + rng.below(1_000_000_000);
+            let status = if rng.below(100) < 2 { 503 } else { 200 };
+            Span {
+                trace_id: trace_id.to_vec(),
+                span_id: rng.next_u64().to_be_bytes().to_vec(),
+                parent_span_id: if i % 8 == 0 { Vec::new() } else { rng.next_u64().to_be_bytes().to_vec() },
+                name: format!("{method} {route}"),
+                kind: 2,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + 100_000 + rng.below(30_000_000),
+                attributes: vec![
+                    kv_s("http.request.method", method),
+                    kv_s("http.route", route),
+                    kv_i("http.response.status_code", status),
+                    kv_s("url.scheme", "http"),
+                    kv_s("url.path", route),
+                    kv_s("server.address", svc),
+                    kv_i("server.port", 8080),
+                    kv_s("network.protocol.version", "1.1"),
+                    kv_s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) shop-load/1.0"),
+                    kv_s("client.address", "10.1.2.3"),
+                ],
+                status: (status >= 500).then(|| Status {
+                    code: 2,
+                    message: "upstream unavailable".into(),
+                }),
+                flags: 1,
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv_s("service.name", svc),
+                    kv_s("service.version", "2.3.1"),
+                    kv_s("deployment.environment.name", "production"),
+                    kv_s("host.name", "node-12"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "shop.http".into(),
+                    version: "0.9.0".into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
