@@ -25,7 +25,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(flags) => {
             let config = flags.resolve()?;
             serve::init_logging(&config.log);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(serve::run(config, serve::shutdown_signal()))
         }
     }

@@ -15,7 +15,10 @@ use crate::config::Config;
 pub fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(true).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .try_init();
 }
 
 /// Resolves on ctrl-c or SIGTERM.
@@ -23,13 +26,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -54,7 +58,10 @@ fn warn_if_exposed(config: &Config) {
 }
 
 /// Runs until `shutdown` resolves, then stops accepting, drains, flushes and closes.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     warn_if_exposed(&config);
     let store = store::Store::open(config.store.clone())
         .await
@@ -102,17 +109,25 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         data_dir = %config.data_dir.display(),
         "burnwatch is running"
     );
-    println!("burnwatch: HTTP API on http://{http_addr}, OTLP gRPC on {}, OTLP HTTP on http://{}", collector.grpc_addr, collector.http_addr);
+    println!(
+        "burnwatch: HTTP API on http://{http_addr}, OTLP gRPC on {}, OTLP HTTP on http://{}",
+        collector.grpc_addr, collector.http_addr
+    );
 
     shutdown.await;
     tracing::info!("shutting down: no new requests; finishing in-flight ones");
     ready.store(false, Ordering::Release);
     token.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(30), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some tasks did not stop within 30 s");
     }
-    store.close().await.context("final flush failed; the data stays in the WAL and is replayed at the next start")?;
+    store.close().await.context(
+        "final flush failed; the data stays in the WAL and is replayed at the next start",
+    )?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

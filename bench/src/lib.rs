@@ -77,7 +77,16 @@ fn kv_i(k: &str, v: i64) -> KeyValue {
     }
 }
 
-const SERVICES: &[&str] = &["gateway", "users", "catalog", "inventory", "cart", "orders", "payments", "notifications"];
+const SERVICES: &[&str] = &[
+    "gateway",
+    "users",
+    "catalog",
+    "inventory",
+    "cart",
+    "orders",
+    "payments",
+    "notifications",
+];
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/products"),
     ("GET", "/api/products/{id}"),
@@ -102,7 +111,11 @@ pub fn trace_request(rng: &mut Rng, n: usize, base_ns: u64) -> ExportTraceServic
             Span {
                 trace_id: trace_id.to_vec(),
                 span_id: rng.next_u64().to_be_bytes().to_vec(),
-                parent_span_id: if i % 8 == 0 { Vec::new() } else { rng.next_u64().to_be_bytes().to_vec() },
+                parent_span_id: if i % 8 == 0 {
+                    Vec::new()
+                } else {
+                    rng.next_u64().to_be_bytes().to_vec()
+                },
                 name: format!("{method} {route}"),
                 kind: 2,
                 start_time_unix_nano: start,
@@ -116,7 +129,10 @@ pub fn trace_request(rng: &mut Rng, n: usize, base_ns: u64) -> ExportTraceServic
                     kv_s("server.address", svc),
                     kv_i("server.port", 8080),
                     kv_s("network.protocol.version", "1.1"),
-                    kv_s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) shop-load/1.0"),
+                    kv_s(
+                        "user_agent.original",
+                        "Mozilla/5.0 (X11; Linux x86_64) shop-load/1.0",
+                    ),
                     kv_s("client.address", "10.1.2.3"),
                 ],
                 status: (status >= 500).then(|| Status {

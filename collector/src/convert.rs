@@ -170,7 +170,11 @@ fn attrs(kvs: &[KeyValue]) -> Vec<Attr<'_>> {
     kvs.iter()
         .map(|kv| Attr {
             key: &kv.key,
-            value: kv.value.as_ref().map(any_value_string).unwrap_or(Cow::Borrowed("")),
+            value: kv
+                .value
+                .as_ref()
+                .map(any_value_string)
+                .unwrap_or(Cow::Borrowed("")),
         })
         .collect()
 }
@@ -178,10 +182,12 @@ fn attrs(kvs: &[KeyValue]) -> Vec<Attr<'_>> {
 fn service_name(resource: Option<&Resource>) -> &str {
     resource
         .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-        .and_then(|kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-            Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
-            _ => None,
-        })
+        .and_then(
+            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
+                _ => None,
+            },
+        )
         .unwrap_or("unknown_service")
 }
 
@@ -230,7 +236,11 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
     let mut b = SpansBuilder::new();
     let mut rej = Rejections::default();
     for rs in &req.resource_spans {
-        let resource_attributes = rs.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+        let resource_attributes = rs
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
         let service = service_name(rs.resource.as_ref());
         for ss in &rs.scope_spans {
             let (scope_name, scope_version) = scope_parts(ss.scope.as_ref());
@@ -242,18 +252,38 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
             };
             for s in &ss.spans {
                 let Some(trace_id) = id16(&s.trace_id) else {
-                    rej.reject(|| format!("span {:?}: trace_id must be 16 bytes and not all zero, got {} bytes", s.name, s.trace_id.len()));
+                    rej.reject(|| {
+                        format!(
+                            "span {:?}: trace_id must be 16 bytes and not all zero, got {} bytes",
+                            s.name,
+                            s.trace_id.len()
+                        )
+                    });
                     continue;
                 };
                 let Some(span_id) = id8(&s.span_id) else {
-                    rej.reject(|| format!("span {:?}: span_id must be 8 bytes and not all zero, got {} bytes", s.name, s.span_id.len()));
+                    rej.reject(|| {
+                        format!(
+                            "span {:?}: span_id must be 8 bytes and not all zero, got {} bytes",
+                            s.name,
+                            s.span_id.len()
+                        )
+                    });
                     continue;
                 };
                 let Ok(parent_span_id) = opt_id::<8>(&s.parent_span_id) else {
-                    rej.reject(|| format!("span {:?}: parent_span_id must be empty or 8 bytes, got {} bytes", s.name, s.parent_span_id.len()));
+                    rej.reject(|| {
+                        format!(
+                            "span {:?}: parent_span_id must be empty or 8 bytes, got {} bytes",
+                            s.name,
+                            s.parent_span_id.len()
+                        )
+                    });
                     continue;
                 };
-                let (Some(start), Some(end)) = (ts(s.start_time_unix_nano), ts(s.end_time_unix_nano)) else {
+                let (Some(start), Some(end)) =
+                    (ts(s.start_time_unix_nano), ts(s.end_time_unix_nano))
+                else {
                     rej.reject(|| format!("span {:?}: timestamp out of range", s.name));
                     continue;
                 };
@@ -262,7 +292,13 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                     continue;
                 }
                 if end < start - opts.end_before_start_tolerance_ns {
-                    rej.reject(|| format!("span {:?}: ends {} ns before it starts", s.name, start - end));
+                    rej.reject(|| {
+                        format!(
+                            "span {:?}: ends {} ns before it starts",
+                            s.name,
+                            start - end
+                        )
+                    });
                     continue;
                 }
                 let mut bad_link = false;
@@ -285,7 +321,12 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                     })
                     .collect();
                 if bad_link {
-                    rej.reject(|| format!("span {:?}: a link has an invalid trace_id or span_id", s.name));
+                    rej.reject(|| {
+                        format!(
+                            "span {:?}: a link has an invalid trace_id or span_id",
+                            s.name
+                        )
+                    });
                     continue;
                 }
                 let status = s.status.as_ref();
@@ -335,7 +376,11 @@ pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted 
     let mut b = LogsBuilder::new();
     let mut rej = Rejections::default();
     for rl in &req.resource_logs {
-        let resource_attributes = rl.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+        let resource_attributes = rl
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
         let service = service_name(rl.resource.as_ref());
         for sl in &rl.scope_logs {
             let (scope_name, scope_version) = scope_parts(sl.scope.as_ref());
@@ -347,14 +392,26 @@ pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted 
             };
             for (i, r) in sl.log_records.iter().enumerate() {
                 let Ok(trace_id) = opt_id::<16>(&r.trace_id) else {
-                    rej.reject(|| format!("log record {i}: trace_id must be empty or 16 bytes, got {} bytes", r.trace_id.len()));
+                    rej.reject(|| {
+                        format!(
+                            "log record {i}: trace_id must be empty or 16 bytes, got {} bytes",
+                            r.trace_id.len()
+                        )
+                    });
                     continue;
                 };
                 let Ok(span_id) = opt_id::<8>(&r.span_id) else {
-                    rej.reject(|| format!("log record {i}: span_id must be empty or 8 bytes, got {} bytes", r.span_id.len()));
+                    rej.reject(|| {
+                        format!(
+                            "log record {i}: span_id must be empty or 8 bytes, got {} bytes",
+                            r.span_id.len()
+                        )
+                    });
                     continue;
                 };
-                let (Some(time), Some(observed)) = (ts(r.time_unix_nano), ts(r.observed_time_unix_nano)) else {
+                let (Some(time), Some(observed)) =
+                    (ts(r.time_unix_nano), ts(r.observed_time_unix_nano))
+                else {
                     rej.reject(|| format!("log record {i}: timestamp out of range"));
                     continue;
                 };
@@ -421,7 +478,11 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) 
     let mut b = MetricPointsBuilder::new();
     let mut rej = Rejections::default();
     for rm in &req.resource_metrics {
-        let resource_attributes = rm.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+        let resource_attributes = rm
+            .resource
+            .as_ref()
+            .map(|r| attrs(&r.attributes))
+            .unwrap_or_default();
         let service = service_name(rm.resource.as_ref());
         for sm in &rm.scope_metrics {
             let (scope_name, scope_version) = scope_parts(sm.scope.as_ref());
@@ -439,9 +500,19 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) 
                 }
                 macro_rules! push {
                     ($p:expr, $data:expr, $ex:expr) => {
-                        match point(m, $p.time_unix_nano, $p.start_time_unix_nano, &$p.attributes, $p.flags, $data, $ex) {
+                        match point(
+                            m,
+                            $p.time_unix_nano,
+                            $p.start_time_unix_nano,
+                            &$p.attributes,
+                            $p.flags,
+                            $data,
+                            $ex,
+                        ) {
                             Some(rec) => b.append(&origin, &rec),
-                            None => rej.reject(|| format!("metric {name:?}: a data point has no valid time_unix_nano")),
+                            None => rej.reject(|| {
+                                format!("metric {name:?}: a data point has no valid time_unix_nano")
+                            }),
                         }
                     };
                 }
@@ -559,5 +630,66 @@ fn number(v: Option<number_data_point::Value>) -> Option<Number> {
     match v? {
         number_data_point::Value::AsDouble(d) => Some(Number::F64(d)),
         number_data_point::Value::AsInt(i) => Some(Number::I64(i)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue as Array, KeyValueList};
+
+    fn v(value: any_value::Value) -> AnyValue {
+        AnyValue { value: Some(value) }
+    }
+
+    #[test]
+    fn attribute_values_render_as_documented() {
+        use any_value::Value::*;
+        assert_eq!(any_value_string(&v(StringValue("x".into()))), "x");
+        assert_eq!(any_value_string(&v(BoolValue(true))), "true");
+        assert_eq!(any_value_string(&v(IntValue(-42))), "-42");
+        assert_eq!(any_value_string(&v(DoubleValue(0.25))), "0.25");
+        assert_eq!(any_value_string(&v(BytesValue(vec![0, 1, 2]))), "AAEC");
+        let arr = v(ArrayValue(Array {
+            values: vec![
+                v(StringValue("a\"b".into())),
+                v(IntValue(2)),
+                v(DoubleValue(f64::NAN)),
+            ],
+        }));
+        assert_eq!(any_value_string(&arr), r#"["a\"b",2,"NaN"]"#);
+        let kv = v(KvlistValue(KeyValueList {
+            values: vec![
+                KeyValue {
+                    key: "k".into(),
+                    value: Some(v(BoolValue(false))),
+                    ..Default::default()
+                },
+                KeyValue {
+                    key: "n".into(),
+                    value: None,
+                    ..Default::default()
+                },
+            ],
+        }));
+        assert_eq!(any_value_string(&kv), r#"{"k":false,"n":null}"#);
+        assert_eq!(any_value_string(&AnyValue { value: None }), "");
+    }
+
+    #[test]
+    fn rejection_messages_are_capped() {
+        let mut r = Rejections::default();
+        for i in 0..20 {
+            r.reject(|| format!("problem {i}"));
+        }
+        let c = r.finish("spans", 3, None);
+        assert_eq!(c.rejected, 20);
+        assert!(
+            c.message
+                .starts_with("rejected 20 spans: problem 0; problem 1"),
+            "{}",
+            c.message
+        );
+        assert!(c.message.ends_with("problem 4; ..."), "{}", c.message);
     }
 }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -18,7 +20,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -39,12 +43,18 @@ pub struct OtlpGrpc {
 
 fn to_status(e: IngestError) -> Status {
     match e {
-        IngestError::Overloaded { message, retry_after } => Status::with_error_details(
+        IngestError::Overloaded {
+            message,
+            retry_after,
+        } => Status::with_error_details(
             Code::ResourceExhausted,
             message,
             ErrorDetails::with_retry_info(Some(retry_after)),
         ),
-        IngestError::Unavailable { message, retry_after } => Status::with_error_details(
+        IngestError::Unavailable {
+            message,
+            retry_after,
+        } => Status::with_error_details(
             Code::Unavailable,
             message,
             ErrorDetails::with_retry_info(Some(retry_after)),
@@ -59,7 +69,13 @@ impl OtlpGrpc {
         OtlpGrpc { ingest }
     }
 
-    async fn run(&self, signal: Signal, auth: Option<String>, request: ExportRequest, size: usize) -> Result<Outcome, Status> {
+    async fn run(
+        &self,
+        signal: Signal,
+        auth: Option<String>,
+        request: ExportRequest,
+        size: usize,
+    ) -> Result<Outcome, Status> {
         let started = Instant::now();
         let m = self.ingest.metrics().clone();
         let result = self.run_inner(signal, auth, request, size).await;
@@ -74,7 +90,13 @@ impl OtlpGrpc {
         result
     }
 
-    async fn run_inner(&self, signal: Signal, auth: Option<String>, request: ExportRequest, size: usize) -> Result<Outcome, Status> {
+    async fn run_inner(
+        &self,
+        signal: Signal,
+        auth: Option<String>,
+        request: ExportRequest,
+        size: usize,
+    ) -> Result<Outcome, Status> {
         if !token_ok(&self.ingest.config().auth_tokens, auth.as_deref()) {
             return Err(Status::unauthenticated("missing or invalid bearer token"));
         }
@@ -85,11 +107,18 @@ impl OtlpGrpc {
                 return Err(to_status(e));
             }
         };
-        if let Err(e) = self.ingest.reserve(&mut admission, size.saturating_mul(3)).await {
+        if let Err(e) = self
+            .ingest
+            .reserve(&mut admission, size.saturating_mul(3))
+            .await
+        {
             self.ingest.metrics().refused(signal, Transport::Grpc);
             return Err(to_status(e));
         }
-        self.ingest.export(request, Transport::Grpc).await.map_err(to_status)
+        self.ingest
+            .export(request, Transport::Grpc)
+            .await
+            .map_err(to_status)
     }
 
     /// The tonic services, with compression and the message size limit set.
@@ -127,13 +156,18 @@ fn auth_of<T>(r: &Request<T>) -> Option<String> {
 
 #[tonic::async_trait]
 impl TraceService for OtlpGrpc {
-    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let auth = auth_of(&request);
         let req = request.into_inner();
         let size = req.encoded_len();
-        let o = self.run(Signal::Traces, auth, ExportRequest::Traces(req), size).await?;
+        let o = self
+            .run(Signal::Traces, auth, ExportRequest::Traces(req), size)
+            .await?;
         Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
+            partial_success: (o.rejected > 0).then_some(ExportTracePartialSuccess {
                 rejected_spans: o.rejected as i64,
                 error_message: o.message,
             }),
@@ -143,13 +177,18 @@ impl TraceService for OtlpGrpc {
 
 #[tonic::async_trait]
 impl MetricsService for OtlpGrpc {
-    async fn export(&self, request: Request<ExportMetricsServiceRequest>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let auth = auth_of(&request);
         let req = request.into_inner();
         let size = req.encoded_len();
-        let o = self.run(Signal::Metrics, auth, ExportRequest::Metrics(req), size).await?;
+        let o = self
+            .run(Signal::Metrics, auth, ExportRequest::Metrics(req), size)
+            .await?;
         Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportMetricsPartialSuccess {
+            partial_success: (o.rejected > 0).then_some(ExportMetricsPartialSuccess {
                 rejected_data_points: o.rejected as i64,
                 error_message: o.message,
             }),
@@ -159,13 +198,18 @@ impl MetricsService for OtlpGrpc {
 
 #[tonic::async_trait]
 impl LogsService for OtlpGrpc {
-    async fn export(&self, request: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let auth = auth_of(&request);
         let req = request.into_inner();
         let size = req.encoded_len();
-        let o = self.run(Signal::Logs, auth, ExportRequest::Logs(req), size).await?;
+        let o = self
+            .run(Signal::Logs, auth, ExportRequest::Logs(req), size)
+            .await?;
         Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
+            partial_success: (o.rejected > 0).then_some(ExportLogsPartialSuccess {
                 rejected_log_records: o.rejected as i64,
                 error_message: o.message,
             }),

@@ -71,7 +71,12 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    fn new(status: StatusCode, code: i32, message: impl Into<String>, encoding: Encoding) -> HttpError {
+    fn new(
+        status: StatusCode,
+        code: i32,
+        message: impl Into<String>,
+        encoding: Encoding,
+    ) -> HttpError {
         HttpError {
             status,
             code,
@@ -153,7 +158,8 @@ async fn method_not_allowed() -> Response {
         Encoding::Json,
     )
     .into_response();
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
     r
 }
 
@@ -202,7 +208,12 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
@@ -261,12 +272,24 @@ fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<ExportReque
         serde_json::from_slice(b).map_err(|e| format!("invalid OTLP JSON body: {e}"))
     }
     Ok(match (signal, encoding) {
-        (Signal::Traces, Encoding::Protobuf) => ExportRequest::Traces(pb::<ExportTraceServiceRequest>(body)?),
-        (Signal::Traces, Encoding::Json) => ExportRequest::Traces(js::<ExportTraceServiceRequest>(body)?),
-        (Signal::Metrics, Encoding::Protobuf) => ExportRequest::Metrics(pb::<ExportMetricsServiceRequest>(body)?),
-        (Signal::Metrics, Encoding::Json) => ExportRequest::Metrics(js::<ExportMetricsServiceRequest>(body)?),
-        (Signal::Logs, Encoding::Protobuf) => ExportRequest::Logs(pb::<ExportLogsServiceRequest>(body)?),
-        (Signal::Logs, Encoding::Json) => ExportRequest::Logs(js::<ExportLogsServiceRequest>(body)?),
+        (Signal::Traces, Encoding::Protobuf) => {
+            ExportRequest::Traces(pb::<ExportTraceServiceRequest>(body)?)
+        }
+        (Signal::Traces, Encoding::Json) => {
+            ExportRequest::Traces(js::<ExportTraceServiceRequest>(body)?)
+        }
+        (Signal::Metrics, Encoding::Protobuf) => {
+            ExportRequest::Metrics(pb::<ExportMetricsServiceRequest>(body)?)
+        }
+        (Signal::Metrics, Encoding::Json) => {
+            ExportRequest::Metrics(js::<ExportMetricsServiceRequest>(body)?)
+        }
+        (Signal::Logs, Encoding::Protobuf) => {
+            ExportRequest::Logs(pb::<ExportLogsServiceRequest>(body)?)
+        }
+        (Signal::Logs, Encoding::Json) => {
+            ExportRequest::Logs(js::<ExportLogsServiceRequest>(body)?)
+        }
     })
 }
 
@@ -350,12 +373,19 @@ async fn process(
         Ok(e) => e,
         Err(msg) => {
             return Err((
-                HttpError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, msg, Encoding::Json),
+                HttpError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    code::INVALID_ARGUMENT,
+                    msg,
+                    Encoding::Json,
+                ),
                 0,
             ));
         }
     };
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if !token_ok(&config.auth_tokens, auth) {
         let mut e = HttpError::new(
             StatusCode::UNAUTHORIZED,
@@ -367,14 +397,26 @@ async fn process(
         return Err((e, 0));
     }
     let limit = config.max_body_bytes;
-    let too_large = |msg: String| HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, code::INVALID_ARGUMENT, msg, encoding);
+    let too_large = |msg: String| {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::INVALID_ARGUMENT,
+            msg,
+            encoding,
+        )
+    };
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
-        return Err((too_large(format!("body of {len} bytes exceeds the limit of {limit} bytes")), 0));
+        return Err((
+            too_large(format!(
+                "body of {len} bytes exceeds the limit of {limit} bytes"
+            )),
+            0,
+        ));
     }
     let mut admission = match ingest.admit().await {
         Ok(a) => a,
@@ -391,7 +433,12 @@ async fn process(
             let err = if over {
                 too_large(format!("body exceeds the limit of {limit} bytes"))
             } else {
-                HttpError::new(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, format!("cannot read the body: {e}"), encoding)
+                HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_ARGUMENT,
+                    format!("cannot read the body: {e}"),
+                    encoding,
+                )
             };
             return Err((err, 0));
         }
@@ -414,14 +461,33 @@ async fn process(
         Ok(Ok(r)) => r,
         Ok(Err(BodyError::TooLarge(m))) => return Err((too_large(m), n)),
         Ok(Err(BodyError::Unsupported(m))) => {
-            return Err((HttpError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, code::INVALID_ARGUMENT, m, encoding), n));
+            return Err((
+                HttpError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    code::INVALID_ARGUMENT,
+                    m,
+                    encoding,
+                ),
+                n,
+            ));
         }
         Ok(Err(BodyError::Bad(m))) => {
-            return Err((HttpError::new(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, m, encoding), n));
+            return Err((
+                HttpError::new(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, m, encoding),
+                n,
+            ));
         }
         Err(e) => {
             tracing::error!(error = %e, "decode task failed");
-            return Err((HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error", encoding), n));
+            return Err((
+                HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    code::INTERNAL,
+                    "internal error",
+                    encoding,
+                ),
+                n,
+            ));
         }
     };
     // Decoded messages take roughly three times their wire size.

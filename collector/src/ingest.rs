@@ -44,9 +44,8 @@ impl IngestError {
     /// The retry hint, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            IngestError::Overloaded { retry_after, .. } | IngestError::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            IngestError::Overloaded { retry_after, .. }
+            | IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
             IngestError::Internal(_) => None,
         }
     }
@@ -147,7 +146,11 @@ impl Ingest {
     }
 
     /// Adds `bytes` of decoded data to the request's budget.
-    pub async fn reserve(&self, admission: &mut Admission, bytes: usize) -> Result<(), IngestError> {
+    pub async fn reserve(
+        &self,
+        admission: &mut Admission,
+        bytes: usize,
+    ) -> Result<(), IngestError> {
         let kib = (bytes / 1024 + 1).min(self.byte_permits) as u32;
         let wait = Duration::from_millis(self.config.queue_timeout_ms);
         match tokio::time::timeout(wait, self.bytes.clone().acquire_many_owned(kib)).await {
@@ -161,10 +164,15 @@ impl Ingest {
 
     /// Converts and stores one request. Returns once the valid items are
     /// durable; invalid items are reported in the outcome.
-    pub async fn export(&self, req: ExportRequest, transport: Transport) -> Result<Outcome, IngestError> {
+    pub async fn export(
+        &self,
+        req: ExportRequest,
+        transport: Transport,
+    ) -> Result<Outcome, IngestError> {
         let signal = req.signal();
         let opts = ConvertOptions {
-            end_before_start_tolerance_ns: (self.config.end_before_start_tolerance_ms as i64).saturating_mul(1_000_000),
+            end_before_start_tolerance_ns: (self.config.end_before_start_tolerance_ms as i64)
+                .saturating_mul(1_000_000),
             now_ns: store::now_ns(),
         };
         let converted = tokio::task::spawn_blocking(move || match &req {
@@ -174,7 +182,15 @@ impl Ingest {
         })
         .await
         .map_err(|e| IngestError::Internal(format!("conversion task failed: {e}")))?;
-        let (table, Converted { batch, accepted, rejected, message }) = converted;
+        let (
+            table,
+            Converted {
+                batch,
+                accepted,
+                rejected,
+                message,
+            },
+        ) = converted;
         if let Some(batch) = batch {
             self.write(signal, transport, table, batch).await?;
         }
@@ -187,7 +203,13 @@ impl Ingest {
         })
     }
 
-    async fn write(&self, signal: Signal, transport: Transport, table: Table, batch: RecordBatch) -> Result<(), IngestError> {
+    async fn write(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        table: Table,
+        batch: RecordBatch,
+    ) -> Result<(), IngestError> {
         match self.store.write(table, batch).await {
             Ok(_) => Ok(()),
             Err(e) => {

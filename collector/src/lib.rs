@@ -59,7 +59,9 @@ pub struct Collector {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 impl Collector {
@@ -74,8 +76,14 @@ impl Collector {
     ) -> Result<Collector, Error> {
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind { addr: config.grpc_addr, source })?;
-        let http_addr = http_listener.local_addr().map_err(|source| Error::Bind { addr: config.http_addr, source })?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
+        let http_addr = http_listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
         let ingest = Arc::new(Ingest::new(store, config, metrics));
 
         let (traces, metrics_svc, logs) = grpc::OtlpGrpc::new(ingest.clone()).services();

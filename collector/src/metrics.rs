@@ -54,7 +54,9 @@ impl Transport {
 const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 const TRANSPORTS: [Transport; 2] = [Transport::Grpc, Transport::Http];
 /// Upper bounds of the request-duration histogram, seconds.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 #[derive(Debug, Default)]
 struct PerLabel {
@@ -139,12 +141,36 @@ impl CollectorMetrics {
         };
         type Field = fn(&PerLabel) -> &AtomicU64;
         let counters: [(&str, &str, Field); 6] = [
-            ("burnwatch_otlp_requests_total", "Export requests received.", |p| &p.requests),
-            ("burnwatch_otlp_accepted_items_total", "Items stored (acknowledged after WAL fsync).", |p| &p.accepted),
-            ("burnwatch_otlp_rejected_items_total", "Invalid items rejected and reported in partialSuccess.", |p| &p.rejected),
-            ("burnwatch_otlp_refused_requests_total", "Requests refused under backpressure or disk full (429/503).", |p| &p.refused),
-            ("burnwatch_otlp_bad_requests_total", "Requests that could not be read or decoded (4xx).", |p| &p.bad_requests),
-            ("burnwatch_otlp_received_bytes_total", "Request body bytes received (as sent, before decompression).", |p| &p.bytes),
+            (
+                "burnwatch_otlp_requests_total",
+                "Export requests received.",
+                |p| &p.requests,
+            ),
+            (
+                "burnwatch_otlp_accepted_items_total",
+                "Items stored (acknowledged after WAL fsync).",
+                |p| &p.accepted,
+            ),
+            (
+                "burnwatch_otlp_rejected_items_total",
+                "Invalid items rejected and reported in partialSuccess.",
+                |p| &p.rejected,
+            ),
+            (
+                "burnwatch_otlp_refused_requests_total",
+                "Requests refused under backpressure or disk full (429/503).",
+                |p| &p.refused,
+            ),
+            (
+                "burnwatch_otlp_bad_requests_total",
+                "Requests that could not be read or decoded (4xx).",
+                |p| &p.bad_requests,
+            ),
+            (
+                "burnwatch_otlp_received_bytes_total",
+                "Request body bytes received (as sent, before decompression).",
+                |p| &p.bytes,
+            ),
         ];
         for (name, help, field) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -162,7 +188,10 @@ impl CollectorMetrics {
             }
         }
         let name = "burnwatch_otlp_request_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from request start to response.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from request start to response.\n# TYPE {name} histogram"
+        );
         for s in SIGNALS {
             for t in TRANSPORTS {
                 let p = self.get(s, t);

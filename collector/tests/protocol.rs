@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::Server;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -86,11 +88,23 @@ const LOGS_JSON: &str = r#"{
 }"#;
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
-async fn post(server: &Server, path: &str, ct: &str, enc: Option<&str>, body: Vec<u8>) -> reqwest::Response {
-    let mut r = client().post(server.http_url(path)).header("content-type", ct).body(body);
+async fn post(
+    server: &Server,
+    path: &str,
+    ct: &str,
+    enc: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut r = client()
+        .post(server.http_url(path))
+        .header("content-type", ct)
+        .body(body);
     if let Some(e) = enc {
         r = r.header("content-encoding", e);
     }
@@ -166,19 +180,42 @@ async fn json_examples_from_the_spec() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["partialSuccess"]["rejectedDataPoints"], "1", "{body}");
     let msg = body["partialSuccess"]["errorMessage"].as_str().unwrap();
-    assert!(msg.contains("my.broken") && msg.contains("no data"), "{msg}");
+    assert!(
+        msg.contains("my.broken") && msg.contains("no data"),
+        "{msg}"
+    );
     let m = server
         .text("SELECT metric_name, metric_type, value, value_int, temporality, bucket_counts FROM metric_points ORDER BY metric_name")
         .await;
-    assert!(m.contains("| my.counter   | sum         | 5.0   |           | delta       |               |"), "{m}");
-    assert!(m.contains("| my.gauge     | gauge       | 10.0  | 10        |             |               |"), "{m}");
-    assert!(m.contains("| my.histogram | histogram   |       |           | delta       | [1, 1]        |"), "{m}");
+    assert!(
+        m.contains(
+            "| my.counter   | sum         | 5.0   |           | delta       |               |"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "| my.gauge     | gauge       | 10.0  | 10        |             |               |"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "| my.histogram | histogram   |       |           | delta       | [1, 1]        |"
+        ),
+        "{m}"
+    );
 
     let r = post(&server, "/v1/logs", JSON, None, LOGS_JSON.into()).await;
     assert_eq!(r.status(), 200);
-    let logs = server.text("SELECT severity_number, body, trace_id, span_id FROM logs ORDER BY time").await;
+    let logs = server
+        .text("SELECT severity_number, body, trace_id, span_id FROM logs ORDER BY time")
+        .await;
     assert!(logs.contains("| 10              | Example log record | 5b8efff798038103d269b633813fc60c | eee19b7ec3c1b174 |"), "{logs}");
-    assert!(logs.contains("| 0               | {\"k\":true}         |"), "{logs}");
+    assert!(
+        logs.contains("| 0               | {\"k\":true}         |"),
+        "{logs}"
+    );
     server.stop().await;
 }
 
@@ -193,15 +230,35 @@ async fn compressed_bodies() {
     assert_eq!(r.status(), 200);
     let mut d = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     d.write_all(&trace_request(3, 10).encode_to_vec()).unwrap();
-    let r = post(&server, "/v1/traces", PB, Some("deflate"), d.finish().unwrap()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        PB,
+        Some("deflate"),
+        d.finish().unwrap(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
-    let r = post(&server, "/v1/traces", JSON, Some("gzip"), gzip(TRACE_JSON.as_bytes())).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        JSON,
+        Some("gzip"),
+        gzip(TRACE_JSON.as_bytes()),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(server.count("spans").await, 31);
 
     // gRPC with gzip and zstd.
-    for enc in [tonic::codec::CompressionEncoding::Gzip, tonic::codec::CompressionEncoding::Zstd] {
-        let mut c = TraceServiceClient::connect(server.grpc_url()).await.unwrap().send_compressed(enc);
+    for enc in [
+        tonic::codec::CompressionEncoding::Gzip,
+        tonic::codec::CompressionEncoding::Zstd,
+    ] {
+        let mut c = TraceServiceClient::connect(server.grpc_url())
+            .await
+            .unwrap()
+            .send_compressed(enc);
         let resp = c.export(trace_request(4, 5)).await.unwrap().into_inner();
         assert_eq!(resp.partial_success, None);
     }
@@ -218,7 +275,14 @@ async fn error_statuses_and_bodies() {
     let server = Server::start_with(|_, c| c.max_body_bytes = 64 * 1024).await;
 
     // 400: undecodable protobuf, answered with a protobuf google.rpc.Status.
-    let r = post(&server, "/v1/traces", PB, None, vec![0xff, 0xff, 0xff, 0x01]).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        PB,
+        None,
+        vec![0xff, 0xff, 0xff, 0x01],
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], PB);
     let st = status_of(&r.bytes().await.unwrap());
@@ -226,14 +290,28 @@ async fn error_statuses_and_bodies() {
     assert!(st.message.contains("invalid protobuf"), "{}", st.message);
 
     // 400: bad JSON, answered in JSON, naming the problem.
-    let r = post(&server, "/v1/logs", JSON, None, b"{\"resourceLogs\": [".to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/logs",
+        JSON,
+        None,
+        b"{\"resourceLogs\": [".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["code"], 3);
-    assert!(v["message"].as_str().unwrap().contains("invalid OTLP JSON"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("invalid OTLP JSON"),
+        "{v}"
+    );
 
     // 405, 404, 415.
-    let r = client().get(server.http_url("/v1/traces")).send().await.unwrap();
+    let r = client()
+        .get(server.http_url("/v1/traces"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
     let r = post(&server, "/v1/spans", PB, None, vec![]).await;
@@ -257,9 +335,14 @@ async fn error_statuses_and_bodies() {
     assert!(bomb.len() < 64 * 1024, "bomb is {} bytes", bomb.len());
     let r = post(&server, "/v1/traces", PB, Some("gzip"), bomb).await;
     assert_eq!(r.status(), 413);
-    assert!(status_of(&r.bytes().await.unwrap()).message.contains("decompressed"));
+    assert!(
+        status_of(&r.bytes().await.unwrap())
+            .message
+            .contains("decompressed")
+    );
     // Chunked (no Content-Length) bodies over the limit too.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![0u8; 4096])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..40).map(|_| Ok(vec![0u8; 4096])).collect();
     let r = client()
         .post(server.http_url("/v1/traces"))
         .header("content-type", PB)
@@ -270,9 +353,17 @@ async fn error_statuses_and_bodies() {
     assert_eq!(r.status(), 413);
 
     // gRPC: a message over the limit is refused; nothing was stored by any of this.
-    let mut c = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut c = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
     let err = c.export(trace_request(1, 3000)).await.unwrap_err();
-    assert!(matches!(err.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{err}");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{err}"
+    );
     assert_eq!(server.count("spans").await, 0);
 
     let metrics = {
@@ -298,13 +389,34 @@ async fn partial_success_keeps_the_valid_records() {
     let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
     let ps = resp.partial_success.unwrap();
     assert_eq!(ps.rejected_spans, 3);
-    assert!(ps.error_message.contains("trace_id must be 16 bytes"), "{}", ps.error_message);
-    assert!(ps.error_message.contains("span_id must be 8 bytes"), "{}", ps.error_message);
-    assert!(ps.error_message.contains("before it starts"), "{}", ps.error_message);
-    assert_eq!(server.text("SELECT name FROM spans ORDER BY name").await.matches("op-").count(), 2);
+    assert!(
+        ps.error_message.contains("trace_id must be 16 bytes"),
+        "{}",
+        ps.error_message
+    );
+    assert!(
+        ps.error_message.contains("span_id must be 8 bytes"),
+        "{}",
+        ps.error_message
+    );
+    assert!(
+        ps.error_message.contains("before it starts"),
+        "{}",
+        ps.error_message
+    );
+    assert_eq!(
+        server
+            .text("SELECT name FROM spans ORDER BY name")
+            .await
+            .matches("op-")
+            .count(),
+        2
+    );
 
     // Same over gRPC.
-    let mut c = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut c = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
     let resp = c.export(req).await.unwrap().into_inner();
     assert_eq!(resp.partial_success.unwrap().rejected_spans, 3);
     assert_eq!(server.count("spans").await, 4);
@@ -336,11 +448,14 @@ async fn bearer_token_auth() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let mut c = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut c = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
     let err = c.export(trace_request(2, 2)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let mut req = tonic::Request::new(trace_request(2, 2));
-    req.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
+    req.metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
     c.export(req).await.unwrap();
     assert_eq!(server.count("spans").await, 4);
     server.stop().await;
@@ -355,27 +470,61 @@ async fn backpressure_then_retry_stores_everything_once() {
         s.flush_bytes = usize::MAX;
     })
     .await;
-    let r = post(&server, "/v1/traces", PB, None, trace_request(1, 200).encode_to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        PB,
+        None,
+        trace_request(1, 200).encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
-    let r = post(&server, "/v1/traces", PB, None, trace_request(2, 200).encode_to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        PB,
+        None,
+        trace_request(2, 200).encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry >= 1);
     assert_eq!(status_of(&r.bytes().await.unwrap()).code, 8);
 
-    let mut c = TraceServiceClient::connect(server.grpc_url()).await.unwrap();
+    let mut c = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
     let err = c.export(trace_request(3, 200)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-    assert!(err.get_details_retry_info().and_then(|r| r.retry_delay).is_some(), "RetryInfo missing");
+    assert!(
+        err.get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .is_some(),
+        "RetryInfo missing"
+    );
 
     // The client retries after space frees up: each batch is stored once.
     server.store.flush().await.unwrap();
-    let r = post(&server, "/v1/traces", PB, None, trace_request(2, 200).encode_to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        PB,
+        None,
+        trace_request(2, 200).encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     server.store.flush().await.unwrap();
     c.export(trace_request(3, 200)).await.unwrap();
     assert_eq!(server.count("spans").await, 600);
-    let d = server.text("SELECT count(DISTINCT trace_id || span_id) AS n FROM spans").await;
+    let d = server
+        .text("SELECT count(DISTINCT trace_id || span_id) AS n FROM spans")
+        .await;
     assert!(d.contains("| 600 |"), "{d}");
     let mut s = String::new();
     server.collector.ingest.metrics().render(&mut s);
@@ -395,14 +544,23 @@ async fn sdk_exporter_retries_after_resource_exhausted() {
     })
     .await;
     // Fill the buffer so the exporter's first attempt is refused.
-    let r = post(&server, "/v1/traces", PB, None, trace_request(1, 200).encode_to_vec()).await;
+    let r = post(
+        &server,
+        "/v1/traces",
+        PB,
+        None,
+        trace_request(1, 200).encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(server.grpc_url())
         .build()
         .unwrap();
-    let tp = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(exporter).build();
+    let tp = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
     let tracer = tp.tracer("retry");
     let store = server.store.clone();
     let flusher = tokio::spawn(async move {
@@ -416,7 +574,9 @@ async fn sdk_exporter_retries_after_resource_exhausted() {
     .await
     .unwrap();
     flusher.await.unwrap();
-    let n = server.text("SELECT count(*) AS n FROM spans WHERE name = 'retried'").await;
+    let n = server
+        .text("SELECT count(*) AS n FROM spans WHERE name = 'retried'")
+        .await;
     assert!(n.contains("| 1 |"), "{n}");
     let mut s = String::new();
     server.collector.ingest.metrics().render(&mut s);
@@ -439,7 +599,13 @@ async fn concurrent_clients() {
             for i in 0..10u64 {
                 let req = trace_request(w * 100 + i + 1, 50);
                 if i % 2 == 0 {
-                    let r = http.post(&url).header("content-type", PB).body(req.encode_to_vec()).send().await.unwrap();
+                    let r = http
+                        .post(&url)
+                        .header("content-type", PB)
+                        .body(req.encode_to_vec())
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status(), 200);
                 } else {
                     g.export(req).await.unwrap();

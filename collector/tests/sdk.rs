@@ -10,14 +10,16 @@ use common::Server;
 use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{
-    Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState, Tracer as _,
-    TracerProvider as _,
+    Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
-use opentelemetry_sdk::metrics::{Aggregation, Instrument, PeriodicReader, SdkMeterProvider, Stream};
+use opentelemetry_sdk::metrics::{
+    Aggregation, Instrument, PeriodicReader, SdkMeterProvider, Stream,
+};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 const START: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
@@ -38,9 +40,21 @@ fn resource() -> Resource {
 async fn send_all(server: &Server, transport: Transport) {
     let (span_exp, metric_exp, log_exp) = match transport {
         Transport::Grpc => (
-            opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(server.grpc_url()).build().unwrap(),
-            opentelemetry_otlp::MetricExporter::builder().with_tonic().with_endpoint(server.grpc_url()).build().unwrap(),
-            opentelemetry_otlp::LogExporter::builder().with_tonic().with_endpoint(server.grpc_url()).build().unwrap(),
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(server.grpc_url())
+                .build()
+                .unwrap(),
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(server.grpc_url())
+                .build()
+                .unwrap(),
+            opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(server.grpc_url())
+                .build()
+                .unwrap(),
         ),
         Transport::HttpProtobuf => (
             opentelemetry_otlp::SpanExporter::builder()
@@ -65,9 +79,14 @@ async fn send_all(server: &Server, transport: Transport) {
     };
 
     // Traces: a server span with a client child, events, a link, error status.
-    let tp = SdkTracerProvider::builder().with_resource(resource()).with_batch_exporter(span_exp).build();
+    let tp = SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_batch_exporter(span_exp)
+        .build();
     let tracer = tp.tracer_with_scope(
-        opentelemetry::InstrumentationScope::builder("shop.checkout").with_version("1.2.3").build(),
+        opentelemetry::InstrumentationScope::builder("shop.checkout")
+            .with_version("1.2.3")
+            .build(),
     );
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(START);
     let linked = SpanContext::new(
@@ -88,7 +107,11 @@ async fn send_all(server: &Server, transport: Transport) {
             KeyValue::new("app.retry", true),
             KeyValue::new("app.ratio", 0.25_f64),
         ])
-        .with_links(vec![Link::new(linked, vec![KeyValue::new("link.reason", "batch")], 0)])
+        .with_links(vec![Link::new(
+            linked,
+            vec![KeyValue::new("link.reason", "batch")],
+            0,
+        )])
         .start(&tracer);
     root.add_event_with_timestamp(
         "payment.retry",
@@ -103,7 +126,10 @@ async fn send_all(server: &Server, transport: Transport) {
         .span_builder("POST /charge")
         .with_kind(SpanKind::Client)
         .with_start_time(t0 + Duration::from_millis(10))
-        .with_attributes([KeyValue::new("peer.service", "payments"), KeyValue::new("server.port", 9106_i64)])
+        .with_attributes([
+            KeyValue::new("peer.service", "payments"),
+            KeyValue::new("server.port", 9106_i64),
+        ])
         .start_with_context(&tracer, &cx);
     child.set_status(Status::error("card declined"));
     child.end_with_timestamp(t0 + Duration::from_millis(200));
@@ -115,7 +141,9 @@ async fn send_all(server: &Server, transport: Transport) {
     }
 
     // Metrics: monotonic sum, up-down sum, gauge, explicit and exponential histograms.
-    let reader = PeriodicReader::builder(metric_exp).with_interval(Duration::from_secs(3600)).build();
+    let reader = PeriodicReader::builder(metric_exp)
+        .with_interval(Duration::from_secs(3600))
+        .build();
     let mp = SdkMeterProvider::builder()
         .with_resource(resource())
         .with_reader(reader)
@@ -135,9 +163,15 @@ async fn send_all(server: &Server, transport: Transport) {
     let meter = mp.meter("shop.metrics");
     let route = [KeyValue::new("http.route", "/api/checkout")];
     meter.u64_counter("orders.placed").build().add(3, &route);
-    meter.i64_up_down_counter("cart.items").build().add(-2, &route);
+    meter
+        .i64_up_down_counter("cart.items")
+        .build()
+        .add(-2, &route);
     meter.f64_gauge("queue.depth").build().record(7.5, &route);
-    let h = meter.f64_histogram("http.server.request.duration").with_unit("s").build();
+    let h = meter
+        .f64_histogram("http.server.request.duration")
+        .with_unit("s")
+        .build();
     for v in [0.004, 0.02, 0.3, 1.5] {
         h.record(v, &route);
     }
@@ -147,7 +181,10 @@ async fn send_all(server: &Server, transport: Transport) {
     }
 
     // Logs: one record inside the trace, one structured.
-    let lp = SdkLoggerProvider::builder().with_resource(resource()).with_batch_exporter(log_exp).build();
+    let lp = SdkLoggerProvider::builder()
+        .with_resource(resource())
+        .with_batch_exporter(log_exp)
+        .build();
     let logger = lp.logger("shop.logs");
     let mut rec = logger.create_log_record();
     rec.set_event_name("checkout.failed");
@@ -209,11 +246,17 @@ async fn check(server: &Server) {
              FROM (SELECT unnest(events) AS e FROM spans)",
         )
         .await;
-    assert!(ev.contains("| payment.retry | 2023-11-14T22:13:20.005Z | 2       |"), "{ev}");
+    assert!(
+        ev.contains("| payment.retry | 2023-11-14T22:13:20.005Z | 2       |"),
+        "{ev}"
+    );
     let links = server
         .text("SELECT l['trace_id'] AS t, l['span_id'] AS s, l['attributes']['link.reason'] AS r FROM (SELECT unnest(links) AS l FROM spans)")
         .await;
-    assert!(links.contains("| 5b8efff798038103d269b633813fc60c | eee19b7ec3c1b174 | batch |"), "{links}");
+    assert!(
+        links.contains("| 5b8efff798038103d269b633813fc60c | eee19b7ec3c1b174 | batch |"),
+        "{links}"
+    );
 
     // Metrics: every type the SDK produces, with exact values and buckets.
     let m = server

@@ -15,14 +15,46 @@ pub struct ServiceSpec {
 
 /// The shop's services.
 pub const SERVICES: &[ServiceSpec] = &[
-    ServiceSpec { name: "gateway", port: 9100, calls: &["users", "catalog", "cart", "orders"] },
-    ServiceSpec { name: "users", port: 9101, calls: &[] },
-    ServiceSpec { name: "catalog", port: 9102, calls: &["inventory"] },
-    ServiceSpec { name: "inventory", port: 9103, calls: &[] },
-    ServiceSpec { name: "cart", port: 9104, calls: &["catalog"] },
-    ServiceSpec { name: "orders", port: 9105, calls: &["inventory", "payments", "cart"] },
-    ServiceSpec { name: "payments", port: 9106, calls: &[] },
-    ServiceSpec { name: "notifications", port: 9107, calls: &[] },
+    ServiceSpec {
+        name: "gateway",
+        port: 9100,
+        calls: &["users", "catalog", "cart", "orders"],
+    },
+    ServiceSpec {
+        name: "users",
+        port: 9101,
+        calls: &[],
+    },
+    ServiceSpec {
+        name: "catalog",
+        port: 9102,
+        calls: &["inventory"],
+    },
+    ServiceSpec {
+        name: "inventory",
+        port: 9103,
+        calls: &[],
+    },
+    ServiceSpec {
+        name: "cart",
+        port: 9104,
+        calls: &["catalog"],
+    },
+    ServiceSpec {
+        name: "orders",
+        port: 9105,
+        calls: &["inventory", "payments", "cart"],
+    },
+    ServiceSpec {
+        name: "payments",
+        port: 9106,
+        calls: &[],
+    },
+    ServiceSpec {
+        name: "notifications",
+        port: 9107,
+        calls: &[],
+    },
 ];
 
 /// Looks a service up by name.
@@ -39,7 +71,11 @@ mod tests {
         assert_eq!(SERVICES.len(), 8);
         for s in SERVICES {
             for callee in s.calls {
-                assert!(service(callee).is_some(), "{} calls unknown {callee}", s.name);
+                assert!(
+                    service(callee).is_some(),
+                    "{} calls unknown {callee}",
+                    s.name
+                );
             }
         }
         // Depth-first search finds no cycle.

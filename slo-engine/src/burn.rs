@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn twenty_eight_day_factors_rescale() {
         let t = standard_tiers(Duration::from_secs(28 * 24 * HOUR));
-        let f: Vec<f64> = t.iter().map(|t| (t.factor * 1000.0).round() / 1000.0).collect();
+        let f: Vec<f64> = t
+            .iter()
+            .map(|t| (t.factor * 1000.0).round() / 1000.0)
+            .collect();
         assert_eq!(f, vec![13.44, 5.6, 2.8, 0.933]);
     }
 

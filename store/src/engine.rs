@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
-use crate::files::{FileMeta, HOUR_NS, Manifest, MergeIter, check_footer, partition_dir, write_file, write_flush, writer_props};
+use crate::files::{
+    FileMeta, HOUR_NS, Manifest, MergeIter, check_footer, partition_dir, write_file, write_flush,
+    writer_props,
+};
 use crate::schema::Table;
 use crate::wal::{self, Durable, WalRequest, WalWriter};
 
@@ -284,18 +287,23 @@ impl Store {
         remove_orphans(&data_dir, &manifest)?;
 
         let mut buffers: [Buffer; 3] = Default::default();
-        let stats = wal::replay(&wal_dir, &quarantine_dir, manifest.flushed_lsn, |lsn, table, batch| {
-            let bytes = batch.get_array_memory_size();
-            let b = &mut buffers[idx(table)];
-            b.bytes += bytes;
-            b.oldest.get_or_insert_with(Instant::now);
-            b.entries.push(Durable {
-                lsn,
-                table,
-                batch,
-                bytes,
-            });
-        })?;
+        let stats = wal::replay(
+            &wal_dir,
+            &quarantine_dir,
+            manifest.flushed_lsn,
+            |lsn, table, batch| {
+                let bytes = batch.get_array_memory_size();
+                let b = &mut buffers[idx(table)];
+                b.bytes += bytes;
+                b.oldest.get_or_insert_with(Instant::now);
+                b.entries.push(Durable {
+                    lsn,
+                    table,
+                    batch,
+                    bytes,
+                });
+            },
+        )?;
         metrics
             .wal_corrupt_segments
             .store(stats.truncated_segments, Ordering::Relaxed);
@@ -402,7 +410,10 @@ impl Store {
         let mut current = reserved.load(Ordering::Relaxed);
         loop {
             if current > 0 && current + bytes > limit {
-                self.inner.metrics.writes_overloaded.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .metrics
+                    .writes_overloaded
+                    .fetch_add(1, Ordering::Relaxed);
                 self.inner.flush_wanted.notify_one();
                 return Err(Error::Overloaded {
                     buffered: current,
@@ -410,7 +421,12 @@ impl Store {
                     retry_after: Duration::from_secs(1),
                 });
             }
-            match reserved.compare_exchange_weak(current, current + bytes, Ordering::AcqRel, Ordering::Relaxed) {
+            match reserved.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(actual) => current = actual,
             }
@@ -448,7 +464,9 @@ impl Store {
         };
         match result {
             Ok(lsn) => {
-                if read(&self.inner.state).buffers[idx(table)].bytes >= self.inner.config.flush_bytes {
+                if read(&self.inner.state).buffers[idx(table)].bytes
+                    >= self.inner.config.flush_bytes
+                {
                     self.inner.flush_wanted.notify_one();
                 }
                 Ok(lsn)
@@ -456,7 +474,10 @@ impl Store {
             Err(e) => {
                 release();
                 if matches!(e, Error::DiskFull { .. }) {
-                    self.inner.metrics.writes_disk_full.fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .metrics
+                        .writes_disk_full
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e)
             }
@@ -557,9 +578,10 @@ impl Store {
         let result = tokio::task::spawn_blocking(move || -> Result<Manifest> {
             let mut written: Vec<(Table, FileMeta)> = Vec::new();
             for (table, batches) in &batches {
-                let files = write_flush(&data_dir, *table, batches, row_group_rows, last_lsn, || {
-                    manifest.take_file_id()
-                });
+                let files =
+                    write_flush(&data_dir, *table, batches, row_group_rows, last_lsn, || {
+                        manifest.take_file_id()
+                    });
                 match files {
                     Ok(files) => written.extend(files.into_iter().map(|f| (*table, f))),
                     Err(e) => {
@@ -584,7 +606,10 @@ impl Store {
         let manifest = match result {
             Ok(m) => m,
             Err(e) => {
-                self.inner.metrics.flush_errors.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .metrics
+                    .flush_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
         };
@@ -600,19 +625,31 @@ impl Store {
                 let bytes: usize = b.entries.iter().map(|d| d.bytes).sum();
                 released += b.bytes - bytes;
                 b.bytes = bytes;
-                b.oldest = if b.entries.is_empty() { None } else { Some(Instant::now()) };
+                b.oldest = if b.entries.is_empty() {
+                    None
+                } else {
+                    Some(Instant::now())
+                };
             }
             self.inner.reserved.fetch_sub(released, Ordering::AcqRel);
             after.saturating_sub(before)
         };
         let m = &self.inner.metrics;
         m.flushes.fetch_add(1, Ordering::Relaxed);
-        m.files_flushed.fetch_add(new_files as u64, Ordering::Relaxed);
+        m.files_flushed
+            .fetch_add(new_files as u64, Ordering::Relaxed);
         let wal_dir = self.inner.wal_dir.clone();
-        tokio::task::spawn_blocking(move || wal::delete_flushed_segments(&wal_dir, last_lsn, open_first))
-            .await
-            .map_err(|e| Error::Internal(format!("segment cleanup failed: {e}")))??;
-        tracing::debug!(rows, last_lsn, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
+        tokio::task::spawn_blocking(move || {
+            wal::delete_flushed_segments(&wal_dir, last_lsn, open_first)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("segment cleanup failed: {e}")))??;
+        tracing::debug!(
+            rows,
+            last_lsn,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "flushed"
+        );
         Ok(rows)
     }
 
@@ -645,7 +682,9 @@ impl Store {
     }
 
     async fn compact_one(&self, table: Table, inputs: Vec<FileMeta>) -> Result<u64> {
-        let Some(first) = inputs.first() else { return Ok(0) };
+        let Some(first) = inputs.first() else {
+            return Ok(0);
+        };
         let hour = first.hour;
         let id = {
             let _commit = self.inner.commit.lock().await;
@@ -697,7 +736,10 @@ impl Store {
             .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))??;
         write(&self.inner.state).manifest = manifest;
         self.schedule_deletes(inputs.iter().map(|f| self.inner.data_dir.join(&f.path)));
-        self.inner.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .metrics
+            .compactions
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(table = %table, hour, inputs = inputs.len(), rows = input_rows, output = %rel, "compacted");
         Ok(inputs.len() as u64)
     }
@@ -709,7 +751,9 @@ impl Store {
         let mut manifest = read(&self.inner.state).manifest.clone();
         let mut expired = Vec::new();
         for table in Table::ALL {
-            let Some(keep) = self.inner.config.retention_hours.of(table) else { continue };
+            let Some(keep) = self.inner.config.retention_hours.of(table) else {
+                continue;
+            };
             let cutoff = now_ns - keep.as_nanos() as i64;
             let files = manifest.files_mut(table);
             // A partition goes once its whole hour is older than the cutoff.
@@ -731,7 +775,10 @@ impl Store {
             .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))??;
         write(&self.inner.state).manifest = manifest;
         let n = expired.len() as u64;
-        self.inner.metrics.files_expired.fetch_add(n, Ordering::Relaxed);
+        self.inner
+            .metrics
+            .files_expired
+            .fetch_add(n, Ordering::Relaxed);
         tracing::info!(files = n, "retention removed expired partitions");
         self.schedule_deletes(expired.iter().map(|f| self.inner.data_dir.join(&f.path)));
         self.delete_expired_pending(false);
@@ -749,7 +796,8 @@ impl Store {
         let now = Instant::now();
         let due: Vec<PathBuf> = {
             let mut pending = lock(&self.inner.pending_deletes);
-            let (due, keep): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(at, _)| all || *at <= now);
+            let (due, keep): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|(at, _)| all || *at <= now);
             *pending = keep;
             due.into_iter().map(|(_, p)| p).collect()
         };
@@ -763,7 +811,9 @@ impl Store {
             let mut dir = p.parent().map(Path::to_path_buf);
             for _ in 0..2 {
                 match dir {
-                    Some(d) if std::fs::remove_dir(&d).is_ok() => dir = d.parent().map(Path::to_path_buf),
+                    Some(d) if std::fs::remove_dir(&d).is_ok() => {
+                        dir = d.parent().map(Path::to_path_buf)
+                    }
                     _ => break,
                 }
             }
@@ -773,7 +823,11 @@ impl Store {
     /// Starts the background tasks: the flusher, and compaction and retention
     /// on their cron schedules. They stop when `shutdown` is cancelled; the
     /// flusher flushes once more on the way out.
-    pub async fn spawn_background(&self, shutdown: CancellationToken, tracker: &TaskTracker) -> Result<()> {
+    pub async fn spawn_background(
+        &self,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<()> {
         let store = self.clone();
         let token = shutdown.clone();
         tracker.spawn(async move {
@@ -804,24 +858,30 @@ impl Store {
             .await
             .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
         let s1 = self.clone();
-        let compaction = tokio_cron_scheduler::Job::new_async(self.inner.config.compaction_schedule.as_str(), move |_id, _l| {
-            let s = s1.clone();
-            Box::pin(async move {
-                if let Err(e) = s.compact(now_ns()).await {
-                    tracing::warn!(error = %e, "compaction failed; will retry on schedule");
-                }
-            })
-        })
+        let compaction = tokio_cron_scheduler::Job::new_async(
+            self.inner.config.compaction_schedule.as_str(),
+            move |_id, _l| {
+                let s = s1.clone();
+                Box::pin(async move {
+                    if let Err(e) = s.compact(now_ns()).await {
+                        tracing::warn!(error = %e, "compaction failed; will retry on schedule");
+                    }
+                })
+            },
+        )
         .map_err(|e| Error::Internal(format!("bad compaction_schedule: {e}")))?;
         let s2 = self.clone();
-        let retention = tokio_cron_scheduler::Job::new_async(self.inner.config.retention_schedule.as_str(), move |_id, _l| {
-            let s = s2.clone();
-            Box::pin(async move {
-                if let Err(e) = s.apply_retention(now_ns()).await {
-                    tracing::warn!(error = %e, "retention failed; will retry on schedule");
-                }
-            })
-        })
+        let retention = tokio_cron_scheduler::Job::new_async(
+            self.inner.config.retention_schedule.as_str(),
+            move |_id, _l| {
+                let s = s2.clone();
+                Box::pin(async move {
+                    if let Err(e) = s.apply_retention(now_ns()).await {
+                        tracing::warn!(error = %e, "retention failed; will retry on schedule");
+                    }
+                })
+            },
+        )
         .map_err(|e| Error::Internal(format!("bad retention_schedule: {e}")))?;
         for job in [compaction, retention] {
             scheduler
@@ -863,7 +923,11 @@ impl Store {
 
 fn describe_schema_diff(want: &arrow::datatypes::Schema, got: &arrow::datatypes::Schema) -> String {
     if want.fields().len() != got.fields().len() {
-        return format!("expected {} columns, got {}", want.fields().len(), got.fields().len());
+        return format!(
+            "expected {} columns, got {}",
+            want.fields().len(),
+            got.fields().len()
+        );
     }
     for (w, g) in want.fields().iter().zip(got.fields()) {
         if w != g {
@@ -873,7 +937,12 @@ fn describe_schema_diff(want: &arrow::datatypes::Schema, got: &arrow::datatypes:
     "schema metadata differs".into()
 }
 
-fn plan_compaction(config: &StoreConfig, table: Table, files: &[FileMeta], now_ns: i64) -> Vec<Vec<FileMeta>> {
+fn plan_compaction(
+    config: &StoreConfig,
+    table: Table,
+    files: &[FileMeta],
+    now_ns: i64,
+) -> Vec<Vec<FileMeta>> {
     let mut by_hour: std::collections::BTreeMap<i64, Vec<FileMeta>> = Default::default();
     for f in files {
         by_hour.entry(f.hour).or_default().push(f.clone());
@@ -926,12 +995,17 @@ fn quarantine_file(quarantine: &Path, path: &Path) {
 /// manifest does not name: leftovers of interrupted flushes or compactions.
 fn remove_orphans(data_dir: &Path, manifest: &Manifest) -> Result<()> {
     for table in Table::ALL {
-        let live: std::collections::HashSet<&str> =
-            manifest.files(table).iter().map(|f| f.path.as_str()).collect();
+        let live: std::collections::HashSet<&str> = manifest
+            .files(table)
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
         let root = data_dir.join(table.name());
         let mut stack = vec![root];
         while let Some(dir) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in rd.flatten() {
                 let path = entry.path();
                 if path.is_dir() {
@@ -962,31 +1036,114 @@ impl Store {
         let st = self.stats();
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
-        counter("burnwatch_wal_syncs_total", "WAL group commits (one fdatasync each).", c(&m.wal_syncs));
-        counter("burnwatch_wal_records_total", "Records written to the WAL.", c(&m.wal_records));
-        counter("burnwatch_wal_sync_microseconds_total", "Microseconds spent writing and syncing the WAL.", c(&m.wal_sync_micros));
-        counter("burnwatch_store_writes_overloaded_total", "Writes refused because the buffers were full.", c(&m.writes_overloaded));
-        counter("burnwatch_store_writes_disk_full_total", "Writes refused because the disk was full.", c(&m.writes_disk_full));
-        counter("burnwatch_store_flushes_total", "Flushes of buffered rows to Parquet.", c(&m.flushes));
-        counter("burnwatch_store_flush_errors_total", "Flushes that failed (rows stay in the WAL and memory).", c(&m.flush_errors));
-        counter("burnwatch_store_files_flushed_total", "Parquet files written by flushes.", c(&m.files_flushed));
-        counter("burnwatch_store_compactions_total", "Compacted output files written.", c(&m.compactions));
-        counter("burnwatch_store_files_expired_total", "Files removed by retention.", c(&m.files_expired));
-        counter("burnwatch_store_wal_corrupt_segments_total", "WAL segments with a torn or corrupt tail found at start-up.", c(&m.wal_corrupt_segments));
-        counter("burnwatch_store_files_quarantined_total", "Damaged files moved to quarantine.", c(&m.files_quarantined));
-        let _ = writeln!(out, "# HELP burnwatch_store_buffered_bytes Bytes of acknowledged rows in memory.\n# TYPE burnwatch_store_buffered_bytes gauge\nburnwatch_store_buffered_bytes {}", st.buffered_bytes);
-        let _ = writeln!(out, "# HELP burnwatch_store_buffer_limit_bytes Buffer limit; writes past it are refused.\n# TYPE burnwatch_store_buffer_limit_bytes gauge\nburnwatch_store_buffer_limit_bytes {}", st.max_buffer_bytes);
+        counter(
+            "burnwatch_wal_syncs_total",
+            "WAL group commits (one fdatasync each).",
+            c(&m.wal_syncs),
+        );
+        counter(
+            "burnwatch_wal_records_total",
+            "Records written to the WAL.",
+            c(&m.wal_records),
+        );
+        counter(
+            "burnwatch_wal_sync_microseconds_total",
+            "Microseconds spent writing and syncing the WAL.",
+            c(&m.wal_sync_micros),
+        );
+        counter(
+            "burnwatch_store_writes_overloaded_total",
+            "Writes refused because the buffers were full.",
+            c(&m.writes_overloaded),
+        );
+        counter(
+            "burnwatch_store_writes_disk_full_total",
+            "Writes refused because the disk was full.",
+            c(&m.writes_disk_full),
+        );
+        counter(
+            "burnwatch_store_flushes_total",
+            "Flushes of buffered rows to Parquet.",
+            c(&m.flushes),
+        );
+        counter(
+            "burnwatch_store_flush_errors_total",
+            "Flushes that failed (rows stay in the WAL and memory).",
+            c(&m.flush_errors),
+        );
+        counter(
+            "burnwatch_store_files_flushed_total",
+            "Parquet files written by flushes.",
+            c(&m.files_flushed),
+        );
+        counter(
+            "burnwatch_store_compactions_total",
+            "Compacted output files written.",
+            c(&m.compactions),
+        );
+        counter(
+            "burnwatch_store_files_expired_total",
+            "Files removed by retention.",
+            c(&m.files_expired),
+        );
+        counter(
+            "burnwatch_store_wal_corrupt_segments_total",
+            "WAL segments with a torn or corrupt tail found at start-up.",
+            c(&m.wal_corrupt_segments),
+        );
+        counter(
+            "burnwatch_store_files_quarantined_total",
+            "Damaged files moved to quarantine.",
+            c(&m.files_quarantined),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_store_buffered_bytes Bytes of acknowledged rows in memory.\n# TYPE burnwatch_store_buffered_bytes gauge\nburnwatch_store_buffered_bytes {}",
+            st.buffered_bytes
+        );
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_store_buffer_limit_bytes Buffer limit; writes past it are refused.\n# TYPE burnwatch_store_buffer_limit_bytes gauge\nburnwatch_store_buffer_limit_bytes {}",
+            st.max_buffer_bytes
+        );
         let gauges: [(&str, &str, [u64; 3]); 5] = [
-            ("burnwatch_store_rows_written_total", "Rows acknowledged.", [c(&m.rows_written[0]), c(&m.rows_written[1]), c(&m.rows_written[2])]),
-            ("burnwatch_store_buffered_rows", "Rows in memory, not yet in Parquet.", st.buffered_rows),
+            (
+                "burnwatch_store_rows_written_total",
+                "Rows acknowledged.",
+                [
+                    c(&m.rows_written[0]),
+                    c(&m.rows_written[1]),
+                    c(&m.rows_written[2]),
+                ],
+            ),
+            (
+                "burnwatch_store_buffered_rows",
+                "Rows in memory, not yet in Parquet.",
+                st.buffered_rows,
+            ),
             ("burnwatch_store_files", "Live Parquet files.", st.files),
-            ("burnwatch_store_file_bytes", "Bytes in live Parquet files.", st.file_bytes),
-            ("burnwatch_store_file_rows", "Rows in live Parquet files.", st.file_rows),
+            (
+                "burnwatch_store_file_bytes",
+                "Bytes in live Parquet files.",
+                st.file_bytes,
+            ),
+            (
+                "burnwatch_store_file_rows",
+                "Rows in live Parquet files.",
+                st.file_rows,
+            ),
         ];
         for (name, help, values) in gauges {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (t, v) in Table::ALL.iter().zip(values) {
                 let _ = writeln!(out, "{name}{{table=\"{}\"}} {v}", t.name());

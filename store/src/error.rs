@@ -124,10 +124,12 @@ impl From<arrow::error::ArrowError> for Error {
 impl From<parquet::errors::ParquetError> for Error {
     fn from(e: parquet::errors::ParquetError) -> Self {
         match e {
-            parquet::errors::ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
-                Ok(io) => Error::io("parquet file", *io),
-                Err(other) => Error::Encoding(other.to_string()),
-            },
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<std::io::Error>() {
+                    Ok(io) => Error::io("parquet file", *io),
+                    Err(other) => Error::Encoding(other.to_string()),
+                }
+            }
             other => Error::Encoding(other.to_string()),
         }
     }

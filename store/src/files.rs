@@ -7,7 +7,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, interleave_record_batch, lexsort_to_indices, take_record_batch};
+use arrow::compute::{
+    SortColumn, concat_batches, interleave_record_batch, lexsort_to_indices, take_record_batch,
+};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::row::{RowConverter, Rows, SortField};
 use parquet::arrow::ArrowWriter;
@@ -272,7 +274,11 @@ pub(crate) fn write_flush(
     let mut out = Vec::new();
     for (hour, part) in split_by_hour(table, &all)? {
         let sorted = sort_batch(table, &part)?;
-        let rel = format!("{}/part-{:010}.parquet", partition_dir(table, hour), next_id());
+        let rel = format!(
+            "{}/part-{:010}.parquet",
+            partition_dir(table, hour),
+            next_id()
+        );
         let meta = write_file(
             data_dir,
             table,
@@ -297,7 +303,10 @@ pub(crate) fn write_flush(
 }
 
 /// Reads every row of a Parquet file (used by tests and the merge).
-pub fn read_file(path: &Path, batch_size: usize) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+pub fn read_file(
+    path: &Path,
+    batch_size: usize,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| Error::Corrupt {
@@ -309,7 +318,12 @@ pub fn read_file(path: &Path, batch_size: usize) -> Result<parquet::arrow::arrow
     Ok(reader)
 }
 
-fn load(converter: &RowConverter, held: &mut Vec<RecordBatch>, table: Table, c: &mut Cursor) -> Result<()> {
+fn load(
+    converter: &RowConverter,
+    held: &mut Vec<RecordBatch>,
+    table: Table,
+    c: &mut Cursor,
+) -> Result<()> {
     loop {
         match c.reader.next() {
             None => {
@@ -362,7 +376,11 @@ impl MergeIter {
         let fields = table
             .sort_columns()
             .iter()
-            .map(|c| schema.field_with_name(c).map(|f| SortField::new(f.data_type().clone())))
+            .map(|c| {
+                schema
+                    .field_with_name(c)
+                    .map(|f| SortField::new(f.data_type().clone()))
+            })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let converter = RowConverter::new(fields)?;
         let mut it = MergeIter {

@@ -14,13 +14,13 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
+use datafusion::datasource::TableProvider;
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
-use datafusion::datasource::TableProvider;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
@@ -57,7 +57,11 @@ impl StoreTable {
 pub fn session_config() -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
-        .with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        .with_target_partitions(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        );
     let opts = config.options_mut();
     opts.execution.parquet.pushdown_filters = true;
     opts.execution.parquet.reorder_filters = true;
@@ -71,7 +75,10 @@ pub fn session_context(store: &Store) -> SessionContext {
     let ctx = SessionContext::new_with_config(session_config());
     for table in Table::ALL {
         // Registering into the default in-memory catalog cannot fail for new names.
-        let _ = ctx.register_table(table.name(), Arc::new(StoreTable::new(store.clone(), table)));
+        let _ = ctx.register_table(
+            table.name(),
+            Arc::new(StoreTable::new(store.clone(), table)),
+        );
     }
     ctx
 }
@@ -155,11 +162,11 @@ fn collect_bounds(column: &str, e: &Expr, lo: &mut i64, hi: &mut i64) {
 }
 
 /// Files of the snapshot whose time range overlaps `[lo, hi]`.
-pub(crate) fn prune_files<'a>(
-    files: &'a [(std::path::PathBuf, FileMeta)],
+pub(crate) fn prune_files(
+    files: &[(std::path::PathBuf, FileMeta)],
     lo: i64,
     hi: i64,
-) -> impl Iterator<Item = &'a (std::path::PathBuf, FileMeta)> {
+) -> impl Iterator<Item = &(std::path::PathBuf, FileMeta)> {
     files
         .iter()
         .filter(move |(_, f)| f.max_time_ns >= lo && f.min_time_ns <= hi)
@@ -175,7 +182,10 @@ impl TableProvider for StoreTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -192,7 +202,9 @@ impl TableProvider for StoreTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
         let files: Vec<PartitionedFile> = prune_files(&snapshot.files, lo, hi)
-            .map(|(path, meta)| PartitionedFile::new(path.to_string_lossy().to_string(), meta.bytes))
+            .map(|(path, meta)| {
+                PartitionedFile::new(path.to_string_lossy().to_string(), meta.bytes)
+            })
             .collect();
         if !files.is_empty() {
             let parts = state.config().target_partitions().max(1);
@@ -201,17 +213,19 @@ impl TableProvider for StoreTable {
             for (i, f) in files.into_iter().enumerate() {
                 groups[i % n].push(f);
             }
-            let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+            let format =
+                ParquetFormat::default().with_options(state.table_options().parquet.clone());
             // Filters reach the Parquet reader through DataFusion's physical
             // filter pushdown (the provider answers `Inexact`), which prunes
             // row groups, pages and bloom filters.
             let source = datafusion::datasource::physical_plan::ParquetSource::new(schema.clone())
                 .with_table_parquet_options(state.table_options().parquet.clone());
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
             inputs.push(format.create_physical_plan(state, config).await?);
         }
         if !snapshot.batches.is_empty() {
@@ -239,7 +253,12 @@ mod tests {
 
     #[test]
     fn time_bounds_from_filters() {
-        let t = |v: i64| lit(ScalarValue::TimestampNanosecond(Some(v), Some("UTC".into())));
+        let t = |v: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(v),
+                Some("UTC".into()),
+            ))
+        };
         let filters = vec![
             col("start_time").gt_eq(t(100)),
             t(500).gt(col("start_time")),

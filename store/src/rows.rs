@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListArray,
-    MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StructArray, TimestampNanosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListArray, MapBuilder,
+    MapFieldNames, RecordBatch, StringBuilder, StructArray, TimestampNanosecondBuilder,
     UInt32Builder, UInt64Builder,
 };
 use arrow::buffer::OffsetBuffer;
@@ -610,7 +610,10 @@ impl SpansBuilder {
         self.rows += 1;
         append_id(&mut self.trace_id, &s.trace_id);
         append_id(&mut self.span_id, &s.span_id);
-        append_opt_id(&mut self.parent_span_id, s.parent_span_id.as_ref().map(|p| &p[..]));
+        append_opt_id(
+            &mut self.parent_span_id,
+            s.parent_span_id.as_ref().map(|p| &p[..]),
+        );
         opt_str(&mut self.trace_state, s.trace_state);
         self.flags.append_value(s.flags);
         self.service_name.append_value(origin.service_name);
@@ -649,7 +652,8 @@ impl SpansBuilder {
             self.event_attributes.append(&e.attributes);
             self.event_dropped.append_value(e.dropped_attributes_count);
         }
-        self.dropped_events_count.append_value(s.dropped_events_count);
+        self.dropped_events_count
+            .append_value(s.dropped_events_count);
 
         self.link_offsets.push(s.links.len());
         for l in &s.links {
@@ -1091,8 +1095,14 @@ impl MetricPointsBuilder {
         for e in &p.exemplars {
             self.exemplar_time.append_value(e.time_ns);
             self.exemplar_value.append_value(e.value);
-            append_opt_id(&mut self.exemplar_trace_id, e.trace_id.as_ref().map(|t| &t[..]));
-            append_opt_id(&mut self.exemplar_span_id, e.span_id.as_ref().map(|t| &t[..]));
+            append_opt_id(
+                &mut self.exemplar_trace_id,
+                e.trace_id.as_ref().map(|t| &t[..]),
+            );
+            append_opt_id(
+                &mut self.exemplar_span_id,
+                e.span_id.as_ref().map(|t| &t[..]),
+            );
             self.exemplar_attributes.append(&e.filtered_attributes);
         }
     }

@@ -137,14 +137,22 @@ fn utf8(name: &str, nullable: bool) -> Field {
 }
 
 fn list_of(name: &str, item: DataType, nullable: bool) -> Field {
-    Field::new(name, DataType::List(Arc::new(Field::new("item", item, true))), nullable)
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", item, true))),
+        nullable,
+    )
 }
 
 /// Promoted span attributes: (attribute key, column name, is integer).
 pub const SPAN_PROMOTED: &[(&str, &str, bool)] = &[
     ("http.route", "http_route", false),
     ("http.request.method", "http_request_method", false),
-    ("http.response.status_code", "http_response_status_code", true),
+    (
+        "http.response.status_code",
+        "http_response_status_code",
+        true,
+    ),
     ("url.full", "url_full", false),
     ("server.address", "server_address", false),
     ("server.port", "server_port", true),
@@ -157,8 +165,16 @@ pub const SPAN_PROMOTED: &[(&str, &str, bool)] = &[
     ("db.operation.name", "db_operation_name", false),
     ("peer.service", "peer_service", false),
     ("messaging.system", "messaging_system", false),
-    ("messaging.operation.type", "messaging_operation_type", false),
-    ("messaging.destination.name", "messaging_destination_name", false),
+    (
+        "messaging.operation.type",
+        "messaging_operation_type",
+        false,
+    ),
+    (
+        "messaging.destination.name",
+        "messaging_destination_name",
+        false,
+    ),
     ("error.type", "error_type", false),
 ];
 

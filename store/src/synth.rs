@@ -19,7 +19,11 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeds the generator (0 is replaced by a fixed constant).
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
@@ -36,7 +40,16 @@ impl Rng {
     }
 }
 
-const SERVICES: &[&str] = &["gateway", "users", "catalog", "inventory", "cart", "orders", "payments", "notifications"];
+const SERVICES: &[&str] = &[
+    "gateway",
+    "users",
+    "catalog",
+    "inventory",
+    "cart",
+    "orders",
+    "payments",
+    "notifications",
+];
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/products"),
     ("GET", "/api/products/{id}"),
@@ -87,7 +100,10 @@ pub fn spans(seed: u64, n: usize, base_ns: i64, spread_ns: i64) -> RecordBatch {
             Attr::new("network.protocol.version", "1.1"),
             Attr::new("user_agent.original", "burnwatch-load/0.1"),
             Attr::new("client.address", "10.0.3.17"),
-            Attr::new("app.request_id", Cow::Owned(format!("{:016x}", rng.next_u64()))),
+            Attr::new(
+                "app.request_id",
+                Cow::Owned(format!("{:016x}", rng.next_u64())),
+            ),
         ];
         let error = status >= 500;
         b.append(
@@ -104,10 +120,18 @@ pub fn spans(seed: u64, n: usize, base_ns: i64, spread_ns: i64) -> RecordBatch {
                 trace_state: "",
                 flags: 1,
                 name: route,
-                kind: if parent.is_none() { SpanKind::Server } else { SpanKind::Internal },
+                kind: if parent.is_none() {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Internal
+                },
                 start_time_ns: start,
                 end_time_ns: start + duration,
-                status_code: if error { StatusCode::Error } else { StatusCode::Unset },
+                status_code: if error {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                },
                 status_message: if error { "upstream failed" } else { "" },
                 attributes,
                 dropped_attributes_count: 0,
@@ -195,7 +219,10 @@ pub fn metric_points(time_ns: i64) -> RecordBatch {
         data,
         exemplars: Vec::new(),
     };
-    b.append(&origin, &point("queue.depth", "{item}", PointData::Gauge(Number::I64(42))));
+    b.append(
+        &origin,
+        &point("queue.depth", "{item}", PointData::Gauge(Number::I64(42))),
+    );
     b.append(
         &origin,
         &point(

@@ -136,7 +136,8 @@ pub(crate) fn replay(
                 }
                 let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or_default());
                 let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap_or_default());
-                let lsn = u64::from_le_bytes(data[pos + 8..pos + 16].try_into().unwrap_or_default());
+                let lsn =
+                    u64::from_le_bytes(data[pos + 8..pos + 16].try_into().unwrap_or_default());
                 let tag = data[pos + 16];
                 if len > MAX_RECORD || data.len() - pos - HEADER < len as usize {
                     problem = Some(format!("torn record at offset {pos} (length {len})"));
@@ -226,15 +227,28 @@ impl WalWriter {
     pub(crate) fn create(dir: &Path, next_lsn: u64) -> Result<WalWriter> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = segment_path(dir, next_lsn);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        file.write_all(MAGIC).map_err(|e| Error::io(&path, e))?;
-        file.sync_all().map_err(|e| Error::io(&path, e))?;
-        sync_dir(dir)?;
+        let opened = (|| -> Result<File> {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            file.write_all(MAGIC).map_err(|e| Error::io(&path, e))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+            sync_dir(dir)?;
+            Ok(file)
+        })();
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                // A half-made segment must not stay: its name would claim LSNs
+                // that the previous segment goes on holding.
+                let _ = std::fs::remove_file(&path);
+                let _ = sync_dir(dir);
+                return Err(e);
+            }
+        };
         Ok(WalWriter {
             dir: dir.to_path_buf(),
             file: BufWriter::with_capacity(1 << 20, file),
@@ -324,7 +338,11 @@ impl WalWriter {
 }
 
 /// Deletes segments whose every record has LSN <= `flushed_lsn`, never the open one.
-pub(crate) fn delete_flushed_segments(dir: &Path, flushed_lsn: u64, open_first: u64) -> Result<u64> {
+pub(crate) fn delete_flushed_segments(
+    dir: &Path,
+    flushed_lsn: u64,
+    open_first: u64,
+) -> Result<u64> {
     let segments = list_segments(dir)?;
     let mut deleted = 0;
     for (i, (first, path)) in segments.iter().enumerate() {
@@ -510,7 +528,11 @@ mod tests {
         let mut w = WalWriter::create(&wal, 1).unwrap();
         let p1 = encode(&log_batch(3)).unwrap();
         let p2 = encode(&log_batch(5)).unwrap();
-        assert_eq!(w.append_group(&[(Table::Logs, &p1), (Table::Logs, &p2)]).unwrap(), 1);
+        assert_eq!(
+            w.append_group(&[(Table::Logs, &p1), (Table::Logs, &p2)])
+                .unwrap(),
+            1
+        );
         let (last, next) = (w.roll().unwrap(), w.first_lsn());
         assert_eq!((last, next), (2, 3));
         assert_eq!(w.append_group(&[(Table::Logs, &p1)]).unwrap(), 3);
@@ -545,7 +567,8 @@ mod tests {
         let wal = dir.path().join("wal");
         let mut w = WalWriter::create(&wal, 1).unwrap();
         let p = encode(&log_batch(2)).unwrap();
-        w.append_group(&[(Table::Logs, &p), (Table::Logs, &p)]).unwrap();
+        w.append_group(&[(Table::Logs, &p), (Table::Logs, &p)])
+            .unwrap();
         drop(w);
         let seg = segment_path(&wal, 1);
         let mut data = std::fs::read(&seg).unwrap();

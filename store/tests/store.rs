@@ -29,16 +29,26 @@ fn config(dir: &Path) -> StoreConfig {
 }
 
 async fn sql(store: &Store, q: &str) -> Vec<RecordBatch> {
-    session_context(store).sql(q).await.unwrap().collect().await.unwrap()
+    session_context(store)
+        .sql(q)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
 }
 
 async fn text(store: &Store, q: &str) -> String {
-    pretty_format_batches(&sql(store, q).await).unwrap().to_string()
+    pretty_format_batches(&sql(store, q).await)
+        .unwrap()
+        .to_string()
 }
 
 async fn count(store: &Store, table: &str) -> i64 {
     let b = sql(store, &format!("SELECT count(*) AS n FROM {table}")).await;
-    b[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)
+    b[0].column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0)
 }
 
 /// The same query over plain in-memory copies of what was written.
@@ -68,9 +78,15 @@ async fn round_trip_every_table_through_memory_parquet_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).await.unwrap();
     // Spans spread over three hours, so the flush writes several partitions.
-    let spans = vec![synth::spans(1, 700, BASE, 3 * HOUR_NS), synth::spans(2, 300, BASE, HOUR_NS)];
+    let spans = vec![
+        synth::spans(1, 700, BASE, 3 * HOUR_NS),
+        synth::spans(2, 300, BASE, HOUR_NS),
+    ];
     let logs = vec![synth::logs(1, 500, BASE)];
-    let points = vec![synth::metric_points(BASE), synth::metric_points(BASE + HOUR_NS)];
+    let points = vec![
+        synth::metric_points(BASE),
+        synth::metric_points(BASE + HOUR_NS),
+    ];
     let inputs = vec![
         (Table::Spans, spans.clone()),
         (Table::Logs, logs.clone()),
@@ -84,7 +100,11 @@ async fn round_trip_every_table_through_memory_parquet_and_restart() {
 
     // 1. From memory.
     for q in QUERIES {
-        assert_eq!(text(&store, q).await, expected(&inputs, q).await, "memory: {q}");
+        assert_eq!(
+            text(&store, q).await,
+            expected(&inputs, q).await,
+            "memory: {q}"
+        );
     }
     // 2. From Parquet.
     let flushed = store.flush().await.unwrap();
@@ -92,23 +112,45 @@ async fn round_trip_every_table_through_memory_parquet_and_restart() {
     let stats = store.stats();
     assert_eq!(stats.buffered_rows, [0, 0, 0]);
     assert_eq!(stats.file_rows, [1000, 500, 10]);
-    assert!(stats.files[0] >= 3, "spans cross three hours: {:?}", stats.files);
+    assert!(
+        stats.files[0] >= 3,
+        "spans cross three hours: {:?}",
+        stats.files
+    );
     for q in QUERIES {
-        assert_eq!(text(&store, q).await, expected(&inputs, q).await, "parquet: {q}");
+        assert_eq!(
+            text(&store, q).await,
+            expected(&inputs, q).await,
+            "parquet: {q}"
+        );
     }
     // 3. After a restart.
     store.close().await.unwrap();
     drop(store);
     let store = Store::open(config(dir.path())).await.unwrap();
     for q in QUERIES {
-        assert_eq!(text(&store, q).await, expected(&inputs, q).await, "restart: {q}");
+        assert_eq!(
+            text(&store, q).await,
+            expected(&inputs, q).await,
+            "restart: {q}"
+        );
     }
 
     // Partition layout on disk.
     let hour_dir = dir.path().join("spans/date=2024-03-05/hour=10");
     assert!(hour_dir.is_dir(), "{hour_dir:?}");
-    let metric_types = text(&store, "SELECT DISTINCT metric_type FROM metric_points ORDER BY 1").await;
-    for t in ["exponential_histogram", "gauge", "histogram", "sum", "summary"] {
+    let metric_types = text(
+        &store,
+        "SELECT DISTINCT metric_type FROM metric_points ORDER BY 1",
+    )
+    .await;
+    for t in [
+        "exponential_histogram",
+        "gauge",
+        "histogram",
+        "sum",
+        "summary",
+    ] {
         assert!(metric_types.contains(t), "{metric_types}");
     }
 }
@@ -117,7 +159,10 @@ async fn round_trip_every_table_through_memory_parquet_and_restart() {
 async fn spans_are_sorted_and_ids_are_lowercase_hex() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).await.unwrap();
-    store.write(Table::Spans, synth::spans(3, 2000, BASE, HOUR_NS / 2)).await.unwrap();
+    store
+        .write(Table::Spans, synth::spans(3, 2000, BASE, HOUR_NS / 2))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     let snap = store.snapshot(Table::Spans);
     assert_eq!(snap.files.len(), 1);
@@ -125,7 +170,10 @@ async fn spans_are_sorted_and_ids_are_lowercase_hex() {
     let mut prev: Option<(String, i64)> = None;
     for batch in reader {
         let batch = batch.unwrap();
-        let svc = batch.column_by_name("service_name").unwrap().as_string::<i32>();
+        let svc = batch
+            .column_by_name("service_name")
+            .unwrap()
+            .as_string::<i32>();
         let start = batch
             .column_by_name("start_time")
             .unwrap()
@@ -139,14 +187,27 @@ async fn spans_are_sorted_and_ids_are_lowercase_hex() {
             prev = Some(key);
             let id = ids.value(i);
             assert_eq!(id.len(), 32);
-            assert!(id.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{id}");
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+                "{id}"
+            );
         }
     }
     // A trace looked up by id returns exactly its spans.
     let one = sql(&store, "SELECT trace_id FROM spans LIMIT 1").await;
     let tid = one[0].column(0).as_string::<i32>().value(0).to_string();
-    let n = sql(&store, &format!("SELECT count(*) FROM spans WHERE trace_id = '{tid}'")).await;
-    assert_eq!(n[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), 8);
+    let n = sql(
+        &store,
+        &format!("SELECT count(*) FROM spans WHERE trace_id = '{tid}'"),
+    )
+    .await;
+    assert_eq!(
+        n[0].column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        8
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,10 +215,19 @@ async fn restart_without_flush_replays_each_row_once() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(config(dir.path())).await.unwrap();
-        store.write(Table::Spans, synth::spans(1, 100, BASE, HOUR_NS)).await.unwrap();
+        store
+            .write(Table::Spans, synth::spans(1, 100, BASE, HOUR_NS))
+            .await
+            .unwrap();
         store.flush().await.unwrap();
-        store.write(Table::Spans, synth::spans(2, 50, BASE, HOUR_NS)).await.unwrap();
-        store.write(Table::Logs, synth::logs(2, 20, BASE)).await.unwrap();
+        store
+            .write(Table::Spans, synth::spans(2, 50, BASE, HOUR_NS))
+            .await
+            .unwrap();
+        store
+            .write(Table::Logs, synth::logs(2, 20, BASE))
+            .await
+            .unwrap();
         // Dropped without close: like a crash after the acknowledgement.
     }
     for _ in 0..2 {
@@ -173,15 +243,24 @@ async fn restart_without_flush_replays_each_row_once() {
     assert_eq!(count(&store, "spans").await, 150);
     assert_eq!(store.stats().buffered_rows, [0, 0, 0]);
     // Only the open segment is left.
-    assert_eq!(std::fs::read_dir(dir.path().join("wal")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("wal")).unwrap().count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).await.unwrap();
-    let err = store.write(Table::Logs, synth::spans(1, 1, BASE, 1)).await.unwrap_err();
-    assert!(matches!(err, Error::SchemaMismatch { table: "logs", .. }), "{err}");
+    let err = store
+        .write(Table::Logs, synth::spans(1, 1, BASE, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::SchemaMismatch { table: "logs", .. }),
+        "{err}"
+    );
     assert_eq!(count(&store, "logs").await, 0);
 }
 
@@ -195,14 +274,26 @@ async fn full_buffers_refuse_writes_until_flushed() {
     };
     let store = Store::open(cfg).await.unwrap();
     store.write(Table::Spans, one.clone()).await.unwrap();
-    let err = store.write(Table::Spans, synth::spans(2, 100, BASE, HOUR_NS)).await.unwrap_err();
+    let err = store
+        .write(Table::Spans, synth::spans(2, 100, BASE, HOUR_NS))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Overloaded { .. }), "{err}");
     assert!(err.is_retryable() && err.retry_after().is_some());
-    assert_eq!(store.metrics().writes_overloaded.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        store
+            .metrics()
+            .writes_overloaded
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // Refused rows are not stored.
     assert_eq!(count(&store, "spans").await, 100);
     store.flush().await.unwrap();
-    store.write(Table::Spans, synth::spans(2, 100, BASE, HOUR_NS)).await.unwrap();
+    store
+        .write(Table::Spans, synth::spans(2, 100, BASE, HOUR_NS))
+        .await
+        .unwrap();
     assert_eq!(count(&store, "spans").await, 200);
     assert!(store.stats().buffered_bytes <= store.config().max_buffer_bytes);
 }
@@ -229,7 +320,10 @@ async fn concurrent_writers_share_fsyncs() {
     let syncs = m.wal_syncs.load(std::sync::atomic::Ordering::Relaxed);
     let records = m.wal_records.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(records, 320);
-    assert!(syncs < records, "group commit: {syncs} fsyncs for {records} records");
+    assert!(
+        syncs < records,
+        "group commit: {syncs} fsyncs for {records} records"
+    );
     assert_eq!(count(&store, "spans").await, 3200);
 }
 
@@ -242,7 +336,10 @@ async fn compaction_keeps_every_row_once_and_sorted() {
         let b = synth::spans(seed, 300, BASE, HOUR_NS - 1);
         spans.push(b.clone());
         store.write(Table::Spans, b).await.unwrap();
-        store.write(Table::Logs, synth::logs(seed, 10, BASE)).await.unwrap();
+        store
+            .write(Table::Logs, synth::logs(seed, 10, BASE))
+            .await
+            .unwrap();
         store.flush().await.unwrap();
     }
     let q = "SELECT * FROM spans ORDER BY span_id";
@@ -259,7 +356,10 @@ async fn compaction_keeps_every_row_once_and_sorted() {
     assert_eq!(stats.files, [1, 1, 0]);
     assert_eq!(stats.file_rows, [1800, 60, 0]);
     assert_eq!(text(&store, q).await, before);
-    assert_eq!(text(&store, "SELECT * FROM logs ORDER BY time, body").await, logs_before);
+    assert_eq!(
+        text(&store, "SELECT * FROM logs ORDER BY time, body").await,
+        logs_before
+    );
     assert_eq!(before, expected(&[(Table::Spans, spans)], q).await);
 
     // Replaced files are gone from disk (grace 0), the output is globally sorted.
@@ -273,7 +373,10 @@ async fn compaction_keeps_every_row_once_and_sorted() {
     let mut prev: Option<(String, i64)> = None;
     for batch in store::files::read_file(&part.join(&names[0]), 500).unwrap() {
         let batch = batch.unwrap();
-        let svc = batch.column_by_name("service_name").unwrap().as_string::<i32>();
+        let svc = batch
+            .column_by_name("service_name")
+            .unwrap()
+            .as_string::<i32>();
         let st = batch
             .column_by_name("start_time")
             .unwrap()
@@ -297,7 +400,10 @@ async fn files_left_by_an_interrupted_compaction_are_ignored_and_removed() {
     {
         let store = Store::open(config(dir.path())).await.unwrap();
         for seed in 0..3 {
-            store.write(Table::Spans, synth::spans(seed, 100, BASE, HOUR_NS - 1)).await.unwrap();
+            store
+                .write(Table::Spans, synth::spans(seed, 100, BASE, HOUR_NS - 1))
+                .await
+                .unwrap();
             store.flush().await.unwrap();
         }
         store.close().await.unwrap();
@@ -305,7 +411,10 @@ async fn files_left_by_an_interrupted_compaction_are_ignored_and_removed() {
     // A crash after the merged file was renamed into place but before the
     // manifest named it: the merged file holds copies of all rows.
     let part = dir.path().join("spans/date=2024-03-05/hour=10");
-    let live: Vec<_> = std::fs::read_dir(&part).unwrap().map(|e| e.unwrap().path()).collect();
+    let live: Vec<_> = std::fs::read_dir(&part)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     std::fs::copy(&live[0], part.join("compact-0000000099.parquet")).unwrap();
     std::fs::write(part.join(".compact-0000000100.parquet.tmp"), b"partial").unwrap();
     let store = Store::open(config(dir.path())).await.unwrap();
@@ -326,16 +435,34 @@ async fn retention_deletes_only_old_partitions() {
     };
     let store = Store::open(cfg).await.unwrap();
     let now = BASE + 100 * HOUR_NS;
-    store.write(Table::Spans, synth::spans(1, 50, now - 30 * HOUR_NS, 1000)).await.unwrap();
-    store.write(Table::Spans, synth::spans(2, 70, now - 20 * HOUR_NS, 1000)).await.unwrap();
-    store.write(Table::Logs, synth::logs(1, 5, now - 90 * HOUR_NS)).await.unwrap();
-    store.write(Table::MetricPoints, synth::metric_points(now - 30 * HOUR_NS)).await.unwrap();
+    store
+        .write(Table::Spans, synth::spans(1, 50, now - 30 * HOUR_NS, 1000))
+        .await
+        .unwrap();
+    store
+        .write(Table::Spans, synth::spans(2, 70, now - 20 * HOUR_NS, 1000))
+        .await
+        .unwrap();
+    store
+        .write(Table::Logs, synth::logs(1, 5, now - 90 * HOUR_NS))
+        .await
+        .unwrap();
+    store
+        .write(
+            Table::MetricPoints,
+            synth::metric_points(now - 30 * HOUR_NS),
+        )
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     assert_eq!(store.apply_retention(now).await.unwrap(), 1);
     assert_eq!(count(&store, "spans").await, 70);
     assert_eq!(count(&store, "logs").await, 5, "logs keep forever");
     assert_eq!(count(&store, "metric_points").await, 5);
-    let old = dir.path().join(store::files::partition_dir(Table::Spans, store::files::hour_of(now - 30 * HOUR_NS)));
+    let old = dir.path().join(store::files::partition_dir(
+        Table::Spans,
+        store::files::hour_of(now - 30 * HOUR_NS),
+    ));
     assert!(!old.exists(), "{old:?} should be deleted");
     assert_eq!(store.apply_retention(now).await.unwrap(), 0);
 }
@@ -350,8 +477,14 @@ async fn background_flusher_moves_rows_to_parquet() {
     let store = Store::open(cfg).await.unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
-    store.spawn_background(token.clone(), &tracker).await.unwrap();
-    store.write(Table::Logs, synth::logs(1, 10, BASE)).await.unwrap();
+    store
+        .spawn_background(token.clone(), &tracker)
+        .await
+        .unwrap();
+    store
+        .write(Table::Logs, synth::logs(1, 10, BASE))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.stats().file_rows[1] < 10 {
         assert!(Instant::now() < deadline, "not flushed in time");
@@ -370,8 +503,13 @@ async fn background_flusher_moves_rows_to_parquet() {
 #[ignore = "run by crash_test_kill_9_loses_and_duplicates_nothing"]
 async fn crash_child() {
     use std::io::Write;
-    let Ok(dir) = std::env::var("BURNWATCH_CRASH_DIR") else { return };
-    let start: u64 = std::env::var("BURNWATCH_CRASH_START").unwrap().parse().unwrap();
+    let Ok(dir) = std::env::var("BURNWATCH_CRASH_DIR") else {
+        return;
+    };
+    let start: u64 = std::env::var("BURNWATCH_CRASH_START")
+        .unwrap()
+        .parse()
+        .unwrap();
     let cfg = StoreConfig {
         flush_bytes: 256 << 10,
         flush_interval_secs: 0.05,
@@ -383,7 +521,10 @@ async fn crash_child() {
     let store = Store::open(cfg).await.unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
-    store.spawn_background(token.clone(), &tracker).await.unwrap();
+    store
+        .spawn_background(token.clone(), &tracker)
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for w in 0..4u64 {
         let store = store.clone();
@@ -397,7 +538,9 @@ async fn crash_child() {
                         writeln!(out, "ACK {k}").unwrap();
                         out.flush().unwrap();
                     }
-                    Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err(e) if e.is_retryable() => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
                     Err(e) => panic!("{e}"),
                 }
                 k += 4;
@@ -424,7 +567,13 @@ fn crash_test_kill_9_loses_and_duplicates_nothing() {
     const ROUNDS: u64 = 8;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("BURNWATCH_CRASH_DIR", dir.path())
             .env("BURNWATCH_CRASH_START", (round * 1_000_000).to_string())
             .stdout(Stdio::piped())
@@ -444,7 +593,10 @@ fn crash_test_kill_9_loses_and_duplicates_nothing() {
         });
         // Once it is acknowledging, let it run a random while, then SIGKILL it.
         let first = rx.recv_timeout(Duration::from_secs(60));
-        assert!(first.is_ok(), "round {round}: child acknowledged nothing in 60 s");
+        assert!(
+            first.is_ok(),
+            "round {round}: child acknowledged nothing in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(rng.below(1500)));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -474,7 +626,11 @@ fn crash_test_kill_9_loses_and_duplicates_nothing() {
         }
         for k in &acked {
             let seed = *k as u32 as u64;
-            assert_eq!(per_batch.get(&seed), Some(&200), "acknowledged batch {k} missing or partial");
+            assert_eq!(
+                per_batch.get(&seed),
+                Some(&200),
+                "acknowledged batch {k} missing or partial"
+            );
         }
         for (seed, n) in &per_batch {
             assert_eq!(*n, 200, "batch {seed} is half-visible");
@@ -495,12 +651,28 @@ async fn external_readers_agree() {
     let python = std::env::var("BURNWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).await.unwrap();
-    store.write(Table::Spans, synth::spans(1, 1500, BASE, 2 * HOUR_NS)).await.unwrap();
-    store.write(Table::Logs, synth::logs(1, 250, BASE)).await.unwrap();
-    store.write(Table::MetricPoints, synth::metric_points(BASE)).await.unwrap();
+    store
+        .write(Table::Spans, synth::spans(1, 1500, BASE, 2 * HOUR_NS))
+        .await
+        .unwrap();
+    store
+        .write(Table::Logs, synth::logs(1, 250, BASE))
+        .await
+        .unwrap();
+    store
+        .write(Table::MetricPoints, synth::metric_points(BASE))
+        .await
+        .unwrap();
     store.flush().await.unwrap();
-    let errors = sql(&store, "SELECT count(*) FROM spans WHERE status_code = 'ERROR'").await;
-    let errors = errors[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+    let errors = sql(
+        &store,
+        "SELECT count(*) FROM spans WHERE status_code = 'ERROR'",
+    )
+    .await;
+    let errors = errors[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
     let script = r#"
 import sys, glob, json
 import pyarrow.parquet as pq, duckdb
@@ -516,7 +688,11 @@ print(json.dumps(out))
     let output = Command::new(&python)
         .args(["-c", script, dir.path().to_str().unwrap()])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}; set BURNWATCH_PYTHON to a Python with pyarrow and duckdb"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {python}: {e}; set BURNWATCH_PYTHON to a Python with pyarrow and duckdb"
+            )
+        });
     assert!(
         output.status.success(),
         "{python} failed (needs pyarrow and duckdb; .ci/run installs them): {}",
@@ -529,4 +705,78 @@ print(json.dumps(out))
         assert_eq!(count(&store, t).await, n);
     }
     assert_eq!(got["duck_errors"], errors);
+}
+
+/// A real full filesystem: a small tmpfs mounted by the test (needs root, as
+/// CI has). Writes fail with `DiskFull` once space runs out, nothing
+/// acknowledged is lost, and writing resumes by itself once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_refuses_writes_and_recovers() {
+    let mount = tempfile::tempdir().unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED disk_full_refuses_writes_and_recovers: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mount.path().to_path_buf());
+    // Ballast to free later.
+    let ballast = mount.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 3 << 20]).unwrap();
+    let data = mount.path().join("data");
+    let cfg = StoreConfig {
+        flush_interval_secs: 3600.0,
+        flush_bytes: usize::MAX,
+        ..config(&data)
+    };
+    let store = Store::open(cfg.clone()).await.unwrap();
+    let mut acked = 0usize;
+    let mut full = None;
+    for seed in 0..400 {
+        match store
+            .write(Table::Spans, synth::spans(seed, 200, BASE, HOUR_NS - 1))
+            .await
+        {
+            Ok(_) => acked += 200,
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let err = full.expect("the 8 MiB filesystem never filled up");
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert!(err.is_retryable() && err.retry_after().is_some());
+    assert!(acked > 0);
+    // Reads keep working and show every acknowledged row.
+    assert_eq!(count(&store, "spans").await as usize, acked);
+    // A flush cannot write Parquet now either: it fails, nothing is lost.
+    assert!(store.flush().await.is_err());
+    assert_eq!(count(&store, "spans").await as usize, acked);
+
+    // Space comes back: writes and flushes resume without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    store
+        .write(Table::Spans, synth::spans(1000, 200, BASE, HOUR_NS - 1))
+        .await
+        .unwrap();
+    acked += 200;
+    store.flush().await.unwrap();
+    assert_eq!(count(&store, "spans").await as usize, acked);
+    store.close().await.unwrap();
+    drop(store);
+    let store = Store::open(cfg).await.unwrap();
+    assert_eq!(count(&store, "spans").await as usize, acked);
+    let d = text(&store, "SELECT count(DISTINCT span_id) AS n FROM spans").await;
+    assert!(d.contains(&format!("| {acked} |")), "{d}");
 }

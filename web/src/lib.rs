@@ -30,7 +30,9 @@ pub struct WebState {
 
 impl std::fmt::Debug for WebState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebState").field("store", &self.store).finish()
+        f.debug_struct("WebState")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
@@ -58,7 +60,10 @@ async fn metrics(State(s): State<WebState>) -> impl IntoResponse {
         source(&mut out);
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
 }

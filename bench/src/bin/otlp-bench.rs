@@ -52,7 +52,9 @@ struct Phase {
 fn requests(n: usize) -> Vec<ExportTraceServiceRequest> {
     let mut rng = Rng::new(7);
     let base = 1_763_700_000_000_000_000u64;
-    (0..n).map(|_| trace_request(&mut rng, BATCH, base)).collect()
+    (0..n)
+        .map(|_| trace_request(&mut rng, BATCH, base))
+        .collect()
 }
 
 /// Runs one load phase. `rate` is the target spans/s over all clients (None: as fast as possible).
@@ -80,7 +82,10 @@ async fn phase(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 * BATCH as f64 / r));
-            let mut next = Instant::now() + interval.map(|i| i.mul_f64(c as f64 / clients as f64)).unwrap_or_default();
+            let mut next = Instant::now()
+                + interval
+                    .map(|i| i.mul_f64(c as f64 / clients as f64))
+                    .unwrap_or_default();
             let mut g = if transport == Transport::Grpc {
                 Some(TraceServiceClient::connect(grpc).await.expect("connect"))
             } else {
@@ -97,7 +102,14 @@ async fn phase(
                 let ok = match &mut g {
                     Some(g) => match g.export(reqs[i % reqs.len()].clone()).await {
                         Ok(_) => true,
-                        Err(s) if matches!(s.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable) => false,
+                        Err(s)
+                            if matches!(
+                                s.code(),
+                                tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                            ) =>
+                        {
+                            false
+                        }
                         Err(s) => panic!("{s}"),
                     },
                     None => {
@@ -157,7 +169,8 @@ fn ceilings(reqs: &[ExportTraceServiceRequest], bodies: &[bytes::Bytes]) -> (f64
         let mut n = 0u64;
         for b in bodies {
             let r = ExportTraceServiceRequest::decode(b.clone()).expect("decode");
-            n += collector::convert::spans(&r, &collector::convert::ConvertOptions::default()).accepted;
+            n += collector::convert::spans(&r, &collector::convert::ConvertOptions::default())
+                .accepted;
         }
         convert.push(n as f64 / t.elapsed().as_secs_f64());
     }
@@ -168,13 +181,25 @@ fn ceilings(reqs: &[ExportTraceServiceRequest], bodies: &[bytes::Bytes]) -> (f64
 fn main() -> Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let reqs = Arc::new(requests(200));
-    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(reqs.iter().map(|r| bytes::Bytes::from(r.encode_to_vec())).collect());
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        reqs.iter()
+            .map(|r| bytes::Bytes::from(r.encode_to_vec()))
+            .collect(),
+    );
     let avg_body = bodies.iter().map(|b| b.len()).sum::<usize>() / bodies.len();
-    println!("request: {BATCH} spans, {avg_body} bytes protobuf ({:.0} bytes/span)", avg_body as f64 / BATCH as f64);
+    println!(
+        "request: {BATCH} spans, {avg_body} bytes protobuf ({:.0} bytes/span)",
+        avg_body as f64 / BATCH as f64
+    );
     let (dec, conv) = ceilings(&reqs, &bodies);
-    println!("ceiling, one core: protobuf decode {dec:.0} spans/s; decode + Arrow conversion {conv:.0} spans/s\n");
+    println!(
+        "ceiling, one core: protobuf decode {dec:.0} spans/s; decode + Arrow conversion {conv:.0} spans/s\n"
+    );
 
     rt.block_on(async {
         let data = tempfile::tempdir_in(&args.dir)?;

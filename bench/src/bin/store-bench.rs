@@ -65,7 +65,11 @@ struct RunResult {
     fsyncs: u64,
 }
 
-async fn run(dir: &std::path::Path, batches: Arc<Vec<RecordBatch>>, writers: usize) -> Result<RunResult> {
+async fn run(
+    dir: &std::path::Path,
+    batches: Arc<Vec<RecordBatch>>,
+    writers: usize,
+) -> Result<RunResult> {
     let data = tempfile::tempdir_in(dir)?;
     let store = Store::open(StoreConfig {
         data_dir: data.path().to_path_buf(),
@@ -89,7 +93,9 @@ async fn run(dir: &std::path::Path, batches: Arc<Vec<RecordBatch>>, writers: usi
                 loop {
                     match store.write(Table::Spans, batches[i].clone()).await {
                         Ok(_) => break,
-                        Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(2)).await,
+                        Err(e) if e.is_retryable() => {
+                            tokio::time::sleep(Duration::from_millis(2)).await
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -103,10 +109,15 @@ async fn run(dir: &std::path::Path, batches: Arc<Vec<RecordBatch>>, writers: usi
     let acked = started.elapsed();
     store.flush().await?;
     let durable = started.elapsed();
-    let fsyncs = store.metrics().wal_syncs.load(std::sync::atomic::Ordering::Relaxed);
+    let fsyncs = store
+        .metrics()
+        .wal_syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
     let st = store.stats();
     let flushed_bytes = st.file_bytes[0] as f64 / st.file_rows[0] as f64;
-    store.compact(store::now_ns() + 10 * 3_600_000_000_000).await?;
+    store
+        .compact(store::now_ns() + 10 * 3_600_000_000_000)
+        .await?;
     let st = store.stats();
     let compacted_bytes = st.file_bytes[0] as f64 / st.file_rows[0] as f64;
     token.cancel();
@@ -125,14 +136,22 @@ async fn run(dir: &std::path::Path, batches: Arc<Vec<RecordBatch>>, writers: usi
 fn main() -> Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     println!("generating {} spans ...", args.spans);
     let batches = Arc::new(batches(args.spans));
     let raw: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-    println!("in-memory Arrow size: {:.0} bytes/span", raw as f64 / args.spans as f64);
+    println!(
+        "in-memory Arrow size: {:.0} bytes/span",
+        raw as f64 / args.spans as f64
+    );
     let (p50, p99) = fsync_latency(&args.dir)?;
     println!("fsync (4 KiB write + fdatasync): p50 {p50:.3} ms, p99 {p99:.3} ms\n");
-    println!("| writer tasks | acked spans/s (median) | durable in Parquet spans/s (median) | fsyncs per run | bytes/span flushed | bytes/span compacted |");
+    println!(
+        "| writer tasks | acked spans/s (median) | durable in Parquet spans/s (median) | fsyncs per run | bytes/span flushed | bytes/span compacted |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for writers in [1, 2, 8] {
         let mut acked = Vec::new();

@@ -39,9 +39,15 @@ impl Server {
         let store = Store::open(sc).await.unwrap();
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let collector = Collector::start(cc, store.clone(), Arc::new(CollectorMetrics::default()), token.clone(), &tracker)
-            .await
-            .unwrap();
+        let collector = Collector::start(
+            cc,
+            store.clone(),
+            Arc::new(CollectorMetrics::default()),
+            token.clone(),
+            &tracker,
+        )
+        .await
+        .unwrap();
         Server {
             store,
             collector,
@@ -70,7 +76,9 @@ impl Server {
     }
 
     pub async fn text(&self, q: &str) -> String {
-        pretty_format_batches(&self.sql(q).await).unwrap().to_string()
+        pretty_format_batches(&self.sql(q).await)
+            .unwrap()
+            .to_string()
     }
 
     pub async fn count(&self, table: &str) -> i64 {

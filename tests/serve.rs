@@ -1,0 +1,150 @@
+//! The real binary: `burnwatch serve` on ephemeral ports takes OTLP over HTTP,
+//! serves /metrics, /healthz and /readyz, and on SIGTERM flushes everything
+//! to Parquet so the next start replays nothing.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+fn request(n: u64) -> Vec<u8> {
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: [7u8; 16].to_vec(),
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            name: "GET /".into(),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i,
+            end_time_unix_nano: 1_700_000_000_002_000_000 + i,
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("web".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_ingests_reports_and_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("BURNWATCH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "burnwatch: HTTP API on http://A, OTLP gRPC on B, OTLP HTTP on http://C"
+    let urls: Vec<&str> = line
+        .split("http://")
+        .skip(1)
+        .map(|s| s.split([',', ' ', '\n']).next().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 2, "{line}");
+    let (api, otlp) = (urls[0].to_string(), urls[1].to_string());
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    assert_eq!(
+        http.get(format!("http://{api}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("http://{api}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for _ in 0..3 {
+        let r = http
+            .post(format!("http://{otlp}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(request(100))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let m = http
+        .get(format!("http://{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("burnwatch_otlp_accepted_items_total{signal=\"traces\",item=\"spans\",transport=\"http\"} 300"), "{m}");
+    assert!(
+        m.contains("burnwatch_store_rows_written_total{table=\"spans\"} 300"),
+        "{m}"
+    );
+    assert!(
+        m.contains("# TYPE burnwatch_otlp_request_duration_seconds histogram"),
+        "{m}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "burnwatch exited with {exit}");
+
+    // Everything is in Parquet: the next start replays nothing.
+    let store = store::Store::open(store::StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let st = store.stats();
+    assert_eq!(st.file_rows[0], 300);
+    assert_eq!(st.buffered_rows, [0, 0, 0]);
+}
