@@ -1,5 +1,10 @@
 //! The `burnwatch` binary: a thin CLI over the workspace crates.
 
+// jemalloc: less fragmentation than glibc malloc across the runtime's
+// threads, so resident memory tracks live data.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod config;
 mod serve;
 

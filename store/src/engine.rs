@@ -703,7 +703,7 @@ impl Store {
                 table,
                 hour,
                 &rel2,
-                writer_props(table, row_group_rows),
+                writer_props(table, row_group_rows, crate::files::COMPACT_ZSTD_LEVEL),
                 vec![],
                 merge,
             )

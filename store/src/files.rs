@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{
-    SortColumn, concat_batches, interleave_record_batch, lexsort_to_indices, take_record_batch,
-};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::{SortColumn, interleave_record_batch, lexsort_to_indices};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::row::{RowConverter, Rows, SortField};
 use parquet::arrow::ArrowWriter;
@@ -23,6 +21,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil::{create_dir_durable, sync_dir, write_atomic};
 use crate::schema::Table;
+
+/// zstd level of files written by flushes (fast: flushes are on the ingest path).
+pub(crate) const FLUSH_ZSTD_LEVEL: i32 = 1;
+/// zstd level of files written by compaction (denser: data at rest).
+pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 6;
 
 /// Nanoseconds in an hour.
 pub const HOUR_NS: i64 = 3_600_000_000_000;
@@ -115,8 +118,13 @@ pub fn partition_dir(table: Table, hour: i64) -> String {
     format!("{}/{}", table.name(), dt.format("date=%Y-%m-%d/hour=%H"))
 }
 
-/// Parquet writer settings for a table.
-pub(crate) fn writer_props(table: Table, row_group_rows: usize) -> WriterProperties {
+/// Parquet writer settings for a table. `zstd_level` trades flush speed for
+/// size: flushes use a fast level, compaction a denser one.
+pub(crate) fn writer_props(
+    table: Table,
+    row_group_rows: usize,
+    zstd_level: i32,
+) -> WriterProperties {
     let schema = table.schema();
     let sorting = table
         .sort_columns()
@@ -129,11 +137,30 @@ pub(crate) fn writer_props(table: Table, row_group_rows: usize) -> WriterPropert
         })
         .collect();
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(zstd_level).unwrap_or_default(),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_sorting_columns(Some(sorting))
         .set_created_by(format!("burnwatch {}", env!("CARGO_PKG_VERSION")));
+    // Timestamps and durations: delta encoding instead of dictionaries.
+    for (name, field) in schema.fields().iter().map(|f| (f.name(), f)) {
+        if matches!(field.data_type(), arrow::datatypes::DataType::Timestamp(..))
+            || name == "duration_ns"
+        {
+            let path = ColumnPath::from(name.as_str());
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, parquet::basic::Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    // Unique per row: a dictionary only costs time.
+    for name in ["span_id", "parent_span_id"] {
+        if schema.index_of(name).is_ok() {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(name), false);
+        }
+    }
     for col in table.bloom_filter_columns() {
         let path = ColumnPath::from(*col);
         b = b
@@ -142,43 +169,6 @@ pub(crate) fn writer_props(table: Table, row_group_rows: usize) -> WriterPropert
             .set_column_bloom_filter_max_ndv(path, row_group_rows as u64);
     }
     b.build()
-}
-
-/// Splits a batch into one batch per hour partition of the time column.
-pub(crate) fn split_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
-    let col = batch
-        .column_by_name(table.time_column())
-        .ok_or_else(|| Error::Internal(format!("{table} batch has no time column")))?;
-    let times = col
-        .as_primitive_opt::<TimestampNanosecondType>()
-        .ok_or_else(|| Error::Internal(format!("{table} time column is not ns timestamps")))?;
-    let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (i, t) in times.values().iter().enumerate() {
-        groups.entry(hour_of(*t)).or_default().push(i as u32);
-    }
-    if groups.len() == 1 {
-        let hour = *groups.keys().next().unwrap_or(&0);
-        return Ok(vec![(hour, batch.clone())]);
-    }
-    groups
-        .into_iter()
-        .map(|(hour, idx)| Ok((hour, take_record_batch(batch, &UInt32Array::from(idx))?)))
-        .collect()
-}
-
-/// Sorts a batch by the table's sort columns.
-pub(crate) fn sort_batch(table: Table, batch: &RecordBatch) -> Result<RecordBatch> {
-    let columns: Vec<SortColumn> = table
-        .sort_columns()
-        .iter()
-        .filter_map(|c| batch.column_by_name(c))
-        .map(|c| SortColumn {
-            values: c.clone(),
-            options: None,
-        })
-        .collect();
-    let idx = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(batch, &idx)?)
 }
 
 fn time_range(table: Table, batch: &RecordBatch) -> Option<(i64, i64)> {
@@ -270,10 +260,8 @@ pub(crate) fn write_flush(
     if batches.is_empty() {
         return Ok(Vec::new());
     }
-    let all = concat_batches(&table.schema(), batches)?;
     let mut out = Vec::new();
-    for (hour, part) in split_by_hour(table, &all)? {
-        let sorted = sort_batch(table, &part)?;
+    for (hour, sorted) in partition_sorted(table, batches)? {
         let rel = format!(
             "{}/part-{:010}.parquet",
             partition_dir(table, hour),
@@ -284,7 +272,7 @@ pub(crate) fn write_flush(
             table,
             hour,
             &rel,
-            writer_props(table, row_group_rows),
+            writer_props(table, row_group_rows, FLUSH_ZSTD_LEVEL),
             vec![("burnwatch.max_lsn".into(), lsn.to_string())],
             std::iter::once(Ok(sorted)),
         );
@@ -298,6 +286,80 @@ pub(crate) fn write_flush(
                 return Err(e);
             }
         }
+    }
+    Ok(out)
+}
+
+/// Splits rows of many batches into hour partitions, each sorted by the
+/// table's sort columns, copying every row once: only the sort columns are
+/// concatenated to compute the order, then rows are gathered straight from
+/// the input batches.
+pub(crate) fn partition_sorted(
+    table: Table,
+    batches: &[RecordBatch],
+) -> Result<Vec<(i64, RecordBatch)>> {
+    use arrow::array::{Array, ArrayRef, Int64Array};
+    let concat_col = |name: &str| -> Result<ArrayRef> {
+        let parts: Vec<&dyn Array> = batches
+            .iter()
+            .map(|b| {
+                b.column_by_name(name)
+                    .map(|c| c.as_ref())
+                    .ok_or_else(|| Error::Internal(format!("{table} batch has no {name} column")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(arrow::compute::concat(&parts)?)
+    };
+    let time = concat_col(table.time_column())?;
+    let times = time
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| Error::Internal(format!("{table} time column is not ns timestamps")))?;
+    let hours: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(
+        times.values().iter().map(|t| hour_of(*t)),
+    ));
+    let mut keys = vec![SortColumn {
+        values: hours.clone(),
+        options: None,
+    }];
+    for name in table.sort_columns() {
+        keys.push(SortColumn {
+            values: concat_col(name)?,
+            options: None,
+        });
+    }
+    let order = lexsort_to_indices(&keys, None)?;
+    // Global row index -> (batch, row).
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0usize;
+    for b in batches {
+        starts.push(total);
+        total += b.num_rows();
+    }
+    let locate = |g: usize| -> (usize, usize) {
+        let b = starts.partition_point(|s| *s <= g) - 1;
+        (b, g - starts[b])
+    };
+    let hours = hours
+        .as_primitive_opt::<arrow::datatypes::Int64Type>()
+        .ok_or_else(|| Error::Internal("hour column".into()))?;
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let mut out = Vec::new();
+    let mut run: Vec<(usize, usize)> = Vec::new();
+    let mut current: Option<i64> = None;
+    for g in order.values().iter().map(|i| *i as usize) {
+        let h = hours.value(g);
+        if current.is_some_and(|c| c != h) {
+            out.push((
+                current.unwrap_or_default(),
+                interleave_record_batch(&refs, &run)?,
+            ));
+            run.clear();
+        }
+        current = Some(h);
+        run.push(locate(g));
+    }
+    if let Some(h) = current {
+        out.push((h, interleave_record_batch(&refs, &run)?));
     }
     Ok(out)
 }

@@ -20,6 +20,11 @@ use prost::Message;
 use store::synth::Rng;
 use store::{Store, StoreConfig};
 
+// jemalloc: less fragmentation than glibc malloc across the runtime's
+// threads, so resident memory tracks live data.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Seconds per load phase.
