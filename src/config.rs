@@ -60,6 +60,12 @@ pub struct ServerFlags {
     /// Log filter, e.g. `info` or `debug,tonic=info`.
     #[arg(long, env = "BURNWATCH_LOG")]
     pub log: Option<String>,
+    /// TLS certificate chain (PEM) for the OTLP listeners; needs --tls-key.
+    #[arg(long, env = "BURNWATCH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the OTLP listeners; needs --tls-cert.
+    #[arg(long, env = "BURNWATCH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerFlags {
@@ -83,6 +89,12 @@ impl ServerFlags {
         }
         if let Some(t) = &self.ingest_tokens {
             config.collector.auth_tokens = t.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        if let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) {
+            config.collector.tls = Some(collector::tls::TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            });
         }
         if let Some(l) = &self.log {
             config.log = l.clone();

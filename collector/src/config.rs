@@ -26,6 +26,8 @@ pub struct CollectorConfig {
     pub auth_tokens: Vec<String>,
     /// A span may end this many milliseconds before it starts and still be kept.
     pub end_before_start_tolerance_ms: u64,
+    /// TLS on both OTLP listeners (PEM certificate and key). Absent: plain TCP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for CollectorConfig {
@@ -39,6 +41,7 @@ impl Default for CollectorConfig {
             queue_timeout_ms: 1000,
             auth_tokens: Vec::new(),
             end_before_start_tolerance_ms: 0,
+            tls: None,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ use tokio_util::task::TaskTracker;
 /// Errors starting the receivers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,13 +88,24 @@ impl Collector {
             addr: config.http_addr,
             source,
         })?;
+        let tls = match &config.tls {
+            Some(files) => Some((files.server_config()?, files.read()?)),
+            None => None,
+        };
         let ingest = Arc::new(Ingest::new(store, config, metrics));
 
         let (traces, metrics_svc, logs) = grpc::OtlpGrpc::new(ingest.clone()).services();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((_, (cert, key))) = &tls {
+            let identity = tonic::transport::Identity::from_pem(cert, key);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| Error::Tls(tls::TlsError::Config(e.to_string())))?;
+        }
         let token = shutdown.clone();
         tracker.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-            let result = tonic::transport::Server::builder()
+            let result = builder
                 .add_service(traces)
                 .add_service(metrics_svc)
                 .add_service(logs)
@@ -103,14 +118,34 @@ impl Collector {
 
         let app = http::router(ingest.clone());
         let token = shutdown.clone();
-        tracker.spawn(async move {
-            let result = axum::serve(http_listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "OTLP/HTTP server failed");
+        match tls {
+            Some((server_config, _)) => {
+                let listener =
+                    tls::TlsListener::new(http_listener, server_config, shutdown.clone(), tracker)
+                        .map_err(|source| Error::Bind {
+                            addr: http_addr,
+                            source,
+                        })?;
+                tracker.spawn(async move {
+                    let result = axum::serve(listener, app)
+                        .with_graceful_shutdown(token.cancelled_owned())
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "OTLP/HTTP server failed");
+                    }
+                });
             }
-        });
+            None => {
+                tracker.spawn(async move {
+                    let result = axum::serve(http_listener, app)
+                        .with_graceful_shutdown(token.cancelled_owned())
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "OTLP/HTTP server failed");
+                    }
+                });
+            }
+        }
         tracing::info!(%grpc_addr, %http_addr, "OTLP receivers listening");
         Ok(Collector {
             grpc_addr,
