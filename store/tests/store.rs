@@ -780,3 +780,65 @@ async fn disk_full_refuses_writes_and_recovers() {
     let d = text(&store, "SELECT count(DISTINCT span_id) AS n FROM spans").await;
     assert!(d.contains(&format!("| {acked} |")), "{d}");
 }
+
+/// A live Parquet file whose footer is damaged is moved to quarantine at
+/// start-up with a counter; the store opens and serves the other files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_parquet_file_is_quarantined_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(config(dir.path())).await.unwrap();
+        store
+            .write(Table::Spans, synth::spans(1, 100, BASE, 10))
+            .await
+            .unwrap();
+        store
+            .write(Table::Spans, synth::spans(2, 100, BASE + 2 * HOUR_NS, 10))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    let snap_dir = dir.path().join(store::files::partition_dir(
+        Table::Spans,
+        store::files::hour_of(BASE),
+    ));
+    let file = std::fs::read_dir(&snap_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(count(&store, "spans").await, 100);
+    assert_eq!(
+        store
+            .metrics()
+            .files_quarantined
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(!file.exists());
+    assert_eq!(
+        std::fs::read_dir(store.quarantine_dir()).unwrap().count(),
+        1
+    );
+    // The next start finds a consistent store.
+    drop(store);
+    let store = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(count(&store, "spans").await, 100);
+    assert_eq!(
+        store
+            .metrics()
+            .files_quarantined
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
