@@ -22,6 +22,8 @@ pub struct Config {
     pub store: store::StoreConfig,
     /// OTLP receiver settings.
     pub collector: collector::CollectorConfig,
+    /// Limits for SQL queries (API and CLI).
+    pub query: store::sql::QueryLimits,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             log: "info".into(),
             store: store::StoreConfig::default(),
             collector: collector::CollectorConfig::default(),
+            query: store::sql::QueryLimits::default(),
         }
     }
 }

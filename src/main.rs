@@ -6,6 +6,7 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod config;
+mod query_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the control center: OTLP receivers, storage, HTTP API.
     Serve(config::ServerFlags),
+    /// Run one read-only SQL query against a data directory (also while a
+    /// server runs on it) or a running server.
+    Query(query_cmd::QueryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +38,13 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(serve::run(config, serve::shutdown_signal()))
+        }
+        Command::Query(args) => {
+            serve::init_logging("warn");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(query_cmd::run(args))
         }
     }
 }

@@ -86,6 +86,7 @@ pub async fn run(
         store: store.clone(),
         metrics: vec![Arc::new(move |out: &mut String| cm.render(out))],
         ready: ready.clone(),
+        query_limits: config.query.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

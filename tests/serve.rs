@@ -127,6 +127,66 @@ async fn serve_ingests_reports_and_shuts_down_cleanly() {
         "{m}"
     );
 
+    // `burnwatch query`, against the running server and against its data
+    // directory directly (read-only, while the server runs).
+    let exe = env!("CARGO_BIN_EXE_burnwatch");
+    let sql = "SELECT service_name, count(*) AS n FROM spans GROUP BY service_name";
+    let api_url = format!("http://{api}");
+    let data_dir = dir.path().to_str().unwrap().to_string();
+    let outputs = tokio::task::spawn_blocking(move || {
+        let by_url = Command::new(exe)
+            .args(["query", "--url", &api_url, "--format", "csv", sql])
+            .output()
+            .unwrap();
+        let by_dir = Command::new(exe)
+            .args(["query", "--data-dir", &data_dir, sql])
+            .output()
+            .unwrap();
+        let json = Command::new(exe)
+            .args([
+                "query",
+                "--data-dir",
+                &data_dir,
+                "--format",
+                "json",
+                "SELECT count(*) AS n FROM logs",
+            ])
+            .output()
+            .unwrap();
+        let denied = Command::new(exe)
+            .args(["query", "--url", &api_url, "DROP TABLE spans"])
+            .output()
+            .unwrap();
+        (by_url, by_dir, json, denied)
+    })
+    .await
+    .unwrap();
+    let (by_url, by_dir, json, denied) = outputs;
+    assert!(
+        by_url.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_url.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&by_url.stdout),
+        "service_name,n\nweb,300\n"
+    );
+    assert!(
+        by_dir.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_dir.stderr)
+    );
+    let table = String::from_utf8_lossy(&by_dir.stdout);
+    assert!(table.contains("| web          | 300 |"), "{table}");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["rows"][0]["n"], 0);
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("only queries are allowed"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

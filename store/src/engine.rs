@@ -191,6 +191,7 @@ fn idx(table: Table) -> usize {
 
 struct Inner {
     config: StoreConfig,
+    read_only: bool,
     data_dir: PathBuf,
     wal_dir: PathBuf,
     quarantine_dir: PathBuf,
@@ -291,6 +292,7 @@ impl Store {
             &wal_dir,
             &quarantine_dir,
             manifest.flushed_lsn,
+            true,
             |lsn, table, batch| {
                 let bytes = batch.get_array_memory_size();
                 let b = &mut buffers[idx(table)];
@@ -357,6 +359,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
+                read_only: false,
                 data_dir,
                 wal_dir,
                 quarantine_dir,
@@ -370,6 +373,75 @@ impl Store {
                 pending_deletes: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Opens the store for reading only, beside a server that may be running
+    /// on the same directory: loads the manifest and replays the WAL into
+    /// memory, but changes nothing on disk (no truncation, no clean-up, no
+    /// new segment). Writes, flushes, compaction and retention are refused.
+    pub async fn open_read_only(config: StoreConfig) -> Result<Store> {
+        tokio::task::spawn_blocking(move || {
+            let data_dir = config.data_dir.clone();
+            if !data_dir.is_dir() {
+                return Err(Error::io(
+                    &data_dir,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such data directory"),
+                ));
+            }
+            let wal_dir = data_dir.join("wal");
+            let quarantine_dir = data_dir.join("quarantine");
+            let manifest = Manifest::load(&data_dir)?.unwrap_or_default();
+            let mut buffers: [Buffer; 3] = Default::default();
+            wal::replay(
+                &wal_dir,
+                &quarantine_dir,
+                manifest.flushed_lsn,
+                false,
+                |lsn, table, batch| {
+                    let bytes = batch.get_array_memory_size();
+                    let b = &mut buffers[idx(table)];
+                    b.bytes += bytes;
+                    b.entries.push(Durable {
+                        lsn,
+                        table,
+                        batch,
+                        bytes,
+                    });
+                },
+            )?;
+            Ok(Store {
+                inner: Arc::new(Inner {
+                    config,
+                    read_only: true,
+                    data_dir,
+                    wal_dir,
+                    quarantine_dir,
+                    wal_tx: Mutex::new(None),
+                    wal_thread: Mutex::new(None),
+                    state: Arc::new(RwLock::new(State { manifest, buffers })),
+                    commit: tokio::sync::Mutex::new(()),
+                    reserved: AtomicUsize::new(0),
+                    flush_wanted: Notify::new(),
+                    metrics: Arc::new(StoreMetrics::default()),
+                    pending_deletes: Mutex::new(Vec::new()),
+                }),
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
+    }
+
+    /// Whether the store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.inner.read_only {
+            Err(Error::ReadOnly)
+        } else {
+            Ok(())
+        }
     }
 
     /// The configuration the store runs with.
@@ -394,6 +466,7 @@ impl Store {
     /// cannot grow, `Closed` during shutdown, `SchemaMismatch` for a batch not
     /// built for `table`. On any error nothing of the batch is stored.
     pub async fn write(&self, table: Table, batch: RecordBatch) -> Result<u64> {
+        self.writable()?;
         let schema = table.schema();
         if batch.schema() != schema {
             return Err(Error::SchemaMismatch {
@@ -544,6 +617,7 @@ impl Store {
     /// Writes every buffered row to Parquet, makes the files live and deletes
     /// the WAL segments they cover. Returns the number of rows flushed.
     pub async fn flush(&self) -> Result<u64> {
+        self.writable()?;
         let _commit = self.inner.commit.lock().await;
         let (last_lsn, open_first) = self.roll_wal().await?;
         let (batches, mut manifest) = {
@@ -667,6 +741,7 @@ impl Store {
     /// open hours, small files are merged once there are enough of them.
     /// Returns the number of files replaced.
     pub async fn compact(&self, now_ns: i64) -> Result<u64> {
+        self.writable()?;
         let mut replaced = 0;
         for table in Table::ALL {
             let plans = {
@@ -747,6 +822,7 @@ impl Store {
     /// Removes whole partitions older than each table's retention. Returns the
     /// number of files removed from the table.
     pub async fn apply_retention(&self, now_ns: i64) -> Result<u64> {
+        self.writable()?;
         let _commit = self.inner.commit.lock().await;
         let mut manifest = read(&self.inner.state).manifest.clone();
         let mut expired = Vec::new();
@@ -904,6 +980,9 @@ impl Store {
     /// Stops accepting writes, waits for the WAL thread, flushes everything
     /// buffered to Parquet and deletes replaced files.
     pub async fn close(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
         let flushed = self.flush().await;
         let tx = lock(&self.inner.wal_tx).take();
         drop(tx);

@@ -28,6 +28,9 @@ pub enum Error {
     /// The store is shutting down and accepts no more writes.
     #[error("store is shutting down")]
     Closed,
+    /// The store was opened read-only.
+    #[error("the store is open read-only")]
+    ReadOnly,
 
     // --- the caller sent something wrong ---
     /// A batch whose schema is not the table's.

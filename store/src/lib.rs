@@ -7,7 +7,8 @@
 //! fsync), Parquet files partitioned by hour and the manifest that names the
 //! live ones ([`files`]), and the [`Store`] that ties them together: buffers,
 //! flushes, compaction, retention and backpressure ([`engine`]).
-//! [`query`] exposes consistent snapshots as DataFusion tables.
+//! [`query`] exposes consistent snapshots as DataFusion tables and [`sql`]
+//! runs read-only queries over them with row, time and memory limits.
 //!
 //! Data flow:
 //!
@@ -26,6 +27,8 @@ mod fsutil;
 pub mod query;
 pub mod rows;
 pub mod schema;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod synth;
 mod wal;
 

@@ -109,6 +109,7 @@ pub(crate) fn replay(
     dir: &Path,
     quarantine: &Path,
     flushed_lsn: u64,
+    repair: bool,
     mut on_record: impl FnMut(u64, Table, RecordBatch),
 ) -> Result<ReplayStats> {
     let mut stats = ReplayStats {
@@ -177,6 +178,10 @@ pub(crate) fn replay(
         stats.next_lsn = stats.next_lsn.max(first);
         if let Some(problem) = problem {
             stats.truncated_segments += 1;
+            if !repair {
+                // Read-only: a live server may be writing this tail right now.
+                continue;
+            }
             let kept = pos;
             quarantine_copy(quarantine, &path, &data)?;
             tracing::warn!(
@@ -545,7 +550,10 @@ mod tests {
         f.set_len(len - 10).unwrap();
 
         let mut seen = Vec::new();
-        let stats = replay(&wal, &q, 1, |lsn, t, b| seen.push((lsn, t, b.num_rows()))).unwrap();
+        let stats = replay(&wal, &q, 1, true, |lsn, t, b| {
+            seen.push((lsn, t, b.num_rows()))
+        })
+        .unwrap();
         assert_eq!(seen, vec![(2, Table::Logs, 5)]);
         assert_eq!(stats.skipped, 1);
         assert_eq!(stats.truncated_segments, 1);
@@ -554,7 +562,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(&q).unwrap().count(), 1);
 
         // A second replay finds a clean log.
-        let stats = replay(&wal, &q, 0, |_, _, _| {}).unwrap();
+        let stats = replay(&wal, &q, 0, true, |_, _, _| {}).unwrap();
         assert_eq!((stats.replayed, stats.truncated_segments), (2, 0));
 
         assert_eq!(delete_flushed_segments(&wal, 2, 3).unwrap(), 1);
@@ -576,7 +584,7 @@ mod tests {
         data[last] ^= 0x40;
         std::fs::write(&seg, &data).unwrap();
         let mut n = 0;
-        let stats = replay(&wal, &dir.path().join("q"), 0, |_, _, _| n += 1).unwrap();
+        let stats = replay(&wal, &dir.path().join("q"), 0, true, |_, _, _| n += 1).unwrap();
         assert_eq!((n, stats.truncated_segments), (1, 1));
     }
 }

@@ -1,6 +1,7 @@
-//! Burnwatch's HTTP side: self-telemetry and health endpoints now; the JSON
-//! API and the dashboard build on the same router.
+//! Burnwatch's HTTP side: the JSON API, self-telemetry and health endpoints;
+//! the dashboard builds on the same router.
 //!
+//! - `POST /api/v1/query`: one read-only SQL query, JSON / CSV / Arrow IPC out ([`api`]).
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -12,7 +13,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
+
+pub mod api;
 
 /// Something that appends Prometheus text to the `/metrics` answer.
 pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -26,6 +29,8 @@ pub struct WebState {
     pub metrics: Vec<MetricsSource>,
     /// Set once everything is started; cleared at shutdown.
     pub ready: Arc<AtomicBool>,
+    /// Limits for SQL queries.
+    pub query_limits: store::sql::QueryLimits,
 }
 
 impl std::fmt::Debug for WebState {
@@ -42,6 +47,7 @@ pub fn app(state: WebState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/query", post(api::query))
         .with_state(state)
 }
 

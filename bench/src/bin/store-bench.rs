@@ -179,7 +179,10 @@ fn main() -> Result<()> {
     let mut f: Vec<f64> = (0..args.runs)
         .map(|_| rt.block_on(flush_only(&args.dir, batches.clone())))
         .collect::<Result<_>>()?;
-    println!("Parquet flush alone (all rows buffered, one flush, one core): {:.0} spans/s (median)\n", median(&mut f));
+    println!(
+        "Parquet flush alone (all rows buffered, one flush, one core): {:.0} spans/s (median)\n",
+        median(&mut f)
+    );
     println!(
         "| writer tasks | acked spans/s (median) | durable in Parquet spans/s (median) | fsyncs per run | bytes/span flushed | bytes/span compacted |"
     );

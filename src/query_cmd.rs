@@ -1,0 +1,120 @@
+//! `burnwatch query`: one read-only SQL query, printed as a table, CSV or JSON.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// JSON (the API's result object).
+    Json,
+}
+
+/// Arguments of `burnwatch query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The SQL query (tables: spans, logs, metric_points).
+    pub sql: String,
+    /// Query this data directory directly (read-only; fine while a server runs on it).
+    #[arg(long, env = "BURNWATCH_DATA_DIR", conflicts_with = "url")]
+    pub data_dir: Option<PathBuf>,
+    /// Query a running server instead, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+    /// Most rows to return.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_rows: usize,
+}
+
+fn render(result: &store::sql::QueryResult, format: OutputFormat) -> anyhow::Result<Vec<u8>> {
+    Ok(match format {
+        OutputFormat::Table => {
+            let mut s = arrow::util::pretty::pretty_format_batches(&result.batches)?.to_string();
+            s.push('\n');
+            s.into_bytes()
+        }
+        OutputFormat::Csv => {
+            web::api::encode(result, web::api::Format::Csv).map_err(anyhow::Error::msg)?
+        }
+        OutputFormat::Json => {
+            let mut v =
+                web::api::encode(result, web::api::Format::Json).map_err(anyhow::Error::msg)?;
+            v.push(b'\n');
+            v
+        }
+    })
+}
+
+/// Runs the command.
+pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
+    let limits = store::sql::QueryLimits {
+        max_rows: args.max_rows,
+        ..Default::default()
+    };
+    let result = match &args.url {
+        Some(url) => remote(url, &args.sql, &limits).await?,
+        None => {
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data"));
+            let store = store::Store::open_read_only(store::StoreConfig {
+                data_dir: data_dir.clone(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot open {}", data_dir.display()))?;
+            store::sql::run(&store, &args.sql, &limits).await?
+        }
+    };
+    let out = render(&result, args.format)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    if result.truncated {
+        eprintln!("(truncated at {} rows)", limits.max_rows);
+    }
+    Ok(())
+}
+
+async fn remote(
+    url: &str,
+    sql: &str,
+    limits: &store::sql::QueryLimits,
+) -> anyhow::Result<store::sql::QueryResult> {
+    let started = std::time::Instant::now();
+    let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&endpoint)
+        .json(&serde_json::json!({ "sql": sql, "format": "arrow", "max_rows": limits.max_rows }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {endpoint}"))?;
+    let status = resp.status();
+    let truncated = resp.headers().contains_key("x-burnwatch-truncated");
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{status}: {msg}");
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok(store::sql::QueryResult {
+        schema,
+        batches,
+        truncated,
+        elapsed: started.elapsed(),
+    })
+}

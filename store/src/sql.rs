@@ -1,0 +1,245 @@
+//! Read-only SQL over the store with limits.
+//!
+//! Only one query statement is accepted (`SELECT`, `WITH`, `VALUES`,
+//! `EXPLAIN` of a query). DDL, DML, `COPY`, `CREATE EXTERNAL TABLE`, `SET`
+//! and every other statement are rejected before planning; DataFusion's own
+//! `SQLOptions` guard is applied as well, and no file- or URL-reading table
+//! is registered. Each query runs with a row limit, a time limit and a
+//! memory pool of its own.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Store;
+use crate::query::{StoreTable, session_config};
+use crate::schema::Table;
+
+/// Limits applied to each query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLimits {
+    /// Most rows returned; more are cut off and the result marked truncated.
+    pub max_rows: usize,
+    /// Wall-clock limit, seconds.
+    pub timeout_secs: f64,
+    /// Memory for joins, sorts and aggregations, bytes; past it the query fails.
+    pub memory_bytes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_rows: 10_000,
+            timeout_secs: 30.0,
+            memory_bytes: 512 << 20,
+        }
+    }
+}
+
+/// Why a query failed, grouped by who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Not a single read-only query.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The SQL does not parse or plan (syntax, unknown table or column, types).
+    #[error("{0}")]
+    Invalid(String),
+    /// The query ran past its time limit.
+    #[error("query exceeded the time limit of {0:?}")]
+    Timeout(Duration),
+    /// The query needed more memory than its limit.
+    #[error("query exceeded its memory limit: {0}")]
+    ResourcesExhausted(String),
+    /// Reading data failed.
+    #[error("query failed: {0}")]
+    Execution(String),
+}
+
+/// A finished query.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result rows (at most `max_rows`).
+    pub batches: Vec<RecordBatch>,
+    /// Whether rows were cut off at `max_rows`.
+    pub truncated: bool,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+impl QueryResult {
+    /// Rows returned.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// Checks that `sql` is exactly one read-only query.
+pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
+    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    if statements.len() != 1 {
+        return Err(QueryError::NotAllowed(format!(
+            "expected exactly one statement, got {}",
+            statements.len()
+        )));
+    }
+    let verb = |s: &str| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    match &statements[0] {
+        DfStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::Query(_) => Ok(()),
+            SqlStatement::Explain { statement, .. }
+                if matches!(statement.as_ref(), SqlStatement::Query(_)) =>
+            {
+                Ok(())
+            }
+            other => Err(QueryError::NotAllowed(format!(
+                "only queries are allowed (SELECT, WITH, VALUES, EXPLAIN SELECT); got `{}`",
+                verb(&other.to_string())
+            ))),
+        },
+        DfStatement::CreateExternalTable(_) => Err(QueryError::NotAllowed(
+            "CREATE EXTERNAL TABLE is not allowed: only queries over spans, logs and metric_points"
+                .into(),
+        )),
+        DfStatement::CopyTo(_) => Err(QueryError::NotAllowed(
+            "COPY is not allowed: only queries".into(),
+        )),
+        DfStatement::Explain(_) => Err(QueryError::NotAllowed(
+            "only EXPLAIN of a query is allowed".into(),
+        )),
+        DfStatement::Reset(_) => Err(QueryError::NotAllowed(
+            "RESET is not allowed: only queries".into(),
+        )),
+    }
+}
+
+fn classify(e: DataFusionError) -> QueryError {
+    let message = e.to_string();
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => QueryError::Invalid(message),
+        _ => QueryError::Execution(message),
+    }
+}
+
+/// A session for one query: the store's tables and a memory pool of `limits.memory_bytes`.
+pub fn limited_context(store: &Store, limits: &QueryLimits) -> Result<SessionContext, QueryError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes.max(1 << 20), 1.0)
+        .build_arc()
+        .map_err(|e| QueryError::Execution(e.to_string()))?;
+    let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
+    for table in Table::ALL {
+        ctx.register_table(
+            table.name(),
+            Arc::new(StoreTable::new(store.clone(), table)),
+        )
+        .map_err(|e| QueryError::Execution(e.to_string()))?;
+    }
+    Ok(ctx)
+}
+
+/// Runs one read-only query with limits.
+pub async fn run(
+    store: &Store,
+    sql: &str,
+    limits: &QueryLimits,
+) -> Result<QueryResult, QueryError> {
+    check_read_only(sql)?;
+    let started = Instant::now();
+    let timeout = Duration::from_secs_f64(limits.timeout_secs.max(0.001));
+    let ctx = limited_context(store, limits)?;
+    let options = datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let work = async {
+        let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
+        let df = df
+            .limit(0, Some(limits.max_rows.saturating_add(1)))
+            .map_err(classify)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut stream: SendableRecordBatchStream = df.execute_stream().await.map_err(classify)?;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        let mut truncated = false;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(classify)?;
+            let room = limits.max_rows - rows;
+            if batch.num_rows() > room {
+                truncated = true;
+                if room > 0 {
+                    batches.push(batch.slice(0, room));
+                }
+                break;
+            }
+            rows += batch.num_rows();
+            batches.push(batch);
+        }
+        Ok::<_, QueryError>((schema, batches, truncated))
+    };
+    let (schema, batches, truncated) = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| QueryError::Timeout(timeout))??;
+    Ok(QueryResult {
+        schema,
+        batches,
+        truncated,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_queries_pass_the_guard() {
+        for ok in [
+            "SELECT 1",
+            "select count(*) from spans where service_name = 'a'",
+            "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+            "EXPLAIN SELECT * FROM logs",
+            "VALUES (1), (2)",
+        ] {
+            assert!(check_read_only(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "CREATE TABLE t AS SELECT 1",
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc'",
+            "COPY spans TO '/tmp/x.parquet'",
+            "INSERT INTO spans SELECT * FROM spans",
+            "DELETE FROM spans",
+            "DROP TABLE spans",
+            "SET datafusion.execution.batch_size = 1",
+            "CREATE VIEW v AS SELECT 1",
+            "SELECT 1; SELECT 2",
+            "EXPLAIN COPY spans TO '/tmp/x'",
+        ] {
+            match check_read_only(bad) {
+                Err(QueryError::NotAllowed(m)) => assert!(!m.is_empty()),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            check_read_only("SELEC 1"),
+            Err(QueryError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,214 @@
+//! The JSON API through the router (no socket): SQL in, rows out, and every
+//! guard and limit.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use store::{Store, StoreConfig, Table, synth};
+use tower::ServiceExt as _;
+use web::{WebState, app};
+
+const BASE: i64 = 1_709_632_800_000_000_000;
+
+async fn state(limits: store::sql::QueryLimits) -> (WebState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    store
+        .write(Table::Spans, synth::spans(1, 400, BASE, 3_600_000_000_000))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store
+        .write(Table::Spans, synth::spans(2, 100, BASE, 3_600_000_000_000))
+        .await
+        .unwrap();
+    (
+        WebState {
+            store,
+            metrics: Vec::new(),
+            ready: Default::default(),
+            query_limits: limits,
+        },
+        dir,
+    )
+}
+
+async fn post(
+    state: &WebState,
+    body: serde_json::Value,
+    accept: Option<&str>,
+) -> (StatusCode, String, Vec<u8>) {
+    let mut req = Request::post("/api/v1/query").header("content-type", "application/json");
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let resp = app(state.clone())
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
+    (status, ct, bytes)
+}
+
+fn json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_returns_rows_in_json_csv_and_arrow() {
+    let (s, _dir) = state(Default::default()).await;
+    let sql = "SELECT service_name, count(*) AS n FROM spans GROUP BY service_name ORDER BY service_name LIMIT 2";
+    let (status, ct, body) = post(&s, serde_json::json!({ "sql": sql }), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ct, "application/json");
+    let v = json(&body);
+    assert_eq!(v["columns"][0]["name"], "service_name");
+    assert_eq!(v["columns"][1]["type"], "Int64");
+    assert_eq!(v["row_count"], 2);
+    assert_eq!(v["truncated"], false);
+    assert_eq!(v["rows"][0]["service_name"], "cart");
+    // All 500 rows, flushed and buffered, are visible.
+    let (_, _, body) = post(
+        &s,
+        serde_json::json!({ "sql": "SELECT count(*) AS n FROM spans" }),
+        None,
+    )
+    .await;
+    assert_eq!(json(&body)["rows"][0]["n"], 500);
+
+    let (status, ct, body) =
+        post(&s, serde_json::json!({ "sql": sql, "format": "csv" }), None).await;
+    assert_eq!(
+        (status, ct.as_str()),
+        (StatusCode::OK, "text/csv; charset=utf-8")
+    );
+    let csv = String::from_utf8(body).unwrap();
+    assert!(csv.starts_with("service_name,n\ncart,"), "{csv}");
+
+    let (status, ct, body) = post(
+        &s,
+        serde_json::json!({ "sql": sql }),
+        Some(web::api::ARROW_STREAM),
+    )
+    .await;
+    assert_eq!(
+        (status, ct.as_str()),
+        (StatusCode::OK, web::api::ARROW_STREAM)
+    );
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_read_only_queries_run() {
+    let (s, dir) = state(Default::default()).await;
+    for sql in [
+        "DROP TABLE spans",
+        "INSERT INTO spans SELECT * FROM spans",
+        "COPY (SELECT 1) TO '/tmp/burnwatch-copy-test.csv'",
+        &format!(
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '{}'",
+            dir.path().display()
+        ),
+        "SET datafusion.execution.target_partitions = 1",
+        "SELECT 1; SELECT 2",
+    ] {
+        let (status, _, body) = post(&s, serde_json::json!({ "sql": sql }), None).await;
+        assert_eq!(status, 400, "{sql}");
+        let v = json(&body);
+        assert_eq!(v["error"]["code"], "not_allowed", "{sql}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    assert!(!std::path::Path::new("/tmp/burnwatch-copy-test.csv").exists());
+    // Tables or functions that read files or URLs do not exist.
+    for sql in [
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM read_csv('/etc/passwd')",
+    ] {
+        let (status, _, body) = post(&s, serde_json::json!({ "sql": sql }), None).await;
+        assert_eq!(status, 400, "{sql}");
+        assert_eq!(json(&body)["error"]["code"], "invalid_query", "{sql}");
+    }
+    let (status, _, body) = post(
+        &s,
+        serde_json::json!({ "sql": "SELECT nope FROM spans" }),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nope")
+    );
+    let (status, _, body) = post(&s, serde_json::json!({ "query": "SELECT 1" }), None).await;
+    assert_eq!(status, 400);
+    assert_eq!(json(&body)["error"]["code"], "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_time_and_memory_limits() {
+    let (s, _dir) = state(store::sql::QueryLimits {
+        max_rows: 50,
+        ..Default::default()
+    })
+    .await;
+    let (status, _, body) = post(
+        &s,
+        serde_json::json!({ "sql": "SELECT span_id FROM spans" }),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v = json(&body);
+    assert_eq!(
+        (v["row_count"].as_u64(), v["truncated"].as_bool()),
+        (Some(50), Some(true))
+    );
+    let (_, _, body) = post(
+        &s,
+        serde_json::json!({ "sql": "SELECT span_id FROM spans", "max_rows": 7 }),
+        None,
+    )
+    .await;
+    assert_eq!(json(&body)["row_count"], 7);
+
+    // A cross join far too big for the time limit.
+    let (s, _dir) = state(store::sql::QueryLimits {
+        timeout_secs: 0.2,
+        ..Default::default()
+    })
+    .await;
+    let heavy = "SELECT count(*) FROM spans a, spans b, spans c WHERE a.duration_ns + b.duration_ns > c.duration_ns";
+    let (status, _, body) = post(&s, serde_json::json!({ "sql": heavy }), None).await;
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["error"]["code"], "query_timeout");
+
+    // A sort that needs more memory than allowed.
+    let (s, _dir) = state(store::sql::QueryLimits {
+        memory_bytes: 1 << 20,
+        ..Default::default()
+    })
+    .await;
+    let big = "SELECT a.attributes, b.span_id FROM spans a JOIN spans b ON a.service_name = b.service_name ORDER BY b.span_id, a.span_id";
+    let (status, _, body) = post(&s, serde_json::json!({ "sql": big }), None).await;
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["error"]["code"], "query_memory_limit");
+}
