@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use store::synth::Rng;
+use store::synth::{ROUTES, Rng, SERVICES};
 
 /// The median of some samples (sorted in place).
 pub fn median(v: &mut [f64]) -> f64 {
@@ -76,24 +76,6 @@ fn kv_i(k: &str, v: i64) -> KeyValue {
         ..Default::default()
     }
 }
-
-const SERVICES: &[&str] = &[
-    "gateway",
-    "users",
-    "catalog",
-    "inventory",
-    "cart",
-    "orders",
-    "payments",
-    "notifications",
-];
-const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/products"),
-    ("GET", "/api/products/{id}"),
-    ("POST", "/api/cart/items"),
-    ("POST", "/api/checkout"),
-    ("GET", "/api/users/{id}"),
-];
 
 /// A realistic export request: one resource (service) with `n` HTTP server
 /// spans, ten semantic-convention attributes each, traces of eight spans.

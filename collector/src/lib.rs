@@ -62,6 +62,19 @@ pub struct Collector {
     pub ingest: Arc<Ingest>,
 }
 
+async fn serve_http<L>(listener: L, app: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "OTLP/HTTP server failed");
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)
         .await
@@ -117,7 +130,6 @@ impl Collector {
         });
 
         let app = http::router(ingest.clone());
-        let token = shutdown.clone();
         match tls {
             Some((server_config, _)) => {
                 let listener =
@@ -126,24 +138,10 @@ impl Collector {
                             addr: http_addr,
                             source,
                         })?;
-                tracker.spawn(async move {
-                    let result = axum::serve(listener, app)
-                        .with_graceful_shutdown(token.cancelled_owned())
-                        .await;
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "OTLP/HTTP server failed");
-                    }
-                });
+                tracker.spawn(serve_http(listener, app, shutdown.clone()));
             }
             None => {
-                tracker.spawn(async move {
-                    let result = axum::serve(http_listener, app)
-                        .with_graceful_shutdown(token.cancelled_owned())
-                        .await;
-                    if let Err(e) = result {
-                        tracing::error!(error = %e, "OTLP/HTTP server failed");
-                    }
-                });
+                tracker.spawn(serve_http(http_listener, app, shutdown.clone()));
             }
         }
         tracing::info!(%grpc_addr, %http_addr, "OTLP receivers listening");

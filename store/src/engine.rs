@@ -933,32 +933,18 @@ impl Store {
         let scheduler = tokio_cron_scheduler::JobScheduler::new()
             .await
             .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
-        let s1 = self.clone();
-        let compaction = tokio_cron_scheduler::Job::new_async(
-            self.inner.config.compaction_schedule.as_str(),
-            move |_id, _l| {
-                let s = s1.clone();
-                Box::pin(async move {
-                    if let Err(e) = s.compact(now_ns()).await {
-                        tracing::warn!(error = %e, "compaction failed; will retry on schedule");
-                    }
-                })
-            },
-        )
-        .map_err(|e| Error::Internal(format!("bad compaction_schedule: {e}")))?;
-        let s2 = self.clone();
-        let retention = tokio_cron_scheduler::Job::new_async(
-            self.inner.config.retention_schedule.as_str(),
-            move |_id, _l| {
-                let s = s2.clone();
-                Box::pin(async move {
-                    if let Err(e) = s.apply_retention(now_ns()).await {
-                        tracing::warn!(error = %e, "retention failed; will retry on schedule");
-                    }
-                })
-            },
-        )
-        .map_err(|e| Error::Internal(format!("bad retention_schedule: {e}")))?;
+        let compaction = cron_job(
+            &self.inner.config.compaction_schedule,
+            "compaction",
+            self.clone(),
+            |s| async move { s.compact(now_ns()).await },
+        )?;
+        let retention = cron_job(
+            &self.inner.config.retention_schedule,
+            "retention",
+            self.clone(),
+            |s| async move { s.apply_retention(now_ns()).await },
+        )?;
         for job in [compaction, retention] {
             scheduler
                 .add(job)
@@ -998,6 +984,29 @@ impl Store {
     pub fn quarantine_dir(&self) -> &Path {
         &self.inner.quarantine_dir
     }
+}
+
+/// A cron job running `run` on the store; failures are logged and retried
+/// at the next tick.
+fn cron_job<F, Fut>(
+    schedule: &str,
+    what: &'static str,
+    store: Store,
+    run: F,
+) -> Result<tokio_cron_scheduler::Job>
+where
+    F: Fn(Store) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<u64>> + Send + 'static,
+{
+    tokio_cron_scheduler::Job::new_async(schedule, move |_id, _l| {
+        let fut = run(store.clone());
+        Box::pin(async move {
+            if let Err(e) = fut.await {
+                tracing::warn!(error = %e, "{what} failed; will retry on schedule");
+            }
+        })
+    })
+    .map_err(|e| Error::Internal(format!("bad {what}_schedule {schedule:?}: {e}")))
 }
 
 fn describe_schema_diff(want: &arrow::datatypes::Schema, got: &arrow::datatypes::Schema) -> String {

@@ -40,7 +40,8 @@ impl Rng {
     }
 }
 
-const SERVICES: &[&str] = &[
+/// Service names of the synthetic shop.
+pub const SERVICES: &[&str] = &[
     "gateway",
     "users",
     "catalog",
@@ -50,7 +51,8 @@ const SERVICES: &[&str] = &[
     "payments",
     "notifications",
 ];
-const ROUTES: &[(&str, &str)] = &[
+/// (method, route) pairs of the synthetic shop.
+pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/products"),
     ("GET", "/api/products/{id}"),
     ("POST", "/api/cart/items"),
