@@ -24,18 +24,18 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[idx]
 }
 
-/// Peak resident set size of this process, bytes (VmHWM).
-pub fn peak_rss_bytes() -> u64 {
-    status_kib("VmHWM:") * 1024
+/// Peak resident set size of a process (`"self"` or a pid), bytes (VmHWM).
+pub fn peak_rss_bytes(pid: &str) -> u64 {
+    status_kib(pid, "VmHWM:") * 1024
 }
 
-/// Current resident set size of this process, bytes (VmRSS).
-pub fn rss_bytes() -> u64 {
-    status_kib("VmRSS:") * 1024
+/// Current resident set size of a process (`"self"` or a pid), bytes (VmRSS).
+pub fn rss_bytes(pid: &str) -> u64 {
+    status_kib(pid, "VmRSS:") * 1024
 }
 
-fn status_kib(key: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+fn status_kib(pid: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -46,10 +46,10 @@ fn status_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU time of this process so far.
-pub fn cpu_time() -> Duration {
-    // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks (100 Hz on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// User + system CPU time of a process (`"self"` or a pid) so far.
+pub fn cpu_time(pid: &str) -> Duration {
+    // /proc/<pid>/stat fields 14 and 15 are utime and stime in clock ticks (100 Hz on Linux).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);

@@ -36,6 +36,9 @@ struct Args {
     /// Directory on the disk to measure.
     #[arg(long, default_value = "target/bench-data")]
     dir: std::path::PathBuf,
+    /// Internal: run only the server (store + collector) and print its addresses.
+    #[arg(long, hide = true)]
+    serve_child: bool,
 }
 
 const BATCH: usize = 512;
@@ -51,7 +54,10 @@ struct Phase {
     refused: u64,
     p50_ms: f64,
     p99_ms: f64,
-    cpu_per_s: f64,
+    /// CPU cores used by the load generator (this process).
+    client_cpu: f64,
+    /// CPU cores used by the server process.
+    server_cpu: f64,
 }
 
 fn requests(n: usize) -> Vec<ExportTraceServiceRequest> {
@@ -62,7 +68,9 @@ fn requests(n: usize) -> Vec<ExportTraceServiceRequest> {
         .collect()
 }
 
-/// Runs one load phase. `rate` is the target spans/s over all clients (None: as fast as possible).
+/// Runs one load phase.
+/// `rate` is the target spans/s over all clients (None: as fast as possible).
+#[allow(clippy::too_many_arguments)]
 async fn phase(
     transport: Transport,
     addr: (String, String),
@@ -71,11 +79,13 @@ async fn phase(
     clients: usize,
     seconds: u64,
     rate: Option<f64>,
+    server_pid: &str,
 ) -> Result<Phase> {
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let cpu0 = cpu_time();
+    let cpu0 = cpu_time("self");
+    let server_cpu0 = cpu_time(server_pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -149,13 +159,15 @@ async fn phase(
         lat.extend(t.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = (cpu_time() - cpu0).as_secs_f64();
+    let cpu = (cpu_time("self") - cpu0).as_secs_f64();
+    let server_cpu = (cpu_time(server_pid) - server_cpu0).as_secs_f64();
     Ok(Phase {
         accepted_spans_per_s: accepted.load(Ordering::Relaxed) as f64 / elapsed,
         refused: refused.load(Ordering::Relaxed),
         p50_ms: percentile(&mut lat.clone(), 0.5),
         p99_ms: percentile(&mut lat, 0.99),
-        cpu_per_s: cpu / elapsed,
+        client_cpu: cpu / elapsed,
+        server_cpu: server_cpu / elapsed,
     })
 }
 
@@ -183,29 +195,11 @@ fn ceilings(reqs: &[ExportTraceServiceRequest], bodies: &[bytes::Bytes]) -> (f64
     (median(&mut decode), median(&mut convert))
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    std::fs::create_dir_all(&args.dir)?;
+/// The server side: store and collector with default settings, until stdin closes.
+fn serve_child(args: &Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()?;
-    let reqs = Arc::new(requests(200));
-    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
-        reqs.iter()
-            .map(|r| bytes::Bytes::from(r.encode_to_vec()))
-            .collect(),
-    );
-    let avg_body = bodies.iter().map(|b| b.len()).sum::<usize>() / bodies.len();
-    println!(
-        "request: {BATCH} spans, {avg_body} bytes protobuf ({:.0} bytes/span)",
-        avg_body as f64 / BATCH as f64
-    );
-    let (dec, conv) = ceilings(&reqs, &bodies);
-    println!(
-        "ceiling, one core: protobuf decode {dec:.0} spans/s; decode + Arrow conversion {conv:.0} spans/s\n"
-    );
-
     rt.block_on(async {
         let data = tempfile::tempdir_in(&args.dir)?;
         let store = Store::open(StoreConfig {
@@ -228,39 +222,95 @@ fn main() -> Result<()> {
             &tracker,
         )
         .await?;
-        let addr = (
-            format!("http://{}", collector.grpc_addr),
-            format!("http://{}/v1/traces", collector.http_addr),
-        );
-        println!("| transport | load | clients | accepted spans/s | refused requests | ack p50 ms | ack p99 ms | CPU (cores) | peak RSS MiB |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-        for (transport, name) in [(Transport::Grpc, "gRPC"), (Transport::Http, "HTTP/protobuf")] {
-            let max = phase(transport, addr.clone(), reqs.clone(), bodies.clone(), args.clients, args.seconds, None).await?;
-            let rss = peak_rss_bytes() as f64 / 1048576.0;
-            println!(
-                "| {name} | max | {} | {:.0} | {} | {:.1} | {:.1} | {:.2} | {rss:.0} |",
-                args.clients, max.accepted_spans_per_s, max.refused, max.p50_ms, max.p99_ms, max.cpu_per_s
-            );
-            let half = phase(transport, addr.clone(), reqs.clone(), bodies.clone(), args.clients, args.seconds, Some(max.accepted_spans_per_s / 2.0)).await?;
-            let rss = peak_rss_bytes() as f64 / 1048576.0;
-            println!(
-                "| {name} | half of max ({:.0}/s offered) | {} | {:.0} | {} | {:.1} | {:.1} | {:.2} | {rss:.0} |",
-                max.accepted_spans_per_s / 2.0,
-                args.clients, half.accepted_spans_per_s, half.refused, half.p50_ms, half.p99_ms, half.cpu_per_s
-            );
-            let over = phase(transport, addr.clone(), reqs.clone(), bodies.clone(), args.clients * 4, args.seconds, Some(max.accepted_spans_per_s * 2.0)).await?;
-            let rss = peak_rss_bytes() as f64 / 1048576.0;
-            println!(
-                "| {name} | twice max ({:.0}/s offered) | {} | {:.0} | {} | {:.1} | {:.1} | {:.2} | {rss:.0} |",
-                max.accepted_spans_per_s * 2.0,
-                args.clients * 4, over.accepted_spans_per_s, over.refused, over.p50_ms, over.p99_ms, over.cpu_per_s
-            );
-        }
+        println!("READY {} {}", collector.grpc_addr, collector.http_addr);
+        tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        })
+        .await?;
         token.cancel();
         tracker.close();
         tracker.wait().await;
         store.close().await?;
         anyhow::Ok(())
+    })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.dir)?;
+    if args.serve_child {
+        return serve_child(&args);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let reqs = Arc::new(requests(200));
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        reqs.iter()
+            .map(|r| bytes::Bytes::from(r.encode_to_vec()))
+            .collect(),
+    );
+    let avg_body = bodies.iter().map(|b| b.len()).sum::<usize>() / bodies.len();
+    println!(
+        "request: {BATCH} spans, {avg_body} bytes protobuf ({:.0} bytes/span)",
+        avg_body as f64 / BATCH as f64
+    );
+    let (dec, conv) = ceilings(&reqs, &bodies);
+    println!(
+        "ceiling, one core: protobuf decode {dec:.0} spans/s; decode + Arrow conversion {conv:.0} spans/s\n"
+    );
+
+    // The server runs in its own process (this binary with --serve-child) so
+    // its CPU and memory are measured apart from the load generator's.
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--serve-child")
+        .arg("--dir")
+        .arg(&args.dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let server_pid = child.id().to_string();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )?;
+    let mut parts = line.split_whitespace().skip(1);
+    let addr = (
+        format!("http://{}", parts.next().expect("grpc address")),
+        format!("http://{}/v1/traces", parts.next().expect("http address")),
+    );
+    rt.block_on(async {
+        println!("| transport | load | clients | accepted spans/s | refused requests | ack p50 ms | ack p99 ms | server CPU (cores) | load generator CPU (cores) | server peak RSS MiB | load generator peak RSS MiB |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (transport, name) in [(Transport::Grpc, "gRPC"), (Transport::Http, "HTTP/protobuf")] {
+            let max = phase(transport, addr.clone(), reqs.clone(), bodies.clone(), args.clients, args.seconds, None, &server_pid).await?;
+            let row = |label: String, clients: usize, p: &Phase| {
+                println!(
+                    "| {name} | {label} | {clients} | {:.0} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} |",
+                    p.accepted_spans_per_s,
+                    p.refused,
+                    p.p50_ms,
+                    p.p99_ms,
+                    p.server_cpu,
+                    p.client_cpu,
+                    peak_rss_bytes(&server_pid) as f64 / 1048576.0,
+                    peak_rss_bytes("self") as f64 / 1048576.0,
+                )
+            };
+            row("max".into(), args.clients, &max);
+            let half_rate = max.accepted_spans_per_s / 2.0;
+            let half = phase(transport, addr.clone(), reqs.clone(), bodies.clone(), args.clients, args.seconds, Some(half_rate), &server_pid).await?;
+            row(format!("half of max ({half_rate:.0}/s offered)"), args.clients, &half);
+            let over_rate = max.accepted_spans_per_s * 2.0;
+            let over = phase(transport, addr.clone(), reqs.clone(), bodies.clone(), args.clients * 4, args.seconds, Some(over_rate), &server_pid).await?;
+            row(format!("twice max ({over_rate:.0}/s offered)"), args.clients * 4, &over);
+        }
+        anyhow::Ok(())
     })?;
+    drop(child.stdin.take()); // the server stops when its stdin closes
+    child.wait()?;
     Ok(())
 }
