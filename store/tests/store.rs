@@ -842,3 +842,87 @@ async fn truncated_parquet_file_is_quarantined_not_fatal() {
         0
     );
 }
+
+/// Time filters skip whole files; trace-id lookups skip row groups by bloom
+/// filter and statistics, so they read a bounded amount of data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_filters_and_trace_lookups_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        row_group_rows: 1000,
+        ..config(dir.path())
+    };
+    let store = Store::open(cfg).await.unwrap();
+    for h in 0..3 {
+        store
+            .write(
+                Table::Spans,
+                synth::spans(h as u64 + 10, 5000, BASE + h * HOUR_NS, HOUR_NS - 1),
+            )
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().files[0], 3);
+
+    let plan = |q: String| {
+        let store = store.clone();
+        async move {
+            let batches = sql(&store, &format!("EXPLAIN ANALYZE {q}")).await;
+            pretty_format_batches(&batches).unwrap().to_string()
+        }
+    };
+    // Only the last hour's file is opened.
+    let q = format!(
+        "SELECT count(*) FROM spans WHERE start_time >= to_timestamp_nanos({})",
+        BASE + 2 * HOUR_NS
+    );
+    let p = plan(q.clone()).await;
+    assert!(p.contains("file_groups={1 group"), "{p}");
+    let n = sql(&store, &q).await;
+    assert_eq!(
+        n[0].column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        5000
+    );
+
+    // A trace id: 15 row groups in all (3 files of 5).
+    let one = sql(
+        &store,
+        "SELECT trace_id FROM spans WHERE service_name = 'orders' LIMIT 1",
+    )
+    .await;
+    let tid = one[0].column(0).as_string::<i32>().value(0).to_string();
+    let p = plan(format!("SELECT * FROM spans WHERE trace_id = '{tid}'")).await;
+    // "row_groups_pruned_bloom_filter=15 total → 4 matched": the trace's 8
+    // spans lie in at most 8 row groups; the filters rule out the rest.
+    let metric = p
+        .split("row_groups_pruned_bloom_filter=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no bloom filter metric: {p}"));
+    let numbers: Vec<u64> = metric
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .take(2)
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let (total, matched) = (numbers[0], numbers[1]);
+    assert_eq!(total, 15, "{metric}");
+    assert!(
+        matched <= 8,
+        "bloom filters kept {matched} of {total} row groups"
+    );
+    let rows = sql(
+        &store,
+        &format!("SELECT count(*) FROM spans WHERE trace_id = '{tid}'"),
+    )
+    .await;
+    assert_eq!(
+        rows[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0),
+        8
+    );
+}
