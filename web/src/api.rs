@@ -63,6 +63,15 @@ impl From<QueryError> for ApiError {
     }
 }
 
+/// Unknown paths: 404 in the API's error shape.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: format!("no such endpoint: {}", uri.path()),
+    }
+}
+
 /// Body of `POST /api/v1/query`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,4 +233,110 @@ pub async fn query(
             .insert("x-burnwatch-truncated", HeaderValue::from_static("true"));
     }
     Ok(resp)
+}
+
+/// Query parameters of the RED endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedParams {
+    /// Window start: RFC 3339 or ns since the epoch [default: `to` minus one hour].
+    pub from: Option<String>,
+    /// Window end (exclusive): RFC 3339 or ns since the epoch [default: now].
+    pub to: Option<String>,
+    /// Service (required for operations and series).
+    pub service: Option<String>,
+    /// Operation (span name), for series.
+    pub operation: Option<String>,
+    /// Bucket width in seconds, for series [default: 60].
+    pub step: Option<i64>,
+}
+
+/// Parses a time given as RFC 3339 or as ns since the epoch.
+pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
+    if let Ok(ns) = s.parse::<i64>() {
+        return Ok(ns);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!(
+                    "{name}={s:?} is neither RFC 3339 (2024-03-05T10:00:00Z) nor ns since the epoch"
+                ),
+            )
+        })
+}
+
+impl RedParams {
+    fn window(&self) -> Result<slo_engine::red::Window, ApiError> {
+        let to = match &self.to {
+            Some(t) => parse_time("to", t)?,
+            None => store::now_ns(),
+        };
+        let from = match &self.from {
+            Some(f) => parse_time("from", f)?,
+            None => to - 3_600_000_000_000,
+        };
+        slo_engine::red::Window::new(from, to)
+            .map_err(|e| ApiError::bad_request("invalid_window", e.to_string()))
+    }
+
+    fn service(&self) -> Result<&str, ApiError> {
+        self.service.as_deref().ok_or_else(|| {
+            ApiError::bad_request("missing_parameter", "the service parameter is required")
+        })
+    }
+}
+
+impl From<slo_engine::red::RedError> for ApiError {
+    fn from(e: slo_engine::red::RedError) -> Self {
+        match e {
+            slo_engine::red::RedError::BadRequest(m) => ApiError::bad_request("invalid_request", m),
+            slo_engine::red::RedError::Query(m) => ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "query_failed",
+                message: m,
+            },
+        }
+    }
+}
+
+/// `GET /api/v1/red/services`: RED per service over a window.
+pub async fn red_services(
+    State(s): State<WebState>,
+    axum::extract::Query(p): axum::extract::Query<RedParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = p.window()?;
+    let rows = slo_engine::red::services(&s.store, &w).await?;
+    Ok(Json(
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "services": rows }),
+    ))
+}
+
+/// `GET /api/v1/red/operations?service=S`: RED per operation of a service.
+pub async fn red_operations(
+    State(s): State<WebState>,
+    axum::extract::Query(p): axum::extract::Query<RedParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = p.window()?;
+    let rows = slo_engine::red::operations(&s.store, p.service()?, &w).await?;
+    Ok(Json(
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "operations": rows }),
+    ))
+}
+
+/// `GET /api/v1/red/series?service=S[&operation=O][&step=60]`: RED as a time series.
+pub async fn red_series(
+    State(s): State<WebState>,
+    axum::extract::Query(p): axum::extract::Query<RedParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = p.window()?;
+    let step = p.step.unwrap_or(60);
+    let points =
+        slo_engine::red::series(&s.store, p.service()?, p.operation.as_deref(), &w, step).await?;
+    Ok(Json(
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "points": points }),
+    ))
 }

@@ -2,6 +2,7 @@
 //! the dashboard builds on the same router.
 //!
 //! - `POST /api/v1/query`: one read-only SQL query, JSON / CSV / Arrow IPC out ([`api`]).
+//! - `GET /api/v1/red/{services,operations,series}`: RED metrics over a window.
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -48,6 +49,10 @@ pub fn app(state: WebState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/query", post(api::query))
+        .route("/api/v1/red/services", get(api::red_services))
+        .route("/api/v1/red/operations", get(api::red_operations))
+        .route("/api/v1/red/series", get(api::red_series))
+        .fallback(api::not_found)
         .with_state(state)
 }
 

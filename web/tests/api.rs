@@ -212,3 +212,75 @@ async fn row_time_and_memory_limits() {
     assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body)["error"]["code"], "query_memory_limit");
 }
+
+async fn get(state: &WebState, uri: &str) -> (StatusCode, serde_json::Value) {
+    let resp = app(state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_endpoints() {
+    let (s, _dir) = state(Default::default()).await;
+    // synth::spans makes every 8th span a SERVER span.
+    let from = "2024-03-05T10:00:00Z";
+    let to = BASE + 3_600_000_000_000;
+    let (status, v) = get(&s, &format!("/api/v1/red/services?from={from}&to={to}")).await;
+    assert_eq!(status, 200, "{v}");
+    let total: u64 = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    let (_, _, q) = post(
+        &s,
+        serde_json::json!({ "sql": "SELECT count(*) AS n FROM spans WHERE kind = 'SERVER'" }),
+        None,
+    )
+    .await;
+    assert_eq!(total, json(&q)["rows"][0]["n"].as_u64().unwrap());
+    assert!(total > 0);
+    let svc = v["services"][0]["service"].as_str().unwrap().to_string();
+    let (status, v) = get(
+        &s,
+        &format!("/api/v1/red/operations?service={svc}&from={from}&to={to}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!v["operations"].as_array().unwrap().is_empty());
+    let (status, v) = get(
+        &s,
+        &format!("/api/v1/red/series?service={svc}&from={from}&to={to}&step=600"),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["points"].as_array().unwrap().len(), 6);
+
+    let (status, v) = get(&s, "/api/v1/red/operations").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("missing_parameter"))
+    );
+    let (status, v) = get(&s, "/api/v1/red/services?from=yesterday").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_time"))
+    );
+    let (status, v) = get(&s, &format!("/api/v1/red/services?from={to}&to={to}")).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_window"))
+    );
+    let (status, v) = get(&s, "/api/v1/nope").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
