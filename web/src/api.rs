@@ -340,3 +340,80 @@ pub async fn red_series(
         serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "points": points }),
     ))
 }
+
+impl From<crate::explore::ExploreError> for ApiError {
+    fn from(e: crate::explore::ExploreError) -> Self {
+        match e {
+            crate::explore::ExploreError::BadRequest(m) => {
+                ApiError::bad_request("invalid_request", m)
+            }
+            crate::explore::ExploreError::Query(m) => ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "query_failed",
+                message: m,
+            },
+        }
+    }
+}
+
+/// Window parameters shared by the search endpoints.
+#[derive(Debug, Deserialize)]
+pub struct WindowParams {
+    /// Start: RFC 3339 or ns [default: `to` minus one hour].
+    pub from: Option<String>,
+    /// End (exclusive): RFC 3339 or ns [default: now].
+    pub to: Option<String>,
+}
+
+impl WindowParams {
+    fn window(&self) -> Result<slo_engine::red::Window, ApiError> {
+        RedParams {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            service: None,
+            operation: None,
+            step: None,
+        }
+        .window()
+    }
+}
+
+/// `GET /api/v1/traces/{trace_id}`: every span of a trace and its logs.
+pub async fn trace(
+    State(s): State<WebState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = crate::explore::trace(&s.store, &id).await?;
+    if v["spans"].as_array().is_some_and(|a| a.is_empty()) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "trace_not_found",
+            message: format!("no spans with trace id {id}"),
+        });
+    }
+    Ok(Json(v))
+}
+
+/// `GET /api/v1/traces?service=&operation=&status=&min_duration_ms=&attribute=k=v&from=&to=&limit=`.
+pub async fn search_traces(
+    State(s): State<WebState>,
+    axum::extract::Query(w): axum::extract::Query<WindowParams>,
+    axum::extract::Query(f): axum::extract::Query<crate::explore::TraceSearch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = w.window()?;
+    Ok(Json(
+        crate::explore::search_traces(&s.store, &f, w.from_ns, w.to_ns).await?,
+    ))
+}
+
+/// `GET /api/v1/logs?q=&regex=&min_severity=&service=&trace_id=&attribute=k=v&from=&to=&limit=`.
+pub async fn search_logs(
+    State(s): State<WebState>,
+    axum::extract::Query(w): axum::extract::Query<WindowParams>,
+    axum::extract::Query(f): axum::extract::Query<crate::explore::LogSearch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = w.window()?;
+    Ok(Json(
+        crate::explore::search_logs(&s.store, &f, w.from_ns, w.to_ns).await?,
+    ))
+}

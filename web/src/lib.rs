@@ -3,6 +3,8 @@
 //!
 //! - `POST /api/v1/query`: one read-only SQL query, JSON / CSV / Arrow IPC out ([`api`]).
 //! - `GET /api/v1/red/{services,operations,series}`: RED metrics over a window.
+//! - `GET /api/v1/traces/{id}`, `GET /api/v1/traces`, `GET /api/v1/logs`:
+//!   a trace with its logs, trace search, log search ([`explore`]).
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -17,6 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 pub mod api;
+pub mod explore;
 
 /// Something that appends Prometheus text to the `/metrics` answer.
 pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -52,6 +55,9 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/red/services", get(api::red_services))
         .route("/api/v1/red/operations", get(api::red_operations))
         .route("/api/v1/red/series", get(api::red_series))
+        .route("/api/v1/traces", get(api::search_traces))
+        .route("/api/v1/traces/{trace_id}", get(api::trace))
+        .route("/api/v1/logs", get(api::search_logs))
         .fallback(api::not_found)
         .with_state(state)
 }

@@ -1,0 +1,246 @@
+//! Trace by id, trace search and log search through the router.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use store::rows::{
+    Attr, EventRecord, LogRecord, LogsBuilder, Origin, SpanKind, SpanRecord, SpansBuilder,
+    StatusCode as St,
+};
+use store::{Store, StoreConfig, Table};
+use tower::ServiceExt as _;
+use web::{WebState, app};
+
+const T0: i64 = 1_709_632_800_000_000_000;
+const MS: i64 = 1_000_000;
+
+#[allow(clippy::too_many_arguments)]
+fn span<'a>(
+    trace: u8,
+    id: u8,
+    parent: Option<u8>,
+    name: &'a str,
+    start_ms: i64,
+    dur_ms: i64,
+    err: bool,
+    attrs: Vec<Attr<'a>>,
+) -> SpanRecord<'a> {
+    SpanRecord {
+        trace_id: [trace; 16],
+        span_id: [id; 8],
+        parent_span_id: parent.map(|p| [p; 8]),
+        trace_state: "",
+        flags: 1,
+        name,
+        kind: if parent.is_none() {
+            SpanKind::Server
+        } else {
+            SpanKind::Client
+        },
+        start_time_ns: T0 + start_ms * MS,
+        end_time_ns: T0 + (start_ms + dur_ms) * MS,
+        status_code: if err { St::Error } else { St::Unset },
+        status_message: if err { "boom" } else { "" },
+        attributes: attrs,
+        dropped_attributes_count: 0,
+        events: vec![EventRecord {
+            time_ns: T0 + start_ms * MS,
+            name: "start",
+            attributes: vec![],
+            dropped_attributes_count: 0,
+        }],
+        dropped_events_count: 0,
+        links: vec![],
+        dropped_links_count: 0,
+    }
+}
+
+async fn state() -> (WebState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let res = vec![Attr::new("service.name", "checkout")];
+    let origin = Origin {
+        service_name: "checkout",
+        resource_attributes: &res,
+        scope_name: "",
+        scope_version: "",
+    };
+    let mut b = SpansBuilder::new();
+    // Trace 0xaa: slow, one failing child. Trace 0xbb: fast, fine, later.
+    b.append(
+        &origin,
+        &span(
+            0xaa,
+            1,
+            None,
+            "POST /pay",
+            0,
+            900,
+            false,
+            vec![Attr::new("user.tier", "gold")],
+        ),
+    );
+    b.append(
+        &origin,
+        &span(0xaa, 2, Some(1), "charge", 100, 700, true, vec![]),
+    );
+    b.append(
+        &origin,
+        &span(0xaa, 3, Some(1), "notify", 850, 20, false, vec![]),
+    );
+    b.append(
+        &origin,
+        &span(
+            0xbb,
+            4,
+            None,
+            "GET /cart",
+            5_000,
+            15,
+            false,
+            vec![Attr::new("user.tier", "free")],
+        ),
+    );
+    store.write(Table::Spans, b.finish()).await.unwrap();
+    store.flush().await.unwrap();
+    let mut l = LogsBuilder::new();
+    for (i, (trace, sev, body)) in [
+        (0xaa, 17, "card declined: insufficient funds"),
+        (0xaa, 9, "notified user"),
+        (0xbb, 9, "cart viewed"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        l.append(
+            &origin,
+            &LogRecord {
+                time_ns: T0 + (i as i64 * 1000 + 200) * MS,
+                observed_time_ns: T0,
+                severity_number: sev,
+                severity_text: if sev >= 17 { "ERROR" } else { "INFO" },
+                body: Some(body.into()),
+                trace_id: Some([trace; 16]),
+                span_id: Some([2; 8]),
+                ..Default::default()
+            },
+        );
+    }
+    store.write(Table::Logs, l.finish()).await.unwrap();
+    (
+        WebState {
+            store,
+            metrics: vec![],
+            ready: Default::default(),
+            query_limits: Default::default(),
+        },
+        dir,
+    )
+}
+
+async fn get(s: &WebState, uri: &str) -> (StatusCode, serde_json::Value) {
+    let resp = app(s.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+const WIN: &str = "from=2024-03-05T09:00:00Z&to=2024-03-05T11:00:00Z";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_by_id_with_its_logs() {
+    let (s, _d) = state().await;
+    let (status, v) = get(&s, &format!("/api/v1/traces/{}", "AA".repeat(16))).await;
+    assert_eq!(status, 200, "{v}");
+    let names: Vec<&str> = v["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["POST /pay", "charge", "notify"]);
+    assert_eq!(v["spans"][1]["parent_span_id"], "0101010101010101");
+    assert_eq!(v["spans"][1]["status_message"], "boom");
+    assert_eq!(v["spans"][0]["events"][0]["name"], "start");
+    assert_eq!(v["spans"][0]["attributes"]["user.tier"], "gold");
+    assert_eq!(v["logs"].as_array().unwrap().len(), 2);
+    let (status, v) = get(&s, &format!("/api/v1/traces/{}", "cc".repeat(16))).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("trace_not_found"))
+    );
+    let (status, v) = get(&s, "/api/v1/traces/xyz").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_search_filters_and_orders_newest_first() {
+    let (s, _d) = state().await;
+    let (status, v) = get(&s, &format!("/api/v1/traces?{WIN}")).await;
+    assert_eq!(status, 200, "{v}");
+    let t = v["traces"].as_array().unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0]["trace_id"], "bb".repeat(16));
+    assert_eq!(
+        (t[1]["span_count"].as_i64(), t[1]["error_spans"].as_i64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(t[1]["duration_ms"], 900.0);
+    assert_eq!(t[1]["root_operation"], "POST /pay");
+    for (filter, want) in [
+        ("status=error", 1),
+        ("min_duration_ms=500", 1),
+        ("max_duration_ms=20", 2),
+        ("max_duration_ms=16", 1),
+        ("operation=GET%20/cart", 1),
+        ("attribute=user.tier=gold", 1),
+        ("service=nope", 0),
+    ] {
+        let (status, v) = get(&s, &format!("/api/v1/traces?{WIN}&{filter}")).await;
+        assert_eq!(status, 200, "{filter}: {v}");
+        assert_eq!(v["traces"].as_array().unwrap().len(), want, "{filter}");
+    }
+    let (status, _) = get(&s, &format!("/api/v1/traces?{WIN}&status=weird")).await;
+    assert_eq!(status, 400);
+    // Outside the window: nothing.
+    let (_, v) = get(
+        &s,
+        "/api/v1/traces?from=2024-03-06T00:00:00Z&to=2024-03-06T01:00:00Z",
+    )
+    .await;
+    assert!(v["traces"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_search() {
+    let (s, _d) = state().await;
+    for (filter, want) in [
+        ("", 3),
+        ("q=DECLINED", 1),
+        ("q=100%25", 0),
+        ("regex=^(card|cart)", 2),
+        ("min_severity=17", 1),
+        (&format!("trace_id={}", "bb".repeat(16)) as &str, 1),
+        ("service=checkout&limit=2", 2),
+    ] {
+        let (status, v) = get(&s, &format!("/api/v1/logs?{WIN}&{filter}")).await;
+        assert_eq!(status, 200, "{filter}: {v}");
+        assert_eq!(v["logs"].as_array().unwrap().len(), want, "{filter}: {v}");
+    }
+    let (_, v) = get(&s, &format!("/api/v1/logs?{WIN}")).await;
+    assert_eq!(v["logs"][0]["body"], "cart viewed", "newest first");
+    let (status, _) = get(&s, &format!("/api/v1/logs?{WIN}&trace_id=nothex")).await;
+    assert_eq!(status, 400);
+}
