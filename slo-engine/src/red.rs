@@ -290,3 +290,59 @@ pub async fn series(
         })
         .collect())
 }
+
+/// One edge of the service map: `caller` calls `callee`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Edge {
+    /// Calling service (the CLIENT or PRODUCER span's service).
+    pub caller: String,
+    /// Called service (the SERVER or CONSUMER span's service).
+    pub callee: String,
+    /// Calls in the window (by the callee span's start time).
+    pub calls: u64,
+    /// Failed calls (callee span failed by the RED error rule).
+    pub errors: u64,
+    /// Calls per second.
+    pub rate: f64,
+    /// errors / calls.
+    pub error_ratio: f64,
+    /// 95th percentile of the callee span's duration, ms.
+    pub p95_ms: f64,
+}
+
+/// Caller -> callee edges: a SERVER (or CONSUMER) span whose parent is a
+/// CLIENT (or PRODUCER) span of another service, with RED per edge.
+pub async fn service_map(store: &Store, w: &Window) -> Result<Vec<Edge>, RedError> {
+    let sql = format!(
+        "SELECT c.service_name AS caller, s.service_name AS callee, count(*) AS requests, \
+         sum(CASE WHEN (s.status_code = 'ERROR' OR coalesce(s.http_response_status_code, 0) >= 500) THEN 1 ELSE 0 END) AS errors, \
+         percentile_cont(s.duration_ns, 0.95) / 1e6 AS p95 \
+         FROM spans s JOIN spans c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id \
+         WHERE s.kind IN ('SERVER', 'CONSUMER') AND c.kind IN ('CLIENT', 'PRODUCER') \
+           AND s.service_name <> c.service_name \
+           AND s.start_time >= to_timestamp_nanos({from}) AND s.start_time < to_timestamp_nanos({to}) \
+           AND c.start_time >= to_timestamp_nanos({from}) - INTERVAL '1 hour' AND c.start_time < to_timestamp_nanos({to}) \
+         GROUP BY 1, 2 ORDER BY 1, 2",
+        from = w.from_ns,
+        to = w.to_ns
+    );
+    let mut out = Vec::new();
+    for b in run(store, &sql).await? {
+        let caller = b.column(0).as_string::<i32>();
+        let callee = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let calls = i64_at(&b, "requests", i) as u64;
+            let errors = i64_at(&b, "errors", i) as u64;
+            out.push(Edge {
+                caller: caller.value(i).to_string(),
+                callee: callee.value(i).to_string(),
+                calls,
+                errors,
+                rate: calls as f64 / w.seconds(),
+                error_ratio: errors as f64 / calls.max(1) as f64,
+                p95_ms: f64_at(&b, "p95", i),
+            });
+        }
+    }
+    Ok(out)
+}

@@ -347,3 +347,69 @@ print(json.dumps([[r[0], int(r[1]), int(r[2]), float(r[3]), float(r[4])] for r i
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_map_edges_from_client_server_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // gateway SERVER -> gateway CLIENT -> payments SERVER (x3, one failing), and an INTERNAL span.
+    let mut b = SpansBuilder::new();
+    for t in 0..3u8 {
+        for (svc, id, parent, kind, err) in [
+            ("gateway", 1u8, None, SpanKind::Server, false),
+            ("gateway", 2, Some(1u8), SpanKind::Client, false),
+            ("payments", 3, Some(2), SpanKind::Server, t == 0),
+            ("payments", 4, Some(3), SpanKind::Internal, false),
+        ] {
+            let res = vec![Attr::new("service.name", svc)];
+            b.append(
+                &Origin {
+                    service_name: svc,
+                    resource_attributes: &res,
+                    scope_name: "",
+                    scope_version: "",
+                },
+                &SpanRecord {
+                    trace_id: [t + 1; 16],
+                    span_id: [id; 8],
+                    parent_span_id: parent.map(|p| [p; 8]),
+                    trace_state: "",
+                    flags: 0,
+                    name: "op",
+                    kind,
+                    start_time_ns: T0 + (t as i64) * SEC + id as i64 * 1_000_000,
+                    end_time_ns: T0 + (t as i64) * SEC + 10_000_000 * (t as i64 + 1),
+                    status_code: if err {
+                        StatusCode::Error
+                    } else {
+                        StatusCode::Unset
+                    },
+                    status_message: "",
+                    attributes: vec![],
+                    dropped_attributes_count: 0,
+                    events: vec![],
+                    dropped_events_count: 0,
+                    links: vec![],
+                    dropped_links_count: 0,
+                },
+            );
+        }
+    }
+    store.write(Table::Spans, b.finish()).await.unwrap();
+    let edges = red::service_map(&store, &Window::new(T0, T0 + 60 * SEC).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(edges.len(), 1, "{edges:?}");
+    let e = &edges[0];
+    assert_eq!(
+        (e.caller.as_str(), e.callee.as_str(), e.calls, e.errors),
+        ("gateway", "payments", 3, 1)
+    );
+    // Callee durations 7, 17, 27 ms: p95 = 17 + 0.9 * 10 = 26 ms.
+    assert!(close(e.p95_ms, 26.0), "{e:?}");
+}

@@ -327,6 +327,18 @@ pub async fn red_operations(
     ))
 }
 
+/// `GET /api/v1/service-map`: caller -> callee edges with RED per edge.
+pub async fn service_map(
+    State(s): State<WebState>,
+    axum::extract::Query(p): axum::extract::Query<WindowParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = p.window()?;
+    let edges = slo_engine::red::service_map(&s.store, &w).await?;
+    Ok(Json(
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "edges": edges }),
+    ))
+}
+
 /// `GET /api/v1/red/series?service=S[&operation=O][&step=60]`: RED as a time series.
 pub async fn red_series(
     State(s): State<WebState>,

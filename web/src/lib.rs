@@ -5,6 +5,7 @@
 //! - `GET /api/v1/red/{services,operations,series}`: RED metrics over a window.
 //! - `GET /api/v1/traces/{id}`, `GET /api/v1/traces`, `GET /api/v1/logs`:
 //!   a trace with its logs, trace search, log search ([`explore`]).
+//! - `GET /api/v1/service-map`: caller -> callee edges with RED per edge.
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -58,8 +59,17 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/traces", get(api::search_traces))
         .route("/api/v1/traces/{trace_id}", get(api::trace))
         .route("/api/v1/logs", get(api::search_logs))
+        .route("/api/v1/service-map", get(api::service_map))
+        .route("/api/v1/openapi.json", get(openapi))
         .fallback(api::not_found)
         .with_state(state)
+}
+
+/// The OpenAPI 3 document of the API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 async fn readyz(State(s): State<WebState>) -> impl IntoResponse {

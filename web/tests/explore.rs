@@ -244,3 +244,12 @@ async fn log_search() {
     let (status, _) = get(&s, &format!("/api/v1/logs?{WIN}&trace_id=nothex")).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_map_endpoint() {
+    let (s, _d) = state().await;
+    // Every span here is one service's: no edges between services.
+    let (status, v) = get(&s, &format!("/api/v1/service-map?{WIN}")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["edges"], serde_json::json!([]));
+}
