@@ -181,6 +181,35 @@ struct State {
     buffers: [Buffer; 3],
 }
 
+/// Replays the WAL (records after `flushed_lsn`) into fresh buffers.
+fn replay_into_buffers(
+    wal_dir: &Path,
+    quarantine_dir: &Path,
+    flushed_lsn: u64,
+    repair: bool,
+) -> Result<([Buffer; 3], wal::ReplayStats)> {
+    let mut buffers: [Buffer; 3] = Default::default();
+    let stats = wal::replay(
+        wal_dir,
+        quarantine_dir,
+        flushed_lsn,
+        repair,
+        |lsn, table, batch| {
+            let bytes = batch.get_array_memory_size();
+            let b = &mut buffers[idx(table)];
+            b.bytes += bytes;
+            b.oldest.get_or_insert_with(Instant::now);
+            b.entries.push(Durable {
+                lsn,
+                table,
+                batch,
+                bytes,
+            });
+        },
+    )?;
+    Ok((buffers, stats))
+}
+
 fn idx(table: Table) -> usize {
     match table {
         Table::Spans => 0,
@@ -287,25 +316,8 @@ impl Store {
         }
         remove_orphans(&data_dir, &manifest)?;
 
-        let mut buffers: [Buffer; 3] = Default::default();
-        let stats = wal::replay(
-            &wal_dir,
-            &quarantine_dir,
-            manifest.flushed_lsn,
-            true,
-            |lsn, table, batch| {
-                let bytes = batch.get_array_memory_size();
-                let b = &mut buffers[idx(table)];
-                b.bytes += bytes;
-                b.oldest.get_or_insert_with(Instant::now);
-                b.entries.push(Durable {
-                    lsn,
-                    table,
-                    batch,
-                    bytes,
-                });
-            },
-        )?;
+        let (buffers, stats) =
+            replay_into_buffers(&wal_dir, &quarantine_dir, manifest.flushed_lsn, true)?;
         metrics
             .wal_corrupt_segments
             .store(stats.truncated_segments, Ordering::Relaxed);
@@ -391,24 +403,8 @@ impl Store {
             let wal_dir = data_dir.join("wal");
             let quarantine_dir = data_dir.join("quarantine");
             let manifest = Manifest::load(&data_dir)?.unwrap_or_default();
-            let mut buffers: [Buffer; 3] = Default::default();
-            wal::replay(
-                &wal_dir,
-                &quarantine_dir,
-                manifest.flushed_lsn,
-                false,
-                |lsn, table, batch| {
-                    let bytes = batch.get_array_memory_size();
-                    let b = &mut buffers[idx(table)];
-                    b.bytes += bytes;
-                    b.entries.push(Durable {
-                        lsn,
-                        table,
-                        batch,
-                        bytes,
-                    });
-                },
-            )?;
+            let (buffers, _) =
+                replay_into_buffers(&wal_dir, &quarantine_dir, manifest.flushed_lsn, false)?;
             Ok(Store {
                 inner: Arc::new(Inner {
                     config,
