@@ -13,11 +13,20 @@ use crate::config::Config;
 
 /// Sets up `tracing` output with the given filter.
 pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    // The scheduler logs every job registration at INFO; keep it quiet unless asked.
+    let filter = if filter.contains("tokio_cron_scheduler") {
+        filter.to_string()
+    } else {
+        format!("{filter},tokio_cron_scheduler=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
