@@ -327,6 +327,44 @@ pub async fn red_operations(
     ))
 }
 
+/// Parameters of `GET /api/v1/metrics/rate`.
+#[derive(Debug, Deserialize)]
+pub struct RateParams {
+    /// Counter (monotonic sum) name.
+    pub name: Option<String>,
+    /// Bucket width, seconds [default 60].
+    pub step: Option<i64>,
+}
+
+/// `GET /api/v1/metrics`: metric names, types, units, services and attribute keys.
+pub async fn metrics_list(
+    State(s): State<WebState>,
+    axum::extract::Query(p): axum::extract::Query<WindowParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = p.window()?;
+    let metrics = slo_engine::metrics::list(&s.store, &w).await?;
+    Ok(Json(
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "metrics": metrics }),
+    ))
+}
+
+/// `GET /api/v1/metrics/rate?name=N[&step=60]`: per-second rate of a counter.
+pub async fn metrics_rate(
+    State(s): State<WebState>,
+    axum::extract::Query(w): axum::extract::Query<WindowParams>,
+    axum::extract::Query(p): axum::extract::Query<RateParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = w.window()?;
+    let name = p.name.as_deref().ok_or_else(|| {
+        ApiError::bad_request("missing_parameter", "the name parameter is required")
+    })?;
+    let step = p.step.unwrap_or(60);
+    let points = slo_engine::metrics::counter_rate(&s.store, name, &w, step).await?;
+    Ok(Json(
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "points": points }),
+    ))
+}
+
 /// `GET /api/v1/service-map`: caller -> callee edges with RED per edge.
 pub async fn service_map(
     State(s): State<WebState>,

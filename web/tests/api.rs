@@ -302,6 +302,8 @@ async fn openapi_document_lists_every_endpoint() {
         "/api/v1/traces/{trace_id}",
         "/api/v1/logs",
         "/api/v1/openapi.json",
+        "/api/v1/metrics",
+        "/api/v1/metrics/rate",
     ] {
         assert!(
             paths.iter().any(|x| x.as_str() == p),
@@ -317,6 +319,8 @@ async fn openapi_document_lists_every_endpoint() {
         let uri = p.replace("{trace_id}", &"ab".repeat(16));
         let uri = if uri.contains("red/operations") || uri.contains("red/series") {
             format!("{uri}?service=cart")
+        } else if uri.ends_with("metrics/rate") {
+            format!("{uri}?name=requests")
         } else {
             uri
         };
