@@ -176,3 +176,155 @@ pub async fn counter_rate(
         })
         .collect())
 }
+
+/// One bucket of a histogram quantile series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuantilePoint {
+    /// Bucket start, ns.
+    pub time_ns: i64,
+    /// Observations in the bucket, over all series.
+    pub count: u64,
+    /// The estimated quantile (`None` without observations).
+    pub value: Option<f64>,
+}
+
+/// Estimates quantile `q` from explicit bucket counts (upper bounds
+/// `bounds`, one more count than bounds), interpolating linearly inside the
+/// bucket that holds the rank, as Prometheus' `histogram_quantile` does; the
+/// lowest bucket starts at 0 and a rank in the overflow bucket returns the
+/// highest bound.
+pub fn bucket_quantile(q: f64, bounds: &[f64], counts: &[u64]) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 || counts.len() != bounds.len() + 1 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut below = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        if (below + c) as f64 >= rank && *c > 0 {
+            if i == bounds.len() {
+                return bounds.last().copied();
+            }
+            let lower = if i == 0 {
+                0.0_f64.min(bounds[0])
+            } else {
+                bounds[i - 1]
+            };
+            let upper = bounds[i];
+            return Some(lower + (upper - lower) * (rank - below as f64) / *c as f64);
+        }
+        below += c;
+    }
+    bounds.last().copied()
+}
+
+/// Quantile `q` of an explicit-bucket histogram metric in `step_secs` buckets,
+/// over all its series: cumulative points contribute their increase since
+/// the previous point of the same series (a drop in any bucket is a reset),
+/// delta points their counts. Points whose bounds differ from the first seen
+/// in a bucket are skipped.
+pub async fn histogram_quantile(
+    store: &Store,
+    metric: &str,
+    q: f64,
+    w: &Window,
+    step_secs: i64,
+) -> Result<Vec<QuantilePoint>, RedError> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(RedError::BadRequest(format!(
+            "quantile {q} is not between 0 and 1"
+        )));
+    }
+    if step_secs <= 0 {
+        return Err(RedError::BadRequest(format!(
+            "step must be a positive number of seconds, got {step_secs}"
+        )));
+    }
+    let step_ns = step_secs * 1_000_000_000;
+    let buckets = (w.to_ns - w.from_ns + step_ns - 1) / step_ns;
+    if buckets > crate::red::MAX_POINTS {
+        return Err(RedError::BadRequest(format!(
+            "{buckets} buckets requested; use a larger step"
+        )));
+    }
+    let sql = format!(
+        "SELECT time, temporality, service_name || '|' || array_to_string(array_sort(map_keys(attributes)), ',') || '|' || \
+         array_to_string(array_sort(map_values(attributes)), ',') AS series, bucket_counts, explicit_bounds \
+         FROM metric_points WHERE metric_name = {} AND metric_type = 'histogram' \
+         AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({}) ORDER BY series, time",
+        quote(metric),
+        w.from_ns - step_ns,
+        w.to_ns
+    );
+    let mut acc: Vec<Option<(Vec<f64>, Vec<u64>)>> = vec![None; buckets as usize];
+    let mut last: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for b in run(store, &sql).await? {
+        let t = b.column(0).as_primitive::<TimestampNanosecondType>();
+        let temp = b.column(1).as_string::<i32>();
+        let series = b.column(2).as_string::<i32>();
+        let counts = b.column(3).as_list::<i32>();
+        let bounds = b.column(4).as_list::<i32>();
+        for i in 0..b.num_rows() {
+            if counts.is_null(i) || bounds.is_null(i) {
+                continue;
+            }
+            let c: Vec<u64> = counts
+                .value(i)
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .values()
+                .to_vec();
+            let bd: Vec<f64> = bounds
+                .value(i)
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec();
+            let inc = if temp.value(i) == "delta" {
+                Some(c.clone())
+            } else {
+                match last.insert(series.value(i).to_string(), c.clone()) {
+                    Some(prev)
+                        if prev.len() == c.len() && prev.iter().zip(&c).all(|(p, n)| n >= p) =>
+                    {
+                        Some(c.iter().zip(&prev).map(|(n, p)| n - p).collect())
+                    }
+                    Some(_) => Some(c.clone()), // reset
+                    None => None,               // baseline only
+                }
+            };
+            let time = t.value(i);
+            let Some(inc) = inc else { continue };
+            if time < w.from_ns {
+                continue;
+            }
+            let slot = &mut acc[((time - w.from_ns) / step_ns) as usize];
+            match slot {
+                None => *slot = Some((bd, inc)),
+                Some((sb, sc)) if *sb == bd && sc.len() == inc.len() => {
+                    for (a, x) in sc.iter_mut().zip(&inc) {
+                        *a += x;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .enumerate()
+        .map(|(k, slot)| {
+            let time_ns = w.from_ns + k as i64 * step_ns;
+            match slot {
+                Some((bounds, counts)) => QuantilePoint {
+                    time_ns,
+                    count: counts.iter().sum(),
+                    value: bucket_quantile(q, &bounds, &counts),
+                },
+                None => QuantilePoint {
+                    time_ns,
+                    count: 0,
+                    value: None,
+                },
+            }
+        })
+        .collect())
+}

@@ -144,3 +144,75 @@ async fn counter_rates_handle_resets_and_delta_temporality() {
             .is_err()
     );
 }
+
+#[test]
+fn bucket_quantiles_interpolate_like_prometheus() {
+    let bounds = [10.0, 20.0, 50.0];
+    let counts = [2, 4, 4, 0];
+    assert_eq!(metrics::bucket_quantile(0.5, &bounds, &counts), Some(17.5));
+    assert_eq!(metrics::bucket_quantile(0.9, &bounds, &counts), Some(42.5));
+    assert_eq!(metrics::bucket_quantile(0.1, &bounds, &counts), Some(5.0));
+    assert_eq!(
+        metrics::bucket_quantile(0.99, &bounds, &[0, 0, 0, 3]),
+        Some(50.0)
+    );
+    assert_eq!(metrics::bucket_quantile(0.5, &bounds, &[0, 0, 0, 0]), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histogram_quantiles_over_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let res = vec![Attr::new("service.name", "api")];
+    let origin = Origin {
+        service_name: "api",
+        resource_attributes: &res,
+        scope_name: "",
+        scope_version: "",
+    };
+    let bounds = [10.0, 20.0, 50.0];
+    let h = |counts: &'static [u64], t: Temporality| PointData::Histogram {
+        temporality: t,
+        count: counts.iter().sum(),
+        sum: None,
+        min: None,
+        max: None,
+        bucket_counts: counts,
+        explicit_bounds: &bounds,
+    };
+    let mut b = MetricPointsBuilder::new();
+    let c = Temporality::Cumulative;
+    for p in [
+        // Cumulative series: baseline at 0 s, +[2,4,4,0] by 30 s, reset at 70 s to [0,0,1,0].
+        point("latency", 0, "/a", h(&[1, 1, 1, 0], c)),
+        point("latency", 30, "/a", h(&[3, 5, 5, 0], c)),
+        point("latency", 70, "/a", h(&[0, 0, 1, 0], c)),
+        // A delta series adds [0, 0, 0, 2] in the second minute.
+        point("latency", 80, "/b", h(&[0, 0, 0, 2], Temporality::Delta)),
+    ] {
+        b.append(&origin, &p);
+    }
+    store.write(Table::MetricPoints, b.finish()).await.unwrap();
+    let w = Window::new(T0, T0 + 180 * SEC).unwrap();
+    let p50 = metrics::histogram_quantile(&store, "latency", 0.5, &w, 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        p50.iter().map(|p| p.count).collect::<Vec<_>>(),
+        vec![10, 3, 0]
+    );
+    assert_eq!(p50[0].value, Some(17.5));
+    // Minute 2: [0, 0, 1, 2]: rank 1.5 falls in the overflow bucket -> highest bound.
+    assert_eq!(p50[1].value, Some(50.0));
+    assert_eq!(p50[2].value, None);
+    assert!(
+        metrics::histogram_quantile(&store, "latency", 1.5, &w, 60)
+            .await
+            .is_err()
+    );
+}

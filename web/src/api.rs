@@ -334,6 +334,8 @@ pub struct RateParams {
     pub name: Option<String>,
     /// Bucket width, seconds [default 60].
     pub step: Option<i64>,
+    /// Quantile between 0 and 1, for `/metrics/quantile` [default 0.95].
+    pub q: Option<f64>,
 }
 
 /// `GET /api/v1/metrics`: metric names, types, units, services and attribute keys.
@@ -362,6 +364,23 @@ pub async fn metrics_rate(
     let points = slo_engine::metrics::counter_rate(&s.store, name, &w, step).await?;
     Ok(Json(
         serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "points": points }),
+    ))
+}
+
+/// `GET /api/v1/metrics/quantile?name=N[&q=0.95][&step=60]`: a quantile of a histogram metric.
+pub async fn metrics_quantile(
+    State(s): State<WebState>,
+    axum::extract::Query(w): axum::extract::Query<WindowParams>,
+    axum::extract::Query(p): axum::extract::Query<RateParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let w = w.window()?;
+    let name = p.name.as_deref().ok_or_else(|| {
+        ApiError::bad_request("missing_parameter", "the name parameter is required")
+    })?;
+    let (step, q) = (p.step.unwrap_or(60), p.q.unwrap_or(0.95));
+    let points = slo_engine::metrics::histogram_quantile(&s.store, name, q, &w, step).await?;
+    Ok(Json(
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "q": q, "points": points }),
     ))
 }
 

@@ -6,7 +6,8 @@
 //! - `GET /api/v1/traces/{id}`, `GET /api/v1/traces`, `GET /api/v1/logs`:
 //!   a trace with its logs, trace search, log search ([`explore`]).
 //! - `GET /api/v1/service-map`: caller -> callee edges with RED per edge.
-//! - `GET /api/v1/metrics`, `GET /api/v1/metrics/rate`: the metric catalogue, counter rates.
+//! - `GET /api/v1/metrics`, `/metrics/rate`, `/metrics/quantile`: the metric
+//!   catalogue, counter rates, histogram quantiles.
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -63,6 +64,7 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/service-map", get(api::service_map))
         .route("/api/v1/metrics", get(api::metrics_list))
         .route("/api/v1/metrics/rate", get(api::metrics_rate))
+        .route("/api/v1/metrics/quantile", get(api::metrics_quantile))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(api::not_found)
         .with_state(state)

@@ -304,6 +304,7 @@ async fn openapi_document_lists_every_endpoint() {
         "/api/v1/openapi.json",
         "/api/v1/metrics",
         "/api/v1/metrics/rate",
+        "/api/v1/metrics/quantile",
     ] {
         assert!(
             paths.iter().any(|x| x.as_str() == p),
@@ -319,7 +320,7 @@ async fn openapi_document_lists_every_endpoint() {
         let uri = p.replace("{trace_id}", &"ab".repeat(16));
         let uri = if uri.contains("red/operations") || uri.contains("red/series") {
             format!("{uri}?service=cart")
-        } else if uri.ends_with("metrics/rate") {
+        } else if uri.ends_with("metrics/rate") || uri.ends_with("metrics/quantile") {
             format!("{uri}?name=requests")
         } else {
             uri
