@@ -12,19 +12,19 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 use tonic::codec::CompressionEncoding;
@@ -166,12 +166,7 @@ impl TraceService for OtlpGrpc {
         let o = self
             .run(Signal::Traces, auth, ExportRequest::Traces(req), size)
             .await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (o.rejected > 0).then_some(ExportTracePartialSuccess {
-                rejected_spans: o.rejected as i64,
-                error_message: o.message,
-            }),
-        }))
+        Ok(Response::new(o.trace_response()))
     }
 }
 
@@ -187,12 +182,7 @@ impl MetricsService for OtlpGrpc {
         let o = self
             .run(Signal::Metrics, auth, ExportRequest::Metrics(req), size)
             .await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (o.rejected > 0).then_some(ExportMetricsPartialSuccess {
-                rejected_data_points: o.rejected as i64,
-                error_message: o.message,
-            }),
-        }))
+        Ok(Response::new(o.metrics_response()))
     }
 }
 
@@ -208,11 +198,6 @@ impl LogsService for OtlpGrpc {
         let o = self
             .run(Signal::Logs, auth, ExportRequest::Logs(req), size)
             .await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (o.rejected > 0).then_some(ExportLogsPartialSuccess {
-                rejected_log_records: o.rejected as i64,
-                error_message: o.message,
-            }),
-        }))
+        Ok(Response::new(o.logs_response()))
     }
 }

@@ -18,15 +18,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use crate::ingest::{ExportRequest, Ingest, IngestError, Outcome};
@@ -298,27 +292,9 @@ pub fn success_body(signal: Signal, encoding: Encoding, outcome: &Outcome) -> Ve
     let partial = outcome.rejected > 0;
     match encoding {
         Encoding::Protobuf => match signal {
-            Signal::Traces => ExportTraceServiceResponse {
-                partial_success: partial.then(|| ExportTracePartialSuccess {
-                    rejected_spans: outcome.rejected as i64,
-                    error_message: outcome.message.clone(),
-                }),
-            }
-            .encode_to_vec(),
-            Signal::Metrics => ExportMetricsServiceResponse {
-                partial_success: partial.then(|| ExportMetricsPartialSuccess {
-                    rejected_data_points: outcome.rejected as i64,
-                    error_message: outcome.message.clone(),
-                }),
-            }
-            .encode_to_vec(),
-            Signal::Logs => ExportLogsServiceResponse {
-                partial_success: partial.then(|| ExportLogsPartialSuccess {
-                    rejected_log_records: outcome.rejected as i64,
-                    error_message: outcome.message.clone(),
-                }),
-            }
-            .encode_to_vec(),
+            Signal::Traces => outcome.trace_response().encode_to_vec(),
+            Signal::Metrics => outcome.metrics_response().encode_to_vec(),
+            Signal::Logs => outcome.logs_response().encode_to_vec(),
         },
         Encoding::Json => {
             if !partial {

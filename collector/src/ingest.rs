@@ -6,9 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use store::{Store, Table};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -60,6 +66,38 @@ pub struct Outcome {
     pub rejected: u64,
     /// What was wrong with the rejected items.
     pub message: String,
+}
+
+impl Outcome {
+    /// The trace export response: `partial_success` only when items were rejected.
+    pub fn trace_response(&self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: self.rejected as i64,
+                error_message: self.message.clone(),
+            }),
+        }
+    }
+
+    /// The metrics export response.
+    pub fn metrics_response(&self) -> ExportMetricsServiceResponse {
+        ExportMetricsServiceResponse {
+            partial_success: (self.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: self.rejected as i64,
+                error_message: self.message.clone(),
+            }),
+        }
+    }
+
+    /// The logs export response.
+    pub fn logs_response(&self) -> ExportLogsServiceResponse {
+        ExportLogsServiceResponse {
+            partial_success: (self.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: self.rejected as i64,
+                error_message: self.message.clone(),
+            }),
+        }
+    }
 }
 
 /// Capacity held by one request while it is processed.

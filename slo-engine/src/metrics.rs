@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
 use serde::Serialize;
 use store::Store;
@@ -27,15 +27,11 @@ pub struct MetricInfo {
     pub points: u64,
 }
 
-async fn run(store: &Store, sql: &str) -> Result<Vec<RecordBatch>, RedError> {
-    store::query::session_context(store)
-        .sql(sql)
-        .await
-        .map_err(|e| RedError::Query(e.to_string()))?
-        .collect()
-        .await
-        .map_err(|e| RedError::Query(e.to_string()))
-}
+use crate::red::run;
+
+/// SQL for the series a point belongs to: service plus its attributes.
+const SERIES_KEY: &str = "service_name || '|' || array_to_string(array_sort(map_keys(attributes)), ',') || '|' || \
+     array_to_string(array_sort(map_values(attributes)), ',')";
 
 fn window_sql(w: &Window) -> String {
     format!(
@@ -119,22 +115,10 @@ pub async fn counter_rate(
     w: &Window,
     step_secs: i64,
 ) -> Result<Vec<RatePoint>, RedError> {
-    if step_secs <= 0 {
-        return Err(RedError::BadRequest(format!(
-            "step must be a positive number of seconds, got {step_secs}"
-        )));
-    }
-    let step_ns = step_secs * 1_000_000_000;
-    let buckets = (w.to_ns - w.from_ns + step_ns - 1) / step_ns;
-    if buckets > crate::red::MAX_POINTS {
-        return Err(RedError::BadRequest(format!(
-            "{buckets} buckets requested; use a larger step"
-        )));
-    }
+    let (step_ns, buckets) = w.buckets(step_secs)?;
     // One step before the window, so the first point in it has a baseline.
     let sql = format!(
-        "SELECT time, value, temporality, service_name || '|' || array_to_string(array_sort(map_keys(attributes)), ',') || '|' || \
-         array_to_string(array_sort(map_values(attributes)), ',') AS series \
+        "SELECT time, value, temporality, {SERIES_KEY} AS series \
          FROM metric_points WHERE metric_name = {} AND metric_type = 'sum' \
          AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({}) ORDER BY series, time",
         quote(metric),
@@ -235,21 +219,9 @@ pub async fn histogram_quantile(
             "quantile {q} is not between 0 and 1"
         )));
     }
-    if step_secs <= 0 {
-        return Err(RedError::BadRequest(format!(
-            "step must be a positive number of seconds, got {step_secs}"
-        )));
-    }
-    let step_ns = step_secs * 1_000_000_000;
-    let buckets = (w.to_ns - w.from_ns + step_ns - 1) / step_ns;
-    if buckets > crate::red::MAX_POINTS {
-        return Err(RedError::BadRequest(format!(
-            "{buckets} buckets requested; use a larger step"
-        )));
-    }
+    let (step_ns, buckets) = w.buckets(step_secs)?;
     let sql = format!(
-        "SELECT time, temporality, service_name || '|' || array_to_string(array_sort(map_keys(attributes)), ',') || '|' || \
-         array_to_string(array_sort(map_values(attributes)), ',') AS series, bucket_counts, explicit_bounds \
+        "SELECT time, temporality, {SERIES_KEY} AS series, bucket_counts, explicit_bounds \
          FROM metric_points WHERE metric_name = {} AND metric_type = 'histogram' \
          AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({}) ORDER BY series, time",
         quote(metric),

@@ -47,6 +47,24 @@ impl Window {
         Ok(Window { from_ns, to_ns })
     }
 
+    /// Checks a bucket width and returns it in ns with the number of buckets
+    /// (at most [`MAX_POINTS`]) that cover the window.
+    pub fn buckets(&self, step_secs: i64) -> Result<(i64, i64), RedError> {
+        if step_secs <= 0 {
+            return Err(RedError::BadRequest(format!(
+                "step must be a positive number of seconds, got {step_secs}"
+            )));
+        }
+        let step_ns = step_secs.saturating_mul(1_000_000_000);
+        let buckets = (self.to_ns - self.from_ns + step_ns - 1) / step_ns;
+        if buckets > MAX_POINTS {
+            return Err(RedError::BadRequest(format!(
+                "{buckets} buckets requested; at most {MAX_POINTS}: use a larger step"
+            )));
+        }
+        Ok((step_ns, buckets))
+    }
+
     fn seconds(&self) -> f64 {
         (self.to_ns - self.from_ns) as f64 / 1e9
     }
@@ -140,12 +158,8 @@ pub fn operations_sql(service: &str, w: &Window) -> String {
     )
 }
 
-async fn run(store: &Store, sql: &str) -> Result<Vec<RecordBatch>, RedError> {
-    store::query::session_context(store)
-        .sql(sql)
-        .await
-        .map_err(|e| RedError::Query(e.to_string()))?
-        .collect()
+pub(crate) async fn run(store: &Store, sql: &str) -> Result<Vec<RecordBatch>, RedError> {
+    store::query::collect(store, sql)
         .await
         .map_err(|e| RedError::Query(e.to_string()))
 }
@@ -224,18 +238,7 @@ pub async fn series(
     w: &Window,
     step_secs: i64,
 ) -> Result<Vec<RedPoint>, RedError> {
-    if step_secs <= 0 {
-        return Err(RedError::BadRequest(format!(
-            "step must be a positive number of seconds, got {step_secs}"
-        )));
-    }
-    let step_ns = step_secs * 1_000_000_000;
-    let buckets = (w.to_ns - w.from_ns + step_ns - 1) / step_ns;
-    if buckets > MAX_POINTS {
-        return Err(RedError::BadRequest(format!(
-            "{buckets} buckets requested; at most {MAX_POINTS}: use a larger step"
-        )));
-    }
+    let (step_ns, buckets) = w.buckets(step_secs)?;
     let op = operation
         .map(|o| format!(" AND name = {}", quote(o)))
         .unwrap_or_default();

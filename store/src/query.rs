@@ -83,6 +83,12 @@ pub fn session_context(store: &Store) -> SessionContext {
     ctx
 }
 
+/// Runs trusted SQL (built by Burnwatch itself, not by users) over the store.
+/// User SQL goes through [`crate::sql::run`], which guards and limits it.
+pub async fn collect(store: &Store, sql: &str) -> DfResult<Vec<arrow::array::RecordBatch>> {
+    session_context(store).sql(sql).await?.collect().await
+}
+
 /// Bounds `[lo, hi]` (ns, inclusive) on a time column implied by the filters.
 pub(crate) fn time_bounds(column: &str, filters: &[Expr]) -> (i64, i64) {
     let mut lo = i64::MIN;

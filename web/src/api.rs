@@ -269,24 +269,37 @@ pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
         })
 }
 
+/// The window `[from, to)`: `to` defaults to now, `from` to an hour before `to`.
+fn window(from: Option<&str>, to: Option<&str>) -> Result<slo_engine::red::Window, ApiError> {
+    let to = match to {
+        Some(t) => parse_time("to", t)?,
+        None => store::now_ns(),
+    };
+    let from = match from {
+        Some(f) => parse_time("from", f)?,
+        None => to - 3_600_000_000_000,
+    };
+    slo_engine::red::Window::new(from, to)
+        .map_err(|e| ApiError::bad_request("invalid_window", e.to_string()))
+}
+
+/// A query parameter that must be present.
+fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiError> {
+    value.as_deref().ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_parameter",
+            format!("the {name} parameter is required"),
+        )
+    })
+}
+
 impl RedParams {
     fn window(&self) -> Result<slo_engine::red::Window, ApiError> {
-        let to = match &self.to {
-            Some(t) => parse_time("to", t)?,
-            None => store::now_ns(),
-        };
-        let from = match &self.from {
-            Some(f) => parse_time("from", f)?,
-            None => to - 3_600_000_000_000,
-        };
-        slo_engine::red::Window::new(from, to)
-            .map_err(|e| ApiError::bad_request("invalid_window", e.to_string()))
+        window(self.from.as_deref(), self.to.as_deref())
     }
 
     fn service(&self) -> Result<&str, ApiError> {
-        self.service.as_deref().ok_or_else(|| {
-            ApiError::bad_request("missing_parameter", "the service parameter is required")
-        })
+        required(&self.service, "service")
     }
 }
 
@@ -357,9 +370,7 @@ pub async fn metrics_rate(
     axum::extract::Query(p): axum::extract::Query<RateParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = w.window()?;
-    let name = p.name.as_deref().ok_or_else(|| {
-        ApiError::bad_request("missing_parameter", "the name parameter is required")
-    })?;
+    let name = required(&p.name, "name")?;
     let step = p.step.unwrap_or(60);
     let points = slo_engine::metrics::counter_rate(&s.store, name, &w, step).await?;
     Ok(Json(
@@ -374,9 +385,7 @@ pub async fn metrics_quantile(
     axum::extract::Query(p): axum::extract::Query<RateParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = w.window()?;
-    let name = p.name.as_deref().ok_or_else(|| {
-        ApiError::bad_request("missing_parameter", "the name parameter is required")
-    })?;
+    let name = required(&p.name, "name")?;
     let (step, q) = (p.step.unwrap_or(60), p.q.unwrap_or(0.95));
     let points = slo_engine::metrics::histogram_quantile(&s.store, name, q, &w, step).await?;
     Ok(Json(
@@ -436,14 +445,7 @@ pub struct WindowParams {
 
 impl WindowParams {
     fn window(&self) -> Result<slo_engine::red::Window, ApiError> {
-        RedParams {
-            from: self.from.clone(),
-            to: self.to.clone(),
-            service: None,
-            operation: None,
-            step: None,
-        }
-        .window()
+        window(self.from.as_deref(), self.to.as_deref())
     }
 }
 

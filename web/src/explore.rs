@@ -32,11 +32,7 @@ pub fn trace_id(s: &str) -> Result<String, ExploreError> {
 }
 
 async fn run(store: &Store, sql: &str) -> Result<Vec<RecordBatch>, ExploreError> {
-    store::query::session_context(store)
-        .sql(sql)
-        .await
-        .map_err(|e| ExploreError::Query(e.to_string()))?
-        .collect()
+    store::query::collect(store, sql)
         .await
         .map_err(|e| ExploreError::Query(e.to_string()))
 }
