@@ -6,6 +6,7 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod config;
+mod demo;
 mod query_cmd;
 mod serve;
 
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Run the control center: OTLP receivers, storage, HTTP API.
     Serve(config::ServerFlags),
+    /// Run the demo: the control center, the demo shop's eight services and
+    /// a load generator; `demo chaos|scenario|load|service` drive the parts.
+    Demo(Box<demo::DemoArgs>),
     /// Run one read-only SQL query against a data directory (also while a
     /// server runs on it) or a running server.
     Query(query_cmd::QueryArgs),
@@ -39,6 +43,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(serve::run(config, serve::shutdown_signal()))
         }
+        Command::Demo(args) => demo::main(*args),
         Command::Query(args) => {
             serve::init_logging("warn");
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -66,11 +66,30 @@ fn warn_if_exposed(config: &Config) {
     }
 }
 
+/// A running control center.
+pub struct Server {
+    /// Address of the HTTP API and dashboard.
+    pub http_addr: std::net::SocketAddr,
+    /// Address of the OTLP/gRPC receiver.
+    pub grpc_addr: std::net::SocketAddr,
+    store: store::Store,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    ready: Arc<AtomicBool>,
+}
+
 /// Runs until `shutdown` resolves, then stops accepting, drains, flushes and closes.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    shutdown.await;
+    server.shutdown().await
+}
+
+/// Opens the store and starts the receivers and the HTTP side.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
     warn_if_exposed(&config);
     let store = store::Store::open(config.store.clone())
         .await
@@ -123,21 +142,33 @@ pub async fn run(
         "burnwatch: HTTP API on http://{http_addr}, OTLP gRPC on {}, OTLP HTTP on http://{}",
         collector.grpc_addr, collector.http_addr
     );
+    Ok(Server {
+        http_addr,
+        grpc_addr: collector.grpc_addr,
+        store,
+        token,
+        tracker,
+        ready,
+    })
+}
 
-    shutdown.await;
-    tracing::info!("shutting down: no new requests; finishing in-flight ones");
-    ready.store(false, Ordering::Release);
-    token.cancel();
-    tracker.close();
-    if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some tasks did not stop within 30 s");
+impl Server {
+    /// Stops accepting, finishes in-flight requests, flushes and closes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!("shutting down: no new requests; finishing in-flight ones");
+        self.ready.store(false, Ordering::Release);
+        self.token.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(30), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not stop within 30 s");
+        }
+        self.store.close().await.context(
+            "final flush failed; the data stays in the WAL and is replayed at the next start",
+        )?;
+        tracing::info!("stopped cleanly");
+        Ok(())
     }
-    store.close().await.context(
-        "final flush failed; the data stays in the WAL and is replayed at the next start",
-    )?;
-    tracing::info!("stopped cleanly");
-    Ok(())
 }

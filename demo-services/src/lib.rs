@@ -1,6 +1,17 @@
 //! The demo e-commerce shop that ships with Burnwatch: eight HTTP services
-//! that call each other and export real OTLP. This module holds the shop's
-//! topology: which services exist, their default ports, and who calls whom.
+//! that call each other and export real OTLP, a load generator and chaos
+//! tools. This module holds the shop's topology: which services exist, their
+//! default ports, and who calls whom.
+
+pub mod chaos;
+pub mod control;
+pub mod db;
+pub mod instrument;
+pub mod load;
+pub mod service;
+pub mod services;
+pub mod shop;
+pub mod telemetry;
 
 /// One service of the shop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +29,7 @@ pub const SERVICES: &[ServiceSpec] = &[
     ServiceSpec {
         name: "gateway",
         port: 9100,
-        calls: &["users", "catalog", "cart", "orders"],
+        calls: &["users", "catalog", "cart", "orders", "notifications"],
     },
     ServiceSpec {
         name: "users",
@@ -53,13 +64,19 @@ pub const SERVICES: &[ServiceSpec] = &[
     ServiceSpec {
         name: "notifications",
         port: 9107,
-        calls: &[],
+        // Polls the orders outbox.
+        calls: &["orders"],
     },
 ];
 
 /// Looks a service up by name.
 pub fn service(name: &str) -> Option<&'static ServiceSpec> {
     SERVICES.iter().find(|s| s.name == name)
+}
+
+/// Parses `300ms`, `10m`, `1h30m` (for command-line flags).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[cfg(test)]

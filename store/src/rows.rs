@@ -498,6 +498,12 @@ enum Promoted {
 }
 
 fn promoted_index(key: &str) -> Option<usize> {
+    // `db.system.name` is the current name of `db.system`; both fill `db_system`.
+    let key = if key == "db.system.name" {
+        "db.system"
+    } else {
+        key
+    };
     SPAN_PROMOTED.iter().position(|(k, _, _)| *k == key)
 }
 
@@ -1167,5 +1173,18 @@ impl MetricPointsBuilder {
                 .finish_list(DataType::Struct(exemplar_struct()), exemplars),
         ];
         batch(Table::MetricPoints, columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_system_name_and_its_old_name_fill_one_column() {
+        let old = promoted_index("db.system").unwrap();
+        assert_eq!(promoted_index("db.system.name"), Some(old));
+        assert_eq!(SPAN_PROMOTED[old].1, "db_system");
+        assert_eq!(promoted_index("db.system.other"), None);
     }
 }

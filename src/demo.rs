@@ -1,0 +1,213 @@
+//! `burnwatch demo`: the control center, the eight shop services and the
+//! load generator in one command; plus `demo service|load|chaos|scenario`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use demo_services::load::LoadArgs;
+use demo_services::shop::{Shop, ShopOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerFlags;
+use crate::serve;
+
+/// `burnwatch demo` and its subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DemoArgs {
+    #[command(subcommand)]
+    pub command: Option<DemoCommand>,
+    #[command(flatten)]
+    pub server: ServerFlags,
+    #[command(flatten)]
+    pub run: DemoRunFlags,
+}
+
+/// Flags of the all-in-one demo.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoRunFlags {
+    /// First port of the shop's services (gateway on it, the others after);
+    /// 0 picks free ports.
+    #[arg(long, default_value_t = 9100)]
+    pub shop_port_base: u16,
+    /// Do not start the load generator.
+    #[arg(long)]
+    pub no_load: bool,
+    /// Console log filter for the shop's services (their logs always go to
+    /// Burnwatch over OTLP; `info` also prints them here).
+    #[arg(long, default_value = "off")]
+    pub shop_log: String,
+    #[command(flatten)]
+    pub load: LoadFlags,
+}
+
+/// Load flags of the all-in-one demo (the target is the demo's gateway).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadFlags {
+    /// Requests per second of the load generator.
+    #[arg(long, default_value_t = 10.0)]
+    pub rps: f64,
+    /// Concurrent virtual users.
+    #[arg(long, default_value_t = 16)]
+    pub users: usize,
+    /// Vary the rate along a day/night curve.
+    #[arg(long)]
+    pub diurnal: bool,
+    /// Length of one simulated day.
+    #[arg(long, default_value = "1h", value_parser = humantime_duration)]
+    pub day_length: std::time::Duration,
+    /// Journey weights.
+    #[arg(
+        long,
+        default_value = "browse=35,search=15,product=20,cart=15,checkout=15"
+    )]
+    pub mix: demo_services::load::Mix,
+    /// Progress report interval.
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    pub report_every: std::time::Duration,
+}
+
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    demo_services::parse_duration(s)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Run one shop service (what `burnwatch demo` starts eight of; also
+    /// the container command in docker-compose.yml).
+    Service(demo_services::service::ServiceArgs),
+    /// Run the load generator against a running shop.
+    Load(LoadArgs),
+    /// Inject or clear faults in a running shop service.
+    Chaos(demo_services::control::ChaosArgs),
+    /// Play a chaos scenario file (see demo-services/scenarios/).
+    Scenario(demo_services::control::ScenarioArgs),
+}
+
+fn loopback_if_unspecified(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+/// Everything at once, until ctrl-c or SIGTERM.
+pub async fn run_all(server_flags: &ServerFlags, flags: DemoRunFlags) -> anyhow::Result<()> {
+    let config = server_flags.resolve()?;
+    let data_dir = config.data_dir.clone();
+    let tls = config.collector.tls.is_some();
+    let token = config.collector.auth_tokens.first().cloned();
+    let server = serve::start(config).await?;
+
+    let endpoint = format!(
+        "{}://{}",
+        if tls { "https" } else { "http" },
+        loopback_if_unspecified(server.grpc_addr)
+    );
+    let opts = ShopOptions {
+        program: std::env::current_exe().context("cannot find the burnwatch executable")?,
+        dir: data_dir.join("demo"),
+        port_base: (flags.shop_port_base != 0).then_some(flags.shop_port_base),
+        otlp_endpoint: endpoint,
+        otlp_headers: token.map(|t| format!("authorization=Bearer {t}")),
+        log: flags.shop_log.clone(),
+    };
+    let mut shop = match Shop::start(&opts).await {
+        Ok(shop) => shop,
+        Err(e) => {
+            let _ = server.shutdown().await;
+            return Err(e.context("the demo shop did not start"));
+        }
+    };
+    let gateway = shop.urls["gateway"].clone();
+    let stop_load = CancellationToken::new();
+    let load = (!flags.no_load).then(|| {
+        let args = LoadArgs {
+            target: gateway.clone(),
+            rps: flags.load.rps,
+            users: flags.load.users,
+            diurnal: flags.load.diurnal,
+            day_length: flags.load.day_length,
+            duration: None,
+            mix: flags.load.mix.clone(),
+            report_every: flags.load.report_every,
+        };
+        let stop = stop_load.clone();
+        tokio::spawn(async move {
+            if let Err(e) = demo_services::load::run(args, stop).await {
+                tracing::error!(error = %e, "load generator failed");
+            }
+        })
+    });
+    println!(
+        "burnwatch demo: dashboard http://{} | shop gateway {gateway} | services: {}",
+        loopback_if_unspecified(server.http_addr),
+        shop.urls
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "burnwatch demo: try `burnwatch demo chaos payments --error-rate 0.5 --for 10m --data-dir {}`; ctrl-c stops everything",
+        data_dir.display()
+    );
+
+    let mut check = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = serve::shutdown_signal() => break,
+            _ = check.tick() => {
+                if let Some((name, status)) = shop.exited() {
+                    tracing::error!(service = name, %status, "a shop service exited; stopping the demo");
+                    break;
+                }
+            }
+        }
+    }
+    println!("burnwatch demo: stopping");
+    stop_load.cancel();
+    if let Some(load) = load {
+        let _ = load.await;
+    }
+    // The services flush their last telemetry into the still-running collector.
+    shop.stop().await;
+    server.shutdown().await
+}
+
+/// Dispatches `burnwatch demo ...`.
+pub fn main(args: DemoArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.command {
+        None => {
+            let config = args.server.resolve()?;
+            serve::init_logging(&config.log);
+            rt.block_on(run_all(&args.server, args.run))
+        }
+        // The service installs its own subscriber (stderr + OTLP logs).
+        Some(DemoCommand::Service(a)) => rt.block_on(demo_services::service::run(a)),
+        Some(DemoCommand::Load(a)) => {
+            serve::init_logging("warn");
+            rt.block_on(async move {
+                let stop = CancellationToken::new();
+                let s = stop.clone();
+                tokio::spawn(async move {
+                    serve::shutdown_signal().await;
+                    s.cancel();
+                });
+                demo_services::load::run(a, stop).await.map(|_| ())
+            })
+        }
+        Some(DemoCommand::Chaos(a)) => {
+            serve::init_logging("warn");
+            rt.block_on(demo_services::control::chaos(a))
+        }
+        Some(DemoCommand::Scenario(a)) => {
+            serve::init_logging("warn");
+            rt.block_on(demo_services::control::scenario(a))
+        }
+    }
+}

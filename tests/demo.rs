@@ -1,0 +1,313 @@
+//! The demo shop end to end with real processes: `burnwatch demo` starts the
+//! control center, eight shop services (each its own process, exporting OTLP
+//! through the OpenTelemetry SDK) and the load generator. The assertions go
+//! through SQL on what the collector stored: the shop's traces cross
+//! processes with correct parent/child links, metrics and logs arrive and
+//! correlate, the outbox links consumer to producer, and chaos at payments
+//! shows up in the checkout error ratio the saga predicts.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_burnwatch");
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+struct Demo {
+    child: Child,
+    api: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Demo {
+    fn sql(&self, sql: &str) -> Vec<Value> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/query", self.api))
+            .json(&serde_json::json!({ "sql": sql, "format": "json" }))
+            .send()
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().unwrap();
+        assert!(status.is_success(), "{sql}\n-> {status} {body}");
+        body["rows"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn int(&self, sql: &str) -> i64 {
+        let rows = self.sql(sql);
+        rows.first()
+            .and_then(|r| r.as_object())
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    }
+
+    /// Polls `sql` until `ok` holds on its integer result, or fails.
+    fn wait_for(&self, what: &str, sql: &str, ok: impl Fn(i64) -> bool) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.int(sql);
+            if ok(v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: last value {v}\n{sql}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Checkouts answered by the gateway in [from, to): (total, errors).
+    fn checkouts(&self, from: i64, to: i64) -> (i64, i64) {
+        let rows = self.sql(&format!(
+            "SELECT count(*) AS n, sum(CASE WHEN status_code = 'ERROR' THEN 1 ELSE 0 END) AS e \
+             FROM spans WHERE service_name = 'gateway' AND kind = 'SERVER' AND http_route = '/api/checkout' \
+             AND start_time >= to_timestamp_nanos({from}) AND start_time < to_timestamp_nanos({to})"
+        ));
+        let r = &rows[0];
+        (r["n"].as_i64().unwrap_or(0), r["e"].as_i64().unwrap_or(0))
+    }
+
+    fn chaos(&self, data_dir: &std::path::Path, args: &[&str]) {
+        let out = Command::new(EXE)
+            .args(["demo", "chaos", "payments"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chaos {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn start_demo(data_dir: &std::path::Path) -> Demo {
+    let mut child = Command::new(EXE)
+        .args([
+            "demo",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--shop-port-base",
+            "0",
+            "--rps",
+            "40",
+            "--users",
+            "12",
+            "--mix",
+            "browse=20,search=10,product=10,cart=10,checkout=50",
+            "--report-every",
+            "5s",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("BURNWATCH_LOG", "warn")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "2000")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "300")
+        .env("OTEL_BLRP_SCHEDULE_DELAY", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let api = loop {
+        let line = lines
+            .next()
+            .expect("demo exited before it was ready")
+            .unwrap();
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("burnwatch demo: dashboard ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep echoing the demo's progress lines.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            println!("{line}");
+        }
+    });
+    Demo {
+        child,
+        api,
+        http: reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    }
+}
+
+#[test]
+fn demo_shop_end_to_end_with_chaos() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = start_demo(dir.path());
+    let started = now_ns();
+
+    // Spans from all eight services.
+    demo.wait_for(
+        "spans from all eight services",
+        "SELECT count(DISTINCT service_name) FROM spans",
+        |n| n == 8,
+    );
+    // Traces that cross at least five services (checkout: gateway, orders,
+    // cart, inventory, payments).
+    demo.wait_for(
+        "traces across five services",
+        "SELECT count(*) FROM (SELECT trace_id FROM spans GROUP BY trace_id HAVING count(DISTINCT service_name) >= 5)",
+        |n| n >= 5,
+    );
+    // `http.server.request.duration` from every service.
+    demo.wait_for(
+        "duration histograms from every service",
+        "SELECT count(DISTINCT service_name) FROM metric_points WHERE metric_name = 'http.server.request.duration' AND metric_type = 'histogram'",
+        |n| n == 8,
+    );
+    // Business metrics.
+    demo.wait_for(
+        "orders placed counter",
+        "SELECT count(*) FROM metric_points WHERE metric_name = 'shop.orders.placed' AND service_name = 'orders'",
+        |n| n > 0,
+    );
+
+    let healthy_end = now_ns();
+    // Let in-flight traces finish exporting, then check the structure of
+    // the traces that started in the healthy phase.
+    std::thread::sleep(Duration::from_secs(2));
+    let until = healthy_end - 1_000_000_000;
+    let window = |t: &str| {
+        format!(
+            "{t}start_time >= to_timestamp_nanos({started}) AND {t}start_time < to_timestamp_nanos({until})"
+        )
+    };
+    // Every cross-process SERVER span's parent is a CLIENT span of another
+    // service that named it as peer.
+    let cross = demo.int(&format!(
+        "SELECT count(*) FROM spans c JOIN spans p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id \
+         WHERE c.kind = 'SERVER' AND p.kind = 'CLIENT' AND c.service_name <> p.service_name \
+         AND p.peer_service = c.service_name AND {}", window("c.")
+    ));
+    let non_root_servers = demo.int(&format!(
+        "SELECT count(*) FROM spans c WHERE c.kind = 'SERVER' AND c.service_name <> 'gateway' AND {}", window("c.")
+    ));
+    assert!(cross > 50, "cross-process parent links: {cross}");
+    assert_eq!(
+        cross, non_root_servers,
+        "every server span below the gateway has its client parent in another process"
+    );
+    // No orphans: every parent id points at a stored span of the same trace.
+    let orphans = demo.int(&format!(
+        "SELECT count(*) FROM spans c LEFT JOIN spans p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id \
+         WHERE c.parent_span_id IS NOT NULL AND p.span_id IS NULL AND {}", window("c.")
+    ));
+    assert_eq!(orphans, 0, "spans whose parent is missing");
+    // Gateway SERVER spans are the roots (the load generator is not traced).
+    let roots = demo.int(&format!(
+        "SELECT count(DISTINCT service_name) FROM spans WHERE parent_span_id IS NULL AND kind = 'SERVER' AND {}", window("")
+    ));
+    assert_eq!(roots, 1);
+    // Database spans from the services' own SQLite files.
+    let db = demo.int(&format!(
+        "SELECT count(DISTINCT service_name) FROM spans WHERE db_system = 'sqlite' AND {}",
+        window("")
+    ));
+    assert!(db >= 7, "services with database spans: {db}");
+
+    // Logs carry trace and span ids of stored spans.
+    demo.wait_for(
+        "logs correlated with spans",
+        "SELECT count(DISTINCT l.service_name) FROM logs l JOIN spans s ON l.trace_id = s.trace_id AND l.span_id = s.span_id",
+        |n| n >= 4,
+    );
+    // Outbox messaging: CONSUMER spans link to the PRODUCER span.
+    demo.wait_for(
+        "consumer spans linked to producer spans",
+        "SELECT count(*) FROM (SELECT unnest(links) AS l FROM spans WHERE kind = 'CONSUMER' AND service_name = 'notifications') c \
+         JOIN spans p ON p.trace_id = c.l['trace_id'] AND p.span_id = c.l['span_id'] \
+         WHERE p.kind = 'PRODUCER' AND p.service_name = 'orders' AND p.messaging_destination_name = 'order-events'",
+        |n| n >= 3,
+    );
+
+    // Before chaos: checkouts succeed (2% card declines are 402, not errors).
+    let (n, e) = demo.checkouts(started, healthy_end);
+    assert!(n >= 10, "checkouts in the healthy phase: {n}");
+    assert!(
+        e as f64 <= 0.05 * n as f64,
+        "healthy checkout errors {e}/{n}"
+    );
+
+    // Chaos: payments fails half its charges. The saga makes no retries, so
+    // about half the checkouts fail (502) and each failure releases its stock.
+    demo.chaos(
+        dir.path(),
+        &["--error-rate", "0.5", "--route", "POST /charges"],
+    );
+    let chaos_start = now_ns() + 1_000_000_000;
+    std::thread::sleep(Duration::from_secs(25));
+    demo.chaos(dir.path(), &["--clear"]);
+    let chaos_end = now_ns();
+    std::thread::sleep(Duration::from_secs(20));
+    let recovered_start = chaos_end + 1_000_000_000;
+    let recovered_end = now_ns() - 2_000_000_000;
+    std::thread::sleep(Duration::from_secs(2));
+
+    let (n, e) = demo.checkouts(chaos_start, chaos_end);
+    let ratio = e as f64 / n as f64;
+    println!("checkouts under chaos: {e}/{n} failed ({ratio:.3})");
+    assert!(n >= 30, "checkouts under chaos: {n}");
+    assert!(
+        (0.35..=0.65).contains(&ratio),
+        "checkout error ratio {ratio:.3} ({e}/{n}); the saga predicts 0.5"
+    );
+    let released = demo.int(&format!(
+        "SELECT count(*) FROM spans WHERE service_name = 'inventory' AND kind = 'SERVER' AND http_route = '/reservations/{{id}}' \
+         AND http_request_method = 'DELETE' AND start_time >= to_timestamp_nanos({chaos_start})"
+    ));
+    assert!(
+        released >= e / 2,
+        "compensations {released} for {e} failures"
+    );
+    let (n, e) = demo.checkouts(recovered_start, recovered_end);
+    println!("checkouts after clearing: {e}/{n} failed");
+    assert!(n >= 20, "checkouts after clearing: {n}");
+    assert!(
+        e as f64 <= 0.05 * n as f64,
+        "after clearing: {e}/{n} failed"
+    );
+
+    // ctrl-c semantics: SIGTERM stops the shop and the control center.
+    let pid = demo.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = demo.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "{status}");
+    // No shop process is left behind.
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let leftover = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.contains("demo service") && l.contains(dir.path().to_str().unwrap()))
+        .count();
+    assert_eq!(leftover, 0, "shop services still running");
+}
