@@ -39,37 +39,7 @@ pub struct DemoRunFlags {
     #[arg(long, default_value = "off")]
     pub shop_log: String,
     #[command(flatten)]
-    pub load: LoadFlags,
-}
-
-/// Load flags of the all-in-one demo (the target is the demo's gateway).
-#[derive(Debug, Clone, clap::Args)]
-pub struct LoadFlags {
-    /// Requests per second of the load generator.
-    #[arg(long, default_value_t = 10.0)]
-    pub rps: f64,
-    /// Concurrent virtual users.
-    #[arg(long, default_value_t = 16)]
-    pub users: usize,
-    /// Vary the rate along a day/night curve.
-    #[arg(long)]
-    pub diurnal: bool,
-    /// Length of one simulated day.
-    #[arg(long, default_value = "1h", value_parser = humantime_duration)]
-    pub day_length: std::time::Duration,
-    /// Journey weights.
-    #[arg(
-        long,
-        default_value = "browse=35,search=15,product=20,cart=15,checkout=15"
-    )]
-    pub mix: demo_services::load::Mix,
-    /// Progress report interval.
-    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
-    pub report_every: std::time::Duration,
-}
-
-fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
-    demo_services::parse_duration(s)
+    pub load: demo_services::load::LoadShape,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,13 +95,8 @@ pub async fn run_all(server_flags: &ServerFlags, flags: DemoRunFlags) -> anyhow:
     let load = (!flags.no_load).then(|| {
         let args = LoadArgs {
             target: gateway.clone(),
-            rps: flags.load.rps,
-            users: flags.load.users,
-            diurnal: flags.load.diurnal,
-            day_length: flags.load.day_length,
             duration: None,
-            mix: flags.load.mix.clone(),
-            report_every: flags.load.report_every,
+            shape: flags.load.clone(),
         };
         let stop = stop_load.clone();
         tokio::spawn(async move {

@@ -27,6 +27,17 @@ struct Demo {
     http: reqwest::blocking::Client,
 }
 
+impl Drop for Demo {
+    /// A failed assertion must not leave the demo running (its services
+    /// exit when it does).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Demo {
     fn sql(&self, sql: &str) -> Vec<Value> {
         let resp = self
@@ -180,6 +191,11 @@ fn demo_shop_end_to_end_with_chaos() {
         |n| n > 0,
     );
 
+    // A healthy phase of at least 15 s, for a baseline checkout error ratio.
+    let healthy_for = Duration::from_nanos((now_ns() - started).max(0) as u64);
+    if healthy_for < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_secs(15) - healthy_for);
+    }
     let healthy_end = now_ns();
     // Let in-flight traces finish exporting, then check the structure of
     // the traces that started in the healthy phase.

@@ -217,6 +217,17 @@ impl Client {
         self.urls.get(service).map(String::as_str)
     }
 
+    /// `GET path` on `service` (see [`Client::call`]).
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        service: &str,
+        template: &str,
+        path: &str,
+    ) -> Result<T, CallError> {
+        self.call(service, Method::GET, template, path, None::<&()>)
+            .await
+    }
+
     /// Calls `method path` on `service` (with a JSON body if given) inside a
     /// CLIENT span, and decodes the JSON answer. `template` is the route
     /// template (`/products/{id}`), used in the span name.

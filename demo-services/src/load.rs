@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::services::catalog::PRODUCTS;
 
-/// Flags of `burnwatch demo load` (also used by `burnwatch demo`).
+/// Flags of `burnwatch demo load`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Gateway base URL.
@@ -27,6 +27,16 @@ pub struct LoadArgs {
         default_value = "http://127.0.0.1:9100"
     )]
     pub target: String,
+    /// Stop after this long, e.g. `10m` [default: run until stopped].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub shape: LoadShape,
+}
+
+/// Rate, users and journey mix (shared by `demo load` and `demo`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadShape {
     /// Target requests per second (the mean, with --diurnal).
     #[arg(long, default_value_t = 10.0)]
     pub rps: f64,
@@ -39,9 +49,6 @@ pub struct LoadArgs {
     /// Length of one simulated day, e.g. `1h`.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub day_length: Duration,
-    /// Stop after this long, e.g. `10m` [default: run until stopped].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
     /// Journey weights: browse, search, product, cart, checkout.
     #[arg(
         long,
@@ -51,22 +58,6 @@ pub struct LoadArgs {
     /// Progress report interval.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub report_every: Duration,
-}
-
-impl Default for LoadArgs {
-    fn default() -> Self {
-        LoadArgs {
-            target: "http://127.0.0.1:9100".into(),
-            rps: 10.0,
-            users: 16,
-            diurnal: false,
-            day_length: Duration::from_secs(3600),
-            duration: None,
-            mix: Mix::from_str("browse=35,search=15,product=20,cart=15,checkout=15")
-                .expect("default mix parses"),
-            report_every: Duration::from_secs(10),
-        }
-    }
 }
 
 /// The storefront journeys a virtual user picks from.
@@ -367,6 +358,14 @@ impl VirtualUser {
     }
 }
 
+/// A progress line on stdout; a closed stdout is not an error worth dying for.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 fn percentile(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -378,6 +377,11 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
 /// Runs the load until `stop` fires or `--duration` passes; returns the
 /// counters.
 pub async fn run(args: LoadArgs, stop: CancellationToken) -> anyhow::Result<Arc<Stats>> {
+    let LoadArgs {
+        target,
+        duration,
+        shape: args,
+    } = args;
     anyhow::ensure!(
         args.rps.is_finite() && args.rps > 0.0,
         "--rps must be a positive number, got {}",
@@ -397,8 +401,8 @@ pub async fn run(args: LoadArgs, stop: CancellationToken) -> anyhow::Result<Arc<
     });
     let stats = Arc::new(Stats::default());
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    let base = args.target.trim_end_matches('/').to_string();
-    let stop = match args.duration {
+    let base = target.trim_end_matches('/').to_string();
+    let stop = match duration {
         Some(d) => {
             let child = stop.child_token();
             let c = child.clone();
@@ -434,12 +438,12 @@ pub async fn run(args: LoadArgs, stop: CancellationToken) -> anyhow::Result<Arc<
             }
         });
     }
-    println!(
+    say(format_args!(
         "load: {} virtual users, {} req/s{} against {base}",
         args.users,
         args.rps,
         if args.diurnal { " (diurnal)" } else { "" }
-    );
+    ));
     let mut report = tokio::time::interval(args.report_every);
     report.tick().await;
     let mut last = (0u64, Instant::now());
@@ -453,7 +457,7 @@ pub async fn run(args: LoadArgs, stop: CancellationToken) -> anyhow::Result<Arc<
                 lat.sort_unstable();
                 let rate = (total - last.0) as f64 / (now - last.1).as_secs_f64();
                 let errors = stats.server_errors.load(Ordering::Relaxed);
-                println!(
+                say(format_args!(
                     "load: {:>5.0}s {:>6.1} req/s (target {:.1}) total {total} 5xx {errors} ({:.1}%) 4xx {} p50 {:.0} ms p99 {:.0} ms checkouts {} ok / {} failed",
                     (now - start).as_secs_f64(),
                     rate,
@@ -464,7 +468,7 @@ pub async fn run(args: LoadArgs, stop: CancellationToken) -> anyhow::Result<Arc<
                     percentile(&lat, 0.99),
                     stats.checkouts_ok.load(Ordering::Relaxed),
                     stats.checkouts_failed.load(Ordering::Relaxed),
-                );
+                ));
                 last = (total, now);
             }
         }

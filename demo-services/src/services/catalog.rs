@@ -2,7 +2,6 @@
 //! for the stock level.
 
 use axum::extract::{Path, Query, State};
-use axum::http::Method;
 use axum::routing::get;
 use axum::{Json, Router};
 use rusqlite::{OptionalExtension as _, params};
@@ -140,13 +139,7 @@ async fn show(State(ctx): State<Ctx>, Path(id): Path<i64>) -> Result<Json<Produc
     let mut p = found.ok_or_else(|| not_found(format!("product {id}")))?;
     let stock: Stock = ctx
         .client
-        .call(
-            "inventory",
-            Method::GET,
-            "/stock/{product_id}",
-            &format!("/stock/{id}"),
-            None::<&()>,
-        )
+        .get("inventory", "/stock/{product_id}", &format!("/stock/{id}"))
         .await?;
     p.stock = Some(stock.available);
     Ok(Json(p))

@@ -62,13 +62,7 @@ async fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<i64, AppError> {
     }
     let v: Value = ctx
         .client
-        .call(
-            "users",
-            Method::GET,
-            "/sessions/{token}",
-            &format!("/sessions/{token}"),
-            None::<&()>,
-        )
+        .get("users", "/sessions/{token}", &format!("/sessions/{token}"))
         .await?;
     let user_id = v["user_id"].as_i64().ok_or_else(|| {
         AppError::new(StatusCode::BAD_GATEWAY, "users answered without a user_id")
@@ -97,23 +91,13 @@ async fn products(
     {
         path.push_str(&format!("&category={c}"));
     }
-    Ok(Json(
-        ctx.client
-            .call("catalog", Method::GET, "/products", &path, None::<&()>)
-            .await?,
-    ))
+    Ok(Json(ctx.client.get("catalog", "/products", &path).await?))
 }
 
 async fn product(State(ctx): State<Ctx>, Path(id): Path<i64>) -> Result<Json<Value>, AppError> {
     Ok(Json(
         ctx.client
-            .call(
-                "catalog",
-                Method::GET,
-                "/products/{id}",
-                &format!("/products/{id}"),
-                None::<&()>,
-            )
+            .get("catalog", "/products/{id}", &format!("/products/{id}"))
             .await?,
     ))
 }
@@ -139,11 +123,7 @@ async fn search(
         ));
     }
     let path = format!("/search?q={}", term.trim().replace(' ', "+"));
-    Ok(Json(
-        ctx.client
-            .call("catalog", Method::GET, "/search", &path, None::<&()>)
-            .await?,
-    ))
+    Ok(Json(ctx.client.get("catalog", "/search", &path).await?))
 }
 
 async fn register(
@@ -169,13 +149,7 @@ async fn cart(State(ctx): State<Ctx>, headers: HeaderMap) -> Result<Json<Value>,
     let user_id = authenticate(&ctx, &headers).await?;
     Ok(Json(
         ctx.client
-            .call(
-                "cart",
-                Method::GET,
-                "/carts/{user_id}",
-                &format!("/carts/{user_id}"),
-                None::<&()>,
-            )
+            .get("cart", "/carts/{user_id}", &format!("/carts/{user_id}"))
             .await?,
     ))
 }
@@ -228,13 +202,7 @@ async fn order(
     }
     let v: Value = ctx
         .client
-        .call(
-            "orders",
-            Method::GET,
-            "/orders/{id}",
-            &format!("/orders/{id}"),
-            None::<&()>,
-        )
+        .get("orders", "/orders/{id}", &format!("/orders/{id}"))
         .await?;
     if v["user_id"].as_i64() != Some(user_id) {
         return Err(AppError::new(
@@ -245,12 +213,10 @@ async fn order(
     // The order page also shows whether the confirmation email went out.
     let emails: Value = ctx
         .client
-        .call(
+        .get(
             "notifications",
-            Method::GET,
             "/emails",
             &format!("/emails?order_id={id}"),
-            None::<&()>,
         )
         .await?;
     let mut v = v;

@@ -107,6 +107,19 @@ async fn compensate<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Compensation: gives a reservation's stock back.
+async fn release(ctx: &Ctx, reservation_path: &str) {
+    compensate::<serde_json::Value>(
+        ctx,
+        "inventory",
+        Method::DELETE,
+        "/reservations/{id}",
+        reservation_path,
+        None,
+    )
+    .await;
+}
+
 async fn place(
     State(ctx): State<Ctx>,
     Json(req): Json<PlaceOrder>,
@@ -114,13 +127,7 @@ async fn place(
     let user_id = req.user_id;
     let cart: Cart = ctx
         .client
-        .call(
-            "cart",
-            Method::GET,
-            "/carts/{user_id}",
-            &format!("/carts/{user_id}"),
-            None::<&()>,
-        )
+        .get("cart", "/carts/{user_id}", &format!("/carts/{user_id}"))
         .await?;
     if cart.items.is_empty() {
         return Err(AppError::new(StatusCode::BAD_REQUEST, "the cart is empty"));
@@ -196,15 +203,7 @@ async fn place(
             ctx.biz
                 .payment_failures
                 .add(1, &[KeyValue::new("reason", reason)]);
-            compensate::<serde_json::Value>(
-                &ctx,
-                "inventory",
-                Method::DELETE,
-                "/reservations/{id}",
-                &release_path,
-                None,
-            )
-            .await;
+            release(&ctx, &release_path).await;
             mark_failed(&ctx, &order_id, &format!("payment: {e}"))?;
             return Err(e.into());
         }
@@ -231,15 +230,7 @@ async fn place(
             Some(&serde_json::json!({ "payment_id": payment.payment_id })),
         )
         .await;
-        compensate::<serde_json::Value>(
-            &ctx,
-            "inventory",
-            Method::DELETE,
-            "/reservations/{id}",
-            &release_path,
-            None,
-        )
-        .await;
+        release(&ctx, &release_path).await;
         mark_failed(&ctx, &order_id, &format!("stock commit: {e}"))?;
         return Err(e.into());
     }
