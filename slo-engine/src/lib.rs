@@ -1,13 +1,20 @@
 //! Burnwatch's SLO engine: error budgets and multiwindow, multi-burn-rate
 //! alerting (Google SRE Workbook, chapter 5).
 //!
-//! Parts so far: [`metrics`] (the metric catalogue and counter rates with
-//! reset handling), [`red`] (rate, errors and duration per service and
-//! operation, totals and time series, from server spans in the store) and
-//! [`burn`] (burn-rate math and the standard alert tiers, rescaled for any
-//! SLO window). The engine that evaluates SLOs and alert rules over the store
-//! builds on these.
+//! Parts: [`metrics`] (the metric catalogue and counter rates with reset
+//! handling), [`red`] (rate, errors and duration per service and operation,
+//! totals and time series, from server spans in the store), [`burn`]
+//! (burn-rate math and the standard alert tiers, rescaled for any SLO
+//! window), [`openslo`] (OpenSLO v1 definitions), [`evaluate`] (SLI, budget,
+//! burn per window and tier states at an instant), [`incidents`] (one
+//! incident per SLO in SQLite), [`notify`] (Alertmanager webhook payloads,
+//! delivery with retries) and [`engine`] (the scheduled evaluation loop).
 
 pub mod burn;
+pub mod engine;
+pub mod evaluate;
+pub mod incidents;
 pub mod metrics;
+pub mod notify;
+pub mod openslo;
 pub mod red;

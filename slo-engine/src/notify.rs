@@ -1,0 +1,205 @@
+//! Notifications in the Alertmanager webhook format (version "4"), delivered
+//! with retries and backoff; outcomes are counted for `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One alert in a webhook payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAlert {
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Identifying labels.
+    pub labels: BTreeMap<String, String>,
+    /// Descriptive annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub starts_at: String,
+    /// RFC 3339; `0001-01-01T00:00:00Z` while firing.
+    pub ends_at: String,
+    /// Link back to Burnwatch.
+    #[serde(rename = "generatorURL")]
+    pub generator_url: String,
+    /// Stable hash of the labels.
+    pub fingerprint: String,
+}
+
+/// The Alertmanager webhook payload, version 4, every field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookPayload {
+    /// Always `"4"`.
+    pub version: String,
+    /// Identifies the group (`{}:{slo="..."}`).
+    pub group_key: String,
+    /// Alerts left out of the payload.
+    pub truncated_alerts: u64,
+    /// `firing` if any alert fires, else `resolved`.
+    pub status: String,
+    /// Receiver name.
+    pub receiver: String,
+    /// Labels the group is formed by.
+    pub group_labels: BTreeMap<String, String>,
+    /// Labels every alert shares.
+    pub common_labels: BTreeMap<String, String>,
+    /// Annotations every alert shares.
+    pub common_annotations: BTreeMap<String, String>,
+    /// Where Burnwatch is reachable.
+    #[serde(rename = "externalURL")]
+    pub external_url: String,
+    /// The alerts.
+    pub alerts: Vec<WebhookAlert>,
+}
+
+/// RFC 3339 (UTC, milliseconds) for ns since the epoch.
+pub fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// The zero time Alertmanager uses for "no end yet".
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// FNV-1a over the sorted labels, hex: stable across restarts.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// A payload with one alert (Burnwatch groups by SLO: one incident, one group).
+pub fn payload(
+    receiver: &str,
+    external_url: &str,
+    alert: WebhookAlert,
+    group_by: &[&str],
+) -> WebhookPayload {
+    let group_labels: BTreeMap<String, String> = group_by
+        .iter()
+        .filter_map(|k| alert.labels.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    let group_key = format!(
+        "{{}}:{{{}}}",
+        group_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    WebhookPayload {
+        version: "4".into(),
+        group_key,
+        truncated_alerts: 0,
+        status: alert.status.clone(),
+        receiver: receiver.into(),
+        group_labels,
+        common_labels: alert.labels.clone(),
+        common_annotations: alert.annotations.clone(),
+        external_url: external_url.into(),
+        alerts: vec![alert],
+    }
+}
+
+/// Delivery counters.
+#[derive(Debug, Default)]
+pub struct NotifyMetrics {
+    /// Payloads delivered (2xx).
+    pub delivered: AtomicU64,
+    /// Payloads given up on after every retry.
+    pub failed: AtomicU64,
+    /// Attempts that failed (each retry counts).
+    pub failed_attempts: AtomicU64,
+}
+
+/// Posts `payload` to `url`, retrying up to `attempts` times with
+/// exponential backoff from `backoff`; returns the attempts used, or the
+/// last error.
+pub async fn deliver(
+    http: &reqwest::Client,
+    url: &str,
+    payload: &WebhookPayload,
+    attempts: u32,
+    backoff: Duration,
+    metrics: &NotifyMetrics,
+) -> Result<u32, String> {
+    let mut delay = backoff;
+    let mut last = String::new();
+    for attempt in 1..=attempts.max(1) {
+        match http.post(url).json(payload).send().await {
+            Ok(r) if r.status().is_success() => {
+                metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                return Ok(attempt);
+            }
+            Ok(r) => last = format!("{url} answered {}", r.status()),
+            Err(e) => last = format!("{url}: {e}"),
+        }
+        metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        if attempt < attempts {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    }
+    metrics.failed.fetch_add(1, Ordering::Relaxed);
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_snapshot() {
+        let labels: BTreeMap<String, String> = [
+            ("alertname", "SLOBurnRate"),
+            ("severity", "page"),
+            ("slo", "checkout-availability"),
+            ("service", "shop"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let alert = WebhookAlert {
+            status: "firing".into(),
+            fingerprint: fingerprint(&labels),
+            labels,
+            annotations: [("summary".to_string(), "burning".to_string())].into(),
+            starts_at: rfc3339(1_700_000_000_123_000_000),
+            ends_at: ZERO_TIME.into(),
+            generator_url: "http://bw/slos/checkout-availability".into(),
+        };
+        let p = payload("burnwatch", "http://bw", alert, &["slo"]);
+        let json = serde_json::to_value(&p).unwrap();
+        let want = serde_json::json!({
+            "version": "4",
+            "groupKey": "{}:{slo=\"checkout-availability\"}",
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "burnwatch",
+            "groupLabels": {"slo": "checkout-availability"},
+            "commonLabels": {"alertname": "SLOBurnRate", "service": "shop", "severity": "page", "slo": "checkout-availability"},
+            "commonAnnotations": {"summary": "burning"},
+            "externalURL": "http://bw",
+            "alerts": [{
+                "status": "firing",
+                "labels": {"alertname": "SLOBurnRate", "service": "shop", "severity": "page", "slo": "checkout-availability"},
+                "annotations": {"summary": "burning"},
+                "startsAt": "2023-11-14T22:13:20.123Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://bw/slos/checkout-availability",
+                "fingerprint": p.alerts[0].fingerprint,
+            }]
+        });
+        assert_eq!(json, want);
+        assert_eq!(p.alerts[0].fingerprint.len(), 16);
+    }
+}

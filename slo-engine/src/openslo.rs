@@ -1,0 +1,790 @@
+//! SLO definitions in OpenSLO v1 YAML: `SLO`, `SLI`, `Service`,
+//! `AlertPolicy`, `AlertCondition`, `AlertNotificationTarget`, loaded from a
+//! directory of `.yaml`/`.yml` files (several documents per file allowed),
+//! resolved (references to SLIs, policies, conditions, targets) and checked.
+//! Every error names the file, the object and the field.
+//!
+//! Burnwatch's metric source (`metricSource.type: burnwatch`) selects spans:
+//!
+//! ```yaml
+//! metricSource:
+//!   type: burnwatch
+//!   spec:
+//!     service: gateway              # service.name
+//!     operation: POST /api/checkout # span name (or `route:` for http.route)
+//!     kind: SERVER                  # default SERVER
+//!     errors: true                  # only failed spans (ERROR status or HTTP 5xx)
+//!     where: "http_request_method = 'POST'"   # any extra SQL predicate
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::burn::{Severity, Tier, standard_tiers, tier_can_fire};
+
+/// An SLO ready to evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    /// `metadata.name`, unique.
+    pub name: String,
+    /// `metadata.displayName` or the name.
+    pub display_name: String,
+    /// `spec.service`.
+    pub service: String,
+    /// `spec.description`.
+    pub description: String,
+    /// Target share of good events, e.g. 0.999.
+    pub objective: f64,
+    /// Rolling window, e.g. 30 days.
+    pub window: Duration,
+    /// What is counted.
+    pub sli: SliQuery,
+    /// Alert tiers (the workbook's, rescaled, unless alert policies say otherwise).
+    pub tiers: Vec<Tier>,
+    /// Fewer events than this in a tier's long window: insufficient data, no alert.
+    pub min_events: u64,
+    /// Webhook URLs from the SLO's notification targets.
+    pub webhooks: Vec<String>,
+    /// File it came from.
+    pub file: PathBuf,
+    /// Problems that do not stop loading (e.g. a tier that can never fire).
+    pub warnings: Vec<String>,
+}
+
+/// The events of an SLI as SQL predicates over `spans`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliQuery {
+    /// Selects every event (the SLI's total).
+    pub total: String,
+    /// Selects the bad events among them.
+    pub bad: String,
+    /// Human description (`ratio` or `latency <= 0.3 s`).
+    pub kind: String,
+}
+
+/// A loading error: file, object, field, problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {object}: {field}: {message}")]
+pub struct LoadError {
+    /// File.
+    pub file: String,
+    /// `Kind/name` of the object (or `document N`).
+    pub object: String,
+    /// Field path, e.g. `spec.objectives[0].target`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    spec: serde_norway::Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    name: Option<String>,
+    display_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Object {
+    kind: String,
+    name: String,
+    display_name: Option<String>,
+    spec: serde_norway::Value,
+    file: PathBuf,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    object: String,
+}
+
+impl Ctx<'_> {
+    fn err(&self, field: &str, message: impl Into<String>) -> LoadError {
+        LoadError {
+            file: self.file.display().to_string(),
+            object: self.object.clone(),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+type V = serde_norway::Value;
+
+fn get<'v>(v: &'v V, key: &str) -> Option<&'v V> {
+    v.get(key).filter(|x| !x.is_null())
+}
+
+fn get_str(cx: &Ctx<'_>, v: &V, key: &str, path: &str) -> Result<Option<String>, LoadError> {
+    match get(v, key) {
+        None => Ok(None),
+        Some(V::String(s)) => Ok(Some(s.clone())),
+        Some(V::Number(n)) => Ok(Some(n.to_string())),
+        Some(V::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(cx.err(&format!("{path}{key}"), "must be a string")),
+    }
+}
+
+fn req_str(cx: &Ctx<'_>, v: &V, key: &str, path: &str) -> Result<String, LoadError> {
+    get_str(cx, v, key, path)?.ok_or_else(|| cx.err(&format!("{path}{key}"), "is required"))
+}
+
+fn duration(cx: &Ctx<'_>, text: &str, field: &str) -> Result<Duration, LoadError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        cx.err(
+            field,
+            format!("{text:?} is not a duration (e.g. 30d, 1h, 5m): {e}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(cx.err(field, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// Reads every `.yaml`/`.yml` file of `dir` (not recursive) and resolves
+/// the SLOs in them.
+pub fn load_dir(dir: &Path) -> Result<Vec<Slo>, LoadError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| LoadError {
+            file: dir.display().to_string(),
+            object: "-".into(),
+            field: "-".into(),
+            message: format!("cannot read the directory: {e}"),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    load_files(&files)
+}
+
+/// Parses the files' OpenSLO documents (others, e.g. rule groups, are
+/// skipped) and resolves the SLOs.
+pub fn load_files(files: &[PathBuf]) -> Result<Vec<Slo>, LoadError> {
+    let mut objects: Vec<Object> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| LoadError {
+            file: file.display().to_string(),
+            object: "-".into(),
+            field: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        objects.extend(parse_documents(file, &text)?);
+    }
+    resolve(&objects)
+}
+
+fn parse_documents(file: &Path, text: &str) -> Result<Vec<Object>, LoadError> {
+    let mut out = Vec::new();
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let cx = Ctx {
+            file,
+            object: format!("document {}", i + 1),
+        };
+        let value = V::deserialize(de).map_err(|e| cx.err("-", format!("invalid YAML: {e}")))?;
+        if value.is_null() {
+            continue;
+        }
+        let doc: Document = serde_norway::from_value(value)
+            .map_err(|e| cx.err("-", format!("not an OpenSLO object: {e}")))?;
+        let Some(api) = doc.api_version.as_deref() else {
+            continue; // not an OpenSLO document (e.g. a Prometheus rule group)
+        };
+        if !api.starts_with("openslo/") {
+            continue;
+        }
+        if api != "openslo/v1" {
+            return Err(cx.err(
+                "apiVersion",
+                format!("{api:?} is not supported; use openslo/v1"),
+            ));
+        }
+        let kind = doc.kind.ok_or_else(|| cx.err("kind", "is required"))?;
+        let meta = doc
+            .metadata
+            .ok_or_else(|| cx.err("metadata", "is required"))?;
+        let name = meta
+            .name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| cx.err("metadata.name", "is required"))?;
+        if !matches!(
+            kind.as_str(),
+            "SLO"
+                | "SLI"
+                | "Service"
+                | "AlertPolicy"
+                | "AlertCondition"
+                | "AlertNotificationTarget"
+                | "DataSource"
+        ) {
+            return Err(cx.err("kind", format!("unknown OpenSLO kind {kind:?}")));
+        }
+        out.push(Object {
+            kind,
+            name,
+            display_name: meta.display_name,
+            spec: doc.spec,
+            file: file.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+fn resolve(objects: &[Object]) -> Result<Vec<Slo>, LoadError> {
+    let mut index: HashMap<(&str, &str), &Object> = HashMap::new();
+    for o in objects {
+        if let Some(prev) = index.insert((o.kind.as_str(), o.name.as_str()), o) {
+            return Err(LoadError {
+                file: o.file.display().to_string(),
+                object: format!("{}/{}", o.kind, o.name),
+                field: "metadata.name".into(),
+                message: format!("defined twice (also in {})", prev.file.display()),
+            });
+        }
+    }
+    let mut slos = Vec::new();
+    for o in objects.iter().filter(|o| o.kind == "SLO") {
+        slos.push(compile_slo(o, &index)?);
+    }
+    Ok(slos)
+}
+
+fn lookup<'a>(
+    cx: &Ctx<'_>,
+    index: &HashMap<(&str, &str), &'a Object>,
+    kind: &str,
+    name: &str,
+    field: &str,
+) -> Result<&'a Object, LoadError> {
+    index
+        .get(&(kind, name))
+        .copied()
+        .ok_or_else(|| cx.err(field, format!("no {kind} named {name:?} is defined")))
+}
+
+fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo, LoadError> {
+    let cx = Ctx {
+        file: &o.file,
+        object: format!("SLO/{}", o.name),
+    };
+    let spec = &o.spec;
+    let service = req_str(&cx, spec, "service", "spec.")?;
+    let description = get_str(&cx, spec, "description", "spec.")?.unwrap_or_default();
+
+    // Budgeting method.
+    let method =
+        get_str(&cx, spec, "budgetingMethod", "spec.")?.unwrap_or_else(|| "Occurrences".into());
+    if method != "Occurrences" {
+        return Err(cx.err(
+            "spec.budgetingMethod",
+            format!("{method:?} is not supported yet; use Occurrences"),
+        ));
+    }
+
+    // Time window: one rolling window.
+    let windows = get(spec, "timeWindow")
+        .and_then(V::as_sequence)
+        .ok_or_else(|| cx.err("spec.timeWindow", "is required (a list with one window)"))?;
+    if windows.len() != 1 {
+        return Err(cx.err("spec.timeWindow", "must have exactly one window"));
+    }
+    let tw = &windows[0];
+    let rolling = get(tw, "isRolling").and_then(V::as_bool).unwrap_or(false);
+    if !rolling || get(tw, "calendar").is_some() {
+        return Err(cx.err(
+            "spec.timeWindow[0]",
+            "calendar windows are not supported yet; use isRolling: true",
+        ));
+    }
+    let window = duration(
+        &cx,
+        &req_str(&cx, tw, "duration", "spec.timeWindow[0].")?,
+        "spec.timeWindow[0].duration",
+    )?;
+
+    // Objective.
+    let objectives = get(spec, "objectives")
+        .and_then(V::as_sequence)
+        .ok_or_else(|| cx.err("spec.objectives", "is required"))?;
+    if objectives.len() != 1 {
+        return Err(cx.err("spec.objectives", "must have exactly one objective"));
+    }
+    let obj = &objectives[0];
+    let objective = get(obj, "target")
+        .and_then(V::as_f64)
+        .ok_or_else(|| cx.err("spec.objectives[0].target", "is required (e.g. 0.999)"))?;
+    if !(objective > 0.0 && objective < 1.0) {
+        return Err(cx.err(
+            "spec.objectives[0].target",
+            format!("must be between 0 and 1 (exclusive), got {objective}"),
+        ));
+    }
+
+    // Indicator: inline or by reference.
+    let (sli_spec, sli_cx_object, sli_file) = match (
+        get(spec, "indicator"),
+        get_str(&cx, spec, "indicatorRef", "spec.")?,
+    ) {
+        (Some(ind), None) => (
+            get(ind, "spec")
+                .cloned()
+                .ok_or_else(|| cx.err("spec.indicator.spec", "is required"))?,
+            cx.object.clone(),
+            o.file.clone(),
+        ),
+        (None, Some(r)) => {
+            let sli = lookup(&cx, index, "SLI", &r, "spec.indicatorRef")?;
+            (
+                sli.spec.clone(),
+                format!("SLI/{}", sli.name),
+                sli.file.clone(),
+            )
+        }
+        _ => {
+            return Err(cx.err(
+                "spec.indicator",
+                "give exactly one of indicator or indicatorRef",
+            ));
+        }
+    };
+    let sli_cx = Ctx {
+        file: &sli_file,
+        object: sli_cx_object,
+    };
+    let sli = compile_sli(&sli_cx, &sli_spec, obj, &cx)?;
+
+    // Alerting.
+    let mut tiers = Vec::new();
+    let mut webhooks = Vec::new();
+    if let Some(policies) = get(spec, "alertPolicies").and_then(V::as_sequence) {
+        for (i, p) in policies.iter().enumerate() {
+            let field = format!("spec.alertPolicies[{i}]");
+            let policy_spec = match (get(p, "kind"), get_str(&cx, p, "alertPolicyRef", "")?) {
+                (_, Some(r)) => lookup(&cx, index, "AlertPolicy", &r, &field)?.spec.clone(),
+                (Some(_), None) => get(p, "spec")
+                    .cloned()
+                    .ok_or_else(|| cx.err(&format!("{field}.spec"), "is required"))?,
+                _ => return Err(cx.err(&field, "give alertPolicyRef or an inline AlertPolicy")),
+            };
+            compile_policy(&cx, index, &policy_spec, &field, &mut tiers, &mut webhooks)?;
+        }
+    }
+    if tiers.is_empty() {
+        tiers = standard_tiers(window).to_vec();
+    }
+    let min_events = get(spec, "minEvents")
+        .map(|v| {
+            v.as_u64()
+                .ok_or_else(|| cx.err("spec.minEvents", "must be a whole number"))
+        })
+        .transpose()?
+        .unwrap_or(10);
+    let warnings = tiers
+        .iter()
+        .filter(|t| !tier_can_fire(t, objective))
+        .map(|t| {
+            format!(
+                "{}: the {:?} tier over {} needs burn rate {:.2}, but at objective {} the highest possible burn rate is {:.2}: it can never fire",
+                o.name,
+                t.severity,
+                humantime::format_duration(t.long),
+                t.factor,
+                objective,
+                1.0 / (1.0 - objective)
+            )
+        })
+        .collect();
+
+    Ok(Slo {
+        name: o.name.clone(),
+        display_name: o.display_name.clone().unwrap_or_else(|| o.name.clone()),
+        service,
+        description,
+        objective,
+        window,
+        sli,
+        tiers,
+        min_events,
+        webhooks,
+        file: o.file.clone(),
+        warnings,
+    })
+}
+
+fn compile_policy(
+    cx: &Ctx<'_>,
+    index: &HashMap<(&str, &str), &Object>,
+    spec: &V,
+    field: &str,
+    tiers: &mut Vec<Tier>,
+    webhooks: &mut Vec<String>,
+) -> Result<(), LoadError> {
+    let conditions = get(spec, "conditions")
+        .and_then(V::as_sequence)
+        .ok_or_else(|| cx.err(&format!("{field}.conditions"), "is required"))?;
+    for (j, c) in conditions.iter().enumerate() {
+        let cf = format!("{field}.conditions[{j}]");
+        let cspec = match get_str(cx, c, "conditionRef", "")? {
+            Some(r) => lookup(cx, index, "AlertCondition", &r, &cf)?.spec.clone(),
+            None => get(c, "spec")
+                .cloned()
+                .ok_or_else(|| cx.err(&format!("{cf}.spec"), "is required"))?,
+        };
+        let severity = match get_str(cx, &cspec, "severity", "")?.as_deref() {
+            Some("page" | "critical") => Severity::Page,
+            Some("ticket" | "warning" | "info") | None => Severity::Ticket,
+            Some(other) => {
+                return Err(cx.err(
+                    &format!("{cf}.severity"),
+                    format!("{other:?}: use page or ticket"),
+                ));
+            }
+        };
+        let cond = get(&cspec, "condition")
+            .ok_or_else(|| cx.err(&format!("{cf}.condition"), "is required"))?;
+        let kind = req_str(cx, cond, "kind", &format!("{cf}.condition."))?;
+        if kind != "burnrate" {
+            return Err(cx.err(
+                &format!("{cf}.condition.kind"),
+                format!("{kind:?}: only burnrate is supported"),
+            ));
+        }
+        let factor = get(cond, "threshold")
+            .and_then(V::as_f64)
+            .filter(|f| *f > 0.0)
+            .ok_or_else(|| {
+                cx.err(
+                    &format!("{cf}.condition.threshold"),
+                    "must be a positive number",
+                )
+            })?;
+        let long = duration(
+            cx,
+            &req_str(cx, cond, "lookbackWindow", &format!("{cf}.condition."))?,
+            &format!("{cf}.condition.lookbackWindow"),
+        )?;
+        // The short (confirmation) window: alertAfter, else 1/12 of the long one.
+        let short = match get_str(cx, cond, "alertAfter", "")? {
+            Some(s) => duration(cx, &s, &format!("{cf}.condition.alertAfter"))?,
+            None => long / 12,
+        };
+        if short >= long {
+            return Err(cx.err(
+                &format!("{cf}.condition.alertAfter"),
+                "the short window must be shorter than lookbackWindow",
+            ));
+        }
+        tiers.push(Tier {
+            severity,
+            long,
+            short,
+            factor,
+        });
+    }
+    if let Some(targets) = get(spec, "notificationTargets").and_then(V::as_sequence) {
+        for (j, t) in targets.iter().enumerate() {
+            let tf = format!("{field}.notificationTargets[{j}]");
+            let tspec = match get_str(cx, t, "targetRef", "")? {
+                Some(r) => lookup(cx, index, "AlertNotificationTarget", &r, &tf)?
+                    .spec
+                    .clone(),
+                None => get(t, "spec").cloned().unwrap_or_else(|| t.clone()),
+            };
+            let url = req_str(cx, &tspec, "target", &format!("{tf}."))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(cx.err(
+                    &format!("{tf}.target"),
+                    format!("{url:?}: a webhook URL (http:// or https://) is expected"),
+                ));
+            }
+            webhooks.push(url);
+        }
+    }
+    Ok(())
+}
+
+/// Quotes a string for SQL.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+const ERROR_PREDICATE: &str = "(status_code = 'ERROR' OR http_response_status_code >= 500)";
+
+/// A Burnwatch metric source as a predicate over `spans`.
+fn span_predicate(cx: &Ctx<'_>, source: &V, field: &str) -> Result<String, LoadError> {
+    let ms = get(source, "metricSource")
+        .ok_or_else(|| cx.err(&format!("{field}.metricSource"), "is required"))?;
+    let ty = req_str(cx, ms, "type", &format!("{field}.metricSource."))?;
+    if !ty.eq_ignore_ascii_case("burnwatch") {
+        return Err(cx.err(
+            &format!("{field}.metricSource.type"),
+            format!("{ty:?}: only the burnwatch source is supported"),
+        ));
+    }
+    let spec = get(ms, "spec")
+        .ok_or_else(|| cx.err(&format!("{field}.metricSource.spec"), "is required"))?;
+    let sf = format!("{field}.metricSource.spec.");
+    if let Some(table) = get_str(cx, spec, "table", &sf)?
+        && table != "spans"
+    {
+        return Err(cx.err(
+            &format!("{sf}table"),
+            format!("{table:?}: only spans are supported as an SLI source so far"),
+        ));
+    }
+    let mut parts = Vec::new();
+    if let Some(s) = get_str(cx, spec, "service", &sf)? {
+        parts.push(format!("service_name = {}", lit(&s)));
+    }
+    if let Some(s) = get_str(cx, spec, "operation", &sf)? {
+        parts.push(format!("name = {}", lit(&s)));
+    }
+    if let Some(s) = get_str(cx, spec, "route", &sf)? {
+        parts.push(format!("http_route = {}", lit(&s)));
+    }
+    let kind = get_str(cx, spec, "kind", &sf)?.unwrap_or_else(|| "SERVER".into());
+    if !matches!(
+        kind.as_str(),
+        "SERVER" | "CLIENT" | "INTERNAL" | "PRODUCER" | "CONSUMER" | "any"
+    ) {
+        return Err(cx.err(&format!("{sf}kind"), format!("unknown span kind {kind:?}")));
+    }
+    if kind != "any" {
+        parts.push(format!("kind = {}", lit(&kind)));
+    }
+    if get(spec, "errors").and_then(V::as_bool).unwrap_or(false) {
+        parts.push(ERROR_PREDICATE.to_string());
+    }
+    if let Some(w) = get_str(cx, spec, "where", &sf)? {
+        if w.contains(';') {
+            return Err(cx.err(&format!("{sf}where"), "must be one SQL predicate"));
+        }
+        parts.push(format!("({w})"));
+    }
+    if parts.is_empty() {
+        return Err(cx.err(&sf, "select something: service, operation, route or where"));
+    }
+    Ok(parts.join(" AND "))
+}
+
+fn compile_sli(
+    cx: &Ctx<'_>,
+    spec: &V,
+    objective: &V,
+    slo_cx: &Ctx<'_>,
+) -> Result<SliQuery, LoadError> {
+    if let Some(ratio) = get(spec, "ratioMetric") {
+        let total = span_predicate(
+            cx,
+            get(ratio, "total").ok_or_else(|| cx.err("spec.ratioMetric.total", "is required"))?,
+            "spec.ratioMetric.total",
+        )?;
+        let bad = match (get(ratio, "bad"), get(ratio, "good")) {
+            (Some(b), None) => span_predicate(cx, b, "spec.ratioMetric.bad")?,
+            // NULL (an attribute missing) is not good: it counts as bad.
+            (None, Some(g)) => format!(
+                "NOT coalesce(({}), false)",
+                span_predicate(cx, g, "spec.ratioMetric.good")?
+            ),
+            _ => {
+                return Err(cx.err(
+                    "spec.ratioMetric",
+                    "give exactly one of good or bad (plus total)",
+                ));
+            }
+        };
+        return Ok(SliQuery {
+            total,
+            bad,
+            kind: "ratio".into(),
+        });
+    }
+    if let Some(th) = get(spec, "thresholdMetric") {
+        let total = span_predicate(cx, th, "spec.thresholdMetric")?;
+        let op = get_str(slo_cx, objective, "op", "spec.objectives[0].")?.ok_or_else(|| {
+            slo_cx.err(
+                "spec.objectives[0].op",
+                "is required for a threshold SLI (lt or lte)",
+            )
+        })?;
+        let value = get(objective, "value")
+            .and_then(V::as_f64)
+            .filter(|v| *v > 0.0)
+            .ok_or_else(|| {
+                slo_cx.err(
+                    "spec.objectives[0].value",
+                    "is required for a threshold SLI: the latency bound in seconds",
+                )
+            })?;
+        let ns = (value * 1e9).round() as i64;
+        let good = match op.as_str() {
+            "lt" => format!("duration_ns < {ns}"),
+            "lte" => format!("duration_ns <= {ns}"),
+            other => {
+                return Err(slo_cx.err(
+                    "spec.objectives[0].op",
+                    format!("{other:?}: a latency SLI counts requests faster than the bound; use lt or lte"),
+                ));
+            }
+        };
+        return Ok(SliQuery {
+            total,
+            bad: format!("NOT ({good})"),
+            kind: format!("latency {op} {value} s"),
+        });
+    }
+    Err(cx.err("spec", "an SLI needs ratioMetric or thresholdMetric"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Vec<Slo>, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("slo.yaml"), text).unwrap();
+        load_dir(dir.path())
+    }
+
+    const CHECKOUT: &str = r#"
+apiVersion: openslo/v1
+kind: SLI
+metadata:
+  name: checkout-errors
+spec:
+  ratioMetric:
+    counter: true
+    bad:
+      metricSource:
+        type: burnwatch
+        spec: {service: gateway, route: /api/checkout, errors: true}
+    total:
+      metricSource:
+        type: burnwatch
+        spec: {service: gateway, route: /api/checkout}
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: checkout-availability
+  displayName: Checkout availability
+spec:
+  service: shop
+  indicatorRef: checkout-errors
+  timeWindow:
+    - duration: 30d
+      isRolling: true
+  budgetingMethod: Occurrences
+  objectives:
+    - target: 0.999
+"#;
+
+    #[test]
+    fn ratio_slo_with_reference_and_standard_tiers() {
+        let slos = load(CHECKOUT).unwrap();
+        assert_eq!(slos.len(), 1);
+        let s = &slos[0];
+        assert_eq!(s.display_name, "Checkout availability");
+        assert_eq!(s.window, Duration::from_secs(30 * 86400));
+        assert_eq!(s.tiers.len(), 4);
+        assert!((s.tiers[0].factor - 14.4).abs() < 1e-9);
+        assert_eq!(
+            s.sli.total,
+            "service_name = 'gateway' AND http_route = '/api/checkout' AND kind = 'SERVER'"
+        );
+        assert!(s.sli.bad.contains("status_code = 'ERROR'"));
+        assert!(s.warnings.is_empty());
+    }
+
+    #[test]
+    fn latency_slo_policies_and_targets() {
+        let text = r#"
+apiVersion: openslo/v1
+kind: AlertNotificationTarget
+metadata: {name: oncall}
+spec: {target: "http://127.0.0.1:9/hook", description: on-call webhook}
+---
+apiVersion: openslo/v1
+kind: AlertCondition
+metadata: {name: fast-burn}
+spec:
+  severity: page
+  condition: {kind: burnrate, op: gte, threshold: 14.4, lookbackWindow: 1h, alertAfter: 5m}
+---
+apiVersion: openslo/v1
+kind: AlertPolicy
+metadata: {name: page-fast}
+spec:
+  conditions: [{conditionRef: fast-burn}]
+  notificationTargets: [{targetRef: oncall}]
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata: {name: catalog-latency}
+spec:
+  service: shop
+  indicator:
+    metadata: {name: catalog-latency}
+    spec:
+      thresholdMetric:
+        metricSource: {type: burnwatch, spec: {service: catalog, operation: "GET /products/{id}"}}
+  timeWindow: [{duration: 28d, isRolling: true}]
+  objectives: [{target: 0.99, op: lte, value: 0.3}]
+  alertPolicies: [{alertPolicyRef: page-fast}]
+"#;
+        let s = &load(text).unwrap()[0];
+        assert_eq!(s.tiers.len(), 1);
+        assert_eq!(s.tiers[0].severity, Severity::Page);
+        assert_eq!(s.tiers[0].short, Duration::from_secs(300));
+        assert_eq!(s.webhooks, vec!["http://127.0.0.1:9/hook".to_string()]);
+        assert_eq!(s.sli.bad, "NOT (duration_ns <= 300000000)");
+        assert_eq!(s.sli.kind, "latency lte 0.3 s");
+    }
+
+    #[test]
+    fn errors_name_file_object_and_field() {
+        let bad_target = CHECKOUT.replace("target: 0.999", "target: 99.9");
+        let e = load(&bad_target).unwrap_err();
+        assert_eq!(e.object, "SLO/checkout-availability");
+        assert_eq!(e.field, "spec.objectives[0].target");
+        assert!(e.file.ends_with("slo.yaml"), "{e}");
+
+        let bad_ref = CHECKOUT.replace("indicatorRef: checkout-errors", "indicatorRef: nope");
+        let e = load(&bad_ref).unwrap_err();
+        assert_eq!(e.field, "spec.indicatorRef");
+        assert!(e.message.contains("\"nope\""), "{e}");
+
+        let bad_window = CHECKOUT.replace("duration: 30d", "duration: thirty");
+        let e = load(&bad_window).unwrap_err();
+        assert_eq!(e.field, "spec.timeWindow[0].duration");
+
+        let bad_source = CHECKOUT.replace(
+            "type: burnwatch\n        spec: {service: gateway, route: /api/checkout}",
+            "type: prometheus\n        spec: {query: x}",
+        );
+        let e = load(&bad_source).unwrap_err();
+        assert_eq!(e.object, "SLI/checkout-errors");
+        assert_eq!(e.field, "spec.ratioMetric.total.metricSource.type");
+    }
+
+    #[test]
+    fn a_ninety_percent_objective_warns_that_the_fast_page_cannot_fire() {
+        let s = &load(&CHECKOUT.replace("target: 0.999", "target: 0.9")).unwrap()[0];
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("never fire"));
+        assert!(s.warnings[0].contains("1h"));
+    }
+}

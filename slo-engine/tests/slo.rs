@@ -1,0 +1,351 @@
+//! SLO evaluation on stored spans, checked against the SRE Workbook's
+//! figures, and the engine end to end: one incident per SLO that escalates,
+//! de-escalates and resolves, survives a restart, and notifies a real local
+//! webhook receiver once per change.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use slo_engine::burn::standard_tiers;
+use slo_engine::engine::{SloConfig, SloEngine};
+use slo_engine::evaluate::{AlertState, evaluate};
+use slo_engine::openslo::{Slo, load_dir};
+use store::rows::{Attr, Origin, SpanKind, SpanRecord, SpansBuilder, StatusCode};
+use store::{Store, StoreConfig, Table};
+
+const T0: i64 = 1_709_632_800_000_000_000; // 2024-03-05T10:00:00Z
+const SEC: i64 = 1_000_000_000;
+const HOUR: i64 = 3600 * SEC;
+
+fn slo_yaml(target: f64, min_events: u64) -> String {
+    format!(
+        r#"
+apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: checkout-availability
+  displayName: Checkout availability
+spec:
+  service: shop
+  minEvents: {min_events}
+  indicator:
+    metadata: {{name: checkout-errors}}
+    spec:
+      ratioMetric:
+        counter: true
+        bad:
+          metricSource: {{type: burnwatch, spec: {{service: gateway, operation: "POST /api/checkout", errors: true}}}}
+        total:
+          metricSource: {{type: burnwatch, spec: {{service: gateway, operation: "POST /api/checkout"}}}}
+  timeWindow: [{{duration: 30d, isRolling: true}}]
+  budgetingMethod: Occurrences
+  objectives: [{{target: {target}}}]
+"#
+    )
+}
+
+fn load_slo(dir: &std::path::Path, target: f64, min_events: u64) -> Slo {
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("slo.yaml"), slo_yaml(target, min_events)).unwrap();
+    load_dir(&rules).unwrap().remove(0)
+}
+
+/// Checkout requests at the given start times; `bad` ones answer 503.
+fn spans(times: &[(i64, bool)]) -> arrow::array::RecordBatch {
+    let mut b = SpansBuilder::new();
+    let res = vec![Attr::new("service.name", "gateway")];
+    for (i, (start, bad)) in times.iter().enumerate() {
+        let code = if *bad { "503" } else { "201" };
+        b.append(
+            &Origin {
+                service_name: "gateway",
+                resource_attributes: &res,
+                scope_name: "",
+                scope_version: "",
+            },
+            &SpanRecord {
+                trace_id: (*start as u128 * 7 + i as u128 + 1).to_be_bytes(),
+                span_id: (*start as u64 ^ (i as u64 + 1)).to_be_bytes(),
+                parent_span_id: None,
+                trace_state: "",
+                flags: 0,
+                name: "POST /api/checkout",
+                kind: SpanKind::Server,
+                start_time_ns: *start,
+                end_time_ns: start + 20_000_000,
+                status_code: if *bad {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                },
+                status_message: "",
+                attributes: vec![Attr::new("http.response.status_code", code)],
+                dropped_attributes_count: 0,
+                events: vec![],
+                dropped_events_count: 0,
+                links: vec![],
+                dropped_links_count: 0,
+            },
+        );
+    }
+    b.finish()
+}
+
+async fn open_store(dir: &std::path::Path) -> Store {
+    Store::open(StoreConfig {
+        data_dir: dir.join("data"),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// One request per second in [from, to), bad when `bad(t)`.
+async fn write_traffic(store: &Store, from: i64, to: i64, bad: impl Fn(i64) -> bool) {
+    let times: Vec<(i64, bool)> = (0..)
+        .map(|i| from + i * SEC)
+        .take_while(|t| *t < to)
+        .map(|t| (t, bad(t)))
+        .collect();
+    for chunk in times.chunks(50_000) {
+        store.write(Table::Spans, spans(chunk)).await.unwrap();
+    }
+}
+
+#[test]
+fn workbook_budget_shares() {
+    // Budget consumed = burn x long window / SLO window.
+    let month = Duration::from_secs(30 * 86400);
+    let shares: Vec<f64> = standard_tiers(month)
+        .iter()
+        .map(|t| t.factor * t.long.as_secs_f64() / month.as_secs_f64())
+        .collect();
+    for (got, want) in shares.iter().zip([0.02, 0.05, 0.10, 0.10]) {
+        assert!((got - want).abs() < 1e-12, "{shares:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_outage_trips_the_fast_page_after_51_8_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = load_slo(dir.path(), 0.999, 10);
+    let store = open_store(dir.path()).await;
+    // An hour of healthy traffic, then every request fails from T0 on.
+    write_traffic(&store, T0 - HOUR, T0 + 120 * SEC, |t| t >= T0).await;
+
+    // After 51 s: 51 bad of 3600 in the last hour = burn 14.17 < 14.4.
+    let s = evaluate(&store, &slo, T0 + 51 * SEC).await.unwrap();
+    let fast = &s.tiers[0];
+    assert_eq!((fast.long_secs, fast.short_secs), (3600, 300));
+    assert!(
+        (fast.long_burn.unwrap() - 51.0 / 3.6).abs() < 1e-9,
+        "{fast:?}"
+    );
+    assert!(!fast.firing);
+    // After 52 s: burn 14.44 > 14.4 over 1h, and the 5m window agrees.
+    let s = evaluate(&store, &slo, T0 + 52 * SEC).await.unwrap();
+    let fast = &s.tiers[0];
+    assert!(
+        (fast.long_burn.unwrap() - 52.0 / 3.6).abs() < 1e-9,
+        "{fast:?}"
+    );
+    assert!(fast.short_burn.unwrap() > 14.4);
+    assert!(fast.firing);
+    assert_eq!(s.state, AlertState::Page);
+    // Exact event counts, not an average of ratios.
+    assert_eq!((s.total, s.bad), (3652, 52));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_requests_an_hour_with_one_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = load_slo(dir.path(), 0.999, 10);
+    let store = open_store(dir.path()).await;
+    // 30 days of 10 requests an hour; one failure in the last hour.
+    let start = T0 - 30 * 24 * HOUR;
+    let times: Vec<(i64, bool)> = (0..30 * 24 * 10)
+        .map(|i| {
+            let t = start + i * 360 * SEC;
+            (t, t == T0 - 360 * SEC)
+        })
+        .collect();
+    store.write(Table::Spans, spans(&times)).await.unwrap();
+    let s = evaluate(&store, &slo, T0).await.unwrap();
+    assert_eq!((s.total, s.bad), (7200, 1));
+    let hour = s.windows.iter().find(|w| w.window_secs == 3600).unwrap();
+    assert_eq!((hour.total, hour.bad), (10, 1));
+    assert!((hour.burn_rate.unwrap() - 100.0).abs() < 1e-9);
+    // 100 x 1h / 30d = 13.9% of the budget.
+    assert!(
+        (s.budget_consumed.unwrap() - 1.0 / 7.2).abs() < 1e-9,
+        "{:?}",
+        s.budget_consumed
+    );
+    assert!((s.budget_consumed.unwrap() * 1000.0).round() == 139.0);
+
+    // With a minimum of 20 events per long window there is not enough data
+    // to page on one failure: an explicit state, not NaN or a false page.
+    let strict = load_slo(dir.path(), 0.999, 20);
+    let s = evaluate(&store, &strict, T0).await.unwrap();
+    assert!(s.tiers[0].insufficient_data && !s.tiers[0].firing);
+    // (The 6h/30m tier has 60 events and a burn of 16.7: it still pages.)
+    assert!(s.tiers[1].firing && !s.tiers[1].insufficient_data);
+    // No data at all: insufficient data, and no burn rate (not NaN).
+    let s = evaluate(&store, &slo, start - HOUR).await.unwrap();
+    assert_eq!(s.state, AlertState::InsufficientData);
+    assert_eq!(s.current_burn, None);
+    assert_eq!(s.sli, None);
+}
+
+/// A webhook receiver on a real socket that keeps every payload.
+async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, got)
+}
+
+async fn settle(got: &Arc<Mutex<Vec<serde_json::Value>>>, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..100 {
+        if got.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing more should arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    got.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_incident_escalates_deescalates_resolves_and_notifies_once_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = load_slo(dir.path(), 0.999, 10);
+    let store = open_store(dir.path()).await;
+    // Healthy hour, 10 minutes of full outage, then 7 healthy hours.
+    let outage_end = T0 + 600 * SEC;
+    write_traffic(&store, T0 - HOUR, outage_end + 7 * HOUR, |t| {
+        (T0..outage_end).contains(&t)
+    })
+    .await;
+    let (url, got) = receiver().await;
+    let config = SloConfig {
+        webhook_urls: vec![url],
+        external_url: "http://burnwatch.example".into(),
+        ..SloConfig::default()
+    };
+    let state_dir = dir.path().join("state");
+    let engine =
+        SloEngine::open(store.clone(), vec![slo.clone()], config.clone(), &state_dir).unwrap();
+
+    // During the outage every tier fires (page and ticket): one incident, one page.
+    let s = engine.evaluate_at(outage_end).await;
+    assert!(s[0].tiers.iter().all(|t| t.firing), "{:?}", s[0].tiers);
+    assert_eq!(s[0].state, AlertState::Page);
+    engine.evaluate_at(outage_end + 30 * SEC).await;
+    let payloads = settle(&got, 1).await;
+    assert_eq!(payloads.len(), 1, "{payloads:#?}");
+    let p = &payloads[0];
+    assert_eq!(p["version"], "4");
+    assert_eq!(p["status"], "firing");
+    assert_eq!(p["alerts"][0]["labels"]["severity"], "page");
+    assert_eq!(p["alerts"][0]["labels"]["slo"], "checkout-availability");
+    assert_eq!(p["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(p["groupKey"], "{}:{slo=\"checkout-availability\"}");
+
+    // A restart keeps the incident: no second page.
+    drop(engine);
+    let engine =
+        SloEngine::open(store.clone(), vec![slo.clone()], config.clone(), &state_dir).unwrap();
+    engine.evaluate_at(outage_end + 60 * SEC).await;
+    assert_eq!(settle(&got, 1).await.len(), 1);
+
+    // 40 minutes later the page windows (5m, 30m) are clean, the ticket
+    // tier's 2h window is not: de-escalate to a ticket.
+    let s = engine.evaluate_at(outage_end + 40 * 60 * SEC).await;
+    assert_eq!(s[0].state, AlertState::Ticket, "{:?}", s[0].tiers);
+    let payloads = settle(&got, 2).await;
+    assert_eq!(payloads.len(), 2);
+    assert_eq!(payloads[1]["alerts"][0]["labels"]["severity"], "ticket");
+
+    // After 6 h every short window is clean: resolved.
+    let s = engine.evaluate_at(outage_end + 6 * HOUR + 60 * SEC).await;
+    assert_eq!(s[0].state, AlertState::Ok, "{:?}", s[0].tiers);
+    let payloads = settle(&got, 3).await;
+    assert_eq!(payloads.len(), 3);
+    assert_eq!(payloads[2]["status"], "resolved");
+    assert_ne!(payloads[2]["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+
+    let incidents = engine.incidents(10).unwrap();
+    assert_eq!(incidents.len(), 1);
+    let inc = &incidents[0];
+    assert_eq!(inc.state, "resolved");
+    let events: Vec<&str> = inc.timeline.iter().map(|t| t.event.as_str()).collect();
+    for e in ["opened", "deescalated", "resolved", "notified"] {
+        assert!(events.contains(&e), "{events:?}");
+    }
+    assert_eq!(events.iter().filter(|e| **e == "notified").count(), 3);
+    let mut m = String::new();
+    engine.render_metrics(&mut m);
+    // Counters restart with the process: two deliveries since the restart.
+    assert!(
+        m.contains("burnwatch_notifications_total{result=\"delivered\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_are_retried_counted_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = load_slo(dir.path(), 0.999, 10);
+    let store = open_store(dir.path()).await;
+    write_traffic(&store, T0 - HOUR, T0 + 600 * SEC, |t| t >= T0).await;
+    // Nothing listens here.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/hook", l.local_addr().unwrap());
+    drop(l);
+    let config = SloConfig {
+        webhook_urls: vec![dead],
+        delivery_attempts: 2,
+        ..SloConfig::default()
+    };
+    let engine = SloEngine::open(store, vec![slo], config, &dir.path().join("state")).unwrap();
+    engine.evaluate_at(T0 + 600 * SEC).await;
+    let mut failed = false;
+    for _ in 0..100 {
+        let inc = &engine.incidents(1).unwrap()[0];
+        if inc
+            .timeline
+            .iter()
+            .any(|t| t.event == "notification_failed")
+        {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed);
+    let mut m = String::new();
+    engine.render_metrics(&mut m);
+    assert!(
+        m.contains("burnwatch_notifications_total{result=\"failed\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("burnwatch_notification_failed_attempts_total 2"),
+        "{m}"
+    );
+}
