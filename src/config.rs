@@ -24,6 +24,8 @@ pub struct Config {
     pub collector: collector::CollectorConfig,
     /// Limits for SQL queries (API and CLI).
     pub query: store::sql::QueryLimits,
+    /// SLOs, alerting and notifications.
+    pub slo: slo_engine::engine::SloConfig,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             store: store::StoreConfig::default(),
             collector: collector::CollectorConfig::default(),
             query: store::sql::QueryLimits::default(),
+            slo: slo_engine::engine::SloConfig::default(),
         }
     }
 }
@@ -63,6 +66,15 @@ pub struct ServerFlags {
     /// Log filter, e.g. `info` or `debug,tonic=info`.
     #[arg(long, env = "BURNWATCH_LOG")]
     pub log: Option<String>,
+    /// Directory of SLO (OpenSLO) and rule files [default: ./alert-rules].
+    #[arg(long, env = "BURNWATCH_RULES_DIR")]
+    pub rules_dir: Option<PathBuf>,
+    /// Webhooks that receive every alert notification, comma-separated.
+    #[arg(long, env = "BURNWATCH_ALERT_WEBHOOKS", value_delimiter = ',')]
+    pub alert_webhook: Option<Vec<String>>,
+    /// Seconds between SLO evaluations [default: 30].
+    #[arg(long, env = "BURNWATCH_SLO_INTERVAL")]
+    pub slo_interval: Option<f64>,
     /// TLS certificate chain (PEM) for the OTLP listeners; needs --tls-key.
     #[arg(long, env = "BURNWATCH_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -101,6 +113,19 @@ impl ServerFlags {
         }
         if let Some(l) = &self.log {
             config.log = l.clone();
+        }
+        if let Some(d) = &self.rules_dir {
+            config.slo.rules_dir = d.clone();
+        }
+        if let Some(w) = &self.alert_webhook {
+            config.slo.webhook_urls = w.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        if let Some(i) = self.slo_interval {
+            anyhow::ensure!(
+                i.is_finite() && i >= 0.5,
+                "--slo-interval must be at least 0.5 seconds, got {i}"
+            );
+            config.slo.evaluation_interval_secs = i;
         }
         config.store.data_dir = config.data_dir.clone();
         Ok(config)

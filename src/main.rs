@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod query_cmd;
 mod serve;
+mod slo_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ enum Command {
     /// Run the demo: the control center, the demo shop's eight services and
     /// a load generator; `demo chaos|scenario|load|service` drive the parts.
     Demo(Box<demo::DemoArgs>),
+    /// SLO status: budgets, burn rates, alert states.
+    #[command(subcommand)]
+    Slo(slo_cmd::SloCommand),
     /// Run one read-only SQL query against a data directory (also while a
     /// server runs on it) or a running server.
     Query(query_cmd::QueryArgs),
@@ -44,6 +48,13 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve::run(config, serve::shutdown_signal()))
         }
         Command::Demo(args) => demo::main(*args),
+        Command::Slo(cmd) => {
+            serve::init_logging("warn");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(slo_cmd::run(cmd))
+        }
         Command::Query(args) => {
             serve::init_logging("warn");
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -66,6 +66,43 @@ fn warn_if_exposed(config: &Config) {
     }
 }
 
+/// Loads the SLOs from the rules directory and starts their evaluation.
+/// No directory: no SLO engine. Invalid files: an error naming file, object
+/// and field.
+async fn start_slo_engine(
+    config: &Config,
+    store: &store::Store,
+    token: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<Option<Arc<slo_engine::engine::SloEngine>>> {
+    let dir = &config.slo.rules_dir;
+    if !dir.is_dir() {
+        tracing::warn!(rules_dir = %dir.display(), "no rules directory: SLOs and alerting are off");
+        return Ok(None);
+    }
+    let slos = slo_engine::openslo::load_dir(dir)
+        .with_context(|| format!("invalid SLO definitions in {}", dir.display()))?;
+    let mut slo_config = config.slo.clone();
+    if slo_config.external_url.is_empty() {
+        slo_config.external_url = format!("http://{}", config.http_addr);
+    }
+    let engine = slo_engine::engine::SloEngine::open(
+        store.clone(),
+        slos,
+        slo_config,
+        &config.data_dir.join("state"),
+    )
+    .context("cannot open the incident database")?;
+    engine.spawn(token.clone(), tracker).await?;
+    tracing::info!(
+        slos = engine.slos().len(),
+        rules_dir = %dir.display(),
+        interval_secs = config.slo.evaluation_interval_secs,
+        "SLO engine running"
+    );
+    Ok(Some(engine))
+}
+
 /// A running control center.
 pub struct Server {
     /// Address of the HTTP API and dashboard.
@@ -108,13 +145,20 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .await?;
 
+    let slo = start_slo_engine(&config, &store, &token, &tracker).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let cm = collector_metrics.clone();
+    let mut metrics: Vec<web::MetricsSource> =
+        vec![Arc::new(move |out: &mut String| cm.render(out))];
+    if let Some(engine) = slo.clone() {
+        metrics.push(Arc::new(move |out: &mut String| engine.render_metrics(out)));
+    }
     let state = web::WebState {
         store: store.clone(),
-        metrics: vec![Arc::new(move |out: &mut String| cm.render(out))],
+        metrics,
         ready: ready.clone(),
         query_limits: config.query.clone(),
+        slo,
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

@@ -30,7 +30,8 @@ pub struct SloConfig {
     pub evaluation_interval_secs: f64,
     /// Webhooks every notification goes to (besides the SLOs' own targets).
     pub webhook_urls: Vec<String>,
-    /// Burnwatch's URL as users reach it, for links in notifications.
+    /// Burnwatch's URL as users reach it, for links in notifications
+    /// [default: http://<http_addr>].
     pub external_url: String,
     /// Delivery attempts per notification.
     pub delivery_attempts: u32,
@@ -42,7 +43,7 @@ impl Default for SloConfig {
             rules_dir: PathBuf::from("alert-rules"),
             evaluation_interval_secs: 30.0,
             webhook_urls: Vec::new(),
-            external_url: "http://127.0.0.1:8080".into(),
+            external_url: String::new(),
             delivery_attempts: 5,
         }
     }
@@ -417,13 +418,19 @@ fn fmt_burn(b: Option<f64>) -> String {
 fn summary(slo: &Slo, status: &SloStatus) -> String {
     match status.state {
         AlertState::Page | AlertState::Ticket => format!(
-            "{} is burning its error budget at {}x ({}); {} of the budget left",
+            "{} is burning its error budget at {}x ({}); {}",
             slo.display_name,
             fmt_burn(status.current_burn),
             status.state.as_str(),
-            status
-                .budget_remaining
-                .map_or("-".into(), |r| format!("{:.1}%", r * 100.0))
+            match status.budget_remaining {
+                Some(r) if r <= 0.0 => format!(
+                    "the {} budget is exhausted ({:.0}% spent)",
+                    humantime::format_duration(slo.window),
+                    (1.0 - r) * 100.0
+                ),
+                Some(r) => format!("{:.1}% of the budget left", r * 100.0),
+                None => "no events in the window".into(),
+            }
         ),
         _ => format!(
             "{} is back within its burn-rate thresholds",

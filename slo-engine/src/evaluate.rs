@@ -197,7 +197,7 @@ pub async fn evaluate(store: &Store, slo: &Slo, at_ns: i64) -> Result<SloStatus,
         at_ns,
         &find(slo.window),
         &windows,
-        |d| find(d),
+        find,
     ))
 }
 

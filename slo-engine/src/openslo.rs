@@ -781,6 +781,28 @@ spec:
     }
 
     #[test]
+    fn shipped_shop_slos_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../alert-rules");
+        let slos = load_dir(&dir).unwrap();
+        let names: Vec<&str> = slos.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "checkout-availability",
+                "checkout-latency",
+                "login-availability",
+                "catalog-latency",
+                "payments-availability"
+            ]
+        );
+        for s in &slos {
+            assert!(s.warnings.is_empty(), "{}: {:?}", s.name, s.warnings);
+        }
+        let payments = &slos[4];
+        assert_eq!(payments.tiers, standard_tiers(payments.window).to_vec());
+    }
+
+    #[test]
     fn a_ninety_percent_objective_warns_that_the_fast_page_cannot_fire() {
         let s = &load(&CHECKOUT.replace("target: 0.999", "target: 0.9")).unwrap()[0];
         assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);

@@ -19,6 +19,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error with any status.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// A 400 with a code and message.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {

@@ -8,6 +8,8 @@
 //! - `GET /api/v1/service-map`: caller -> callee edges with RED per edge.
 //! - `GET /api/v1/metrics`, `/metrics/rate`, `/metrics/quantile`: the metric
 //!   catalogue, counter rates, histogram quantiles.
+//! - `GET /api/v1/slos[/{name}]`, `GET /api/v1/incidents`,
+//!   `POST /api/v1/incidents/{id}/ack`: SLO status and incidents ([`slos`]).
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -23,6 +25,7 @@ use axum::routing::{get, post};
 
 pub mod api;
 pub mod explore;
+pub mod slos;
 
 /// Something that appends Prometheus text to the `/metrics` answer.
 pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -38,6 +41,8 @@ pub struct WebState {
     pub ready: Arc<AtomicBool>,
     /// Limits for SQL queries.
     pub query_limits: store::sql::QueryLimits,
+    /// The SLO engine, when SLOs are loaded.
+    pub slo: Option<Arc<slo_engine::engine::SloEngine>>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -65,6 +70,10 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/metrics", get(api::metrics_list))
         .route("/api/v1/metrics/rate", get(api::metrics_rate))
         .route("/api/v1/metrics/quantile", get(api::metrics_quantile))
+        .route("/api/v1/slos", get(slos::list))
+        .route("/api/v1/slos/{name}", get(slos::one))
+        .route("/api/v1/incidents", get(slos::incidents))
+        .route("/api/v1/incidents/{id}/ack", post(slos::acknowledge))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(api::not_found)
         .with_state(state)

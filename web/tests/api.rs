@@ -32,6 +32,7 @@ async fn state(limits: store::sql::QueryLimits) -> (WebState, tempfile::TempDir)
             metrics: Vec::new(),
             ready: Default::default(),
             query_limits: limits,
+            slo: None,
         },
         dir,
     )
@@ -305,6 +306,9 @@ async fn openapi_document_lists_every_endpoint() {
         "/api/v1/metrics",
         "/api/v1/metrics/rate",
         "/api/v1/metrics/quantile",
+        "/api/v1/slos",
+        "/api/v1/slos/{name}",
+        "/api/v1/incidents",
     ] {
         assert!(
             paths.iter().any(|x| x.as_str() == p),
@@ -317,7 +321,9 @@ async fn openapi_document_lists_every_endpoint() {
             continue;
         };
         let _ = op;
-        let uri = p.replace("{trace_id}", &"ab".repeat(16));
+        let uri = p
+            .replace("{trace_id}", &"ab".repeat(16))
+            .replace("{name}", "checkout");
         let uri = if uri.contains("red/operations") || uri.contains("red/series") {
             format!("{uri}?service=cart")
         } else if uri.ends_with("metrics/rate") || uri.ends_with("metrics/quantile") {
@@ -331,8 +337,77 @@ async fn openapi_document_lists_every_endpoint() {
             .unwrap();
         let st = resp.status();
         assert!(
-            st == 200 || (uri.contains("/traces/") && st == 404),
+            st == 200
+                || (uri.contains("/traces/") && st == 404)
+                // No SLO engine in this state: a 404 that says so.
+                || ((uri.contains("/slos") || uri.contains("/incidents")) && st == 404),
             "{uri}: {st}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_and_incident_endpoints() {
+    let (mut s, dir) = state(Default::default()).await;
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../alert-rules");
+    let slos = slo_engine::openslo::load_dir(&rules).unwrap();
+    let engine = slo_engine::engine::SloEngine::open(
+        s.store.clone(),
+        slos,
+        Default::default(),
+        &dir.path().join("state"),
+    )
+    .unwrap();
+    let at = BASE + 3_600_000_000_000;
+    engine.evaluate_at(at).await;
+    s.slo = Some(engine);
+
+    let (st, v) = get(&s, "/api/v1/slos").await;
+    assert_eq!(st, 200);
+    let list = v["slos"].as_array().unwrap();
+    assert_eq!(list.len(), 5);
+    assert!(
+        list.iter()
+            .all(|x| x["state"].is_string() && x["tiers"].is_array())
+    );
+    let (st, v) = get(&s, &format!("/api/v1/slos/checkout-availability?at={at}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["name"], "checkout-availability");
+    assert_eq!(v["at_ns"], at);
+    let (st, v) = get(&s, "/api/v1/slos/nope").await;
+    assert_eq!(st, 404);
+    assert_eq!(v["error"]["code"], "not_found");
+    let (st, v) = get(&s, "/api/v1/slos?at=yesterday").await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = get(&s, "/api/v1/incidents").await;
+    assert_eq!(
+        (st, v["incidents"].clone()),
+        (StatusCode::OK, serde_json::json!([]))
+    );
+
+    let ack = |body: &'static str| {
+        let s = s.clone();
+        async move {
+            let resp = app(s)
+                .oneshot(
+                    Request::post("/api/v1/incidents/7/ack")
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let st = resp.status();
+            let b = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (st, serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+        }
+    };
+    let (st, v) = ack(r#"{"by": "alice"}"#).await;
+    assert_eq!(st, 409);
+    assert_eq!(v["error"]["code"], "not_open");
+    let (st, v) = ack(r#"{"who": "alice"}"#).await;
+    assert_eq!(st, 400);
+    assert_eq!(v["error"]["code"], "invalid_body");
 }

@@ -137,6 +137,7 @@ async fn state() -> (WebState, tempfile::TempDir) {
             metrics: vec![],
             ready: Default::default(),
             query_limits: Default::default(),
+            slo: None,
         },
         dir,
     )

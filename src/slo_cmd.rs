@@ -1,0 +1,176 @@
+//! `burnwatch slo status`: every SLO's objective, window, SLI, budget left,
+//! burn per alert window and alert state, from a data directory or a
+//! running server.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+/// `burnwatch slo ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SloCommand {
+    /// Print each SLO's status.
+    Status(StatusArgs),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text.
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+/// Arguments of `burnwatch slo status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Evaluate over this data directory (read-only; fine beside a server).
+    #[arg(long, env = "BURNWATCH_DATA_DIR", conflicts_with = "url")]
+    pub data_dir: Option<PathBuf>,
+    /// Ask a running server instead, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// SLO definitions (with --data-dir) [default: ./alert-rules].
+    #[arg(long, env = "BURNWATCH_RULES_DIR", conflicts_with = "url")]
+    pub rules_dir: Option<PathBuf>,
+    /// Evaluation time: RFC 3339 or ns since the epoch [default: now].
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+fn parse_at(at: &str) -> anyhow::Result<i64> {
+    if let Ok(ns) = at.parse::<i64>() {
+        return Ok(ns);
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(at)
+        .with_context(|| format!("--at {at:?}: expected RFC 3339 or ns since the epoch"))?;
+    t.timestamp_nanos_opt().context("--at is out of range")
+}
+
+/// Runs the command.
+pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
+    let SloCommand::Status(args) = cmd;
+    let slos: Value = match &args.url {
+        Some(url) => {
+            let mut endpoint = format!("{}/api/v1/slos", url.trim_end_matches('/'));
+            if let Some(at) = &args.at {
+                endpoint.push_str(&format!("?at={}", parse_at(at)?));
+            }
+            let resp = reqwest::get(&endpoint)
+                .await
+                .with_context(|| format!("cannot reach {endpoint}"))?;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!("{status}: {}", body["error"]["message"]);
+            }
+            body["slos"].clone()
+        }
+        None => {
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data"));
+            let rules = args
+                .rules_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("alert-rules"));
+            let defs = slo_engine::openslo::load_dir(&rules)?;
+            let store = store::Store::open_read_only(store::StoreConfig {
+                data_dir: data_dir.clone(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot open {}", data_dir.display()))?;
+            let at = match &args.at {
+                Some(at) => parse_at(at)?,
+                None => chrono::Utc::now()
+                    .timestamp_nanos_opt()
+                    .context("clock out of range")?,
+            };
+            let mut out = Vec::new();
+            for slo in &defs {
+                out.push(slo_engine::evaluate::evaluate(&store, slo, at).await?);
+            }
+            serde_json::to_value(out)?
+        }
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&slos)?),
+        Format::Table => print!("{}", table(&slos)),
+    }
+    Ok(())
+}
+
+fn pct(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".into(), |f| format!("{:.2}%", f * 100.0))
+}
+
+fn burn(v: &Value) -> String {
+    v.as_f64().map_or("-".into(), |f| format!("{f:.2}"))
+}
+
+fn dur(secs: &Value) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs.as_u64().unwrap_or(0)))
+        .to_string()
+}
+
+/// Renders statuses as text: one line per SLO, one indented line per tier.
+fn table(slos: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    let list = slos.as_array().unwrap_or(&empty);
+    if list.is_empty() {
+        out.push_str("no SLOs\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<24} {:>9} {:>6} {:<22} {:>9} {:>10} {:>9} {:<17}",
+        "SLO", "OBJECTIVE", "WINDOW", "SLI", "SLI VALUE", "BUDGET", "EVENTS", "STATE"
+    );
+    for s in list {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>9} {:>6} {:<22} {:>9} {:>10} {:>9} {:<17}",
+            s["name"].as_str().unwrap_or("?"),
+            pct(&s["objective"]),
+            dur(&s["window_secs"]),
+            s["sli_kind"].as_str().unwrap_or("?"),
+            pct(&s["sli"]),
+            pct(&s["budget_remaining"]),
+            s["total"],
+            s["state"].as_str().unwrap_or("?"),
+        );
+        for t in s["tiers"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(
+                out,
+                "    {:<6} {:>3}/{:<4} burn {:>8} / {:<8} threshold {:>6}{}",
+                t["severity"].as_str().unwrap_or("?"),
+                dur(&t["long_secs"]),
+                dur(&t["short_secs"]),
+                burn(&t["long_burn"]),
+                burn(&t["short_burn"]),
+                burn(&t["factor"]),
+                if t["firing"].as_bool() == Some(true) {
+                    "  FIRING"
+                } else if t["insufficient_data"].as_bool() == Some(true) {
+                    "  (insufficient data)"
+                } else {
+                    ""
+                }
+            );
+        }
+        for w in s["warnings"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(out, "    warning: {}", w.as_str().unwrap_or(""));
+        }
+    }
+    out
+}

@@ -1,0 +1,291 @@
+//! Burn-rate alerting end to end on the demo shop: a payments outage (chaos)
+//! makes checkouts fail; the SLO engine opens a page incident within 65 s
+//! at a 99.9% objective; a real webhook receiver gets the page exactly once
+//! (Alertmanager payload, version 4); clearing the outage resolves the
+//! incident and sends a resolved notification. The SLO uses short windows
+//! (2m/15s page, 4m/30s ticket) so recovery is observable in real time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_burnwatch");
+
+const RULES: &str = r#"
+apiVersion: openslo/v1
+kind: AlertPolicy
+metadata: {name: fast}
+spec:
+  conditions:
+    - spec:
+        severity: page
+        condition: {kind: burnrate, op: gte, threshold: 14.4, lookbackWindow: 2m, alertAfter: 15s}
+    - spec:
+        severity: ticket
+        condition: {kind: burnrate, op: gte, threshold: 6, lookbackWindow: 4m, alertAfter: 30s}
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata: {name: checkout-availability, displayName: Checkout availability}
+spec:
+  service: shop
+  indicator:
+    metadata: {name: checkout-errors}
+    spec:
+      ratioMetric:
+        counter: true
+        bad:
+          metricSource: {type: burnwatch, spec: {service: gateway, route: /api/checkout, errors: true}}
+        total:
+          metricSource: {type: burnwatch, spec: {service: gateway, route: /api/checkout}}
+  timeWindow: [{duration: 1h, isRolling: true}]
+  budgetingMethod: Occurrences
+  objectives: [{target: 0.999}]
+  alertPolicies: [{alertPolicyRef: fast}]
+"#;
+
+/// A webhook receiver on a real socket: answers 200 and keeps each JSON body.
+fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                g.lock().unwrap().push(v);
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (url, got)
+}
+
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn get(http: &reqwest::blocking::Client, url: &str) -> Value {
+    http.get(url).send().unwrap().json().unwrap()
+}
+
+fn chaos(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new(EXE)
+        .args(["demo", "chaos", "payments"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn pages(got: &Arc<Mutex<Vec<Value>>>) -> usize {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "firing" && p["alerts"][0]["labels"]["severity"] == "page")
+        .count()
+}
+
+#[test]
+fn payments_outage_pages_once_and_recovery_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("checkout.yaml"), RULES).unwrap();
+    let (hook, got) = receiver();
+
+    let mut child = Command::new(EXE)
+        .args([
+            "demo",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--shop-port-base",
+            "0",
+            "--rps",
+            "30",
+            "--users",
+            "10",
+            "--mix",
+            "browse=30,product=10,checkout=60",
+            "--slo-interval",
+            "2",
+            "--alert-webhook",
+            &hook,
+        ])
+        .arg("--rules-dir")
+        .arg(&rules)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("BURNWATCH_LOG", "warn")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "300")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let demo = Demo(child);
+    let api = loop {
+        let line = lines.next().expect("demo exited early").unwrap();
+        if let Some(rest) = line.strip_prefix("burnwatch demo: dashboard ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| println!("{l}")));
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let data_dir = dir.path().join("data");
+
+    // Healthy: the SLO is evaluated and no incident opens.
+    wait("healthy evaluation", Duration::from_secs(60), || {
+        let v = get(&http, &format!("{api}/api/v1/slos"));
+        let s = &v["slos"][0];
+        (s["total"].as_u64().unwrap_or(0) >= 20 && s["state"] == "ok").then_some(())
+    });
+    assert_eq!(
+        get(&http, &format!("{api}/api/v1/incidents"))["incidents"],
+        serde_json::json!([])
+    );
+
+    // Payments goes down: checkouts fail; a page within 65 s.
+    chaos(&data_dir, &["--outage"]);
+    let (incident, took) = wait("page incident", Duration::from_secs(65), || {
+        let v = get(&http, &format!("{api}/api/v1/incidents"));
+        v["incidents"]
+            .as_array()
+            .and_then(|a| a.first().cloned())
+            .filter(|i| i["severity"] == "page" && i["state"] == "open")
+    });
+    println!("page incident after {took:?}: {}", incident["summary"]);
+    wait("page notification", Duration::from_secs(20), || {
+        (pages(&got) >= 1).then_some(())
+    });
+    // More evaluation rounds during the outage: still one page.
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(pages(&got), 1, "{:#?}", got.lock().unwrap());
+    let first = got.lock().unwrap()[0].clone();
+    assert_eq!(first["version"], "4");
+    assert_eq!(first["receiver"], "burnwatch");
+    assert_eq!(first["alerts"][0]["labels"]["slo"], "checkout-availability");
+    assert_eq!(first["alerts"][0]["labels"]["alertname"], "SLOBurnRate");
+    assert_eq!(
+        first["alerts"][0]["annotations"]["incident_id"],
+        incident["id"].to_string()
+    );
+
+    // The CLI shows the page, from the server and from the data directory.
+    let out = Command::new(EXE)
+        .args(["slo", "status", "--url", &api])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("checkout-availability") && text.contains("page"),
+        "{text}"
+    );
+    let out = Command::new(EXE)
+        .args(["slo", "status", "--format", "json"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--rules-dir")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v[0]["bad"].as_u64().unwrap() > 0, "{v}");
+
+    // Recovery resolves the incident and notifies.
+    chaos(&data_dir, &["--clear"]);
+    let (_, took) = wait("resolution", Duration::from_secs(120), || {
+        let v = get(&http, &format!("{api}/api/v1/incidents"));
+        (v["incidents"][0]["state"] == "resolved").then_some(())
+    });
+    println!("resolved {took:?} after clearing");
+    wait("resolved notification", Duration::from_secs(20), || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|p| p["status"] == "resolved")
+            .then_some(())
+    });
+    assert_eq!(pages(&got), 1);
+    let incidents = get(&http, &format!("{api}/api/v1/incidents"));
+    assert_eq!(incidents["incidents"].as_array().unwrap().len(), 1);
+    let m = http
+        .get(format!("{api}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        m.contains("burnwatch_slo_alert_state{slo=\"checkout-availability\"} 1"),
+        "{m}"
+    );
+    drop(demo);
+}
