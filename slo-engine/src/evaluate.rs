@@ -280,3 +280,75 @@ pub fn status_from_counts(
         warnings: slo.warnings.clone(),
     }
 }
+
+/// Cumulative events and bad events of an SLO over its window, in `points`
+/// equal buckets ending at `at_ns` (for the error-budget burn-down chart).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BurnPoint {
+    /// End of the bucket, ns since the epoch.
+    pub time_ns: i64,
+    /// Events from the window start to here.
+    pub total: u64,
+    /// Bad events from the window start to here.
+    pub bad: u64,
+}
+
+/// The burn-down series of `slo` at `at_ns` (one scan, `points` buckets).
+pub async fn burndown(
+    store: &Store,
+    slo: &Slo,
+    at_ns: i64,
+    points: usize,
+) -> Result<Vec<BurnPoint>, QueryError> {
+    let points = points.clamp(2, 500) as i64;
+    let from = at_ns - slo.window.as_nanos() as i64;
+    let step = ((at_ns - from) / points).max(1);
+    let sql = format!(
+        "SELECT CAST((CAST(start_time AS BIGINT) - {from}) / {step} AS BIGINT) AS b, count(*) AS t, \
+         sum(CASE WHEN ({bad}) THEN 1 ELSE 0 END) AS e \
+         FROM spans WHERE ({total}) AND start_time >= to_timestamp_nanos({from}) AND start_time < to_timestamp_nanos({at_ns}) \
+         GROUP BY 1 ORDER BY 1",
+        bad = slo.sli.bad,
+        total = slo.sli.total
+    );
+    let limits = QueryLimits {
+        max_rows: points as usize + 1,
+        timeout_secs: 120.0,
+        ..QueryLimits::default()
+    };
+    let result = store::sql::run(store, &sql, &limits).await?;
+    let mut per = vec![(0u64, 0u64); points as usize];
+    for batch in &result.batches {
+        let col = |i: usize| {
+            arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Int64)
+                .map(|c| c.as_primitive::<Int64Type>().clone())
+        };
+        let (Ok(b), Ok(t), Ok(e)) = (col(0), col(1), col(2)) else {
+            continue;
+        };
+        for r in 0..batch.num_rows() {
+            let i = b.value(r).clamp(0, points - 1) as usize;
+            per[i].0 += t.value(r).max(0) as u64;
+            per[i].1 += if e.is_null(r) {
+                0
+            } else {
+                e.value(r).max(0) as u64
+            };
+        }
+    }
+    let mut total = 0;
+    let mut bad = 0;
+    Ok(per
+        .into_iter()
+        .enumerate()
+        .map(|(i, (t, e))| {
+            total += t;
+            bad += e;
+            BurnPoint {
+                time_ns: from + (i as i64 + 1) * step,
+                total,
+                bad,
+            }
+        })
+        .collect())
+}

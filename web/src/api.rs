@@ -28,6 +28,11 @@ impl ApiError {
         }
     }
 
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// A 400 with a code and message.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {

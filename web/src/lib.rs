@@ -1,5 +1,6 @@
-//! Burnwatch's HTTP side: the JSON API, self-telemetry and health endpoints;
-//! the dashboard builds on the same router.
+//! Burnwatch's HTTP side: the dashboard ([`ui`]: `/`, `/slos`,
+//! `/slos/{name}`, `/incidents`), the JSON API, self-telemetry and health
+//! endpoints, on one router.
 //!
 //! - `POST /api/v1/query`: one read-only SQL query, JSON / CSV / Arrow IPC out ([`api`]).
 //! - `GET /api/v1/red/{services,operations,series}`: RED metrics over a window.
@@ -26,6 +27,7 @@ use axum::routing::{get, post};
 pub mod api;
 pub mod explore;
 pub mod slos;
+pub mod ui;
 
 /// Something that appends Prometheus text to the `/metrics` answer.
 pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -56,6 +58,10 @@ impl std::fmt::Debug for WebState {
 /// The HTTP router.
 pub fn app(state: WebState) -> Router {
     Router::new()
+        .route("/", get(ui::overview))
+        .route("/slos", get(ui::slo_list))
+        .route("/slos/{name}", get(ui::slo_page))
+        .route("/incidents", get(ui::incident_list))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

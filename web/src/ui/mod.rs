@@ -1,0 +1,521 @@
+//! The dashboard: Leptos components rendered on the server into complete
+//! HTML pages, next to the JSON API. Every view is a URL (time range and
+//! refresh in the query string), so a link pasted into an incident channel
+//! opens the same view. Charts are SVG drawn here, no JavaScript library.
+//!
+//! - `/`: overview: open incidents, SLOs at a glance, services with RED and
+//!   a request-rate sparkline.
+//! - `/slos/{name}`: an SLO: objective, SLI, budget, burn-rate table per
+//!   alert window with state, the error-budget burn-down, its incidents.
+//! - `/incidents`: incidents with their timelines.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use leptos::prelude::*;
+use serde::Deserialize;
+use slo_engine::evaluate::{BurnPoint, SloStatus};
+use slo_engine::incidents::Incident;
+use slo_engine::red::{Red, Window};
+
+use crate::WebState;
+
+mod charts;
+
+use charts::{BurnDown, Sparkline};
+
+const STYLE: &str = r#"
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
+header{background:#1d2330;color:#fff;padding:8px 16px;display:flex;gap:24px;align-items:center}
+header a{color:#cfd6e4;text-decoration:none}header a.brand{color:#fff;font-weight:700}
+main{padding:16px;max-width:1280px;margin:auto}
+section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:12px 16px;margin-bottom:16px}
+h1{font-size:20px;margin:0 0 12px}h2{font-size:16px;margin:0 0 8px}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef0f4}
+th{font-weight:600;color:#5b6475}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
+.page{background:#fde2e1;color:#b3261e}.ticket{background:#fff0d6;color:#8a5300}
+.ok{background:#dcf3e3;color:#1e6b35}.insufficient_data{background:#e8eaef;color:#5b6475}
+.open{background:#fde2e1;color:#b3261e}.acknowledged{background:#fff0d6;color:#8a5300}.resolved{background:#dcf3e3;color:#1e6b35}
+.error{background:#fde2e1;border-color:#f3b3ae;color:#b3261e}
+.muted{color:#7a8294}.ranges a{margin-right:8px}.ranges a.on{font-weight:700}
+.firing{color:#b3261e;font-weight:600}
+"#;
+
+/// Query parameters every page takes.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ViewParams {
+    /// Relative range ending now (or at `to`): `15m`, `1h`, `6h`, `24h`, `7d`.
+    pub range: Option<String>,
+    /// End of the range: RFC 3339 or ns since the epoch [default: now].
+    pub to: Option<String>,
+    /// Auto-refresh period in seconds; 0 turns it off [default: 30].
+    pub refresh: Option<u64>,
+}
+
+struct View {
+    window: Window,
+    range: String,
+    refresh: u64,
+    query: String,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl ViewParams {
+    fn resolve(&self) -> Result<View, String> {
+        let range = self.range.clone().unwrap_or_else(|| "1h".into());
+        let len = humantime::parse_duration(&range)
+            .map_err(|e| format!("range {range:?}: {e} (try 15m, 1h, 24h)"))?;
+        if len < Duration::from_secs(60) || len > Duration::from_secs(90 * 86400) {
+            return Err(format!("range {range:?} must be between 1m and 90d"));
+        }
+        let to = match &self.to {
+            Some(t) => crate::api::parse_time("to", t).map_err(|e| e.message().to_string())?,
+            None => now_ns(),
+        };
+        let window = Window::new(to - len.as_nanos() as i64, to).map_err(|e| e.to_string())?;
+        let refresh = self.refresh.unwrap_or(30);
+        let mut query = format!("range={range}&refresh={refresh}");
+        if let Some(t) = &self.to {
+            query.push_str(&format!("&to={t}"));
+        }
+        Ok(View {
+            window,
+            range,
+            refresh,
+            query,
+        })
+    }
+}
+
+/// The page around a body: head, style, navigation, range picker.
+fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response {
+    let refresh = view
+        .filter(|v| v.refresh > 0 && v.window.to_ns >= now_ns() - 60_000_000_000)
+        .map(|v| format!(r#"<meta http-equiv="refresh" content="{}">"#, v.refresh))
+        .unwrap_or_default();
+    let q = view.map(|v| v.query.clone()).unwrap_or_default();
+    let ranges = view
+        .map(|v| {
+            ["15m", "1h", "6h", "24h", "7d"]
+                .iter()
+                .map(|r| {
+                    format!(
+                        r#"<a class="{}" href="{path}?range={r}&refresh={}">{r}</a>"#,
+                        if *r == v.range { "on" } else { "" },
+                        v.refresh
+                    )
+                })
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let nav = view! {
+        <header>
+            <a class="brand" href=format!("/?{q}")>"Burnwatch"</a>
+            <a href=format!("/?{q}")>"Overview"</a>
+            <a href=format!("/slos?{q}")>"SLOs"</a>
+            <a href=format!("/incidents?{q}")>"Incidents"</a>
+        </header>
+    }
+    .to_html();
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · Burnwatch</title>{refresh}<style>{STYLE}</style></head><body>{nav}<main><div class=\"ranges muted\">{ranges}</div>{body}</main></body></html>",
+        escape(title)
+    );
+    Html(html).into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn error_page(status: StatusCode, title: &str, message: String) -> Response {
+    let body = view! {
+        <section class="error"><h1>{title.to_string()}</h1><p>{message}</p></section>
+    }
+    .to_html();
+    let mut r = page(title, None, "/", body);
+    *r.status_mut() = status;
+    r
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("–".into(), |f| format!("{:.2}%", f * 100.0))
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or("–".into(), |f| format!("{f:.2}"))
+}
+
+fn ago(ns: i64) -> String {
+    let secs = ((now_ns() - ns) / 1_000_000_000).max(0) as u64;
+    format!(
+        "{} ago",
+        humantime::format_duration(Duration::from_secs(secs))
+    )
+}
+
+#[component]
+fn StateBadge(state: String) -> impl IntoView {
+    let label = state.replace('_', " ");
+    view! { <span class=format!("badge {state}")>{label}</span> }
+}
+
+#[component]
+fn IncidentRows(incidents: Vec<Incident>, query: String) -> impl IntoView {
+    if incidents.is_empty() {
+        return view! { <p class="muted">"No incidents."</p> }.into_any();
+    }
+    view! {
+        <table>
+            <tr><th>"#"</th><th>"SLO"</th><th>"severity"</th><th>"state"</th><th>"opened"</th><th>"summary"</th></tr>
+            {incidents
+                .into_iter()
+                .map(|i| {
+                    let href = format!("/incidents?{query}#incident-{}", i.id);
+                    let slo_href = format!("/slos/{}?{query}", i.slo);
+                    view! {
+                        <tr>
+                            <td><a href=href>{i.id}</a></td>
+                            <td><a href=slo_href>{i.slo.clone()}</a></td>
+                            <td><StateBadge state=i.severity.clone()/></td>
+                            <td><StateBadge state=i.state.clone()/></td>
+                            <td>{ago(i.opened_ns)}</td>
+                            <td>{i.summary.clone()}</td>
+                        </tr>
+                    }
+                })
+                .collect_view()}
+        </table>
+    }
+    .into_any()
+}
+
+#[component]
+fn SloRows(slos: Vec<SloStatus>, query: String) -> impl IntoView {
+    if slos.is_empty() {
+        return view! { <p class="muted">"No SLOs are defined (see alert-rules/)."</p> }.into_any();
+    }
+    view! {
+        <table>
+            <tr><th>"SLO"</th><th>"objective"</th><th>"window"</th><th>"SLI"</th><th>"budget left"</th><th>"burn (1st tier)"</th><th>"state"</th></tr>
+            {slos
+                .into_iter()
+                .map(|s| {
+                    let href = format!("/slos/{}?{query}", s.name);
+                    view! {
+                        <tr>
+                            <td><a href=href>{s.display_name.clone()}</a></td>
+                            <td class="num">{pct(Some(s.objective))}</td>
+                            <td>{humantime::format_duration(Duration::from_secs(s.window_secs)).to_string()}</td>
+                            <td class="num">{pct(s.sli)}</td>
+                            <td class="num">{pct(s.budget_remaining)}</td>
+                            <td class="num">{num(s.current_burn)}</td>
+                            <td><StateBadge state=s.state.as_str().to_string()/></td>
+                        </tr>
+                    }
+                })
+                .collect_view()}
+        </table>
+    }
+    .into_any()
+}
+
+fn slo_statuses(s: &WebState) -> Vec<SloStatus> {
+    let mut v = s
+        .slo
+        .as_ref()
+        .map(|e| e.last_statuses())
+        .unwrap_or_default();
+    // Least budget left first.
+    v.sort_by(|a, b| {
+        a.budget_remaining
+            .unwrap_or(f64::INFINITY)
+            .total_cmp(&b.budget_remaining.unwrap_or(f64::INFINITY))
+    });
+    v
+}
+
+fn incidents(s: &WebState, limit: usize) -> Vec<Incident> {
+    s.slo
+        .as_ref()
+        .and_then(|e| e.incidents(limit).ok())
+        .unwrap_or_default()
+}
+
+/// `GET /`: the overview.
+pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
+    let view = match p.resolve() {
+        Ok(v) => v,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+    };
+    let services: Result<Vec<Red>, String> = slo_engine::red::services(&s.store, &view.window)
+        .await
+        .map_err(|e| e.to_string());
+    let step = ((view.window.to_ns - view.window.from_ns) / 1_000_000_000 / 30).max(1);
+    let mut sparks = std::collections::HashMap::new();
+    if let Ok(list) = &services {
+        for r in list.iter().take(30) {
+            if let Ok(points) =
+                slo_engine::red::series(&s.store, &r.service, None, &view.window, step).await
+            {
+                sparks.insert(
+                    r.service.clone(),
+                    points.iter().map(|p| p.rate).collect::<Vec<_>>(),
+                );
+            }
+        }
+    }
+    let mut open: Vec<Incident> = incidents(&s, 200)
+        .into_iter()
+        .filter(|i| i.state != "resolved")
+        .collect();
+    open.sort_by_key(|i| (i.severity != "page", -i.opened_ns));
+    let q = view.query.clone();
+    let services_view = match services {
+        Err(e) => view! { <p class="error">"Services could not be loaded: " {e}</p> }.into_any(),
+        Ok(list) if list.is_empty() => view! {
+            <p class="muted">"No server spans in this range. Point an OpenTelemetry exporter at the OTLP ports, or run `burnwatch demo`."</p>
+        }
+        .into_any(),
+        Ok(list) => view! {
+            <table>
+                <tr><th>"service"</th><th>"req/s"</th><th>"errors"</th><th>"p95 ms"</th><th>"p99 ms"</th><th>"rate"</th></tr>
+                {list
+                    .into_iter()
+                    .map(|r| {
+                        let spark = sparks.get(&r.service).cloned().unwrap_or_default();
+                        let class = if r.error_ratio > 0.01 { "num firing" } else { "num" };
+                        view! {
+                            <tr>
+                                <td>{r.service.clone()}</td>
+                                <td class="num">{format!("{:.2}", r.rate)}</td>
+                                <td class=class>{pct(Some(r.error_ratio))}</td>
+                                <td class="num">{format!("{:.1}", r.p95_ms)}</td>
+                                <td class="num">{format!("{:.1}", r.p99_ms)}</td>
+                                <td><Sparkline values=spark/></td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </table>
+        }
+        .into_any(),
+    };
+    let body = view! {
+        <h1>"Overview"</h1>
+        <section id="open-incidents"><h2>"Open incidents"</h2><IncidentRows incidents=open query=q.clone()/></section>
+        <section id="slos"><h2>"SLOs"</h2><SloRows slos=slo_statuses(&s) query=q.clone()/></section>
+        <section id="services"><h2>"Services"</h2>{services_view}</section>
+    }
+    .to_html();
+    page("Overview", Some(&view), "/", body)
+}
+
+/// `GET /slos`: every SLO, least budget left first.
+pub async fn slo_list(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
+    let view = match p.resolve() {
+        Ok(v) => v,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+    };
+    let body = view! {
+        <h1>"SLOs"</h1>
+        <section><SloRows slos=slo_statuses(&s) query=view.query.clone()/></section>
+    }
+    .to_html();
+    page("SLOs", Some(&view), "/slos", body)
+}
+
+/// `GET /slos/{name}`: one SLO with its burn rates and budget burn-down.
+pub async fn slo_page(
+    State(s): State<WebState>,
+    Path(name): Path<String>,
+    Query(p): Query<ViewParams>,
+) -> Response {
+    let view = match p.resolve() {
+        Ok(v) => v,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+    };
+    let Some(engine) = s.slo.clone() else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "No SLOs",
+            "No SLO engine is running (no rules directory).".into(),
+        );
+    };
+    let Some(def) = engine.slos().iter().find(|d| d.name == name).cloned() else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "Unknown SLO",
+            format!("No SLO named {name:?}."),
+        );
+    };
+    let at = view.window.to_ns;
+    let status = if p.to.is_some() {
+        slo_engine::evaluate::evaluate(&s.store, &def, at).await
+    } else {
+        match engine.last_statuses().into_iter().find(|x| x.name == name) {
+            Some(st) => Ok(st),
+            None => slo_engine::evaluate::evaluate(&s.store, &def, at).await,
+        }
+    };
+    let status = match status {
+        Ok(st) => st,
+        Err(e) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Evaluation failed",
+                e.to_string(),
+            );
+        }
+    };
+    let burn: Vec<BurnPoint> = slo_engine::evaluate::burndown(&s.store, &def, status.at_ns, 120)
+        .await
+        .unwrap_or_default();
+    let mine: Vec<Incident> = incidents(&s, 500)
+        .into_iter()
+        .filter(|i| i.slo == name)
+        .collect();
+    let q = view.query.clone();
+    let tte = status
+        .time_to_exhaustion_secs
+        .map(|t| humantime::format_duration(Duration::from_secs(t as u64)).to_string())
+        .unwrap_or_else(|| "–".into());
+    let body = view! {
+        <h1>{status.display_name.clone()} " " <StateBadge state=status.state.as_str().to_string()/></h1>
+        <section id="summary">
+            <table>
+                <tr><th>"objective"</th><th>"window"</th><th>"SLI"</th><th>"events"</th><th>"bad"</th><th>"SLI value"</th><th>"budget left"</th><th>"budget exhausted in"</th></tr>
+                <tr>
+                    <td class="num">{pct(Some(status.objective))}</td>
+                    <td>{humantime::format_duration(Duration::from_secs(status.window_secs)).to_string()}</td>
+                    <td>{status.sli_kind.clone()}</td>
+                    <td class="num">{status.total}</td>
+                    <td class="num">{status.bad}</td>
+                    <td class="num">{pct(status.sli)}</td>
+                    <td class="num" id="budget-left">{pct(status.budget_remaining)}</td>
+                    <td class="num">{tte}</td>
+                </tr>
+            </table>
+            <p class="muted">{def.description.clone()}</p>
+            {status.warnings.iter().map(|w| view! { <p class="error">{w.clone()}</p> }).collect_view()}
+        </section>
+        <section id="burn-rates">
+            <h2>"Burn rate per alert window"</h2>
+            <table>
+                <tr><th>"severity"</th><th>"long window"</th><th>"short window"</th><th>"threshold"</th><th>"long burn"</th><th>"short burn"</th><th>"events (long)"</th><th>"state"</th></tr>
+                {status
+                    .tiers
+                    .iter()
+                    .map(|t| {
+                        let state = if t.firing {
+                            "firing"
+                        } else if t.insufficient_data {
+                            "insufficient data"
+                        } else {
+                            "ok"
+                        };
+                        let class = if t.firing { "firing" } else { "" };
+                        view! {
+                            <tr>
+                                <td><StateBadge state=t.severity.to_string()/></td>
+                                <td>{humantime::format_duration(Duration::from_secs(t.long_secs)).to_string()}</td>
+                                <td>{humantime::format_duration(Duration::from_secs(t.short_secs)).to_string()}</td>
+                                <td class="num">{format!("{:.2}x", t.factor)}</td>
+                                <td class="num">{num(t.long_burn)}</td>
+                                <td class="num">{num(t.short_burn)}</td>
+                                <td class="num">{t.long_events}</td>
+                                <td class=class>{state}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </table>
+        </section>
+        <section id="burndown">
+            <h2>"Error budget over the window"</h2>
+            <BurnDown points=burn objective=status.objective/>
+        </section>
+        <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q/></section>
+    }
+    .to_html();
+    page(
+        &status.display_name,
+        Some(&view),
+        &format!("/slos/{name}"),
+        body,
+    )
+}
+
+/// `GET /incidents`: every incident with its timeline.
+pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
+    let view = match p.resolve() {
+        Ok(v) => v,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+    };
+    let list = incidents(&s, 200);
+    let q = view.query.clone();
+    let body = view! {
+        <h1>"Incidents"</h1>
+        <section><IncidentRows incidents=list.clone() query=q.clone()/></section>
+        {list
+            .into_iter()
+            .map(|i| {
+                let id = format!("incident-{}", i.id);
+                let slo_href = format!("/slos/{}?{q}", i.slo);
+                view! {
+                    <section id=id>
+                        <h2>"#" {i.id} " " <a href=slo_href>{i.slo.clone()}</a> " " <StateBadge state=i.severity.clone()/> " " <StateBadge state=i.state.clone()/></h2>
+                        <p>{i.summary.clone()}</p>
+                        {i.acknowledged_by.clone().map(|by| view! { <p class="muted">"acknowledged by " {by}</p> })}
+                        <table>
+                            <tr><th>"when"</th><th>"event"</th><th>"detail"</th></tr>
+                            {i.timeline
+                                .iter()
+                                .map(|t| view! {
+                                    <tr>
+                                        <td>{ago(t.at_ns)}</td>
+                                        <td>{t.event.clone()}</td>
+                                        <td class="muted">{timeline_detail(&t.detail)}</td>
+                                    </tr>
+                                })
+                                .collect_view()}
+                        </table>
+                    </section>
+                }
+            })
+            .collect_view()}
+    }
+    .to_html();
+    page("Incidents", Some(&view), "/incidents", body)
+}
+
+fn timeline_detail(d: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    for key in ["state", "target", "status", "by", "attempts", "error"] {
+        if let Some(v) = d.get(key).filter(|v| !v.is_null()) {
+            parts.push(format!(
+                "{key}: {}",
+                v.as_str().map_or(v.to_string(), str::to_string)
+            ));
+        }
+    }
+    if let Some(b) = d.get("current_burn").and_then(|v| v.as_f64()) {
+        parts.push(format!("burn {b:.2}x"));
+    }
+    if let Some(r) = d.get("budget_remaining").and_then(|v| v.as_f64()) {
+        parts.push(format!("budget left {:.1}%", r * 100.0));
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,214 @@
+//! The dashboard in a real headless Chromium: the server runs on a real
+//! socket over a store with an hour of checkout traffic whose last ten
+//! minutes fail; the SLO engine (the shop's SLOs from alert-rules/) has
+//! opened a page incident. Chromium loads each page; the test reads the DOM
+//! it rendered and keeps a screenshot of each page in the target directory.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use store::rows::{Attr, Origin, SpanKind, SpanRecord, SpansBuilder, StatusCode};
+use store::{Store, StoreConfig, Table};
+use web::{WebState, app};
+
+const SEC: i64 = 1_000_000_000;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// One checkout per second over the last hour; the last 10 minutes fail.
+fn checkouts(now: i64) -> arrow::array::RecordBatch {
+    let mut b = SpansBuilder::new();
+    let res = vec![Attr::new("service.name", "gateway")];
+    for i in 0..3600i64 {
+        let start = now - 3600 * SEC + i * SEC;
+        let bad = i >= 3000;
+        b.append(
+            &Origin {
+                service_name: "gateway",
+                resource_attributes: &res,
+                scope_name: "",
+                scope_version: "",
+            },
+            &SpanRecord {
+                trace_id: (i as u128 + 1).to_be_bytes(),
+                span_id: (i as u64 + 1).to_be_bytes(),
+                parent_span_id: None,
+                trace_state: "",
+                flags: 0,
+                name: "POST /api/checkout",
+                kind: SpanKind::Server,
+                start_time_ns: start,
+                end_time_ns: start + 30_000_000,
+                status_code: if bad {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                },
+                status_message: "",
+                attributes: vec![
+                    Attr::new("http.route", "/api/checkout"),
+                    Attr::new("http.response.status_code", if bad { "502" } else { "201" }),
+                ],
+                dropped_attributes_count: 0,
+                events: vec![],
+                dropped_events_count: 0,
+                links: vec![],
+                dropped_links_count: 0,
+            },
+        );
+    }
+    b.finish()
+}
+
+fn chromium() -> String {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return c.to_string();
+        }
+    }
+    panic!("no Chromium found: install Debian's `chromium` (./scripts/test.sh does)");
+}
+
+/// Loads `url` in headless Chromium; returns the DOM after load and saves a
+/// screenshot as `name.png`.
+fn browse(browser: &str, url: &str, name: &str) -> String {
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1300,1100",
+    ];
+    let run = |extra: &str| {
+        Command::new(browser)
+            .args(common)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(extra)
+            .arg(url)
+            .output()
+            .unwrap()
+    };
+    let dom = run("--dump-dom");
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot = shots.join(format!("{name}.png"));
+    let s = run(&format!("--screenshot={}", shot.display()));
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "empty screenshot"
+    );
+    String::from_utf8(dom.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_render_in_chromium() {
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let now = now_ns();
+    store.write(Table::Spans, checkouts(now)).await.unwrap();
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../alert-rules");
+    let slos = slo_engine::openslo::load_dir(&rules).unwrap();
+    let engine = slo_engine::engine::SloEngine::open(
+        store.clone(),
+        slos,
+        Default::default(),
+        &dir.path().join("state"),
+    )
+    .unwrap();
+    let statuses = engine.evaluate_at(now).await;
+    let checkout = statuses
+        .iter()
+        .find(|s| s.name == "checkout-availability")
+        .unwrap();
+    assert_eq!(checkout.state.as_str(), "page");
+
+    let state = WebState {
+        store,
+        metrics: vec![],
+        ready: Default::default(),
+        query_limits: Default::default(),
+        slo: Some(engine),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+
+    let b = browser.clone();
+    let base2 = base.clone();
+    let pages = tokio::task::spawn_blocking(move || {
+        [
+            ("overview", "/?refresh=0"),
+            ("slo", "/slos/checkout-availability?refresh=0"),
+            ("slos", "/slos?refresh=0"),
+            ("incidents", "/incidents?refresh=0"),
+            ("missing", "/slos/nope"),
+        ]
+        .map(|(name, path)| browse(&b, &format!("{base2}{path}"), name))
+    })
+    .await
+    .unwrap();
+    let [overview, slo, slos, incidents, missing] = pages;
+
+    // Overview: the open page incident on top, SLOs, services with RED.
+    assert!(overview.contains("<h1>Overview</h1>"), "{overview}");
+    let open = &overview[overview.find("id=\"open-incidents\"").unwrap()..];
+    assert!(open.contains("checkout-availability"), "{open}");
+    assert!(open.contains("badge page"), "{open}");
+    assert!(overview.contains("Checkout availability"));
+    assert!(overview.contains("<td>gateway</td>"), "{overview}");
+    assert!(overview.contains("class=\"sparkline\""), "{overview}");
+
+    // SLO page: burn-rate table with the fast tier firing, budget, chart.
+    assert!(slo.contains("Burn rate per alert window"), "{slo}");
+    assert!(slo.contains("14.40x"), "{slo}");
+    assert!(slo.contains("firing"), "{slo}");
+    assert!(slo.contains("id=\"budget-left\""), "{slo}");
+    assert!(slo.contains("class=\"burndown\""), "{slo}");
+    // 600 bad of 3600: SLI 83.33%.
+    assert!(slo.contains("83.33%"), "{slo}");
+
+    // SLO list: least budget left first.
+    let first = slos.find("Checkout availability").unwrap();
+    let calm = slos.find("Login availability").unwrap();
+    assert!(first < calm, "{slos}");
+
+    // Incidents: the timeline of the open incident.
+    assert!(incidents.contains("id=\"incident-1\""), "{incidents}");
+    assert!(incidents.contains("opened"), "{incidents}");
+
+    // Errors are shown in the page, never a blank one.
+    assert!(missing.contains("No SLO named"), "{missing}");
+
+    // Deep links keep the view: a bad range is explained, in the page.
+    let r = reqwest::get(format!("{base}/?range=forever"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("range"));
+}
