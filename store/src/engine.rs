@@ -275,15 +275,16 @@ impl Store {
     /// removes files left by interrupted flushes or compactions, replays the
     /// WAL and starts the WAL thread. Must be called inside a Tokio runtime.
     pub async fn open(config: StoreConfig) -> Result<Store> {
-        let cfg = config.clone();
+        let cfg = absolute_data_dir(config)?;
         tokio::task::spawn_blocking(move || Store::open_blocking(cfg))
             .await
             .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
     }
 
     fn open_blocking(config: StoreConfig) -> Result<Store> {
+        crate::fsutil::create_dir_durable(&config.data_dir)?;
+        let config = absolute_data_dir(config)?;
         let data_dir = config.data_dir.clone();
-        crate::fsutil::create_dir_durable(&data_dir)?;
         let wal_dir = data_dir.join("wal");
         let quarantine_dir = data_dir.join("quarantine");
         let metrics = Arc::new(StoreMetrics::default());
@@ -392,6 +393,7 @@ impl Store {
     /// memory, but changes nothing on disk (no truncation, no clean-up, no
     /// new segment). Writes, flushes, compaction and retention are refused.
     pub async fn open_read_only(config: StoreConfig) -> Result<Store> {
+        let config = absolute_data_dir(config)?;
         tokio::task::spawn_blocking(move || {
             let data_dir = config.data_dir.clone();
             if !data_dir.is_dir() {
@@ -984,6 +986,20 @@ impl Store {
 
 /// A cron job running `run` on the store; failures are logged and retried
 /// at the next tick.
+/// File paths handed to the query engine must be absolute and free of `.`
+/// and `..` (a relative `./data` would become an object-store path that does
+/// not exist). A directory that does not exist yet is made absolute
+/// lexically; `open` creates it and canonicalises again.
+fn absolute_data_dir(mut config: StoreConfig) -> Result<StoreConfig> {
+    config.data_dir = match std::fs::canonicalize(&config.data_dir) {
+        Ok(p) => p,
+        Err(_) => {
+            std::path::absolute(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?
+        }
+    };
+    Ok(config)
+}
+
 fn cron_job<F, Fut>(
     schedule: &str,
     what: &'static str,

@@ -926,3 +926,43 @@ async fn time_filters_and_trace_lookups_prune() {
         8
     );
 }
+
+/// `dir` as a path relative to the current directory, starting with `./`
+/// (the shape of the default `./data`).
+fn relative_to_cwd(dir: &Path) -> std::path::PathBuf {
+    let cwd = std::env::current_dir().unwrap();
+    let common = cwd
+        .components()
+        .zip(dir.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut rel = std::path::PathBuf::from(".");
+    for _ in cwd.components().skip(common) {
+        rel.push("..");
+    }
+    for c in dir.components().skip(common) {
+        rel.push(c);
+    }
+    rel
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_data_dir_works_after_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = relative_to_cwd(dir.path());
+    assert!(
+        rel.is_relative() && rel.starts_with("."),
+        "{}",
+        rel.display()
+    );
+    let store = Store::open(config(&rel)).await.unwrap();
+    store
+        .write(Table::Spans, synth::spans(1, 100, BASE, HOUR_NS))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(count(&store, "spans").await, 100);
+    store.close().await.unwrap();
+    let ro = Store::open_read_only(config(&rel)).await.unwrap();
+    assert_eq!(count(&ro, "spans").await, 100);
+}
