@@ -143,9 +143,7 @@ pub async fn run_all(server_flags: &ServerFlags, flags: DemoRunFlags) -> anyhow:
 
 /// Dispatches `burnwatch demo ...`.
 pub fn main(args: DemoArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime()?;
     match args.command {
         None => {
             let config = args.server.resolve()?;

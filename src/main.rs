@@ -42,25 +42,23 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(flags) => {
             let config = flags.resolve()?;
             serve::init_logging(&config.log);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(serve::run(config, serve::shutdown_signal()))
+            runtime()?.block_on(serve::run(config, serve::shutdown_signal()))
         }
         Command::Demo(args) => demo::main(*args),
         Command::Slo(cmd) => {
             serve::init_logging("warn");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(slo_cmd::run(cmd))
+            runtime()?.block_on(slo_cmd::run(cmd))
         }
         Command::Query(args) => {
             serve::init_logging("warn");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(query_cmd::run(args))
+            runtime()?.block_on(query_cmd::run(args))
         }
     }
+}
+
+/// The multi-threaded Tokio runtime every command runs on.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

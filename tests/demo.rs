@@ -6,13 +6,13 @@
 //! correlate, the outbox links consumer to producer, and chaos at payments
 //! shows up in the checkout error ratio the saga predicts.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{DemoProcess, chaos_payments};
 use serde_json::Value;
-
-const EXE: &str = env!("CARGO_BIN_EXE_burnwatch");
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -22,20 +22,9 @@ fn now_ns() -> i64 {
 }
 
 struct Demo {
-    child: Child,
+    proc: DemoProcess,
     api: String,
     http: reqwest::blocking::Client,
-}
-
-impl Drop for Demo {
-    /// A failed assertion must not leave the demo running (its services
-    /// exit when it does).
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 impl Demo {
@@ -86,33 +75,14 @@ impl Demo {
     }
 
     fn chaos(&self, data_dir: &std::path::Path, args: &[&str]) {
-        let out = Command::new(EXE)
-            .args(["demo", "chaos", "payments"])
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "chaos {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        chaos_payments(data_dir, args);
     }
 }
 
 fn start_demo(data_dir: &std::path::Path) -> Demo {
-    let mut child = Command::new(EXE)
-        .args([
-            "demo",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--shop-port-base",
-            "0",
+    let proc = common::start_demo(
+        data_dir,
+        &[
             "--rps",
             "40",
             "--users",
@@ -121,37 +91,16 @@ fn start_demo(data_dir: &std::path::Path) -> Demo {
             "browse=20,search=10,product=10,cart=10,checkout=50",
             "--report-every",
             "5s",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("BURNWATCH_LOG", "warn")
-        .env("OTEL_METRIC_EXPORT_INTERVAL", "2000")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "300")
-        .env("OTEL_BLRP_SCHEDULE_DELAY", "300")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let api = loop {
-        let line = lines
-            .next()
-            .expect("demo exited before it was ready")
-            .unwrap();
-        println!("{line}");
-        if let Some(rest) = line.strip_prefix("burnwatch demo: dashboard ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep echoing the demo's progress lines.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            println!("{line}");
-        }
-    });
+        ],
+        &[
+            ("OTEL_METRIC_EXPORT_INTERVAL", "2000"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "300"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "300"),
+        ],
+    );
     Demo {
-        child,
-        api,
+        api: proc.api.clone(),
+        proc,
         http: reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -302,7 +251,7 @@ fn demo_shop_end_to_end_with_chaos() {
     );
 
     // ctrl-c semantics: SIGTERM stops the shop and the control center.
-    let pid = demo.child.id().to_string();
+    let pid = demo.proc.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -312,7 +261,7 @@ fn demo_shop_end_to_end_with_chaos() {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(s) = demo.child.try_wait().unwrap() {
+        if let Some(s) = demo.proc.child.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "demo did not stop");

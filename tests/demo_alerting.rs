@@ -5,15 +5,17 @@
 //! incident and sends a resolved notification. The SLO uses short windows
 //! (2m/15s page, 4m/30s ticket) so recovery is observable in real time.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const EXE: &str = env!("CARGO_BIN_EXE_burnwatch");
+use common::{EXE, chaos_payments};
 
 const RULES: &str = r#"
 apiVersion: openslo/v1
@@ -88,34 +90,8 @@ fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, got)
 }
 
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 fn get(http: &reqwest::blocking::Client, url: &str) -> Value {
     http.get(url).send().unwrap().json().unwrap()
-}
-
-fn chaos(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new(EXE)
-        .args(["demo", "chaos", "payments"])
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
@@ -145,17 +121,11 @@ fn payments_outage_pages_once_and_recovery_resolves() {
     std::fs::write(rules.join("checkout.yaml"), RULES).unwrap();
     let (hook, got) = receiver();
 
-    let mut child = Command::new(EXE)
-        .args([
-            "demo",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--shop-port-base",
-            "0",
+    let data_dir = dir.path().join("data");
+    let rules_arg = rules.to_str().unwrap().to_string();
+    let demo = common::start_demo(
+        &data_dir,
+        &[
             "--rps",
             "30",
             "--users",
@@ -166,31 +136,16 @@ fn payments_outage_pages_once_and_recovery_resolves() {
             "2",
             "--alert-webhook",
             &hook,
-        ])
-        .arg("--rules-dir")
-        .arg(&rules)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("BURNWATCH_LOG", "warn")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "300")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let demo = Demo(child);
-    let api = loop {
-        let line = lines.next().expect("demo exited early").unwrap();
-        if let Some(rest) = line.strip_prefix("burnwatch demo: dashboard ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| println!("{l}")));
+            "--rules-dir",
+            &rules_arg,
+        ],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "300")],
+    );
+    let api = demo.api.clone();
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let data_dir = dir.path().join("data");
 
     // Healthy: the SLO is evaluated and no incident opens.
     wait("healthy evaluation", Duration::from_secs(60), || {
@@ -204,7 +159,7 @@ fn payments_outage_pages_once_and_recovery_resolves() {
     );
 
     // Payments goes down: checkouts fail; a page within 65 s.
-    chaos(&data_dir, &["--outage"]);
+    chaos_payments(&data_dir, &["--outage"]);
     let (incident, took) = wait("page incident", Duration::from_secs(65), || {
         let v = get(&http, &format!("{api}/api/v1/incidents"));
         v["incidents"]
@@ -261,7 +216,7 @@ fn payments_outage_pages_once_and_recovery_resolves() {
     assert!(v[0]["bad"].as_u64().unwrap() > 0, "{v}");
 
     // Recovery resolves the incident and notifies.
-    chaos(&data_dir, &["--clear"]);
+    chaos_payments(&data_dir, &["--clear"]);
     let (_, took) = wait("resolution", Duration::from_secs(120), || {
         let v = get(&http, &format!("{api}/api/v1/incidents"));
         (v["incidents"][0]["state"] == "resolved").then_some(())

@@ -78,7 +78,8 @@ pub enum EngineError {
     Scheduler(String),
 }
 
-fn now_ns() -> i64 {
+/// The wall clock, ns since the Unix epoch.
+pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -194,13 +195,7 @@ impl SloEngine {
             Transition::Resolve => (false, open.map(|(_, s)| s).unwrap_or(AlertState::Ticket)),
             Transition::None => return Ok(()),
         };
-        let opened_ns = self
-            .incidents
-            .list(50)?
-            .into_iter()
-            .find(|i| i.id == id)
-            .map(|i| i.opened_ns)
-            .unwrap_or(status.at_ns);
+        let opened_ns = self.incidents.opened_ns(id)?.unwrap_or(status.at_ns);
         self.notify(slo, status, id, firing, severity, opened_ns);
         Ok(())
     }

@@ -145,6 +145,17 @@ impl Incidents {
             .optional()
     }
 
+    /// When incident `id` opened.
+    pub fn opened_ns(&self, id: i64) -> rusqlite::Result<Option<i64>> {
+        self.lock()
+            .query_row(
+                "SELECT opened_ns FROM incidents WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
     /// Applies `t` to `slo`'s incident at `at_ns`; returns the incident id
     /// touched, if any.
     pub fn apply(

@@ -10,7 +10,6 @@ use slo_engine::burn::standard_tiers;
 use slo_engine::engine::{SloConfig, SloEngine};
 use slo_engine::evaluate::{AlertState, evaluate};
 use slo_engine::openslo::{Slo, load_dir};
-use store::rows::{Attr, Origin, SpanKind, SpanRecord, SpansBuilder, StatusCode};
 use store::{Store, StoreConfig, Table};
 
 const T0: i64 = 1_709_632_800_000_000_000; // 2024-03-05T10:00:00Z
@@ -51,45 +50,9 @@ fn load_slo(dir: &std::path::Path, target: f64, min_events: u64) -> Slo {
     load_dir(&rules).unwrap().remove(0)
 }
 
-/// Checkout requests at the given start times; `bad` ones answer 503.
+/// Checkout requests at the given start times; `bad` ones fail.
 fn spans(times: &[(i64, bool)]) -> arrow::array::RecordBatch {
-    let mut b = SpansBuilder::new();
-    let res = vec![Attr::new("service.name", "gateway")];
-    for (i, (start, bad)) in times.iter().enumerate() {
-        let code = if *bad { "503" } else { "201" };
-        b.append(
-            &Origin {
-                service_name: "gateway",
-                resource_attributes: &res,
-                scope_name: "",
-                scope_version: "",
-            },
-            &SpanRecord {
-                trace_id: (*start as u128 * 7 + i as u128 + 1).to_be_bytes(),
-                span_id: (*start as u64 ^ (i as u64 + 1)).to_be_bytes(),
-                parent_span_id: None,
-                trace_state: "",
-                flags: 0,
-                name: "POST /api/checkout",
-                kind: SpanKind::Server,
-                start_time_ns: *start,
-                end_time_ns: start + 20_000_000,
-                status_code: if *bad {
-                    StatusCode::Error
-                } else {
-                    StatusCode::Unset
-                },
-                status_message: "",
-                attributes: vec![Attr::new("http.response.status_code", code)],
-                dropped_attributes_count: 0,
-                events: vec![],
-                dropped_events_count: 0,
-                links: vec![],
-                dropped_links_count: 0,
-            },
-        );
-    }
-    b.finish()
+    store::synth::http_requests("gateway", "POST", "/api/checkout", times)
 }
 
 async fn open_store(dir: &std::path::Path) -> Store {

@@ -167,6 +167,62 @@ pub fn spans(seed: u64, n: usize, base_ns: i64, spread_ns: i64) -> RecordBatch {
     b.finish()
 }
 
+/// One SERVER span per request of `service` on `method route` (span name
+/// `"{method} {route}"`, attribute `http.route`, 20 ms long): `(start_ns,
+/// failed)`; a failed request has status ERROR and HTTP 503, the others 201.
+/// For SLO and dashboard tests that need exact good/bad counts.
+pub fn http_requests(
+    service: &str,
+    method: &str,
+    route: &str,
+    requests: &[(i64, bool)],
+) -> RecordBatch {
+    let mut b = SpansBuilder::new();
+    let res = vec![Attr::new("service.name", service)];
+    let name = format!("{method} {route}");
+    for (i, (start, failed)) in requests.iter().enumerate() {
+        b.append(
+            &Origin {
+                service_name: service,
+                resource_attributes: &res,
+                scope_name: "",
+                scope_version: "",
+            },
+            &SpanRecord {
+                trace_id: (*start as u128 * 7 + i as u128 + 1).to_be_bytes(),
+                span_id: (*start as u64 ^ (i as u64 + 1)).to_be_bytes(),
+                parent_span_id: None,
+                trace_state: "",
+                flags: 0,
+                name: &name,
+                kind: SpanKind::Server,
+                start_time_ns: *start,
+                end_time_ns: start + 20_000_000,
+                status_code: if *failed {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                },
+                status_message: "",
+                attributes: vec![
+                    Attr::new("http.route", route),
+                    Attr::new("http.request.method", method),
+                    Attr::new(
+                        "http.response.status_code",
+                        if *failed { "503" } else { "201" },
+                    ),
+                ],
+                dropped_attributes_count: 0,
+                events: vec![],
+                dropped_events_count: 0,
+                links: vec![],
+                dropped_links_count: 0,
+            },
+        );
+    }
+    b.finish()
+}
+
 /// `n` log records starting at `base_ns`, one per millisecond.
 pub fn logs(seed: u64, n: usize, base_ns: i64) -> RecordBatch {
     let mut rng = Rng::new(seed.wrapping_add(11));

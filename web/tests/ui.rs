@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use store::rows::{Attr, Origin, SpanKind, SpanRecord, SpansBuilder, StatusCode};
 use store::{Store, StoreConfig, Table};
 use web::{WebState, app};
 
@@ -22,47 +21,10 @@ fn now_ns() -> i64 {
 
 /// One checkout per second over the last hour; the last 10 minutes fail.
 fn checkouts(now: i64) -> arrow::array::RecordBatch {
-    let mut b = SpansBuilder::new();
-    let res = vec![Attr::new("service.name", "gateway")];
-    for i in 0..3600i64 {
-        let start = now - 3600 * SEC + i * SEC;
-        let bad = i >= 3000;
-        b.append(
-            &Origin {
-                service_name: "gateway",
-                resource_attributes: &res,
-                scope_name: "",
-                scope_version: "",
-            },
-            &SpanRecord {
-                trace_id: (i as u128 + 1).to_be_bytes(),
-                span_id: (i as u64 + 1).to_be_bytes(),
-                parent_span_id: None,
-                trace_state: "",
-                flags: 0,
-                name: "POST /api/checkout",
-                kind: SpanKind::Server,
-                start_time_ns: start,
-                end_time_ns: start + 30_000_000,
-                status_code: if bad {
-                    StatusCode::Error
-                } else {
-                    StatusCode::Unset
-                },
-                status_message: "",
-                attributes: vec![
-                    Attr::new("http.route", "/api/checkout"),
-                    Attr::new("http.response.status_code", if bad { "502" } else { "201" }),
-                ],
-                dropped_attributes_count: 0,
-                events: vec![],
-                dropped_events_count: 0,
-                links: vec![],
-                dropped_links_count: 0,
-            },
-        );
-    }
-    b.finish()
+    let requests: Vec<(i64, bool)> = (0..3600i64)
+        .map(|i| (now - 3600 * SEC + i * SEC, i >= 3000))
+        .collect();
+    store::synth::http_requests("gateway", "POST", "/api/checkout", &requests)
 }
 
 fn chromium() -> String {

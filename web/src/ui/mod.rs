@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use leptos::prelude::*;
 use serde::Deserialize;
+use slo_engine::engine::now_ns;
 use slo_engine::evaluate::{BurnPoint, SloStatus};
 use slo_engine::incidents::Incident;
 use slo_engine::red::{Red, Window};
@@ -60,13 +61,6 @@ struct View {
     range: String,
     refresh: u64,
     query: String,
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 impl ViewParams {
