@@ -153,8 +153,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     if let Some(engine) = slo.clone() {
         metrics.push(Arc::new(move |out: &mut String| engine.render_metrics(out)));
     }
+    let rollups =
+        slo_engine::rollup::Rollups::new(store.clone(), slo_engine::rollup::DEFAULT_CACHE_BYTES);
+    tracker.spawn(rollups.clone().run(Duration::from_secs(5), token.clone()));
+    let r = rollups.clone();
+    metrics.push(Arc::new(move |out: &mut String| r.render_metrics(out)));
     let state = web::WebState {
         store: store.clone(),
+        rollups,
         metrics,
         ready: ready.clone(),
         query_limits: config.query.clone(),

@@ -18,3 +18,5 @@ pub mod metrics;
 pub mod notify;
 pub mod openslo;
 pub mod red;
+pub mod rollup;
+pub mod sketch;

@@ -126,7 +126,8 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-const ERROR: &str = "(status_code = 'ERROR' OR coalesce(http_response_status_code, 0) >= 500)";
+pub(crate) const ERROR: &str =
+    "(status_code = 'ERROR' OR coalesce(http_response_status_code, 0) >= 500)";
 
 fn aggregates() -> String {
     format!(

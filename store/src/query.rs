@@ -29,14 +29,21 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::engine::Store;
+use crate::engine::{Snapshot, Store};
 use crate::files::FileMeta;
 use crate::schema::Table;
 
 /// A table of the store, as DataFusion sees it.
 pub struct StoreTable {
-    store: Store,
+    source: Source,
     table: Table,
+}
+
+enum Source {
+    /// Takes a fresh snapshot at every scan.
+    Live(Store),
+    /// Always scans the same rows.
+    Fixed(Snapshot),
 }
 
 impl fmt::Debug for StoreTable {
@@ -48,7 +55,19 @@ impl fmt::Debug for StoreTable {
 impl StoreTable {
     /// The provider for one table.
     pub fn new(store: Store, table: Table) -> Self {
-        StoreTable { store, table }
+        StoreTable {
+            source: Source::Live(store),
+            table,
+        }
+    }
+
+    /// A provider over exactly the rows of `snapshot` (or a subset of it), for
+    /// queries that must agree with other reads of the same snapshot.
+    pub fn fixed(snapshot: Snapshot) -> Self {
+        StoreTable {
+            table: snapshot.table,
+            source: Source::Fixed(snapshot),
+        }
     }
 }
 
@@ -203,7 +222,10 @@ impl TableProvider for StoreTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.table.schema();
-        let snapshot = self.store.snapshot(self.table);
+        let snapshot = match &self.source {
+            Source::Live(store) => store.snapshot(self.table),
+            Source::Fixed(snapshot) => snapshot.clone(),
+        };
         let (lo, hi) = time_bounds(self.table.time_column(), filters);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 

@@ -336,7 +336,7 @@ pub async fn red_services(
     axum::extract::Query(p): axum::extract::Query<RedParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
-    let rows = slo_engine::red::services(&s.store, &w).await?;
+    let rows = s.rollups.services(&w).await?;
     Ok(Json(
         serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "services": rows }),
     ))
@@ -348,7 +348,7 @@ pub async fn red_operations(
     axum::extract::Query(p): axum::extract::Query<RedParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
-    let rows = slo_engine::red::operations(&s.store, p.service()?, &w).await?;
+    let rows = s.rollups.operations(p.service()?, &w).await?;
     Ok(Json(
         serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "operations": rows }),
     ))
@@ -426,8 +426,10 @@ pub async fn red_series(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let step = p.step.unwrap_or(60);
-    let points =
-        slo_engine::red::series(&s.store, p.service()?, p.operation.as_deref(), &w, step).await?;
+    let points = s
+        .rollups
+        .series(p.service()?, p.operation.as_deref(), &w, step)
+        .await?;
     Ok(Json(
         serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "points": points }),
     ))

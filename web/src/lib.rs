@@ -45,6 +45,8 @@ pub struct WebState {
     pub query_limits: store::sql::QueryLimits,
     /// The SLO engine, when SLOs are loaded.
     pub slo: Option<Arc<slo_engine::engine::SloEngine>>,
+    /// RED rollups over the store.
+    pub rollups: Arc<slo_engine::rollup::Rollups>,
 }
 
 impl std::fmt::Debug for WebState {

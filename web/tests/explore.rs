@@ -133,6 +133,7 @@ async fn state() -> (WebState, tempfile::TempDir) {
     store.write(Table::Logs, l.finish()).await.unwrap();
     (
         WebState {
+            rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
             store,
             metrics: vec![],
             ready: Default::default(),

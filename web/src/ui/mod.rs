@@ -254,15 +254,25 @@ pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) ->
         Ok(v) => v,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
     };
-    let services: Result<Vec<Red>, String> = slo_engine::red::services(&s.store, &view.window)
+    let services: Result<Vec<Red>, String> = s
+        .rollups
+        .services(&view.window)
         .await
         .map_err(|e| e.to_string());
-    let step = ((view.window.to_ns - view.window.from_ns) / 1_000_000_000 / 30).max(1);
+    // Sparklines in whole-minute buckets from a minute boundary, so they
+    // come from rollups rather than raw spans.
+    let step = ((view.window.to_ns - view.window.from_ns) / 60_000_000_000 / 30).max(1) * 60;
+    let spark_window = Window {
+        from_ns: view.window.from_ns.div_euclid(60_000_000_000) * 60_000_000_000,
+        to_ns: view.window.to_ns,
+    };
     let mut sparks = std::collections::HashMap::new();
     if let Ok(list) = &services {
         for r in list.iter().take(30) {
-            if let Ok(points) =
-                slo_engine::red::series(&s.store, &r.service, None, &view.window, step).await
+            if let Ok(points) = s
+                .rollups
+                .series(&r.service, None, &spark_window, step)
+                .await
             {
                 sparks.insert(
                     r.service.clone(),

@@ -1,0 +1,820 @@
+//! Per-minute RED rollups, so RED over a day (or a month) never rescans raw
+//! spans.
+//!
+//! Every live spans file is immutable, so its rollup is a pure function of
+//! the file: per minute of `start_time`, per service and operation (span
+//! name), the number of SERVER spans, how many failed (the RED error rule of
+//! [`crate::red`]) and a [`Sketch`] of their durations. A rollup is computed
+//! once per file, kept as a small Parquet file under `<data>/rollups/red-v1/`
+//! (same relative path as the data file) and in a memory cache bounded by
+//! bytes. [`Rollups::spawn`] computes rollups for new files as flushes and
+//! compactions make them, and deletes rollups of files that are gone.
+//!
+//! A query takes one snapshot of the spans table and combines, without
+//! counting a row twice or missing one:
+//! - rollup rows of files for the whole minutes inside the window;
+//! - raw rows of those files for the partial minutes at the window's edges;
+//! - raw rows still in memory (not yet flushed), for the whole window.
+//!
+//! Counts are therefore exact; percentiles come from the merged sketches and
+//! are within 1% ([`crate::sketch::RELATIVE_ACCURACY`]) of the exact value.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{
+    ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampNanosecondType, UInt64Type};
+use datafusion::prelude::SessionContext;
+use store::files::FileMeta;
+use store::query::StoreTable;
+use store::{Snapshot, Store, Table};
+
+use crate::red::{ERROR, MAX_POINTS, Red, RedError, RedPoint, Window, quote};
+use crate::sketch::Sketch;
+
+const MINUTE_NS: i64 = 60_000_000_000;
+
+/// Directory of rollup files, relative to the data directory.
+pub const ROLLUP_DIR: &str = "rollups/red-v1";
+
+/// Default memory budget of the rollup cache.
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
+/// The rollup of one data file.
+#[derive(Debug)]
+struct FileRollup {
+    /// (service, operation) per key index.
+    keys: Vec<(Arc<str>, Arc<str>)>,
+    rows: Vec<Row>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Row {
+    minute_ns: i64,
+    key: u32,
+    requests: u64,
+    errors: u64,
+    sketch: Box<[u8]>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RollupMetrics {
+    /// Rollups answered from memory.
+    pub cache_hits: AtomicU64,
+    /// Rollups read from their file.
+    pub loaded: AtomicU64,
+    /// Rollups computed from a data file.
+    pub computed: AtomicU64,
+    /// Rollup files that could not be read and were recomputed.
+    pub unreadable: AtomicU64,
+    /// Rollup files deleted because their data file is gone.
+    pub deleted: AtomicU64,
+}
+
+struct Cache {
+    entries: HashMap<PathBuf, (Arc<FileRollup>, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// RED rollups over one store.
+pub struct Rollups {
+    store: Store,
+    budget: usize,
+    cache: Mutex<Cache>,
+    /// Counters.
+    pub metrics: RollupMetrics,
+}
+
+impl std::fmt::Debug for Rollups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollups")
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+/// What a RED query groups by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Group {
+    Service,
+    Operation,
+    Bucket { step_ns: i64 },
+}
+
+#[derive(Default)]
+struct Acc {
+    requests: u64,
+    errors: u64,
+    sketch: Sketch,
+}
+
+type AccKey = (i64, Arc<str>, Arc<str>);
+
+impl Rollups {
+    /// Rollups over `store` with a memory cache of `budget` bytes.
+    pub fn new(store: Store, budget: usize) -> Arc<Rollups> {
+        Arc::new(Rollups {
+            store,
+            budget,
+            cache: Mutex::new(Cache {
+                entries: HashMap::new(),
+                bytes: 0,
+                tick: 0,
+            }),
+            metrics: RollupMetrics::default(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn rollup_path(&self, meta_path: &str) -> PathBuf {
+        self.store.data_dir().join(ROLLUP_DIR).join(meta_path)
+    }
+
+    fn cached(&self, path: &Path) -> Option<Arc<FileRollup>> {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.tick += 1;
+        let tick = c.tick;
+        c.entries.get_mut(path).map(|e| {
+            e.1 = tick;
+            e.0.clone()
+        })
+    }
+
+    fn remember(&self, path: PathBuf, r: Arc<FileRollup>) {
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.tick += 1;
+        let tick = c.tick;
+        let bytes = r.bytes;
+        if let Some((old, _)) = c.entries.insert(path, (r, tick)) {
+            c.bytes -= old.bytes;
+        }
+        c.bytes += bytes;
+        while c.bytes > self.budget && c.entries.len() > 1 {
+            let Some(oldest) = c
+                .entries
+                .iter()
+                .filter(|(_, (_, t))| *t != tick)
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(p, _)| p.clone())
+            else {
+                break;
+            };
+            if let Some((old, _)) = c.entries.remove(&oldest) {
+                c.bytes -= old.bytes;
+            }
+        }
+    }
+
+    /// Bytes held by the memory cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+
+    /// The rollup of one live data file: from memory, from its rollup file,
+    /// or computed (and saved, unless the store is read-only).
+    async fn file(&self, data_path: &Path, meta: &FileMeta) -> Result<Arc<FileRollup>, RedError> {
+        let meta_path = meta.path.as_str();
+        if let Some(r) = self.cached(data_path) {
+            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(r);
+        }
+        let path = self.rollup_path(meta_path);
+        let loaded = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || read_rollup(&path))
+                .await
+                .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?
+        };
+        let r = match loaded {
+            Ok(Some(r)) => {
+                self.metrics.loaded.fetch_add(1, Ordering::Relaxed);
+                r
+            }
+            other => {
+                if let Err(e) = other {
+                    self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable rollup file; recomputing it");
+                }
+                let r = compute(data_path, meta).await?;
+                self.metrics.computed.fetch_add(1, Ordering::Relaxed);
+                if !self.store.is_read_only() {
+                    let batch = to_batch(&r);
+                    let p = path.clone();
+                    let saved = tokio::task::spawn_blocking(move || write_rollup(&p, &batch))
+                        .await
+                        .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?;
+                    if let Err(e) = saved {
+                        tracing::warn!(path = %path.display(), error = %e, "could not save a rollup file");
+                    }
+                }
+                r
+            }
+        };
+        let r = Arc::new(r);
+        self.remember(data_path.to_path_buf(), r.clone());
+        Ok(r)
+    }
+
+    /// Computes rollups for live files that have none yet and deletes rollup
+    /// files whose data file is gone. Returns the number computed.
+    pub async fn maintain(&self) -> Result<u64, RedError> {
+        let snap = self.store.snapshot(Table::Spans);
+        let before = self.metrics.computed.load(Ordering::Relaxed);
+        for (path, meta) in &snap.files {
+            if self.cached(path).is_none() && !self.rollup_path(&meta.path).exists() {
+                self.file(path, meta).await?;
+            }
+        }
+        let root = self.store.data_dir().join(ROLLUP_DIR);
+        let data_dir = self.store.data_dir().to_path_buf();
+        let deleted = tokio::task::spawn_blocking(move || sweep(&root, &root, &data_dir))
+            .await
+            .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?;
+        self.metrics.deleted.fetch_add(deleted, Ordering::Relaxed);
+        {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let live: std::collections::HashSet<&PathBuf> =
+                snap.files.iter().map(|(p, _)| p).collect();
+            let gone: Vec<PathBuf> = c
+                .entries
+                .keys()
+                .filter(|p| !live.contains(p))
+                .cloned()
+                .collect();
+            for p in gone {
+                if let Some((r, _)) = c.entries.remove(&p) {
+                    c.bytes -= r.bytes;
+                }
+            }
+        }
+        Ok(self.metrics.computed.load(Ordering::Relaxed) - before)
+    }
+
+    /// Runs [`Rollups::maintain`] every `every` until `shutdown` fires.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if self.store.is_read_only() {
+                continue;
+            }
+            if let Err(e) = self.maintain().await {
+                tracing::warn!(error = %e, "rollup maintenance failed");
+            }
+        }
+    }
+
+    /// Appends the rollup counters in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let m = &self.metrics;
+        for (name, help, v) in [
+            (
+                "burnwatch_rollup_cache_hits_total",
+                "RED rollups answered from memory.",
+                &m.cache_hits,
+            ),
+            (
+                "burnwatch_rollup_loaded_total",
+                "RED rollups read from their file.",
+                &m.loaded,
+            ),
+            (
+                "burnwatch_rollup_computed_total",
+                "RED rollups computed from a spans file.",
+                &m.computed,
+            ),
+            (
+                "burnwatch_rollup_unreadable_total",
+                "RED rollup files that could not be read and were recomputed.",
+                &m.unreadable,
+            ),
+            (
+                "burnwatch_rollup_deleted_total",
+                "RED rollup files deleted after their spans file was removed.",
+                &m.deleted,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_rollup_cache_bytes Bytes of RED rollups held in memory.\n# TYPE burnwatch_rollup_cache_bytes gauge\nburnwatch_rollup_cache_bytes {}",
+            self.cache_bytes()
+        );
+    }
+
+    /// RED per service over a window.
+    pub async fn services(&self, w: &Window) -> Result<Vec<Red>, RedError> {
+        let acc = self.query(w, None, None, Group::Service).await?;
+        Ok(reds(acc, w, false))
+    }
+
+    /// RED per operation of one service over a window.
+    pub async fn operations(&self, service: &str, w: &Window) -> Result<Vec<Red>, RedError> {
+        let acc = self.query(w, Some(service), None, Group::Operation).await?;
+        Ok(reds(acc, w, true))
+    }
+
+    /// RED of a service (or one of its operations) as `step_secs` buckets
+    /// aligned to `w.from_ns`; every bucket is present. Rollups are used when
+    /// the step is whole minutes and the window starts on a minute; otherwise
+    /// the series is computed from raw spans (same results).
+    pub async fn series(
+        &self,
+        service: &str,
+        operation: Option<&str>,
+        w: &Window,
+        step_secs: i64,
+    ) -> Result<Vec<RedPoint>, RedError> {
+        let (step_ns, buckets) = w.buckets(step_secs)?;
+        debug_assert!(buckets <= MAX_POINTS);
+        let acc = self
+            .query(w, Some(service), operation, Group::Bucket { step_ns })
+            .await?;
+        let mut by_bucket: HashMap<i64, Acc> = HashMap::new();
+        for ((b, _, _), a) in acc {
+            let e = by_bucket.entry(b).or_default();
+            e.requests += a.requests;
+            e.errors += a.errors;
+            e.sketch.merge(&a.sketch);
+        }
+        Ok((0..buckets)
+            .map(|k| {
+                let time_ns = w.from_ns + k * step_ns;
+                let secs = ((w.to_ns.min(time_ns + step_ns)) - time_ns) as f64 / 1e9;
+                let a = by_bucket.remove(&k).unwrap_or_default();
+                RedPoint {
+                    time_ns,
+                    requests: a.requests,
+                    errors: a.errors,
+                    rate: a.requests as f64 / secs,
+                    error_ratio: a.errors as f64 / a.requests.max(1) as f64,
+                    p95_ms: a.sketch.quantile(0.95).map(|v| v / 1e6),
+                    p99_ms: a.sketch.quantile(0.99).map(|v| v / 1e6),
+                }
+            })
+            .collect())
+    }
+
+    async fn query(
+        &self,
+        w: &Window,
+        service: Option<&str>,
+        operation: Option<&str>,
+        group: Group,
+    ) -> Result<HashMap<AccKey, Acc>, RedError> {
+        let snap = self.store.snapshot(Table::Spans);
+        // The part of the window answered from rollups: whole minutes, and
+        // for series only when buckets are made of whole minutes.
+        let aligned = match group {
+            Group::Bucket { step_ns } => step_ns % MINUTE_NS == 0 && w.from_ns % MINUTE_NS == 0,
+            _ => true,
+        };
+        let from_m = w.from_ns.div_euclid(MINUTE_NS) * MINUTE_NS
+            + if w.from_ns % MINUTE_NS == 0 {
+                0
+            } else {
+                MINUTE_NS
+            };
+        let to_m = w.to_ns.div_euclid(MINUTE_NS) * MINUTE_NS;
+        let (from_m, to_m) = if aligned && from_m < to_m {
+            (from_m, to_m)
+        } else {
+            (w.to_ns, w.to_ns)
+        };
+        let bucket_of = |t: i64| -> i64 {
+            match group {
+                Group::Bucket { step_ns } => (t - w.from_ns) / step_ns,
+                _ => 0,
+            }
+        };
+        let empty: Arc<str> = Arc::from("");
+        let mut acc: HashMap<AccKey, Acc> = HashMap::new();
+        let key_of = |svc: &Arc<str>, op: &Arc<str>, b: i64| -> AccKey {
+            match group {
+                Group::Service => (0, svc.clone(), empty.clone()),
+                Group::Operation => (0, svc.clone(), op.clone()),
+                Group::Bucket { .. } => (b, empty.clone(), empty.clone()),
+            }
+        };
+
+        // Whole minutes from rollups.
+        let mut edge_files = Vec::new();
+        for (path, meta) in &snap.files {
+            if meta.max_time_ns < w.from_ns || meta.min_time_ns >= w.to_ns {
+                continue;
+            }
+            let overlaps_rollup = meta.max_time_ns >= from_m && meta.min_time_ns < to_m;
+            let overlaps_edges =
+                meta.min_time_ns < from_m.max(w.from_ns) || meta.max_time_ns >= to_m.min(w.to_ns);
+            if overlaps_edges {
+                edge_files.push((path.clone(), meta.clone()));
+            }
+            if !overlaps_rollup {
+                continue;
+            }
+            let r = self.file(path, meta).await?;
+            let wanted: Vec<bool> = r
+                .keys
+                .iter()
+                .map(|(s, o)| {
+                    service.is_none_or(|x| x == &**s) && operation.is_none_or(|x| x == &**o)
+                })
+                .collect();
+            for row in &r.rows {
+                if row.minute_ns < from_m || row.minute_ns >= to_m || !wanted[row.key as usize] {
+                    continue;
+                }
+                let (s, o) = &r.keys[row.key as usize];
+                let a = acc
+                    .entry(key_of(s, o, bucket_of(row.minute_ns)))
+                    .or_default();
+                a.requests += row.requests;
+                a.errors += row.errors;
+                a.sketch
+                    .merge_encoded(&row.sketch)
+                    .map_err(|e| RedError::Query(format!("corrupt rollup: {e}")))?;
+            }
+        }
+
+        // Raw rows: edges of files, and everything in memory.
+        let mut filter = String::new();
+        if let Some(s) = service {
+            filter.push_str(&format!(" AND service_name = {}", quote(s)));
+        }
+        if let Some(o) = operation {
+            filter.push_str(&format!(" AND name = {}", quote(o)));
+        }
+        let cols = format!(
+            "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns"
+        );
+        let between = |a: i64, b: i64| {
+            format!(
+                "start_time >= to_timestamp_nanos({a}) AND start_time < to_timestamp_nanos({b})"
+            )
+        };
+        let mut parts = Vec::new();
+        let ctx = SessionContext::new_with_config(store::query::session_config());
+        if !edge_files.is_empty() {
+            register(
+                &ctx,
+                "f",
+                Snapshot {
+                    table: Table::Spans,
+                    files: edge_files,
+                    batches: vec![],
+                },
+            )?;
+            if from_m < to_m {
+                if w.from_ns < from_m {
+                    parts.push(format!(
+                        "{cols} FROM f WHERE kind = 'SERVER' AND {}{filter}",
+                        between(w.from_ns, from_m)
+                    ));
+                }
+                if to_m < w.to_ns {
+                    parts.push(format!(
+                        "{cols} FROM f WHERE kind = 'SERVER' AND {}{filter}",
+                        between(to_m, w.to_ns)
+                    ));
+                }
+            } else {
+                parts.push(format!(
+                    "{cols} FROM f WHERE kind = 'SERVER' AND {}{filter}",
+                    between(w.from_ns, w.to_ns)
+                ));
+            }
+        }
+        if !snap.batches.is_empty() {
+            register(
+                &ctx,
+                "m",
+                Snapshot {
+                    table: Table::Spans,
+                    files: vec![],
+                    batches: snap.batches,
+                },
+            )?;
+            parts.push(format!(
+                "{cols} FROM m WHERE kind = 'SERVER' AND {}{filter}",
+                between(w.from_ns, w.to_ns)
+            ));
+        }
+        if parts.is_empty() {
+            return Ok(acc);
+        }
+        let batches = ctx
+            .sql(&parts.join(" UNION ALL "))
+            .await
+            .map_err(|e| RedError::Query(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| RedError::Query(e.to_string()))?;
+        let mut names: HashMap<String, Arc<str>> = HashMap::new();
+        let mut intern = |s: &str| -> Arc<str> {
+            if let Some(a) = names.get(s) {
+                return a.clone();
+            }
+            let a: Arc<str> = Arc::from(s);
+            names.insert(s.to_string(), a.clone());
+            a
+        };
+        for b in batches {
+            let svc = string_column(&b, 0)?;
+            let op = string_column(&b, 1)?;
+            let t = b.column(2).as_primitive::<TimestampNanosecondType>();
+            let err = b.column(3).as_primitive::<Int64Type>();
+            let dur = b.column(4).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                let s = intern(svc.value(i));
+                let o = intern(op.value(i));
+                let a = acc
+                    .entry(key_of(&s, &o, bucket_of(t.value(i))))
+                    .or_default();
+                a.requests += 1;
+                a.errors += err.value(i) as u64;
+                a.sketch.add(dur.value(i) as f64);
+            }
+        }
+        Ok(acc)
+    }
+}
+
+fn register(ctx: &SessionContext, name: &str, snap: Snapshot) -> Result<(), RedError> {
+    ctx.register_table(name, Arc::new(StoreTable::fixed(snap)))
+        .map(|_| ())
+        .map_err(|e| RedError::Query(e.to_string()))
+}
+
+fn string_column(b: &RecordBatch, i: usize) -> Result<StringArray, RedError> {
+    let c = arrow::compute::cast(b.column(i), &DataType::Utf8)
+        .map_err(|e| RedError::Query(e.to_string()))?;
+    Ok(c.as_string::<i32>().clone())
+}
+
+fn reds(acc: HashMap<AccKey, Acc>, w: &Window, per_operation: bool) -> Vec<Red> {
+    let secs = (w.to_ns - w.from_ns) as f64 / 1e9;
+    let mut out: Vec<Red> = acc
+        .into_iter()
+        .map(|((_, s, o), a)| {
+            let q = |q: f64| a.sketch.quantile(q).map_or(f64::NAN, |v| v / 1e6);
+            Red {
+                service: s.to_string(),
+                operation: per_operation.then(|| o.to_string()),
+                requests: a.requests,
+                errors: a.errors,
+                rate: a.requests as f64 / secs,
+                error_ratio: a.errors as f64 / a.requests.max(1) as f64,
+                p50_ms: q(0.5),
+                p90_ms: q(0.9),
+                p95_ms: q(0.95),
+                p99_ms: q(0.99),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)));
+    out
+}
+
+/// Computes the rollup of one data file.
+async fn compute(data_path: &Path, meta: &FileMeta) -> Result<FileRollup, RedError> {
+    let file = (data_path.to_path_buf(), meta.clone());
+    let ctx = SessionContext::new_with_config(store::query::session_config());
+    register(
+        &ctx,
+        "f",
+        Snapshot {
+            table: Table::Spans,
+            files: vec![file],
+            batches: vec![],
+        },
+    )?;
+    let sql = format!(
+        "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns \
+         FROM f WHERE kind = 'SERVER'"
+    );
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| RedError::Query(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| RedError::Query(e.to_string()))?;
+    tokio::task::spawn_blocking(move || build(&batches))
+        .await
+        .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?
+}
+
+fn build(batches: &[RecordBatch]) -> Result<FileRollup, RedError> {
+    let mut keys: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+    let mut key_index: HashMap<(String, String), u32> = HashMap::new();
+    let mut groups: HashMap<(i64, u32), Acc> = HashMap::new();
+    for b in batches {
+        let svc = string_column(b, 0)?;
+        let op = string_column(b, 1)?;
+        let t = b.column(2).as_primitive::<TimestampNanosecondType>();
+        let err = b.column(3).as_primitive::<Int64Type>();
+        let dur = b.column(4).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let (s, o) = (svc.value(i), op.value(i));
+            let k = match key_index.get(&(s.to_string(), o.to_string())) {
+                Some(&k) => k,
+                None => {
+                    let k = keys.len() as u32;
+                    keys.push((Arc::from(s), Arc::from(o)));
+                    key_index.insert((s.to_string(), o.to_string()), k);
+                    k
+                }
+            };
+            let minute = t.value(i).div_euclid(MINUTE_NS) * MINUTE_NS;
+            let a = groups.entry((minute, k)).or_default();
+            a.requests += 1;
+            a.errors += err.value(i) as u64;
+            a.sketch.add(dur.value(i) as f64);
+        }
+    }
+    let mut rows: Vec<Row> = groups
+        .into_iter()
+        .map(|((minute_ns, key), a)| Row {
+            minute_ns,
+            key,
+            requests: a.requests,
+            errors: a.errors,
+            sketch: a.sketch.encode().into_boxed_slice(),
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.minute_ns, r.key));
+    Ok(with_size(keys, rows))
+}
+
+fn with_size(keys: Vec<(Arc<str>, Arc<str>)>, rows: Vec<Row>) -> FileRollup {
+    let bytes = std::mem::size_of::<FileRollup>()
+        + keys
+            .iter()
+            .map(|(s, o)| s.len() + o.len() + 64)
+            .sum::<usize>()
+        + rows
+            .iter()
+            .map(|r| std::mem::size_of::<Row>() + r.sketch.len())
+            .sum::<usize>();
+    FileRollup { keys, rows, bytes }
+}
+
+fn rollup_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("minute", DataType::Int64, false),
+        Field::new("service_name", DataType::Utf8, false),
+        Field::new("operation", DataType::Utf8, false),
+        Field::new("requests", DataType::UInt64, false),
+        Field::new("errors", DataType::UInt64, false),
+        Field::new("duration_sketch", DataType::Binary, false),
+    ]))
+}
+
+fn to_batch(r: &FileRollup) -> RecordBatch {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            r.rows.iter().map(|x| x.minute_ns),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            r.rows.iter().map(|x| &*r.keys[x.key as usize].0),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            r.rows.iter().map(|x| &*r.keys[x.key as usize].1),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            r.rows.iter().map(|x| x.requests),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            r.rows.iter().map(|x| x.errors),
+        )),
+        Arc::new(BinaryArray::from_iter_values(
+            r.rows.iter().map(|x| &*x.sketch),
+        )),
+    ];
+    // The columns match the schema by construction.
+    RecordBatch::try_new(rollup_schema(), cols).expect("rollup batch")
+}
+
+fn write_rollup(path: &Path, batch: &RecordBatch) -> Result<(), String> {
+    let dir = path.parent().ok_or("rollup path has no parent")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let file = std::fs::File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props))
+        .map_err(|e| e.to_string())?;
+    w.write(batch).map_err(|e| e.to_string())?;
+    let file = w.into_inner().map_err(|e| e.to_string())?;
+    file.sync_data().map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("rename {}: {e}", tmp.display()))
+}
+
+fn read_rollup(path: &Path) -> Result<Option<FileRollup>, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut keys: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+    let mut key_index: HashMap<(String, String), u32> = HashMap::new();
+    let mut rows = Vec::new();
+    for b in reader {
+        let b = b.map_err(|e| e.to_string())?;
+        if b.schema().fields() != rollup_schema().fields() {
+            return Err("unexpected rollup schema".into());
+        }
+        let minute = b.column(0).as_primitive::<Int64Type>();
+        let svc = b.column(1).as_string::<i32>();
+        let op = b.column(2).as_string::<i32>();
+        let req = b.column(3).as_primitive::<UInt64Type>();
+        let err = b.column(4).as_primitive::<UInt64Type>();
+        let sk = b.column(5).as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            let k = (svc.value(i).to_string(), op.value(i).to_string());
+            let key = match key_index.get(&k) {
+                Some(&k) => k,
+                None => {
+                    let n = keys.len() as u32;
+                    keys.push((Arc::from(k.0.as_str()), Arc::from(k.1.as_str())));
+                    key_index.insert(k, n);
+                    n
+                }
+            };
+            Sketch::decode(sk.value(i))?;
+            rows.push(Row {
+                minute_ns: minute.value(i),
+                key,
+                requests: req.value(i),
+                errors: err.value(i),
+                sketch: sk.value(i).into(),
+            });
+        }
+    }
+    Ok(Some(with_size(keys, rows)))
+}
+
+/// Deletes rollup files under `dir` whose data file no longer exists.
+fn sweep(root: &Path, dir: &Path, data_dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut deleted = 0;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            deleted += sweep(root, &p, data_dir);
+            let _ = std::fs::remove_dir(&p); // only succeeds when empty
+            continue;
+        }
+        let Ok(rel) = p.strip_prefix(root) else {
+            continue;
+        };
+        // A temporary file older than a minute is left over from a crash.
+        let stale_tmp = p
+            .extension()
+            .is_some_and(|x| x.to_string_lossy().starts_with("tmp-"))
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|d| d > Duration::from_secs(60)));
+        let is_tmp = p
+            .extension()
+            .is_some_and(|x| x.to_string_lossy().starts_with("tmp-"));
+        if is_tmp && !stale_tmp {
+            continue;
+        }
+        if (stale_tmp || !data_dir.join(rel).exists()) && std::fs::remove_file(&p).is_ok() {
+            deleted += 1;
+        }
+    }
+    deleted
+}
