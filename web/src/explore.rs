@@ -56,22 +56,17 @@ pub fn to_json(batches: &[RecordBatch]) -> Result<serde_json::Value, ExploreErro
 /// Every span of a trace (oldest first) and the trace's logs.
 pub async fn trace(store: &Store, id: &str) -> Result<serde_json::Value, ExploreError> {
     let id = trace_id(id)?;
-    let spans = run(
-        store,
-        &format!(
-            "SELECT * FROM spans WHERE trace_id = {} ORDER BY start_time, span_id",
-            quote(&id)
-        ),
-    )
-    .await?;
-    let logs = run(
-        store,
-        &format!(
-            "SELECT * FROM logs WHERE trace_id = {} ORDER BY time",
-            quote(&id)
-        ),
-    )
-    .await?;
+    // Both lookups prune by the bloom filters on trace_id; run them together.
+    let spans_sql = format!(
+        "SELECT * FROM spans WHERE trace_id = {} ORDER BY start_time, span_id",
+        quote(&id)
+    );
+    let logs_sql = format!(
+        "SELECT * FROM logs WHERE trace_id = {} ORDER BY time",
+        quote(&id)
+    );
+    let (spans, logs) = tokio::join!(run(store, &spans_sql), run(store, &logs_sql));
+    let (spans, logs) = (spans?, logs?);
     Ok(serde_json::json!({ "trace_id": id, "spans": to_json(&spans)?, "logs": to_json(&logs)? }))
 }
 

@@ -1,4 +1,5 @@
-//! Query benchmark: demo-like traffic over 24 hours (10M spans by default),
+//! Query benchmark: demo-like traffic over 24 hours (10M spans by default,
+//! 4 to 10 spans per trace, 1.25M logs),
 //! then RED per service (1 h and 24 h, from rollups and from raw spans), a
 //! RED time series per operation (1-minute step over 24 h), trace by id,
 //! trace search and log search, each as a median of several runs; and the
@@ -32,7 +33,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 struct Args {
-    /// Spans to generate (about 8 per trace).
+    /// Spans to generate (6.4 per trace on average).
     #[arg(long, default_value_t = 10_000_000)]
     spans: u64,
     /// Timed runs per query (the median is reported).
@@ -375,7 +376,8 @@ async fn generate(args: &Args) -> anyhow::Result<Meta> {
     let store = Store::open(store_config(&args.data_dir)).await?;
     let end = store::now_ns() / 60_000_000_000 * 60_000_000_000;
     let start = end - DAY;
-    let traces = args.spans / 8;
+    // The journeys average 6.4 spans per trace.
+    let traces = args.spans * 10 / 64;
     let gap = DAY / traces.max(1) as i64;
     let mut rng = Rng::new(17);
     let resources = [
