@@ -343,14 +343,26 @@ async fn error_statuses_and_bodies() {
     // Chunked (no Content-Length) bodies over the limit too.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..40).map(|_| Ok(vec![0u8; 4096])).collect();
-    let r = client()
+    let sent = client()
         .post(server.http_url("/v1/traces"))
         .header("content-type", PB)
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+        .await;
+    match sent {
+        Ok(r) => assert_eq!(r.status(), 413),
+        // The server answers 413 as soon as the limit is passed and closes the
+        // connection; a client still writing the body can see the close first.
+        Err(e) => {
+            let chain = format!("{e:?}");
+            assert!(
+                chain.contains("BodyWrite")
+                    || chain.contains("BrokenPipe")
+                    || chain.contains("ConnectionReset"),
+                "unexpected error: {chain}"
+            );
+        }
+    }
 
     // gRPC: a message over the limit is refused; nothing was stored by any of this.
     let mut c = TraceServiceClient::connect(server.grpc_url())
