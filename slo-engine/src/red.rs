@@ -270,29 +270,41 @@ pub async fn series(
     Ok((0..buckets)
         .map(|k| {
             let time_ns = w.from_ns + k * step_ns;
-            let secs = ((w.to_ns.min(time_ns + step_ns)) - time_ns) as f64 / 1e9;
             match found.get(&time_ns) {
-                Some(&(requests, errors, p95, p99)) => RedPoint {
+                Some(&(requests, errors, p95, p99)) => point(
+                    w,
                     time_ns,
-                    requests,
-                    errors,
-                    rate: requests as f64 / secs,
-                    error_ratio: errors as f64 / requests.max(1) as f64,
-                    p95_ms: Some(p95),
-                    p99_ms: Some(p99),
-                },
-                None => RedPoint {
-                    time_ns,
-                    requests: 0,
-                    errors: 0,
-                    rate: 0.0,
-                    error_ratio: 0.0,
-                    p95_ms: None,
-                    p99_ms: None,
-                },
+                    step_ns,
+                    (requests, errors),
+                    Some(p95),
+                    Some(p99),
+                ),
+                None => point(w, time_ns, step_ns, (0, 0), None, None),
             }
         })
         .collect())
+}
+
+/// The bucket of a series starting at `time_ns` (the last one may be cut
+/// short by the window's end) with its `(requests, errors)` and percentiles.
+pub(crate) fn point(
+    w: &Window,
+    time_ns: i64,
+    step_ns: i64,
+    (requests, errors): (u64, u64),
+    p95_ms: Option<f64>,
+    p99_ms: Option<f64>,
+) -> RedPoint {
+    let secs = ((w.to_ns.min(time_ns + step_ns)) - time_ns) as f64 / 1e9;
+    RedPoint {
+        time_ns,
+        requests,
+        errors,
+        rate: requests as f64 / secs,
+        error_ratio: errors as f64 / requests.max(1) as f64,
+        p95_ms,
+        p99_ms,
+    }
 }
 
 /// One edge of the service map: `caller` calls `callee`.

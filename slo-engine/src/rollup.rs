@@ -35,6 +35,13 @@ use store::query::StoreTable;
 use store::{Snapshot, Store, Table};
 
 use crate::red::{ERROR, MAX_POINTS, Red, RedError, RedPoint, Window, quote};
+
+/// Columns of the raw-span scans: service, operation, start, failed (0/1), duration.
+fn raw_columns() -> String {
+    format!(
+        "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns"
+    )
+}
 use crate::sketch::Sketch;
 
 const MINUTE_NS: i64 = 60_000_000_000;
@@ -363,18 +370,15 @@ impl Rollups {
         }
         Ok((0..buckets)
             .map(|k| {
-                let time_ns = w.from_ns + k * step_ns;
-                let secs = ((w.to_ns.min(time_ns + step_ns)) - time_ns) as f64 / 1e9;
                 let a = by_bucket.remove(&k).unwrap_or_default();
-                RedPoint {
-                    time_ns,
-                    requests: a.requests,
-                    errors: a.errors,
-                    rate: a.requests as f64 / secs,
-                    error_ratio: a.errors as f64 / a.requests.max(1) as f64,
-                    p95_ms: a.sketch.quantile(0.95).map(|v| v / 1e6),
-                    p99_ms: a.sketch.quantile(0.99).map(|v| v / 1e6),
-                }
+                crate::red::point(
+                    w,
+                    w.from_ns + k * step_ns,
+                    step_ns,
+                    (a.requests, a.errors),
+                    a.sketch.quantile(0.95).map(|v| v / 1e6),
+                    a.sketch.quantile(0.99).map(|v| v / 1e6),
+                )
             })
             .collect())
     }
@@ -468,9 +472,7 @@ impl Rollups {
         if let Some(o) = operation {
             filter.push_str(&format!(" AND name = {}", quote(o)));
         }
-        let cols = format!(
-            "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns"
-        );
+        let cols = raw_columns();
         let between = |a: i64, b: i64| {
             format!(
                 "start_time >= to_timestamp_nanos({a}) AND start_time < to_timestamp_nanos({b})"
@@ -533,32 +535,15 @@ impl Rollups {
             .collect()
             .await
             .map_err(|e| RedError::Query(e.to_string()))?;
-        let mut names: HashMap<String, Arc<str>> = HashMap::new();
-        let mut intern = |s: &str| -> Arc<str> {
-            if let Some(a) = names.get(s) {
-                return a.clone();
-            }
-            let a: Arc<str> = Arc::from(s);
-            names.insert(s.to_string(), a.clone());
-            a
-        };
-        for b in batches {
-            let svc = string_column(&b, 0)?;
-            let op = string_column(&b, 1)?;
-            let t = b.column(2).as_primitive::<TimestampNanosecondType>();
-            let err = b.column(3).as_primitive::<Int64Type>();
-            let dur = b.column(4).as_primitive::<Int64Type>();
-            for i in 0..b.num_rows() {
-                let s = intern(svc.value(i));
-                let o = intern(op.value(i));
-                let a = acc
-                    .entry(key_of(&s, &o, bucket_of(t.value(i))))
-                    .or_default();
-                a.requests += 1;
-                a.errors += err.value(i) as u64;
-                a.sketch.add(dur.value(i) as f64);
-            }
-        }
+        let mut keys = KeyTable::default();
+        for_each_span(&batches, |svc, op, t, err, dur| {
+            let k = keys.key(svc, op);
+            let (s, o) = keys.get(k);
+            let a = acc.entry(key_of(s, o, bucket_of(t))).or_default();
+            a.requests += 1;
+            a.errors += err;
+            a.sketch.add(dur);
+        })?;
         Ok(acc)
     }
 }
@@ -612,10 +597,7 @@ async fn compute(data_path: &Path, meta: &FileMeta) -> Result<FileRollup, RedErr
             batches: vec![],
         },
     )?;
-    let sql = format!(
-        "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns \
-         FROM f WHERE kind = 'SERVER'"
-    );
+    let sql = format!("{} FROM f WHERE kind = 'SERVER'", raw_columns());
     let batches = ctx
         .sql(&sql)
         .await
@@ -629,33 +611,15 @@ async fn compute(data_path: &Path, meta: &FileMeta) -> Result<FileRollup, RedErr
 }
 
 fn build(batches: &[RecordBatch]) -> Result<FileRollup, RedError> {
-    let mut keys: Vec<(Arc<str>, Arc<str>)> = Vec::new();
-    let mut key_index: HashMap<(String, String), u32> = HashMap::new();
+    let mut keys = KeyTable::default();
     let mut groups: HashMap<(i64, u32), Acc> = HashMap::new();
-    for b in batches {
-        let svc = string_column(b, 0)?;
-        let op = string_column(b, 1)?;
-        let t = b.column(2).as_primitive::<TimestampNanosecondType>();
-        let err = b.column(3).as_primitive::<Int64Type>();
-        let dur = b.column(4).as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            let (s, o) = (svc.value(i), op.value(i));
-            let k = match key_index.get(&(s.to_string(), o.to_string())) {
-                Some(&k) => k,
-                None => {
-                    let k = keys.len() as u32;
-                    keys.push((Arc::from(s), Arc::from(o)));
-                    key_index.insert((s.to_string(), o.to_string()), k);
-                    k
-                }
-            };
-            let minute = t.value(i).div_euclid(MINUTE_NS) * MINUTE_NS;
-            let a = groups.entry((minute, k)).or_default();
-            a.requests += 1;
-            a.errors += err.value(i) as u64;
-            a.sketch.add(dur.value(i) as f64);
-        }
-    }
+    for_each_span(batches, |svc, op, t, err, dur| {
+        let minute = t.div_euclid(MINUTE_NS) * MINUTE_NS;
+        let a = groups.entry((minute, keys.key(svc, op))).or_default();
+        a.requests += 1;
+        a.errors += err;
+        a.sketch.add(dur);
+    })?;
     let mut rows: Vec<Row> = groups
         .into_iter()
         .map(|((minute_ns, key), a)| Row {
@@ -667,7 +631,61 @@ fn build(batches: &[RecordBatch]) -> Result<FileRollup, RedError> {
         })
         .collect();
     rows.sort_by_key(|r| (r.minute_ns, r.key));
-    Ok(with_size(keys, rows))
+    Ok(with_size(keys.keys, rows))
+}
+
+/// (service, operation) pairs numbered in order of first appearance; lookups
+/// allocate only for a new pair.
+#[derive(Default)]
+struct KeyTable {
+    keys: Vec<(Arc<str>, Arc<str>)>,
+    index: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
+}
+
+impl KeyTable {
+    fn key(&mut self, service: &str, operation: &str) -> u32 {
+        if let Some(&k) = self.index.get(service).and_then(|ops| ops.get(operation)) {
+            return k;
+        }
+        let k = self.keys.len() as u32;
+        let pair: (Arc<str>, Arc<str>) = (Arc::from(service), Arc::from(operation));
+        self.index
+            .entry(pair.0.clone())
+            .or_default()
+            .insert(pair.1.clone(), k);
+        self.keys.push(pair);
+        k
+    }
+
+    fn get(&self, k: u32) -> (&Arc<str>, &Arc<str>) {
+        let (s, o) = &self.keys[k as usize];
+        (s, o)
+    }
+}
+
+/// Calls `f(service, operation, start_ns, failed, duration_ns)` for every
+/// row of a [`raw_columns`] scan.
+fn for_each_span(
+    batches: &[RecordBatch],
+    mut f: impl FnMut(&str, &str, i64, u64, f64),
+) -> Result<(), RedError> {
+    for b in batches {
+        let svc = string_column(b, 0)?;
+        let op = string_column(b, 1)?;
+        let t = b.column(2).as_primitive::<TimestampNanosecondType>();
+        let err = b.column(3).as_primitive::<Int64Type>();
+        let dur = b.column(4).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            f(
+                svc.value(i),
+                op.value(i),
+                t.value(i),
+                err.value(i) as u64,
+                dur.value(i) as f64,
+            );
+        }
+    }
+    Ok(())
 }
 
 fn with_size(keys: Vec<(Arc<str>, Arc<str>)>, rows: Vec<Row>) -> FileRollup {
@@ -745,8 +763,7 @@ fn read_rollup(path: &Path) -> Result<Option<FileRollup>, String> {
         .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| e.to_string())?;
-    let mut keys: Vec<(Arc<str>, Arc<str>)> = Vec::new();
-    let mut key_index: HashMap<(String, String), u32> = HashMap::new();
+    let mut keys = KeyTable::default();
     let mut rows = Vec::new();
     for b in reader {
         let b = b.map_err(|e| e.to_string())?;
@@ -760,16 +777,7 @@ fn read_rollup(path: &Path) -> Result<Option<FileRollup>, String> {
         let err = b.column(4).as_primitive::<UInt64Type>();
         let sk = b.column(5).as_binary::<i32>();
         for i in 0..b.num_rows() {
-            let k = (svc.value(i).to_string(), op.value(i).to_string());
-            let key = match key_index.get(&k) {
-                Some(&k) => k,
-                None => {
-                    let n = keys.len() as u32;
-                    keys.push((Arc::from(k.0.as_str()), Arc::from(k.1.as_str())));
-                    key_index.insert(k, n);
-                    n
-                }
-            };
+            let key = keys.key(svc.value(i), op.value(i));
             Sketch::decode(sk.value(i))?;
             rows.push(Row {
                 minute_ns: minute.value(i),
@@ -780,7 +788,7 @@ fn read_rollup(path: &Path) -> Result<Option<FileRollup>, String> {
             });
         }
     }
-    Ok(Some(with_size(keys, rows)))
+    Ok(Some(with_size(keys.keys, rows)))
 }
 
 /// Deletes rollup files under `dir` whose data file no longer exists.
