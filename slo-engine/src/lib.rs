@@ -20,3 +20,4 @@ pub mod openslo;
 pub mod red;
 pub mod rollup;
 pub mod sketch;
+pub mod trace_index;

@@ -1,14 +1,29 @@
-//! Metrics from `metric_points`: the catalogue of metric names, and counter
-//! rates with cumulative and delta temporality (counter resets handled).
+//! Metrics from `metric_points`: the catalogue of metric names, and metric
+//! series over time, optionally grouped by attributes:
+//! - counter rates (monotonic sums, cumulative and delta temporality,
+//!   counter resets handled) ([`counter_rate`]);
+//! - gauges: average, minimum, maximum and last value per bucket ([`gauge`]);
+//! - explicit-bucket histograms: quantiles (Prometheus interpolation) and
+//!   averages (sum / count) per bucket ([`histogram`]);
+//! - RED from the `http.server.request.duration` histogram, for services
+//!   that export metrics but no spans ([`red_from_histogram`]).
+//!
+//! A *series* is one service plus one full attribute set; cumulative points
+//! are turned into increases per series (the first point of a series only
+//! sets a baseline, so the query looks back [`LOOKBACK_NS`] before the
+//! window; a drop is a reset and the new value counts from zero). Series are
+//! then summed into *groups*: one group per distinct value of the
+//! `group_by` keys (`service.name` is the service; any other key a data
+//! point attribute), or one group of everything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
+use arrow::array::{Array, AsArray, MapArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampNanosecondType, UInt64Type};
 use serde::Serialize;
 use store::Store;
 
-use crate::red::{RedError, Window, quote};
+use crate::red::{Red, RedError, RedPoint, RedSource, Window, quote};
 
 /// One metric name as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,10 +43,6 @@ pub struct MetricInfo {
 }
 
 use crate::red::run;
-
-/// SQL for the series a point belongs to: service plus its attributes.
-const SERIES_KEY: &str = "service_name || '|' || array_to_string(array_sort(map_keys(attributes)), ',') || '|' || \
-     array_to_string(array_sort(map_values(attributes)), ',')";
 
 fn window_sql(w: &Window) -> String {
     format!(
@@ -93,83 +104,395 @@ pub async fn list(store: &Store, w: &Window) -> Result<Vec<MetricInfo>, RedError
     Ok(out)
 }
 
+/// How far before a window a query reads, so that the first cumulative
+/// point inside the window has a baseline (at least one step).
+pub const LOOKBACK_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// Most `group_by` keys.
+pub const MAX_GROUP_KEYS: usize = 8;
+
+/// Most points (groups x buckets) one query returns.
+pub const MAX_SERIES_POINTS: usize = 200_000;
+
+/// One group of a grouped metric query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series<P> {
+    /// The group's value of each `group_by` key (an absent attribute is `""`).
+    pub labels: BTreeMap<String, String>,
+    /// One point per bucket, every bucket present.
+    pub points: Vec<P>,
+}
+
+/// What a grouped query reads and how it buckets.
+struct Plan<'a> {
+    metric: &'a str,
+    metric_type: &'a str,
+    group_by: &'a [String],
+    from_ns: i64,
+    to_ns: i64,
+    step_ns: i64,
+    buckets: usize,
+    /// Extra SQL conditions, each starting with ` AND `.
+    filter: String,
+}
+
+impl Plan<'_> {
+    fn new<'a>(
+        metric: &'a str,
+        metric_type: &'a str,
+        group_by: &'a [String],
+        w: &Window,
+        step_secs: i64,
+    ) -> Result<Plan<'a>, RedError> {
+        let (step_ns, buckets) = w.buckets(step_secs)?;
+        check_group_by(group_by)?;
+        Ok(Plan {
+            metric,
+            metric_type,
+            group_by,
+            from_ns: w.from_ns,
+            to_ns: w.to_ns,
+            step_ns,
+            buckets: buckets as usize,
+            filter: String::new(),
+        })
+    }
+
+    /// Points of the metric from `LOOKBACK_NS` (or a step, if longer) before
+    /// the window, ordered by time, with the group columns `g0..gN` after
+    /// `columns`.
+    fn sql(&self, columns: &str) -> String {
+        let groups: String = self
+            .group_by
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!(", {} AS g{i}", group_column(k)))
+            .collect();
+        format!(
+            "SELECT time, temporality, service_name, attributes, {columns}{groups} \
+             FROM metric_points WHERE metric_name = {} AND metric_type = {} \
+             AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({}){} ORDER BY time",
+            quote(self.metric),
+            quote(self.metric_type),
+            self.from_ns - LOOKBACK_NS.max(self.step_ns),
+            self.to_ns,
+            self.filter
+        )
+    }
+
+    fn bucket(&self, time_ns: i64) -> Option<usize> {
+        (time_ns >= self.from_ns && time_ns < self.to_ns)
+            .then(|| ((time_ns - self.from_ns) / self.step_ns) as usize)
+    }
+
+    fn time_of(&self, bucket: usize) -> i64 {
+        self.from_ns + bucket as i64 * self.step_ns
+    }
+}
+
+fn check_group_by(group_by: &[String]) -> Result<(), RedError> {
+    if group_by.len() > MAX_GROUP_KEYS {
+        return Err(RedError::BadRequest(format!(
+            "{} group_by keys; at most {MAX_GROUP_KEYS}",
+            group_by.len()
+        )));
+    }
+    for k in group_by {
+        if k.is_empty() || k.len() > 256 {
+            return Err(RedError::BadRequest(format!(
+                "group_by key {k:?} must be 1 to 256 characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The SQL of one group key: `service.name` is the service column, any
+/// other key a data point attribute.
+fn group_column(key: &str) -> String {
+    if key == "service.name" {
+        "service_name".to_string()
+    } else {
+        format!("attributes[{}]", quote(key))
+    }
+}
+
+/// The string value of column `name` at row `i` (`""` when null).
+fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, RedError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| RedError::Query(format!("column {name} missing")))?;
+    let c = arrow::compute::cast(c, &DataType::Utf8).map_err(|e| RedError::Query(e.to_string()))?;
+    Ok(c.as_string::<i32>().clone())
+}
+
+fn value_of(a: &StringArray, i: usize) -> &str {
+    if a.is_null(i) { "" } else { a.value(i) }
+}
+
+/// Per row: the series key (service plus every attribute, sorted) and the
+/// group key (the group column values).
+struct Keys {
+    service: StringArray,
+    attributes: MapArray,
+    groups: Vec<StringArray>,
+}
+
+impl Keys {
+    fn new(b: &RecordBatch, group_keys: usize) -> Result<Keys, RedError> {
+        Ok(Keys {
+            service: strings(b, "service_name")?,
+            attributes: b
+                .column_by_name("attributes")
+                .and_then(|c| c.as_map_opt().cloned())
+                .ok_or_else(|| RedError::Query("attributes column missing".into()))?,
+            groups: (0..group_keys)
+                .map(|g| strings(b, &format!("g{g}")))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn series(&self, i: usize) -> String {
+        let entry = self.attributes.value(i);
+        let keys = entry.column(0).as_string::<i32>();
+        let values = entry.column(1).as_string::<i32>();
+        let mut pairs: Vec<(&str, &str)> = (0..entry.len())
+            .map(|j| (keys.value(j), value_of(values, j)))
+            .collect();
+        pairs.sort_unstable();
+        let mut s = String::from(value_of(&self.service, i));
+        for (k, v) in pairs {
+            s.push('\u{1f}');
+            s.push_str(k);
+            s.push('=');
+            s.push_str(v);
+        }
+        s
+    }
+
+    fn group(&self, i: usize) -> Vec<String> {
+        self.groups
+            .iter()
+            .map(|g| value_of(g, i).to_string())
+            .collect()
+    }
+}
+
+/// Accumulators per group, each with one slot per bucket; bounded by
+/// [`MAX_SERIES_POINTS`].
+struct Groups<T> {
+    buckets: usize,
+    by_group: HashMap<Vec<String>, Vec<T>>,
+}
+
+impl<T: Default + Clone> Groups<T> {
+    fn new(buckets: usize) -> Groups<T> {
+        Groups {
+            buckets,
+            by_group: HashMap::new(),
+        }
+    }
+
+    fn slot(&mut self, group: Vec<String>, bucket: usize) -> Result<&mut T, RedError> {
+        if !self.by_group.contains_key(&group)
+            && (self.by_group.len() + 1) * self.buckets > MAX_SERIES_POINTS
+        {
+            return Err(RedError::BadRequest(format!(
+                "more than {} groups of {} buckets: group by fewer keys, or use a larger step",
+                MAX_SERIES_POINTS / self.buckets.max(1),
+                self.buckets
+            )));
+        }
+        let buckets = self.buckets;
+        Ok(&mut self
+            .by_group
+            .entry(group)
+            .or_insert_with(|| vec![T::default(); buckets])[bucket])
+    }
+
+    /// Every group (ordered by labels) with its points; no data and no
+    /// grouping is one empty group, so an ungrouped query always answers
+    /// one series.
+    fn finish<P>(
+        mut self,
+        group_by: &[String],
+        mut point: impl FnMut(usize, &T) -> P,
+    ) -> Vec<Series<P>> {
+        if group_by.is_empty() && self.by_group.is_empty() {
+            self.by_group
+                .insert(vec![], vec![T::default(); self.buckets]);
+        }
+        let mut out: Vec<Series<P>> = self
+            .by_group
+            .into_iter()
+            .map(|(g, slots)| Series {
+                labels: group_by.iter().cloned().zip(g).collect(),
+                points: slots.iter().enumerate().map(|(k, t)| point(k, t)).collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+}
+
 /// One bucket of a counter rate series.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RatePoint {
     /// Bucket start, ns.
     pub time_ns: i64,
-    /// Increase per second over the bucket, summed over all series.
+    /// Increase per second over the bucket.
     pub rate: f64,
     /// Increase over the bucket.
     pub increase: f64,
 }
 
 /// The per-second rate of a monotonic sum (counter) in `step_secs` buckets,
-/// summed over all series (service + attributes). Cumulative points
-/// contribute the difference to the previous point of the same series (a
-/// drop is a reset: the new value counts from zero; the first point of a
-/// series only sets the baseline); delta points contribute their value.
+/// per group. Cumulative points contribute the difference to the previous
+/// point of the same series (a drop is a reset: the new value counts from
+/// zero; the first point of a series only sets the baseline); delta points
+/// contribute their value.
 pub async fn counter_rate(
     store: &Store,
     metric: &str,
     w: &Window,
     step_secs: i64,
-) -> Result<Vec<RatePoint>, RedError> {
-    let (step_ns, buckets) = w.buckets(step_secs)?;
-    // One step before the window, so the first point in it has a baseline.
-    let sql = format!(
-        "SELECT time, value, temporality, {SERIES_KEY} AS series \
-         FROM metric_points WHERE metric_name = {} AND metric_type = 'sum' \
-         AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({}) ORDER BY series, time",
-        quote(metric),
-        w.from_ns - step_ns,
-        w.to_ns
-    );
-    let mut increase = vec![0.0f64; buckets as usize];
-    let mut last: BTreeMap<String, f64> = BTreeMap::new();
-    for b in run(store, &sql).await? {
+    group_by: &[String],
+) -> Result<Vec<Series<RatePoint>>, RedError> {
+    let plan = Plan::new(metric, "sum", group_by, w, step_secs)?;
+    let mut groups: Groups<f64> = Groups::new(plan.buckets);
+    let mut last: HashMap<String, f64> = HashMap::new();
+    for b in run(store, &plan.sql("value")).await? {
+        let keys = Keys::new(&b, group_by.len())?;
         let t = b.column(0).as_primitive::<TimestampNanosecondType>();
-        let v = b.column(1).as_primitive::<Float64Type>();
-        let temp = b.column(2).as_string::<i32>();
-        let series = b.column(3).as_string::<i32>();
+        let temp = strings(&b, "temporality")?;
+        let v = b
+            .column_by_name("value")
+            .and_then(|c| c.as_primitive_opt::<Float64Type>().cloned())
+            .ok_or_else(|| RedError::Query("value column missing".into()))?;
         for i in 0..b.num_rows() {
             if v.is_null(i) {
                 continue;
             }
-            let (time, value) = (t.value(i), v.value(i));
-            let inc = if temp.value(i) == "delta" {
+            let value = v.value(i);
+            let inc = if value_of(&temp, i) == "delta" {
                 Some(value)
             } else {
-                let prev = last.insert(series.value(i).to_string(), value);
+                let prev = last.insert(keys.series(i), value);
                 prev.map(|p| if value >= p { value - p } else { value })
             };
-            if let Some(inc) = inc
-                && time >= w.from_ns
-            {
-                increase[((time - w.from_ns) / step_ns) as usize] += inc;
+            if let (Some(inc), Some(k)) = (inc, plan.bucket(t.value(i))) {
+                *groups.slot(keys.group(i), k)? += inc;
             }
         }
     }
-    Ok(increase
-        .into_iter()
-        .enumerate()
-        .map(|(k, inc)| RatePoint {
-            time_ns: w.from_ns + k as i64 * step_ns,
-            rate: inc / step_secs as f64,
-            increase: inc,
-        })
-        .collect())
+    let step = plan.step_ns as f64 / 1e9;
+    Ok(groups.finish(group_by, |k, inc| RatePoint {
+        time_ns: plan.time_of(k),
+        rate: inc / step,
+        increase: *inc,
+    }))
 }
 
-/// One bucket of a histogram quantile series.
+/// One bucket of a gauge series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GaugePoint {
+    /// Bucket start, ns.
+    pub time_ns: i64,
+    /// Samples in the bucket, over the group's series.
+    pub samples: u64,
+    /// Mean of the samples (`None` without samples).
+    pub avg: Option<f64>,
+    /// Smallest sample.
+    pub min: Option<f64>,
+    /// Largest sample.
+    pub max: Option<f64>,
+    /// Sum over the group's series of each series' last sample in the
+    /// bucket (e.g. total queue depth over instances).
+    pub last: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct GaugeAcc {
+    samples: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last: HashMap<String, (i64, f64)>,
+}
+
+/// A gauge in `step_secs` buckets, per group: average, minimum, maximum and
+/// (summed over series) last value of the samples in each bucket. Integer
+/// gauges are read as floats.
+pub async fn gauge(
+    store: &Store,
+    metric: &str,
+    w: &Window,
+    step_secs: i64,
+    group_by: &[String],
+) -> Result<Vec<Series<GaugePoint>>, RedError> {
+    let plan = Plan::new(metric, "gauge", group_by, w, step_secs)?;
+    let mut groups: Groups<GaugeAcc> = Groups::new(plan.buckets);
+    for b in run(
+        store,
+        &plan.sql("coalesce(value, arrow_cast(value_int, 'Float64')) AS v"),
+    )
+    .await?
+    {
+        let keys = Keys::new(&b, group_by.len())?;
+        let t = b.column(0).as_primitive::<TimestampNanosecondType>();
+        let v = b
+            .column_by_name("v")
+            .and_then(|c| c.as_primitive_opt::<Float64Type>().cloned())
+            .ok_or_else(|| RedError::Query("value column missing".into()))?;
+        for i in 0..b.num_rows() {
+            let Some(k) = plan.bucket(t.value(i)) else {
+                continue;
+            };
+            if v.is_null(i) || !v.value(i).is_finite() {
+                continue;
+            }
+            let (time, value) = (t.value(i), v.value(i));
+            let a = groups.slot(keys.group(i), k)?;
+            if a.samples == 0 {
+                a.min = value;
+                a.max = value;
+            }
+            a.samples += 1;
+            a.sum += value;
+            a.min = a.min.min(value);
+            a.max = a.max.max(value);
+            let e = a.last.entry(keys.series(i)).or_insert((time, value));
+            if time >= e.0 {
+                *e = (time, value);
+            }
+        }
+    }
+    Ok(groups.finish(group_by, |k, a| {
+        let some = |x: f64| (a.samples > 0).then_some(x);
+        GaugePoint {
+            time_ns: plan.time_of(k),
+            samples: a.samples,
+            avg: some(a.sum / a.samples.max(1) as f64),
+            min: some(a.min),
+            max: some(a.max),
+            last: some(a.last.values().map(|(_, v)| v).sum()),
+        }
+    }))
+}
+
+/// One bucket of a histogram series.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuantilePoint {
     /// Bucket start, ns.
     pub time_ns: i64,
-    /// Observations in the bucket, over all series.
+    /// Observations in the bucket, over the group's series.
     pub count: u64,
     /// The estimated quantile (`None` without observations).
     pub value: Option<f64>,
+    /// Sum of the observations (`None` when a point did not carry its sum).
+    pub sum: Option<f64>,
+    /// sum / count (`None` without observations or without sums).
+    pub average: Option<f64>,
 }
 
 /// Estimates quantile `q` from explicit bucket counts (upper bounds
@@ -202,100 +525,318 @@ pub fn bucket_quantile(q: f64, bounds: &[f64], counts: &[u64]) -> Option<f64> {
     bounds.last().copied()
 }
 
-/// Quantile `q` of an explicit-bucket histogram metric in `step_secs` buckets,
-/// over all its series: cumulative points contribute their increase since
-/// the previous point of the same series (a drop in any bucket is a reset),
-/// delta points their counts. Points whose bounds differ from the first seen
-/// in a bucket are skipped.
-pub async fn histogram_quantile(
-    store: &Store,
-    metric: &str,
-    q: f64,
-    w: &Window,
-    step_secs: i64,
-) -> Result<Vec<QuantilePoint>, RedError> {
-    if !(0.0..=1.0).contains(&q) {
-        return Err(RedError::BadRequest(format!(
-            "quantile {q} is not between 0 and 1"
-        )));
+/// Merged histogram increases of one group in one bucket.
+#[derive(Debug, Default, Clone)]
+struct HistAcc {
+    bounds: Vec<f64>,
+    counts: Vec<u64>,
+    sum: f64,
+    /// Every merged point carried its sum.
+    sum_known: bool,
+    points: u64,
+}
+
+impl HistAcc {
+    /// Adds one increase; points whose bounds differ from the first merged
+    /// are skipped (bucket layouts cannot be merged exactly).
+    fn add(&mut self, bounds: &[f64], counts: &[u64], sum: Option<f64>) {
+        if self.points == 0 {
+            self.bounds = bounds.to_vec();
+            self.counts = vec![0; counts.len()];
+            self.sum_known = true;
+        } else if self.bounds != bounds || self.counts.len() != counts.len() {
+            return;
+        }
+        self.points += 1;
+        for (a, c) in self.counts.iter_mut().zip(counts) {
+            *a += c;
+        }
+        match sum {
+            Some(s) => self.sum += s,
+            None => self.sum_known = false,
+        }
     }
-    let (step_ns, buckets) = w.buckets(step_secs)?;
-    let sql = format!(
-        "SELECT time, temporality, {SERIES_KEY} AS series, bucket_counts, explicit_bounds \
-         FROM metric_points WHERE metric_name = {} AND metric_type = 'histogram' \
-         AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({}) ORDER BY series, time",
-        quote(metric),
-        w.from_ns - step_ns,
-        w.to_ns
-    );
-    let mut acc: Vec<Option<(Vec<f64>, Vec<u64>)>> = vec![None; buckets as usize];
-    let mut last: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for b in run(store, &sql).await? {
+
+    fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// The last cumulative point of a series: counts and sum.
+struct Baseline {
+    counts: Vec<u64>,
+    sum: Option<f64>,
+}
+
+/// Walks the explicit-bucket histogram points of a plan and feeds each
+/// point's increase (per series; resets and delta handled) to `add` with
+/// the row's group and bucket.
+async fn histogram_increases(
+    store: &Store,
+    plan: &Plan<'_>,
+    mut add: impl FnMut(Vec<String>, usize, &[f64], &[u64], Option<f64>) -> Result<(), RedError>,
+) -> Result<(), RedError> {
+    let mut last: HashMap<String, Baseline> = HashMap::new();
+    for b in run(store, &plan.sql("bucket_counts, explicit_bounds, sum")).await? {
+        let keys = Keys::new(&b, plan.group_by.len())?;
         let t = b.column(0).as_primitive::<TimestampNanosecondType>();
-        let temp = b.column(1).as_string::<i32>();
-        let series = b.column(2).as_string::<i32>();
-        let counts = b.column(3).as_list::<i32>();
-        let bounds = b.column(4).as_list::<i32>();
+        let temp = strings(&b, "temporality")?;
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .ok_or_else(|| RedError::Query(format!("column {n} missing")))
+        };
+        let counts = col("bucket_counts")?.as_list::<i32>();
+        let bounds = col("explicit_bounds")?.as_list::<i32>();
+        let sums = col("sum")?.as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
             if counts.is_null(i) || bounds.is_null(i) {
                 continue;
             }
             let c: Vec<u64> = counts
                 .value(i)
-                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .as_primitive::<UInt64Type>()
                 .values()
                 .to_vec();
-            let bd: Vec<f64> = bounds
-                .value(i)
-                .as_primitive::<Float64Type>()
-                .values()
-                .to_vec();
-            let inc = if temp.value(i) == "delta" {
-                Some(c.clone())
+            let bd = bounds.value(i);
+            let bd = bd.as_primitive::<Float64Type>().values();
+            let sum = (!sums.is_null(i)).then(|| sums.value(i));
+            let (inc, inc_sum) = if value_of(&temp, i) == "delta" {
+                (Some(c), sum)
             } else {
-                match last.insert(series.value(i).to_string(), c.clone()) {
-                    Some(prev)
-                        if prev.len() == c.len() && prev.iter().zip(&c).all(|(p, n)| n >= p) =>
+                let prev = last.insert(
+                    keys.series(i),
+                    Baseline {
+                        counts: c.clone(),
+                        sum,
+                    },
+                );
+                match prev {
+                    Some(p)
+                        if p.counts.len() == c.len()
+                            && p.counts.iter().zip(&c).all(|(p, n)| n >= p) =>
                     {
-                        Some(c.iter().zip(&prev).map(|(n, p)| n - p).collect())
+                        let inc = c.iter().zip(&p.counts).map(|(n, p)| n - p).collect();
+                        let s = match (sum, p.sum) {
+                            (Some(s), Some(ps)) => Some(s - ps),
+                            _ => None,
+                        };
+                        (Some(inc), s)
                     }
-                    Some(_) => Some(c.clone()), // reset
-                    None => None,               // baseline only
+                    Some(_) => (Some(c), sum), // reset: counts start again from zero
+                    None => (None, None),      // baseline only
                 }
             };
-            let time = t.value(i);
-            let Some(inc) = inc else { continue };
-            if time < w.from_ns {
-                continue;
-            }
-            let slot = &mut acc[((time - w.from_ns) / step_ns) as usize];
-            match slot {
-                None => *slot = Some((bd, inc)),
-                Some((sb, sc)) if *sb == bd && sc.len() == inc.len() => {
-                    for (a, x) in sc.iter_mut().zip(&inc) {
-                        *a += x;
-                    }
-                }
-                Some(_) => {}
+            if let (Some(inc), Some(k)) = (inc, plan.bucket(t.value(i))) {
+                add(keys.group(i), k, bd, &inc, inc_sum)?;
             }
         }
     }
+    Ok(())
+}
+
+/// An explicit-bucket histogram metric in `step_secs` buckets, per group:
+/// observation count, quantile `q` (Prometheus interpolation, see
+/// [`bucket_quantile`]), sum and average. Cumulative points contribute their
+/// increase since the previous point of the same series (a drop in any
+/// bucket is a reset), delta points their counts. Within a group and
+/// bucket, points whose bounds differ from the first seen are skipped.
+pub async fn histogram(
+    store: &Store,
+    metric: &str,
+    q: f64,
+    w: &Window,
+    step_secs: i64,
+    group_by: &[String],
+) -> Result<Vec<Series<QuantilePoint>>, RedError> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(RedError::BadRequest(format!(
+            "quantile {q} is not between 0 and 1"
+        )));
+    }
+    let plan = Plan::new(metric, "histogram", group_by, w, step_secs)?;
+    let mut groups: Groups<HistAcc> = Groups::new(plan.buckets);
+    histogram_increases(store, &plan, |g, k, bounds, counts, sum| {
+        groups.slot(g, k)?.add(bounds, counts, sum);
+        Ok(())
+    })
+    .await?;
+    Ok(groups.finish(group_by, |k, a| {
+        let count = a.count();
+        let sum = (a.points > 0 && a.sum_known).then_some(a.sum);
+        QuantilePoint {
+            time_ns: plan.time_of(k),
+            count,
+            value: bucket_quantile(q, &a.bounds, &a.counts),
+            sum,
+            average: sum.filter(|_| count > 0).map(|s| s / count as f64),
+        }
+    }))
+}
+
+/// The HTTP server duration histogram of the semantic conventions.
+pub const HTTP_SERVER_DURATION: &str = "http.server.request.duration";
+
+/// Which RED figures to take from the duration histogram.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistogramRed<'a> {
+    /// Only this service.
+    pub service: Option<&'a str>,
+    /// Only this operation (`"{method} {route}"`).
+    pub operation: Option<&'a str>,
+    /// One result per operation instead of per service.
+    pub per_operation: bool,
+    /// Services to leave out (those that have spans).
+    pub exclude: &'a [String],
+}
+
+/// The operation name of a histogram point: `"{method} {route}"`, the span
+/// name the conventions give an HTTP server span.
+fn operation_of(method: &str, route: &str) -> String {
+    match (method, route) {
+        ("", route) => route.to_string(),
+        (method, "") => method.to_string(),
+        (method, route) => format!("{method} {route}"),
+    }
+}
+
+type RedAcc = BTreeMap<(String, String, usize), (u64, HistAcc)>;
+
+/// Merged duration histograms per (service, operation, bucket) with their
+/// error counts, and each service's factor from its unit to ms.
+async fn histogram_red(
+    store: &Store,
+    w: &Window,
+    step_secs: i64,
+    f: &HistogramRed<'_>,
+) -> Result<(RedAcc, HashMap<String, f64>), RedError> {
+    let keys: Vec<String> = [
+        "service.name",
+        "http.request.method",
+        "http.route",
+        "http.response.status_code",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut plan = Plan::new(HTTP_SERVER_DURATION, "histogram", &keys, w, step_secs)?;
+    if let Some(s) = f.service {
+        plan.filter = format!(" AND service_name = {}", quote(s));
+    }
+    if !f.exclude.is_empty() {
+        let list: Vec<String> = f.exclude.iter().map(|s| quote(s)).collect();
+        plan.filter
+            .push_str(&format!(" AND service_name NOT IN ({})", list.join(", ")));
+    }
+    let mut scale_ms: HashMap<String, f64> = HashMap::new();
+    let unit_sql = format!(
+        "SELECT service_name, max(unit) AS unit FROM metric_points WHERE metric_name = {} \
+         AND metric_type = 'histogram' AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({}){} GROUP BY 1",
+        quote(HTTP_SERVER_DURATION),
+        w.from_ns,
+        w.to_ns,
+        plan.filter
+    );
+    for b in run(store, &unit_sql).await? {
+        let (s, u) = (strings(&b, "service_name")?, strings(&b, "unit")?);
+        for i in 0..b.num_rows() {
+            let scale = if value_of(&u, i) == "ms" { 1.0 } else { 1e3 };
+            scale_ms.insert(value_of(&s, i).to_string(), scale);
+        }
+    }
+    if scale_ms.is_empty() {
+        return Ok((BTreeMap::new(), scale_ms));
+    }
+    let mut acc: RedAcc = BTreeMap::new();
+    histogram_increases(store, &plan, |g, k, bounds, counts, sum| {
+        let op = operation_of(&g[1], &g[2]);
+        if f.operation.is_some_and(|o| o != op) {
+            return Ok(());
+        }
+        let op = if f.per_operation { op } else { String::new() };
+        let e = acc.entry((g[0].clone(), op, k)).or_default();
+        if g[3].parse::<i64>().is_ok_and(|c| c >= 500) {
+            e.0 += counts.iter().sum::<u64>();
+        }
+        e.1.add(bounds, counts, sum);
+        Ok(())
+    })
+    .await?;
+    Ok((acc, scale_ms))
+}
+
+fn quantiles_ms(h: &HistAcc, scale: f64) -> [Option<f64>; 4] {
+    crate::red::SERIES_QUANTILES
+        .map(|q| bucket_quantile(q, &h.bounds, &h.counts).map(|v| v * scale))
+}
+
+/// RED from the [`HTTP_SERVER_DURATION`] histogram over a window, per
+/// service (or per operation, `"{method} {route}"`): requests are
+/// observations, errors the observations with `http.response.status_code`
+/// ≥ 500, percentiles interpolated in the buckets (so only as precise as the
+/// bucket bounds). Durations in `s` (the conventions' unit) or `ms`.
+pub async fn red_from_histogram(
+    store: &Store,
+    w: &Window,
+    f: &HistogramRed<'_>,
+) -> Result<Vec<Red>, RedError> {
+    // One bucket covering the window.
+    let secs = ((w.to_ns - w.from_ns + 999_999_999) / 1_000_000_000).max(1);
+    let (acc, scale_ms) = histogram_red(store, w, secs, f).await?;
+    let seconds = (w.to_ns - w.from_ns) as f64 / 1e9;
     Ok(acc
         .into_iter()
-        .enumerate()
-        .map(|(k, slot)| {
+        .filter(|(_, (_, h))| h.count() > 0)
+        .map(|((svc, op, _), (errors, h))| {
+            let scale = scale_ms.get(&svc).copied().unwrap_or(1e3);
+            let [p50, p90, p95, p99] = quantiles_ms(&h, scale).map(|v| v.unwrap_or(f64::NAN));
+            let requests = h.count();
+            Red {
+                operation: f.per_operation.then_some(op),
+                service: svc,
+                requests,
+                errors,
+                rate: requests as f64 / seconds,
+                error_ratio: errors as f64 / requests.max(1) as f64,
+                p50_ms: p50,
+                p90_ms: p90,
+                p95_ms: p95,
+                p99_ms: p99,
+                source: RedSource::Histogram,
+            }
+        })
+        .collect())
+}
+
+/// RED of one service (or operation) from the duration histogram as
+/// `step_secs` buckets aligned to `w.from_ns`; every bucket is present.
+pub async fn red_series_from_histogram(
+    store: &Store,
+    service: &str,
+    operation: Option<&str>,
+    w: &Window,
+    step_secs: i64,
+) -> Result<Vec<RedPoint>, RedError> {
+    let (step_ns, buckets) = w.buckets(step_secs)?;
+    let f = HistogramRed {
+        service: Some(service),
+        operation,
+        ..Default::default()
+    };
+    let (acc, scale_ms) = histogram_red(store, w, step_secs, &f).await?;
+    let scale = scale_ms.get(service).copied().unwrap_or(1e3);
+    let mut by_bucket: HashMap<usize, (u64, HistAcc)> =
+        acc.into_iter().map(|((_, _, k), v)| (k, v)).collect();
+    Ok((0..buckets as usize)
+        .map(|k| {
             let time_ns = w.from_ns + k as i64 * step_ns;
-            match slot {
-                Some((bounds, counts)) => QuantilePoint {
+            match by_bucket.remove(&k) {
+                Some((errors, h)) if h.count() > 0 => crate::red::point(
+                    w,
                     time_ns,
-                    count: counts.iter().sum(),
-                    value: bucket_quantile(q, &bounds, &counts),
-                },
-                None => QuantilePoint {
-                    time_ns,
-                    count: 0,
-                    value: None,
-                },
+                    step_ns,
+                    (h.count(), errors),
+                    quantiles_ms(&h, scale),
+                ),
+                _ => crate::red::point(w, time_ns, step_ns, (0, 0), [None; 4]),
             }
         })
         .collect())

@@ -100,6 +100,19 @@ pub struct Red {
     pub p95_ms: f64,
     /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// Where the figures come from.
+    pub source: RedSource,
+}
+
+/// The data behind a [`Red`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedSource {
+    /// SERVER spans (exact counts; exact or sketched percentiles).
+    Spans,
+    /// The `http.server.request.duration` histogram (exact counts;
+    /// percentiles interpolated in its buckets), for services without spans.
+    Histogram,
 }
 
 /// One bucket of a RED time series.
@@ -115,11 +128,18 @@ pub struct RedPoint {
     pub rate: f64,
     /// errors / requests (0 for an empty bucket).
     pub error_ratio: f64,
-    /// 95th percentile duration, ms (`None` for an empty bucket).
+    /// Median duration, ms (`None` for an empty bucket).
+    pub p50_ms: Option<f64>,
+    /// 90th percentile duration, ms.
+    pub p90_ms: Option<f64>,
+    /// 95th percentile duration, ms.
     pub p95_ms: Option<f64>,
     /// 99th percentile duration, ms.
     pub p99_ms: Option<f64>,
 }
+
+/// The quantiles a [`RedPoint`] carries.
+pub const SERIES_QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 
 /// A SQL string literal.
 pub fn quote(s: &str) -> String {
@@ -206,6 +226,7 @@ fn rows(batches: &[RecordBatch], w: &Window, per_operation: bool) -> Vec<Red> {
                 p90_ms: f64_at(b, "p90", i),
                 p95_ms: f64_at(b, "p95", i),
                 p99_ms: f64_at(b, "p99", i),
+                source: RedSource::Spans,
             });
         }
     }
@@ -246,13 +267,14 @@ pub async fn series(
     let sql = format!(
         "SELECT date_bin(INTERVAL '{step_secs} seconds', start_time, to_timestamp_nanos({from})) AS bucket, \
          count(*) AS requests, sum(CASE WHEN {ERROR} THEN 1 ELSE 0 END) AS errors, \
+         percentile_cont(duration_ns, 0.5) / 1e6 AS p50, percentile_cont(duration_ns, 0.9) / 1e6 AS p90, \
          percentile_cont(duration_ns, 0.95) / 1e6 AS p95, percentile_cont(duration_ns, 0.99) / 1e6 AS p99 \
          FROM spans WHERE {} AND service_name = {}{op} GROUP BY 1 ORDER BY 1",
         w.predicate(),
         quote(service),
         from = w.from_ns,
     );
-    let mut found: BTreeMap<i64, (u64, u64, f64, f64)> = BTreeMap::new();
+    let mut found: BTreeMap<i64, (u64, u64, [Option<f64>; 4])> = BTreeMap::new();
     for b in run(store, &sql).await? {
         let t = b.column(0).as_primitive::<TimestampNanosecondType>();
         for i in 0..b.num_rows() {
@@ -261,8 +283,7 @@ pub async fn series(
                 (
                     i64_at(&b, "requests", i) as u64,
                     i64_at(&b, "errors", i) as u64,
-                    f64_at(&b, "p95", i),
-                    f64_at(&b, "p99", i),
+                    ["p50", "p90", "p95", "p99"].map(|q| Some(f64_at(&b, q, i))),
                 ),
             );
         }
@@ -271,29 +292,22 @@ pub async fn series(
         .map(|k| {
             let time_ns = w.from_ns + k * step_ns;
             match found.get(&time_ns) {
-                Some(&(requests, errors, p95, p99)) => point(
-                    w,
-                    time_ns,
-                    step_ns,
-                    (requests, errors),
-                    Some(p95),
-                    Some(p99),
-                ),
-                None => point(w, time_ns, step_ns, (0, 0), None, None),
+                Some(&(requests, errors, qs)) => point(w, time_ns, step_ns, (requests, errors), qs),
+                None => point(w, time_ns, step_ns, (0, 0), [None; 4]),
             }
         })
         .collect())
 }
 
 /// The bucket of a series starting at `time_ns` (the last one may be cut
-/// short by the window's end) with its `(requests, errors)` and percentiles.
+/// short by the window's end) with its `(requests, errors)` and the
+/// [`SERIES_QUANTILES`] in ms.
 pub(crate) fn point(
     w: &Window,
     time_ns: i64,
     step_ns: i64,
     (requests, errors): (u64, u64),
-    p95_ms: Option<f64>,
-    p99_ms: Option<f64>,
+    [p50_ms, p90_ms, p95_ms, p99_ms]: [Option<f64>; 4],
 ) -> RedPoint {
     let secs = ((w.to_ns.min(time_ns + step_ns)) - time_ns) as f64 / 1e9;
     RedPoint {
@@ -302,6 +316,8 @@ pub(crate) fn point(
         errors,
         rate: requests as f64 / secs,
         error_ratio: errors as f64 / requests.max(1) as f64,
+        p50_ms,
+        p90_ms,
         p95_ms,
         p99_ms,
     }
@@ -312,51 +328,109 @@ pub(crate) fn point(
 pub struct Edge {
     /// Calling service (the CLIENT or PRODUCER span's service).
     pub caller: String,
-    /// Called service (the SERVER or CONSUMER span's service).
+    /// Called service (the SERVER or CONSUMER span's service, or the
+    /// CLIENT span's `peer.service` for an uninstrumented callee).
     pub callee: String,
-    /// Calls in the window (by the callee span's start time).
+    /// `call` (CLIENT -> SERVER), `message` (PRODUCER -> CONSUMER, as
+    /// parent or as a span link) or `unobserved` (a CLIENT span naming a
+    /// `peer.service` that sends no spans; RED from the CLIENT spans).
+    pub kind: String,
+    /// Calls in the window (by the callee span's start time; by the CLIENT
+    /// span's for `unobserved` edges).
     pub calls: u64,
-    /// Failed calls (callee span failed by the RED error rule).
+    /// Failed calls (by the RED error rule, on the callee span).
     pub errors: u64,
     /// Calls per second.
     pub rate: f64,
     /// errors / calls.
     pub error_ratio: f64,
-    /// 95th percentile of the callee span's duration, ms.
+    /// Median duration of the callee span, ms.
+    pub p50_ms: f64,
+    /// 95th percentile, ms.
     pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
 }
 
-/// Caller -> callee edges: a SERVER (or CONSUMER) span whose parent is a
-/// CLIENT (or PRODUCER) span of another service, with RED per edge.
+/// How long before the window a caller span may start, and after it a
+/// callee span, to be paired.
+const PAIR_SLACK: &str = "INTERVAL '1 hour'";
+
+/// Caller -> callee edges with RED per edge, from three kinds of evidence:
+/// a SERVER (or CONSUMER) span whose parent is a CLIENT (or PRODUCER) span
+/// of another service; a CONSUMER span linked to a PRODUCER span of another
+/// service (a message consumed in a new trace); and a CLIENT span with a
+/// `peer.service` of another service but no SERVER child (the callee sends
+/// no spans).
 pub async fn service_map(store: &Store, w: &Window) -> Result<Vec<Edge>, RedError> {
+    let err = |t: &str| {
+        format!(
+            "CASE WHEN ({t}.status_code = 'ERROR' OR coalesce({t}.http_response_status_code, 0) >= 500) THEN 1 ELSE 0 END"
+        )
+    };
+    let within = |t: &str| {
+        format!(
+            "{t}.start_time >= to_timestamp_nanos({}) AND {t}.start_time < to_timestamp_nanos({})",
+            w.from_ns, w.to_ns
+        )
+    };
+    let (from, to) = (w.from_ns, w.to_ns);
     let sql = format!(
-        "SELECT c.service_name AS caller, s.service_name AS callee, count(*) AS requests, \
-         sum(CASE WHEN (s.status_code = 'ERROR' OR coalesce(s.http_response_status_code, 0) >= 500) THEN 1 ELSE 0 END) AS errors, \
-         percentile_cont(s.duration_ns, 0.95) / 1e6 AS p95 \
-         FROM spans s JOIN spans c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id \
-         WHERE s.kind IN ('SERVER', 'CONSUMER') AND c.kind IN ('CLIENT', 'PRODUCER') \
-           AND s.service_name <> c.service_name \
-           AND s.start_time >= to_timestamp_nanos({from}) AND s.start_time < to_timestamp_nanos({to}) \
-           AND c.start_time >= to_timestamp_nanos({from}) - INTERVAL '1 hour' AND c.start_time < to_timestamp_nanos({to}) \
-         GROUP BY 1, 2 ORDER BY 1, 2",
-        from = w.from_ns,
-        to = w.to_ns
+        "WITH edges AS ( \
+           SELECT c.service_name AS caller, s.service_name AS callee, \
+                  CASE WHEN c.kind = 'PRODUCER' THEN 'message' ELSE 'call' END AS kind, \
+                  s.duration_ns AS d, {err_s} AS err \
+           FROM spans s JOIN spans c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id \
+           WHERE s.kind IN ('SERVER', 'CONSUMER') AND c.kind IN ('CLIENT', 'PRODUCER') \
+             AND s.service_name <> c.service_name AND {within_s} \
+             AND c.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND c.start_time < to_timestamp_nanos({to}) \
+         UNION ALL \
+           SELECT p.service_name, s.service_name, 'message', s.duration_ns, {err_s} \
+           FROM (SELECT service_name, parent_span_id, duration_ns, status_code, http_response_status_code, \
+                        start_time, unnest(links) AS l \
+                 FROM spans s WHERE kind = 'CONSUMER' AND cardinality(links) > 0 AND {within_s}) s \
+           JOIN spans p ON p.trace_id = get_field(s.l, 'trace_id') AND p.span_id = get_field(s.l, 'span_id') \
+           WHERE p.kind = 'PRODUCER' AND p.service_name <> s.service_name \
+             AND p.span_id <> coalesce(s.parent_span_id, '') \
+             AND p.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND p.start_time < to_timestamp_nanos({to}) \
+         UNION ALL \
+           SELECT c.service_name, c.peer_service, 'unobserved', c.duration_ns, {err_c} \
+           FROM spans c LEFT JOIN ( \
+               SELECT trace_id, parent_span_id FROM spans \
+               WHERE kind IN ('SERVER', 'CONSUMER') AND start_time >= to_timestamp_nanos({from}) \
+                 AND start_time < to_timestamp_nanos({to}) + {PAIR_SLACK}) k \
+             ON k.parent_span_id = c.span_id AND k.trace_id = c.trace_id \
+           WHERE c.kind = 'CLIENT' AND c.peer_service IS NOT NULL AND c.peer_service <> '' \
+             AND c.peer_service <> c.service_name AND {within_c} AND k.trace_id IS NULL \
+         ) \
+         SELECT caller, callee, kind, count(*) AS requests, sum(err) AS errors, \
+                percentile_cont(d, 0.5) / 1e6 AS p50, percentile_cont(d, 0.95) / 1e6 AS p95, \
+                percentile_cont(d, 0.99) / 1e6 AS p99 \
+         FROM edges GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        err_s = err("s"),
+        err_c = err("c"),
+        within_s = within("s"),
+        within_c = within("c"),
     );
     let mut out = Vec::new();
     for b in run(store, &sql).await? {
         let caller = b.column(0).as_string::<i32>();
         let callee = b.column(1).as_string::<i32>();
+        let kind = b.column(2).as_string::<i32>();
         for i in 0..b.num_rows() {
             let calls = i64_at(&b, "requests", i) as u64;
             let errors = i64_at(&b, "errors", i) as u64;
             out.push(Edge {
                 caller: caller.value(i).to_string(),
                 callee: callee.value(i).to_string(),
+                kind: kind.value(i).to_string(),
                 calls,
                 errors,
                 rate: calls as f64 / w.seconds(),
                 error_ratio: errors as f64 / calls.max(1) as f64,
+                p50_ms: f64_at(&b, "p50", i),
                 p95_ms: f64_at(&b, "p95", i),
+                p99_ms: f64_at(&b, "p99", i),
             });
         }
     }

@@ -34,7 +34,9 @@ use store::files::FileMeta;
 use store::query::StoreTable;
 use store::{Snapshot, Store, Table};
 
-use crate::red::{ERROR, MAX_POINTS, Red, RedError, RedPoint, Window, quote};
+use crate::red::{
+    ERROR, MAX_POINTS, Red, RedError, RedPoint, RedSource, SERIES_QUANTILES, Window, quote,
+};
 
 /// Columns of the raw-span scans: service, operation, start, failed (0/1), duration.
 fn raw_columns() -> String {
@@ -42,7 +44,9 @@ fn raw_columns() -> String {
         "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns"
     )
 }
+use crate::metrics;
 use crate::sketch::Sketch;
+use crate::trace_index::TraceIndex;
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
@@ -91,13 +95,16 @@ struct Cache {
     tick: u64,
 }
 
-/// RED rollups over one store.
+/// RED rollups over one store, and the trace-id filters of its files
+/// (both derived once per immutable file, maintained by the same task).
 pub struct Rollups {
     store: Store,
     budget: usize,
     cache: Mutex<Cache>,
     /// Counters.
     pub metrics: RollupMetrics,
+    /// Trace-id filters per spans and logs file.
+    pub traces: TraceIndex,
 }
 
 impl std::fmt::Debug for Rollups {
@@ -129,7 +136,7 @@ impl Rollups {
     /// Rollups over `store` with a memory cache of `budget` bytes.
     pub fn new(store: Store, budget: usize) -> Arc<Rollups> {
         Arc::new(Rollups {
-            store,
+            store: store.clone(),
             budget,
             cache: Mutex::new(Cache {
                 entries: HashMap::new(),
@@ -137,6 +144,7 @@ impl Rollups {
                 tick: 0,
             }),
             metrics: RollupMetrics::default(),
+            traces: TraceIndex::new(store.clone(), crate::trace_index::DEFAULT_CACHE_BYTES),
         })
     }
 
@@ -234,9 +242,11 @@ impl Rollups {
         Ok(r)
     }
 
-    /// Computes rollups for live files that have none yet and deletes rollup
-    /// files whose data file is gone. Returns the number computed.
+    /// Computes rollups (and trace-id filters) for live files that have none
+    /// yet and deletes those whose data file is gone. Returns the number of
+    /// rollups computed.
     pub async fn maintain(&self) -> Result<u64, RedError> {
+        self.traces.maintain().await?;
         let snap = self.store.snapshot(Table::Spans);
         let before = self.metrics.computed.load(Ordering::Relaxed);
         for (path, meta) in &snap.files {
@@ -331,18 +341,39 @@ impl Rollups {
             "# HELP burnwatch_rollup_cache_bytes Bytes of RED rollups held in memory.\n# TYPE burnwatch_rollup_cache_bytes gauge\nburnwatch_rollup_cache_bytes {}",
             self.cache_bytes()
         );
+        self.traces.render_metrics(out);
     }
 
-    /// RED per service over a window.
+    /// RED per service over a window: from SERVER spans, and for services
+    /// without any in the window, from their `http.server.request.duration`
+    /// histogram ([`metrics::red_from_histogram`]).
     pub async fn services(&self, w: &Window) -> Result<Vec<Red>, RedError> {
         let acc = self.query(w, None, None, Group::Service).await?;
-        Ok(reds(acc, w, false))
+        let mut out = reds(acc, w, false);
+        let have: Vec<String> = out.iter().map(|r| r.service.clone()).collect();
+        let f = metrics::HistogramRed {
+            exclude: &have,
+            ..Default::default()
+        };
+        out.extend(metrics::red_from_histogram(&self.store, w, &f).await?);
+        out.sort_by(|a, b| a.service.cmp(&b.service));
+        Ok(out)
     }
 
-    /// RED per operation of one service over a window.
+    /// RED per operation of one service over a window (from the duration
+    /// histogram when the service has no SERVER spans in the window).
     pub async fn operations(&self, service: &str, w: &Window) -> Result<Vec<Red>, RedError> {
         let acc = self.query(w, Some(service), None, Group::Operation).await?;
-        Ok(reds(acc, w, true))
+        let out = reds(acc, w, true);
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        let f = metrics::HistogramRed {
+            service: Some(service),
+            per_operation: true,
+            ..Default::default()
+        };
+        metrics::red_from_histogram(&self.store, w, &f).await
     }
 
     /// RED of a service (or one of its operations) as `step_secs` buckets
@@ -361,6 +392,16 @@ impl Rollups {
         let acc = self
             .query(w, Some(service), operation, Group::Bucket { step_ns })
             .await?;
+        if acc.is_empty() {
+            return metrics::red_series_from_histogram(
+                &self.store,
+                service,
+                operation,
+                w,
+                step_secs,
+            )
+            .await;
+        }
         let mut by_bucket: HashMap<i64, Acc> = HashMap::new();
         for ((b, _, _), a) in acc {
             let e = by_bucket.entry(b).or_default();
@@ -376,8 +417,7 @@ impl Rollups {
                     w.from_ns + k * step_ns,
                     step_ns,
                     (a.requests, a.errors),
-                    a.sketch.quantile(0.95).map(|v| v / 1e6),
-                    a.sketch.quantile(0.99).map(|v| v / 1e6),
+                    SERIES_QUANTILES.map(|q| a.sketch.quantile(q).map(|v| v / 1e6)),
                 )
             })
             .collect())
@@ -548,7 +588,7 @@ impl Rollups {
     }
 }
 
-fn register(ctx: &SessionContext, name: &str, snap: Snapshot) -> Result<(), RedError> {
+pub(crate) fn register(ctx: &SessionContext, name: &str, snap: Snapshot) -> Result<(), RedError> {
     ctx.register_table(name, Arc::new(StoreTable::fixed(snap)))
         .map(|_| ())
         .map_err(|e| RedError::Query(e.to_string()))
@@ -577,6 +617,7 @@ fn reds(acc: HashMap<AccKey, Acc>, w: &Window, per_operation: bool) -> Vec<Red> 
                 p90_ms: q(0.9),
                 p95_ms: q(0.95),
                 p99_ms: q(0.99),
+                source: RedSource::Spans,
             }
         })
         .collect();
@@ -792,7 +833,9 @@ fn read_rollup(path: &Path) -> Result<Option<FileRollup>, String> {
 }
 
 /// Deletes rollup files under `dir` whose data file no longer exists.
-fn sweep(root: &Path, dir: &Path, data_dir: &Path) -> u64 {
+/// Deletes files under `dir` (inside `root`) whose path relative to `root`
+/// names no file under `data_dir`, and temporary files left by a crash.
+pub(crate) fn sweep(root: &Path, dir: &Path, data_dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -302,7 +302,9 @@ async fn red_series_fills_every_bucket() {
     );
 }
 
-/// DuckDB over the same Parquet files computes the same RED figures.
+/// DuckDB over the same Parquet files computes the same RED figures: per
+/// service and per operation, exact on raw spans and within the sketch's
+/// error through rollups, and per 5-minute bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_agrees_with_duckdb() {
     let python = std::env::var("BURNWATCH_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -310,19 +312,30 @@ async fn red_agrees_with_duckdb() {
     let gens = dataset();
     let store = store_with_data(dir.path(), &gens).await;
     store.flush().await.unwrap();
-    let w = Window::new(T0, T0 + 7200 * SEC).unwrap();
-    let got = red::services(&store, &w).await.unwrap();
+    let rollups = slo_engine::rollup::Rollups::new(store.clone(), 1 << 20);
+    // Unaligned edges, so rollups combine with raw edge minutes.
+    let w = Window::new(T0 + 7 * SEC, T0 + 7100 * SEC + 300_000_000).unwrap();
     let script = format!(
         r#"
-import duckdb, json, sys
-rows = duckdb.sql("""
-  SELECT service_name, count(*) AS n,
+import duckdb, json
+def red(group, where=""):
+    return [[*r[:-6], int(r[-6]), int(r[-5]), *map(float, r[-4:])] for r in duckdb.sql(f"""
+  SELECT {{group}}, count(*) AS n,
          sum(CASE WHEN status_code = 'ERROR' OR coalesce(http_response_status_code, 0) >= 500 THEN 1 ELSE 0 END) AS e,
-         quantile_cont(duration_ns, 0.95) / 1e6 AS p95, quantile_cont(duration_ns, 0.99) / 1e6 AS p99
+         quantile_cont(duration_ns, 0.5) / 1e6, quantile_cont(duration_ns, 0.9) / 1e6,
+         quantile_cont(duration_ns, 0.95) / 1e6, quantile_cont(duration_ns, 0.99) / 1e6
   FROM read_parquet('{root}/spans/**/*.parquet')
-  WHERE kind = 'SERVER' AND start_time >= make_timestamp({from_us}) AND start_time < make_timestamp({to_us})
-  GROUP BY 1 ORDER BY 1""").fetchall()
-print(json.dumps([[r[0], int(r[1]), int(r[2]), float(r[3]), float(r[4])] for r in rows]))
+  WHERE kind = 'SERVER' AND start_time >= make_timestamp({from_us}) AND start_time < make_timestamp({to_us}) {{where}}
+  GROUP BY ALL ORDER BY ALL""").fetchall()]
+buckets = duckdb.sql("""
+  SELECT (epoch_us(CAST(start_time AS TIMESTAMPTZ)) - {from_us}) // 300000000 AS b, count(*),
+         sum(CASE WHEN status_code = 'ERROR' OR coalesce(http_response_status_code, 0) >= 500 THEN 1 ELSE 0 END)
+  FROM read_parquet('{root}/spans/**/*.parquet')
+  WHERE kind = 'SERVER' AND service_name = 'payments'
+    AND start_time >= make_timestamp({from_us}) AND start_time < make_timestamp({to_us})
+  GROUP BY ALL ORDER BY ALL""").fetchall()
+print(json.dumps({{"services": red("service_name"), "operations": red("service_name, name"),
+                  "buckets": [[int(b), int(n), int(e)] for b, n, e in buckets]}}))
 "#,
         root = dir.path().display(),
         from_us = w.from_ns / 1000,
@@ -337,15 +350,72 @@ print(json.dumps([[r[0], int(r[1]), int(r[2]), float(r[3]), float(r[4])] for r i
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let duck: Vec<(String, u64, u64, f64, f64)> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(duck.len(), got.len());
-    for (d, r) in duck.iter().zip(&got) {
-        assert_eq!((&d.0, d.1, d.2), (&r.service, r.requests, r.errors));
-        assert!(
-            close(d.3, r.p95_ms) && close(d.4, r.p99_ms),
-            "{d:?} vs {r:?}"
-        );
+    let duck: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let quantiles = |row: &[serde_json::Value]| -> [f64; 4] {
+        let n = row.len();
+        std::array::from_fn(|k| row[n - 4 + k].as_f64().unwrap())
+    };
+    let counts = |row: &[serde_json::Value]| {
+        let n = row.len();
+        (row[n - 6].as_u64().unwrap(), row[n - 5].as_u64().unwrap())
+    };
+    let figures = |r: &red::Red| [r.p50_ms, r.p90_ms, r.p95_ms, r.p99_ms];
+    // Per service: exact path equal, rollups within the sketch error.
+    let exact = red::services(&store, &w).await.unwrap();
+    let rolled = rollups.services(&w).await.unwrap();
+    let rows = duck["services"].as_array().unwrap();
+    assert_eq!(rows.len(), exact.len());
+    assert_eq!(rows.len(), rolled.len());
+    for ((d, x), r) in rows.iter().zip(&exact).zip(&rolled) {
+        let d = d.as_array().unwrap();
+        assert_eq!(d[0].as_str().unwrap(), x.service);
+        assert_eq!(counts(d), (x.requests, x.errors), "{}", x.service);
+        assert_eq!(counts(d), (r.requests, r.errors), "{}", r.service);
+        for ((q, a), b) in quantiles(d).iter().zip(figures(x)).zip(figures(r)) {
+            assert!(close(*q, a), "{}: duckdb {q} vs {a}", x.service);
+            assert!(
+                within_sketch_error(b, *q),
+                "{}: duckdb {q} vs rollup {b}",
+                r.service
+            );
+        }
     }
+    // Per operation of every service.
+    let rows = duck["operations"].as_array().unwrap();
+    let mut seen = 0;
+    for x in &exact {
+        let ops = red::operations(&store, &x.service, &w).await.unwrap();
+        let rops = rollups.operations(&x.service, &w).await.unwrap();
+        assert_eq!(ops.len(), rops.len());
+        for (o, r) in ops.iter().zip(&rops) {
+            let d = rows
+                .iter()
+                .map(|d| d.as_array().unwrap())
+                .find(|d| d[0] == x.service.as_str() && d[1] == o.operation.as_deref().unwrap())
+                .unwrap();
+            assert_eq!(counts(d), (o.requests, o.errors));
+            assert_eq!(counts(d), (r.requests, r.errors));
+            for ((q, a), b) in quantiles(d).iter().zip(figures(o)).zip(figures(r)) {
+                assert!(close(*q, a) && within_sketch_error(b, *q), "{o:?}");
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, rows.len());
+    // Buckets of 5 minutes: counts per bucket.
+    let series = rollups.series("payments", None, &w, 300).await.unwrap();
+    let mut want = vec![(0u64, 0u64); series.len()];
+    for b in duck["buckets"].as_array().unwrap() {
+        let b = b.as_array().unwrap();
+        want[b[0].as_u64().unwrap() as usize] = (b[1].as_u64().unwrap(), b[2].as_u64().unwrap());
+    }
+    assert_eq!(
+        series
+            .iter()
+            .map(|p| (p.requests, p.errors))
+            .collect::<Vec<_>>(),
+        want
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,4 +624,327 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
+}
+
+/// One span for the map and edge tests.
+#[allow(clippy::too_many_arguments)]
+fn span<'a>(
+    svc: &'a str,
+    trace: u8,
+    id: u8,
+    parent: Option<u8>,
+    kind: SpanKind,
+    start: i64,
+    dur: i64,
+    attributes: Vec<Attr<'a>>,
+    links: Vec<store::rows::LinkRecord<'a>>,
+) -> (&'a str, SpanRecord<'a>) {
+    (
+        svc,
+        SpanRecord {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent_span_id: parent.map(|p| [p; 8]),
+            trace_state: "",
+            flags: 0,
+            name: "op",
+            kind,
+            start_time_ns: start,
+            end_time_ns: start + dur,
+            status_code: StatusCode::Unset,
+            status_message: "",
+            attributes,
+            dropped_attributes_count: 0,
+            events: vec![],
+            dropped_events_count: 0,
+            links,
+            dropped_links_count: 0,
+        },
+    )
+}
+
+fn spans_batch(spans: &[(&str, SpanRecord<'_>)]) -> arrow::array::RecordBatch {
+    let mut b = SpansBuilder::new();
+    for (svc, s) in spans {
+        let res = vec![Attr::new("service.name", *svc)];
+        b.append(
+            &Origin {
+                service_name: svc,
+                resource_attributes: &res,
+                scope_name: "",
+                scope_version: "",
+            },
+            s,
+        );
+    }
+    b.finish()
+}
+
+/// Messages consumed in a new trace (a span link to the producer) and calls
+/// to a service that sends no spans (`peer.service` on the CLIENT span) are
+/// edges too; a CLIENT span whose callee is instrumented is not counted
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_map_follows_links_and_peer_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ms = 1_000_000;
+    let link = |trace: u8, id: u8| store::rows::LinkRecord {
+        trace_id: [trace; 16],
+        span_id: [id; 8],
+        trace_state: "",
+        attributes: vec![],
+        dropped_attributes_count: 0,
+        flags: 0,
+    };
+    let peer = |p: &'static str| vec![Attr::new("peer.service", p)];
+    let spans = vec![
+        // Trace 1: orders SERVER -> orders PRODUCER (outbox) ...
+        span(
+            "orders",
+            1,
+            1,
+            None,
+            SpanKind::Server,
+            T0,
+            50 * ms,
+            vec![],
+            vec![],
+        ),
+        span(
+            "orders",
+            1,
+            2,
+            Some(1),
+            SpanKind::Producer,
+            T0 + ms,
+            2 * ms,
+            vec![],
+            vec![],
+        ),
+        // ... consumed by notifications in trace 2, linked to the producer (4 ms).
+        span(
+            "notifications",
+            2,
+            3,
+            None,
+            SpanKind::Consumer,
+            T0 + 500 * ms,
+            4 * ms,
+            vec![],
+            vec![link(1, 2)],
+        ),
+        // ... and a second message in trace 3 (6 ms).
+        span(
+            "orders",
+            3,
+            4,
+            None,
+            SpanKind::Producer,
+            T0 + 2 * SEC,
+            2 * ms,
+            vec![],
+            vec![],
+        ),
+        span(
+            "notifications",
+            4,
+            5,
+            None,
+            SpanKind::Consumer,
+            T0 + 3 * SEC,
+            6 * ms,
+            vec![],
+            vec![link(3, 4)],
+        ),
+        // payments calls the bank, which sends no spans: 30 ms and 40 ms.
+        span(
+            "payments",
+            5,
+            6,
+            None,
+            SpanKind::Client,
+            T0 + 4 * SEC,
+            30 * ms,
+            peer("bank"),
+            vec![],
+        ),
+        span(
+            "payments",
+            5,
+            7,
+            None,
+            SpanKind::Client,
+            T0 + 5 * SEC,
+            40 * ms,
+            peer("bank"),
+            vec![],
+        ),
+        // orders calls payments, which is instrumented: a `call` edge, not `unobserved`.
+        span(
+            "orders",
+            6,
+            8,
+            None,
+            SpanKind::Client,
+            T0 + 6 * SEC,
+            20 * ms,
+            peer("payments"),
+            vec![],
+        ),
+        span(
+            "payments",
+            6,
+            9,
+            Some(8),
+            SpanKind::Server,
+            T0 + 6 * SEC + ms,
+            18 * ms,
+            vec![],
+            vec![],
+        ),
+        // A link to a span of the same service is no edge.
+        span(
+            "notifications",
+            7,
+            10,
+            None,
+            SpanKind::Consumer,
+            T0 + 7 * SEC,
+            ms,
+            vec![],
+            vec![link(2, 3)],
+        ),
+    ];
+    store
+        .write(Table::Spans, spans_batch(&spans))
+        .await
+        .unwrap();
+    for flushed in [false, true] {
+        if flushed {
+            store.flush().await.unwrap();
+        }
+        let edges = red::service_map(&store, &Window::new(T0, T0 + 60 * SEC).unwrap())
+            .await
+            .unwrap();
+        let got: Vec<(&str, &str, &str, u64, f64)> = edges
+            .iter()
+            .map(|e| {
+                (
+                    e.caller.as_str(),
+                    e.callee.as_str(),
+                    e.kind.as_str(),
+                    e.calls,
+                    e.p50_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("orders", "notifications", "message", 2, 5.0),
+                ("orders", "payments", "call", 1, 18.0),
+                ("payments", "bank", "unobserved", 2, 35.0),
+            ],
+            "flushed: {flushed}"
+        );
+    }
+}
+
+/// A span belongs to the window its start falls in, whatever its end; the
+/// raw and the rollup paths agree at minute and window edges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_crossing_window_edges_count_where_they_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ms = 1_000_000;
+    let spans = vec![
+        // Starts 100 ms before the minute (and the second window), ends 1.9 s into it.
+        span(
+            "api",
+            1,
+            1,
+            None,
+            SpanKind::Server,
+            T0 + 60 * SEC - 100 * ms,
+            2 * SEC,
+            vec![],
+            vec![],
+        ),
+        // Starts in the first window, lasts a minute.
+        span(
+            "api",
+            2,
+            2,
+            None,
+            SpanKind::Server,
+            T0 + 30 * SEC,
+            60 * SEC,
+            vec![],
+            vec![],
+        ),
+        // Starts exactly at the second window's start.
+        span(
+            "api",
+            3,
+            3,
+            None,
+            SpanKind::Server,
+            T0 + 60 * SEC,
+            ms,
+            vec![],
+            vec![],
+        ),
+        // Started long before both windows, ends inside the first.
+        span(
+            "api",
+            4,
+            4,
+            None,
+            SpanKind::Server,
+            T0 - 3600 * SEC,
+            3610 * SEC,
+            vec![],
+            vec![],
+        ),
+    ];
+    store
+        .write(Table::Spans, spans_batch(&spans))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let rollups = slo_engine::rollup::Rollups::new(store.clone(), 1 << 20);
+    for (w, want) in [
+        (Window::new(T0, T0 + 60 * SEC).unwrap(), 2),
+        (Window::new(T0 + 60 * SEC, T0 + 120 * SEC).unwrap(), 1),
+        // Unaligned: only the span at T0 + 59.9 s.
+        (Window::new(T0 + 45 * SEC, T0 + 60 * SEC).unwrap(), 1),
+        (Window::new(T0 - 3600 * SEC, T0 + 120 * SEC).unwrap(), 4),
+        (Window::new(T0 + 120 * SEC, T0 + 3600 * SEC).unwrap(), 0),
+    ] {
+        let exact: u64 = red::services(&store, &w)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.requests)
+            .sum();
+        let rolled: u64 = rollups
+            .services(&w)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.requests)
+            .sum();
+        assert_eq!((exact, rolled), (want, want), "{w:?}");
+    }
 }

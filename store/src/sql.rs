@@ -126,7 +126,36 @@ pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
         DfStatement::Reset(_) => Err(QueryError::NotAllowed(
             "RESET is not allowed: only queries".into(),
         )),
+    }?;
+    check_tables(&statements[0])
+}
+
+/// Checks that a query reads only the store's tables (and its own CTEs):
+/// file paths, URLs and table functions such as `read_parquet` are refused
+/// by name, before planning.
+fn check_tables(statement: &DfStatement) -> Result<(), QueryError> {
+    let (tables, _ctes) = datafusion::sql::resolve::resolve_table_references(statement, true)
+        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    for t in tables {
+        if t.schema() == Some("information_schema") {
+            continue; // the catalogue of tables and columns
+        }
+        let name = t.table();
+        let known = Table::ALL.iter().any(|k| k.name() == name);
+        if !known || t.schema().is_some_and(|s| s != "public") {
+            let hint = if name.contains('/') || name.contains(':') || name.contains('.') {
+                " (reading files or URLs is not allowed)"
+            } else if name.starts_with("read_") {
+                " (table functions that read files are not allowed)"
+            } else {
+                ""
+            };
+            return Err(QueryError::NotAllowed(format!(
+                "only the tables spans, logs and metric_points can be read; `{t}` is not one of them{hint}"
+            )));
+        }
     }
+    Ok(())
 }
 
 fn classify(e: DataFusionError) -> QueryError {
@@ -220,6 +249,10 @@ mod tests {
             "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
             "EXPLAIN SELECT * FROM logs",
             "VALUES (1), (2)",
+            "WITH recent AS (SELECT * FROM spans) SELECT count(*) FROM recent JOIN logs USING (trace_id)",
+            "SELECT * FROM public.spans",
+            "SELECT * FROM (SELECT 1 AS a) t",
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'spans'",
         ] {
             assert!(
                 check_read_only(ok).is_ok(),
@@ -238,6 +271,14 @@ mod tests {
             "CREATE VIEW v AS SELECT 1",
             "SELECT 1; SELECT 2",
             "EXPLAIN COPY spans TO '/tmp/x'",
+            "SELECT * FROM '/etc/passwd'",
+            "SELECT * FROM 'data/spans/date=2024-03-05/hour=10/a.parquet'",
+            "SELECT * FROM read_parquet('/tmp/x.parquet')",
+            "SELECT * FROM read_csv('https://example.com/x.csv')",
+            "SELECT * FROM spans JOIN \"s3://bucket/x\" USING (trace_id)",
+            "WITH x AS (SELECT * FROM '/etc/hosts') SELECT * FROM x",
+            "SELECT * FROM unknown_table",
+            "SELECT * FROM other.spans",
         ] {
             match check_read_only(bad) {
                 Err(QueryError::NotAllowed(m)) => assert!(!m.is_empty()),

@@ -2,10 +2,12 @@
 //! `{"error": {"code": "...", "message": "..."}}`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use store::sql::{QueryError, QueryResult};
 
 use crate::WebState;
@@ -83,6 +85,67 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
         status: StatusCode::NOT_FOUND,
         code: "not_found",
         message: format!("no such endpoint: {}", uri.path()),
+    }
+}
+
+/// Wrong method on a known path: 405 in the API's error shape.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!("{method} is not allowed on {}", uri.path()),
+    }
+}
+
+/// Query-string parameters of an endpoint.
+pub trait Params: DeserializeOwned {
+    /// Whether `attribute=key=value` may be given (any number of times).
+    const ATTRIBUTES: bool = false;
+}
+
+/// Query-string parameters, parsed like axum's `Query` but answering a
+/// malformed or unknown parameter with a 400 in the API's error shape, and
+/// collecting every `attribute=key=value` (which may repeat) apart.
+#[derive(Debug)]
+pub struct ApiQuery<T> {
+    /// The other parameters.
+    pub params: T,
+    /// `(key, value)` of each `attribute` parameter, in order.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Most `attribute` filters per request.
+pub const MAX_ATTRIBUTE_FILTERS: usize = 16;
+
+impl<T: Params, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let bad = |m: String| ApiError::bad_request("invalid_parameter", m);
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
+                .map_err(|e| bad(format!("malformed query string: {e}")))?;
+        let (attrs, rest): (Vec<_>, Vec<_>) =
+            pairs.into_iter().partition(|(k, _)| k == "attribute");
+        if !attrs.is_empty() && !T::ATTRIBUTES {
+            return Err(bad("this endpoint takes no attribute filters".into()));
+        }
+        if attrs.len() > MAX_ATTRIBUTE_FILTERS {
+            return Err(bad(format!(
+                "{} attribute filters; at most {MAX_ATTRIBUTE_FILTERS}",
+                attrs.len()
+            )));
+        }
+        let attributes = attrs
+            .into_iter()
+            .map(|(_, a)| match a.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(bad(format!("attribute {a:?}: use key=value"))),
+            })
+            .collect::<Result<_, _>>()?;
+        let rest = serde_urlencoded::to_string(&rest).map_err(|e| bad(e.to_string()))?;
+        let params = serde_urlencoded::from_str(&rest).map_err(|e| bad(e.to_string()))?;
+        Ok(ApiQuery { params, attributes })
     }
 }
 
@@ -265,6 +328,8 @@ pub struct RedParams {
     pub step: Option<i64>,
 }
 
+impl Params for RedParams {}
+
 /// Parses a time given as RFC 3339 or as ns since the epoch.
 pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
     if let Ok(ns) = s.parse::<i64>() {
@@ -333,7 +398,7 @@ impl From<slo_engine::red::RedError> for ApiError {
 /// `GET /api/v1/red/services`: RED per service over a window.
 pub async fn red_services(
     State(s): State<WebState>,
-    axum::extract::Query(p): axum::extract::Query<RedParams>,
+    ApiQuery { params: p, .. }: ApiQuery<RedParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let rows = s.rollups.services(&w).await?;
@@ -345,7 +410,7 @@ pub async fn red_services(
 /// `GET /api/v1/red/operations?service=S`: RED per operation of a service.
 pub async fn red_operations(
     State(s): State<WebState>,
-    axum::extract::Query(p): axum::extract::Query<RedParams>,
+    ApiQuery { params: p, .. }: ApiQuery<RedParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let rows = s.rollups.operations(p.service()?, &w).await?;
@@ -354,21 +419,53 @@ pub async fn red_operations(
     ))
 }
 
-/// Parameters of `GET /api/v1/metrics/rate`.
+/// Parameters of the metric endpoints.
 #[derive(Debug, Deserialize)]
-pub struct RateParams {
-    /// Counter (monotonic sum) name.
+#[serde(deny_unknown_fields)]
+pub struct MetricParams {
+    /// Window start: RFC 3339 or ns [default: `to` minus one hour].
+    pub from: Option<String>,
+    /// Window end (exclusive): RFC 3339 or ns [default: now].
+    pub to: Option<String>,
+    /// Metric name.
     pub name: Option<String>,
     /// Bucket width, seconds [default 60].
     pub step: Option<i64>,
     /// Quantile between 0 and 1, for `/metrics/quantile` [default 0.95].
     pub q: Option<f64>,
+    /// Comma-separated keys to group by (`service.name` or data point
+    /// attribute keys) [default: one group of everything].
+    pub group_by: Option<String>,
+}
+
+impl Params for MetricParams {}
+
+impl MetricParams {
+    fn parts(&self) -> Result<(slo_engine::red::Window, &str, i64, Vec<String>), ApiError> {
+        let group_by = self
+            .group_by
+            .as_deref()
+            .map(|g| {
+                g.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((
+            window(self.from.as_deref(), self.to.as_deref())?,
+            required(&self.name, "name")?,
+            self.step.unwrap_or(60),
+            group_by,
+        ))
+    }
 }
 
 /// `GET /api/v1/metrics`: metric names, types, units, services and attribute keys.
 pub async fn metrics_list(
     State(s): State<WebState>,
-    axum::extract::Query(p): axum::extract::Query<WindowParams>,
+    ApiQuery { params: p, .. }: ApiQuery<WindowParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let metrics = slo_engine::metrics::list(&s.store, &w).await?;
@@ -377,40 +474,50 @@ pub async fn metrics_list(
     ))
 }
 
-/// `GET /api/v1/metrics/rate?name=N[&step=60]`: per-second rate of a counter.
+/// `GET /api/v1/metrics/rate?name=N[&step=60][&group_by=k1,k2]`: per-second
+/// rate of a counter, per group.
 pub async fn metrics_rate(
     State(s): State<WebState>,
-    axum::extract::Query(w): axum::extract::Query<WindowParams>,
-    axum::extract::Query(p): axum::extract::Query<RateParams>,
+    ApiQuery { params: p, .. }: ApiQuery<MetricParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let w = w.window()?;
-    let name = required(&p.name, "name")?;
-    let step = p.step.unwrap_or(60);
-    let points = slo_engine::metrics::counter_rate(&s.store, name, &w, step).await?;
+    let (w, name, step, group_by) = p.parts()?;
+    let series = slo_engine::metrics::counter_rate(&s.store, name, &w, step, &group_by).await?;
     Ok(Json(
-        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "points": points }),
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "group_by": group_by, "series": series }),
     ))
 }
 
-/// `GET /api/v1/metrics/quantile?name=N[&q=0.95][&step=60]`: a quantile of a histogram metric.
+/// `GET /api/v1/metrics/gauge?name=N[&step=60][&group_by=k1,k2]`: a gauge's
+/// average, minimum, maximum and last value per bucket, per group.
+pub async fn metrics_gauge(
+    State(s): State<WebState>,
+    ApiQuery { params: p, .. }: ApiQuery<MetricParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (w, name, step, group_by) = p.parts()?;
+    let series = slo_engine::metrics::gauge(&s.store, name, &w, step, &group_by).await?;
+    Ok(Json(
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "group_by": group_by, "series": series }),
+    ))
+}
+
+/// `GET /api/v1/metrics/quantile?name=N[&q=0.95][&step=60][&group_by=k1,k2]`:
+/// a quantile, the count, sum and average of a histogram metric, per group.
 pub async fn metrics_quantile(
     State(s): State<WebState>,
-    axum::extract::Query(w): axum::extract::Query<WindowParams>,
-    axum::extract::Query(p): axum::extract::Query<RateParams>,
+    ApiQuery { params: p, .. }: ApiQuery<MetricParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let w = w.window()?;
-    let name = required(&p.name, "name")?;
-    let (step, q) = (p.step.unwrap_or(60), p.q.unwrap_or(0.95));
-    let points = slo_engine::metrics::histogram_quantile(&s.store, name, q, &w, step).await?;
+    let (w, name, step, group_by) = p.parts()?;
+    let q = p.q.unwrap_or(0.95);
+    let series = slo_engine::metrics::histogram(&s.store, name, q, &w, step, &group_by).await?;
     Ok(Json(
-        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "q": q, "points": points }),
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "q": q, "group_by": group_by, "series": series }),
     ))
 }
 
 /// `GET /api/v1/service-map`: caller -> callee edges with RED per edge.
 pub async fn service_map(
     State(s): State<WebState>,
-    axum::extract::Query(p): axum::extract::Query<WindowParams>,
+    ApiQuery { params: p, .. }: ApiQuery<WindowParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let edges = slo_engine::red::service_map(&s.store, &w).await?;
@@ -422,7 +529,7 @@ pub async fn service_map(
 /// `GET /api/v1/red/series?service=S[&operation=O][&step=60]`: RED as a time series.
 pub async fn red_series(
     State(s): State<WebState>,
-    axum::extract::Query(p): axum::extract::Query<RedParams>,
+    ApiQuery { params: p, .. }: ApiQuery<RedParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let step = p.step.unwrap_or(60);
@@ -450,8 +557,9 @@ impl From<crate::explore::ExploreError> for ApiError {
     }
 }
 
-/// Window parameters shared by the search endpoints.
+/// A time window.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WindowParams {
     /// Start: RFC 3339 or ns [default: `to` minus one hour].
     pub from: Option<String>,
@@ -459,10 +567,20 @@ pub struct WindowParams {
     pub to: Option<String>,
 }
 
+impl Params for WindowParams {}
+
 impl WindowParams {
     fn window(&self) -> Result<slo_engine::red::Window, ApiError> {
         window(self.from.as_deref(), self.to.as_deref())
     }
+}
+
+impl Params for crate::explore::TraceSearch {
+    const ATTRIBUTES: bool = true;
+}
+
+impl Params for crate::explore::LogSearch {
+    const ATTRIBUTES: bool = true;
 }
 
 /// `GET /api/v1/traces/{trace_id}`: every span of a trace and its logs.
@@ -470,7 +588,7 @@ pub async fn trace(
     State(s): State<WebState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let v = crate::explore::trace(&s.store, &id).await?;
+    let v = crate::explore::trace(&s.rollups.traces, &id).await?;
     if v["spans"].as_array().is_some_and(|a| a.is_empty()) {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -481,26 +599,30 @@ pub async fn trace(
     Ok(Json(v))
 }
 
-/// `GET /api/v1/traces?service=&operation=&status=&min_duration_ms=&attribute=k=v&from=&to=&limit=`.
+/// `GET /api/v1/traces?service=&operation=&status=&min_duration_ms=&max_duration_ms=&attribute=k=v&from=&to=&limit=`.
 pub async fn search_traces(
     State(s): State<WebState>,
-    axum::extract::Query(w): axum::extract::Query<WindowParams>,
-    axum::extract::Query(f): axum::extract::Query<crate::explore::TraceSearch>,
+    ApiQuery {
+        params: f,
+        attributes,
+    }: ApiQuery<crate::explore::TraceSearch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let w = w.window()?;
+    let w = window(f.from.as_deref(), f.to.as_deref())?;
     Ok(Json(
-        crate::explore::search_traces(&s.store, &f, w.from_ns, w.to_ns).await?,
+        crate::explore::search_traces(&s.store, &f, &attributes, w.from_ns, w.to_ns).await?,
     ))
 }
 
 /// `GET /api/v1/logs?q=&regex=&min_severity=&service=&trace_id=&attribute=k=v&from=&to=&limit=`.
 pub async fn search_logs(
     State(s): State<WebState>,
-    axum::extract::Query(w): axum::extract::Query<WindowParams>,
-    axum::extract::Query(f): axum::extract::Query<crate::explore::LogSearch>,
+    ApiQuery {
+        params: f,
+        attributes,
+    }: ApiQuery<crate::explore::LogSearch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let w = w.window()?;
+    let w = window(f.from.as_deref(), f.to.as_deref())?;
     Ok(Json(
-        crate::explore::search_logs(&s.store, &f, w.from_ns, w.to_ns).await?,
+        crate::explore::search_logs(&s.store, &f, &attributes, w.from_ns, w.to_ns).await?,
     ))
 }

@@ -53,10 +53,18 @@ pub fn to_json(batches: &[RecordBatch]) -> Result<serde_json::Value, ExploreErro
     serde_json::from_slice(&buf).map_err(|e| ExploreError::Query(e.to_string()))
 }
 
-/// Every span of a trace (oldest first) and the trace's logs.
-pub async fn trace(store: &Store, id: &str) -> Result<serde_json::Value, ExploreError> {
+/// Every span of a trace (oldest first) and the trace's logs. Only the
+/// files whose trace-id filter may hold the trace are read (see
+/// [`slo_engine::trace_index`]), so the time does not grow with retention.
+pub async fn trace(
+    index: &slo_engine::trace_index::TraceIndex,
+    id: &str,
+) -> Result<serde_json::Value, ExploreError> {
     let id = trace_id(id)?;
-    // Both lookups prune by the bloom filters on trace_id; run them together.
+    let ctx = index
+        .session_for(&id)
+        .await
+        .map_err(|e| ExploreError::Query(e.to_string()))?;
     let spans_sql = format!(
         "SELECT * FROM spans WHERE trace_id = {} ORDER BY start_time, span_id",
         quote(&id)
@@ -65,14 +73,57 @@ pub async fn trace(store: &Store, id: &str) -> Result<serde_json::Value, Explore
         "SELECT * FROM logs WHERE trace_id = {} ORDER BY time",
         quote(&id)
     );
-    let (spans, logs) = tokio::join!(run(store, &spans_sql), run(store, &logs_sql));
+    let collect = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.sql(&sql)
+                .await
+                .map_err(|e| ExploreError::Query(e.to_string()))?
+                .collect()
+                .await
+                .map_err(|e| ExploreError::Query(e.to_string()))
+        }
+    };
+    let (spans, logs) = tokio::join!(collect(spans_sql), collect(logs_sql));
     let (spans, logs) = (spans?, logs?);
     Ok(serde_json::json!({ "trace_id": id, "spans": to_json(&spans)?, "logs": to_json(&logs)? }))
 }
 
-/// Filters of a trace search.
+/// The SQL condition `key = value` on a span or log record: a promoted
+/// span attribute is its typed column (compared as text), `service.name`
+/// the service column, any other key the record's attributes or, failing
+/// those, its resource's.
+fn attribute_condition(table: store::Table, key: &str, value: &str) -> String {
+    if key == "service.name" {
+        return format!("service_name = {}", quote(value));
+    }
+    if table == store::Table::Spans
+        && let Some((_, column, _)) = store::schema::SPAN_PROMOTED
+            .iter()
+            .find(|(k, _, _)| *k == key)
+    {
+        return format!("arrow_cast({column}, 'Utf8') = {}", quote(value));
+    }
+    format!(
+        "coalesce(attributes[{k}], resource_attributes[{k}]) = {}",
+        quote(value),
+        k = quote(key)
+    )
+}
+
+/// How far around a search window the spans of a matching trace are
+/// gathered for its summary (span count, duration): traces longer than
+/// this are summarised from the part inside the margin.
+pub const TRACE_MARGIN_NS: i64 = 6 * 3_600_000_000_000;
+
+/// Filters of a trace search (plus any number of `attribute=key=value`).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TraceSearch {
+    /// Start: RFC 3339 or ns [default: `to` minus one hour].
+    pub from: Option<String>,
+    /// End (exclusive): RFC 3339 or ns [default: now].
+    pub to: Option<String>,
     /// Service of a matching span.
     pub service: Option<String>,
     /// Operation (span name) of a matching span.
@@ -83,17 +134,18 @@ pub struct TraceSearch {
     pub min_duration_ms: Option<f64>,
     /// Largest span duration, ms.
     pub max_duration_ms: Option<f64>,
-    /// `key=value` attribute filter on the span.
-    pub attribute: Option<String>,
     /// Most traces returned [default 20, at most 1000].
     pub limit: Option<usize>,
 }
 
-/// Traces with a span matching every filter in `[from_ns, to_ns)`, newest
-/// first, each with its span count, duration and whether any span failed.
+/// Traces with a span matching every filter (and every `(key, value)` of
+/// `attributes`) in `[from_ns, to_ns)`, newest first, each with its span
+/// count, duration and whether any span failed, from its spans within
+/// [`TRACE_MARGIN_NS`] of the window.
 pub async fn search_traces(
     store: &Store,
     f: &TraceSearch,
+    attributes: &[(String, String)],
     from_ns: i64,
     to_ns: i64,
 ) -> Result<serde_json::Value, ExploreError> {
@@ -126,11 +178,8 @@ pub async fn search_traces(
             conds.push(format!("duration_ns {op} {}", (ms * 1e6) as i64));
         }
     }
-    if let Some(a) = &f.attribute {
-        let (k, v) = a
-            .split_once('=')
-            .ok_or_else(|| ExploreError::BadRequest(format!("attribute {a:?}: use key=value")))?;
-        conds.push(format!("attributes[{}] = {}", quote(k), quote(v)));
+    for (k, v) in attributes {
+        conds.push(attribute_condition(store::Table::Spans, k, v));
     }
     let limit = f.limit.unwrap_or(20).clamp(1, 1000);
     let sql = format!(
@@ -141,16 +190,24 @@ pub async fn search_traces(
                 first_value(s.service_name ORDER BY s.start_time) AS root_service, \
                 first_value(s.name ORDER BY s.start_time) AS root_operation, max(h.last) AS last \
          FROM spans s JOIN hits h ON s.trace_id = h.trace_id \
+         WHERE s.start_time >= to_timestamp_nanos({lo}) AND s.start_time < to_timestamp_nanos({hi}) \
          GROUP BY s.trace_id ORDER BY last DESC, s.trace_id",
-        conds.join(" AND ")
+        conds.join(" AND "),
+        lo = from_ns.saturating_sub(TRACE_MARGIN_NS),
+        hi = to_ns.saturating_add(TRACE_MARGIN_NS),
     );
     let rows = run(store, &sql).await?;
     Ok(serde_json::json!({ "traces": to_json(&rows)? }))
 }
 
-/// Filters of a log search.
+/// Filters of a log search (plus any number of `attribute=key=value`).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSearch {
+    /// Start: RFC 3339 or ns [default: `to` minus one hour].
+    pub from: Option<String>,
+    /// End (exclusive): RFC 3339 or ns [default: now].
+    pub to: Option<String>,
     /// Text the body contains (case-insensitive).
     pub q: Option<String>,
     /// A regular expression the body matches.
@@ -161,8 +218,6 @@ pub struct LogSearch {
     pub service: Option<String>,
     /// Trace id.
     pub trace_id: Option<String>,
-    /// `key=value` attribute filter.
-    pub attribute: Option<String>,
     /// Most records returned [default 100, at most 5000].
     pub limit: Option<usize>,
 }
@@ -171,6 +226,7 @@ pub struct LogSearch {
 pub async fn search_logs(
     store: &Store,
     f: &LogSearch,
+    attributes: &[(String, String)],
     from_ns: i64,
     to_ns: i64,
 ) -> Result<serde_json::Value, ExploreError> {
@@ -199,11 +255,8 @@ pub async fn search_logs(
     if let Some(t) = &f.trace_id {
         conds.push(format!("trace_id = {}", quote(&trace_id(t)?)));
     }
-    if let Some(a) = &f.attribute {
-        let (k, v) = a
-            .split_once('=')
-            .ok_or_else(|| ExploreError::BadRequest(format!("attribute {a:?}: use key=value")))?;
-        conds.push(format!("attributes[{}] = {}", quote(k), quote(v)));
+    for (k, v) in attributes {
+        conds.push(attribute_condition(store::Table::Logs, k, v));
     }
     let limit = f.limit.unwrap_or(100).clamp(1, 5000);
     let sql = format!(

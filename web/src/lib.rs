@@ -7,8 +7,9 @@
 //! - `GET /api/v1/traces/{id}`, `GET /api/v1/traces`, `GET /api/v1/logs`:
 //!   a trace with its logs, trace search, log search ([`explore`]).
 //! - `GET /api/v1/service-map`: caller -> callee edges with RED per edge.
-//! - `GET /api/v1/metrics`, `/metrics/rate`, `/metrics/quantile`: the metric
-//!   catalogue, counter rates, histogram quantiles.
+//! - `GET /api/v1/metrics`, `/metrics/rate`, `/metrics/gauge`,
+//!   `/metrics/quantile`: the metric catalogue, counter rates, gauges,
+//!   histogram quantiles and averages, grouped by attributes.
 //! - `GET /api/v1/slos[/{name}]`, `GET /api/v1/incidents`,
 //!   `POST /api/v1/incidents/{id}/ack`: SLO status and incidents ([`slos`]).
 //! - `GET /healthz`: the process is up.
@@ -78,12 +79,14 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/metrics", get(api::metrics_list))
         .route("/api/v1/metrics/rate", get(api::metrics_rate))
         .route("/api/v1/metrics/quantile", get(api::metrics_quantile))
+        .route("/api/v1/metrics/gauge", get(api::metrics_gauge))
         .route("/api/v1/slos", get(slos::list))
         .route("/api/v1/slos/{name}", get(slos::one))
         .route("/api/v1/incidents", get(slos::incidents))
         .route("/api/v1/incidents/{id}/ack", post(slos::acknowledge))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state)
 }
 

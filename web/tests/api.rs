@@ -137,15 +137,28 @@ async fn only_read_only_queries_run() {
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
     assert!(!std::path::Path::new("/tmp/burnwatch-copy-test.csv").exists());
-    // Tables or functions that read files or URLs do not exist.
-    for sql in [
-        "SELECT * FROM '/etc/passwd'",
-        "SELECT * FROM read_parquet('/etc/passwd')",
-        "SELECT * FROM read_csv('/etc/passwd')",
+    // Tables or functions that read files or URLs are refused by name.
+    for (sql, says) in [
+        ("SELECT * FROM '/etc/passwd'", "reading files or URLs"),
+        (
+            "SELECT * FROM read_parquet('/etc/passwd')",
+            "table functions",
+        ),
+        ("SELECT * FROM read_csv('/etc/passwd')", "table functions"),
+        (
+            "SELECT count(*) FROM spans JOIN 'https://example.com/x.parquet' USING (trace_id)",
+            "reading files or URLs",
+        ),
     ] {
         let (status, _, body) = post(&s, serde_json::json!({ "sql": sql }), None).await;
         assert_eq!(status, 400, "{sql}");
-        assert_eq!(json(&body)["error"]["code"], "invalid_query", "{sql}");
+        let v = json(&body);
+        assert_eq!(v["error"]["code"], "not_allowed", "{sql}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains(says) && m.contains("spans, logs and metric_points"),
+            "{m}"
+        );
     }
     let (status, _, body) = post(
         &s,
@@ -307,6 +320,7 @@ async fn openapi_document_lists_every_endpoint() {
         "/api/v1/metrics",
         "/api/v1/metrics/rate",
         "/api/v1/metrics/quantile",
+        "/api/v1/metrics/gauge",
         "/api/v1/slos",
         "/api/v1/slos/{name}",
         "/api/v1/incidents",
@@ -327,7 +341,10 @@ async fn openapi_document_lists_every_endpoint() {
             .replace("{name}", "checkout");
         let uri = if uri.contains("red/operations") || uri.contains("red/series") {
             format!("{uri}?service=cart")
-        } else if uri.ends_with("metrics/rate") || uri.ends_with("metrics/quantile") {
+        } else if uri.ends_with("metrics/rate")
+            || uri.ends_with("metrics/quantile")
+            || uri.ends_with("metrics/gauge")
+        {
             format!("{uri}?name=requests")
         } else {
             uri

@@ -604,6 +604,13 @@ async fn main() -> anyhow::Result<()> {
             .load(std::sync::atomic::Ordering::Relaxed),
         rollups.cache_bytes()
     );
+    let t = Instant::now();
+    let built = rollups.traces.maintain().await?;
+    println!(
+        "trace-id filters ready in {:.0} ms ({built} built, {} bytes cached)",
+        t.elapsed().as_secs_f64() * 1e3,
+        rollups.traces.cache_bytes()
+    );
 
     let duck = duckdb(
         &args,
@@ -668,16 +675,37 @@ async fn main() -> anyhow::Result<()> {
         "1440 points",
     );
     let trace = meta.trace.clone();
-    let n = web::explore::trace(s, &trace).await?["spans"]
+    let n = web::explore::trace(&r.traces, &trace).await?["spans"]
         .as_array()
         .map_or(0, |a| a.len());
+    let skipped = r
+        .traces
+        .metrics
+        .files_skipped
+        .load(std::sync::atomic::Ordering::Relaxed);
     row(
-        "trace by id (all 24 h)",
+        "trace by id (all 24 h, trace-id filters)",
         time(args.runs, || async {
-            Ok(web::explore::trace(s, &trace).await?)
+            Ok(web::explore::trace(&r.traces, &trace).await?)
         })
         .await?,
-        &format!("{n} spans"),
+        &format!("{n} spans; {skipped} of the files skipped"),
+    );
+    // Baseline: the same lookups over every file (Parquet bloom filters only).
+    let spans_sql =
+        format!("SELECT * FROM spans WHERE trace_id = '{trace}' ORDER BY start_time, span_id");
+    let logs_sql = format!("SELECT * FROM logs WHERE trace_id = '{trace}' ORDER BY time");
+    row(
+        "trace by id (all 24 h, every file, Parquet bloom filters only)",
+        time(args.runs, || async {
+            let (a, b) = tokio::join!(
+                store::query::collect(s, &spans_sql),
+                store::query::collect(s, &logs_sql)
+            );
+            Ok((a?, b?))
+        })
+        .await?,
+        "baseline",
     );
     let search = web::explore::TraceSearch {
         service: Some("payments".into()),
@@ -688,7 +716,7 @@ async fn main() -> anyhow::Result<()> {
     row(
         "trace search: payments errors, last 1 h, 20 newest",
         time(args.runs, || async {
-            Ok(web::explore::search_traces(s, &search, hour.from_ns, hour.to_ns).await?)
+            Ok(web::explore::search_traces(s, &search, &[], hour.from_ns, hour.to_ns).await?)
         })
         .await?,
         "",
@@ -701,7 +729,7 @@ async fn main() -> anyhow::Result<()> {
     row(
         "log search: \"timeout\", last 1 h, 100 newest",
         time(args.runs, || async {
-            Ok(web::explore::search_logs(s, &logs, hour.from_ns, hour.to_ns).await?)
+            Ok(web::explore::search_logs(s, &logs, &[], hour.from_ns, hour.to_ns).await?)
         })
         .await?,
         "",
@@ -709,7 +737,7 @@ async fn main() -> anyhow::Result<()> {
     row(
         "log search: \"timeout\", 24 h, 100 newest",
         time(args.runs, || async {
-            Ok(web::explore::search_logs(s, &logs, day.from_ns, day.to_ns).await?)
+            Ok(web::explore::search_logs(s, &logs, &[], day.from_ns, day.to_ns).await?)
         })
         .await?,
         "",
