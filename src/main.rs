@@ -8,6 +8,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod config;
 mod demo;
 mod query_cmd;
+mod rules_cmd;
 mod serve;
 mod slo_cmd;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Run one read-only SQL query against a data directory (also while a
     /// server runs on it) or a running server.
     Query(query_cmd::QueryArgs),
+    /// Check SLO and alert rule files; run rule unit tests.
+    #[command(subcommand)]
+    Rules(rules_cmd::RulesCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +56,10 @@ fn main() -> anyhow::Result<()> {
         Command::Query(args) => {
             serve::init_logging("warn");
             runtime()?.block_on(query_cmd::run(args))
+        }
+        Command::Rules(cmd) => {
+            serve::init_logging("warn");
+            runtime()?.block_on(rules_cmd::run(cmd))
         }
     }
 }

@@ -82,13 +82,17 @@ async fn start_slo_engine(
     }
     let slos = slo_engine::openslo::load_dir(dir)
         .with_context(|| format!("invalid SLO definitions in {}", dir.display()))?;
+    let groups = slo_engine::rules::yaml_files(dir)
+        .and_then(|files| slo_engine::rules::load_files(&files))
+        .with_context(|| format!("invalid alert rules in {}", dir.display()))?;
     let mut slo_config = config.slo.clone();
     if slo_config.external_url.is_empty() {
         slo_config.external_url = format!("http://{}", config.http_addr);
     }
-    let engine = slo_engine::engine::SloEngine::open(
+    let engine = slo_engine::engine::SloEngine::open_with_rules(
         store.clone(),
         slos,
+        groups,
         slo_config,
         &config.data_dir.join("state"),
     )
@@ -96,6 +100,7 @@ async fn start_slo_engine(
     engine.spawn(token.clone(), tracker).await?;
     tracing::info!(
         slos = engine.slos().len(),
+        rule_groups = engine.rules().groups().len(),
         rules_dir = %dir.display(),
         interval_secs = config.slo.evaluation_interval_secs,
         "SLO engine running"

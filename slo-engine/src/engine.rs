@@ -13,12 +13,15 @@ use store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerting::RuleRunner;
 use crate::evaluate::{AlertState, SloStatus, evaluate};
 use crate::incidents::{Incident, Incidents, Transition, transition};
 use crate::notify::{
     NotifyMetrics, WebhookAlert, ZERO_TIME, deliver, fingerprint, payload, rfc3339,
 };
 use crate::openslo::Slo;
+use crate::rules::{Change, RuleGroup};
+use store::sql::QueryLimits;
 
 /// `[slo]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,10 +52,11 @@ impl Default for SloConfig {
     }
 }
 
-/// The running engine.
+/// The running engine: SLOs and alert rule groups.
 pub struct SloEngine {
     store: Store,
     slos: Vec<Slo>,
+    rules: RuleRunner,
     config: SloConfig,
     incidents: Incidents,
     last: RwLock<Vec<SloStatus>>,
@@ -87,14 +91,28 @@ pub fn now_ns() -> i64 {
 }
 
 impl SloEngine {
-    /// Opens the incident database under `state_dir`.
+    /// Opens the incident database under `state_dir` (SLOs only).
     pub fn open(
         store: Store,
         slos: Vec<Slo>,
         config: SloConfig,
         state_dir: &std::path::Path,
     ) -> Result<Arc<SloEngine>, EngineError> {
-        let incidents = Incidents::open(&state_dir.join("alerts.sqlite"))?;
+        SloEngine::open_with_rules(store, slos, Vec::new(), config, state_dir)
+    }
+
+    /// Opens the incident database under `state_dir`, with alert rule groups
+    /// (their instances are read back from the same database).
+    pub fn open_with_rules(
+        store: Store,
+        slos: Vec<Slo>,
+        groups: Vec<RuleGroup>,
+        config: SloConfig,
+        state_dir: &std::path::Path,
+    ) -> Result<Arc<SloEngine>, EngineError> {
+        let db = state_dir.join("alerts.sqlite");
+        let incidents = Incidents::open(&db)?;
+        let rules = RuleRunner::open(groups, &db)?;
         for s in &slos {
             for w in &s.warnings {
                 tracing::warn!(slo = %s.name, "{w}");
@@ -103,6 +121,7 @@ impl SloEngine {
         Ok(Arc::new(SloEngine {
             store,
             slos,
+            rules,
             config,
             incidents,
             last: RwLock::new(Vec::new()),
@@ -120,6 +139,80 @@ impl SloEngine {
     /// The SLOs.
     pub fn slos(&self) -> &[Slo] {
         &self.slos
+    }
+
+    /// The alert rules and their instances.
+    pub fn rules(&self) -> &RuleRunner {
+        &self.rules
+    }
+
+    /// Evaluates alert rule group `index` at `at_ns` and notifies the
+    /// webhooks of every instance that started or stopped firing (in the
+    /// background). The clock is a parameter so tests can drive it.
+    pub async fn evaluate_rules_at(self: &Arc<Self>, index: usize, at_ns: i64) -> Vec<Change> {
+        let limits = QueryLimits {
+            timeout_secs: self
+                .rules
+                .groups()
+                .get(index)
+                .map_or(30.0, |g| g.interval.as_secs_f64().clamp(1.0, 30.0)),
+            ..QueryLimits::default()
+        };
+        let changes = self
+            .rules
+            .evaluate_group_at(&self.store, &limits, index, at_ns)
+            .await;
+        for c in &changes {
+            self.notify_alert(c);
+        }
+        changes
+    }
+
+    fn notify_alert(self: &Arc<Self>, change: &Change) {
+        let (inst, firing) = match change {
+            Change::Firing(i) => (i, true),
+            Change::Resolved(i) => (i, false),
+        };
+        tracing::warn!(
+            alert = %inst.alert,
+            labels = ?inst.labels,
+            value = inst.value,
+            "alert {}",
+            if firing { "firing" } else { "resolved" }
+        );
+        let targets = self.config.webhook_urls.clone();
+        if targets.is_empty() {
+            return;
+        }
+        let external = self.config.external_url.trim_end_matches('/').to_string();
+        let alert = WebhookAlert {
+            status: if firing { "firing" } else { "resolved" }.into(),
+            fingerprint: inst.fingerprint(),
+            labels: inst.labels.clone(),
+            annotations: inst.annotations.clone(),
+            starts_at: rfc3339(inst.active_at_ns),
+            ends_at: inst.resolved_at_ns.map_or(ZERO_TIME.into(), rfc3339),
+            generator_url: format!("{external}/api/v1/alerts"),
+        };
+        let body = payload("burnwatch", &external, alert, &["alertname"]);
+        let engine = self.clone();
+        let attempts = self.config.delivery_attempts;
+        self.deliveries.spawn(async move {
+            for url in targets {
+                if let Err(e) = deliver(
+                    &engine.http,
+                    &url,
+                    &body,
+                    attempts,
+                    Duration::from_millis(500),
+                    &engine.notify_metrics,
+                )
+                .await
+                {
+                    tracing::error!(target_url = %url, error = %e, "alert notification failed");
+                }
+            }
+        });
     }
 
     /// Status of every SLO at the last evaluation.
@@ -331,6 +424,27 @@ impl SloEngine {
             .add(job)
             .await
             .map_err(|e| EngineError::Scheduler(e.to_string()))?;
+        // One job per rule group, at the group's interval.
+        for (index, group) in self.rules.groups().iter().enumerate() {
+            let engine = self.clone();
+            let running = Arc::new(tokio::sync::Mutex::new(()));
+            let job =
+                tokio_cron_scheduler::Job::new_repeated_async(group.interval, move |_id, _l| {
+                    let engine = engine.clone();
+                    let running = running.clone();
+                    Box::pin(async move {
+                        let Ok(_guard) = running.try_lock() else {
+                            return;
+                        };
+                        engine.evaluate_rules_at(index, now_ns()).await;
+                    })
+                })
+                .map_err(|e| EngineError::Scheduler(e.to_string()))?;
+            sched
+                .add(job)
+                .await
+                .map_err(|e| EngineError::Scheduler(e.to_string()))?;
+        }
         sched
             .start()
             .await
@@ -376,6 +490,19 @@ impl SloEngine {
             "# HELP burnwatch_notification_failed_attempts_total Delivery attempts that failed (retries included).\n# TYPE burnwatch_notification_failed_attempts_total counter\nburnwatch_notification_failed_attempts_total {}",
             m.failed_attempts.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_alert_rule_evaluations_total Alert rule evaluations.\n# TYPE burnwatch_alert_rule_evaluations_total counter\nburnwatch_alert_rule_evaluations_total {}\n# HELP burnwatch_alert_rule_evaluation_failures_total Alert rule evaluations whose query failed.\n# TYPE burnwatch_alert_rule_evaluation_failures_total counter\nburnwatch_alert_rule_evaluation_failures_total {}",
+            self.rules.evaluations.load(Ordering::Relaxed),
+            self.rules.failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_alerts Alert instances by state.\n# TYPE burnwatch_alerts gauge"
+        );
+        for (state, n) in self.rules.counts() {
+            let _ = writeln!(out, "burnwatch_alerts{{state=\"{state}\"}} {n}");
+        }
         let last = self.last_statuses();
         let _ = writeln!(
             out,

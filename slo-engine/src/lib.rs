@@ -8,8 +8,13 @@
 //! window), [`openslo`] (OpenSLO v1 definitions), [`evaluate`] (SLI, budget,
 //! burn per window and tier states at an instant), [`incidents`] (one
 //! incident per SLO in SQLite), [`notify`] (Alertmanager webhook payloads,
-//! delivery with retries) and [`engine`] (the scheduled evaluation loop).
+//! delivery with retries) [`rules`] (Prometheus-style alert rule groups with SQL expressions and
+//! their pending/firing state machine), [`rule_tests`] (promtool-like rule
+//! unit tests), [`alerting`] (rule evaluation and
+//! instance state in SQLite), and [`engine`] (the scheduled evaluation loop
+//! for SLOs and rule groups).
 
+pub mod alerting;
 pub mod burn;
 pub mod engine;
 pub mod evaluate;
@@ -19,5 +24,7 @@ pub mod notify;
 pub mod openslo;
 pub mod red;
 pub mod rollup;
+pub mod rule_tests;
+pub mod rules;
 pub mod sketch;
 pub mod trace_index;

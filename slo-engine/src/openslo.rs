@@ -198,14 +198,17 @@ fn parse_documents(file: &Path, text: &str) -> Result<Vec<Object>, LoadError> {
         if value.is_null() {
             continue;
         }
+        if value.as_mapping().is_some_and(|m| m.contains_key("groups")) {
+            continue; // a rule-group file: crate::rules loads it
+        }
         let doc: Document = serde_norway::from_value(value)
             .map_err(|e| cx.err("-", format!("not an OpenSLO object: {e}")))?;
         let Some(api) = doc.api_version.as_deref() else {
-            continue; // not an OpenSLO document (e.g. a Prometheus rule group)
+            return Err(cx.err(
+                "apiVersion",
+                "is required: neither an OpenSLO object (apiVersion: openslo/v1) nor a rule-group file (groups:)",
+            ));
         };
-        if !api.starts_with("openslo/") {
-            continue;
-        }
         if api != "openslo/v1" {
             return Err(cx.err(
                 "apiVersion",

@@ -158,6 +158,42 @@ fn check_tables(statement: &DfStatement) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// Rewrites `now()`, `current_timestamp` and `current_timestamp()` in a
+/// read-only query to the literal instant `at_ns`, so that rules, rule
+/// tests and backtests evaluate "now" at the instant they are asked about.
+/// Fails like [`check_read_only`] for anything but one read-only query.
+pub fn pin_now(sql: &str, at_ns: i64) -> Result<String, QueryError> {
+    use datafusion::sql::sqlparser::ast::{Expr, VisitMut, VisitorMut};
+    use std::ops::ControlFlow;
+
+    check_read_only(sql)?;
+    let mut statements =
+        DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let Some(DfStatement::Statement(statement)) = statements.front_mut() else {
+        return Ok(sql.to_string());
+    };
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let literal = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(&format!("to_timestamp_nanos({at_ns})"))
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    struct Pin(Expr);
+    impl VisitorMut for Pin {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = e {
+                let name = f.name.to_string().to_ascii_lowercase();
+                if name == "now" || name == "current_timestamp" {
+                    *e = self.0.clone();
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Pin(literal));
+    Ok(statement.to_string())
+}
+
 fn classify(e: DataFusionError) -> QueryError {
     let message = e.to_string();
     match e.find_root() {
@@ -288,6 +324,31 @@ mod tests {
         assert!(matches!(
             check_read_only("SELEC 1"),
             Err(QueryError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn now_is_pinned_to_the_evaluation_instant() {
+        let sql = pin_now(
+            "SELECT count(*) FROM spans WHERE start_time >= now() - INTERVAL '5 minutes' \
+             AND end_time < CURRENT_TIMESTAMP AND name <> 'now()'",
+            1_700_000_000_000_000_000,
+        )
+        .unwrap();
+        assert_eq!(
+            sql.matches("to_timestamp_nanos(1700000000000000000)")
+                .count(),
+            2,
+            "{sql}"
+        );
+        assert!(!sql.to_lowercase().contains("now() -"), "{sql}");
+        assert!(
+            sql.contains("'now()'"),
+            "string literals are left alone: {sql}"
+        );
+        assert!(matches!(
+            pin_now("DROP TABLE spans", 0),
+            Err(QueryError::NotAllowed(_))
         ));
     }
 }

@@ -11,7 +11,8 @@
 //!   `/metrics/quantile`: the metric catalogue, counter rates, gauges,
 //!   histogram quantiles and averages, grouped by attributes.
 //! - `GET /api/v1/slos[/{name}]`, `GET /api/v1/incidents`,
-//!   `POST /api/v1/incidents/{id}/ack`: SLO status and incidents ([`slos`]).
+//!   `POST /api/v1/incidents/{id}/ack`: SLO status and incidents;
+//!   `GET /api/v1/alerts`, `GET /api/v1/rules`: alert rules ([`slos`]).
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -84,6 +85,8 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/slos/{name}", get(slos::one))
         .route("/api/v1/incidents", get(slos::incidents))
         .route("/api/v1/incidents/{id}/ack", post(slos::acknowledge))
+        .route("/api/v1/alerts", get(slos::alerts))
+        .route("/api/v1/rules", get(slos::rules))
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -4,6 +4,8 @@
 //! - `GET /api/v1/slos/{name}`: one SLO.
 //! - `GET /api/v1/incidents[?limit=N]`: incidents with their timelines.
 //! - `POST /api/v1/incidents/{id}/ack` `{"by": "alice"}`: acknowledge.
+//! - `GET /api/v1/alerts`: alert rule instances; `GET /api/v1/rules`: rule
+//!   groups and their health.
 
 use std::sync::Arc;
 
@@ -133,4 +135,23 @@ pub async fn acknowledge(
     Ok(Json(
         serde_json::json!({ "id": id, "state": "acknowledged", "by": ack.by.trim() }),
     ))
+}
+
+/// `GET /api/v1/alerts`: every alert instance of the rule groups (pending,
+/// firing, recently resolved) with labels, annotations, value and times.
+pub async fn alerts(State(s): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let engine = engine(&s)?;
+    Ok(Json(
+        serde_json::json!({ "alerts": engine.rules().instances() }),
+    ))
+}
+
+/// `GET /api/v1/rules`: the rule groups, each rule with its health (last
+/// evaluation, duration, error) and its pending and firing counts.
+pub async fn rules(State(s): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let engine = engine(&s)?;
+    Ok(Json(serde_json::json!({
+        "groups": engine.rules().groups(),
+        "health": engine.rules().health(),
+    })))
 }

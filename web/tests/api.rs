@@ -358,7 +358,11 @@ async fn openapi_document_lists_every_endpoint() {
             st == 200
                 || (uri.contains("/traces/") && st == 404)
                 // No SLO engine in this state: a 404 that says so.
-                || ((uri.contains("/slos") || uri.contains("/incidents")) && st == 404),
+                || ((uri.contains("/slos")
+                    || uri.contains("/incidents")
+                    || uri.ends_with("/alerts")
+                    || uri.ends_with("/rules"))
+                    && st == 404),
             "{uri}: {st}"
         );
     }
@@ -369,16 +373,39 @@ async fn slo_and_incident_endpoints() {
     let (mut s, dir) = state(Default::default()).await;
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../alert-rules");
     let slos = slo_engine::openslo::load_dir(&rules).unwrap();
-    let engine = slo_engine::engine::SloEngine::open(
+    let groups =
+        slo_engine::rules::load_files(&slo_engine::rules::yaml_files(&rules).unwrap()).unwrap();
+    let engine = slo_engine::engine::SloEngine::open_with_rules(
         s.store.clone(),
         slos,
+        groups,
         Default::default(),
         &dir.path().join("state"),
     )
     .unwrap();
     let at = BASE + 3_600_000_000_000;
     engine.evaluate_at(at).await;
+    engine.evaluate_rules_at(0, at).await;
     s.slo = Some(engine);
+
+    // The shipped rule groups, their health after one evaluation, no alerts.
+    let (st, v) = get(&s, "/api/v1/rules").await;
+    assert_eq!(st, 200, "{v}");
+    let names: Vec<&str> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop-errors", "shop-business"]);
+    assert_eq!(v["health"][0]["alert"], "ServiceErrorRatioHigh");
+    assert_eq!(v["health"][0]["health"], "ok", "{v}");
+    assert_eq!(v["health"][1]["health"], "unknown");
+    let (st, v) = get(&s, "/api/v1/alerts").await;
+    assert_eq!(
+        (st, v["alerts"].clone()),
+        (StatusCode::OK, serde_json::json!([]))
+    );
 
     let (st, v) = get(&s, "/api/v1/slos").await;
     assert_eq!(st, 200);
