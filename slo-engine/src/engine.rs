@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerting::RuleRunner;
 use crate::evaluate::{AlertState, SloStatus, evaluate};
+use crate::evidence::{self, Evidence};
 use crate::incidents::{Incident, Incidents, Transition, transition};
 use crate::notify::{
     NotifyMetrics, WebhookAlert, ZERO_TIME, deliver, fingerprint, payload, rfc3339,
@@ -247,7 +248,7 @@ impl SloEngine {
         for slo in &self.slos {
             match evaluate(&self.store, slo, at_ns).await {
                 Ok(status) => {
-                    if let Err(e) = self.apply(slo, &status) {
+                    if let Err(e) = self.apply(slo, &status).await {
                         tracing::error!(slo = %slo.name, error = %e, "cannot record the incident");
                     }
                     statuses.push(status);
@@ -263,7 +264,7 @@ impl SloEngine {
         statuses
     }
 
-    fn apply(self: &Arc<Self>, slo: &Slo, status: &SloStatus) -> Result<(), EngineError> {
+    async fn apply(self: &Arc<Self>, slo: &Slo, status: &SloStatus) -> Result<(), EngineError> {
         let open = self.incidents.open_for(&slo.name)?;
         let t = transition(open.map(|(_, s)| s), status.state);
         if t == Transition::None {
@@ -289,10 +290,52 @@ impl SloEngine {
             Transition::None => return Ok(()),
         };
         let opened_ns = self.incidents.opened_ns(id)?.unwrap_or(status.at_ns);
-        self.notify(slo, status, id, firing, severity, opened_ns);
+        let evidence = match t {
+            Transition::Open(_) | Transition::Escalate(_) => self.evidence(slo, status, id).await,
+            _ => None,
+        };
+        self.notify(
+            slo,
+            status,
+            id,
+            firing,
+            severity,
+            opened_ns,
+            evidence.as_ref(),
+        );
         Ok(())
     }
 
+    /// Gathers and records on the incident's timeline the operations, example
+    /// traces and logs behind a burn, over the shortest long window of the
+    /// firing tiers (the window that made it fire).
+    async fn evidence(&self, slo: &Slo, status: &SloStatus, incident: i64) -> Option<Evidence> {
+        let secs = status
+            .tiers
+            .iter()
+            .filter(|t| t.firing)
+            .map(|t| t.long_secs)
+            .min()?;
+        let from = status.at_ns - (secs as i64).saturating_mul(1_000_000_000);
+        match evidence::gather(&self.store, slo, from, status.at_ns).await {
+            Ok(ev) => {
+                let detail = serde_json::to_value(&ev).unwrap_or_default();
+                if let Err(e) = self
+                    .incidents
+                    .note(incident, status.at_ns, "evidence", &detail)
+                {
+                    tracing::error!(error = %e, "cannot record the evidence");
+                }
+                Some(ev)
+            }
+            Err(e) => {
+                tracing::warn!(slo = %slo.name, error = %e, "cannot gather the evidence of a burn");
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn notify(
         self: &Arc<Self>,
         slo: &Slo,
@@ -301,6 +344,7 @@ impl SloEngine {
         firing: bool,
         severity: AlertState,
         opened_ns: i64,
+        evidence: Option<&Evidence>,
     ) {
         let mut targets: Vec<String> = self.config.webhook_urls.clone();
         targets.extend(slo.webhooks.iter().cloned());
@@ -349,6 +393,27 @@ impl SloEngine {
             annotations.insert("budget_remaining".to_string(), format!("{r:.4}"));
         }
         let external = self.config.external_url.trim_end_matches('/').to_string();
+        if let Some(ev) = evidence {
+            if let Some(o) = ev.operations.first() {
+                annotations.insert(
+                    "top_operation".to_string(),
+                    format!(
+                        "{} {}: {} of {} bad ({:.0}% of the bad events)",
+                        o.service,
+                        o.operation,
+                        o.bad,
+                        o.total,
+                        o.share_of_bad * 100.0
+                    ),
+                );
+            }
+            if let Some(t) = ev.traces.first() {
+                annotations.insert(
+                    "example_trace".to_string(),
+                    format!("{external}/api/v1/traces/{}", t.trace_id),
+                );
+            }
+        }
         let alert = WebhookAlert {
             status: if firing { "firing" } else { "resolved" }.into(),
             fingerprint: fingerprint(&labels),

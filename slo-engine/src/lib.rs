@@ -7,7 +7,8 @@
 //! (burn-rate math and the standard alert tiers, rescaled for any SLO
 //! window), [`openslo`] (OpenSLO v1 definitions), [`evaluate`] (SLI, budget,
 //! burn per window and tier states at an instant), [`incidents`] (one
-//! incident per SLO in SQLite), [`notify`] (Alertmanager webhook payloads,
+//! incident per SLO in SQLite), [`evidence`] (top operations, example
+//! failing traces and their logs for an incident), [`notify`] (Alertmanager webhook payloads,
 //! delivery with retries) [`rules`] (Prometheus-style alert rule groups with SQL expressions and
 //! their pending/firing state machine), [`rule_tests`] (promtool-like rule
 //! unit tests), [`alerting`] (rule evaluation and
@@ -18,6 +19,7 @@ pub mod alerting;
 pub mod burn;
 pub mod engine;
 pub mod evaluate;
+pub mod evidence;
 pub mod incidents;
 pub mod metrics;
 pub mod notify;

@@ -204,6 +204,30 @@ async fn one_incident_escalates_deescalates_resolves_and_notifies_once_per_chang
         (T0..outage_end).contains(&t)
     })
     .await;
+    // A log record of the last failing request (the 4200th of the batch;
+    // synth::http_requests derives its trace id from the start and index).
+    let last_failed = outage_end - SEC;
+    let trace = (last_failed as u128 * 7 + 4200).to_be_bytes();
+    let mut logs = store::rows::LogsBuilder::new();
+    let res = vec![store::rows::Attr::new("service.name", "gateway")];
+    logs.append(
+        &store::rows::Origin {
+            service_name: "gateway",
+            resource_attributes: &res,
+            scope_name: "",
+            scope_version: "",
+        },
+        &store::rows::LogRecord {
+            time_ns: last_failed + 5_000_000,
+            observed_time_ns: last_failed,
+            severity_number: 17,
+            severity_text: "ERROR",
+            body: Some("card declined".into()),
+            trace_id: Some(trace),
+            ..Default::default()
+        },
+    );
+    store.write(Table::Logs, logs.finish()).await.unwrap();
     let (url, got) = receiver().await;
     let config = SloConfig {
         webhook_urls: vec![url],
@@ -228,6 +252,40 @@ async fn one_incident_escalates_deescalates_resolves_and_notifies_once_per_chang
     assert_eq!(p["alerts"][0]["labels"]["slo"], "checkout-availability");
     assert_eq!(p["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
     assert_eq!(p["groupKey"], "{}:{slo=\"checkout-availability\"}");
+    // The evidence, over the 1 h window of the fastest firing tier: the
+    // failing operation, the newest failing requests and their logs.
+    let inc = &engine.incidents(1).unwrap()[0];
+    let ev = &inc
+        .timeline
+        .iter()
+        .find(|t| t.event == "evidence")
+        .expect("evidence on the timeline")
+        .detail;
+    assert_eq!(ev["operations"][0]["operation"], "POST /api/checkout");
+    assert_eq!(
+        (
+            ev["operations"][0]["bad"].as_u64(),
+            ev["operations"][0]["total"].as_u64()
+        ),
+        (Some(600), Some(3600))
+    );
+    assert_eq!(ev["traces"].as_array().unwrap().len(), 5);
+    let newest = format!("{:032x}", last_failed as u128 * 7 + 4200);
+    assert_eq!(ev["traces"][0]["trace_id"], newest.as_str());
+    assert_eq!(ev["logs"][0]["body"], "card declined");
+    assert_eq!(ev["logs"][0]["trace_id"], newest.as_str());
+    let ann = &p["alerts"][0]["annotations"];
+    assert_eq!(
+        ann["example_trace"],
+        format!("http://burnwatch.example/api/v1/traces/{newest}").as_str()
+    );
+    assert!(
+        ann["top_operation"]
+            .as_str()
+            .unwrap()
+            .starts_with("gateway POST /api/checkout: 600 of 3600 bad (100%"),
+        "{ann}"
+    );
 
     // A restart keeps the incident: no second page.
     drop(engine);

@@ -491,7 +491,7 @@ pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams
                                     <tr>
                                         <td>{ago(t.at_ns)}</td>
                                         <td>{t.event.clone()}</td>
-                                        <td class="muted">{timeline_detail(&t.detail)}</td>
+                                        <td class="muted">{timeline_detail(&t.detail)} {trace_links(&t.detail)}</td>
                                     </tr>
                                 })
                                 .collect_view()}
@@ -505,8 +505,56 @@ pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams
     page("Incidents", Some(&view), "/incidents", body)
 }
 
+/// Links to the example traces of an `evidence` entry.
+fn trace_links(d: &serde_json::Value) -> impl IntoView + use<> {
+    let ids: Vec<String> = d
+        .get("traces")
+        .and_then(|t| t.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["trace_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (!ids.is_empty()).then(|| {
+        view! {
+            <span class="traces">"example traces: "
+                {ids
+                    .into_iter()
+                    .map(|id| {
+                        let href = format!("/api/v1/traces/{id}");
+                        let short = id[..id.len().min(8)].to_string();
+                        view! { <a class="trace-link" href=href>{short}</a> " " }
+                    })
+                    .collect_view()}
+            </span>
+        }
+    })
+}
+
 fn timeline_detail(d: &serde_json::Value) -> String {
     let mut parts = Vec::new();
+    if let Some(ops) = d.get("operations").and_then(|o| o.as_array()) {
+        let top: Vec<String> = ops
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} {}/{} bad ({:.0}%)",
+                    o["service"].as_str().unwrap_or(""),
+                    o["operation"].as_str().unwrap_or(""),
+                    o["bad"],
+                    o["total"],
+                    o["share_of_bad"].as_f64().unwrap_or(0.0) * 100.0
+                )
+            })
+            .collect();
+        if !top.is_empty() {
+            parts.push(format!("top operations: {}", top.join("; ")));
+        }
+        if let Some(n) = d.get("logs").and_then(|l| l.as_array()).map(|l| l.len()) {
+            parts.push(format!("{n} log records of the example traces"));
+        }
+    }
     for key in ["state", "target", "status", "by", "attempts", "error"] {
         if let Some(v) = d.get(key).filter(|v| !v.is_null()) {
             parts.push(format!(
