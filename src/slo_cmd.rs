@@ -13,6 +13,36 @@ use serde_json::Value;
 pub enum SloCommand {
     /// Print each SLO's status.
     Status(StatusArgs),
+    /// Replay stored history through the SLOs' alerting: when each tier
+    /// would have fired and reset, and what the incident would have done.
+    Backtest(BacktestArgs),
+}
+
+/// Arguments of `burnwatch slo backtest`.
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    /// The data directory (read-only; fine beside a server).
+    #[arg(long, env = "BURNWATCH_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// SLO definitions.
+    #[arg(long, env = "BURNWATCH_RULES_DIR", default_value = "alert-rules")]
+    pub rules_dir: PathBuf,
+    /// Only this SLO [default: every SLO].
+    #[arg(long)]
+    pub slo: Option<String>,
+    /// Start: RFC 3339, ns since the epoch, or a duration before --to (e.g. 24h) [default: 24h].
+    #[arg(long, default_value = "24h")]
+    pub from: String,
+    /// End: RFC 3339 or ns since the epoch [default: now].
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Time between evaluations (e.g. 1m, 5m); each evaluation scans the
+    /// SLO's longest window.
+    #[arg(long, default_value = "5m")]
+    pub step: humantime::Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
 }
 
 /// Output formats.
@@ -55,7 +85,10 @@ fn parse_at(at: &str) -> anyhow::Result<i64> {
 
 /// Runs the command.
 pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
-    let SloCommand::Status(args) = cmd;
+    let args = match cmd {
+        SloCommand::Status(args) => args,
+        SloCommand::Backtest(args) => return backtest(args).await,
+    };
     let slos: Value = match &args.url {
         Some(url) => {
             let mut endpoint = format!("{}/api/v1/slos", url.trim_end_matches('/'));
@@ -173,4 +206,83 @@ fn table(slos: &Value) -> String {
         }
     }
     out
+}
+
+fn when(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
+    let to = match &args.to {
+        Some(t) => parse_at(t)?,
+        None => chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .context("clock out of range")?,
+    };
+    let from = match humantime::parse_duration(&args.from) {
+        Ok(d) => to - d.as_nanos() as i64,
+        Err(_) => parse_at(&args.from)?,
+    };
+    let defs = slo_engine::openslo::load_dir(&args.rules_dir)?;
+    let defs: Vec<_> = defs
+        .into_iter()
+        .filter(|s| args.slo.as_ref().is_none_or(|n| *n == s.name))
+        .collect();
+    if defs.is_empty() {
+        bail!("no such SLO in {}", args.rules_dir.display());
+    }
+    let store = store::Store::open_read_only(store::StoreConfig {
+        data_dir: args.data_dir.clone(),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+    let mut all = Vec::new();
+    for slo in &defs {
+        let b = slo_engine::backtest::run(&store, slo, from, to, args.step.as_secs())
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", slo.name))?;
+        all.push(b);
+    }
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+        Format::Table => {
+            for b in &all {
+                println!(
+                    "{}: {} evaluations from {} to {} every {}",
+                    b.slo,
+                    b.evaluations,
+                    when(b.from_ns),
+                    when(b.to_ns),
+                    humantime::format_duration(std::time::Duration::from_secs(b.step_secs))
+                );
+                if b.tiers.is_empty() {
+                    println!("    no tier fired");
+                }
+                for t in &b.tiers {
+                    println!(
+                        "    {:<6} {}/{} fired {}  reset {}  peak burn {:.2}",
+                        t.severity,
+                        dur(&Value::from(t.long_secs)),
+                        dur(&Value::from(t.short_secs)),
+                        when(t.fired_at_ns),
+                        t.reset_at_ns.map_or("(still firing)".to_string(), when),
+                        t.peak_long_burn
+                    );
+                }
+                for e in &b.incidents {
+                    println!(
+                        "    incident {:<11} at {} -> {} (burn {})",
+                        e.event,
+                        when(e.at_ns),
+                        e.state,
+                        e.burn.map_or("-".into(), |b| format!("{b:.2}"))
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -12,10 +12,12 @@
 //! delivery with retries) [`rules`] (Prometheus-style alert rule groups with SQL expressions and
 //! their pending/firing state machine), [`rule_tests`] (promtool-like rule
 //! unit tests), [`alerting`] (rule evaluation and
-//! instance state in SQLite), and [`engine`] (the scheduled evaluation loop
+//! instance state in SQLite), [`backtest`] (replaying history through an SLO's
+//! tiers and incident logic), and [`engine`] (the scheduled evaluation loop
 //! for SLOs and rule groups).
 
 pub mod alerting;
+pub mod backtest;
 pub mod burn;
 pub mod engine;
 pub mod evaluate;

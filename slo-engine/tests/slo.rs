@@ -370,3 +370,48 @@ async fn failed_deliveries_are_retried_counted_and_recorded() {
         "{m}"
     );
 }
+
+/// The backtest replays the same outage: the 1h/5m page fires at the first
+/// evaluation after it starts and resets once its 5-minute window is clean;
+/// the incident opens once as a page, de-escalates and resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backtest_replays_when_tiers_fired_and_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = load_slo(dir.path(), 0.999, 10);
+    let store = open_store(dir.path()).await;
+    write_traffic(&store, T0 - HOUR, T0 + 8 * HOUR, |t| {
+        (T0..T0 + 600 * SEC).contains(&t)
+    })
+    .await;
+    let b = slo_engine::backtest::run(&store, &slo, T0 - 600 * SEC, T0 + 8 * HOUR, 300)
+        .await
+        .unwrap();
+    assert_eq!(b.evaluations, (8 * 3600 + 600) / 300);
+    let fast = b
+        .tiers
+        .iter()
+        .find(|t| t.severity == "page" && t.long_secs == 3600)
+        .unwrap();
+    assert_eq!(fast.fired_at_ns, T0 + 300 * SEC);
+    assert_eq!(fast.reset_at_ns, Some(T0 + 900 * SEC));
+    // 600 of 3600 requests failed at 99.9%: long-window burn 166.67 at its peak.
+    assert!(
+        (fast.peak_long_burn - 600.0 / 3600.0 / 0.001).abs() < 1e-6,
+        "{fast:?}"
+    );
+    let events: Vec<(&str, &str)> = b.incidents.iter().map(|e| (e.event, e.state)).collect();
+    assert_eq!(events.first(), Some(&("opened", "page")));
+    assert_eq!(b.incidents[0].at_ns, T0 + 300 * SEC);
+    assert_eq!(
+        events.iter().filter(|(e, _)| *e == "opened").count(),
+        1,
+        "{events:?}"
+    );
+    assert!(events.contains(&("deescalated", "ticket")), "{events:?}");
+    assert_eq!(events.last().map(|e| e.0), Some("resolved"), "{events:?}");
+    assert!(
+        slo_engine::backtest::run(&store, &slo, T0, T0 + 365 * 86_400 * SEC, 1)
+            .await
+            .is_err()
+    );
+}
