@@ -22,6 +22,7 @@ use crate::notify::{
 };
 use crate::openslo::Slo;
 use crate::rules::{Change, RuleGroup};
+use crate::silences::Silences;
 use store::sql::QueryLimits;
 
 /// `[slo]` settings.
@@ -58,6 +59,8 @@ pub struct SloEngine {
     store: Store,
     slos: Vec<Slo>,
     rules: RuleRunner,
+    silences: Silences,
+    silenced: std::sync::atomic::AtomicU64,
     config: SloConfig,
     incidents: Incidents,
     last: RwLock<Vec<SloStatus>>,
@@ -114,6 +117,7 @@ impl SloEngine {
         let db = state_dir.join("alerts.sqlite");
         let incidents = Incidents::open(&db)?;
         let rules = RuleRunner::open(groups, &db)?;
+        let silences = Silences::open(&db)?;
         for s in &slos {
             for w in &s.warnings {
                 tracing::warn!(slo = %s.name, "{w}");
@@ -123,6 +127,8 @@ impl SloEngine {
             store,
             slos,
             rules,
+            silences,
+            silenced: Default::default(),
             config,
             incidents,
             last: RwLock::new(Vec::new()),
@@ -145,6 +151,11 @@ impl SloEngine {
     /// The alert rules and their instances.
     pub fn rules(&self) -> &RuleRunner {
         &self.rules
+    }
+
+    /// The silences.
+    pub fn silences(&self) -> &Silences {
+        &self.silences
     }
 
     /// Evaluates alert rule group `index` at `at_ns` and notifies the
@@ -181,6 +192,11 @@ impl SloEngine {
             "alert {}",
             if firing { "firing" } else { "resolved" }
         );
+        if let Some(silence) = self.silences.silenced_by(&inst.labels, now_ns()) {
+            self.silenced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(alert = %inst.alert, silence, "notification silenced");
+            return;
+        }
         let targets = self.config.webhook_urls.clone();
         if targets.is_empty() {
             return;
@@ -361,6 +377,17 @@ impl SloEngine {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if let Some(silence) = self.silences.silenced_by(&labels, now_ns()) {
+            self.silenced.fetch_add(1, Ordering::Relaxed);
+            let detail = serde_json::json!({
+                "silence": silence,
+                "status": if firing { "firing" } else { "resolved" },
+            });
+            if let Err(e) = self.incidents.note(incident, now_ns(), "silenced", &detail) {
+                tracing::error!(error = %e, "cannot record the silenced notification");
+            }
+            return;
+        }
         let mut annotations = BTreeMap::new();
         annotations.insert("summary".to_string(), summary(slo, status));
         annotations.insert(
@@ -560,6 +587,11 @@ impl SloEngine {
             "# HELP burnwatch_alert_rule_evaluations_total Alert rule evaluations.\n# TYPE burnwatch_alert_rule_evaluations_total counter\nburnwatch_alert_rule_evaluations_total {}\n# HELP burnwatch_alert_rule_evaluation_failures_total Alert rule evaluations whose query failed.\n# TYPE burnwatch_alert_rule_evaluation_failures_total counter\nburnwatch_alert_rule_evaluation_failures_total {}",
             self.rules.evaluations.load(Ordering::Relaxed),
             self.rules.failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_notifications_silenced_total Notifications not sent because a silence matched.\n# TYPE burnwatch_notifications_silenced_total counter\nburnwatch_notifications_silenced_total {}",
+            self.silenced.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

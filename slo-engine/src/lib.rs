@@ -12,7 +12,8 @@
 //! delivery with retries) [`rules`] (Prometheus-style alert rule groups with SQL expressions and
 //! their pending/firing state machine), [`rule_tests`] (promtool-like rule
 //! unit tests), [`alerting`] (rule evaluation and
-//! instance state in SQLite), [`backtest`] (replaying history through an SLO's
+//! instance state in SQLite), [`silences`] (label matchers that hold back
+//! notifications), [`backtest`] (replaying history through an SLO's
 //! tiers and incident logic), and [`engine`] (the scheduled evaluation loop
 //! for SLOs and rule groups).
 
@@ -30,5 +31,6 @@ pub mod red;
 pub mod rollup;
 pub mod rule_tests;
 pub mod rules;
+pub mod silences;
 pub mod sketch;
 pub mod trace_index;

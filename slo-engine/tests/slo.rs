@@ -415,3 +415,64 @@ async fn backtest_replays_when_tiers_fired_and_reset() {
             .is_err()
     );
 }
+
+/// An active silence that matches the incident's labels holds its
+/// notifications back (recorded on the timeline and counted); the incident
+/// itself opens as usual. Expired, the next change notifies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_hold_back_matching_notifications() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = load_slo(dir.path(), 0.999, 10);
+    let store = open_store(dir.path()).await;
+    let outage_end = T0 + 600 * SEC;
+    write_traffic(&store, T0 - HOUR, outage_end + 7 * HOUR, |t| {
+        (T0..outage_end).contains(&t)
+    })
+    .await;
+    let (url, got) = receiver().await;
+    let config = SloConfig {
+        webhook_urls: vec![url],
+        ..SloConfig::default()
+    };
+    let engine =
+        SloEngine::open(store.clone(), vec![slo], config, &dir.path().join("state")).unwrap();
+    let now = slo_engine::engine::now_ns();
+    let silence = slo_engine::silences::NewSilence {
+        matchers: vec![
+            slo_engine::silences::Matcher::parse("slo=\"checkout-availability\"").unwrap(),
+            slo_engine::silences::Matcher::parse("severity=~\"page|ticket\"").unwrap(),
+        ],
+        starts_at_ns: None,
+        ends_at_ns: now + 3_600 * SEC,
+        created_by: "alice".into(),
+        comment: "load test".into(),
+    };
+    let id = engine.silences().create(&silence, now).unwrap();
+    engine.evaluate_at(outage_end).await;
+    assert!(settle(&got, 1).await.is_empty(), "silenced: nothing sent");
+    let inc = &engine.incidents(1).unwrap()[0];
+    assert_eq!(inc.state, "open");
+    let s = inc
+        .timeline
+        .iter()
+        .find(|t| t.event == "silenced")
+        .expect("the silenced notification is on the timeline");
+    assert_eq!(s.detail["silence"], id);
+    let mut m = String::new();
+    engine.render_metrics(&mut m);
+    assert!(
+        m.contains("burnwatch_notifications_silenced_total 1"),
+        "{m}"
+    );
+    // Expired: the de-escalation 40 minutes later is sent.
+    assert!(
+        engine
+            .silences()
+            .expire(id, slo_engine::engine::now_ns())
+            .unwrap()
+    );
+    engine.evaluate_at(outage_end + 40 * 60 * SEC).await;
+    let payloads = settle(&got, 1).await;
+    assert_eq!(payloads.len(), 1);
+    assert_eq!(payloads[0]["alerts"][0]["labels"]["severity"], "ticket");
+}

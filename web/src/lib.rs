@@ -12,7 +12,8 @@
 //!   histogram quantiles and averages, grouped by attributes.
 //! - `GET /api/v1/slos[/{name}]`, `GET /api/v1/incidents`,
 //!   `POST /api/v1/incidents/{id}/ack`: SLO status and incidents;
-//!   `GET /api/v1/alerts`, `GET /api/v1/rules`: alert rules ([`slos`]).
+//!   `GET /api/v1/alerts`, `GET /api/v1/rules`: alert rules;
+//!   `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` ([`slos`]).
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -87,6 +88,14 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(slos::acknowledge))
         .route("/api/v1/alerts", get(slos::alerts))
         .route("/api/v1/rules", get(slos::rules))
+        .route(
+            "/api/v1/silences",
+            get(slos::silences).post(slos::create_silence),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(slos::expire_silence),
+        )
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -6,6 +6,8 @@
 //! - `POST /api/v1/incidents/{id}/ack` `{"by": "alice"}`: acknowledge.
 //! - `GET /api/v1/alerts`: alert rule instances; `GET /api/v1/rules`: rule
 //!   groups and their health.
+//! - `GET /api/v1/silences`, `POST /api/v1/silences`, `DELETE
+//!   /api/v1/silences/{id}`: silences (matchers, start, end, author).
 
 use std::sync::Arc;
 
@@ -154,4 +156,97 @@ pub async fn rules(State(s): State<WebState>) -> Result<Json<serde_json::Value>,
         "groups": engine.rules().groups(),
         "health": engine.rules().health(),
     })))
+}
+
+/// Body of `POST /api/v1/silences`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SilenceRequest {
+    /// Alertmanager-style matchers: `{"name", "value", "isRegex", "isEqual"}`
+    /// objects, or strings such as `service="gateway"` or `severity=~"page|ticket"`.
+    pub matchers: Vec<serde_json::Value>,
+    /// Start: RFC 3339 or ns [default: now].
+    pub starts_at: Option<String>,
+    /// End: RFC 3339 or ns (or give `duration`).
+    pub ends_at: Option<String>,
+    /// Length from the start, e.g. `2h` (instead of `endsAt`).
+    pub duration: Option<String>,
+    /// Who silences.
+    pub created_by: String,
+    /// Why.
+    pub comment: String,
+}
+
+fn matcher(v: &serde_json::Value) -> Result<slo_engine::silences::Matcher, String> {
+    match v {
+        serde_json::Value::String(s) => slo_engine::silences::Matcher::parse(s),
+        other => serde_json::from_value(other.clone()).map_err(|e| format!("matcher {other}: {e}")),
+    }
+}
+
+/// `GET /api/v1/silences`: every silence with its state now.
+pub async fn silences(State(s): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let list = engine(&s)?
+        .silences()
+        .list(slo_engine::engine::now_ns())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database", e.to_string()))?;
+    Ok(Json(serde_json::json!({ "silences": list })))
+}
+
+/// `POST /api/v1/silences`: creates a silence; 201 with its id.
+pub async fn create_silence(
+    State(s): State<WebState>,
+    body: Result<Json<SilenceRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let bad = |m: String| ApiError::bad_request("invalid_silence", m);
+    let now = slo_engine::engine::now_ns();
+    let matchers = req
+        .matchers
+        .iter()
+        .map(matcher)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    let starts = req
+        .starts_at
+        .as_deref()
+        .map(|t| parse_time("startsAt", t))
+        .transpose()?;
+    let ends = match (&req.ends_at, &req.duration) {
+        (Some(e), None) => parse_time("endsAt", e)?,
+        (None, Some(d)) => {
+            let d =
+                humantime::parse_duration(d).map_err(|e| bad(format!("duration {d:?}: {e}")))?;
+            starts.unwrap_or(now).saturating_add(d.as_nanos() as i64)
+        }
+        _ => return Err(bad("give exactly one of endsAt and duration".into())),
+    };
+    let new = slo_engine::silences::NewSilence {
+        matchers,
+        starts_at_ns: starts,
+        ends_at_ns: ends,
+        created_by: req.created_by,
+        comment: req.comment,
+    };
+    let id = engine(&s)?.silences().create(&new, now).map_err(bad)?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
+}
+
+/// `DELETE /api/v1/silences/{id}`: expires a silence now.
+pub async fn expire_silence(
+    State(s): State<WebState>,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let expired = engine(&s)?
+        .silences()
+        .expire(id, slo_engine::engine::now_ns())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database", e.to_string()))?;
+    if !expired {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_active_silence",
+            format!("no silence {id} that has not ended"),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "id": id, "state": "expired" })))
 }

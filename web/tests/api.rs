@@ -361,7 +361,8 @@ async fn openapi_document_lists_every_endpoint() {
                 || ((uri.contains("/slos")
                     || uri.contains("/incidents")
                     || uri.ends_with("/alerts")
-                    || uri.ends_with("/rules"))
+                    || uri.ends_with("/rules")
+                    || uri.ends_with("/silences"))
                     && st == 404),
             "{uri}: {st}"
         );
@@ -405,6 +406,81 @@ async fn slo_and_incident_endpoints() {
     assert_eq!(
         (st, v["alerts"].clone()),
         (StatusCode::OK, serde_json::json!([]))
+    );
+
+    // Silences: create (string and object matchers), list, expire; bad ones refused.
+    let send = |method: &'static str, uri: String, body: String| {
+        let s = s.clone();
+        async move {
+            let resp = app(s)
+                .oneshot(
+                    Request::builder()
+                        .method(method)
+                        .uri(uri)
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let st = resp.status();
+            let b = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (st, serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+        }
+    };
+    let (st, v) = send(
+        "POST",
+        "/api/v1/silences".into(),
+        serde_json::json!({
+            "matchers": ["service=\"gateway\"", {"name": "severity", "value": "page|ticket", "isRegex": true}],
+            "duration": "2h", "createdBy": "alice", "comment": "deploy"
+        })
+        .to_string(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let (_, v) = get(&s, "/api/v1/silences").await;
+    assert_eq!(v["silences"][0]["state"], "active");
+    assert_eq!(v["silences"][0]["matchers"][1]["isRegex"], true);
+    assert_eq!(v["silences"][0]["created_by"], "alice");
+    for (body, code) in [
+        (
+            serde_json::json!({"matchers": ["service"], "duration": "1h", "createdBy": "a", "comment": "c"}),
+            "invalid_silence",
+        ),
+        (
+            serde_json::json!({"matchers": ["a=~\"(\""], "duration": "1h", "createdBy": "a", "comment": "c"}),
+            "invalid_silence",
+        ),
+        (
+            serde_json::json!({"matchers": ["a=\"b\""], "createdBy": "a", "comment": "c"}),
+            "invalid_silence",
+        ),
+        (
+            serde_json::json!({"matchers": ["a=\"b\""], "duration": "1h", "comment": "c"}),
+            "invalid_body",
+        ),
+        (
+            serde_json::json!({"matchers": [], "duration": "1h", "createdBy": "a", "comment": "c"}),
+            "invalid_silence",
+        ),
+    ] {
+        let (st, v) = send("POST", "/api/v1/silences".into(), body.to_string()).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{body}: {v}"
+        );
+    }
+    let (st, v) = send("DELETE", format!("/api/v1/silences/{id}"), String::new()).await;
+    assert_eq!((st, v["state"].as_str()), (StatusCode::OK, Some("expired")));
+    let (st, v) = send("DELETE", format!("/api/v1/silences/{id}"), String::new()).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_active_silence"))
     );
 
     let (st, v) = get(&s, "/api/v1/slos").await;
