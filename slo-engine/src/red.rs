@@ -332,8 +332,9 @@ pub struct Edge {
     /// CLIENT span's `peer.service` for an uninstrumented callee).
     pub callee: String,
     /// `call` (CLIENT -> SERVER), `message` (PRODUCER -> CONSUMER, as
-    /// parent or as a span link) or `unobserved` (a CLIENT span naming a
-    /// `peer.service` that sends no spans; RED from the CLIENT spans).
+    /// parent or as a span link) or `unobserved` (CLIENT spans naming a
+    /// `peer.service` that sent no server spans in the window; RED from the
+    /// CLIENT spans).
     pub kind: String,
     /// Calls in the window (by the callee span's start time; by the CLIENT
     /// span's for `unobserved` edges).
@@ -360,8 +361,8 @@ const PAIR_SLACK: &str = "INTERVAL '1 hour'";
 /// a SERVER (or CONSUMER) span whose parent is a CLIENT (or PRODUCER) span
 /// of another service; a CONSUMER span linked to a PRODUCER span of another
 /// service (a message consumed in a new trace); and a CLIENT span with a
-/// `peer.service` of another service but no SERVER child (the callee sends
-/// no spans).
+/// `peer.service` naming a service that sent no SERVER or CONSUMER spans
+/// in the window (the callee is not instrumented).
 pub async fn service_map(store: &Store, w: &Window) -> Result<Vec<Edge>, RedError> {
     let err = |t: &str| {
         format!(
@@ -395,13 +396,13 @@ pub async fn service_map(store: &Store, w: &Window) -> Result<Vec<Edge>, RedErro
              AND p.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND p.start_time < to_timestamp_nanos({to}) \
          UNION ALL \
            SELECT c.service_name, c.peer_service, 'unobserved', c.duration_ns, {err_c} \
-           FROM spans c LEFT JOIN ( \
-               SELECT trace_id, parent_span_id FROM spans \
-               WHERE kind IN ('SERVER', 'CONSUMER') AND start_time >= to_timestamp_nanos({from}) \
-                 AND start_time < to_timestamp_nanos({to}) + {PAIR_SLACK}) k \
-             ON k.parent_span_id = c.span_id AND k.trace_id = c.trace_id \
+           FROM spans c \
            WHERE c.kind = 'CLIENT' AND c.peer_service IS NOT NULL AND c.peer_service <> '' \
-             AND c.peer_service <> c.service_name AND {within_c} AND k.trace_id IS NULL \
+             AND c.peer_service <> c.service_name AND {within_c} \
+             AND c.peer_service NOT IN ( \
+               SELECT DISTINCT service_name FROM spans \
+               WHERE kind IN ('SERVER', 'CONSUMER') AND start_time >= to_timestamp_nanos({from}) \
+                 AND start_time < to_timestamp_nanos({to}) + {PAIR_SLACK}) \
          ) \
          SELECT caller, callee, kind, count(*) AS requests, sum(err) AS errors, \
                 percentile_cont(d, 0.5) / 1e6 AS p50, percentile_cont(d, 0.95) / 1e6 AS p95, \
