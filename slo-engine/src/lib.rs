@@ -20,6 +20,7 @@
 pub mod alerting;
 pub mod backtest;
 pub mod burn;
+mod cache;
 pub mod engine;
 pub mod evaluate;
 pub mod evidence;

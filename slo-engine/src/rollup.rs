@@ -21,8 +21,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::{
@@ -44,6 +44,7 @@ fn raw_columns() -> String {
         "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns"
     )
 }
+use crate::cache::{FileCache, Weigh};
 use crate::metrics;
 use crate::sketch::Sketch;
 use crate::trace_index::TraceIndex;
@@ -89,18 +90,12 @@ pub struct RollupMetrics {
     pub deleted: AtomicU64,
 }
 
-struct Cache {
-    entries: HashMap<PathBuf, (Arc<FileRollup>, u64)>,
-    bytes: usize,
-    tick: u64,
-}
-
 /// RED rollups over one store, and the trace-id filters of its files
 /// (both derived once per immutable file, maintained by the same task).
 pub struct Rollups {
     store: Store,
     budget: usize,
-    cache: Mutex<Cache>,
+    cache: FileCache<FileRollup>,
     /// Counters.
     pub metrics: RollupMetrics,
     /// Trace-id filters per spans and logs file.
@@ -138,11 +133,7 @@ impl Rollups {
         Arc::new(Rollups {
             store: store.clone(),
             budget,
-            cache: Mutex::new(Cache {
-                entries: HashMap::new(),
-                bytes: 0,
-                tick: 0,
-            }),
+            cache: FileCache::new(budget),
             metrics: RollupMetrics::default(),
             traces: TraceIndex::new(store.clone(), crate::trace_index::DEFAULT_CACHE_BYTES),
         })
@@ -158,43 +149,16 @@ impl Rollups {
     }
 
     fn cached(&self, path: &Path) -> Option<Arc<FileRollup>> {
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        c.entries.get_mut(path).map(|e| {
-            e.1 = tick;
-            e.0.clone()
-        })
+        self.cache.get(path)
     }
 
     fn remember(&self, path: PathBuf, r: Arc<FileRollup>) {
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        let bytes = r.bytes;
-        if let Some((old, _)) = c.entries.insert(path, (r, tick)) {
-            c.bytes -= old.bytes;
-        }
-        c.bytes += bytes;
-        while c.bytes > self.budget && c.entries.len() > 1 {
-            let Some(oldest) = c
-                .entries
-                .iter()
-                .filter(|(_, (_, t))| *t != tick)
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(p, _)| p.clone())
-            else {
-                break;
-            };
-            if let Some((old, _)) = c.entries.remove(&oldest) {
-                c.bytes -= old.bytes;
-            }
-        }
+        self.cache.insert(path, r);
     }
 
     /// Bytes held by the memory cache.
     pub fn cache_bytes(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.cache.bytes()
     }
 
     /// The rollup of one live data file: from memory, from its rollup file,
@@ -260,22 +224,8 @@ impl Rollups {
             .await
             .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?;
         self.metrics.deleted.fetch_add(deleted, Ordering::Relaxed);
-        {
-            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let live: std::collections::HashSet<&PathBuf> =
-                snap.files.iter().map(|(p, _)| p).collect();
-            let gone: Vec<PathBuf> = c
-                .entries
-                .keys()
-                .filter(|p| !live.contains(p))
-                .cloned()
-                .collect();
-            for p in gone {
-                if let Some((r, _)) = c.entries.remove(&p) {
-                    c.bytes -= r.bytes;
-                }
-            }
-        }
+        let live: std::collections::HashSet<&PathBuf> = snap.files.iter().map(|(p, _)| p).collect();
+        self.cache.retain_live(&live);
         Ok(self.metrics.computed.load(Ordering::Relaxed) - before)
     }
 
@@ -868,4 +818,10 @@ pub(crate) fn sweep(root: &Path, dir: &Path, data_dir: &Path) -> u64 {
         }
     }
     deleted
+}
+
+impl Weigh for FileRollup {
+    fn weight(&self) -> usize {
+        self.bytes
+    }
 }

@@ -11,16 +11,16 @@
 //! skipped, so nothing is missed) and the rows still in memory. The Parquet
 //! bloom filters then prune row groups inside the remaining files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::prelude::SessionContext;
 use store::files::FileMeta;
 use store::{Snapshot, Store, Table};
 
+use crate::cache::{FileCache, Weigh};
 use crate::red::RedError;
 use crate::rollup::{register, sweep};
 
@@ -146,6 +146,12 @@ impl TraceFilter {
     }
 }
 
+impl Weigh for TraceFilter {
+    fn weight(&self) -> usize {
+        self.bytes()
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct TraceIndexMetrics {
@@ -161,18 +167,11 @@ pub struct TraceIndexMetrics {
     pub unreadable: AtomicU64,
 }
 
-#[derive(Default)]
-struct Cache {
-    entries: HashMap<PathBuf, (Arc<TraceFilter>, u64)>,
-    bytes: usize,
-    tick: u64,
-}
-
 /// Trace-id filters over one store's spans and logs files.
 pub struct TraceIndex {
     store: Store,
     budget: usize,
-    cache: Mutex<Cache>,
+    cache: FileCache<TraceFilter>,
     /// Counters.
     pub metrics: TraceIndexMetrics,
 }
@@ -194,7 +193,7 @@ impl TraceIndex {
         TraceIndex {
             store,
             budget,
-            cache: Mutex::new(Cache::default()),
+            cache: FileCache::new(budget),
             metrics: TraceIndexMetrics::default(),
         }
     }
@@ -204,43 +203,16 @@ impl TraceIndex {
     }
 
     fn cached(&self, data_path: &Path) -> Option<Arc<TraceFilter>> {
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        c.entries.get_mut(data_path).map(|e| {
-            e.1 = tick;
-            e.0.clone()
-        })
+        self.cache.get(data_path)
     }
 
     fn remember(&self, data_path: PathBuf, f: Arc<TraceFilter>) {
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        let bytes = f.bytes();
-        if let Some((old, _)) = c.entries.insert(data_path, (f, tick)) {
-            c.bytes -= old.bytes();
-        }
-        c.bytes += bytes;
-        while c.bytes > self.budget && c.entries.len() > 1 {
-            let Some(oldest) = c
-                .entries
-                .iter()
-                .filter(|(_, (_, t))| *t != tick)
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(p, _)| p.clone())
-            else {
-                break;
-            };
-            if let Some((old, _)) = c.entries.remove(&oldest) {
-                c.bytes -= old.bytes();
-            }
-        }
+        self.cache.insert(data_path, f);
     }
 
     /// Bytes held by the memory cache.
     pub fn cache_bytes(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.cache.bytes()
     }
 
     /// The filter of a live file from memory or from its filter file;
@@ -327,18 +299,7 @@ impl TraceIndex {
         tokio::task::spawn_blocking(move || sweep(&root, &root, &data_dir))
             .await
             .map_err(|e| RedError::Query(format!("trace filter task failed: {e}")))?;
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<PathBuf> = c
-            .entries
-            .keys()
-            .filter(|p| !live.contains(*p))
-            .cloned()
-            .collect();
-        for p in gone {
-            if let Some((f, _)) = c.entries.remove(&p) {
-                c.bytes -= f.bytes();
-            }
-        }
+        self.cache.retain_live(&live.iter().collect());
         Ok(built)
     }
 
