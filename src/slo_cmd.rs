@@ -127,9 +127,13 @@ pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
                     .timestamp_nanos_opt()
                     .context("clock out of range")?,
             };
+            let counter = slo_engine::sli::SliCounter::new(
+                store.clone(),
+                slo_engine::sli::DEFAULT_CACHE_BYTES,
+            );
             let mut out = Vec::new();
             for slo in &defs {
-                out.push(slo_engine::evaluate::evaluate(&store, slo, at).await?);
+                out.push(slo_engine::evaluate::evaluate(&counter, slo, at).await?);
             }
             serde_json::to_value(out)?
         }

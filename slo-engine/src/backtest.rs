@@ -7,6 +7,8 @@
 use serde::Serialize;
 use store::Store;
 
+use crate::sli::SliCounter;
+
 use crate::evaluate::{AlertState, evaluate};
 use crate::incidents::{Transition, transition};
 use crate::openslo::Slo;
@@ -85,6 +87,8 @@ pub async fn run(
             "{steps} evaluations requested; at most {MAX_STEPS}: use a larger step"
         ));
     }
+    // One counter for the whole replay: each file's rollup is computed once.
+    let counter = SliCounter::new(store.clone(), crate::sli::DEFAULT_CACHE_BYTES);
     let mut out = Backtest {
         slo: slo.name.clone(),
         from_ns,
@@ -99,7 +103,9 @@ pub async fn run(
     let mut incident: Option<AlertState> = None;
     let mut at = from_ns;
     while at < to_ns {
-        let status = evaluate(store, slo, at).await.map_err(|e| e.to_string())?;
+        let status = evaluate(&counter, slo, at)
+            .await
+            .map_err(|e| e.to_string())?;
         out.evaluations += 1;
         open_tier.resize(status.tiers.len(), None);
         for (k, t) in status.tiers.iter().enumerate() {

@@ -95,6 +95,17 @@ impl<V: Weigh> FileCache<V> {
         }
     }
 
+    /// Keeps only the entries whose path satisfies `keep`.
+    pub(crate) fn retain(&self, keep: impl Fn(&Path) -> bool) {
+        let mut c = self.lock();
+        let gone: Vec<PathBuf> = c.entries.keys().filter(|p| !keep(p)).cloned().collect();
+        for p in gone {
+            if let Some((old, _)) = c.entries.remove(&p) {
+                c.bytes -= old.weight();
+            }
+        }
+    }
+
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
         self.lock().bytes

@@ -23,6 +23,7 @@ use crate::notify::{
 use crate::openslo::Slo;
 use crate::rules::{Change, RuleGroup};
 use crate::silences::Silences;
+use crate::sli::SliCounter;
 use store::sql::QueryLimits;
 
 /// `[slo]` settings.
@@ -57,6 +58,7 @@ impl Default for SloConfig {
 /// The running engine: SLOs and alert rule groups.
 pub struct SloEngine {
     store: Store,
+    sli: Arc<SliCounter>,
     slos: Vec<Slo>,
     rules: RuleRunner,
     silences: Silences,
@@ -85,6 +87,9 @@ pub enum EngineError {
     #[error("scheduler: {0}")]
     Scheduler(String),
 }
+
+/// Evaluation rounds between sweeps of stale SLI rollup files.
+const SWEEP_EVERY: u64 = 20;
 
 /// The wall clock, ns since the Unix epoch.
 pub fn now_ns() -> i64 {
@@ -124,6 +129,7 @@ impl SloEngine {
             }
         }
         Ok(Arc::new(SloEngine {
+            sli: SliCounter::new(store.clone(), crate::sli::DEFAULT_CACHE_BYTES),
             store,
             slos,
             rules,
@@ -141,6 +147,11 @@ impl SloEngine {
             evaluation_failures: Default::default(),
             deliveries: TaskTracker::new(),
         }))
+    }
+
+    /// Counts SLI events (with per-minute rollups).
+    pub fn sli_counter(&self) -> &Arc<SliCounter> {
+        &self.sli
     }
 
     /// The SLOs.
@@ -241,7 +252,7 @@ impl SloEngine {
     pub async fn statuses_at(&self, at_ns: i64) -> Result<Vec<SloStatus>, EngineError> {
         let mut out = Vec::new();
         for slo in &self.slos {
-            out.push(evaluate(&self.store, slo, at_ns).await?);
+            out.push(evaluate(&self.sli, slo, at_ns).await?);
         }
         Ok(out)
     }
@@ -262,7 +273,7 @@ impl SloEngine {
     pub async fn evaluate_at(self: &Arc<Self>, at_ns: i64) -> Vec<SloStatus> {
         let mut statuses = Vec::with_capacity(self.slos.len());
         for slo in &self.slos {
-            match evaluate(&self.store, slo, at_ns).await {
+            match evaluate(&self.sli, slo, at_ns).await {
                 Ok(status) => {
                     if let Err(e) = self.apply(slo, &status).await {
                         tracing::error!(slo = %slo.name, error = %e, "cannot record the incident");
@@ -275,7 +286,15 @@ impl SloEngine {
                 }
             }
         }
-        self.evaluations.fetch_add(1, Ordering::Relaxed);
+        let round = self.evaluations.fetch_add(1, Ordering::Relaxed);
+        if round % SWEEP_EVERY == SWEEP_EVERY - 1 && !self.store.is_read_only() {
+            let sources: Vec<&crate::sli::SliSource> =
+                self.slos.iter().map(|s| &s.sli.source).collect();
+            let deleted = self.sli.sweep(&sources).await;
+            if deleted > 0 {
+                tracing::debug!(deleted, "deleted stale SLI rollups");
+            }
+        }
         *self.last.write().unwrap_or_else(|p| p.into_inner()) = statuses.clone();
         statuses
     }
@@ -587,6 +606,40 @@ impl SloEngine {
             "# HELP burnwatch_alert_rule_evaluations_total Alert rule evaluations.\n# TYPE burnwatch_alert_rule_evaluations_total counter\nburnwatch_alert_rule_evaluations_total {}\n# HELP burnwatch_alert_rule_evaluation_failures_total Alert rule evaluations whose query failed.\n# TYPE burnwatch_alert_rule_evaluation_failures_total counter\nburnwatch_alert_rule_evaluation_failures_total {}",
             self.rules.evaluations.load(Ordering::Relaxed),
             self.rules.failures.load(Ordering::Relaxed)
+        );
+        let sm = &self.sli.metrics;
+        for (name, help, v) in [
+            (
+                "burnwatch_sli_rollup_cache_hits_total",
+                "SLI rollups answered from memory.",
+                &sm.cache_hits,
+            ),
+            (
+                "burnwatch_sli_rollup_loaded_total",
+                "SLI rollups read from their file.",
+                &sm.loaded,
+            ),
+            (
+                "burnwatch_sli_rollup_computed_total",
+                "SLI rollups computed from a data file.",
+                &sm.computed,
+            ),
+            (
+                "burnwatch_sli_rollup_unreadable_total",
+                "SLI rollup files that could not be read and were recomputed.",
+                &sm.unreadable,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_sli_rollup_cache_bytes Bytes of SLI rollups held in memory.\n# TYPE burnwatch_sli_rollup_cache_bytes gauge\nburnwatch_sli_rollup_cache_bytes {}",
+            self.sli.cache_bytes()
         );
         let _ = writeln!(
             out,

@@ -6,14 +6,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::Int64Type;
 use serde::Serialize;
-use store::Store;
-use store::sql::{QueryError, QueryLimits};
+use store::sql::QueryError;
 
 use crate::burn::{Severity, Tier, burn_rate};
 use crate::openslo::Slo;
+use crate::sli::SliCounter;
+use crate::window::Budgeting;
 
 /// Counts over one window ending at the evaluation time.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -88,8 +87,17 @@ pub struct SloStatus {
     pub service: String,
     /// Objective, e.g. 0.999.
     pub objective: f64,
-    /// SLO window, seconds.
+    /// SLO window, seconds (a calendar window's nominal length).
     pub window_secs: u64,
+    /// `rolling 30d` or `calendar 1M (Europe/Berlin)`.
+    pub window: String,
+    /// Start of the counted part of the window, ns since the epoch.
+    pub window_from_ns: i64,
+    /// Length of the period the budget is spread over (a calendar
+    /// window's current period), seconds.
+    pub period_secs: u64,
+    /// `Occurrences` or `Timeslices` (then counts are slices with events).
+    pub budgeting: &'static str,
     /// `ratio` or `latency lte 0.3 s`.
     pub sli_kind: String,
     /// Evaluation time, ns since the epoch.
@@ -120,70 +128,99 @@ pub struct SloStatus {
     pub warnings: Vec<String>,
 }
 
-/// Counts, per window length, the SLI's events ending at `at_ns`.
+/// Slices of `slice_ns` in `[from, to)` (both multiples of `slice_ns`) that
+/// hold events: (slice start, bad).
+fn slices(
+    minutes: &std::collections::BTreeMap<i64, (u64, u64)>,
+    from: i64,
+    to: i64,
+    slice_ns: i64,
+    slice_target: f64,
+) -> Vec<(i64, bool)> {
+    let mut out = Vec::new();
+    let mut s = from;
+    while s < to {
+        let (mut t, mut b) = (0u64, 0u64);
+        for (_, (mt, mb)) in minutes.range(s..s + slice_ns) {
+            t += mt;
+            b += mb;
+        }
+        if t > 0 {
+            let good = (t - b.min(t)) as f64 / t as f64;
+            out.push((s, good < slice_target));
+        }
+        s += slice_ns;
+    }
+    out
+}
+
+/// Counts per window `[from, to)`: events, or for Timeslices slices with
+/// events (only whole slices ending by `at_ns` count).
 async fn count_windows(
-    store: &Store,
+    counter: &SliCounter,
     slo: &Slo,
-    windows: &[Duration],
+    windows: &[(i64, i64)],
     at_ns: i64,
 ) -> Result<Vec<(u64, u64)>, QueryError> {
-    let longest = windows.iter().max().copied().unwrap_or_default();
-    let from = at_ns - longest.as_nanos() as i64;
-    let mut cols = Vec::new();
-    for (i, w) in windows.iter().enumerate() {
-        let start = at_ns - w.as_nanos() as i64;
-        cols.push(format!(
-            "sum(CASE WHEN start_time >= to_timestamp_nanos({start}) THEN 1 ELSE 0 END) AS t{i}, \
-             sum(CASE WHEN start_time >= to_timestamp_nanos({start}) AND ({bad}) THEN 1 ELSE 0 END) AS b{i}",
-            bad = slo.sli.bad
-        ));
+    match slo.budgeting {
+        Budgeting::Occurrences => counter.windows(&slo.sli.source, windows).await,
+        Budgeting::Timeslices {
+            slice,
+            slice_target,
+        } => {
+            let s = slice.as_nanos() as i64;
+            let up = |t: i64| t.div_euclid(s) * s + if t.rem_euclid(s) == 0 { 0 } else { s };
+            let to = at_ns.div_euclid(s) * s;
+            let from = windows.iter().map(|w| up(w.0)).min().unwrap_or(to).min(to);
+            let minutes = counter.minutes(&slo.sli.source, from, to).await?;
+            let all = slices(&minutes, from, to, s, slice_target);
+            Ok(windows
+                .iter()
+                .map(|&(a, _)| {
+                    let a = up(a);
+                    let inside = all.iter().filter(|(start, _)| *start >= a);
+                    let (mut t, mut b) = (0, 0);
+                    for (_, bad) in inside {
+                        t += 1;
+                        b += u64::from(*bad);
+                    }
+                    (t, b)
+                })
+                .collect())
+        }
     }
-    let sql = format!(
-        "SELECT {} FROM spans WHERE ({}) AND start_time >= to_timestamp_nanos({from}) AND start_time < to_timestamp_nanos({at_ns})",
-        cols.join(", "),
-        slo.sli.total
-    );
-    let limits = QueryLimits {
-        max_rows: 1,
-        timeout_secs: 120.0,
-        ..QueryLimits::default()
-    };
-    let result = store::sql::run(store, &sql, &limits).await?;
-    let batch = result.batches.iter().find(|b| b.num_rows() > 0);
-    let value = |col: usize| -> u64 {
-        batch
-            .and_then(|b| {
-                let c = b.column(col);
-                let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).ok()?;
-                let a = c.as_primitive::<Int64Type>();
-                (!a.is_null(0)).then(|| a.value(0).max(0) as u64)
-            })
-            .unwrap_or(0)
-    };
-    Ok((0..windows.len())
-        .map(|i| (value(2 * i), value(2 * i + 1)))
-        .collect())
 }
 
 /// Evaluates `slo` at `at_ns`.
-pub async fn evaluate(store: &Store, slo: &Slo, at_ns: i64) -> Result<SloStatus, QueryError> {
+pub async fn evaluate(
+    counter: &SliCounter,
+    slo: &Slo,
+    at_ns: i64,
+) -> Result<SloStatus, QueryError> {
     let mut lengths: BTreeSet<Duration> = BTreeSet::new();
-    lengths.insert(slo.window);
     for t in &slo.tiers {
         lengths.insert(t.long);
         lengths.insert(t.short);
     }
     let lengths: Vec<Duration> = lengths.into_iter().collect();
-    let counts = count_windows(store, slo, &lengths, at_ns).await?;
-    let windows: Vec<WindowCounts> = lengths
+    let slo_range = slo.time_window.range_at(at_ns);
+    let mut ranges: Vec<(i64, i64)> = vec![slo_range];
+    ranges.extend(lengths.iter().map(|w| (at_ns - w.as_nanos() as i64, at_ns)));
+    let counts = count_windows(counter, slo, &ranges, at_ns).await?;
+    let counted = |(total, bad): (u64, u64), secs: u64| WindowCounts {
+        window_secs: secs,
+        total,
+        bad,
+        burn_rate: burn_rate(bad, total, slo.objective),
+    };
+    let slo_window = counted(
+        counts[0],
+        ((slo_range.1 - slo_range.0).max(0) / 1_000_000_000) as u64,
+    );
+    let mut windows: Vec<WindowCounts> = lengths
         .iter()
-        .zip(&counts)
-        .map(|(w, (total, bad))| WindowCounts {
-            window_secs: w.as_secs(),
-            total: *total,
-            bad: *bad,
-            burn_rate: burn_rate(*bad, *total, slo.objective),
-        })
+        .zip(&counts[1..])
+        .map(|(w, c)| counted(*c, w.as_secs()))
         .collect();
     let find = |d: Duration| {
         windows
@@ -192,13 +229,16 @@ pub async fn evaluate(store: &Store, slo: &Slo, at_ns: i64) -> Result<SloStatus,
             .copied()
             .expect("every window was counted")
     };
-    Ok(status_from_counts(
-        slo,
-        at_ns,
-        &find(slo.window),
-        &windows,
-        find,
-    ))
+    let mut status = status_from_counts(slo, at_ns, &slo_window, &windows, find);
+    windows.insert(0, slo_window);
+    status.windows = windows;
+    status.window_from_ns = slo_range.0;
+    status.period_secs = slo.time_window.period_at(at_ns).as_secs();
+    if let Some(ttx) = status.time_to_exhaustion_secs.as_mut() {
+        // Rescale from the nominal window to this period's length.
+        *ttx *= status.period_secs as f64 / slo.window.as_secs_f64();
+    }
+    Ok(status)
 }
 
 /// The pure part of [`evaluate`]: status from window counts.
@@ -264,6 +304,10 @@ pub fn status_from_counts(
         service: slo.service.clone(),
         objective: slo.objective,
         window_secs: slo.window.as_secs(),
+        window: slo.time_window.describe(),
+        window_from_ns: at_ns - slo.window.as_nanos() as i64,
+        period_secs: slo.window.as_secs(),
+        budgeting: slo.budgeting.name(),
         sli_kind: slo.sli.kind.clone(),
         at_ns,
         total: slo_window.total,
@@ -293,47 +337,40 @@ pub struct BurnPoint {
     pub bad: u64,
 }
 
-/// The burn-down series of `slo` at `at_ns` (one scan, `points` buckets).
+/// The burn-down series of `slo` at `at_ns`: `points` buckets over the
+/// SLO window (events, or slices for Timeslices), from per-minute counts.
 pub async fn burndown(
-    store: &Store,
+    counter: &SliCounter,
     slo: &Slo,
     at_ns: i64,
     points: usize,
 ) -> Result<Vec<BurnPoint>, QueryError> {
     let points = points.clamp(2, 500) as i64;
-    let from = at_ns - slo.window.as_nanos() as i64;
+    let (from, _) = slo.time_window.range_at(at_ns);
     let step = ((at_ns - from) / points).max(1);
-    let sql = format!(
-        "SELECT CAST((CAST(start_time AS BIGINT) - {from}) / {step} AS BIGINT) AS b, count(*) AS t, \
-         sum(CASE WHEN ({bad}) THEN 1 ELSE 0 END) AS e \
-         FROM spans WHERE ({total}) AND start_time >= to_timestamp_nanos({from}) AND start_time < to_timestamp_nanos({at_ns}) \
-         GROUP BY 1 ORDER BY 1",
-        bad = slo.sli.bad,
-        total = slo.sli.total
-    );
-    let limits = QueryLimits {
-        max_rows: points as usize + 1,
-        timeout_secs: 120.0,
-        ..QueryLimits::default()
-    };
-    let result = store::sql::run(store, &sql, &limits).await?;
+    let minutes = counter.minutes(&slo.sli.source, from, at_ns).await?;
     let mut per = vec![(0u64, 0u64); points as usize];
-    for batch in &result.batches {
-        let col = |i: usize| {
-            arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Int64)
-                .map(|c| c.as_primitive::<Int64Type>().clone())
-        };
-        let (Ok(b), Ok(t), Ok(e)) = (col(0), col(1), col(2)) else {
-            continue;
-        };
-        for r in 0..batch.num_rows() {
-            let i = b.value(r).clamp(0, points - 1) as usize;
-            per[i].0 += t.value(r).max(0) as u64;
-            per[i].1 += if e.is_null(r) {
-                0
-            } else {
-                e.value(r).max(0) as u64
-            };
+    let bucket = |t: i64| ((t.max(from) - from) / step).clamp(0, points - 1) as usize;
+    match slo.budgeting {
+        Budgeting::Occurrences => {
+            for (m, (t, b)) in &minutes {
+                let i = bucket(*m);
+                per[i].0 += t;
+                per[i].1 += b;
+            }
+        }
+        Budgeting::Timeslices {
+            slice,
+            slice_target,
+        } => {
+            let s = slice.as_nanos() as i64;
+            let first = from.div_euclid(s) * s + if from.rem_euclid(s) == 0 { 0 } else { s };
+            let last = at_ns.div_euclid(s) * s;
+            for (start, bad) in slices(&minutes, first, last.max(first), s, slice_target) {
+                let i = bucket(start);
+                per[i].0 += 1;
+                per[i].1 += u64::from(bad);
+            }
         }
     }
     let mut total = 0;

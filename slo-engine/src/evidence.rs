@@ -120,7 +120,16 @@ pub async fn gather(
     let window = format!(
         "start_time >= to_timestamp_nanos({from_ns}) AND start_time < to_timestamp_nanos({to_ns})"
     );
-    let (total, bad) = (&slo.sli.total, &slo.sli.bad);
+    let Some((total, bad)) = slo.sli.source.span_predicates() else {
+        // Log and metric SLIs have no spans to point at.
+        return Ok(Evidence {
+            from_ns,
+            to_ns,
+            operations: Vec::new(),
+            traces: Vec::new(),
+            logs: Vec::new(),
+        });
+    };
     let ops_sql = format!(
         "SELECT service_name, name, count(*) AS total, sum(CASE WHEN ({bad}) THEN 1 ELSE 0 END) AS bad \
          FROM spans WHERE ({total}) AND {window} GROUP BY 1, 2 \

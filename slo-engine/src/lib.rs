@@ -5,7 +5,9 @@
 //! handling), [`red`] (rate, errors and duration per service and operation,
 //! totals and time series, from server spans in the store), [`burn`]
 //! (burn-rate math and the standard alert tiers, rescaled for any SLO
-//! window), [`openslo`] (OpenSLO v1 definitions), [`evaluate`] (SLI, budget,
+//! window), [`openslo`] (OpenSLO v1 definitions), [`window`] (rolling and
+//! calendar windows, Occurrences and Timeslices), [`sli`] (counting an SLI's
+//! events exactly from per-minute rollups plus raw edges), [`evaluate`] (SLI, budget,
 //! burn per window and tier states at an instant), [`incidents`] (one
 //! incident per SLO in SQLite), [`evidence`] (top operations, example
 //! failing traces and their logs for an incident), [`notify`] (Alertmanager webhook payloads,
@@ -34,4 +36,6 @@ pub mod rule_tests;
 pub mod rules;
 pub mod silences;
 pub mod sketch;
+pub mod sli;
 pub mod trace_index;
+pub mod window;

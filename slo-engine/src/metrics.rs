@@ -360,31 +360,11 @@ pub async fn counter_rate(
 ) -> Result<Vec<Series<RatePoint>>, RedError> {
     let plan = Plan::new(metric, "sum", group_by, w, step_secs)?;
     let mut groups: Groups<f64> = Groups::new(plan.buckets);
-    let mut last: HashMap<String, f64> = HashMap::new();
-    for b in run(store, &plan.sql("value")).await? {
-        let keys = Keys::new(&b, group_by.len())?;
-        let t = b.column(0).as_primitive::<TimestampNanosecondType>();
-        let temp = strings(&b, "temporality")?;
-        let v = b
-            .column_by_name("value")
-            .and_then(|c| c.as_primitive_opt::<Float64Type>().cloned())
-            .ok_or_else(|| RedError::Query("value column missing".into()))?;
-        for i in 0..b.num_rows() {
-            if v.is_null(i) {
-                continue;
-            }
-            let value = v.value(i);
-            let inc = if value_of(&temp, i) == "delta" {
-                Some(value)
-            } else {
-                let prev = last.insert(keys.series(i), value);
-                prev.map(|p| if value >= p { value - p } else { value })
-            };
-            if let (Some(inc), Some(k)) = (inc, plan.bucket(t.value(i))) {
-                *groups.slot(keys.group(i), k)? += inc;
-            }
-        }
-    }
+    counter_walk(store, &plan, |group, k, _, inc| {
+        *groups.slot(group, k)? += inc;
+        Ok(())
+    })
+    .await?;
     let step = plan.step_ns as f64 / 1e9;
     Ok(groups.finish(group_by, |k, inc| RatePoint {
         time_ns: plan.time_of(k),
@@ -574,7 +554,7 @@ struct Baseline {
 async fn histogram_increases(
     store: &Store,
     plan: &Plan<'_>,
-    mut add: impl FnMut(Vec<String>, usize, &[f64], &[u64], Option<f64>) -> Result<(), RedError>,
+    mut add: impl FnMut(Vec<String>, usize, i64, &[f64], &[u64], Option<f64>) -> Result<(), RedError>,
 ) -> Result<(), RedError> {
     let mut last: HashMap<String, Baseline> = HashMap::new();
     for b in run(store, &plan.sql("bucket_counts, explicit_bounds, sum")).await? {
@@ -627,7 +607,7 @@ async fn histogram_increases(
                 }
             };
             if let (Some(inc), Some(k)) = (inc, plan.bucket(t.value(i))) {
-                add(keys.group(i), k, bd, &inc, inc_sum)?;
+                add(keys.group(i), k, t.value(i), bd, &inc, inc_sum)?;
             }
         }
     }
@@ -655,7 +635,7 @@ pub async fn histogram(
     }
     let plan = Plan::new(metric, "histogram", group_by, w, step_secs)?;
     let mut groups: Groups<HistAcc> = Groups::new(plan.buckets);
-    histogram_increases(store, &plan, |g, k, bounds, counts, sum| {
+    histogram_increases(store, &plan, |g, k, _, bounds, counts, sum| {
         groups.slot(g, k)?.add(bounds, counts, sum);
         Ok(())
     })
@@ -671,6 +651,102 @@ pub async fn histogram(
             average: sum.filter(|_| count > 0).map(|s| s / count as f64),
         }
     }))
+}
+
+/// A plan over `[from_ns, to_ns)` in one-minute buckets, with `filter`
+/// (SQL conditions over `metric_points`, each starting with ` AND `).
+fn point_plan<'a>(
+    metric: &'a str,
+    metric_type: &'a str,
+    filter: &str,
+    from_ns: i64,
+    to_ns: i64,
+) -> Plan<'a> {
+    let step_ns = 60_000_000_000;
+    Plan {
+        metric,
+        metric_type,
+        group_by: &[],
+        from_ns,
+        to_ns,
+        step_ns,
+        buckets: ((to_ns - from_ns).max(0) / step_ns + 1) as usize,
+        filter: filter.to_string(),
+    }
+}
+
+/// Every increase of a counter (monotonic sum) in `[from_ns, to_ns)`, at
+/// its point's time: cumulative points add the difference to the previous
+/// point of their series (a drop is a reset; the first point of a series
+/// is only a baseline), delta points their value.
+pub(crate) async fn counter_increases(
+    store: &Store,
+    metric: &str,
+    filter: &str,
+    from_ns: i64,
+    to_ns: i64,
+    mut add: impl FnMut(i64, f64),
+) -> Result<(), RedError> {
+    let plan = point_plan(metric, "sum", filter, from_ns, to_ns);
+    counter_walk(store, &plan, |_, _, t, inc| {
+        add(t, inc);
+        Ok(())
+    })
+    .await
+}
+
+/// Walks the counter points of a plan and feeds each point's increase
+/// (per series; resets and delta handled) to `add` with the row's group,
+/// bucket and time.
+async fn counter_walk(
+    store: &Store,
+    plan: &Plan<'_>,
+    mut add: impl FnMut(Vec<String>, usize, i64, f64) -> Result<(), RedError>,
+) -> Result<(), RedError> {
+    let mut last: HashMap<String, f64> = HashMap::new();
+    for b in run(store, &plan.sql("value")).await? {
+        let keys = Keys::new(&b, plan.group_by.len())?;
+        let t = b.column(0).as_primitive::<TimestampNanosecondType>();
+        let temp = strings(&b, "temporality")?;
+        let v = b
+            .column_by_name("value")
+            .and_then(|c| c.as_primitive_opt::<Float64Type>().cloned())
+            .ok_or_else(|| RedError::Query("value column missing".into()))?;
+        for i in 0..b.num_rows() {
+            if v.is_null(i) {
+                continue;
+            }
+            let value = v.value(i);
+            let inc = if value_of(&temp, i) == "delta" {
+                Some(value)
+            } else {
+                let prev = last.insert(keys.series(i), value);
+                prev.map(|p| if value >= p { value - p } else { value })
+            };
+            if let (Some(inc), Some(k)) = (inc, plan.bucket(t.value(i))) {
+                add(keys.group(i), k, t.value(i), inc)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every increase of an explicit-bucket histogram in `[from_ns, to_ns)`,
+/// at its point's time: `(time, bounds, bucket count increases)`.
+pub(crate) async fn histogram_point_increases(
+    store: &Store,
+    metric: &str,
+    filter: &str,
+    from_ns: i64,
+    to_ns: i64,
+    mut add: impl FnMut(i64, &[f64], &[u64]),
+) -> Result<(), RedError> {
+    let plan = point_plan(metric, "histogram", filter, from_ns, to_ns);
+    histogram_increases(store, &plan, |_, _, t, bounds, counts, _| {
+        add(t, bounds, counts);
+        Ok(())
+    })
+    .await
 }
 
 /// The HTTP server duration histogram of the semantic conventions.
@@ -746,7 +822,7 @@ async fn histogram_red(
         return Ok((BTreeMap::new(), scale_ms));
     }
     let mut acc: RedAcc = BTreeMap::new();
-    histogram_increases(store, &plan, |g, k, bounds, counts, sum| {
+    histogram_increases(store, &plan, |g, k, _, bounds, counts, sum| {
         let op = operation_of(&g[1], &g[2]);
         if f.operation.is_some_and(|o| o != op) {
             return Ok(());

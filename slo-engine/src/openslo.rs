@@ -4,7 +4,9 @@
 //! resolved (references to SLIs, policies, conditions, targets) and checked.
 //! Every error names the file, the object and the field.
 //!
-//! Burnwatch's metric source (`metricSource.type: burnwatch`) selects spans:
+//! Burnwatch's metric source (`metricSource.type: burnwatch`) selects spans
+//! (the default), log records or metric points with a structured filter, or
+//! anything with SQL:
 //!
 //! ```yaml
 //! metricSource:
@@ -15,7 +17,17 @@
 //!     kind: SERVER                  # default SERVER
 //!     errors: true                  # only failed spans (ERROR status or HTTP 5xx)
 //!     where: "http_request_method = 'POST'"   # any extra SQL predicate
+//! ---
+//!   spec: {table: logs, service: worker, minSeverity: ERROR, contains: "job failed"}
+//! ---
+//!   spec: {table: metrics, metric: payments.charges, service: payments, attributes: {outcome: declined}}
+//! ---
+//!   spec: {sql: "SELECT time, value FROM metric_points WHERE metric_name = 'jobs.done'"}
 //! ```
+//!
+//! Span and log sources count rows; metric sources count counter increases
+//! (ratio SLIs) or histogram observations (threshold SLIs); an SQL source
+//! returns a `time` (timestamp) and a `value` (events) column.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +36,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::burn::{Severity, Tier, standard_tiers, tier_can_fire};
+use crate::sli::{MetricSelector, SliSource};
+use crate::window::{Budgeting, Calendar, SloWindow, parse_calendar_duration, parse_start_time};
+use store::Table;
 
 /// An SLO ready to evaluate.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +53,13 @@ pub struct Slo {
     pub description: String,
     /// Target share of good events, e.g. 0.999.
     pub objective: f64,
-    /// Rolling window, e.g. 30 days.
+    /// The window's length: a rolling window's, or a calendar period's
+    /// nominal length (a month is 30 days); alert tiers scale with it.
     pub window: Duration,
+    /// Rolling or calendar window.
+    pub time_window: SloWindow,
+    /// Occurrences or Timeslices.
+    pub budgeting: Budgeting,
     /// What is counted.
     pub sli: SliQuery,
     /// Alert tiers (the workbook's, rescaled, unless alert policies say otherwise).
@@ -54,14 +74,12 @@ pub struct Slo {
     pub warnings: Vec<String>,
 }
 
-/// The events of an SLI as SQL predicates over `spans`.
+/// What an SLI counts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SliQuery {
-    /// Selects every event (the SLI's total).
-    pub total: String,
-    /// Selects the bad events among them.
-    pub bad: String,
-    /// Human description (`ratio` or `latency <= 0.3 s`).
+    /// Where the events come from and which are bad.
+    pub source: SliSource,
+    /// Human description (`ratio` or `latency lte 0.3 s`).
     pub kind: String,
 }
 
@@ -287,17 +305,7 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
     let service = req_str(&cx, spec, "service", "spec.")?;
     let description = get_str(&cx, spec, "description", "spec.")?.unwrap_or_default();
 
-    // Budgeting method.
-    let method =
-        get_str(&cx, spec, "budgetingMethod", "spec.")?.unwrap_or_else(|| "Occurrences".into());
-    if method != "Occurrences" {
-        return Err(cx.err(
-            "spec.budgetingMethod",
-            format!("{method:?} is not supported yet; use Occurrences"),
-        ));
-    }
-
-    // Time window: one rolling window.
+    // Time window: one rolling or calendar window.
     let windows = get(spec, "timeWindow")
         .and_then(V::as_sequence)
         .ok_or_else(|| cx.err("spec.timeWindow", "is required (a list with one window)"))?;
@@ -306,17 +314,51 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
     }
     let tw = &windows[0];
     let rolling = get(tw, "isRolling").and_then(V::as_bool).unwrap_or(false);
-    if !rolling || get(tw, "calendar").is_some() {
-        return Err(cx.err(
-            "spec.timeWindow[0]",
-            "calendar windows are not supported yet; use isRolling: true",
-        ));
-    }
-    let window = duration(
-        &cx,
-        &req_str(&cx, tw, "duration", "spec.timeWindow[0].")?,
-        "spec.timeWindow[0].duration",
-    )?;
+    let duration_text = req_str(&cx, tw, "duration", "spec.timeWindow[0].")?;
+    let time_window = match (rolling, get(tw, "calendar")) {
+        (true, None) => SloWindow::Rolling(duration(
+            &cx,
+            &duration_text,
+            "spec.timeWindow[0].duration",
+        )?),
+        (true, Some(_)) => {
+            return Err(cx.err(
+                "spec.timeWindow[0].calendar",
+                "a rolling window has no calendar: set isRolling: false for a calendar window",
+            ));
+        }
+        (false, None) => {
+            return Err(cx.err(
+                "spec.timeWindow[0]",
+                "give isRolling: true (a rolling window) or a calendar (startTime, timeZone)",
+            ));
+        }
+        (false, Some(c)) => {
+            let (unit, count) = parse_calendar_duration(&duration_text)
+                .map_err(|e| cx.err("spec.timeWindow[0].duration", e))?;
+            let start = req_str(&cx, c, "startTime", "spec.timeWindow[0].calendar.")?;
+            let start = parse_start_time(&start)
+                .map_err(|e| cx.err("spec.timeWindow[0].calendar.startTime", e))?;
+            let tz = get_str(&cx, c, "timeZone", "spec.timeWindow[0].calendar.")?
+                .unwrap_or_else(|| "UTC".into());
+            let tz: chrono_tz::Tz = tz.parse().map_err(|_| {
+                cx.err(
+                    "spec.timeWindow[0].calendar.timeZone",
+                    format!("{tz:?} is not an IANA time zone (e.g. UTC, Europe/Berlin)"),
+                )
+            })?;
+            SloWindow::Calendar(Calendar {
+                unit,
+                count,
+                start,
+                tz,
+            })
+        }
+    };
+    let window = match &time_window {
+        SloWindow::Rolling(d) => *d,
+        SloWindow::Calendar(c) => c.nominal(),
+    };
 
     // Objective.
     let objectives = get(spec, "objectives")
@@ -335,6 +377,46 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
             format!("must be between 0 and 1 (exclusive), got {objective}"),
         ));
     }
+
+    // Budgeting method.
+    let method =
+        get_str(&cx, spec, "budgetingMethod", "spec.")?.unwrap_or_else(|| "Occurrences".into());
+    let budgeting = match method.as_str() {
+        "Occurrences" => Budgeting::Occurrences,
+        "Timeslices" => {
+            let slice_target = get(obj, "timeSliceTarget")
+                .and_then(V::as_f64)
+                .filter(|t| *t > 0.0 && *t <= 1.0)
+                .ok_or_else(|| {
+                    cx.err(
+                        "spec.objectives[0].timeSliceTarget",
+                        "is required for Timeslices: the share of good events that makes a slice good (0 < x <= 1)",
+                    )
+                })?;
+            let text = get_str(&cx, obj, "timeSliceWindow", "spec.objectives[0].")?
+                .or(get_str(&cx, spec, "timeSliceWindow", "spec.")?)
+                .unwrap_or_else(|| "1m".into());
+            let slice = duration(&cx, &text, "spec.objectives[0].timeSliceWindow")?;
+            if slice.as_secs() % 60 != 0 || slice.subsec_nanos() != 0 || slice > window / 10 {
+                return Err(cx.err(
+                    "spec.objectives[0].timeSliceWindow",
+                    format!(
+                        "{text:?}: a slice must be whole minutes and at most a tenth of the window"
+                    ),
+                ));
+            }
+            Budgeting::Timeslices {
+                slice,
+                slice_target,
+            }
+        }
+        other => {
+            return Err(cx.err(
+                "spec.budgetingMethod",
+                format!("{other:?}: use Occurrences or Timeslices"),
+            ));
+        }
+    };
 
     // Indicator: inline or by reference.
     let (sli_spec, sli_cx_object, sli_file) = match (
@@ -418,6 +500,8 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
         description,
         objective,
         window,
+        time_window,
+        budgeting,
         sli,
         tiers,
         min_events,
@@ -526,8 +610,38 @@ fn lit(s: &str) -> String {
 
 const ERROR_PREDICATE: &str = "(status_code = 'ERROR' OR http_response_status_code >= 500)";
 
-/// A Burnwatch metric source as a predicate over `spans`.
-fn span_predicate(cx: &Ctx<'_>, source: &V, field: &str) -> Result<String, LoadError> {
+/// What one Burnwatch metric source selects.
+enum Selector {
+    /// Rows of spans or logs matching a predicate.
+    Rows(Table, String),
+    /// Points of one metric.
+    Metric(MetricSelector),
+    /// A query returning `time` and `value`.
+    Sql(String),
+}
+
+/// Log severity names and their lowest severity number (OpenTelemetry).
+const SEVERITIES: [(&str, i32); 6] = [
+    ("TRACE", 1),
+    ("DEBUG", 5),
+    ("INFO", 9),
+    ("WARN", 13),
+    ("ERROR", 17),
+    ("FATAL", 21),
+];
+
+fn extra_where(cx: &Ctx<'_>, spec: &V, sf: &str, parts: &mut Vec<String>) -> Result<(), LoadError> {
+    if let Some(w) = get_str(cx, spec, "where", sf)? {
+        if w.contains(';') {
+            return Err(cx.err(&format!("{sf}where"), "must be one SQL predicate"));
+        }
+        parts.push(format!("({w})"));
+    }
+    Ok(())
+}
+
+/// A Burnwatch metric source: spans (default), logs, metrics or SQL.
+fn selector(cx: &Ctx<'_>, source: &V, field: &str) -> Result<Selector, LoadError> {
     let ms = get(source, "metricSource")
         .ok_or_else(|| cx.err(&format!("{field}.metricSource"), "is required"))?;
     let ty = req_str(cx, ms, "type", &format!("{field}.metricSource."))?;
@@ -540,47 +654,124 @@ fn span_predicate(cx: &Ctx<'_>, source: &V, field: &str) -> Result<String, LoadE
     let spec = get(ms, "spec")
         .ok_or_else(|| cx.err(&format!("{field}.metricSource.spec"), "is required"))?;
     let sf = format!("{field}.metricSource.spec.");
-    if let Some(table) = get_str(cx, spec, "table", &sf)?
-        && table != "spans"
-    {
-        return Err(cx.err(
-            &format!("{sf}table"),
-            format!("{table:?}: only spans are supported as an SLI source so far"),
-        ));
-    }
-    let mut parts = Vec::new();
-    if let Some(s) = get_str(cx, spec, "service", &sf)? {
-        parts.push(format!("service_name = {}", lit(&s)));
-    }
-    if let Some(s) = get_str(cx, spec, "operation", &sf)? {
-        parts.push(format!("name = {}", lit(&s)));
-    }
-    if let Some(s) = get_str(cx, spec, "route", &sf)? {
-        parts.push(format!("http_route = {}", lit(&s)));
-    }
-    let kind = get_str(cx, spec, "kind", &sf)?.unwrap_or_else(|| "SERVER".into());
-    if !matches!(
-        kind.as_str(),
-        "SERVER" | "CLIENT" | "INTERNAL" | "PRODUCER" | "CONSUMER" | "any"
-    ) {
-        return Err(cx.err(&format!("{sf}kind"), format!("unknown span kind {kind:?}")));
-    }
-    if kind != "any" {
-        parts.push(format!("kind = {}", lit(&kind)));
-    }
-    if get(spec, "errors").and_then(V::as_bool).unwrap_or(false) {
-        parts.push(ERROR_PREDICATE.to_string());
-    }
-    if let Some(w) = get_str(cx, spec, "where", &sf)? {
-        if w.contains(';') {
-            return Err(cx.err(&format!("{sf}where"), "must be one SQL predicate"));
+    if let Some(sql) = get_str(cx, spec, "sql", &sf)? {
+        let keys = spec.as_mapping().map_or(0, |m| m.len());
+        if keys != 1 {
+            return Err(cx.err(&format!("{sf}sql"), "an SQL source takes no other fields"));
         }
-        parts.push(format!("({w})"));
+        let head = sql.trim_start().to_ascii_lowercase();
+        if !(head.starts_with("select") || head.starts_with("with")) || sql.contains(';') {
+            return Err(cx.err(
+                &format!("{sf}sql"),
+                "must be one SELECT query returning a time (timestamp) and a value (events) column",
+            ));
+        }
+        return Ok(Selector::Sql(sql));
     }
-    if parts.is_empty() {
-        return Err(cx.err(&sf, "select something: service, operation, route or where"));
+    let table = get_str(cx, spec, "table", &sf)?.unwrap_or_else(|| "spans".into());
+    let mut parts = Vec::new();
+    match table.as_str() {
+        "spans" => {
+            if let Some(s) = get_str(cx, spec, "service", &sf)? {
+                parts.push(format!("service_name = {}", lit(&s)));
+            }
+            if let Some(s) = get_str(cx, spec, "operation", &sf)? {
+                parts.push(format!("name = {}", lit(&s)));
+            }
+            if let Some(s) = get_str(cx, spec, "route", &sf)? {
+                parts.push(format!("http_route = {}", lit(&s)));
+            }
+            let kind = get_str(cx, spec, "kind", &sf)?.unwrap_or_else(|| "SERVER".into());
+            if !matches!(
+                kind.as_str(),
+                "SERVER" | "CLIENT" | "INTERNAL" | "PRODUCER" | "CONSUMER" | "any"
+            ) {
+                return Err(cx.err(&format!("{sf}kind"), format!("unknown span kind {kind:?}")));
+            }
+            if kind != "any" {
+                parts.push(format!("kind = {}", lit(&kind)));
+            }
+            if get(spec, "errors").and_then(V::as_bool).unwrap_or(false) {
+                parts.push(ERROR_PREDICATE.to_string());
+            }
+            extra_where(cx, spec, &sf, &mut parts)?;
+            if parts.is_empty() {
+                return Err(cx.err(&sf, "select something: service, operation, route or where"));
+            }
+            Ok(Selector::Rows(Table::Spans, parts.join(" AND ")))
+        }
+        "logs" => {
+            if let Some(s) = get_str(cx, spec, "service", &sf)? {
+                parts.push(format!("service_name = {}", lit(&s)));
+            }
+            if let Some(sev) = get_str(cx, spec, "minSeverity", &sf)? {
+                let n = SEVERITIES
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(&sev))
+                    .map(|(_, n)| *n)
+                    .ok_or_else(|| {
+                        cx.err(
+                            &format!("{sf}minSeverity"),
+                            format!("{sev:?}: use TRACE, DEBUG, INFO, WARN, ERROR or FATAL"),
+                        )
+                    })?;
+                parts.push(format!("severity_number >= {n}"));
+            }
+            if let Some(text) = get_str(cx, spec, "contains", &sf)? {
+                parts.push(format!("strpos(body, {}) > 0", lit(&text)));
+            }
+            extra_where(cx, spec, &sf, &mut parts)?;
+            if parts.is_empty() {
+                return Err(cx.err(
+                    &sf,
+                    "select something: service, minSeverity, contains or where",
+                ));
+            }
+            Ok(Selector::Rows(Table::Logs, parts.join(" AND ")))
+        }
+        "metrics" => {
+            let metric = req_str(cx, spec, "metric", &sf)?;
+            let mut filter = String::new();
+            if let Some(s) = get_str(cx, spec, "service", &sf)? {
+                filter.push_str(&format!(" AND service_name = {}", lit(&s)));
+            }
+            if let Some(attrs) = get(spec, "attributes") {
+                let m = attrs.as_mapping().ok_or_else(|| {
+                    cx.err(
+                        &format!("{sf}attributes"),
+                        "must be a map of attribute to value",
+                    )
+                })?;
+                for (k, v) in m {
+                    let (Some(k), Some(v)) = (
+                        k.as_str(),
+                        match v {
+                            V::String(s) => Some(s.clone()),
+                            V::Number(n) => Some(n.to_string()),
+                            V::Bool(b) => Some(b.to_string()),
+                            _ => None,
+                        },
+                    ) else {
+                        return Err(cx.err(
+                            &format!("{sf}attributes"),
+                            "keys and values must be strings",
+                        ));
+                    };
+                    filter.push_str(&format!(" AND attributes[{}] = {}", lit(k), lit(&v)));
+                }
+            }
+            let mut extra = Vec::new();
+            extra_where(cx, spec, &sf, &mut extra)?;
+            for w in extra {
+                filter.push_str(&format!(" AND {w}"));
+            }
+            Ok(Selector::Metric(MetricSelector { metric, filter }))
+        }
+        other => Err(cx.err(
+            &format!("{sf}table"),
+            format!("{other:?}: use spans, logs or metrics (or sql)"),
+        )),
     }
-    Ok(parts.join(" AND "))
 }
 
 fn compile_sli(
@@ -590,17 +781,21 @@ fn compile_sli(
     slo_cx: &Ctx<'_>,
 ) -> Result<SliQuery, LoadError> {
     if let Some(ratio) = get(spec, "ratioMetric") {
-        let total = span_predicate(
+        let total = selector(
             cx,
             get(ratio, "total").ok_or_else(|| cx.err("spec.ratioMetric.total", "is required"))?,
             "spec.ratioMetric.total",
         )?;
-        let bad = match (get(ratio, "bad"), get(ratio, "good")) {
-            (Some(b), None) => span_predicate(cx, b, "spec.ratioMetric.bad")?,
-            // NULL (an attribute missing) is not good: it counts as bad.
-            (None, Some(g)) => format!(
-                "NOT coalesce(({}), false)",
-                span_predicate(cx, g, "spec.ratioMetric.good")?
+        let (other, field, other_is_good) = match (get(ratio, "bad"), get(ratio, "good")) {
+            (Some(b), None) => (
+                selector(cx, b, "spec.ratioMetric.bad")?,
+                "spec.ratioMetric.bad",
+                false,
+            ),
+            (None, Some(g)) => (
+                selector(cx, g, "spec.ratioMetric.good")?,
+                "spec.ratioMetric.good",
+                true,
             ),
             _ => {
                 return Err(cx.err(
@@ -609,14 +804,41 @@ fn compile_sli(
                 ));
             }
         };
+        let source = match (total, other) {
+            (Selector::Rows(t, total), Selector::Rows(o, other)) if t == o => SliSource::Rows {
+                table: t,
+                total,
+                // NULL (an attribute missing) is not good: it counts as bad.
+                bad: if other_is_good {
+                    format!("NOT coalesce(({other}), false)")
+                } else {
+                    other
+                },
+            },
+            (Selector::Metric(total), Selector::Metric(other)) => SliSource::Counters {
+                total,
+                other,
+                other_is_good,
+            },
+            (Selector::Sql(total), Selector::Sql(other)) => SliSource::Sql {
+                total,
+                other,
+                other_is_good,
+            },
+            _ => {
+                return Err(cx.err(
+                    field,
+                    "must read the same kind of source as total (spans, logs, metrics or sql)",
+                ));
+            }
+        };
         return Ok(SliQuery {
-            total,
-            bad,
+            source,
             kind: "ratio".into(),
         });
     }
     if let Some(th) = get(spec, "thresholdMetric") {
-        let total = span_predicate(cx, th, "spec.thresholdMetric")?;
+        let total = selector(cx, th, "spec.thresholdMetric")?;
         let op = get_str(slo_cx, objective, "op", "spec.objectives[0].")?.ok_or_else(|| {
             slo_cx.err(
                 "spec.objectives[0].op",
@@ -632,10 +854,9 @@ fn compile_sli(
                     "is required for a threshold SLI: the latency bound in seconds",
                 )
             })?;
-        let ns = (value * 1e9).round() as i64;
-        let good = match op.as_str() {
-            "lt" => format!("duration_ns < {ns}"),
-            "lte" => format!("duration_ns <= {ns}"),
+        let inclusive = match op.as_str() {
+            "lt" => false,
+            "lte" => true,
             other => {
                 return Err(slo_cx.err(
                     "spec.objectives[0].op",
@@ -643,9 +864,30 @@ fn compile_sli(
                 ));
             }
         };
+        let source = match total {
+            Selector::Rows(Table::Spans, total) => {
+                let ns = (value * 1e9).round() as i64;
+                let cmp = if inclusive { "<=" } else { "<" };
+                SliSource::Rows {
+                    table: Table::Spans,
+                    total,
+                    bad: format!("NOT (duration_ns {cmp} {ns})"),
+                }
+            }
+            Selector::Metric(metric) => SliSource::Histogram {
+                metric,
+                bound: value,
+                inclusive,
+            },
+            _ => {
+                return Err(cx.err(
+                    "spec.thresholdMetric.metricSource.spec",
+                    "a threshold SLI reads span durations or a histogram metric (table: metrics)",
+                ));
+            }
+        };
         return Ok(SliQuery {
-            total,
-            bad: format!("NOT ({good})"),
+            source,
             kind: format!("latency {op} {value} s"),
         });
     }
@@ -704,11 +946,15 @@ spec:
         assert_eq!(s.window, Duration::from_secs(30 * 86400));
         assert_eq!(s.tiers.len(), 4);
         assert!((s.tiers[0].factor - 14.4).abs() < 1e-9);
+        let SliSource::Rows { table, total, bad } = &s.sli.source else {
+            panic!("{:?}", s.sli.source)
+        };
+        assert_eq!(*table, Table::Spans);
         assert_eq!(
-            s.sli.total,
+            total,
             "service_name = 'gateway' AND http_route = '/api/checkout' AND kind = 'SERVER'"
         );
-        assert!(s.sli.bad.contains("status_code = 'ERROR'"));
+        assert!(bad.contains("status_code = 'ERROR'"));
         assert!(s.warnings.is_empty());
     }
 
@@ -753,7 +999,10 @@ spec:
         assert_eq!(s.tiers[0].severity, Severity::Page);
         assert_eq!(s.tiers[0].short, Duration::from_secs(300));
         assert_eq!(s.webhooks, vec!["http://127.0.0.1:9/hook".to_string()]);
-        assert_eq!(s.sli.bad, "NOT (duration_ns <= 300000000)");
+        let SliSource::Rows { bad, .. } = &s.sli.source else {
+            panic!("{:?}", s.sli.source)
+        };
+        assert_eq!(bad, "NOT (duration_ns <= 300000000)");
         assert_eq!(s.sli.kind, "latency lte 0.3 s");
     }
 

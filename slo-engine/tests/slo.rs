@@ -10,6 +10,7 @@ use slo_engine::burn::standard_tiers;
 use slo_engine::engine::{SloConfig, SloEngine};
 use slo_engine::evaluate::{AlertState, evaluate};
 use slo_engine::openslo::{Slo, load_dir};
+use slo_engine::sli::SliCounter;
 use store::{Store, StoreConfig, Table};
 
 const T0: i64 = 1_709_632_800_000_000_000; // 2024-03-05T10:00:00Z
@@ -55,6 +56,10 @@ fn spans(times: &[(i64, bool)]) -> arrow::array::RecordBatch {
     store::synth::http_requests("gateway", "POST", "/api/checkout", times)
 }
 
+fn counter(store: &Store) -> Arc<SliCounter> {
+    SliCounter::new(store.clone(), 1 << 20)
+}
+
 async fn open_store(dir: &std::path::Path) -> Store {
     Store::open(StoreConfig {
         data_dir: dir.join("data"),
@@ -98,7 +103,9 @@ async fn full_outage_trips_the_fast_page_after_51_8_seconds() {
     write_traffic(&store, T0 - HOUR, T0 + 120 * SEC, |t| t >= T0).await;
 
     // After 51 s: 51 bad of 3600 in the last hour = burn 14.17 < 14.4.
-    let s = evaluate(&store, &slo, T0 + 51 * SEC).await.unwrap();
+    let s = evaluate(&counter(&store), &slo, T0 + 51 * SEC)
+        .await
+        .unwrap();
     let fast = &s.tiers[0];
     assert_eq!((fast.long_secs, fast.short_secs), (3600, 300));
     assert!(
@@ -107,7 +114,9 @@ async fn full_outage_trips_the_fast_page_after_51_8_seconds() {
     );
     assert!(!fast.firing);
     // After 52 s: burn 14.44 > 14.4 over 1h, and the 5m window agrees.
-    let s = evaluate(&store, &slo, T0 + 52 * SEC).await.unwrap();
+    let s = evaluate(&counter(&store), &slo, T0 + 52 * SEC)
+        .await
+        .unwrap();
     let fast = &s.tiers[0];
     assert!(
         (fast.long_burn.unwrap() - 52.0 / 3.6).abs() < 1e-9,
@@ -134,7 +143,7 @@ async fn ten_requests_an_hour_with_one_failure() {
         })
         .collect();
     store.write(Table::Spans, spans(&times)).await.unwrap();
-    let s = evaluate(&store, &slo, T0).await.unwrap();
+    let s = evaluate(&counter(&store), &slo, T0).await.unwrap();
     assert_eq!((s.total, s.bad), (7200, 1));
     let hour = s.windows.iter().find(|w| w.window_secs == 3600).unwrap();
     assert_eq!((hour.total, hour.bad), (10, 1));
@@ -150,12 +159,14 @@ async fn ten_requests_an_hour_with_one_failure() {
     // With a minimum of 20 events per long window there is not enough data
     // to page on one failure: an explicit state, not NaN or a false page.
     let strict = load_slo(dir.path(), 0.999, 20);
-    let s = evaluate(&store, &strict, T0).await.unwrap();
+    let s = evaluate(&counter(&store), &strict, T0).await.unwrap();
     assert!(s.tiers[0].insufficient_data && !s.tiers[0].firing);
     // (The 6h/30m tier has 60 events and a burn of 16.7: it still pages.)
     assert!(s.tiers[1].firing && !s.tiers[1].insufficient_data);
     // No data at all: insufficient data, and no burn rate (not NaN).
-    let s = evaluate(&store, &slo, start - HOUR).await.unwrap();
+    let s = evaluate(&counter(&store), &slo, start - HOUR)
+        .await
+        .unwrap();
     assert_eq!(s.state, AlertState::InsufficientData);
     assert_eq!(s.current_burn, None);
     assert_eq!(s.sli, None);

@@ -367,11 +367,11 @@ pub async fn slo_page(
     };
     let at = view.window.to_ns;
     let status = if p.to.is_some() {
-        slo_engine::evaluate::evaluate(&s.store, &def, at).await
+        slo_engine::evaluate::evaluate(engine.sli_counter(), &def, at).await
     } else {
         match engine.last_statuses().into_iter().find(|x| x.name == name) {
             Some(st) => Ok(st),
-            None => slo_engine::evaluate::evaluate(&s.store, &def, at).await,
+            None => slo_engine::evaluate::evaluate(engine.sli_counter(), &def, at).await,
         }
     };
     let status = match status {
@@ -384,9 +384,10 @@ pub async fn slo_page(
             );
         }
     };
-    let burn: Vec<BurnPoint> = slo_engine::evaluate::burndown(&s.store, &def, status.at_ns, 120)
-        .await
-        .unwrap_or_default();
+    let burn: Vec<BurnPoint> =
+        slo_engine::evaluate::burndown(engine.sli_counter(), &def, status.at_ns, 120)
+            .await
+            .unwrap_or_default();
     let mine: Vec<Incident> = incidents(&s, 500)
         .into_iter()
         .filter(|i| i.slo == name)

@@ -1,0 +1,829 @@
+//! Counting an SLI's events (total and bad) over time windows, exactly.
+//!
+//! Span and log SLIs use per-minute rollups per immutable data file, like the
+//! RED rollups: for each live file, the number of rows matching the SLI's
+//! total predicate and the number of those that are bad, per minute of the
+//! row's time. A rollup is computed once per (SLI, file), kept in a memory
+//! cache bounded by bytes and saved under `<data>/rollups/sli-v1/<sli>/`.
+//! A count over `[from, to)` combines, without counting a row twice:
+//! - rollup minutes of files, for minutes no window boundary falls inside;
+//! - raw rows of files, for the minutes a boundary falls inside (*edges*);
+//! - raw rows still in memory (not yet flushed), for the whole range.
+//!
+//! Metric SLIs count counter increases (resets and delta temporality
+//! handled) or histogram observations at their points' times; SQL SLIs sum
+//! the `value` column of the user's query by its `time` column. Both are
+//! read from the store at each evaluation (metric points are few).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::prelude::SessionContext;
+use store::files::FileMeta;
+use store::sql::{QueryError, QueryLimits};
+use store::{Snapshot, Store, Table};
+
+use crate::cache::{FileCache, Weigh};
+
+/// One minute, ns.
+pub const MINUTE_NS: i64 = 60_000_000_000;
+
+/// Directory of SLI rollup files, relative to the data directory.
+pub const SLI_ROLLUP_DIR: &str = "rollups/sli-v1";
+
+/// Default memory budget of the SLI rollup cache.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// Points of one metric, with a filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSelector {
+    /// `metric_name`.
+    pub metric: String,
+    /// SQL conditions over `metric_points`, each starting with ` AND `.
+    pub filter: String,
+}
+
+/// Where an SLI's events come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SliSource {
+    /// Rows of spans or logs: every row matching `total` is an event, those
+    /// also matching `bad` are bad.
+    Rows {
+        /// Spans or logs.
+        table: Table,
+        /// SQL predicate selecting the events.
+        total: String,
+        /// SQL predicate selecting the bad ones among them.
+        bad: String,
+    },
+    /// Increases of two counters: all events, and the good or bad ones.
+    Counters {
+        /// All events.
+        total: MetricSelector,
+        /// Good (`other_is_good`) or bad events.
+        other: MetricSelector,
+        /// Whether `other` counts good events.
+        other_is_good: bool,
+    },
+    /// Observations of an explicit-bucket histogram; good ones are in
+    /// buckets whose upper bound is below (`lt`) or at most (`lte`) `bound`.
+    Histogram {
+        /// The histogram.
+        metric: MetricSelector,
+        /// The bound, in the histogram's unit.
+        bound: f64,
+        /// `lte` rather than `lt`.
+        inclusive: bool,
+    },
+    /// Two queries returning `time` and `value` columns.
+    Sql {
+        /// All events.
+        total: String,
+        /// Good or bad events.
+        other: String,
+        /// Whether `other` counts good events.
+        other_is_good: bool,
+    },
+}
+
+impl SliSource {
+    /// The spans predicates (total, bad) of a span SLI.
+    pub fn span_predicates(&self) -> Option<(&str, &str)> {
+        match self {
+            SliSource::Rows {
+                table: Table::Spans,
+                total,
+                bad,
+            } => Some((total, bad)),
+            _ => None,
+        }
+    }
+
+    /// A stable 64-bit fingerprint of a row source (FNV-1a), naming its
+    /// rollup directory.
+    fn fingerprint(table: Table, total: &str, bad: &str) -> u64 {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in format!("{}\u{0}{total}\u{0}{bad}", table.name()).bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        h
+    }
+}
+
+fn time_column(table: Table) -> &'static str {
+    match table {
+        Table::Spans => "start_time",
+        _ => "time",
+    }
+}
+
+/// Event weights summed per minute, plus events kept one by one.
+#[derive(Debug, Default)]
+struct Gathered {
+    /// Minute start -> (total, other), for minutes no boundary falls inside.
+    minutes: BTreeMap<i64, (f64, f64)>,
+    /// (time, total, other) of single events.
+    raw: Vec<(i64, f64, f64)>,
+    /// `other` counts good events (bad = total - good).
+    other_is_good: bool,
+}
+
+fn rounded(total: f64, other: f64, other_is_good: bool) -> (u64, u64) {
+    let t = total.max(0.0).round() as u64;
+    let o = other.max(0.0).round() as u64;
+    if other_is_good {
+        (t, t.saturating_sub(o))
+    } else {
+        (t, o.min(t))
+    }
+}
+
+impl Gathered {
+    fn add_minute(&mut self, m: i64, t: f64, o: f64) {
+        let e = self.minutes.entry(m).or_default();
+        e.0 += t;
+        e.1 += o;
+    }
+
+    /// (total, bad) over `[from, to)`.
+    fn window(&self, from: i64, to: i64) -> (u64, u64) {
+        let (mut t, mut o) = (0.0, 0.0);
+        for (_, (a, b)) in self.minutes.range(from..to.saturating_sub(MINUTE_NS - 1)) {
+            t += a;
+            o += b;
+        }
+        for &(time, a, b) in &self.raw {
+            if time >= from && time < to {
+                t += a;
+                o += b;
+            }
+        }
+        rounded(t, o, self.other_is_good)
+    }
+
+    /// (total, bad) per minute of `[from, to)` (minute starts).
+    fn per_minute(&self, from: i64, to: i64) -> BTreeMap<i64, (u64, u64)> {
+        let mut sums: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+        for (m, (a, b)) in self.minutes.range(from..to) {
+            let e = sums.entry(*m).or_default();
+            e.0 += a;
+            e.1 += b;
+        }
+        for &(time, a, b) in &self.raw {
+            if time >= from && time < to {
+                let e = sums
+                    .entry(time.div_euclid(MINUTE_NS) * MINUTE_NS)
+                    .or_default();
+                e.0 += a;
+                e.1 += b;
+            }
+        }
+        sums.into_iter()
+            .map(|(m, (a, b))| (m, rounded(a, b, self.other_is_good)))
+            .collect()
+    }
+}
+
+/// The rollup of one (SLI, file): (minute, total, bad), sorted by minute.
+#[derive(Debug)]
+struct MinuteRollup {
+    rows: Vec<(i64, u64, u64)>,
+}
+
+impl Weigh for MinuteRollup {
+    fn weight(&self) -> usize {
+        64 + self.rows.len() * 24
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SliMetrics {
+    /// Rollups answered from memory.
+    pub cache_hits: AtomicU64,
+    /// Rollups read from their file.
+    pub loaded: AtomicU64,
+    /// Rollups computed from a data file.
+    pub computed: AtomicU64,
+    /// Rollup files that could not be read (and were recomputed).
+    pub unreadable: AtomicU64,
+}
+
+/// Counts SLI events over one store.
+pub struct SliCounter {
+    store: Store,
+    cache: FileCache<MinuteRollup>,
+    /// Counters.
+    pub metrics: SliMetrics,
+}
+
+impl std::fmt::Debug for SliCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SliCounter").finish_non_exhaustive()
+    }
+}
+
+fn query_error(e: impl std::fmt::Display) -> QueryError {
+    QueryError::Execution(e.to_string())
+}
+
+const MAGIC: &[u8; 8] = b"BWSLI01\n";
+
+fn encode(rows: &[(i64, u64, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + rows.len() * 24);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+    for (m, t, b) in rows {
+        out.extend_from_slice(&m.to_le_bytes());
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&b.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<(i64, u64, u64)>, String> {
+    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        return Err("not an SLI rollup file".into());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err("checksum mismatch".into());
+    }
+    let n = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
+    let rest = &body[16..];
+    if rest.len() != n.saturating_mul(24) {
+        return Err("truncated".into());
+    }
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    Ok(rest
+        .chunks_exact(24)
+        .map(|c| (word(&c[..8]) as i64, word(&c[8..16]), word(&c[16..24])))
+        .collect())
+}
+
+impl SliCounter {
+    /// A counter over `store` with a rollup cache of `budget` bytes.
+    pub fn new(store: Store, budget: usize) -> Arc<SliCounter> {
+        Arc::new(SliCounter {
+            store,
+            cache: FileCache::new(budget),
+            metrics: SliMetrics::default(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn rollup_path(&self, fp: u64, meta: &FileMeta) -> PathBuf {
+        self.store
+            .data_dir()
+            .join(SLI_ROLLUP_DIR)
+            .join(format!("{fp:016x}"))
+            .join(&meta.path)
+    }
+
+    /// The rollup of one (SLI, file): memory, file, or computed and saved.
+    async fn file_rollup(
+        &self,
+        table: Table,
+        total: &str,
+        bad: &str,
+        data_path: &Path,
+        meta: &FileMeta,
+    ) -> Result<Arc<MinuteRollup>, QueryError> {
+        let fp = SliSource::fingerprint(table, total, bad);
+        let path = self.rollup_path(fp, meta);
+        if let Some(r) = self.cache.get(&path) {
+            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(r);
+        }
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || match std::fs::read(&path) {
+                Ok(b) => decode(&b).map(Some),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.to_string()),
+            })
+            .await
+            .map_err(query_error)?
+        };
+        let rows = match read {
+            Ok(Some(rows)) => {
+                self.metrics.loaded.fetch_add(1, Ordering::Relaxed);
+                rows
+            }
+            other => {
+                if let Err(e) = other {
+                    self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable SLI rollup; recomputing it");
+                }
+                let rows = compute(table, total, bad, data_path, meta).await?;
+                self.metrics.computed.fetch_add(1, Ordering::Relaxed);
+                if !self.store.is_read_only() {
+                    let bytes = encode(&rows);
+                    let p = path.clone();
+                    let saved = tokio::task::spawn_blocking(move || {
+                        std::fs::create_dir_all(p.parent().expect("a rollup path has a parent"))?;
+                        let tmp = p.with_extension("tmp");
+                        std::fs::write(&tmp, &bytes)?;
+                        std::fs::rename(&tmp, &p)
+                    })
+                    .await
+                    .map_err(query_error)?;
+                    if let Err(e) = saved {
+                        tracing::warn!(path = %path.display(), error = %e, "could not save an SLI rollup");
+                    }
+                }
+                rows
+            }
+        };
+        let r = Arc::new(MinuteRollup { rows });
+        self.cache.insert(path, r.clone());
+        Ok(r)
+    }
+
+    /// Deletes rollups of files that are gone, and of SLIs not in `sources`
+    /// (an SLO was changed or removed). Returns the files deleted.
+    pub async fn sweep(&self, sources: &[&SliSource]) -> u64 {
+        let keep: HashSet<String> = sources
+            .iter()
+            .filter_map(|s| match s {
+                SliSource::Rows { table, total, bad } => Some(format!(
+                    "{:016x}",
+                    SliSource::fingerprint(*table, total, bad)
+                )),
+                _ => None,
+            })
+            .collect();
+        let root = self.store.data_dir().join(SLI_ROLLUP_DIR);
+        let data = self.store.data_dir().to_path_buf();
+        let live: HashSet<PathBuf> = Table::ALL
+            .iter()
+            .flat_map(|t| self.store.snapshot(*t).files.into_iter().map(|(p, _)| p))
+            .collect();
+        self.cache.retain(|p| {
+            p.strip_prefix(&root)
+                .ok()
+                .and_then(|rel| {
+                    let mut c = rel.components();
+                    let fp = c.next()?.as_os_str().to_str()?.to_string();
+                    Some(keep.contains(&fp) && live.contains(&data.join(c.as_path())))
+                })
+                .unwrap_or(false)
+        });
+        tokio::task::spawn_blocking(move || sweep_dir(&root, &data, &keep))
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Bytes held by the memory cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// (total, bad) of `source` over each `[from, to)` window.
+    pub async fn windows(
+        &self,
+        source: &SliSource,
+        windows: &[(i64, i64)],
+    ) -> Result<Vec<(u64, u64)>, QueryError> {
+        let Some(from) = windows.iter().map(|w| w.0).min() else {
+            return Ok(Vec::new());
+        };
+        let to = windows.iter().map(|w| w.1).max().unwrap_or(from);
+        let mut edges = BTreeSet::new();
+        for &(a, b) in windows {
+            for t in [a, b] {
+                if t.rem_euclid(MINUTE_NS) != 0 {
+                    edges.insert(t.div_euclid(MINUTE_NS) * MINUTE_NS);
+                }
+            }
+        }
+        let g = self.gather(source, from, to, &edges).await?;
+        Ok(windows.iter().map(|&(a, b)| g.window(a, b)).collect())
+    }
+
+    /// (total, bad) per minute over `[from, to)`, keyed by minute start;
+    /// minutes without events are absent. Partial first and last minutes
+    /// count only their part inside the range.
+    pub async fn minutes(
+        &self,
+        source: &SliSource,
+        from: i64,
+        to: i64,
+    ) -> Result<BTreeMap<i64, (u64, u64)>, QueryError> {
+        let mut edges = BTreeSet::new();
+        for t in [from, to] {
+            if t.rem_euclid(MINUTE_NS) != 0 {
+                edges.insert(t.div_euclid(MINUTE_NS) * MINUTE_NS);
+            }
+        }
+        let g = self.gather(source, from, to, &edges).await?;
+        Ok(g.per_minute(from.div_euclid(MINUTE_NS) * MINUTE_NS, to))
+    }
+
+    async fn gather(
+        &self,
+        source: &SliSource,
+        from: i64,
+        to: i64,
+        edges: &BTreeSet<i64>,
+    ) -> Result<Gathered, QueryError> {
+        match source {
+            SliSource::Rows { table, total, bad } => {
+                self.gather_rows(*table, total, bad, from, to, edges).await
+            }
+            SliSource::Counters {
+                total,
+                other,
+                other_is_good,
+            } => {
+                let mut g = Gathered {
+                    other_is_good: *other_is_good,
+                    ..Default::default()
+                };
+                crate::metrics::counter_increases(
+                    &self.store,
+                    &total.metric,
+                    &total.filter,
+                    from,
+                    to,
+                    |t, inc| g.raw.push((t, inc, 0.0)),
+                )
+                .await
+                .map_err(query_error)?;
+                crate::metrics::counter_increases(
+                    &self.store,
+                    &other.metric,
+                    &other.filter,
+                    from,
+                    to,
+                    |t, inc| g.raw.push((t, 0.0, inc)),
+                )
+                .await
+                .map_err(query_error)?;
+                Ok(g)
+            }
+            SliSource::Histogram {
+                metric,
+                bound,
+                inclusive,
+            } => {
+                let mut g = Gathered {
+                    other_is_good: true,
+                    ..Default::default()
+                };
+                crate::metrics::histogram_point_increases(
+                    &self.store,
+                    &metric.metric,
+                    &metric.filter,
+                    from,
+                    to,
+                    |t, bounds, counts| {
+                        let total: u64 = counts.iter().sum();
+                        // Bucket i holds values up to bounds[i]; the last is unbounded.
+                        let good: u64 = counts
+                            .iter()
+                            .zip(bounds)
+                            .filter(|(_, b)| {
+                                if *inclusive {
+                                    **b <= *bound
+                                } else {
+                                    **b < *bound
+                                }
+                            })
+                            .map(|(c, _)| *c)
+                            .sum();
+                        g.raw.push((t, total as f64, good as f64));
+                    },
+                )
+                .await
+                .map_err(query_error)?;
+                Ok(g)
+            }
+            SliSource::Sql {
+                total,
+                other,
+                other_is_good,
+            } => {
+                let range = |sql: &str| {
+                    format!(
+                        "SELECT CAST(time AS BIGINT) AS t, CAST(value AS DOUBLE) AS v FROM ({sql}) AS q \
+                         WHERE time >= to_timestamp_nanos({from}) AND time < to_timestamp_nanos({to})"
+                    )
+                };
+                let x = format!(
+                    "SELECT t, v AS tw, 0.0 AS ow FROM ({}) AS a UNION ALL SELECT t, 0.0 AS tw, v AS ow FROM ({}) AS b",
+                    range(total),
+                    range(other)
+                );
+                let mut g = Gathered {
+                    other_is_good: *other_is_good,
+                    ..Default::default()
+                };
+                let (grouped, raw) = split(&x, edges);
+                absorb_minutes(&run_store(&self.store, &grouped).await?, &mut g)?;
+                if let Some(raw) = raw {
+                    for b in run_store(&self.store, &raw).await? {
+                        push_raw(&b, &mut g.raw)?;
+                    }
+                }
+                Ok(g)
+            }
+        }
+    }
+
+    async fn gather_rows(
+        &self,
+        table: Table,
+        total: &str,
+        bad: &str,
+        from: i64,
+        to: i64,
+        edges: &BTreeSet<i64>,
+    ) -> Result<Gathered, QueryError> {
+        let snap = self.store.snapshot(table);
+        let mut g = Gathered::default();
+        let mut edge_files = Vec::new();
+        let last_whole = to.saturating_sub(MINUTE_NS - 1);
+        for (path, meta) in &snap.files {
+            if meta.max_time_ns < from || meta.min_time_ns >= to {
+                continue;
+            }
+            let lo = meta.min_time_ns.div_euclid(MINUTE_NS) * MINUTE_NS;
+            if edges.range(lo..=meta.max_time_ns).next().is_some() {
+                edge_files.push((path.clone(), meta.clone()));
+            }
+            // Does the file hold any whole minute of the range that is not an edge?
+            let first = lo.max(from);
+            if first >= last_whole {
+                continue;
+            }
+            let r = self.file_rollup(table, total, bad, path, meta).await?;
+            let start = r.rows.partition_point(|row| row.0 < from);
+            for &(m, t, b) in &r.rows[start..] {
+                if m >= last_whole {
+                    break;
+                }
+                if !edges.contains(&m) {
+                    g.add_minute(m, t as f64, b as f64);
+                }
+            }
+        }
+        let time = time_column(table);
+        let x = |src: &str, only_edges: bool| {
+            let mut w = format!(
+                "({total}) AND {time} >= to_timestamp_nanos({from}) AND {time} < to_timestamp_nanos({to})"
+            );
+            if only_edges {
+                w.push_str(&format!(" AND ({})", edge_predicate(time, edges)));
+            }
+            format!(
+                "SELECT CAST({time} AS BIGINT) AS t, CAST(1 AS DOUBLE) AS tw, \
+                 CAST(CASE WHEN ({bad}) THEN 1 ELSE 0 END AS DOUBLE) AS ow FROM {src} WHERE {w}"
+            )
+        };
+        let ctx = SessionContext::new_with_config(store::query::session_config());
+        if !edge_files.is_empty() {
+            crate::rollup::register(
+                &ctx,
+                "f",
+                Snapshot {
+                    table,
+                    files: edge_files,
+                    batches: vec![],
+                },
+            )
+            .map_err(query_error)?;
+            // Edge minutes only: the others came from rollups.
+            for b in run_ctx(&ctx, &x("f", true)).await? {
+                push_raw(&b, &mut g.raw)?;
+            }
+        }
+        if !snap.batches.is_empty() {
+            crate::rollup::register(
+                &ctx,
+                "m",
+                Snapshot {
+                    table,
+                    files: vec![],
+                    batches: snap.batches,
+                },
+            )
+            .map_err(query_error)?;
+            let (grouped, raw) = split(&x("m", false), edges);
+            absorb_minutes(&run_ctx(&ctx, &grouped).await?, &mut g)?;
+            if let Some(raw) = raw {
+                for b in run_ctx(&ctx, &raw).await? {
+                    push_raw(&b, &mut g.raw)?;
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// `time` inside one of the edge minutes.
+fn edge_predicate(time: &str, edges: &BTreeSet<i64>) -> String {
+    if edges.is_empty() {
+        return "false".into();
+    }
+    edges
+        .iter()
+        .map(|m| {
+            format!(
+                "({time} >= to_timestamp_nanos({m}) AND {time} < to_timestamp_nanos({}))",
+                m + MINUTE_NS
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// The two queries over `x` (columns `t` ns, `tw`, `ow`): summed per
+/// minute outside the edges, and row by row inside them (if any).
+fn split(x: &str, edges: &BTreeSet<i64>) -> (String, Option<String>) {
+    let in_edge = if edges.is_empty() {
+        "false".to_string()
+    } else {
+        edges
+            .iter()
+            .map(|m| format!("(t >= {m} AND t < {})", m + MINUTE_NS))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    let grouped = format!(
+        "SELECT (t / {MINUTE_NS}) * {MINUTE_NS} AS m, sum(tw) AS tw, sum(ow) AS ow FROM ({x}) AS x \
+         WHERE NOT ({in_edge}) GROUP BY 1"
+    );
+    let raw =
+        (!edges.is_empty()).then(|| format!("SELECT t, tw, ow FROM ({x}) AS x WHERE {in_edge}"));
+    (grouped, raw)
+}
+
+fn absorb_minutes(batches: &[RecordBatch], g: &mut Gathered) -> Result<(), QueryError> {
+    for b in batches {
+        let (m, t, o) = (ints(b, 0)?, floats(b, 1)?, floats(b, 2)?);
+        for i in 0..b.num_rows() {
+            g.add_minute(m.value(i), t.value(i), o.value(i));
+        }
+    }
+    Ok(())
+}
+
+async fn run_ctx(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    ctx.sql(sql)
+        .await
+        .map_err(query_error)?
+        .collect()
+        .await
+        .map_err(query_error)
+}
+
+async fn run_store(store: &Store, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    let limits = QueryLimits {
+        max_rows: 10_000_000,
+        timeout_secs: 120.0,
+        ..QueryLimits::default()
+    };
+    Ok(store::sql::run(store, sql, &limits).await?.batches)
+}
+
+fn ints(b: &RecordBatch, i: usize) -> Result<arrow::array::Int64Array, QueryError> {
+    let c = arrow::compute::cast(b.column(i), &DataType::Int64).map_err(query_error)?;
+    Ok(c.as_primitive::<Int64Type>().clone())
+}
+
+fn floats(b: &RecordBatch, i: usize) -> Result<arrow::array::Float64Array, QueryError> {
+    let c = arrow::compute::cast(b.column(i), &DataType::Float64).map_err(query_error)?;
+    let a = c.as_primitive::<Float64Type>();
+    // NULL sums (no rows) count as zero.
+    Ok(a.iter().map(|v| Some(v.unwrap_or(0.0))).collect())
+}
+
+fn push_raw(b: &RecordBatch, raw: &mut Vec<(i64, f64, f64)>) -> Result<(), QueryError> {
+    let (t, tw, ow) = (ints(b, 0)?, floats(b, 1)?, floats(b, 2)?);
+    for i in 0..b.num_rows() {
+        if !t.is_null(i) {
+            raw.push((t.value(i), tw.value(i), ow.value(i)));
+        }
+    }
+    Ok(())
+}
+
+/// Computes the per-minute rollup of one file.
+async fn compute(
+    table: Table,
+    total: &str,
+    bad: &str,
+    data_path: &Path,
+    meta: &FileMeta,
+) -> Result<Vec<(i64, u64, u64)>, QueryError> {
+    let ctx = SessionContext::new_with_config(store::query::session_config());
+    crate::rollup::register(
+        &ctx,
+        "f",
+        Snapshot {
+            table,
+            files: vec![(data_path.to_path_buf(), meta.clone())],
+            batches: vec![],
+        },
+    )
+    .map_err(query_error)?;
+    let time = time_column(table);
+    let sql = format!(
+        "SELECT (CAST({time} AS BIGINT) / {MINUTE_NS}) * {MINUTE_NS} AS m, count(*) AS t, \
+         sum(CASE WHEN ({bad}) THEN 1 ELSE 0 END) AS b FROM f WHERE ({total}) GROUP BY 1 ORDER BY 1"
+    );
+    let batches = run_ctx(&ctx, &sql).await?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        let (m, t, e) = (ints(b, 0)?, ints(b, 1)?, ints(b, 2)?);
+        for i in 0..b.num_rows() {
+            let bad = if e.is_null(i) {
+                0
+            } else {
+                e.value(i).max(0) as u64
+            };
+            rows.push((m.value(i), t.value(i).max(0) as u64, bad));
+        }
+    }
+    Ok(rows)
+}
+
+/// Deletes rollup files whose SLI is not kept or whose data file is gone.
+fn sweep_dir(root: &Path, data: &Path, keep: &HashSet<String>) -> u64 {
+    let Ok(dirs) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut deleted = 0;
+    for d in dirs.flatten() {
+        let name = d.file_name().to_string_lossy().to_string();
+        if !keep.contains(&name) {
+            if std::fs::remove_dir_all(d.path()).is_ok() {
+                deleted += 1;
+            }
+            continue;
+        }
+        let mut stack = vec![d.path()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(rel) = p.strip_prefix(d.path())
+                    && !data.join(rel).exists()
+                    && std::fs::remove_file(&p).is_ok()
+                {
+                    deleted += 1;
+                }
+            }
+        }
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollup_files_round_trip_and_detect_damage() {
+        let rows = vec![(60_000_000_000, 10, 1), (120_000_000_000, 7, 0)];
+        let bytes = encode(&rows);
+        assert_eq!(decode(&bytes).unwrap(), rows);
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert!(decode(&flipped).unwrap_err().contains("checksum"));
+        assert!(decode(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn windows_count_whole_minutes_and_edge_events_once() {
+        let mut g = Gathered::default();
+        g.add_minute(0, 10.0, 1.0);
+        g.add_minute(MINUTE_NS, 20.0, 2.0);
+        g.raw.push((2 * MINUTE_NS + 5, 1.0, 1.0));
+        g.raw.push((2 * MINUTE_NS + 30_000_000_000, 1.0, 0.0));
+        assert_eq!(g.window(0, 3 * MINUTE_NS), (32, 4));
+        assert_eq!(g.window(MINUTE_NS, 2 * MINUTE_NS + 10), (21, 3));
+        // A minute only partly inside the window is not taken from `minutes`.
+        assert_eq!(g.window(0, MINUTE_NS + 1), (10, 1));
+        let per = g.per_minute(0, 3 * MINUTE_NS);
+        assert_eq!(per[&(2 * MINUTE_NS)], (2, 1));
+        g.other_is_good = true;
+        assert_eq!(g.window(0, MINUTE_NS), (10, 9));
+    }
+}
