@@ -2,7 +2,7 @@
 # Runs the whole test suite. Sets up what the tests need first:
 # a Python virtualenv with pyarrow and DuckDB (independent Parquet readers) and
 # the OpenTelemetry Python SDK with its OTLP exporters (an independent client),
-# and Chromium for the dashboard tests.
+# Chromium for the dashboard tests and Alertmanager for the notification tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,13 +15,22 @@ if ! "$VENV/bin/python" -c "import pyarrow, duckdb, opentelemetry.sdk, opentelem
 fi
 export BURNWATCH_PYTHON="$VENV/bin/python"
 
-# The dashboard tests drive a real headless Chromium.
+# The dashboard tests drive a real headless Chromium; the notification tests
+# push alerts to a real Alertmanager (Debian's prometheus-alertmanager).
+missing=()
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
+if [ -z "${BURNWATCH_ALERTMANAGER:-}" ] && ! command -v prometheus-alertmanager >/dev/null 2>&1 \
+  && ! command -v alertmanager >/dev/null 2>&1; then
+  missing+=(prometheus-alertmanager)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium ..."
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "installing ${missing[*]} ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "the dashboard tests need Chromium: install it (Debian: sudo apt-get install chromium)" >&2
+    echo "the tests need: ${missing[*]} (Debian: sudo apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi

@@ -72,6 +72,15 @@ pub struct ServerFlags {
     /// Webhooks that receive every alert notification, comma-separated.
     #[arg(long, env = "BURNWATCH_ALERT_WEBHOOKS", value_delimiter = ',')]
     pub alert_webhook: Option<Vec<String>>,
+    /// Alertmanagers that receive every alert (`<url>/api/v2/alerts`), comma-separated.
+    #[arg(long, env = "BURNWATCH_ALERTMANAGERS", value_delimiter = ',')]
+    pub alertmanager: Option<Vec<String>>,
+    /// Seconds a new notification group waits before notifying [default: 30].
+    #[arg(long, env = "BURNWATCH_GROUP_WAIT")]
+    pub group_wait: Option<f64>,
+    /// Seconds between notifications of a group about changes [default: 300].
+    #[arg(long, env = "BURNWATCH_GROUP_INTERVAL")]
+    pub group_interval: Option<f64>,
     /// Seconds between SLO evaluations [default: 30].
     #[arg(long, env = "BURNWATCH_SLO_INTERVAL")]
     pub slo_interval: Option<f64>,
@@ -119,6 +128,29 @@ impl ServerFlags {
         }
         if let Some(w) = &self.alert_webhook {
             config.slo.webhook_urls = w.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        if let Some(a) = &self.alertmanager {
+            config.slo.alertmanager_urls = a.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        if let Some(w) = self.group_wait {
+            anyhow::ensure!(
+                w.is_finite() && w >= 0.0,
+                "--group-wait must be zero or more seconds, got {w}"
+            );
+            config.slo.group_wait_secs = w;
+        }
+        if let Some(i) = self.group_interval {
+            anyhow::ensure!(
+                i.is_finite() && i >= 0.0,
+                "--group-interval must be zero or more seconds, got {i}"
+            );
+            config.slo.group_interval_secs = i;
+        }
+        for u in config.slo.alertmanager_urls.iter() {
+            anyhow::ensure!(
+                u.starts_with("http://") || u.starts_with("https://"),
+                "alertmanager URL {u:?} must start with http:// or https://"
+            );
         }
         if let Some(i) = self.slo_interval {
             anyhow::ensure!(

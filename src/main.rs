@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control center: OTLP receivers, storage, HTTP API.
-    Serve(config::ServerFlags),
+    Serve(Box<config::ServerFlags>),
     /// Run the demo: the control center, the demo shop's eight services and
     /// a load generator; `demo chaos|scenario|load|service` drive the parts.
     Demo(Box<demo::DemoArgs>),

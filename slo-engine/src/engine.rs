@@ -14,12 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alerting::RuleRunner;
+use crate::dispatch::{Dispatcher, Grouping, Pending};
 use crate::evaluate::{AlertState, SloStatus, evaluate};
 use crate::evidence::{self, Evidence};
 use crate::incidents::{Incident, Incidents, Transition, transition};
-use crate::notify::{
-    NotifyMetrics, WebhookAlert, ZERO_TIME, deliver, fingerprint, payload, rfc3339,
-};
+use crate::notify::{NotifyMetrics, WebhookAlert, ZERO_TIME, deliver, fingerprint, rfc3339};
 use crate::openslo::Slo;
 use crate::rules::{Change, RuleGroup};
 use crate::silences::Silences;
@@ -41,6 +40,31 @@ pub struct SloConfig {
     pub external_url: String,
     /// Delivery attempts per notification.
     pub delivery_attempts: u32,
+    /// Labels that group notifications (one notification per group).
+    pub group_by: Vec<String>,
+    /// Seconds a new group waits before its first notification.
+    pub group_wait_secs: f64,
+    /// Seconds between notifications of a group about changes.
+    pub group_interval_secs: f64,
+    /// Seconds before an unchanged firing group is notified again.
+    pub repeat_interval_secs: f64,
+    /// Alertmanagers to push alerts to (`<url>/api/v2/alerts`).
+    pub alertmanager_urls: Vec<String>,
+    /// Seconds between pushes of unchanged alerts to Alertmanager.
+    pub alertmanager_resend_secs: f64,
+}
+
+impl SloConfig {
+    fn grouping(&self) -> Grouping {
+        let ns = |s: f64| (s.max(0.0) * 1e9) as i64;
+        Grouping {
+            group_by: self.group_by.clone(),
+            group_wait_ns: ns(self.group_wait_secs),
+            group_interval_ns: ns(self.group_interval_secs),
+            repeat_interval_ns: ns(self.repeat_interval_secs),
+            resend_interval_ns: ns(self.alertmanager_resend_secs.max(1.0)),
+        }
+    }
 }
 
 impl Default for SloConfig {
@@ -51,6 +75,12 @@ impl Default for SloConfig {
             webhook_urls: Vec::new(),
             external_url: String::new(),
             delivery_attempts: 5,
+            group_by: vec!["alertname".into(), "slo".into()],
+            group_wait_secs: 30.0,
+            group_interval_secs: 300.0,
+            repeat_interval_secs: 4.0 * 3600.0,
+            alertmanager_urls: Vec::new(),
+            alertmanager_resend_secs: 60.0,
         }
     }
 }
@@ -65,6 +95,7 @@ pub struct SloEngine {
     silenced: std::sync::atomic::AtomicU64,
     config: SloConfig,
     incidents: Incidents,
+    dispatcher: Dispatcher,
     last: RwLock<Vec<SloStatus>>,
     http: reqwest::Client,
     /// Delivery counters.
@@ -86,6 +117,19 @@ pub enum EngineError {
     /// The scheduler.
     #[error("scheduler: {0}")]
     Scheduler(String),
+}
+
+/// The labels of an SLO's alert.
+fn slo_labels(slo: &Slo, severity: &str) -> BTreeMap<String, String> {
+    [
+        ("alertname", "SLOBurnRate".to_string()),
+        ("slo", slo.name.clone()),
+        ("service", slo.service.clone()),
+        ("severity", severity.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Evaluation rounds between sweeps of stale SLI rollup files.
@@ -128,7 +172,8 @@ impl SloEngine {
                 tracing::warn!(slo = %s.name, "{w}");
             }
         }
-        Ok(Arc::new(SloEngine {
+        let grouping = config.grouping();
+        let engine = Arc::new(SloEngine {
             sli: SliCounter::new(store.clone(), crate::sli::DEFAULT_CACHE_BYTES),
             store,
             slos,
@@ -136,6 +181,7 @@ impl SloEngine {
             silences,
             silenced: Default::default(),
             config,
+            dispatcher: Dispatcher::new(grouping),
             incidents,
             last: RwLock::new(Vec::new()),
             http: reqwest::Client::builder()
@@ -146,7 +192,162 @@ impl SloEngine {
             evaluations: Default::default(),
             evaluation_failures: Default::default(),
             deliveries: TaskTracker::new(),
-        }))
+        });
+        engine.restore()?;
+        Ok(engine)
+    }
+
+    /// After a restart: open incidents and firing rule instances were
+    /// notified before; they rejoin their groups as sent at their last
+    /// change (repeated after `repeat_interval`, not notified again now).
+    fn restore(&self) -> Result<(), EngineError> {
+        let external = self.config.external_url.trim_end_matches('/').to_string();
+        for inc in self.incidents.list(10_000)? {
+            if inc.resolved_ns.is_some() {
+                continue;
+            }
+            let Some(slo) = self.slos.iter().find(|s| s.name == inc.slo) else {
+                continue;
+            };
+            let labels = slo_labels(slo, &inc.severity);
+            let annotations: BTreeMap<String, String> = [
+                ("summary".to_string(), inc.summary.clone()),
+                ("incident_id".to_string(), inc.id.to_string()),
+            ]
+            .into();
+            self.dispatcher.restore(
+                Pending {
+                    key: format!("slo/{}/{}", slo.name, inc.id),
+                    alert: WebhookAlert {
+                        status: "firing".into(),
+                        fingerprint: fingerprint(&labels),
+                        labels,
+                        annotations,
+                        starts_at: rfc3339(inc.opened_ns),
+                        ends_at: ZERO_TIME.into(),
+                        generator_url: format!("{external}/api/v1/slos/{}", slo.name),
+                    },
+                    targets: self.slo_targets(slo),
+                    incident: Some(inc.id),
+                },
+                inc.updated_ns,
+            );
+        }
+        for inst in self.rules.instances() {
+            if inst.state == crate::rules::InstanceState::Firing {
+                self.dispatcher
+                    .restore(self.rule_alert(&inst, true, &external), inst.last_seen_ns);
+            }
+        }
+        Ok(())
+    }
+
+    fn slo_targets(&self, slo: &Slo) -> Vec<String> {
+        let mut targets: Vec<String> = self.config.webhook_urls.clone();
+        for w in &slo.webhooks {
+            if !targets.contains(w) {
+                targets.push(w.clone());
+            }
+        }
+        targets
+    }
+
+    fn rule_alert(&self, inst: &crate::rules::Instance, firing: bool, external: &str) -> Pending {
+        Pending {
+            key: format!("rule/{}", inst.fingerprint()),
+            alert: WebhookAlert {
+                status: if firing { "firing" } else { "resolved" }.into(),
+                fingerprint: inst.fingerprint(),
+                labels: inst.labels.clone(),
+                annotations: inst.annotations.clone(),
+                starts_at: rfc3339(inst.active_at_ns),
+                ends_at: inst.resolved_at_ns.map_or(ZERO_TIME.into(), rfc3339),
+                generator_url: format!("{external}/api/v1/alerts"),
+            },
+            targets: self.config.webhook_urls.clone(),
+            incident: None,
+        }
+    }
+
+    /// Sends what the dispatcher has due at `at_ns`: grouped webhook
+    /// notifications (in the background, retried) and the Alertmanager push.
+    pub fn flush_notifications(self: &Arc<Self>, at_ns: i64) {
+        let external = self.config.external_url.trim_end_matches('/').to_string();
+        let (out, held) = self
+            .dispatcher
+            .flush_due(at_ns, "burnwatch", &external, |labels| {
+                self.silences.silenced_by(labels, now_ns())
+            });
+        for h in held {
+            self.silenced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(labels = ?h.labels, silence = %h.silence, "notification silenced");
+            if let Some(incident) = h.incident {
+                let detail = serde_json::json!({"silence": h.silence, "status": h.status});
+                if let Err(e) = self.incidents.note(incident, now_ns(), "silenced", &detail) {
+                    tracing::error!(error = %e, "cannot record the silenced notification");
+                }
+            }
+        }
+        for o in out {
+            let engine = self.clone();
+            let attempts = self.config.delivery_attempts;
+            self.deliveries.spawn(async move {
+                for url in &o.targets {
+                    let outcome = deliver(
+                        &engine.http,
+                        url,
+                        &o.payload,
+                        attempts,
+                        Duration::from_millis(500),
+                        &engine.notify_metrics.webhook,
+                    )
+                    .await;
+                    if let Err(e) = &outcome {
+                        tracing::error!(target_url = %url, error = %e, "notification failed");
+                    }
+                    for (incident, status) in &o.incidents {
+                        let (event, detail) = match &outcome {
+                            Ok(n) => (
+                                "notified",
+                                serde_json::json!({"target": url, "status": status, "attempts": n, "group": o.payload.group_key, "alerts": o.payload.alerts.len()}),
+                            ),
+                            Err(e) => (
+                                "notification_failed",
+                                serde_json::json!({"target": url, "status": status, "error": e}),
+                            ),
+                        };
+                        if let Err(e) = engine.incidents.note(*incident, now_ns(), event, &detail) {
+                            tracing::error!(error = %e, "cannot record the notification");
+                        }
+                    }
+                }
+            });
+        }
+        if self.config.alertmanager_urls.is_empty() {
+            return;
+        }
+        let Some(alerts) = self.dispatcher.push_due(at_ns) else {
+            return;
+        };
+        let engine = self.clone();
+        self.deliveries.spawn(async move {
+            for base in &engine.config.alertmanager_urls {
+                let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+                // Unchanged alerts are sent again within a minute: few retries.
+                let outcome = deliver(
+                    &engine.http,
+                    &url,
+                    &alerts,
+                    engine.config.delivery_attempts.min(3),
+                    Duration::from_millis(500),
+                    &engine.notify_metrics.alertmanager,
+                )
+                .await;
+                if let Err(e) = outcome {
+                    tracing::error!(alertmanager = %url, error = %e, "alert push failed");
+                }
+            }
+        });
     }
 
     /// Counts SLI events (with per-minute rollups).
@@ -188,6 +389,7 @@ impl SloEngine {
         for c in &changes {
             self.notify_alert(c);
         }
+        self.flush_notifications(at_ns);
         changes
     }
 
@@ -203,44 +405,10 @@ impl SloEngine {
             "alert {}",
             if firing { "firing" } else { "resolved" }
         );
-        if let Some(silence) = self.silences.silenced_by(&inst.labels, now_ns()) {
-            self.silenced.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(alert = %inst.alert, silence, "notification silenced");
-            return;
-        }
-        let targets = self.config.webhook_urls.clone();
-        if targets.is_empty() {
-            return;
-        }
         let external = self.config.external_url.trim_end_matches('/').to_string();
-        let alert = WebhookAlert {
-            status: if firing { "firing" } else { "resolved" }.into(),
-            fingerprint: inst.fingerprint(),
-            labels: inst.labels.clone(),
-            annotations: inst.annotations.clone(),
-            starts_at: rfc3339(inst.active_at_ns),
-            ends_at: inst.resolved_at_ns.map_or(ZERO_TIME.into(), rfc3339),
-            generator_url: format!("{external}/api/v1/alerts"),
-        };
-        let body = payload("burnwatch", &external, alert, &["alertname"]);
-        let engine = self.clone();
-        let attempts = self.config.delivery_attempts;
-        self.deliveries.spawn(async move {
-            for url in targets {
-                if let Err(e) = deliver(
-                    &engine.http,
-                    &url,
-                    &body,
-                    attempts,
-                    Duration::from_millis(500),
-                    &engine.notify_metrics,
-                )
-                .await
-                {
-                    tracing::error!(target_url = %url, error = %e, "alert notification failed");
-                }
-            }
-        });
+        let at = inst.resolved_at_ns.unwrap_or(inst.last_seen_ns);
+        self.dispatcher
+            .push(self.rule_alert(inst, firing, &external), at);
     }
 
     /// Status of every SLO at the last evaluation.
@@ -296,6 +464,7 @@ impl SloEngine {
             }
         }
         *self.last.write().unwrap_or_else(|p| p.into_inner()) = statuses.clone();
+        self.flush_notifications(at_ns);
         statuses
     }
 
@@ -381,32 +550,8 @@ impl SloEngine {
         opened_ns: i64,
         evidence: Option<&Evidence>,
     ) {
-        let mut targets: Vec<String> = self.config.webhook_urls.clone();
-        targets.extend(slo.webhooks.iter().cloned());
-        targets.dedup();
-        if targets.is_empty() {
-            return;
-        }
-        let labels: BTreeMap<String, String> = [
-            ("alertname", "SLOBurnRate".to_string()),
-            ("slo", slo.name.clone()),
-            ("service", slo.service.clone()),
-            ("severity", severity.as_str().to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        if let Some(silence) = self.silences.silenced_by(&labels, now_ns()) {
-            self.silenced.fetch_add(1, Ordering::Relaxed);
-            let detail = serde_json::json!({
-                "silence": silence,
-                "status": if firing { "firing" } else { "resolved" },
-            });
-            if let Err(e) = self.incidents.note(incident, now_ns(), "silenced", &detail) {
-                tracing::error!(error = %e, "cannot record the silenced notification");
-            }
-            return;
-        }
+        let targets = self.slo_targets(slo);
+        let labels = slo_labels(slo, severity.as_str());
         let mut annotations = BTreeMap::new();
         annotations.insert("summary".to_string(), summary(slo, status));
         annotations.insert(
@@ -416,7 +561,7 @@ impl SloEngine {
                 slo.display_name,
                 status.sli_kind,
                 slo.objective,
-                humantime::format_duration(slo.window),
+                slo.time_window.describe(),
                 status
                     .tiers
                     .iter()
@@ -473,38 +618,15 @@ impl SloEngine {
             },
             generator_url: format!("{external}/api/v1/slos/{}", slo.name),
         };
-        let body = payload("burnwatch", &external, alert, &["slo"]);
-        let engine = self.clone();
-        let attempts = self.config.delivery_attempts;
-        self.deliveries.spawn(async move {
-            for url in targets {
-                let outcome = deliver(
-                    &engine.http,
-                    &url,
-                    &body,
-                    attempts,
-                    Duration::from_millis(500),
-                    &engine.notify_metrics,
-                )
-                .await;
-                let (event, detail) = match &outcome {
-                    Ok(n) => (
-                        "notified",
-                        serde_json::json!({"target": url, "status": body.status, "attempts": n}),
-                    ),
-                    Err(e) => {
-                        tracing::error!(target_url = %url, error = %e, "notification failed");
-                        (
-                            "notification_failed",
-                            serde_json::json!({"target": url, "status": body.status, "error": e}),
-                        )
-                    }
-                };
-                if let Err(e) = engine.incidents.note(incident, now_ns(), event, &detail) {
-                    tracing::error!(error = %e, "cannot record the notification");
-                }
-            }
-        });
+        self.dispatcher.push(
+            Pending {
+                key: format!("slo/{}/{incident}", slo.name),
+                alert,
+                targets,
+                incident: Some(incident),
+            },
+            status.at_ns,
+        );
     }
 
     /// Evaluates every `evaluation_interval_secs` until `token` is cancelled.
@@ -565,6 +687,18 @@ impl SloEngine {
         tracker.spawn(async move {
             first.evaluate_at(now_ns()).await;
         });
+        // Group waits and intervals run on the wall clock between rounds.
+        let ticker = self.clone();
+        let stop = token.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                ticker.flush_notifications(now_ns());
+            }
+        });
         let deliveries = self.deliveries.clone();
         tracker.spawn(async move {
             token.cancelled().await;
@@ -579,7 +713,6 @@ impl SloEngine {
     /// Prometheus text for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let m = &self.notify_metrics;
         let _ = writeln!(
             out,
             "# HELP burnwatch_slo_evaluations_total SLO evaluation rounds.\n# TYPE burnwatch_slo_evaluations_total counter\nburnwatch_slo_evaluations_total {}",
@@ -592,14 +725,34 @@ impl SloEngine {
         );
         let _ = writeln!(
             out,
-            "# HELP burnwatch_notifications_total Notifications by outcome.\n# TYPE burnwatch_notifications_total counter\nburnwatch_notifications_total{{result=\"delivered\"}} {}\nburnwatch_notifications_total{{result=\"failed\"}} {}",
-            m.delivered.load(Ordering::Relaxed),
-            m.failed.load(Ordering::Relaxed)
+            "# HELP burnwatch_notifications_total Notifications by receiver kind and outcome.\n# TYPE burnwatch_notifications_total counter"
         );
         let _ = writeln!(
             out,
-            "# HELP burnwatch_notification_failed_attempts_total Delivery attempts that failed (retries included).\n# TYPE burnwatch_notification_failed_attempts_total counter\nburnwatch_notification_failed_attempts_total {}",
-            m.failed_attempts.load(Ordering::Relaxed)
+            "# HELP burnwatch_notification_failed_attempts_total Delivery attempts that failed (retries included).\n# TYPE burnwatch_notification_failed_attempts_total counter"
+        );
+        let mut attempts = String::new();
+        for (kind, m) in [
+            ("webhook", &self.notify_metrics.webhook),
+            ("alertmanager", &self.notify_metrics.alertmanager),
+        ] {
+            let _ = writeln!(
+                out,
+                "burnwatch_notifications_total{{receiver=\"{kind}\",result=\"delivered\"}} {}\nburnwatch_notifications_total{{receiver=\"{kind}\",result=\"failed\"}} {}",
+                m.delivered.load(Ordering::Relaxed),
+                m.failed.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                attempts,
+                "burnwatch_notification_failed_attempts_total{{receiver=\"{kind}\"}} {}",
+                m.failed_attempts.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(&attempts);
+        let _ = writeln!(
+            out,
+            "# HELP burnwatch_notification_groups Notification groups waiting or active.\n# TYPE burnwatch_notification_groups gauge\nburnwatch_notification_groups {}",
+            self.dispatcher.groups()
         );
         let _ = writeln!(
             out,
@@ -697,7 +850,7 @@ fn summary(slo: &Slo, status: &SloStatus) -> String {
             match status.budget_remaining {
                 Some(r) if r <= 0.0 => format!(
                     "the {} budget is exhausted ({:.0}% spent)",
-                    humantime::format_duration(slo.window),
+                    slo.time_window.describe(),
                     (1.0 - r) * 100.0
                 ),
                 Some(r) => format!("{:.1}% of the budget left", r * 100.0),

@@ -9,7 +9,8 @@
 //! calendar windows, Occurrences and Timeslices), [`sli`] (counting an SLI's
 //! events exactly from per-minute rollups plus raw edges), [`evaluate`] (SLI, budget,
 //! burn per window and tier states at an instant), [`incidents`] (one
-//! incident per SLO in SQLite), [`evidence`] (top operations, example
+//! incident per SLO in SQLite), [`dispatch`] (grouping with group_wait,
+//! group_interval and repeat_interval; Alertmanager push), [`evidence`] (top operations, example
 //! failing traces and their logs for an incident), [`notify`] (Alertmanager webhook payloads,
 //! delivery with retries) [`rules`] (Prometheus-style alert rule groups with SQL expressions and
 //! their pending/firing state machine), [`rule_tests`] (promtool-like rule
@@ -23,6 +24,7 @@ pub mod alerting;
 pub mod backtest;
 pub mod burn;
 mod cache;
+pub mod dispatch;
 pub mod engine;
 pub mod evaluate;
 pub mod evidence;

@@ -110,9 +110,9 @@ pub fn payload(
     }
 }
 
-/// Delivery counters.
+/// Delivery counters of one kind of receiver.
 #[derive(Debug, Default)]
-pub struct NotifyMetrics {
+pub struct Counters {
     /// Payloads delivered (2xx).
     pub delivered: AtomicU64,
     /// Payloads given up on after every retry.
@@ -121,16 +121,25 @@ pub struct NotifyMetrics {
     pub failed_attempts: AtomicU64,
 }
 
+/// Delivery counters: webhooks, and pushes to Alertmanager.
+#[derive(Debug, Default)]
+pub struct NotifyMetrics {
+    /// Webhook notifications.
+    pub webhook: Counters,
+    /// Pushes to Alertmanager's `/api/v2/alerts`.
+    pub alertmanager: Counters,
+}
+
 /// Posts `payload` to `url`, retrying up to `attempts` times with
 /// exponential backoff from `backoff`; returns the attempts used, or the
 /// last error.
 pub async fn deliver(
     http: &reqwest::Client,
     url: &str,
-    payload: &WebhookPayload,
+    payload: &impl Serialize,
     attempts: u32,
     backoff: Duration,
-    metrics: &NotifyMetrics,
+    metrics: &Counters,
 ) -> Result<u32, String> {
     let mut delay = backoff;
     let mut last = String::new();

@@ -85,6 +85,8 @@ async fn rule_fires_after_for_keeps_firing_resolves_and_notifies_once_per_change
     let (url, got) = receiver().await;
     let config = SloConfig {
         webhook_urls: vec![url],
+        group_wait_secs: 0.0,
+        group_interval_secs: 0.0,
         ..SloConfig::default()
     };
     let state = dir.path().join("state");

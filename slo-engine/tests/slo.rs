@@ -243,6 +243,8 @@ async fn one_incident_escalates_deescalates_resolves_and_notifies_once_per_chang
     let config = SloConfig {
         webhook_urls: vec![url],
         external_url: "http://burnwatch.example".into(),
+        group_wait_secs: 0.0,
+        group_interval_secs: 0.0,
         ..SloConfig::default()
     };
     let state_dir = dir.path().join("state");
@@ -262,7 +264,10 @@ async fn one_incident_escalates_deescalates_resolves_and_notifies_once_per_chang
     assert_eq!(p["alerts"][0]["labels"]["severity"], "page");
     assert_eq!(p["alerts"][0]["labels"]["slo"], "checkout-availability");
     assert_eq!(p["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
-    assert_eq!(p["groupKey"], "{}:{slo=\"checkout-availability\"}");
+    assert_eq!(
+        p["groupKey"],
+        "{}:{alertname=\"SLOBurnRate\", slo=\"checkout-availability\"}"
+    );
     // The evidence, over the 1 h window of the fastest firing tier: the
     // failing operation, the newest failing requests and their logs.
     let inc = &engine.incidents(1).unwrap()[0];
@@ -334,7 +339,7 @@ async fn one_incident_escalates_deescalates_resolves_and_notifies_once_per_chang
     engine.render_metrics(&mut m);
     // Counters restart with the process: two deliveries since the restart.
     assert!(
-        m.contains("burnwatch_notifications_total{result=\"delivered\"} 2"),
+        m.contains("burnwatch_notifications_total{receiver=\"webhook\",result=\"delivered\"} 2"),
         "{m}"
     );
 }
@@ -352,6 +357,8 @@ async fn failed_deliveries_are_retried_counted_and_recorded() {
     let config = SloConfig {
         webhook_urls: vec![dead],
         delivery_attempts: 2,
+        group_wait_secs: 0.0,
+        group_interval_secs: 0.0,
         ..SloConfig::default()
     };
     let engine = SloEngine::open(store, vec![slo], config, &dir.path().join("state")).unwrap();
@@ -373,11 +380,11 @@ async fn failed_deliveries_are_retried_counted_and_recorded() {
     let mut m = String::new();
     engine.render_metrics(&mut m);
     assert!(
-        m.contains("burnwatch_notifications_total{result=\"failed\"} 1"),
+        m.contains("burnwatch_notifications_total{receiver=\"webhook\",result=\"failed\"} 1"),
         "{m}"
     );
     assert!(
-        m.contains("burnwatch_notification_failed_attempts_total 2"),
+        m.contains("burnwatch_notification_failed_attempts_total{receiver=\"webhook\"} 2"),
         "{m}"
     );
 }
@@ -443,6 +450,8 @@ async fn silences_hold_back_matching_notifications() {
     let (url, got) = receiver().await;
     let config = SloConfig {
         webhook_urls: vec![url],
+        group_wait_secs: 0.0,
+        group_interval_secs: 0.0,
         ..SloConfig::default()
     };
     let engine =
@@ -486,4 +495,183 @@ async fn silences_hold_back_matching_notifications() {
     let payloads = settle(&got, 1).await;
     assert_eq!(payloads.len(), 1);
     assert_eq!(payloads[0]["alerts"][0]["labels"]["severity"], "ticket");
+}
+
+/// The Alertmanager binary: `BURNWATCH_ALERTMANAGER`, or Debian's
+/// `prometheus-alertmanager` / upstream's `alertmanager` on the PATH.
+fn alertmanager_binary() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("BURNWATCH_ALERTMANAGER") {
+        return p.into();
+    }
+    for name in ["prometheus-alertmanager", "alertmanager"] {
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "this test needs a real Alertmanager: install it (Debian: apt-get install prometheus-alertmanager; scripts/test.sh does) or set BURNWATCH_ALERTMANAGER"
+    );
+}
+
+/// Waits up to `secs` for `n` payloads.
+async fn settle_for(
+    got: &Arc<Mutex<Vec<serde_json::Value>>>,
+    n: usize,
+    secs: u64,
+) -> Vec<serde_json::Value> {
+    for _ in 0..secs * 20 {
+        if got.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Anything more (a duplicate) would arrive right after.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    got.lock().unwrap().clone()
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_pushed_to_a_real_alertmanager_which_notifies_and_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got) = receiver().await;
+    // A real Alertmanager routing everything to our receiver, quickly.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let am_dir = dir.path().join("alertmanager");
+    std::fs::create_dir_all(&am_dir).unwrap();
+    std::fs::write(
+        am_dir.join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: hook\n  group_by: [alertname, slo]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {hook}\n        send_resolved: true\n"
+        ),
+    )
+    .unwrap();
+    let _am = KillOnDrop(
+        std::process::Command::new(alertmanager_binary())
+            .arg(format!(
+                "--config.file={}",
+                am_dir.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", am_dir.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let am = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{am}/-/ready")).send().await
+            && r.status().is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "Alertmanager did not start");
+
+    // Alertmanager judges startsAt/endsAt by its own clock: use the real one.
+    let now = slo_engine::engine::now_ns();
+    let slo = load_slo(dir.path(), 0.999, 10);
+    let store = open_store(dir.path()).await;
+    // An hour of good traffic and a last minute of failures: a fast burn.
+    write_traffic(&store, now - HOUR, now - 60 * SEC, |_| false).await;
+    write_traffic(&store, now - 60 * SEC, now, |_| true).await;
+    let config = SloConfig {
+        alertmanager_urls: vec![am.clone()],
+        ..SloConfig::default()
+    };
+    let engine =
+        SloEngine::open(store.clone(), vec![slo], config, &dir.path().join("state")).unwrap();
+    let s = engine.evaluate_at(now).await;
+    assert_eq!(s[0].state, AlertState::Page);
+
+    // Alertmanager has it, and after its group_wait tells its receiver.
+    let firing = settle_for(&got, 1, 30).await;
+    assert_eq!(firing.len(), 1, "Alertmanager's notification");
+    let p = &firing[0];
+    assert_eq!(p["status"], "firing");
+    assert_eq!(p["alerts"][0]["labels"]["slo"], "checkout-availability");
+    assert_eq!(p["alerts"][0]["labels"]["severity"], "page");
+    assert!(
+        p["alerts"][0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Checkout availability"),
+        "{p}"
+    );
+    let listed: serde_json::Value = http
+        .get(format!("{am}/api/v2/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["status"]["state"], "active");
+
+    // Burnwatch's own webhook payload has exactly Alertmanager's fields.
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let ours = serde_json::to_value(slo_engine::notify::WebhookPayload {
+        version: "4".into(),
+        group_key: String::new(),
+        truncated_alerts: 0,
+        status: String::new(),
+        receiver: String::new(),
+        group_labels: Default::default(),
+        common_labels: Default::default(),
+        common_annotations: Default::default(),
+        external_url: String::new(),
+        alerts: vec![slo_engine::notify::WebhookAlert {
+            status: String::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            starts_at: String::new(),
+            ends_at: String::new(),
+            generator_url: String::new(),
+            fingerprint: String::new(),
+        }],
+    })
+    .unwrap();
+    assert_eq!(keys(&ours), keys(p));
+    assert_eq!(keys(&ours["alerts"][0]), keys(&p["alerts"][0]));
+
+    // Recovery: enough good requests that no tier burns: resolved, pushed
+    // with its end time, and Alertmanager sends the resolved notification.
+    let later = slo_engine::engine::now_ns();
+    let times: Vec<(i64, bool)> = (0..100_000)
+        .map(|i| (later - 240 * SEC + i * 1_800_000, false))
+        .collect();
+    for chunk in times.chunks(50_000) {
+        store.write(Table::Spans, spans(chunk)).await.unwrap();
+    }
+    let s = engine.evaluate_at(later).await;
+    assert_eq!(s[0].state, AlertState::Ok);
+    let all = settle_for(&got, 2, 30).await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["status"], "resolved");
+    assert_eq!(all[1]["alerts"][0]["status"], "resolved");
 }

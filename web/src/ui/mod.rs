@@ -212,7 +212,7 @@ fn SloRows(slos: Vec<SloStatus>, query: String) -> impl IntoView {
                         <tr>
                             <td><a href=href>{s.display_name.clone()}</a></td>
                             <td class="num">{pct(Some(s.objective))}</td>
-                            <td>{humantime::format_duration(Duration::from_secs(s.window_secs)).to_string()}</td>
+                            <td>{s.window.clone()}</td>
                             <td class="num">{pct(s.sli)}</td>
                             <td class="num">{pct(s.budget_remaining)}</td>
                             <td class="num">{num(s.current_burn)}</td>
@@ -404,7 +404,7 @@ pub async fn slo_page(
                 <tr><th>"objective"</th><th>"window"</th><th>"SLI"</th><th>"events"</th><th>"bad"</th><th>"SLI value"</th><th>"budget left"</th><th>"budget exhausted in"</th></tr>
                 <tr>
                     <td class="num">{pct(Some(status.objective))}</td>
-                    <td>{humantime::format_duration(Duration::from_secs(status.window_secs)).to_string()}</td>
+                    <td>{format!("{} ({})", status.window, status.budgeting)}</td>
                     <td>{status.sli_kind.clone()}</td>
                     <td class="num">{status.total}</td>
                     <td class="num">{status.bad}</td>

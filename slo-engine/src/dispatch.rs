@@ -1,0 +1,626 @@
+//! Notification grouping, as Alertmanager does it, and pushing alerts to
+//! Alertmanagers.
+//!
+//! Alerts (SLO incidents and alert-rule instances) are put into groups by
+//! the values of the `group_by` labels and their receivers. A new group
+//! waits `group_wait` before its first notification, so alerts that start
+//! together go out together; after that the group is looked at every
+//! `group_interval` and notified only when something changed (an alert
+//! started, changed or resolved), or when `repeat_interval` passed since the
+//! last notification while something still fires. A resolved alert is sent
+//! once (as resolved) and then leaves its group; an empty group is removed.
+//!
+//! Every notification carries every alert of its group (firing and
+//! just-resolved). Silences are checked when a group is flushed: silenced
+//! alerts are left out (and counted), and a group whose alerts are all
+//! silenced sends nothing.
+//!
+//! Alertmanager push: every active alert (and a resolved one for 15 minutes
+//! after it resolved) is POSTed to each configured Alertmanager's
+//! `/api/v2/alerts` when it changes and again every `resend_interval`, with
+//! `endsAt` four resend intervals ahead while it fires, as Prometheus does;
+//! Alertmanager then groups, silences and routes by its own configuration.
+//!
+//! The clock is a parameter everywhere, so tests drive it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::notify::{WebhookAlert, WebhookPayload, ZERO_TIME, rfc3339};
+
+const SEC: i64 = 1_000_000_000;
+
+/// How long a resolved alert is still pushed to Alertmanager.
+const RESOLVED_RETENTION_NS: i64 = 15 * 60 * SEC;
+
+/// `[slo.grouping]`-style settings (they live in `[slo]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grouping {
+    /// Labels that form a group.
+    pub group_by: Vec<String>,
+    /// Wait before a new group's first notification, ns.
+    pub group_wait_ns: i64,
+    /// Wait between notifications of a group about changes, ns.
+    pub group_interval_ns: i64,
+    /// Wait before repeating an unchanged firing group, ns.
+    pub repeat_interval_ns: i64,
+    /// Alertmanager push: resend period, ns.
+    pub resend_interval_ns: i64,
+}
+
+impl Default for Grouping {
+    fn default() -> Self {
+        Grouping {
+            group_by: vec!["alertname".into(), "slo".into()],
+            group_wait_ns: 30 * SEC,
+            group_interval_ns: 300 * SEC,
+            repeat_interval_ns: 4 * 3600 * SEC,
+            resend_interval_ns: 60 * SEC,
+        }
+    }
+}
+
+/// One alert handed to the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// Identity across changes (an SLO incident keeps one alert while its
+    /// severity label changes): e.g. `slo/<name>/<incident>` or a fingerprint.
+    pub key: String,
+    /// The alert as it should be sent now (`status` firing or resolved).
+    pub alert: WebhookAlert,
+    /// Webhook receivers.
+    pub targets: Vec<String>,
+    /// The SLO incident, for its timeline.
+    pub incident: Option<i64>,
+}
+
+/// A notification to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Webhook receivers.
+    pub targets: Vec<String>,
+    /// The payload (every alert of the group).
+    pub payload: WebhookPayload,
+    /// Incidents whose alerts are in it, with the status sent for each.
+    pub incidents: Vec<(i64, String)>,
+}
+
+/// An alert held back by a silence when its group was flushed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    /// The alert's labels.
+    pub labels: BTreeMap<String, String>,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// The silence's id.
+    pub silence: i64,
+    /// The SLO incident, for its timeline.
+    pub incident: Option<i64>,
+}
+
+#[derive(Debug)]
+struct Group {
+    labels: BTreeMap<String, String>,
+    targets: Vec<String>,
+    alerts: BTreeMap<String, Pending>,
+    next_flush_ns: i64,
+    last_notified_ns: Option<i64>,
+    /// key -> (status, fingerprint) as last notified.
+    last_sent: BTreeMap<String, (String, String)>,
+    /// key -> (status, fingerprint) as last held back by a silence.
+    held: BTreeMap<String, (String, String)>,
+}
+
+/// An alert as Alertmanager's `POST /api/v2/alerts` takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostableAlert {
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub starts_at: String,
+    /// RFC 3339: the resolve time, or while firing a time a few resends ahead.
+    pub ends_at: String,
+    /// Link back to Burnwatch.
+    #[serde(rename = "generatorURL")]
+    pub generator_url: String,
+}
+
+#[derive(Debug)]
+struct Pushed {
+    alert: WebhookAlert,
+    resolved_ns: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    groups: BTreeMap<String, Group>,
+    pushed: BTreeMap<String, Pushed>,
+    push_due: bool,
+    last_push_ns: Option<i64>,
+}
+
+/// The dispatcher; safe to share.
+#[derive(Debug)]
+pub struct Dispatcher {
+    config: Grouping,
+    state: Mutex<State>,
+}
+
+fn group_key(targets: &[String], labels: &BTreeMap<String, String>) -> String {
+    format!(
+        "{}:{{{}}}",
+        targets.join(","),
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Labels (and annotations) shared by every alert, with the same value.
+fn common(maps: &[&BTreeMap<String, String>]) -> BTreeMap<String, String> {
+    let Some(first) = maps.first() else {
+        return BTreeMap::new();
+    };
+    first
+        .iter()
+        .filter(|(k, v)| maps.iter().all(|m| m.get(*k) == Some(v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+impl Dispatcher {
+    /// A dispatcher with `config`.
+    pub fn new(config: Grouping) -> Dispatcher {
+        Dispatcher {
+            config,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Grouping {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn labels_of(&self, alert: &WebhookAlert) -> BTreeMap<String, String> {
+        self.config
+            .group_by
+            .iter()
+            .filter_map(|k| alert.labels.get(k).map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
+
+    /// Hands over an alert that started, changed or resolved at `now_ns`.
+    pub fn push(&self, p: Pending, now_ns: i64) {
+        let mut st = self.lock();
+        st.pushed.insert(
+            p.key.clone(),
+            Pushed {
+                resolved_ns: (p.alert.status == "resolved").then_some(now_ns),
+                alert: p.alert.clone(),
+            },
+        );
+        st.push_due = true;
+        if p.targets.is_empty() {
+            return;
+        }
+        let labels = self.labels_of(&p.alert);
+        let key = group_key(&p.targets, &labels);
+        let g = st.groups.entry(key).or_insert_with(|| Group {
+            labels,
+            targets: p.targets.clone(),
+            alerts: BTreeMap::new(),
+            next_flush_ns: now_ns + self.config.group_wait_ns,
+            last_notified_ns: None,
+            last_sent: BTreeMap::new(),
+            held: BTreeMap::new(),
+        });
+        g.alerts.insert(p.key.clone(), p);
+    }
+
+    /// Hands over an alert that was already notified before a restart: it
+    /// joins its group as sent, so it is repeated after `repeat_interval`
+    /// but not notified again now.
+    pub fn restore(&self, p: Pending, now_ns: i64) {
+        let mut st = self.lock();
+        st.pushed.insert(
+            p.key.clone(),
+            Pushed {
+                resolved_ns: None,
+                alert: p.alert.clone(),
+            },
+        );
+        st.push_due = true;
+        if p.targets.is_empty() {
+            return;
+        }
+        let labels = self.labels_of(&p.alert);
+        let key = group_key(&p.targets, &labels);
+        let g = st.groups.entry(key).or_insert_with(|| Group {
+            labels,
+            targets: p.targets.clone(),
+            alerts: BTreeMap::new(),
+            next_flush_ns: now_ns + self.config.group_interval_ns,
+            last_notified_ns: Some(now_ns),
+            last_sent: BTreeMap::new(),
+            held: BTreeMap::new(),
+        });
+        g.last_sent.insert(
+            p.key.clone(),
+            (p.alert.status.clone(), p.alert.fingerprint.clone()),
+        );
+        g.alerts.insert(p.key.clone(), p);
+    }
+
+    /// Notifications of the groups due at `now_ns` that have something to
+    /// say, and the alerts silences held back. `silenced` maps an alert's
+    /// labels to the id of a silence that holds it back.
+    pub fn flush_due(
+        &self,
+        now_ns: i64,
+        receiver: &str,
+        external_url: &str,
+        silenced: impl Fn(&BTreeMap<String, String>) -> Option<i64>,
+    ) -> (Vec<Outgoing>, Vec<Held>) {
+        let mut st = self.lock();
+        let mut out = Vec::new();
+        let mut held = Vec::new();
+        let mut empty = Vec::new();
+        for (gk, g) in st.groups.iter_mut() {
+            if now_ns < g.next_flush_ns {
+                continue;
+            }
+            let mut open = Vec::new();
+            for (k, p) in &g.alerts {
+                let cur = (p.alert.status.clone(), p.alert.fingerprint.clone());
+                match silenced(&p.alert.labels) {
+                    Some(id) => {
+                        if g.held.get(k) != Some(&cur) {
+                            held.push(Held {
+                                labels: p.alert.labels.clone(),
+                                status: p.alert.status.clone(),
+                                silence: id,
+                                incident: p.incident,
+                            });
+                            g.held.insert(k.clone(), cur);
+                        }
+                    }
+                    None => open.push((k, p, cur)),
+                }
+            }
+            let changed = open
+                .iter()
+                .any(|(k, _, cur)| g.last_sent.get(*k) != Some(cur));
+            let firing = open.iter().any(|(_, p, _)| p.alert.status == "firing");
+            let repeat = firing
+                && g.last_notified_ns
+                    .is_some_and(|t| now_ns - t >= self.config.repeat_interval_ns);
+            if changed || repeat {
+                let alerts: Vec<WebhookAlert> =
+                    open.iter().map(|(_, p, _)| p.alert.clone()).collect();
+                let incidents = open
+                    .iter()
+                    .filter_map(|(_, p, _)| p.incident.map(|i| (i, p.alert.status.clone())))
+                    .collect();
+                let labels: Vec<&BTreeMap<String, String>> =
+                    alerts.iter().map(|a| &a.labels).collect();
+                let annotations: Vec<&BTreeMap<String, String>> =
+                    alerts.iter().map(|a| &a.annotations).collect();
+                let payload = WebhookPayload {
+                    version: "4".into(),
+                    group_key: format!(
+                        "{{}}:{{{}}}",
+                        g.labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v:?}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    truncated_alerts: 0,
+                    status: if firing { "firing" } else { "resolved" }.into(),
+                    receiver: receiver.into(),
+                    group_labels: g.labels.clone(),
+                    common_labels: common(&labels),
+                    common_annotations: common(&annotations),
+                    external_url: external_url.into(),
+                    alerts,
+                };
+                out.push(Outgoing {
+                    targets: g.targets.clone(),
+                    payload,
+                    incidents,
+                });
+                g.last_notified_ns = Some(now_ns);
+                for (k, _, cur) in open {
+                    g.held.remove(k);
+                    g.last_sent.insert(k.clone(), cur);
+                }
+            }
+            // Resolved alerts have been told (or were silenced): they leave.
+            g.alerts.retain(|_, p| p.alert.status != "resolved");
+            g.last_sent.retain(|k, _| g.alerts.contains_key(k));
+            g.held.retain(|k, _| g.alerts.contains_key(k));
+            if g.alerts.is_empty() {
+                empty.push(gk.clone());
+            } else {
+                g.next_flush_ns = now_ns + self.config.group_interval_ns;
+            }
+        }
+        for k in empty {
+            st.groups.remove(&k);
+        }
+        (out, held)
+    }
+
+    /// The alerts to push to Alertmanager at `now_ns`, if a push is due (a
+    /// change, or `resend_interval` since the last push).
+    pub fn push_due(&self, now_ns: i64) -> Option<Vec<PostableAlert>> {
+        let mut st = self.lock();
+        st.pushed.retain(|_, p| {
+            p.resolved_ns
+                .is_none_or(|t| now_ns - t < RESOLVED_RETENTION_NS)
+        });
+        let due = st.push_due
+            || st
+                .last_push_ns
+                .is_none_or(|t| now_ns - t >= self.config.resend_interval_ns);
+        if !due || st.pushed.is_empty() {
+            st.push_due = false;
+            return None;
+        }
+        st.push_due = false;
+        st.last_push_ns = Some(now_ns);
+        let ahead = now_ns + 4 * self.config.resend_interval_ns.max(SEC);
+        Some(
+            st.pushed
+                .values()
+                .map(|p| PostableAlert {
+                    labels: p.alert.labels.clone(),
+                    annotations: p.alert.annotations.clone(),
+                    starts_at: p.alert.starts_at.clone(),
+                    ends_at: match p.resolved_ns {
+                        Some(_) if p.alert.ends_at != ZERO_TIME => p.alert.ends_at.clone(),
+                        Some(t) => rfc3339(t),
+                        None => rfc3339(ahead),
+                    },
+                    generator_url: p.alert.generator_url.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Groups waiting or active, for `/metrics`.
+    pub fn groups(&self) -> usize {
+        self.lock().groups.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::fingerprint;
+
+    const T: i64 = 1_700_000_000 * SEC;
+
+    fn alert(name: &str, slo: &str, severity: &str, status: &str) -> WebhookAlert {
+        let labels: BTreeMap<String, String> =
+            [("alertname", name), ("slo", slo), ("severity", severity)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        WebhookAlert {
+            status: status.into(),
+            fingerprint: fingerprint(&labels),
+            labels,
+            annotations: [("summary".to_string(), format!("{slo} {severity}"))].into(),
+            starts_at: rfc3339(T),
+            ends_at: if status == "firing" {
+                ZERO_TIME.into()
+            } else {
+                rfc3339(T + 600 * SEC)
+            },
+            generator_url: "http://bw/x".into(),
+        }
+    }
+
+    fn pending(key: &str, a: WebhookAlert) -> Pending {
+        Pending {
+            key: key.into(),
+            alert: a,
+            targets: vec!["http://hook".into()],
+            incident: None,
+        }
+    }
+
+    fn flush(d: &Dispatcher, at: i64) -> Vec<Outgoing> {
+        d.flush_due(at, "burnwatch", "http://bw", |_| None).0
+    }
+
+    fn config() -> Grouping {
+        Grouping {
+            group_by: vec!["alertname".into()],
+            group_wait_ns: 30 * SEC,
+            group_interval_ns: 300 * SEC,
+            repeat_interval_ns: 3600 * SEC,
+            resend_interval_ns: 60 * SEC,
+        }
+    }
+
+    #[test]
+    fn group_wait_batches_alerts_that_start_together() {
+        let d = Dispatcher::new(config());
+        d.push(pending("a", alert("HighErrors", "", "page", "firing")), T);
+        assert!(flush(&d, T + 29 * SEC).is_empty(), "still in group_wait");
+        d.push(
+            pending("b", alert("HighErrors", "", "ticket", "firing")),
+            T + 10 * SEC,
+        );
+        let out = flush(&d, T + 30 * SEC);
+        assert_eq!(out.len(), 1);
+        let p = &out[0].payload;
+        assert_eq!(p.alerts.len(), 2, "both alerts in one notification");
+        assert_eq!(p.group_key, "{}:{alertname=\"HighErrors\"}");
+        assert_eq!(p.common_labels.get("alertname").unwrap(), "HighErrors");
+        assert!(
+            !p.common_labels.contains_key("severity"),
+            "differs: not common"
+        );
+        assert_eq!(p.status, "firing");
+    }
+
+    #[test]
+    fn changes_wait_for_group_interval_and_repeats_wait_for_repeat_interval() {
+        let d = Dispatcher::new(config());
+        d.push(pending("a", alert("X", "", "page", "firing")), T);
+        assert_eq!(flush(&d, T + 30 * SEC).len(), 1);
+        // Nothing changed: no notification at the next interval.
+        assert!(flush(&d, T + 330 * SEC).is_empty());
+        // A new alert joins: sent at the next group interval, not before.
+        d.push(
+            pending("b", alert("X", "", "ticket", "firing")),
+            T + 400 * SEC,
+        );
+        assert!(flush(&d, T + 500 * SEC).is_empty());
+        let out = flush(&d, T + 630 * SEC);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].payload.alerts.len(), 2);
+        // Unchanged and firing: repeated once repeat_interval has passed.
+        assert!(flush(&d, T + 930 * SEC).is_empty());
+        let repeat = flush(&d, T + 630 * SEC + 3600 * SEC);
+        assert_eq!(repeat.len(), 1, "repeat_interval");
+        // One resolves: the group says so once, then only the other remains.
+        let mut r = alert("X", "", "page", "resolved");
+        r.starts_at = rfc3339(T);
+        d.push(pending("a", r), T + 5000 * SEC);
+        let out = flush(&d, T + 5000 * SEC + 300 * SEC);
+        assert_eq!(out.len(), 1);
+        let statuses: Vec<&str> = out[0]
+            .payload
+            .alerts
+            .iter()
+            .map(|a| a.status.as_str())
+            .collect();
+        assert_eq!(statuses, ["resolved", "firing"]);
+        assert_eq!(out[0].payload.status, "firing");
+        // The last one resolves: a resolved notification, then the group is gone.
+        d.push(
+            pending("b", alert("X", "", "ticket", "resolved")),
+            T + 6000 * SEC,
+        );
+        let out = flush(&d, T + 7000 * SEC);
+        assert_eq!(out[0].payload.status, "resolved");
+        assert_eq!(d.groups(), 0);
+    }
+
+    #[test]
+    fn an_escalation_is_a_change_of_the_same_alert() {
+        let d = Dispatcher::new(Grouping {
+            group_by: vec!["alertname".into(), "slo".into()],
+            ..config()
+        });
+        d.push(
+            pending("slo/c/1", alert("SLOBurnRate", "c", "ticket", "firing")),
+            T,
+        );
+        assert_eq!(flush(&d, T + 30 * SEC).len(), 1);
+        d.push(
+            pending("slo/c/1", alert("SLOBurnRate", "c", "page", "firing")),
+            T + 60 * SEC,
+        );
+        let out = flush(&d, T + 330 * SEC);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].payload.alerts.len(), 1, "one incident, one alert");
+        assert_eq!(out[0].payload.alerts[0].labels["severity"], "page");
+        // Another SLO is another group.
+        d.push(
+            pending("slo/d/2", alert("SLOBurnRate", "d", "page", "firing")),
+            T + 400 * SEC,
+        );
+        assert_eq!(d.groups(), 2);
+    }
+
+    #[test]
+    fn restored_alerts_are_not_notified_again_but_are_repeated() {
+        let d = Dispatcher::new(config());
+        d.restore(pending("a", alert("X", "", "page", "firing")), T);
+        assert!(flush(&d, T + 300 * SEC).is_empty());
+        assert_eq!(flush(&d, T + 3600 * SEC).len(), 1);
+    }
+
+    #[test]
+    fn silenced_alerts_are_left_out_at_flush() {
+        let d = Dispatcher::new(config());
+        d.push(pending("a", alert("X", "", "page", "firing")), T);
+        d.push(pending("b", alert("X", "", "ticket", "firing")), T);
+        let (out, held) = d.flush_due(T + 30 * SEC, "burnwatch", "http://bw", |l| {
+            (l.get("severity").map(String::as_str) == Some("ticket")).then_some(1)
+        });
+        assert_eq!(out[0].payload.alerts.len(), 1);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].silence, 1);
+        // All silenced: nothing is sent, and the silence is not a change to
+        // tell about later.
+        let d = Dispatcher::new(config());
+        d.push(pending("a", alert("X", "", "page", "firing")), T);
+        let (out, held) = d.flush_due(T + 30 * SEC, "burnwatch", "http://bw", |_| Some(2));
+        assert!(out.is_empty());
+        assert_eq!(held.len(), 1);
+        let (out, held) = d.flush_due(T + 330 * SEC, "burnwatch", "http://bw", |_| Some(2));
+        assert!(
+            out.is_empty() && held.is_empty(),
+            "held back once, not every interval"
+        );
+        // The silence expires: the alert is notified at the next interval.
+        assert_eq!(flush(&d, T + 630 * SEC).len(), 1);
+    }
+
+    #[test]
+    fn alertmanager_push_resends_and_keeps_resolved_alerts_a_while() {
+        let d = Dispatcher::new(config());
+        d.push(pending("a", alert("X", "", "page", "firing")), T);
+        let first = d.push_due(T).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].ends_at,
+            rfc3339(T + 240 * SEC),
+            "4 resend intervals ahead"
+        );
+        assert!(
+            d.push_due(T + 30 * SEC).is_none(),
+            "nothing new, not yet a resend"
+        );
+        assert_eq!(d.push_due(T + 60 * SEC).unwrap().len(), 1, "resend");
+        d.push(
+            pending("a", alert("X", "", "page", "resolved")),
+            T + 90 * SEC,
+        );
+        let r = d.push_due(T + 90 * SEC).unwrap();
+        assert_eq!(r[0].ends_at, rfc3339(T + 600 * SEC), "the resolve time");
+        assert!(
+            d.push_due(T + 90 * SEC + 16 * 60 * SEC).is_none(),
+            "dropped after 15 min"
+        );
+        // Without webhook receivers an alert is still pushed.
+        d.push(
+            Pending {
+                targets: vec![],
+                ..pending("c", alert("Y", "", "page", "firing"))
+            },
+            T + 2000 * SEC,
+        );
+        assert_eq!(d.push_due(T + 2000 * SEC).unwrap().len(), 1);
+        assert_eq!(d.groups(), 1, "an alert without receivers joins no group");
+    }
+}
