@@ -140,7 +140,10 @@ fn payments_outage_pages_once_and_recovery_resolves() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir_all(&rules).unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("alert-rules");
+    let shipped = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("alert-rules");
     for f in std::fs::read_dir(&shipped).unwrap() {
         let p = f.unwrap().path();
         if p.extension().is_some_and(|e| e == "yaml") {

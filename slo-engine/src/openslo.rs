@@ -1034,7 +1034,10 @@ spec:
 
     #[test]
     fn shipped_shop_slos_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../alert-rules");
+        let dir = Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        )
+        .join("../alert-rules");
         let slos = load_dir(&dir).unwrap();
         let names: Vec<&str> = slos.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(

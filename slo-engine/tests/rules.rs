@@ -217,8 +217,10 @@ async fn a_failing_expression_is_reported_and_keeps_the_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails() {
-    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../alert-rules/tests/shop-rules.test.yaml");
+    let shipped = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../alert-rules/tests/shop-rules.test.yaml");
     let report = slo_engine::rule_tests::run_file(&shipped).await.unwrap();
     assert!(report.ok(), "{:?}", report.failed);
     assert_eq!(report.passed.len(), 2);

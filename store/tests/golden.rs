@@ -99,7 +99,10 @@ async fn golden_queries() {
     let dir = tempfile::tempdir().unwrap();
     let store = dataset(dir.path()).await;
     let bless = std::env::var_os("BURNWATCH_BLESS").is_some();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let root = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("tests/golden");
     let mut files: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())

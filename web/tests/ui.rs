@@ -94,7 +94,10 @@ async fn pages_render_in_chromium() {
     .unwrap();
     let now = now_ns();
     store.write(Table::Spans, checkouts(now)).await.unwrap();
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../alert-rules");
+    let rules = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../alert-rules");
     let slos = slo_engine::openslo::load_dir(&rules).unwrap();
     let engine = slo_engine::engine::SloEngine::open(
         store.clone(),
