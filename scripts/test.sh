@@ -15,11 +15,15 @@ if ! "$VENV/bin/python" -c "import pyarrow, duckdb, opentelemetry.sdk, opentelem
 fi
 export BURNWATCH_PYTHON="$VENV/bin/python"
 
-# The dashboard tests drive a real headless Chromium; the notification tests
+# The dashboard tests drive a real headless Chromium (directly and through
+# chromedriver); the notification tests
 # push alerts to a real Alertmanager (Debian's prometheus-alertmanager).
 missing=()
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   missing+=(chromium)
+fi
+if ! command -v chromedriver >/dev/null 2>&1; then
+  missing+=(chromium-driver)
 fi
 if [ -z "${BURNWATCH_ALERTMANAGER:-}" ] && ! command -v prometheus-alertmanager >/dev/null 2>&1 \
   && ! command -v alertmanager >/dev/null 2>&1; then

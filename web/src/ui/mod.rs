@@ -23,9 +23,12 @@ use slo_engine::red::{Red, Window};
 
 use crate::WebState;
 
+pub mod assets;
 mod charts;
+pub mod traces;
 
 use charts::{BurnDown, Sparkline};
+use web_islands::{AckButton, AutoRefresh, Cell, SortableTable};
 
 const STYLE: &str = r#"
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
@@ -43,6 +46,13 @@ th{font-weight:600;color:#5b6475}td.num{text-align:right;font-variant-numeric:ta
 .error{background:#fde2e1;border-color:#f3b3ae;color:#b3261e}
 .muted{color:#7a8294}.ranges a{margin-right:8px}.ranges a.on{font-weight:700}
 .firing{color:#b3261e;font-weight:600}
+.waterfall details.span summary{display:flex;gap:8px;align-items:center;cursor:pointer;list-style:none;padding:1px 0}
+.waterfall .label{width:38%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.waterfall .lane{position:relative;flex:1;height:12px;background:#f0f2f6}
+.waterfall .bar{position:absolute;top:0;bottom:0;background:#3b6fd8;border-radius:2px;min-width:2px}
+.waterfall .failed .bar{background:#d93025}.waterfall .dur{width:90px}
+.span-detail{margin:4px 0 10px 24px;font-size:13px}table.kv td{font-family:ui-monospace,monospace;font-size:12px}
+form.search label{margin-right:6px}table.sortable th{cursor:pointer;user-select:none}
 "#;
 
 /// Query parameters every page takes.
@@ -90,12 +100,28 @@ impl ViewParams {
     }
 }
 
-/// The page around a body: head, style, navigation, range picker.
+/// The page around a body: head, style, navigation, range picker, and
+/// (with the browser bundle) the loader that hydrates the islands. Live
+/// views refresh themselves: a countdown island with pause, or without
+/// JavaScript a meta refresh.
 fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response {
-    let refresh = view
-        .filter(|v| v.refresh > 0 && v.window.to_ns >= now_ns() - 60_000_000_000)
-        .map(|v| format!(r#"<meta http-equiv="refresh" content="{}">"#, v.refresh))
+    let live = view.filter(|v| v.refresh > 0 && v.window.to_ns >= now_ns() - 60_000_000_000);
+    let hydrate = assets::enabled();
+    let refresh = live
+        .map(|v| {
+            let meta = format!(r#"<meta http-equiv="refresh" content="{}">"#, v.refresh);
+            if hydrate {
+                format!("<noscript>{meta}</noscript>")
+            } else {
+                meta
+            }
+        })
         .unwrap_or_default();
+    let countdown = match live {
+        Some(v) if hydrate => view! { <AutoRefresh seconds=v.refresh/> }.to_html(),
+        _ => String::new(),
+    };
+    let loader = if hydrate { assets::LOADER } else { "" };
     let q = view.map(|v| v.query.clone()).unwrap_or_default();
     let ranges = view
         .map(|v| {
@@ -117,11 +143,12 @@ fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response 
             <a href=format!("/?{q}")>"Overview"</a>
             <a href=format!("/slos?{q}")>"SLOs"</a>
             <a href=format!("/incidents?{q}")>"Incidents"</a>
+            <a href=format!("/traces?{q}")>"Traces"</a>
         </header>
     }
     .to_html();
     let html = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · Burnwatch</title>{refresh}<style>{STYLE}</style></head><body>{nav}<main><div class=\"ranges muted\">{ranges}</div>{body}</main></body></html>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>{} · Burnwatch</title>{refresh}<style>{STYLE}</style></head><body>{nav}<main><div class=\"ranges muted\">{ranges} {countdown}</div>{body}</main>{loader}</body></html>",
         escape(title)
     );
     Html(html).into_response()
@@ -293,29 +320,28 @@ pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) ->
             <p class="muted">"No server spans in this range. Point an OpenTelemetry exporter at the OTLP ports, or run `burnwatch demo`."</p>
         }
         .into_any(),
-        Ok(list) => view! {
-            <table>
-                <tr><th>"service"</th><th>"req/s"</th><th>"errors"</th><th>"p95 ms"</th><th>"p99 ms"</th><th>"rate"</th></tr>
-                {list
-                    .into_iter()
-                    .map(|r| {
-                        let spark = sparks.get(&r.service).cloned().unwrap_or_default();
-                        let class = if r.error_ratio > 0.01 { "num firing" } else { "num" };
-                        view! {
-                            <tr>
-                                <td>{r.service.clone()}</td>
-                                <td class="num">{format!("{:.2}", r.rate)}</td>
-                                <td class=class>{pct(Some(r.error_ratio))}</td>
-                                <td class="num">{format!("{:.1}", r.p95_ms)}</td>
-                                <td class="num">{format!("{:.1}", r.p99_ms)}</td>
-                                <td><Sparkline values=spark/></td>
-                            </tr>
-                        }
-                    })
-                    .collect_view()}
-            </table>
+        Ok(list) => {
+            let rows: Vec<Vec<Cell>> = list
+                .into_iter()
+                .map(|r| {
+                    let spark = sparks.get(&r.service).cloned().unwrap_or_default();
+                    let errors = Cell::num(pct(Some(r.error_ratio)), Some(r.error_ratio));
+                    vec![
+                        Cell::text(r.service.clone()),
+                        Cell::num(format!("{:.2}", r.rate), Some(r.rate)),
+                        if r.error_ratio > 0.01 { errors.class("firing") } else { errors },
+                        Cell::num(format!("{:.1}", r.p95_ms), Some(r.p95_ms)),
+                        Cell::num(format!("{:.1}", r.p99_ms), Some(r.p99_ms)),
+                        Cell::svg(view! { <Sparkline values=spark/> }.to_html(), Some(r.rate)),
+                    ]
+                })
+                .collect();
+            let headers = ["service", "req/s", "errors", "p95 ms", "p99 ms", "rate"]
+                .map(String::from)
+                .to_vec();
+            view! { <SortableTable id="services-table".to_string() headers=headers rows=rows/> }
+                .into_any()
         }
-        .into_any(),
     };
     let body = view! {
         <h1>"Overview"</h1>
@@ -484,6 +510,7 @@ pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams
                         <h2>"#" {i.id} " " <a href=slo_href>{i.slo.clone()}</a> " " <StateBadge state=i.severity.clone()/> " " <StateBadge state=i.state.clone()/></h2>
                         <p>{i.summary.clone()}</p>
                         {i.acknowledged_by.clone().map(|by| view! { <p class="muted">"acknowledged by " {by}</p> })}
+                        {(i.state == "open").then(|| view! { <p><AckButton id=i.id/></p> })}
                         <table>
                             <tr><th>"when"</th><th>"event"</th><th>"detail"</th></tr>
                             {i.timeline
@@ -523,7 +550,7 @@ fn trace_links(d: &serde_json::Value) -> impl IntoView + use<> {
                 {ids
                     .into_iter()
                     .map(|id| {
-                        let href = format!("/api/v1/traces/{id}");
+                        let href = format!("/traces/{id}");
                         let short = id[..id.len().min(8)].to_string();
                         view! { <a class="trace-link" href=href>{short}</a> " " }
                     })
