@@ -6,6 +6,21 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Appends `(name, help, counter)` rows in the Prometheus text format.
+pub(crate) fn render_counters(
+    out: &mut String,
+    counters: &[(&str, &str, &std::sync::atomic::AtomicU64)],
+) {
+    use std::fmt::Write;
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+}
+
 /// Something whose memory the cache counts.
 pub(crate) trait Weigh {
     /// Bytes held.

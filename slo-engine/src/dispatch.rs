@@ -203,41 +203,38 @@ impl Dispatcher {
 
     /// Hands over an alert that started, changed or resolved at `now_ns`.
     pub fn push(&self, p: Pending, now_ns: i64) {
-        let mut st = self.lock();
-        st.pushed.insert(
-            p.key.clone(),
-            Pushed {
-                resolved_ns: (p.alert.status == "resolved").then_some(now_ns),
-                alert: p.alert.clone(),
-            },
-        );
-        st.push_due = true;
-        if p.targets.is_empty() {
-            return;
-        }
-        let labels = self.labels_of(&p.alert);
-        let key = group_key(&p.targets, &labels);
-        let g = st.groups.entry(key).or_insert_with(|| Group {
-            labels,
-            targets: p.targets.clone(),
-            alerts: BTreeMap::new(),
-            next_flush_ns: now_ns + self.config.group_wait_ns,
-            last_notified_ns: None,
-            last_sent: BTreeMap::new(),
-            held: BTreeMap::new(),
+        let resolved = (p.alert.status == "resolved").then_some(now_ns);
+        self.admit(p, resolved, |g| {
+            g.next_flush_ns = now_ns + self.config.group_wait_ns;
         });
-        g.alerts.insert(p.key.clone(), p);
     }
 
     /// Hands over an alert that was already notified before a restart: it
     /// joins its group as sent, so it is repeated after `repeat_interval`
     /// but not notified again now.
     pub fn restore(&self, p: Pending, now_ns: i64) {
+        let sent = (p.alert.status.clone(), p.alert.fingerprint.clone());
+        let key = p.key.clone();
+        self.admit(p, None, |g| {
+            g.next_flush_ns = now_ns + self.config.group_interval_ns;
+            g.last_notified_ns = Some(now_ns);
+        });
+        let mut st = self.lock();
+        for g in st.groups.values_mut() {
+            if g.alerts.contains_key(&key) {
+                g.last_sent.insert(key.clone(), sent.clone());
+            }
+        }
+    }
+
+    /// Records `p` for the Alertmanager push and puts it into its group,
+    /// set up by `new_group` if the group is new.
+    fn admit(&self, p: Pending, resolved_ns: Option<i64>, new_group: impl FnOnce(&mut Group)) {
         let mut st = self.lock();
         st.pushed.insert(
             p.key.clone(),
             Pushed {
-                resolved_ns: None,
+                resolved_ns,
                 alert: p.alert.clone(),
             },
         );
@@ -247,19 +244,19 @@ impl Dispatcher {
         }
         let labels = self.labels_of(&p.alert);
         let key = group_key(&p.targets, &labels);
-        let g = st.groups.entry(key).or_insert_with(|| Group {
-            labels,
-            targets: p.targets.clone(),
-            alerts: BTreeMap::new(),
-            next_flush_ns: now_ns + self.config.group_interval_ns,
-            last_notified_ns: Some(now_ns),
-            last_sent: BTreeMap::new(),
-            held: BTreeMap::new(),
+        let g = st.groups.entry(key).or_insert_with(|| {
+            let mut g = Group {
+                labels,
+                targets: p.targets.clone(),
+                alerts: BTreeMap::new(),
+                next_flush_ns: 0,
+                last_notified_ns: None,
+                last_sent: BTreeMap::new(),
+                held: BTreeMap::new(),
+            };
+            new_group(&mut g);
+            g
         });
-        g.last_sent.insert(
-            p.key.clone(),
-            (p.alert.status.clone(), p.alert.fingerprint.clone()),
-        );
         g.alerts.insert(p.key.clone(), p);
     }
 

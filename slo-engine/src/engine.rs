@@ -761,34 +761,31 @@ impl SloEngine {
             self.rules.failures.load(Ordering::Relaxed)
         );
         let sm = &self.sli.metrics;
-        for (name, help, v) in [
-            (
-                "burnwatch_sli_rollup_cache_hits_total",
-                "SLI rollups answered from memory.",
-                &sm.cache_hits,
-            ),
-            (
-                "burnwatch_sli_rollup_loaded_total",
-                "SLI rollups read from their file.",
-                &sm.loaded,
-            ),
-            (
-                "burnwatch_sli_rollup_computed_total",
-                "SLI rollups computed from a data file.",
-                &sm.computed,
-            ),
-            (
-                "burnwatch_sli_rollup_unreadable_total",
-                "SLI rollup files that could not be read and were recomputed.",
-                &sm.unreadable,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
+        crate::cache::render_counters(
+            out,
+            &[
+                (
+                    "burnwatch_sli_rollup_cache_hits_total",
+                    "SLI rollups answered from memory.",
+                    &sm.cache_hits,
+                ),
+                (
+                    "burnwatch_sli_rollup_loaded_total",
+                    "SLI rollups read from their file.",
+                    &sm.loaded,
+                ),
+                (
+                    "burnwatch_sli_rollup_computed_total",
+                    "SLI rollups computed from a data file.",
+                    &sm.computed,
+                ),
+                (
+                    "burnwatch_sli_rollup_unreadable_total",
+                    "SLI rollup files that could not be read and were recomputed.",
+                    &sm.unreadable,
+                ),
+            ],
+        );
         let _ = writeln!(
             out,
             "# HELP burnwatch_sli_rollup_cache_bytes Bytes of SLI rollups held in memory.\n# TYPE burnwatch_sli_rollup_cache_bytes gauge\nburnwatch_sli_rollup_cache_bytes {}",

@@ -253,39 +253,36 @@ impl Rollups {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let m = &self.metrics;
-        for (name, help, v) in [
-            (
-                "burnwatch_rollup_cache_hits_total",
-                "RED rollups answered from memory.",
-                &m.cache_hits,
-            ),
-            (
-                "burnwatch_rollup_loaded_total",
-                "RED rollups read from their file.",
-                &m.loaded,
-            ),
-            (
-                "burnwatch_rollup_computed_total",
-                "RED rollups computed from a spans file.",
-                &m.computed,
-            ),
-            (
-                "burnwatch_rollup_unreadable_total",
-                "RED rollup files that could not be read and were recomputed.",
-                &m.unreadable,
-            ),
-            (
-                "burnwatch_rollup_deleted_total",
-                "RED rollup files deleted after their spans file was removed.",
-                &m.deleted,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
+        crate::cache::render_counters(
+            out,
+            &[
+                (
+                    "burnwatch_rollup_cache_hits_total",
+                    "RED rollups answered from memory.",
+                    &m.cache_hits,
+                ),
+                (
+                    "burnwatch_rollup_loaded_total",
+                    "RED rollups read from their file.",
+                    &m.loaded,
+                ),
+                (
+                    "burnwatch_rollup_computed_total",
+                    "RED rollups computed from a spans file.",
+                    &m.computed,
+                ),
+                (
+                    "burnwatch_rollup_unreadable_total",
+                    "RED rollup files that could not be read and were recomputed.",
+                    &m.unreadable,
+                ),
+                (
+                    "burnwatch_rollup_deleted_total",
+                    "RED rollup files deleted after their spans file was removed.",
+                    &m.deleted,
+                ),
+            ],
+        );
         let _ = writeln!(
             out,
             "# HELP burnwatch_rollup_cache_bytes Bytes of RED rollups held in memory.\n# TYPE burnwatch_rollup_cache_bytes gauge\nburnwatch_rollup_cache_bytes {}",

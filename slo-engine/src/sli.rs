@@ -153,9 +153,14 @@ impl Gathered {
     /// (total, bad) over `[from, to)`.
     fn window(&self, from: i64, to: i64) -> (u64, u64) {
         let (mut t, mut o) = (0.0, 0.0);
-        for (_, (a, b)) in self.minutes.range(from..to.saturating_sub(MINUTE_NS - 1)) {
-            t += a;
-            o += b;
+        // Whole minutes inside: starts in [from, to - 1 min]; none in a
+        // window shorter than a minute.
+        let last = to.saturating_sub(MINUTE_NS - 1);
+        if from < last {
+            for (_, (a, b)) in self.minutes.range(from..last) {
+                t += a;
+                o += b;
+            }
         }
         for &(time, a, b) in &self.raw {
             if time >= from && time < to {
@@ -169,7 +174,7 @@ impl Gathered {
     /// (total, bad) per minute of `[from, to)` (minute starts).
     fn per_minute(&self, from: i64, to: i64) -> BTreeMap<i64, (u64, u64)> {
         let mut sums: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
-        for (m, (a, b)) in self.minutes.range(from..to) {
+        for (m, (a, b)) in self.minutes.range(from..to.max(from)) {
             let e = sums.entry(*m).or_default();
             e.0 += a;
             e.1 += b;
@@ -821,6 +826,13 @@ mod tests {
         assert_eq!(g.window(MINUTE_NS, 2 * MINUTE_NS + 10), (21, 3));
         // A minute only partly inside the window is not taken from `minutes`.
         assert_eq!(g.window(0, MINUTE_NS + 1), (10, 1));
+        // Windows shorter than a minute hold raw events only.
+        assert_eq!(
+            g.window(2 * MINUTE_NS, 2 * MINUTE_NS + 15_000_000_000),
+            (1, 1)
+        );
+        assert_eq!(g.window(MINUTE_NS + 10, MINUTE_NS + 20), (0, 0));
+        assert_eq!(g.per_minute(MINUTE_NS, MINUTE_NS), BTreeMap::new());
         let per = g.per_minute(0, 3 * MINUTE_NS);
         assert_eq!(per[&(2 * MINUTE_NS)], (2, 1));
         g.other_is_good = true;

@@ -344,39 +344,36 @@ impl TraceIndex {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let m = &self.metrics;
-        for (name, help, v) in [
-            (
-                "burnwatch_trace_index_lookups_total",
-                "Trace-by-id lookups.",
-                &m.lookups,
-            ),
-            (
-                "burnwatch_trace_index_files_skipped_total",
-                "Files a trace lookup skipped by their trace-id filter.",
-                &m.files_skipped,
-            ),
-            (
-                "burnwatch_trace_index_files_read_total",
-                "Files a trace lookup had to read.",
-                &m.files_read,
-            ),
-            (
-                "burnwatch_trace_index_built_total",
-                "Trace-id filters built from data files.",
-                &m.built,
-            ),
-            (
-                "burnwatch_trace_index_unreadable_total",
-                "Trace-id filter files that could not be read and were rebuilt.",
-                &m.unreadable,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
+        crate::cache::render_counters(
+            out,
+            &[
+                (
+                    "burnwatch_trace_index_lookups_total",
+                    "Trace-by-id lookups.",
+                    &m.lookups,
+                ),
+                (
+                    "burnwatch_trace_index_files_skipped_total",
+                    "Files a trace lookup skipped by their trace-id filter.",
+                    &m.files_skipped,
+                ),
+                (
+                    "burnwatch_trace_index_files_read_total",
+                    "Files a trace lookup had to read.",
+                    &m.files_read,
+                ),
+                (
+                    "burnwatch_trace_index_built_total",
+                    "Trace-id filters built from data files.",
+                    &m.built,
+                ),
+                (
+                    "burnwatch_trace_index_unreadable_total",
+                    "Trace-id filter files that could not be read and were rebuilt.",
+                    &m.unreadable,
+                ),
+            ],
+        );
         let _ = writeln!(
             out,
             "# HELP burnwatch_trace_index_cache_bytes Bytes of trace-id filters held in memory.\n# TYPE burnwatch_trace_index_cache_bytes gauge\nburnwatch_trace_index_cache_bytes {}",

@@ -147,7 +147,10 @@ async fn pages_render_in_chromium() {
     assert!(open.contains("checkout-availability"), "{open}");
     assert!(open.contains("badge page"), "{open}");
     assert!(overview.contains("Checkout availability"));
-    assert!(overview.contains("<td>gateway</td>"), "{overview}");
+    assert!(
+        overview.contains("<td class=\"\">gateway</td>"),
+        "{overview}"
+    );
     assert!(overview.contains("class=\"sparkline\""), "{overview}");
 
     // SLO page: burn-rate table with the fast tier firing, budget, chart.
