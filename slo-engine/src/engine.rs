@@ -441,16 +441,23 @@ impl SloEngine {
     pub async fn evaluate_at(self: &Arc<Self>, at_ns: i64) -> Vec<SloStatus> {
         let mut statuses = Vec::with_capacity(self.slos.len());
         for slo in &self.slos {
-            match evaluate(&self.sli, slo, at_ns).await {
-                Ok(status) => {
+            // In its own task, so a panic fails this SLO, not the round.
+            let (sli, def) = (self.sli.clone(), slo.clone());
+            let outcome = tokio::spawn(async move { evaluate(&sli, &def, at_ns).await }).await;
+            match outcome {
+                Ok(Ok(status)) => {
                     if let Err(e) = self.apply(slo, &status).await {
                         tracing::error!(slo = %slo.name, error = %e, "cannot record the incident");
                     }
                     statuses.push(status);
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     self.evaluation_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(slo = %slo.name, error = %e, "SLO evaluation failed");
+                }
+                Err(e) => {
+                    self.evaluation_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(slo = %slo.name, error = %e, "SLO evaluation panicked");
                 }
             }
         }

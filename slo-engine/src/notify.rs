@@ -77,39 +77,6 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
     format!("{h:016x}")
 }
 
-/// A payload with one alert (Burnwatch groups by SLO: one incident, one group).
-pub fn payload(
-    receiver: &str,
-    external_url: &str,
-    alert: WebhookAlert,
-    group_by: &[&str],
-) -> WebhookPayload {
-    let group_labels: BTreeMap<String, String> = group_by
-        .iter()
-        .filter_map(|k| alert.labels.get(*k).map(|v| (k.to_string(), v.clone())))
-        .collect();
-    let group_key = format!(
-        "{{}}:{{{}}}",
-        group_labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    WebhookPayload {
-        version: "4".into(),
-        group_key,
-        truncated_alerts: 0,
-        status: alert.status.clone(),
-        receiver: receiver.into(),
-        group_labels,
-        common_labels: alert.labels.clone(),
-        common_annotations: alert.annotations.clone(),
-        external_url: external_url.into(),
-        alerts: vec![alert],
-    }
-}
-
 /// Delivery counters of one kind of receiver.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -186,8 +153,28 @@ mod tests {
             ends_at: ZERO_TIME.into(),
             generator_url: "http://bw/slos/checkout-availability".into(),
         };
-        let p = payload("burnwatch", "http://bw", alert, &["slo"]);
-        let json = serde_json::to_value(&p).unwrap();
+        // Through the dispatcher, as the engine sends it.
+        let d = crate::dispatch::Dispatcher::new(crate::dispatch::Grouping {
+            group_by: vec!["slo".into()],
+            group_wait_ns: 0,
+            ..Default::default()
+        });
+        d.push(
+            crate::dispatch::Pending {
+                key: "slo/checkout-availability/1".into(),
+                alert,
+                targets: vec!["http://hook".into()],
+                incident: Some(1),
+            },
+            1_700_000_000_123_000_000,
+        );
+        let (out, _) = d.flush_due(1_700_000_000_123_000_000, "burnwatch", "http://bw", |_| {
+            None
+        });
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].incidents, vec![(1, "firing".to_string())]);
+        let p = &out[0].payload;
+        let json = serde_json::to_value(p).unwrap();
         let want = serde_json::json!({
             "version": "4",
             "groupKey": "{}:{slo=\"checkout-availability\"}",
