@@ -68,6 +68,7 @@ pub fn app(state: WebState) -> Router {
         .route("/slos/{name}", get(ui::slo_page))
         .route("/incidents", get(ui::incident_list))
         .route("/traces", get(ui::traces::search))
+        .route("/logs", get(ui::logs::search))
         .route("/traces/{trace_id}", get(ui::traces::trace))
         .route("/pkg/burnwatch.js", get(ui::assets::js))
         .route("/pkg/burnwatch_bg.wasm", get(ui::assets::wasm))

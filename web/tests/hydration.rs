@@ -2,7 +2,8 @@
 //! WebDriver (Debian's `chromedriver`): pages hydrate without console
 //! errors, a table sorts when its header is clicked, the auto-refresh
 //! countdown pauses, and the on-call path works by clicking: overview ->
-//! the open page incident -> acknowledge it -> its example failing trace.
+//! the open page incident -> acknowledge it -> its example failing trace
+//! -> the trace's logs; and a log search leads back to the trace.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -462,4 +463,25 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
     );
     assert_eq!(s.console_errors().await, Vec::<String>::new());
     s.screenshot("trace").await;
+
+    // Logs: the error record, found by severity and text, links to its trace.
+    s.go(&format!("{base}/logs?range=1h&severity=ERROR&q=payments"))
+        .await;
+    s.hydrated().await;
+    let rows = s
+        .js("return document.querySelectorAll('#log-results tr').length")
+        .await;
+    assert_eq!(rows, json!(2), "a header and one record");
+    s.click("#log-results a.trace-link").await;
+    s.wait_for(
+        "the trace from its log",
+        &format!("return location.pathname === '/traces/{trace_id}'"),
+    )
+    .await;
+    // A bad severity is explained in the page, with 400.
+    let r = reqwest::get(format!("{base}/logs?severity=LOUD"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("use TRACE, DEBUG"));
 }

@@ -25,6 +25,7 @@ use crate::WebState;
 
 pub mod assets;
 mod charts;
+pub mod logs;
 pub mod traces;
 
 use charts::{BurnDown, Sparkline};
@@ -144,6 +145,7 @@ fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response 
             <a href=format!("/slos?{q}")>"SLOs"</a>
             <a href=format!("/incidents?{q}")>"Incidents"</a>
             <a href=format!("/traces?{q}")>"Traces"</a>
+            <a href=format!("/logs?{q}")>"Logs"</a>
         </header>
     }
     .to_html();

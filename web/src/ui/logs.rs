@@ -1,0 +1,179 @@
+//! `/logs`: log search (text or regex, minimum severity, service, trace id,
+//! attribute, the view's range), newest first, each record linking to its
+//! trace.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use leptos::prelude::*;
+use serde::Deserialize;
+
+use super::traces::ts;
+use super::{ViewParams, error_page, page};
+use crate::WebState;
+use crate::explore::{self, LogSearch};
+
+/// `/logs` form fields (besides the view's range).
+#[derive(Debug, Default, Deserialize)]
+pub struct LogForm {
+    /// Text the body contains.
+    pub q: Option<String>,
+    /// A regular expression the body matches.
+    pub regex: Option<String>,
+    /// `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR`, `FATAL` or empty.
+    pub severity: Option<String>,
+    /// Service.
+    pub service: Option<String>,
+    /// Trace id.
+    pub trace_id: Option<String>,
+    /// `key=value`.
+    pub attribute: Option<String>,
+}
+
+const SEVERITIES: [(&str, i32); 6] = [
+    ("TRACE", 1),
+    ("DEBUG", 5),
+    ("INFO", 9),
+    ("WARN", 13),
+    ("ERROR", 17),
+    ("FATAL", 21),
+];
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// `GET /logs`.
+pub async fn search(
+    State(s): State<WebState>,
+    Query(v): Query<ViewParams>,
+    Query(f): Query<LogForm>,
+) -> Response {
+    let view = match v.resolve() {
+        Ok(v) => v,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+    };
+    let severity = non_empty(&f.severity).map(|s| s.to_ascii_uppercase());
+    let min_severity = match &severity {
+        None => None,
+        Some(name) => match SEVERITIES.iter().find(|(n, _)| n == name) {
+            Some((_, n)) => Some(*n),
+            None => {
+                return error_page(
+                    StatusCode::BAD_REQUEST,
+                    "Bad search",
+                    format!("severity {name:?}: use TRACE, DEBUG, INFO, WARN, ERROR or FATAL"),
+                );
+            }
+        },
+    };
+    let mut attributes = Vec::new();
+    if let Some(a) = non_empty(&f.attribute) {
+        match a.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                attributes.push((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => {
+                return error_page(
+                    StatusCode::BAD_REQUEST,
+                    "Bad search",
+                    format!("attribute {a:?}: use key=value"),
+                );
+            }
+        }
+    }
+    let search = LogSearch {
+        q: non_empty(&f.q),
+        regex: non_empty(&f.regex),
+        min_severity,
+        service: non_empty(&f.service),
+        trace_id: non_empty(&f.trace_id),
+        limit: Some(200),
+        ..Default::default()
+    };
+    let result = explore::search_logs(
+        &s.store,
+        &search,
+        &attributes,
+        view.window.from_ns,
+        view.window.to_ns,
+    )
+    .await;
+    let q = view.query.clone();
+    let results = match result {
+        Err(e) => {
+            let status = match e {
+                explore::ExploreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return error_page(status, "Log search", e.to_string());
+        }
+        Ok(v) => {
+            let rows = v["logs"].as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                view! { <p class="muted">"No log records match in this range."</p> }.into_any()
+            } else {
+                view! {
+                    <table id="log-results">
+                        <tr><th>"time"</th><th>"service"</th><th>"severity"</th><th>"body"</th><th>"trace"</th></tr>
+                        {rows
+                            .into_iter()
+                            .map(|l| {
+                                let time = ts(&l["time"])
+                                    .map(slo_engine::notify::rfc3339)
+                                    .unwrap_or_default();
+                                let sev = l["severity_text"].as_str().unwrap_or("").to_string();
+                                let trace = l["trace_id"].as_str().unwrap_or("").to_string();
+                                let link = (!trace.is_empty()).then(|| {
+                                    let href = format!("/traces/{trace}?{q}");
+                                    view! { <a class="trace-link" href=href>{trace[..trace.len().min(16)].to_string()}</a> }
+                                });
+                                view! {
+                                    <tr>
+                                        <td>{time}</td>
+                                        <td>{l["service_name"].as_str().unwrap_or("").to_string()}</td>
+                                        <td class={if sev == "ERROR" || sev == "FATAL" { "firing" } else { "" }}>{sev.clone()}</td>
+                                        <td>{l["body"].as_str().map_or(l["body"].to_string(), str::to_string)}</td>
+                                        <td>{link}</td>
+                                    </tr>
+                                }
+                            })
+                            .collect_view()}
+                    </table>
+                }
+                .into_any()
+            }
+        }
+    };
+    let val = |o: &Option<String>| o.clone().unwrap_or_default();
+    let chosen = severity.unwrap_or_default();
+    let body = view! {
+        <h1>"Logs"</h1>
+        <section>
+            <form method="get" action="/logs" class="search">
+                <input type="hidden" name="range" value=view.range.clone()/>
+                <input type="hidden" name="refresh" value="0"/>
+                <label>"text " <input name="q" value=val(&f.q)/></label>
+                <label>" regex " <input name="regex" value=val(&f.regex)/></label>
+                <label>" severity ≥ "
+                    <select name="severity">
+                        <option value="" selected=chosen.is_empty()>"any"</option>
+                        {SEVERITIES
+                            .iter()
+                            .map(|(n, _)| view! { <option value=*n selected=chosen == *n>{*n}</option> })
+                            .collect_view()}
+                    </select>
+                </label>
+                <label>" service " <input name="service" value=val(&f.service)/></label>
+                <label>" trace " <input name="trace_id" size="34" value=val(&f.trace_id)/></label>
+                <label>" attribute " <input name="attribute" placeholder="key=value" value=val(&f.attribute)/></label>
+                " " <button type="submit">"Search"</button>
+            </form>
+        </section>
+        <section>{results}</section>
+    }
+    .to_html();
+    page("Logs", Some(&view), "/logs", body)
+}
