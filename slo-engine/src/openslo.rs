@@ -621,7 +621,7 @@ enum Selector {
 }
 
 /// Log severity names and their lowest severity number (OpenTelemetry).
-const SEVERITIES: [(&str, i32); 6] = [
+pub const SEVERITIES: [(&str, i32); 6] = [
     ("TRACE", 1),
     ("DEBUG", 5),
     ("INFO", 9),

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use leptos::prelude::*;
 use serde::Deserialize;
+use slo_engine::openslo::SEVERITIES;
 
 use super::traces::ts;
-use super::{ViewParams, error_page, page};
+use super::{ViewParams, attribute_filter, error_page, explore_status, non_empty, page};
 use crate::WebState;
 use crate::explore::{self, LogSearch};
 
@@ -28,21 +29,6 @@ pub struct LogForm {
     pub trace_id: Option<String>,
     /// `key=value`.
     pub attribute: Option<String>,
-}
-
-const SEVERITIES: [(&str, i32); 6] = [
-    ("TRACE", 1),
-    ("DEBUG", 5),
-    ("INFO", 9),
-    ("WARN", 13),
-    ("ERROR", 17),
-    ("FATAL", 21),
-];
-
-fn non_empty(v: &Option<String>) -> Option<String> {
-    v.as_ref()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
 }
 
 /// `GET /logs`.
@@ -69,21 +55,10 @@ pub async fn search(
             }
         },
     };
-    let mut attributes = Vec::new();
-    if let Some(a) = non_empty(&f.attribute) {
-        match a.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                attributes.push((k.trim().to_string(), v.trim().to_string()))
-            }
-            _ => {
-                return error_page(
-                    StatusCode::BAD_REQUEST,
-                    "Bad search",
-                    format!("attribute {a:?}: use key=value"),
-                );
-            }
-        }
-    }
+    let attributes = match attribute_filter(&f.attribute) {
+        Ok(a) => a,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad search", e),
+    };
     let search = LogSearch {
         q: non_empty(&f.q),
         regex: non_empty(&f.regex),
@@ -104,11 +79,7 @@ pub async fn search(
     let q = view.query.clone();
     let results = match result {
         Err(e) => {
-            let status = match e {
-                explore::ExploreError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            return error_page(status, "Log search", e.to_string());
+            return error_page(explore_status(&e), "Log search", e.to_string());
         }
         Ok(v) => {
             let rows = v["logs"].as_array().cloned().unwrap_or_default();

@@ -156,6 +156,36 @@ fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response 
     Html(html).into_response()
 }
 
+/// A form field's trimmed value, if it has one.
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// A search form's `attribute` field (`key=value`) as filters.
+fn attribute_filter(v: &Option<String>) -> Result<Vec<(String, String)>, String> {
+    let Some(a) = non_empty(v) else {
+        return Ok(Vec::new());
+    };
+    match a.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => {
+            Ok(vec![(k.trim().to_string(), v.trim().to_string())])
+        }
+        _ => Err(format!(
+            "attribute {a:?}: use key=value, e.g. http.route=/api/checkout"
+        )),
+    }
+}
+
+/// The page status for an explore error: bad input is 400, the rest 500.
+fn explore_status(e: &crate::explore::ExploreError) -> StatusCode {
+    match e {
+        crate::explore::ExploreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ViewParams, error_page, escape, page};
+use super::{ViewParams, attribute_filter, error_page, escape, explore_status, non_empty, page};
 use crate::WebState;
 use crate::explore::{self, TraceSearch};
 
@@ -29,12 +29,6 @@ pub struct SearchForm {
     pub max_ms: Option<String>,
     /// `key=value`.
     pub attribute: Option<String>,
-}
-
-fn non_empty(v: &Option<String>) -> Option<String> {
-    v.as_ref()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
 }
 
 /// Parses a timestamp column of the JSON rows (`2026-01-01T00:00:00.123456789`).
@@ -81,21 +75,10 @@ pub async fn search(
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return error_page(StatusCode::BAD_REQUEST, "Bad search", e),
     };
-    let mut attributes = Vec::new();
-    if let Some(a) = non_empty(&f.attribute) {
-        match a.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                attributes.push((k.trim().to_string(), v.trim().to_string()))
-            }
-            _ => {
-                return error_page(
-                    StatusCode::BAD_REQUEST,
-                    "Bad search",
-                    format!("attribute {a:?}: use key=value, e.g. http.route=/api/checkout"),
-                );
-            }
-        }
-    }
+    let attributes = match attribute_filter(&f.attribute) {
+        Ok(a) => a,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad search", e),
+    };
     let search = TraceSearch {
         service: non_empty(&f.service),
         operation: non_empty(&f.operation),
@@ -247,11 +230,7 @@ pub async fn trace(
     let v = match explore::trace(&s.rollups.traces, &id).await {
         Ok(v) => v,
         Err(e) => {
-            let status = match e {
-                explore::ExploreError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            return error_page(status, "Trace", e.to_string());
+            return error_page(explore_status(&e), "Trace", e.to_string());
         }
     };
     let spans = v["spans"].as_array().cloned().unwrap_or_default();
