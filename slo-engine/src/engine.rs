@@ -435,6 +435,57 @@ impl SloEngine {
         self.incidents.acknowledge(id, by, now_ns())
     }
 
+    /// Resolves an incident by hand: it is closed with `by` (and `note`)
+    /// on its timeline, and a resolved notification goes out like an
+    /// automatic one. If the SLO is still burning, the next round opens a
+    /// new incident (and pages again), as resolving a firing alert does in
+    /// other pagers.
+    pub fn resolve(self: &Arc<Self>, id: i64, by: &str, note: &str) -> Result<(), String> {
+        self.resolve_at(id, by, note, now_ns())
+    }
+
+    /// [`SloEngine::resolve`] at `at_ns` (the clock is a parameter for tests).
+    pub fn resolve_at(
+        self: &Arc<Self>,
+        id: i64,
+        by: &str,
+        note: &str,
+        at_ns: i64,
+    ) -> Result<(), String> {
+        let (slo_name, severity, opened_ns, summary) =
+            self.incidents.resolve(id, by, note, at_ns)?;
+        tracing::info!(incident = id, slo = %slo_name, by, "incident resolved by hand");
+        let Some(slo) = self.slos.iter().find(|s| s.name == slo_name) else {
+            return Ok(());
+        };
+        let external = self.config.external_url.trim_end_matches('/').to_string();
+        let labels = slo_labels(slo, severity.as_str());
+        let annotations: BTreeMap<String, String> = [
+            ("summary".to_string(), summary),
+            ("incident_id".to_string(), id.to_string()),
+            ("resolved_by".to_string(), by.to_string()),
+        ]
+        .into();
+        self.dispatcher.push(
+            Pending {
+                key: format!("slo/{}/{id}", slo.name),
+                alert: WebhookAlert {
+                    status: "resolved".into(),
+                    fingerprint: fingerprint(&labels),
+                    labels,
+                    annotations,
+                    starts_at: rfc3339(opened_ns),
+                    ends_at: rfc3339(at_ns),
+                    generator_url: format!("{external}/api/v1/slos/{}", slo.name),
+                },
+                targets: self.slo_targets(slo),
+                incident: Some(id),
+            },
+            at_ns,
+        );
+        Ok(())
+    }
+
     /// One evaluation round at `at_ns`: statuses, incident transitions,
     /// notifications (sent in the background). The clock is a parameter so
     /// tests can drive it.

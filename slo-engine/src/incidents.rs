@@ -232,6 +232,43 @@ impl Incidents {
         tx.commit().map_err(|e| e.to_string())
     }
 
+    /// Resolves an open or acknowledged incident by hand (`by`, with an
+    /// optional note); returns its SLO, severity and opening time. Errors if
+    /// it is unknown or already resolved.
+    pub fn resolve(
+        &self,
+        id: i64,
+        by: &str,
+        note: &str,
+        at_ns: i64,
+    ) -> Result<(String, AlertState, i64, String), String> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let row: Option<(String, String, i64, String)> = tx
+            .query_row(
+                "SELECT slo, severity, opened_ns, summary FROM incidents WHERE id = ?1 AND state <> 'resolved'",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        let Some((slo, severity, opened_ns, summary)) = row else {
+            return Err(format!("incident {id} is not open"));
+        };
+        tx.execute(
+            "UPDATE incidents SET state = 'resolved', updated_ns = ?2, resolved_ns = ?2 WHERE id = ?1",
+            params![id, at_ns],
+        )
+        .map_err(|e| e.to_string())?;
+        let mut detail = serde_json::json!({ "by": by, "manual": true });
+        if !note.is_empty() {
+            detail["note"] = serde_json::Value::String(note.to_string());
+        }
+        timeline(&tx, id, at_ns, "resolved", &detail).map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok((slo, severity_state(&severity), opened_ns, summary))
+    }
+
     /// Adds a timeline entry (e.g. a notification outcome).
     pub fn note(
         &self,

@@ -204,6 +204,73 @@ async fn settle(got: &Arc<Mutex<Vec<serde_json::Value>>>, n: usize) -> Vec<serde
     got.lock().unwrap().clone()
 }
 
+/// Resolving by hand closes the incident (who and why on its timeline) and
+/// sends a resolved notification at once; an SLO that still burns opens a
+/// new incident at the next round, which pages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_resolved_incident_notifies_and_reopens_while_burning() {
+    let dir = tempfile::tempdir().unwrap();
+    let slo = load_slo(dir.path(), 0.999, 10);
+    let store = open_store(dir.path()).await;
+    let outage_end = T0 + 600 * SEC;
+    write_traffic(&store, T0 - HOUR, outage_end + HOUR, |t| t >= T0).await;
+    let (url, got) = receiver().await;
+    let config = SloConfig {
+        webhook_urls: vec![url],
+        group_wait_secs: 0.0,
+        group_interval_secs: 0.0,
+        ..SloConfig::default()
+    };
+    let engine = SloEngine::open(store, vec![slo], config, &dir.path().join("state")).unwrap();
+    engine.evaluate_at(outage_end).await;
+    assert_eq!(settle(&got, 1).await.len(), 1);
+    let id = engine.incidents(1).unwrap()[0].id;
+
+    engine
+        .resolve_at(id, "alice", "rolled back", outage_end + 10 * SEC)
+        .unwrap();
+    engine.flush_notifications(outage_end + 10 * SEC);
+    let payloads = settle(&got, 2).await;
+    assert_eq!(payloads.len(), 2, "{payloads:#?}");
+    let alert = &payloads[1]["alerts"][0];
+    assert_eq!(payloads[1]["status"], "resolved");
+    assert_eq!(alert["annotations"]["resolved_by"], "alice");
+    assert_eq!(alert["labels"]["severity"], "page");
+    assert_ne!(alert["endsAt"], "0001-01-01T00:00:00Z");
+    let inc = &engine.incidents(1).unwrap()[0];
+    assert_eq!((inc.id, inc.state.as_str()), (id, "resolved"));
+    let events: Vec<&str> = inc.timeline.iter().map(|t| t.event.as_str()).collect();
+    assert_eq!(
+        events.last(),
+        Some(&"notified"),
+        "the resolved notification"
+    );
+    let resolved = inc.timeline.iter().find(|t| t.event == "resolved").unwrap();
+    assert_eq!(
+        resolved.detail,
+        serde_json::json!({ "by": "alice", "manual": true, "note": "rolled back" })
+    );
+    // Twice is refused.
+    assert!(
+        engine
+            .resolve_at(id, "bob", "", outage_end + 20 * SEC)
+            .unwrap_err()
+            .contains("not open")
+    );
+
+    // Still burning: a new incident pages.
+    engine.evaluate_at(outage_end + 30 * SEC).await;
+    let list = engine.incidents(10).unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (list[0].state.as_str(), list[0].severity.as_str()),
+        ("open", "page")
+    );
+    let payloads = settle(&got, 3).await;
+    assert_eq!(payloads.len(), 3);
+    assert_eq!(payloads[2]["status"], "firing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_incident_escalates_deescalates_resolves_and_notifies_once_per_change() {
     let dir = tempfile::tempdir().unwrap();

@@ -223,6 +223,86 @@ pub fn http_requests(
     b.finish()
 }
 
+/// One call per request from `caller` to `callee` on `route`: a CLIENT span
+/// (`"POST {route}"`, `peer.service` = callee) in the caller and its child
+/// SERVER span in the callee, 30 ms long, in a trace of their own;
+/// `(start_ns, failed)`: a failed call has status ERROR and HTTP 503 on
+/// both spans. For service-map and dashboard tests.
+pub fn calls(caller: &str, callee: &str, route: &str, requests: &[(i64, bool)]) -> RecordBatch {
+    let mut b = SpansBuilder::new();
+    let caller_res = vec![Attr::new("service.name", caller)];
+    let callee_res = vec![Attr::new("service.name", callee)];
+    let name = format!("POST {route}");
+    let salt = caller.len() as u128 * 131 + callee.len() as u128 * 17 + route.len() as u128;
+    for (i, (start, failed)) in requests.iter().enumerate() {
+        let trace_id = (*start as u128 * 11 + (i as u128 + 1) * 1_000_003 + salt).to_be_bytes();
+        let client_id = (*start as u64 ^ (0xC1 << 56) ^ (i as u64 + 1)).to_be_bytes();
+        let server_id = (*start as u64 ^ (0x5E << 56) ^ (i as u64 + 1)).to_be_bytes();
+        let status = if *failed { "503" } else { "200" };
+        for (service, res, kind, id, parent, start_ns, len) in [
+            (
+                caller,
+                &caller_res,
+                SpanKind::Client,
+                client_id,
+                None,
+                *start,
+                32_000_000,
+            ),
+            (
+                callee,
+                &callee_res,
+                SpanKind::Server,
+                server_id,
+                Some(client_id),
+                start + 1_000_000,
+                30_000_000,
+            ),
+        ] {
+            let mut attributes = vec![
+                Attr::new("http.route", route),
+                Attr::new("http.request.method", "POST"),
+                Attr::new("http.response.status_code", status),
+            ];
+            if kind == SpanKind::Client {
+                attributes.push(Attr::new("peer.service", callee));
+            }
+            b.append(
+                &Origin {
+                    service_name: service,
+                    resource_attributes: res,
+                    scope_name: "",
+                    scope_version: "",
+                },
+                &SpanRecord {
+                    trace_id,
+                    span_id: id,
+                    parent_span_id: parent,
+                    trace_state: "",
+                    flags: 1,
+                    name: &name,
+                    kind,
+                    start_time_ns: start_ns,
+                    end_time_ns: start_ns + len,
+                    status_code: if *failed {
+                        StatusCode::Error
+                    } else {
+                        StatusCode::Unset
+                    },
+                    status_message: "",
+                    attributes,
+                    dropped_attributes_count: 0,
+                    events: vec![],
+                    dropped_events_count: 0,
+                    links: vec![],
+                    dropped_links_count: 0,
+                },
+            );
+        }
+    }
+    b.finish()
+}
+
 /// `n` log records starting at `base_ns`, one per millisecond.
 pub fn logs(seed: u64, n: usize, base_ns: i64) -> RecordBatch {
     let mut rng = Rng::new(seed.wrapping_add(11));

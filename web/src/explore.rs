@@ -136,6 +136,9 @@ pub struct TraceSearch {
     pub max_duration_ms: Option<f64>,
     /// Most traces returned [default 20, at most 1000].
     pub limit: Option<usize>,
+    /// `newest` (default: by the latest matching span) or `duration` (by
+    /// the longest matching span: the slowest first).
+    pub order: Option<String>,
 }
 
 /// Traces with a span matching every filter (and every `(key, value)` of
@@ -182,16 +185,26 @@ pub async fn search_traces(
         conds.push(attribute_condition(store::Table::Spans, k, v));
     }
     let limit = f.limit.unwrap_or(20).clamp(1, 1000);
+    let order = match f.order.as_deref() {
+        None | Some("newest") => "last",
+        Some("duration") => "longest",
+        Some(other) => {
+            return Err(ExploreError::BadRequest(format!(
+                "order {other:?}: use newest or duration"
+            )));
+        }
+    };
     let sql = format!(
-        "WITH hits AS (SELECT trace_id, max(start_time) AS last FROM spans WHERE {} GROUP BY trace_id ORDER BY last DESC LIMIT {limit}) \
+        "WITH hits AS (SELECT trace_id, max(start_time) AS last, max(duration_ns) AS longest FROM spans WHERE {} GROUP BY trace_id ORDER BY {order} DESC LIMIT {limit}) \
          SELECT s.trace_id, count(*) AS span_count, min(s.start_time) AS start_time, \
                 (max(arrow_cast(s.end_time, 'Int64')) - min(arrow_cast(s.start_time, 'Int64'))) / 1e6 AS duration_ms, \
                 sum(CASE WHEN s.status_code = 'ERROR' THEN 1 ELSE 0 END) AS error_spans, \
                 first_value(s.service_name ORDER BY s.start_time) AS root_service, \
-                first_value(s.name ORDER BY s.start_time) AS root_operation, max(h.last) AS last \
+                first_value(s.name ORDER BY s.start_time) AS root_operation, max(h.last) AS last, \
+                max(h.longest) / 1e6 AS longest_match_ms \
          FROM spans s JOIN hits h ON s.trace_id = h.trace_id \
          WHERE s.start_time >= to_timestamp_nanos({lo}) AND s.start_time < to_timestamp_nanos({hi}) \
-         GROUP BY s.trace_id ORDER BY last DESC, s.trace_id",
+         GROUP BY s.trace_id ORDER BY max(h.{order}) DESC, s.trace_id",
         conds.join(" AND "),
         lo = from_ns.saturating_sub(TRACE_MARGIN_NS),
         hi = to_ns.saturating_add(TRACE_MARGIN_NS),

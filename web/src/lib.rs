@@ -67,6 +67,15 @@ pub fn app(state: WebState) -> Router {
         .route("/slos", get(ui::slo_list))
         .route("/slos/{name}", get(ui::slo_page))
         .route("/incidents", get(ui::incident_list))
+        .route("/services/{name}", get(ui::services::service))
+        .route("/service-map", get(ui::services::map))
+        .route("/explore/metrics", get(ui::metrics::explore))
+        .route("/query", get(ui::query::console))
+        .route(
+            "/silences",
+            get(ui::silences::list).post(ui::silences::create),
+        )
+        .route("/silences/{id}/expire", post(ui::silences::expire))
         .route("/traces", get(ui::traces::search))
         .route("/logs", get(ui::logs::search))
         .route("/traces/{trace_id}", get(ui::traces::trace))
@@ -91,6 +100,7 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/slos/{name}", get(slos::one))
         .route("/api/v1/incidents", get(slos::incidents))
         .route("/api/v1/incidents/{id}/ack", post(slos::acknowledge))
+        .route("/api/v1/incidents/{id}/resolve", post(slos::resolve))
         .route("/api/v1/alerts", get(slos::alerts))
         .route("/api/v1/rules", get(slos::rules))
         .route(

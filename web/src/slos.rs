@@ -139,6 +139,47 @@ pub async fn acknowledge(
     ))
 }
 
+/// Body of the resolve call.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    /// Who resolves.
+    pub by: String,
+    /// Why (goes on the timeline).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// `POST /api/v1/incidents/{id}/resolve`: closes an open or acknowledged
+/// incident by hand; a resolved notification is sent.
+pub async fn resolve(
+    State(s): State<WebState>,
+    Path(id): Path<i64>,
+    body: Result<Json<Resolve>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(r) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let by = r.by.trim();
+    if by.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`by` must name who resolves",
+        ));
+    }
+    let note = r.note.as_deref().unwrap_or("").trim();
+    if note.len() > 2000 {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`note` is longer than 2000 bytes",
+        ));
+    }
+    engine(&s)?
+        .resolve(id, by, note)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "not_open", e))?;
+    Ok(Json(
+        serde_json::json!({ "id": id, "state": "resolved", "by": by }),
+    ))
+}
+
 /// `GET /api/v1/alerts`: every alert instance of the rule groups (pending,
 /// firing, recently resolved) with labels, annotations, value and times.
 pub async fn alerts(State(s): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {

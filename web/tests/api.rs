@@ -324,6 +324,8 @@ async fn openapi_document_lists_every_endpoint() {
         "/api/v1/slos",
         "/api/v1/slos/{name}",
         "/api/v1/incidents",
+        "/api/v1/incidents/{id}/ack",
+        "/api/v1/incidents/{id}/resolve",
     ] {
         assert!(
             paths.iter().any(|x| x.as_str() == p),
@@ -509,12 +511,12 @@ async fn slo_and_incident_endpoints() {
         (StatusCode::OK, serde_json::json!([]))
     );
 
-    let ack = |body: &'static str| {
+    let post = |path: &'static str, body: &'static str| {
         let s = s.clone();
         async move {
             let resp = app(s)
                 .oneshot(
-                    Request::post("/api/v1/incidents/7/ack")
+                    Request::post(path)
                         .header("content-type", "application/json")
                         .body(Body::from(body))
                         .unwrap(),
@@ -528,10 +530,26 @@ async fn slo_and_incident_endpoints() {
             (st, serde_json::from_slice::<serde_json::Value>(&b).unwrap())
         }
     };
-    let (st, v) = ack(r#"{"by": "alice"}"#).await;
+    let ack = "/api/v1/incidents/7/ack";
+    let (st, v) = post(ack, r#"{"by": "alice"}"#).await;
     assert_eq!(st, 409);
     assert_eq!(v["error"]["code"], "not_open");
-    let (st, v) = ack(r#"{"who": "alice"}"#).await;
+    let (st, v) = post(ack, r#"{"who": "alice"}"#).await;
     assert_eq!(st, 400);
     assert_eq!(v["error"]["code"], "invalid_body");
+    let resolve = "/api/v1/incidents/7/resolve";
+    let (st, v) = post(resolve, r#"{"by": "alice", "note": "fixed"}"#).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_open"))
+    );
+    let (st, v) = post(resolve, r#"{"by": " "}"#).await;
+    assert_eq!(st, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("who resolves"),
+        "{v}"
+    );
 }

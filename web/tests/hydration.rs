@@ -3,7 +3,10 @@
 //! errors, a table sorts when its header is clicked, the auto-refresh
 //! countdown pauses, and the on-call path works by clicking: overview ->
 //! the open page incident -> acknowledge it -> its example failing trace
-//! -> the trace's logs; and a log search leads back to the trace.
+//! -> the trace's logs; and a log search leads back to the trace; from the
+//! incident, a silence is created and expired, and the incident resolved,
+//! all by clicking; the overview leads to a service page, the service map
+//! to another service.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -280,6 +283,15 @@ async fn traffic(store: &Store, now: i64) {
         )
         .await
         .unwrap();
+    // Every tenth checkout charges a card with payments (and fails with it).
+    let charges: Vec<(i64, bool)> = checkouts.iter().copied().step_by(10).collect();
+    store
+        .write(
+            Table::Spans,
+            store::synth::calls("gateway", "payments", "/charge", &charges),
+        )
+        .await
+        .unwrap();
     for (svc, every) in [("catalog", 2), ("payments", 5)] {
         let t: Vec<(i64, bool)> = (0..3600 / every)
             .map(|i| (now - 3600 * SEC + i * every * SEC, false))
@@ -414,8 +426,8 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
     )
     .await;
     assert_eq!(s.console_errors().await, Vec::<String>::new());
-    s.type_into(".ack-name", "alice").await;
-    s.click(".ack-button").await;
+    s.type_into("input.ack-name", "alice").await;
+    s.click("button.ack-button").await;
     s.wait_for(
         "acknowledged after reload",
         "return document.body.textContent.includes('acknowledged by alice')",
@@ -478,6 +490,119 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
         &format!("return location.pathname === '/traces/{trace_id}'"),
     )
     .await;
+    // From the incident: silence its notifications, by clicking.
+    s.go(&format!("{base}/incidents?range=1h&refresh=0")).await;
+    s.hydrated().await;
+    s.click("a.silence-link").await;
+    s.wait_for(
+        "the silence form",
+        "return location.pathname === '/silences' && document.querySelector('input[name=matchers]')",
+    )
+    .await;
+    assert_eq!(
+        s.js("return document.querySelector('input[name=matchers]').value")
+            .await,
+        json!("slo=\"checkout-availability\"")
+    );
+    s.type_into("input[name=created_by]", "alice").await;
+    s.type_into("input[name=comment]", "fix is deploying").await;
+    s.click("button.create-silence").await;
+    s.wait_for(
+        "the new silence, active",
+        "return document.querySelector('#silence-list tr.created .badge.active')",
+    )
+    .await;
+    s.screenshot("silences").await;
+    s.click("#silence-list tr.created button.expire-button")
+        .await;
+    s.wait_for(
+        "the silence, expired",
+        "return document.querySelector('#silence-list .badge.expired') && !document.querySelector('#silence-list button.expire-button')",
+    )
+    .await;
+    // A form without a reason is refused in place.
+    s.type_into("input[name=matchers]", "service=\"payments\"")
+        .await;
+    s.type_into("input[name=created_by]", "bob").await;
+    s.click("button.create-silence").await;
+    let error = s
+        .wait_for(
+            "the form's error",
+            "return document.querySelector('#silence-error') && document.querySelector('#silence-error').textContent",
+        )
+        .await;
+    assert!(error.as_str().unwrap().contains("say why"), "{error}");
+    // The browser logs the 400 answer, and nothing else.
+    let logged = s.console_errors().await;
+    assert!(
+        logged.len() == 1 && logged[0].contains("status of 400"),
+        "{logged:?}"
+    );
+
+    // Resolve the incident by hand, with a note.
+    s.go(&format!("{base}/incidents?range=1h&refresh=0")).await;
+    s.hydrated().await;
+    s.type_into("input.resolve-note", "rolled back").await;
+    s.click("button.resolve-button").await;
+    s.wait_for(
+        "resolved after reload",
+        "return document.querySelector('#incident-1 .badge.resolved') && document.body.textContent.includes('note: rolled back')",
+    )
+    .await;
+    assert_eq!(
+        s.js("return document.querySelectorAll('#incident-1 button.resolve-button').length")
+            .await,
+        json!(0)
+    );
+    assert_eq!(s.console_errors().await, Vec::<String>::new());
+
+    // Overview -> a service page by clicking; its operations table sorts.
+    s.go(&format!("{base}/?range=1h&refresh=0")).await;
+    s.hydrated().await;
+    s.click("#services-table a[href^='/services/gateway']")
+        .await;
+    s.wait_for(
+        "the gateway page",
+        "return location.pathname === '/services/gateway' && document.documentElement.dataset.hydrated === 'true'",
+    )
+    .await;
+    assert_eq!(s.console_errors().await, Vec::<String>::new());
+    let callees = s
+        .js("return [...document.querySelectorAll('#callees-table tbody tr td:nth-child(2)')].map(td => td.textContent)")
+        .await;
+    assert_eq!(callees, json!(["payments"]));
+    s.click("#operations-table th:nth-child(2)").await;
+    let mark = s
+        .js("return document.querySelector('#operations-table th:nth-child(2)').textContent")
+        .await;
+    assert_eq!(mark, json!("requests ▲"));
+    s.screenshot("service").await;
+    // The service map; a click on a service opens its page.
+    s.click("header a[href^='/service-map']").await;
+    s.wait_for(
+        "the service map",
+        "return location.pathname === '/service-map' && document.querySelector('svg.graph')",
+    )
+    .await;
+    assert_eq!(
+        s.js("return document.querySelector('g.call[data-to=payments] path').classList.contains('error')")
+            .await,
+        json!(true)
+    );
+    s.screenshot("service-map").await;
+    s.click("svg.graph a[data-service=payments] rect").await;
+    s.wait_for(
+        "the payments page",
+        "return location.pathname === '/services/payments'",
+    )
+    .await;
+    s.hydrated().await;
+    let callers = s
+        .js("return [...document.querySelectorAll('#callers-table tbody tr td:first-child')].map(td => td.textContent)")
+        .await;
+    assert_eq!(callers, json!(["gateway"]));
+    assert_eq!(s.console_errors().await, Vec::<String>::new());
+
     // A bad severity is explained in the page, with 400.
     let r = reqwest::get(format!("{base}/logs?severity=LOUD"))
         .await

@@ -94,6 +94,34 @@ async fn pages_render_in_chromium() {
     .unwrap();
     let now = now_ns();
     store.write(Table::Spans, checkouts(now)).await.unwrap();
+    // gateway calls payments (failing with the checkouts) and catalog.
+    let hour: Vec<(i64, bool)> = (0..3600i64)
+        .map(|i| (now - 3600 * SEC + i * SEC, i >= 3000))
+        .collect();
+    store
+        .write(
+            Table::Spans,
+            store::synth::calls("gateway", "payments", "/charge", &hour),
+        )
+        .await
+        .unwrap();
+    let fine: Vec<(i64, bool)> = hour.iter().step_by(2).map(|(t, _)| (*t, false)).collect();
+    store
+        .write(
+            Table::Spans,
+            store::synth::calls("gateway", "catalog", "/products", &fine),
+        )
+        .await
+        .unwrap();
+    for m in 1..=10 {
+        store
+            .write(
+                Table::MetricPoints,
+                store::synth::metric_points(now - m * 60 * SEC),
+            )
+            .await
+            .unwrap();
+    }
     let rules = std::path::Path::new(
         &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
     )
@@ -127,19 +155,42 @@ async fn pages_render_in_chromium() {
 
     let b = browser.clone();
     let base2 = base.clone();
+    let abs_from = slo_engine::notify::rfc3339(now - 2 * 3600 * SEC);
+    let abs_to = slo_engine::notify::rfc3339(now - 1800 * SEC);
     let pages = tokio::task::spawn_blocking(move || {
         [
-            ("overview", "/?refresh=0"),
-            ("slo", "/slos/checkout-availability?refresh=0"),
-            ("slos", "/slos?refresh=0"),
-            ("incidents", "/incidents?refresh=0"),
-            ("missing", "/slos/nope"),
+            ("overview", "/?refresh=0".to_string()),
+            ("slo", "/slos/checkout-availability?refresh=0".to_string()),
+            ("slos", "/slos?refresh=0".to_string()),
+            ("incidents", "/incidents?refresh=0".to_string()),
+            ("missing", "/slos/nope".to_string()),
+            ("service", "/services/gateway?refresh=0".to_string()),
+            ("service-map", "/service-map?refresh=0".to_string()),
+            ("metrics", "/explore/metrics?refresh=0&name=queue.depth&group_by=service.name".to_string()),
+            (
+                "query",
+                "/query?refresh=0&sql=SELECT+service_name%2C+count(*)+AS+n+FROM+spans+WHERE+start_time+%3E%3D+%24from+GROUP+BY+1+ORDER+BY+1".to_string(),
+            ),
+            ("silences", "/silences?refresh=0".to_string()),
+            ("absolute", format!("/services/gateway?refresh=0&from={abs_from}&to={abs_to}")),
         ]
         .map(|(name, path)| browse(&b, &format!("{base2}{path}"), name))
     })
     .await
     .unwrap();
-    let [overview, slo, slos, incidents, missing] = pages;
+    let [
+        overview,
+        slo,
+        slos,
+        incidents,
+        missing,
+        service,
+        map,
+        metrics,
+        query,
+        silences,
+        absolute,
+    ] = pages;
 
     // Overview: the open page incident on top, SLOs, services with RED.
     assert!(overview.contains("<h1>Overview</h1>"), "{overview}");
@@ -148,7 +199,7 @@ async fn pages_render_in_chromium() {
     assert!(open.contains("badge page"), "{open}");
     assert!(overview.contains("Checkout availability"));
     assert!(
-        overview.contains("<td class=\"\">gateway</td>"),
+        overview.contains("<a href=\"/services/gateway?range=1h&amp;refresh=0\">gateway</a>"),
         "{overview}"
     );
     assert!(overview.contains("class=\"sparkline\""), "{overview}");
@@ -159,6 +210,10 @@ async fn pages_render_in_chromium() {
     assert!(slo.contains("firing"), "{slo}");
     assert!(slo.contains("id=\"budget-left\""), "{slo}");
     assert!(slo.contains("class=\"burndown\""), "{slo}");
+    // The SLI over the window, against the objective.
+    let sli = &slo[slo.find("id=\"sli\"").expect("SLI chart")..];
+    assert!(sli.contains("<polyline"), "{sli}");
+    assert!(sli.contains("objective"), "{sli}");
     // 600 bad of 3600: SLI 83.33%.
     assert!(slo.contains("83.33%"), "{slo}");
 
@@ -173,6 +228,90 @@ async fn pages_render_in_chromium() {
 
     // Errors are shown in the page, never a blank one.
     assert!(missing.contains("No SLO named"), "{missing}");
+
+    // Service page: RED summary and charts, operations, dependencies,
+    // recent errors, slowest traces.
+    assert!(service.contains("id=\"service-name\">gateway"), "{service}");
+    for id in ["rate-chart", "error-chart", "latency-chart"] {
+        let chart = &service[service.find(&format!("id=\"{id}\"")).unwrap()..];
+        assert!(
+            chart[..chart.find("</figure>").unwrap()].contains("<polyline"),
+            "{id}"
+        );
+    }
+    let ops = &service[service.find("id=\"operations-table\"").unwrap()..];
+    assert!(ops.contains("POST /api/checkout"), "{ops}");
+    let callees = &service[service.find("id=\"callees-table\"").unwrap()..];
+    assert!(
+        callees.contains(">payments</a>") && callees.contains(">catalog</a>"),
+        "{callees}"
+    );
+    let errors = &service[service.find("id=\"error-traces\"").unwrap()..];
+    assert!(errors.contains("class=\"trace-link\""), "{errors}");
+    assert!(service.contains("id=\"slow-traces\""), "{service}");
+
+    // Service map: gateway -> payments in red (it fails 1 in 6), -> catalog not.
+    assert!(map.contains("class=\"graph\""), "{map}");
+    let call = |to: &str| {
+        let at = map
+            .find(&format!("data-from=\"gateway\" data-to=\"{to}\""))
+            .unwrap_or_else(|| panic!("no edge to {to}: {map}"));
+        map[at..at + map[at..].find("</g>").unwrap()].to_string()
+    };
+    assert!(
+        call("payments").contains("class=\"edge error\""),
+        "{}",
+        call("payments")
+    );
+    assert!(
+        call("catalog").contains("class=\"edge\""),
+        "{}",
+        call("catalog")
+    );
+    assert!(
+        map.contains("data-service=\"payments\" class=\"node error\""),
+        "{map}"
+    );
+    assert!(map.contains("id=\"edges-table\""), "{map}");
+
+    // Metrics: the gauge charted by service, its latest value.
+    assert!(metrics.contains("id=\"metric-chart\""), "{metrics}");
+    let groups = &metrics[metrics.find("id=\"metric-groups\"").unwrap()..];
+    assert!(groups.contains("service.name=payments"), "{groups}");
+    assert!(groups.contains(">42<"), "{groups}");
+
+    // Query console: the result as a table and as bars.
+    let results = &query[query.find("id=\"query-results\"").expect("results")..];
+    assert!(results.contains("<td>gateway</td>"), "{results}");
+    assert!(
+        query.contains("<svg id=\"query-chart\"") && query.contains("class=\"bars\""),
+        "{query}"
+    );
+
+    // Silences: none yet, and the form.
+    assert!(silences.contains("No silences."), "{silences}");
+    assert!(silences.contains("name=\"matchers\""), "{silences}");
+
+    // An absolute range: the picker shows it, the charts span it.
+    assert!(absolute.contains("label class=\"on\""), "{absolute}");
+    assert!(absolute.contains("id=\"rate-chart\""), "{absolute}");
+
+    // Errors in place, with the right status.
+    let bad_sql = reqwest::get(format!("{base}/query?sql=DROP+TABLE+spans"))
+        .await
+        .unwrap();
+    assert_eq!(bad_sql.status(), 400);
+    assert!(bad_sql.text().await.unwrap().contains("id=\"query-error\""));
+    let r = reqwest::get(format!("{base}/explore/metrics?name=nope"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("No metric named nope"));
+    let r = reqwest::get(format!("{base}/?from=yesterday"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("is not a time"));
 
     // Deep links keep the view: a bad range is explained, in the page.
     let r = reqwest::get(format!("{base}/?range=forever"))

@@ -8,7 +8,7 @@
 //!
 //! - [`AutoRefresh`]: a countdown that reloads the page, with pause/resume.
 //! - [`SortableTable`]: a table whose column headers sort it.
-//! - [`AckButton`]: acknowledges an incident through the JSON API.
+//! - [`IncidentAction`]: acknowledges or resolves an incident through the JSON API.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -248,34 +248,51 @@ pub fn SortableTable(
     }
 }
 
-/// Acknowledges incident `id` as the name typed in (kept in the browser
-/// for next time), then reloads the page to show the new state.
+/// Acknowledges (`action` = `ack`) or resolves (`resolve`) incident `id`
+/// as the name typed in (kept in the browser for next time), with an
+/// optional note for a resolve, through the JSON API; then reloads the
+/// page to show the new state.
 #[island]
-pub fn AckButton(
+pub fn IncidentAction(
     /// The incident.
     id: i64,
+    /// `ack` or `resolve`.
+    action: String,
 ) -> impl IntoView {
     let (who, set_who) = signal(String::new());
+    let (note, set_note) = signal(String::new());
     let (message, set_message) = signal(String::new());
     Effect::new(move |_| {
         if let Some(name) = stored_name() {
             set_who.set(name);
         }
     });
-    let ack = move |_| {
+    let resolving = action == "resolve";
+    let (label, doing) = if resolving {
+        ("Resolve", "resolving…")
+    } else {
+        ("Acknowledge", "acknowledging…")
+    };
+    let path = StoredValue::new(format!("/api/v1/incidents/{id}/{action}"));
+    let run = move |_| {
         let by = who.get_untracked().trim().to_string();
         if by.is_empty() {
             set_message.set("type your name first".into());
             return;
         }
-        set_message.set("acknowledging…".into());
+        set_message.set(doing.into());
+        let mut body = serde_json::json!({ "by": by });
+        let n = note.get_untracked().trim().to_string();
+        if resolving && !n.is_empty() {
+            body["note"] = serde_json::Value::String(n);
+        }
+        let url = path.get_value();
         #[cfg(not(feature = "hydrate"))]
-        let _ = id;
+        let _ = (url, body);
         #[cfg(feature = "hydrate")]
         wasm_bindgen_futures::spawn_local(async move {
             remember_name(&by);
-            let body = serde_json::json!({ "by": by }).to_string();
-            match browser::post_json(&format!("/api/v1/incidents/{id}/ack"), &body).await {
+            match browser::post_json(&url, &body.to_string()).await {
                 Ok(status) if (200..300).contains(&status) => {
                     let _ = window().location().reload();
                 }
@@ -285,18 +302,29 @@ pub fn AckButton(
         });
     };
     view! {
-        <span class="ack">
+        <span class=format!("incident-action {action}")>
             <input
                 type="text"
-                class="ack-name"
+                class=format!("{action}-name")
                 placeholder="your name"
                 prop:value=who
                 on:input=move |ev| set_who.set(event_target_value(&ev))
             />
-            <button type="button" class="ack-button" on:click=ack>
-                "Acknowledge"
+            {resolving.then(|| view! {
+                " "
+                <input
+                    type="text"
+                    class="resolve-note"
+                    placeholder="note (optional)"
+                    prop:value=note
+                    on:input=move |ev| set_note.set(event_target_value(&ev))
+                />
+            })}
+            " "
+            <button type="button" class=format!("{action}-button") on:click=run>
+                {label}
             </button>
-            <span class="ack-message muted">{message}</span>
+            <span class=format!("{action}-message muted")>{message}</span>
         </span>
     }
 }

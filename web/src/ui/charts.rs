@@ -63,9 +63,461 @@ pub fn BurnDown(points: Vec<BurnPoint>, objective: f64) -> impl IntoView {
     .into_any()
 }
 
+/// Series colours, in order.
+pub const COLORS: [&str; 8] = [
+    "#3b6fd8", "#d93025", "#1e8e3e", "#e37400", "#9334e6", "#129eaf", "#b0607a", "#5b6475",
+];
+
+/// A "nice" axis maximum at or above `v`: 1, 2 or 5 times a power of ten.
+pub fn nice_max(v: f64) -> f64 {
+    if !v.is_finite() || v <= 0.0 {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|c| *c >= v * (1.0 - 1e-12))
+        .unwrap_or(10.0 * p)
+}
+
+/// A number for an axis or a label: short, without noise digits.
+pub fn short(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 1e9 {
+        format!("{:.1}G", v / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1}k", v / 1e3)
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        format!("{v:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
+/// A time label for an axis spanning `span_ns`: `HH:MM` within two days,
+/// `MM-DD HH:MM` beyond (UTC).
+pub fn time_label(ns: i64, span_ns: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_nanos(ns);
+    if span_ns > 2 * 86_400_000_000_000 {
+        t.format("%m-%d %H:%M").to_string()
+    } else {
+        t.format("%H:%M").to_string()
+    }
+}
+
+/// One line of a [`TimeSeries`]: `(time ns, value)`; `None` is a gap.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Legend text.
+    pub name: String,
+    /// Points in time order.
+    pub points: Vec<(i64, Option<f64>)>,
+}
+
+/// The polylines of `points` (split at gaps) in a plot of `w` x `h`.
+fn segments(
+    points: &[(i64, Option<f64>)],
+    (from, to): (i64, i64),
+    (w, h): (f64, f64),
+    (lo, hi): (f64, f64),
+) -> Vec<String> {
+    let span = (to - from).max(1) as f64;
+    let mut out = Vec::new();
+    let mut cur: Vec<String> = Vec::new();
+    for (t, v) in points {
+        match v.filter(|v| v.is_finite()) {
+            Some(v) => {
+                let x = ((*t - from) as f64 / span).clamp(0.0, 1.0) * w;
+                let y = h - ((v - lo) / (hi - lo).max(f64::MIN_POSITIVE)).clamp(0.0, 1.0) * h;
+                cur.push(format!("{x:.1},{y:.1}"));
+            }
+            None => {
+                if !cur.is_empty() {
+                    out.push(cur.join(" "));
+                    cur.clear();
+                }
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur.join(" "));
+    }
+    out
+}
+
+/// A time-series chart: lines over `[from_ns, to_ns)` with a y axis from
+/// zero (in `unit`), time labels (UTC), grid lines and a legend. A single
+/// point in a segment is drawn as a dot.
+#[component]
+pub fn TimeSeries(
+    /// Element id.
+    id: String,
+    /// Title above the chart.
+    title: String,
+    /// Unit of the y axis (`req/s`, `ms`, `%`).
+    unit: String,
+    /// Window start, ns.
+    from_ns: i64,
+    /// Window end, ns.
+    to_ns: i64,
+    /// The lines.
+    lines: Vec<Line>,
+    /// The y axis' bottom and top [default: zero to a round number above
+    /// the largest value].
+    #[prop(optional)]
+    y_range: Option<(f64, f64)>,
+) -> impl IntoView {
+    let (left, top, w, h) = (52.0, 8.0, 720.0, 140.0);
+    let max = lines
+        .iter()
+        .flat_map(|l| l.points.iter().filter_map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let (lo, hi) = y_range.unwrap_or((0.0, nice_max(max)));
+    let has_data = lines.iter().any(|l| l.points.iter().any(|p| p.1.is_some()));
+    let grid = [0.0, 0.5, 1.0]
+        .into_iter()
+        .map(|f| {
+            let y = top + h - f * h;
+            view! {
+                <line x1=left x2=left + w y1=y y2=y stroke="#eef0f4"/>
+                <text x=left - 6.0 y=y + 4.0 text-anchor="end">{short(lo + (hi - lo) * f)}</text>
+            }
+        })
+        .collect_view();
+    let span = to_ns - from_ns;
+    let ticks = (0..=4)
+        .map(|i| {
+            let t = from_ns + span / 4 * i;
+            let x = left + w * i as f64 / 4.0;
+            let anchor = match i {
+                0 => "start",
+                4 => "end",
+                _ => "middle",
+            };
+            view! { <text x=x y=top + h + 16.0 text-anchor=anchor>{time_label(t, span)}</text> }
+        })
+        .collect_view();
+    let paths = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let color = COLORS[i % COLORS.len()];
+            segments(&l.points, (from_ns, to_ns), (w, h), (lo, hi))
+                .into_iter()
+                .map(|seg| {
+                    if !seg.contains(' ') {
+                        let (x, y) = seg.split_once(',').unwrap_or(("0", "0"));
+                        let (x, y) = (
+                            x.parse::<f64>().unwrap_or(0.0),
+                            y.parse::<f64>().unwrap_or(0.0),
+                        );
+                        return view! { <circle cx=left + x cy=top + y r="2" fill=color/> }
+                            .into_any();
+                    }
+                    view! {
+                        <polyline
+                            transform=format!("translate({left},{top})")
+                            points=seg
+                            fill="none"
+                            stroke=color
+                            stroke-width="1.5"
+                        >
+                            <title>{l.name.clone()}</title>
+                        </polyline>
+                    }
+                    .into_any()
+                })
+                .collect_view()
+        })
+        .collect_view();
+    let legend = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let last = l.points.iter().rev().find_map(|p| p.1);
+            let style = format!("background:{}", COLORS[i % COLORS.len()]);
+            view! { <span><i style=style></i>{l.name.clone()} " " <b>{last.map(short).unwrap_or_else(|| "–".into())}</b></span> }
+        })
+        .collect_view();
+    view! {
+        <figure class="chart" id=id>
+            <figcaption>{title} <span class="muted">" (" {unit} ")"</span></figcaption>
+            <svg width="780" height="172" viewBox="0 0 780 172" role="img">
+                {grid}
+                {ticks}
+                {paths}
+                {(!has_data).then(|| view! { <text x="380" y="80" text-anchor="middle">"no data in this range"</text> })}
+            </svg>
+            <div class="legend">{legend}</div>
+        </figure>
+    }
+}
+
+/// Horizontal bars: one per `(label, value)`, longest scaled to the width.
+#[component]
+pub fn Bars(
+    /// Element id.
+    id: String,
+    /// Bars in the order shown.
+    items: Vec<(String, f64)>,
+    /// Unit after each value.
+    unit: String,
+) -> impl IntoView {
+    let hi = items
+        .iter()
+        .map(|i| i.1)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let hi = if hi > 0.0 { hi } else { 1.0 };
+    let height = 22 * items.len().max(1) + 4;
+    let bars = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, v))| {
+            let y = 4.0 + 22.0 * i as f64;
+            let bw = (v.max(0.0) / hi * 440.0).max(1.0);
+            view! {
+                <text x="196" y=y + 13.0 text-anchor="end">{label}</text>
+                <rect x="204" y=y width=format!("{bw:.1}") height="16" fill=COLORS[0] rx="2"/>
+                <text x=format!("{:.1}", 208.0 + bw) y=y + 13.0>{format!("{} {unit}", short(v))}</text>
+            }
+        })
+        .collect_view();
+    view! {
+        <svg class="bars" id=id width="780" height=height viewBox=format!("0 0 780 {height}") role="img">
+            {bars}
+        </svg>
+    }
+}
+
+/// A service in the [`ServiceGraph`].
+#[derive(Debug, Clone)]
+pub struct GraphNode {
+    /// Service name.
+    pub name: String,
+    /// Second line (RED of the service), if known.
+    pub detail: String,
+    /// Whether to highlight it as failing.
+    pub error: bool,
+    /// Where a click goes.
+    pub href: String,
+}
+
+/// A call between two services in the [`ServiceGraph`].
+#[derive(Debug, Clone)]
+pub struct GraphEdge {
+    /// Caller.
+    pub from: String,
+    /// Callee.
+    pub to: String,
+    /// Label (RED of the calls).
+    pub label: String,
+    /// Calls per second (line width).
+    pub rate: f64,
+    /// Whether to highlight it as failing.
+    pub error: bool,
+    /// The callee is not instrumented (dashed).
+    pub unobserved: bool,
+}
+
+/// Columns of a layered layout: each node one column right of its
+/// furthest caller (cycles are cut after as many rounds as there are
+/// nodes), rows by name within a column.
+pub fn layers(nodes: &[String], edges: &[(String, String)]) -> Vec<Vec<String>> {
+    let mut depth: std::collections::BTreeMap<&str, usize> =
+        nodes.iter().map(|n| (n.as_str(), 0)).collect();
+    for _ in 0..nodes.len() {
+        let mut changed = false;
+        for (a, b) in edges {
+            let (Some(&da), Some(&db)) = (depth.get(a.as_str()), depth.get(b.as_str())) else {
+                continue;
+            };
+            if a != b && db < da + 1 && da + 1 < nodes.len() {
+                depth.insert(b.as_str(), da + 1);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let cols = depth.values().copied().max().map_or(0, |m| m + 1);
+    let mut out = vec![Vec::new(); cols];
+    for (n, d) in depth {
+        out[d].push(n.to_string());
+    }
+    out
+}
+
+/// The service dependency graph: services in columns by call depth, calls
+/// as curves (width by rate, red when failing, dashed to uninstrumented
+/// services) labelled with their RED; each service links to its page.
+#[component]
+pub fn ServiceGraph(nodes: Vec<GraphNode>, edges: Vec<GraphEdge>) -> impl IntoView {
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let pairs: Vec<(String, String)> = edges
+        .iter()
+        .map(|e| (e.from.clone(), e.to.clone()))
+        .collect();
+    let cols = layers(&names, &pairs);
+    let (nw, nh, cw, rh) = (160.0, 40.0, 390.0, 70.0);
+    let mut pos = std::collections::HashMap::new();
+    for (c, col) in cols.iter().enumerate() {
+        for (r, n) in col.iter().enumerate() {
+            pos.insert(n.clone(), (20.0 + cw * c as f64, 20.0 + rh * r as f64));
+        }
+    }
+    let rows = cols.iter().map(Vec::len).max().unwrap_or(0);
+    let width = (40.0 + cw * cols.len() as f64).max(400.0);
+    let height = 40.0 + rh * rows as f64;
+    let max_rate = edges.iter().map(|e| e.rate).fold(0.0, f64::max);
+    let edge_views = edges
+        .iter()
+        .filter_map(|e| {
+            let (x1, y1) = *pos.get(&e.from)?;
+            let (x2, y2) = *pos.get(&e.to)?;
+            let (sx, sy, ex, ey) = (x1 + nw, y1 + nh / 2.0, x2, y2 + nh / 2.0);
+            let bend = ((ex - sx).abs() / 2.0).max(60.0);
+            let d = format!(
+                "M{sx:.1},{sy:.1} C{:.1},{sy:.1} {:.1},{ey:.1} {ex:.1},{ey:.1}",
+                sx + bend,
+                ex - bend
+            );
+            let width = if max_rate > 0.0 { 1.0 + 4.0 * (e.rate / max_rate).sqrt() } else { 1.0 };
+            let class = format!(
+                "edge{}{}",
+                if e.error { " error" } else { "" },
+                if e.unobserved { " unobserved" } else { "" }
+            );
+            let label_class = if e.error { "edge-label error" } else { "edge-label" };
+            let (mx, my) = ((sx + ex) / 2.0, (sy + ey) / 2.0 - 4.0);
+            Some(view! {
+                <g class="call" data-from=e.from.clone() data-to=e.to.clone()>
+                    <path class=class d=d stroke-width=format!("{width:.1}") marker-end="url(#arrow)">
+                        <title>{format!("{} → {}: {}", e.from, e.to, e.label)}</title>
+                    </path>
+                    <text class=label_class x=mx y=my text-anchor="middle">{e.label.clone()}</text>
+                </g>
+            })
+        })
+        .collect_view();
+    let node_views = nodes
+        .into_iter()
+        .filter_map(|n| {
+            let (x, y) = *pos.get(&n.name)?;
+            let class = if n.error { "node error" } else { "node" };
+            Some(view! {
+                <a href=n.href.clone() class=class data-service=n.name.clone()>
+                    <rect x=x y=y width=nw height=nh rx="6"/>
+                    <text class="name" x=x + 8.0 y=y + 16.0>{n.name.clone()}</text>
+                    <text x=x + 8.0 y=y + 32.0>{n.detail.clone()}</text>
+                </a>
+            })
+        })
+        .collect_view();
+    view! {
+        <svg class="graph" width=width height=height viewBox=format!("0 0 {width} {height}") role="img">
+            <defs>
+                <marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto-start-reverse">
+                    <path d="M 0 0 L 10 5 L 0 10 z" fill="#8a93a6"/>
+                </marker>
+            </defs>
+            {edge_views}
+            {node_views}
+        </svg>
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axis_maxima_and_labels_are_round() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(7.3), 10.0);
+        assert_eq!(nice_max(10.0), 10.0);
+        assert_eq!(nice_max(0.013), 0.02);
+        assert_eq!(nice_max(420.0), 500.0);
+        assert_eq!(short(1500.0), "1500");
+        assert_eq!(short(25_000.0), "25.0k");
+        assert_eq!(short(2.50), "2.5");
+        assert_eq!(short(0.25), "0.25");
+        assert_eq!(short(0.99675), "0.997");
+        assert_eq!(short(0.00012), "1.2e-4");
+    }
+
+    #[test]
+    fn gaps_split_lines_and_values_scale_into_the_plot() {
+        let pts = [
+            (0, Some(0.0)),
+            (10, Some(5.0)),
+            (20, None),
+            (30, Some(10.0)),
+            (40, Some(10.0)),
+        ];
+        let s = segments(&pts, (0, 40), (100.0, 10.0), (0.0, 10.0));
+        assert_eq!(s, vec!["0.0,10.0 25.0,5.0", "75.0,0.0 100.0,0.0"]);
+        let html = view! {
+            <TimeSeries id="c".to_string() title="Rate".to_string() unit="req/s".to_string()
+                from_ns=0 to_ns=40 lines=vec![Line { name: "gateway".into(), points: pts.to_vec() }]/>
+        }
+        .to_html();
+        assert_eq!(html.matches("<polyline").count(), 2, "{html}");
+        assert!(html.contains("gateway"), "{html}");
+        let empty = view! {
+            <TimeSeries id="c".to_string() title="Rate".to_string() unit="req/s".to_string()
+                from_ns=0 to_ns=40 lines=vec![]/>
+        }
+        .to_html();
+        assert!(empty.contains("no data in this range"), "{empty}");
+    }
+
+    #[test]
+    fn layers_follow_calls_and_survive_cycles() {
+        let n = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let cols = layers(
+            &n(&["cart", "catalog", "gateway", "inventory", "orders"]),
+            &e(&[
+                ("gateway", "cart"),
+                ("gateway", "orders"),
+                ("cart", "catalog"),
+                ("catalog", "inventory"),
+                ("orders", "inventory"),
+            ]),
+        );
+        assert_eq!(
+            cols,
+            vec![
+                n(&["gateway"]),
+                n(&["cart", "orders"]),
+                n(&["catalog"]),
+                n(&["inventory"])
+            ]
+        );
+        // A cycle does not loop forever; every node is placed once.
+        let cols = layers(&n(&["a", "b"]), &e(&[("a", "b"), ("b", "a")]));
+        assert_eq!(cols.iter().map(Vec::len).sum::<usize>(), 2);
+    }
 
     #[test]
     fn polyline_scales_into_the_box() {

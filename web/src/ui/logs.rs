@@ -36,6 +36,7 @@ pub async fn search(
     State(s): State<WebState>,
     Query(v): Query<ViewParams>,
     Query(f): Query<LogForm>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
     let view = match v.resolve() {
         Ok(v) => v,
@@ -124,8 +125,7 @@ pub async fn search(
         <h1>"Logs"</h1>
         <section>
             <form method="get" action="/logs" class="search">
-                <input type="hidden" name="range" value=view.range.clone()/>
-                <input type="hidden" name="refresh" value="0"/>
+                {view.hidden_fields()}
                 <label>"text " <input name="q" value=val(&f.q)/></label>
                 <label>" regex " <input name="regex" value=val(&f.regex)/></label>
                 <label>" severity ≥ "
@@ -146,5 +146,10 @@ pub async fn search(
         <section>{results}</section>
     }
     .to_html();
-    page("Logs", Some(&view), "/logs", body)
+    page(
+        "Logs",
+        Some(&view),
+        &super::own_path("/logs", raw.as_deref()),
+        body,
+    )
 }

@@ -26,10 +26,14 @@ use crate::WebState;
 pub mod assets;
 mod charts;
 pub mod logs;
+pub mod metrics;
+pub mod query;
+pub mod services;
+pub mod silences;
 pub mod traces;
 
-use charts::{BurnDown, Sparkline};
-use web_islands::{AckButton, AutoRefresh, Cell, SortableTable};
+use charts::{BurnDown, Sparkline, TimeSeries};
+use web_islands::{AutoRefresh, Cell, IncidentAction, SortableTable};
 
 const STYLE: &str = r#"
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
@@ -53,7 +57,14 @@ th{font-weight:600;color:#5b6475}td.num{text-align:right;font-variant-numeric:ta
 .waterfall .bar{position:absolute;top:0;bottom:0;background:#3b6fd8;border-radius:2px;min-width:2px}
 .waterfall .failed .bar{background:#d93025}.waterfall .dur{width:90px}
 .span-detail{margin:4px 0 10px 24px;font-size:13px}table.kv td{font-family:ui-monospace,monospace;font-size:12px}
-form.search label{margin-right:6px}table.sortable th{cursor:pointer;user-select:none}
+form.search label{margin-right:6px}.range-links a{margin-right:8px}.range-links a.on{font-weight:700}
+form.range-form{display:inline-block;margin-left:12px}form.range-form label.on{font-weight:700}.ranges{margin-bottom:8px}
+svg text{font:11px system-ui,sans-serif;fill:#5b6475}.legend span{margin-right:12px;font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
+.charts{display:grid;grid-template-columns:1fr;gap:8px}.grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+textarea.sql{width:100%;font-family:ui-monospace,monospace;font-size:13px}pre.sql{white-space:pre-wrap}
+.graph .node rect{fill:#fff;stroke:#8a93a6;stroke-width:1.5}.graph .node.error rect{stroke:#d93025;stroke-width:2.5}
+.graph .edge{fill:none;stroke:#8a93a6}.graph .edge.error{stroke:#d93025}.graph .edge.unobserved{stroke-dasharray:5 4}
+.graph text.name{font-weight:600;fill:#1d2330;font-size:12px}.graph text.edge-label{paint-order:stroke;stroke:#fff;stroke-width:4px}.graph text.edge-label.error{fill:#b3261e}table.sortable th{cursor:pointer;user-select:none}
 "#;
 
 /// Query parameters every page takes.
@@ -61,50 +72,163 @@ form.search label{margin-right:6px}table.sortable th{cursor:pointer;user-select:
 pub struct ViewParams {
     /// Relative range ending now (or at `to`): `15m`, `1h`, `6h`, `24h`, `7d`.
     pub range: Option<String>,
-    /// End of the range: RFC 3339 or ns since the epoch [default: now].
+    /// Start of an absolute range: RFC 3339, `YYYY-MM-DDTHH:MM` (UTC, as a
+    /// browser's date-time field sends it) or ns since the epoch; with it,
+    /// the range is `from` to `to` and `range` is ignored.
+    pub from: Option<String>,
+    /// End of the range: like `from` [default: now].
     pub to: Option<String>,
     /// Auto-refresh period in seconds; 0 turns it off [default: 30].
     pub refresh: Option<u64>,
 }
 
-struct View {
-    window: Window,
-    range: String,
-    refresh: u64,
-    query: String,
+/// A resolved view: the window, and how to say it again in a URL.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The time window shown.
+    pub window: Window,
+    /// The relative range (`1h`), or `custom` for an absolute one.
+    pub range: String,
+    /// Seconds between refreshes (0: off).
+    pub refresh: u64,
+    /// The view as a query string (`range=1h&refresh=30[&from=..][&to=..]`).
+    pub query: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Parses a view time: ns since the epoch, RFC 3339, or a date-time field's
+/// `YYYY-MM-DDTHH:MM[:SS]` read as UTC.
+fn view_time(name: &str, t: &str) -> Result<i64, String> {
+    let t = t.trim();
+    if let Ok(ns) = crate::api::parse_time(name, t) {
+        return Ok(ns);
+    }
+    for f in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Some(ns) = chrono::NaiveDateTime::parse_from_str(t, f)
+            .ok()
+            .and_then(|d| d.and_utc().timestamp_nanos_opt())
+        {
+            return Ok(ns);
+        }
+    }
+    Err(format!(
+        "{name}={t:?} is not a time: use RFC 3339 (2026-11-21T10:00:00Z), YYYY-MM-DDTHH:MM (UTC) or ns since the epoch"
+    ))
+}
+
+/// `ns` as a date-time field's value (`YYYY-MM-DDTHH:MM`, UTC).
+fn field_time(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .format("%Y-%m-%dT%H:%M")
+        .to_string()
 }
 
 impl ViewParams {
-    fn resolve(&self) -> Result<View, String> {
-        let range = self.range.clone().unwrap_or_else(|| "1h".into());
-        let len = humantime::parse_duration(&range)
-            .map_err(|e| format!("range {range:?}: {e} (try 15m, 1h, 24h)"))?;
-        if len < Duration::from_secs(60) || len > Duration::from_secs(90 * 86400) {
-            return Err(format!("range {range:?} must be between 1m and 90d"));
-        }
-        let to = match &self.to {
-            Some(t) => crate::api::parse_time("to", t).map_err(|e| e.message().to_string())?,
+    /// The window and URL form of these parameters, or what is wrong with them.
+    pub fn resolve(&self) -> Result<View, String> {
+        let from = non_empty(&self.from);
+        let to_text = non_empty(&self.to);
+        let to = match &to_text {
+            Some(t) => view_time("to", t)?,
             None => now_ns(),
         };
+        let (range, len) = match &from {
+            Some(f) => {
+                let start = view_time("from", f)?;
+                if start >= to {
+                    return Err(format!("from ({f}) must be before to"));
+                }
+                (
+                    "custom".to_string(),
+                    Duration::from_nanos((to - start) as u64),
+                )
+            }
+            None => {
+                let range = non_empty(&self.range).unwrap_or_else(|| "1h".into());
+                let len = humantime::parse_duration(&range)
+                    .map_err(|e| format!("range {range:?}: {e} (try 15m, 1h, 24h)"))?;
+                (range, len)
+            }
+        };
+        if len < Duration::from_secs(60) || len > Duration::from_secs(90 * 86400) {
+            return Err(format!(
+                "the range ({}) must be between 1m and 90d",
+                humantime::format_duration(len)
+            ));
+        }
         let window = Window::new(to - len.as_nanos() as i64, to).map_err(|e| e.to_string())?;
         let refresh = self.refresh.unwrap_or(30);
         let mut query = format!("range={range}&refresh={refresh}");
-        if let Some(t) = &self.to {
-            query.push_str(&format!("&to={t}"));
+        for (k, v) in [("from", &from), ("to", &to_text)] {
+            if let Some(v) = v {
+                query.push_str(&format!("&{k}={}", url_encode(v)));
+            }
         }
         Ok(View {
             window,
             range,
             refresh,
             query,
+            from,
+            to: to_text,
         })
     }
+}
+
+impl View {
+    /// Hidden form fields that keep this view when a page's form is sent.
+    fn hidden_fields(&self) -> impl IntoView + use<> {
+        let mut fields = vec![
+            ("range", self.range.clone()),
+            ("refresh", self.refresh.to_string()),
+        ];
+        if let Some(f) = &self.from {
+            fields.push(("from", f.clone()));
+        }
+        if let Some(t) = &self.to {
+            fields.push(("to", t.clone()));
+        }
+        fields
+            .into_iter()
+            .map(|(k, v)| view! { <input type="hidden" name=k value=v/> })
+            .collect_view()
+    }
+}
+
+/// `base` with the request's own query parameters (not the view's), for
+/// [`page`]'s range picker.
+fn own_path(base: &str, raw: Option<&str>) -> String {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw.unwrap_or("")).unwrap_or_default();
+    let own: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(k, v)| {
+            !matches!(k.as_str(), "range" | "from" | "to" | "refresh") && !v.is_empty()
+        })
+        .collect();
+    if own.is_empty() {
+        return base.to_string();
+    }
+    format!(
+        "{base}?{}",
+        serde_urlencoded::to_string(own).unwrap_or_default()
+    )
+}
+
+/// Percent-encodes a query-string value.
+pub(crate) fn url_encode(v: &str) -> String {
+    serde_urlencoded::to_string([("", v)])
+        .map(|s| s[1..].to_string())
+        .unwrap_or_default()
 }
 
 /// The page around a body: head, style, navigation, range picker, and
 /// (with the browser bundle) the loader that hydrates the islands. Live
 /// views refresh themselves: a countdown island with pause, or without
-/// JavaScript a meta refresh.
+/// JavaScript a meta refresh. `path` is the page's own URL without the
+/// view (it may carry the page's own query, e.g. search fields), so the
+/// range picker keeps them.
 fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response {
     let live = view.filter(|v| v.refresh > 0 && v.window.to_ns >= now_ns() - 60_000_000_000);
     let hydrate = assets::enabled();
@@ -124,36 +248,66 @@ fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response 
     };
     let loader = if hydrate { assets::LOADER } else { "" };
     let q = view.map(|v| v.query.clone()).unwrap_or_default();
-    let ranges = view
-        .map(|v| {
-            ["15m", "1h", "6h", "24h", "7d"]
-                .iter()
-                .map(|r| {
-                    format!(
-                        r#"<a class="{}" href="{path}?range={r}&refresh={}">{r}</a>"#,
-                        if *r == v.range { "on" } else { "" },
-                        v.refresh
-                    )
-                })
-                .collect::<String>()
-        })
-        .unwrap_or_default();
+    let picker = view.map(|v| range_picker(v, path)).unwrap_or_default();
     let nav = view! {
         <header>
             <a class="brand" href=format!("/?{q}")>"Burnwatch"</a>
             <a href=format!("/?{q}")>"Overview"</a>
-            <a href=format!("/slos?{q}")>"SLOs"</a>
-            <a href=format!("/incidents?{q}")>"Incidents"</a>
+            <a href=format!("/service-map?{q}")>"Service map"</a>
             <a href=format!("/traces?{q}")>"Traces"</a>
             <a href=format!("/logs?{q}")>"Logs"</a>
+            <a href=format!("/explore/metrics?{q}")>"Metrics"</a>
+            <a href=format!("/slos?{q}")>"SLOs"</a>
+            <a href=format!("/incidents?{q}")>"Incidents"</a>
+            <a href=format!("/silences?{q}")>"Silences"</a>
+            <a href=format!("/query?{q}")>"Query"</a>
         </header>
     }
     .to_html();
     let html = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>{} · Burnwatch</title>{refresh}<style>{STYLE}</style></head><body>{nav}<main><div class=\"ranges muted\">{ranges} {countdown}</div>{body}</main>{loader}</body></html>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>{} · Burnwatch</title>{refresh}<style>{STYLE}</style></head><body>{nav}<main><div class=\"ranges muted\">{picker} {countdown}</div>{body}</main>{loader}</body></html>",
         escape(title)
     );
     Html(html).into_response()
+}
+
+/// The time-range picker: relative ranges ending now, and an absolute
+/// from/to form (UTC), both keeping the page's own query.
+fn range_picker(v: &View, path: &str) -> String {
+    let (base, own) = path.split_once('?').unwrap_or((path, ""));
+    let own_pairs: Vec<(String, String)> = serde_urlencoded::from_str(own).unwrap_or_default();
+    let sep = if own.is_empty() {
+        String::new()
+    } else {
+        format!("{own}&")
+    };
+    let links = ["15m", "1h", "6h", "24h", "7d"]
+        .iter()
+        .map(|r| {
+            let class = if *r == v.range { "on" } else { "" };
+            let href = format!("{base}?{sep}range={r}&refresh={}", v.refresh);
+            view! { <a class=class href=href>{*r}</a> }
+        })
+        .collect_view();
+    let custom = v.range == "custom";
+    let refresh = v.refresh.to_string();
+    view! {
+        <span class="range-links">{links}</span>
+        <form method="get" action=base.to_string() class="range-form">
+            {own_pairs
+                .into_iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "range" | "from" | "to" | "refresh"))
+                .map(|(k, val)| view! { <input type="hidden" name=k value=val/> })
+                .collect_view()}
+            <input type="hidden" name="refresh" value=refresh/>
+            <label class=if custom { "on" } else { "" }>"from "
+                <input type="datetime-local" name="from" value=field_time(v.window.from_ns)/>
+            </label>
+            <label>" to " <input type="datetime-local" name="to" value=field_time(v.window.to_ns)/></label>
+            " UTC " <button type="submit">"apply"</button>
+        </form>
+    }
+    .to_html()
 }
 
 /// A form field's trimmed value, if it has one.
@@ -359,7 +513,8 @@ pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) ->
                     let spark = sparks.get(&r.service).cloned().unwrap_or_default();
                     let errors = Cell::num(pct(Some(r.error_ratio)), Some(r.error_ratio));
                     vec![
-                        Cell::text(r.service.clone()),
+                        Cell::text(r.service.clone())
+                            .link(format!("/services/{}?{q}", url_encode(&r.service))),
                         Cell::num(format!("{:.2}", r.rate), Some(r.rate)),
                         if r.error_ratio > 0.01 { errors.class("firing") } else { errors },
                         Cell::num(format!("{:.1}", r.p95_ms), Some(r.p95_ms)),
@@ -446,6 +601,7 @@ pub async fn slo_page(
         slo_engine::evaluate::burndown(engine.sli_counter(), &def, status.at_ns, 120)
             .await
             .unwrap_or_default();
+    let sli_chart = sli_chart(&burn, status.objective);
     let mine: Vec<Incident> = incidents(&s, 500)
         .into_iter()
         .filter(|i| i.slo == name)
@@ -510,6 +666,7 @@ pub async fn slo_page(
             <h2>"Error budget over the window"</h2>
             <BurnDown points=burn objective=status.objective/>
         </section>
+        <section id="sli-chart">{sli_chart}</section>
         <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q/></section>
     }
     .to_html();
@@ -519,6 +676,50 @@ pub async fn slo_page(
         &format!("/slos/{name}"),
         body,
     )
+}
+
+/// The SLI per burn-down bucket (good share of that bucket's events, %)
+/// against the objective, over the SLO window.
+fn sli_chart(burn: &[BurnPoint], objective: f64) -> impl IntoView + use<> {
+    let points: Vec<(i64, Option<f64>)> = burn
+        .windows(2)
+        .map(|w| {
+            let total = w[1].total.saturating_sub(w[0].total);
+            let bad = w[1].bad.saturating_sub(w[0].bad);
+            (
+                w[1].time_ns,
+                (total > 0).then(|| 100.0 * (1.0 - bad as f64 / total as f64)),
+            )
+        })
+        .collect();
+    let (from, to) = match (burn.first(), burn.last()) {
+        (Some(a), Some(b)) if b.time_ns > a.time_ns => (a.time_ns, b.time_ns),
+        _ => return view! { <p class="muted">"No SLI history in the window yet."</p> }.into_any(),
+    };
+    let objective_pct = objective * 100.0;
+    let worst = points
+        .iter()
+        .filter_map(|p| p.1)
+        .fold(objective_pct, f64::min);
+    // Room below the worst bucket and the objective line, on a round step.
+    let gap = (100.0 - worst).max(0.01) * 1.25;
+    let step = charts::nice_max(gap / 4.0);
+    let lo = ((100.0 - gap) / step).floor() * step;
+    let lines = vec![
+        charts::Line {
+            name: "SLI".into(),
+            points,
+        },
+        charts::Line {
+            name: "objective".into(),
+            points: vec![(from, Some(objective_pct)), (to, Some(objective_pct))],
+        },
+    ];
+    view! {
+        <TimeSeries id="sli".to_string() title="SLI over the window".to_string() unit="% good per bucket".to_string()
+            from_ns=from to_ns=to lines=lines y_range=(lo.max(0.0), 100.0)/>
+    }
+    .into_any()
 }
 
 /// `GET /incidents`: every incident with its timeline.
@@ -542,7 +743,19 @@ pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams
                         <h2>"#" {i.id} " " <a href=slo_href>{i.slo.clone()}</a> " " <StateBadge state=i.severity.clone()/> " " <StateBadge state=i.state.clone()/></h2>
                         <p>{i.summary.clone()}</p>
                         {i.acknowledged_by.clone().map(|by| view! { <p class="muted">"acknowledged by " {by}</p> })}
-                        {(i.state == "open").then(|| view! { <p><AckButton id=i.id/></p> })}
+                        {(i.state == "open").then(|| view! { <p><IncidentAction id=i.id action="ack".to_string()/></p> })}
+                        {(i.state != "resolved").then(|| {
+                            let silence = format!(
+                                "/silences?{q}&matchers={}",
+                                url_encode(&format!("slo=\"{}\"", i.slo))
+                            );
+                            view! {
+                                <p>
+                                    <IncidentAction id=i.id action="resolve".to_string()/>
+                                    " " <a class="silence-link" href=silence>"Silence its notifications…"</a>
+                                </p>
+                            }
+                        })}
                         <table>
                             <tr><th>"when"</th><th>"event"</th><th>"detail"</th></tr>
                             {i.timeline
@@ -615,7 +828,9 @@ fn timeline_detail(d: &serde_json::Value) -> String {
             parts.push(format!("{n} log records of the example traces"));
         }
     }
-    for key in ["state", "target", "status", "by", "attempts", "error"] {
+    for key in [
+        "state", "target", "status", "by", "note", "attempts", "error",
+    ] {
         if let Some(v) = d.get(key).filter(|v| !v.is_null()) {
             parts.push(format!(
                 "{key}: {}",

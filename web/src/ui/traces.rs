@@ -58,6 +58,7 @@ pub async fn search(
     State(s): State<WebState>,
     Query(v): Query<ViewParams>,
     Query(f): Query<SearchForm>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
     let view = match v.resolve() {
         Ok(v) => v,
@@ -137,8 +138,7 @@ pub async fn search(
         <h1>"Traces"</h1>
         <section>
             <form method="get" action="/traces" class="search">
-                <input type="hidden" name="range" value=view.range.clone()/>
-                <input type="hidden" name="refresh" value="0"/>
+                {view.hidden_fields()}
                 <label>"service " <input name="service" value=val(&f.service)/></label>
                 <label>" operation " <input name="operation" value=val(&f.operation)/></label>
                 <label>" status "
@@ -157,7 +157,12 @@ pub async fn search(
         <section>{results}</section>
     }
     .to_html();
-    page("Traces", Some(&view), "/traces", body)
+    page(
+        "Traces",
+        Some(&view),
+        &super::own_path("/traces", raw.as_deref()),
+        body,
+    )
 }
 
 /// One span row of the waterfall.

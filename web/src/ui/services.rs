@@ -1,0 +1,401 @@
+//! Service views: `/services/{name}` (RED over time, operations,
+//! dependencies in and out, recent errors, slowest traces, logs) and
+//! `/service-map` (the dependency graph with RED per call, failing calls
+//! and services in red).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use leptos::prelude::*;
+use slo_engine::red::{Edge, Red, RedPoint, Window};
+use web_islands::{Cell, SortableTable};
+
+use super::charts::{GraphEdge, GraphNode, Line, ServiceGraph, TimeSeries, short};
+use super::traces::ts;
+use super::{ViewParams, error_page, page, pct, url_encode};
+use crate::WebState;
+use crate::explore::{self, LogSearch, TraceSearch};
+
+/// Error ratio above which a service or a call is shown as failing.
+const ERROR_HIGHLIGHT: f64 = 0.01;
+
+/// The window widened to start on a minute, and a step of whole minutes
+/// giving about `buckets` buckets, so series come from rollups.
+pub(crate) fn aligned(w: &Window, buckets: i64) -> (Window, i64) {
+    const MIN: i64 = 60_000_000_000;
+    let step = ((w.to_ns - w.from_ns) / MIN / buckets).max(1) * 60;
+    (
+        Window {
+            from_ns: w.from_ns.div_euclid(MIN) * MIN,
+            to_ns: w.to_ns,
+        },
+        step,
+    )
+}
+
+/// RED series as three charts: rate, errors, latency percentiles.
+fn red_charts(points: &[RedPoint], w: &Window) -> impl IntoView + use<> {
+    let line = |name: &str, f: &dyn Fn(&RedPoint) -> Option<f64>| Line {
+        name: name.to_string(),
+        points: points.iter().map(|p| (p.time_ns, f(p))).collect(),
+    };
+    let rate = vec![line("requests", &|p| Some(p.rate))];
+    let errors = vec![line("errors", &|p| {
+        (p.requests > 0).then_some(p.error_ratio * 100.0)
+    })];
+    let latency = vec![
+        line("p50", &|p| p.p50_ms),
+        line("p95", &|p| p.p95_ms),
+        line("p99", &|p| p.p99_ms),
+    ];
+    let (from, to) = (w.from_ns, w.to_ns);
+    view! {
+        <div class="charts">
+            <TimeSeries id="rate-chart".to_string() title="Request rate".to_string() unit="req/s".to_string() from_ns=from to_ns=to lines=rate/>
+            <TimeSeries id="error-chart".to_string() title="Errors".to_string() unit="% of requests".to_string() from_ns=from to_ns=to lines=errors/>
+            <TimeSeries id="latency-chart".to_string() title="Duration".to_string() unit="ms".to_string() from_ns=from to_ns=to lines=latency/>
+        </div>
+    }
+}
+
+/// A call's RED as a short label.
+fn edge_label(e: &Edge) -> String {
+    format!(
+        "{}/s · {} err · p95 {} ms",
+        short(e.rate),
+        pct(Some(e.error_ratio)),
+        short(e.p95_ms)
+    )
+}
+
+/// Edges as a sortable table; `link` is the column whose service links.
+fn edge_table(id: &str, edges: &[Edge], q: &str) -> impl IntoView + use<> {
+    if edges.is_empty() {
+        return view! { <p class="muted">"None in this range."</p> }.into_any();
+    }
+    let rows: Vec<Vec<Cell>> = edges
+        .iter()
+        .map(|e| {
+            let err = Cell::num(pct(Some(e.error_ratio)), Some(e.error_ratio));
+            vec![
+                Cell::text(e.caller.clone())
+                    .link(format!("/services/{}?{q}", url_encode(&e.caller))),
+                Cell::text(e.callee.clone())
+                    .link(format!("/services/{}?{q}", url_encode(&e.callee))),
+                Cell::text(e.kind.clone()),
+                Cell::num(format!("{:.2}", e.rate), Some(e.rate)),
+                if e.error_ratio > ERROR_HIGHLIGHT {
+                    err.class("firing")
+                } else {
+                    err
+                },
+                Cell::num(format!("{:.1}", e.p50_ms), Some(e.p50_ms)),
+                Cell::num(format!("{:.1}", e.p95_ms), Some(e.p95_ms)),
+                Cell::num(format!("{:.1}", e.p99_ms), Some(e.p99_ms)),
+            ]
+        })
+        .collect();
+    let headers = [
+        "caller", "callee", "kind", "calls/s", "errors", "p50 ms", "p95 ms", "p99 ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    view! { <SortableTable id=id.to_string() headers=headers rows=rows/> }.into_any()
+}
+
+/// Trace search results as a short table.
+fn trace_rows(
+    id: &str,
+    traces: Result<serde_json::Value, String>,
+    q: &str,
+) -> impl IntoView + use<> {
+    let list = match traces {
+        Err(e) => return view! { <p class="error">"Could not search traces: " {e}</p> }.into_any(),
+        Ok(v) => v["traces"].as_array().cloned().unwrap_or_default(),
+    };
+    if list.is_empty() {
+        return view! { <p class="muted">"None in this range."</p> }.into_any();
+    }
+    view! {
+        <table id=id.to_string()>
+            <tr><th>"trace"</th><th>"root"</th><th>"start"</th><th>"slowest match"</th><th>"trace duration"</th><th>"spans"</th><th>"errors"</th></tr>
+            {list
+                .into_iter()
+                .map(|t| {
+                    let tid = t["trace_id"].as_str().unwrap_or_default().to_string();
+                    let href = format!("/traces/{tid}?{q}");
+                    let errors = t["error_spans"].as_i64().unwrap_or(0);
+                    view! {
+                        <tr>
+                            <td><a class="trace-link" href=href>{tid[..tid.len().min(16)].to_string()}</a></td>
+                            <td>{format!("{} {}", t["root_service"].as_str().unwrap_or(""), t["root_operation"].as_str().unwrap_or(""))}</td>
+                            <td>{ts(&t["start_time"]).map(slo_engine::notify::rfc3339).unwrap_or_default()}</td>
+                            <td class="num">{format!("{:.1} ms", t["longest_match_ms"].as_f64().unwrap_or(0.0))}</td>
+                            <td class="num">{format!("{:.1} ms", t["duration_ms"].as_f64().unwrap_or(0.0))}</td>
+                            <td class="num">{t["span_count"].as_i64().unwrap_or(0)}</td>
+                            <td class={if errors > 0 { "num firing" } else { "num" }}>{errors}</td>
+                        </tr>
+                    }
+                })
+                .collect_view()}
+        </table>
+    }
+    .into_any()
+}
+
+/// `GET /services/{name}`.
+pub async fn service(
+    State(s): State<WebState>,
+    Path(name): Path<String>,
+    Query(p): Query<ViewParams>,
+) -> Response {
+    let view = match p.resolve() {
+        Ok(v) => v,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+    };
+    let w = view.window;
+    let (series_window, step) = aligned(&w, 60);
+    let errors_search = TraceSearch {
+        service: Some(name.clone()),
+        status: Some("error".into()),
+        limit: Some(10),
+        ..Default::default()
+    };
+    let slow_search = TraceSearch {
+        service: Some(name.clone()),
+        limit: Some(10),
+        order: Some("duration".into()),
+        ..Default::default()
+    };
+    let log_search = LogSearch {
+        service: Some(name.clone()),
+        limit: Some(20),
+        ..Default::default()
+    };
+    let (totals, series, ops, edges, errors, slow, logs) = tokio::join!(
+        s.rollups.services(&w),
+        s.rollups.series(&name, None, &series_window, step),
+        s.rollups.operations(&name, &w),
+        slo_engine::red::service_map(&s.store, &w),
+        explore::search_traces(&s.store, &errors_search, &[], w.from_ns, w.to_ns),
+        explore::search_traces(&s.store, &slow_search, &[], w.from_ns, w.to_ns),
+        explore::search_logs(&s.store, &log_search, &[], w.from_ns, w.to_ns),
+    );
+    let q = view.query.clone();
+    let enc = url_encode(&name);
+    let me: Option<Red> = totals
+        .ok()
+        .and_then(|list| list.into_iter().find(|r| r.service == name));
+    let summary = match &me {
+        Some(r) => view! {
+            <table id="service-summary">
+                <tr><th>"requests"</th><th>"req/s"</th><th>"errors"</th><th>"p50 ms"</th><th>"p95 ms"</th><th>"p99 ms"</th><th>"source"</th></tr>
+                <tr>
+                    <td class="num">{r.requests}</td>
+                    <td class="num">{format!("{:.2}", r.rate)}</td>
+                    <td class={if r.error_ratio > ERROR_HIGHLIGHT { "num firing" } else { "num" }}>{pct(Some(r.error_ratio))}</td>
+                    <td class="num">{format!("{:.1}", r.p50_ms)}</td>
+                    <td class="num">{format!("{:.1}", r.p95_ms)}</td>
+                    <td class="num">{format!("{:.1}", r.p99_ms)}</td>
+                    <td>{format!("{:?}", r.source).to_lowercase()}</td>
+                </tr>
+            </table>
+        }
+        .into_any(),
+        None => view! {
+            <p class="muted">"No requests served by " {name.clone()} " in this range (no SERVER spans or request-duration histogram)."</p>
+        }
+        .into_any(),
+    };
+    let charts = match series {
+        Ok(points) => red_charts(&points, &series_window).into_any(),
+        Err(e) => view! { <p class="error">"RED series could not be loaded: " {e.to_string()}</p> }
+            .into_any(),
+    };
+    let ops_view = match ops {
+        Err(e) => view! { <p class="error">"Operations could not be loaded: " {e.to_string()}</p> }
+            .into_any(),
+        Ok(list) if list.is_empty() => {
+            view! { <p class="muted">"No operations in this range."</p> }.into_any()
+        }
+        Ok(list) => {
+            let rows: Vec<Vec<Cell>> = list
+                .into_iter()
+                .map(|r| {
+                    let op = r.operation.clone().unwrap_or_default();
+                    let href = format!("/traces?{q}&service={enc}&operation={}", url_encode(&op));
+                    let err = Cell::num(pct(Some(r.error_ratio)), Some(r.error_ratio));
+                    vec![
+                        Cell::text(op).link(href),
+                        Cell::num(r.requests.to_string(), Some(r.requests as f64)),
+                        Cell::num(format!("{:.2}", r.rate), Some(r.rate)),
+                        if r.error_ratio > ERROR_HIGHLIGHT {
+                            err.class("firing")
+                        } else {
+                            err
+                        },
+                        Cell::num(format!("{:.1}", r.p50_ms), Some(r.p50_ms)),
+                        Cell::num(format!("{:.1}", r.p95_ms), Some(r.p95_ms)),
+                        Cell::num(format!("{:.1}", r.p99_ms), Some(r.p99_ms)),
+                    ]
+                })
+                .collect();
+            let headers = [
+                "operation",
+                "requests",
+                "req/s",
+                "errors",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+            ]
+            .map(String::from)
+            .to_vec();
+            view! { <SortableTable id="operations-table".to_string() headers=headers rows=rows/> }
+                .into_any()
+        }
+    };
+    let (upstream, downstream, deps_error) = match edges {
+        Ok(list) => {
+            let up: Vec<Edge> = list.iter().filter(|e| e.callee == name).cloned().collect();
+            let down: Vec<Edge> = list.into_iter().filter(|e| e.caller == name).collect();
+            (up, down, None)
+        }
+        Err(e) => (Vec::new(), Vec::new(), Some(e.to_string())),
+    };
+    let logs_view = match logs {
+        Err(e) => {
+            view! { <p class="error">"Logs could not be loaded: " {e.to_string()}</p> }.into_any()
+        }
+        Ok(v) => {
+            let rows = v["logs"].as_array().cloned().unwrap_or_default();
+            if rows.is_empty() {
+                view! { <p class="muted">"No log records in this range."</p> }.into_any()
+            } else {
+                view! {
+                    <table id="service-logs">
+                        <tr><th>"time"</th><th>"severity"</th><th>"body"</th><th>"trace"</th></tr>
+                        {rows
+                            .into_iter()
+                            .map(|l| {
+                                let sev = l["severity_text"].as_str().unwrap_or("").to_string();
+                                let trace = l["trace_id"].as_str().unwrap_or("").to_string();
+                                let link = (!trace.is_empty()).then(|| {
+                                    let href = format!("/traces/{trace}?{q}");
+                                    view! { <a class="trace-link" href=href>{trace[..trace.len().min(16)].to_string()}</a> }
+                                });
+                                view! {
+                                    <tr>
+                                        <td>{ts(&l["time"]).map(slo_engine::notify::rfc3339).unwrap_or_default()}</td>
+                                        <td class={if sev == "ERROR" || sev == "FATAL" { "firing" } else { "" }}>{sev.clone()}</td>
+                                        <td>{l["body"].as_str().map_or(l["body"].to_string(), str::to_string)}</td>
+                                        <td>{link}</td>
+                                    </tr>
+                                }
+                            })
+                            .collect_view()}
+                    </table>
+                }
+                .into_any()
+            }
+        }
+    };
+    let body = view! {
+        <h1>"Service " <span id="service-name">{name.clone()}</span></h1>
+        <section id="red">{summary}{charts}</section>
+        <section id="operations"><h2>"Operations"</h2>{ops_view}</section>
+        <section id="dependencies">
+            <h2>"Dependencies"</h2>
+            {deps_error.map(|e| view! { <p class="error">"The service map could not be loaded: " {e}</p> })}
+            <div class="grid2">
+                <div id="callers"><h3>"Called by"</h3>{edge_table("callers-table", &upstream, &q)}</div>
+                <div id="callees"><h3>"Calls"</h3>{edge_table("callees-table", &downstream, &q)}</div>
+            </div>
+        </section>
+        <section id="recent-errors">
+            <h2>"Recent errors " <a class="muted" href=format!("/traces?{q}&service={enc}&status=error")>"all…"</a></h2>
+            {trace_rows("error-traces", errors.map_err(|e| e.to_string()), &q)}
+        </section>
+        <section id="slowest">
+            <h2>"Slowest traces"</h2>
+            {trace_rows("slow-traces", slow.map_err(|e| e.to_string()), &q)}
+        </section>
+        <section id="logs">
+            <h2>"Logs " <a class="muted" href=format!("/logs?{q}&service={enc}")>"search…"</a></h2>
+            {logs_view}
+        </section>
+    }
+    .to_html();
+    page(&name, Some(&view), &format!("/services/{enc}"), body)
+}
+
+/// `GET /service-map`.
+pub async fn map(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
+    let view = match p.resolve() {
+        Ok(v) => v,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+    };
+    let w = view.window;
+    let (edges, services) = tokio::join!(
+        slo_engine::red::service_map(&s.store, &w),
+        s.rollups.services(&w)
+    );
+    let q = view.query.clone();
+    let edges = match edges {
+        Ok(e) => e,
+        Err(e) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Service map",
+                format!("the service map could not be computed: {e}"),
+            );
+        }
+    };
+    let services = services.unwrap_or_default();
+    let mut names: std::collections::BTreeSet<String> =
+        services.iter().map(|r| r.service.clone()).collect();
+    for e in &edges {
+        names.insert(e.caller.clone());
+        names.insert(e.callee.clone());
+    }
+    let nodes: Vec<GraphNode> = names
+        .into_iter()
+        .map(|n| {
+            let red = services.iter().find(|r| r.service == n);
+            GraphNode {
+                href: format!("/services/{}?{q}", url_encode(&n)),
+                detail: red
+                    .map(|r| format!("{}/s · {} err", short(r.rate), pct(Some(r.error_ratio))))
+                    .unwrap_or_else(|| "not instrumented".into()),
+                error: red.is_some_and(|r| r.error_ratio > ERROR_HIGHLIGHT),
+                name: n,
+            }
+        })
+        .collect();
+    let graph_edges: Vec<GraphEdge> = edges
+        .iter()
+        .map(|e| GraphEdge {
+            from: e.caller.clone(),
+            to: e.callee.clone(),
+            label: edge_label(e),
+            rate: e.rate,
+            error: e.error_ratio > ERROR_HIGHLIGHT,
+            unobserved: e.kind == "unobserved",
+        })
+        .collect();
+    let graph = if nodes.is_empty() {
+        view! { <p class="muted">"No services in this range."</p> }.into_any()
+    } else {
+        view! { <ServiceGraph nodes=nodes edges=graph_edges/> }.into_any()
+    };
+    let body = view! {
+        <h1>"Service map"</h1>
+        <section id="graph">
+            {graph}
+            <p class="muted">"Calls in red fail more than 1% of the time; dashed calls go to services that send no telemetry. Click a service for its page."</p>
+        </section>
+        <section id="edges"><h2>"Calls"</h2>{edge_table("edges-table", &edges, &q)}</section>
+    }
+    .to_html();
+    page("Service map", Some(&view), "/service-map", body)
+}
