@@ -99,11 +99,13 @@ pub fn short(v: f64) -> String {
             .trim_end_matches('0')
             .trim_end_matches('.')
             .to_string()
-    } else {
-        format!("{v:.4}")
+    } else if a >= 0.001 {
+        format!("{v:.3}")
             .trim_end_matches('0')
             .trim_end_matches('.')
             .to_string()
+    } else {
+        format!("{v:.1e}")
     }
 }
 
