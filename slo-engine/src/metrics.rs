@@ -653,6 +653,69 @@ pub async fn histogram(
     }))
 }
 
+/// An explicit-bucket histogram's distribution over time: observations per
+/// (time bucket, histogram bucket), all series together, for a heatmap.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Heatmap {
+    /// Upper bounds of the histogram buckets (the last bucket, above the
+    /// highest bound, has none).
+    pub bounds: Vec<f64>,
+    /// Start of each time bucket, ns.
+    pub times_ns: Vec<i64>,
+    /// `counts[t][b]`: observations in time bucket `t` and histogram bucket
+    /// `b` (`bounds.len() + 1` per time bucket).
+    pub counts: Vec<Vec<u64>>,
+    /// Points skipped because their bucket layout differs from the first
+    /// seen (layouts cannot be merged exactly).
+    pub skipped_points: u64,
+}
+
+/// The distribution of a histogram metric per `step_secs` bucket over the
+/// window (increases of cumulative points, resets and delta handled as in
+/// [`histogram`]), merged over every series with the first bucket layout
+/// seen.
+pub async fn heatmap(
+    store: &Store,
+    metric: &str,
+    w: &Window,
+    step_secs: i64,
+) -> Result<Heatmap, RedError> {
+    let plan = Plan::new(metric, "histogram", &[], w, step_secs)?;
+    let mut h = Heatmap {
+        bounds: Vec::new(),
+        times_ns: (0..plan.buckets).map(|k| plan.time_of(k)).collect(),
+        counts: vec![Vec::new(); plan.buckets],
+        skipped_points: 0,
+    };
+    let mut layout_known = false;
+    histogram_increases(store, &plan, |_, k, _, bounds, counts, _| {
+        if !layout_known {
+            h.bounds = bounds.to_vec();
+            layout_known = true;
+        }
+        if h.bounds != bounds || counts.len() != bounds.len() + 1 {
+            h.skipped_points += 1;
+            return Ok(());
+        }
+        let row = &mut h.counts[k];
+        if row.is_empty() {
+            *row = vec![0; counts.len()];
+        }
+        for (a, c) in row.iter_mut().zip(counts) {
+            *a += c;
+        }
+        Ok(())
+    })
+    .await?;
+    let width = h.bounds.len() + 1;
+    for row in &mut h.counts {
+        if row.is_empty() {
+            *row = vec![0; width];
+        }
+    }
+    Ok(h)
+}
+
 /// A plan over `[from_ns, to_ns)` in one-minute buckets, with `filter`
 /// (SQL conditions over `metric_points`, each starting with ` AND `).
 fn point_plan<'a>(

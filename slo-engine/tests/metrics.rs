@@ -341,6 +341,15 @@ async fn histogram_quantiles_over_time() {
     assert_eq!(by_route[0].points[1].count, 1); // the reset: [0, 0, 1, 0]
     assert_eq!(by_route[1].points[1].count, 2);
     assert_eq!(by_route[1].points[0].count, 0);
+    // The heatmap: the same increases per minute and bucket, every series.
+    let h = metrics::heatmap(&store, "latency", &w, 60).await.unwrap();
+    assert_eq!(h.bounds, bounds);
+    assert_eq!(h.times_ns, vec![T0, T0 + 60 * SEC, T0 + 120 * SEC]);
+    assert_eq!(
+        h.counts,
+        vec![vec![2, 4, 4, 0], vec![0, 0, 1, 2], vec![0, 0, 0, 0]]
+    );
+    assert_eq!(h.skipped_points, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,6 +114,9 @@ pub fn app(state: WebState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        // Pages, JSON and /metrics gzip'd for clients that accept it (the
+        // wasm bundle is stored compressed and passes through as it is).
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 

@@ -172,6 +172,10 @@ async fn pages_render_in_chromium() {
                 "/query?refresh=0&sql=SELECT+service_name%2C+count(*)+AS+n+FROM+spans+WHERE+start_time+%3E%3D+%24from+GROUP+BY+1+ORDER+BY+1".to_string(),
             ),
             ("silences", "/silences?refresh=0".to_string()),
+            (
+                "histogram",
+                "/explore/metrics?refresh=0&name=http.server.request.duration&stat=p99".to_string(),
+            ),
             ("absolute", format!("/services/gateway?refresh=0&from={abs_from}&to={abs_to}")),
         ]
         .map(|(name, path)| browse(&b, &format!("{base2}{path}"), name))
@@ -189,6 +193,7 @@ async fn pages_render_in_chromium() {
         metrics,
         query,
         silences,
+        histogram,
         absolute,
     ] = pages;
 
@@ -279,6 +284,17 @@ async fn pages_render_in_chromium() {
     let groups = &metrics[metrics.find("id=\"metric-groups\"").unwrap()..];
     assert!(groups.contains("service.name=payments"), "{groups}");
     assert!(groups.contains(">42<"), "{groups}");
+
+    // A histogram: its p99 over time and its distribution as a heatmap.
+    assert!(
+        histogram.contains("http.server.request.duration (p99)"),
+        "{histogram}"
+    );
+    let heat = &histogram[histogram.find("id=\"metric-heatmap\"").expect("heatmap")..];
+    assert!(
+        heat[..heat.find("</figure>").unwrap()].contains("<rect"),
+        "{heat}"
+    );
 
     // Query console: the result as a table and as bars.
     let results = &query[query.find("id=\"query-results\"").expect("results")..];

@@ -306,6 +306,115 @@ pub fn Bars(
     }
 }
 
+/// The fill of a heatmap cell holding `share` (0..=1) of the largest count:
+/// from pale to dark blue (square-root scale, so small counts show).
+pub fn heat(share: f64) -> String {
+    let s = share.clamp(0.0, 1.0).sqrt();
+    let mix = |a: f64, b: f64| (a + (b - a) * s).round() as u8;
+    format!(
+        "#{:02x}{:02x}{:02x}",
+        mix(238.0, 26.0),
+        mix(243.0, 63.0),
+        mix(253.0, 143.0)
+    )
+}
+
+/// A histogram over time: one column per time bucket, one row per
+/// histogram bucket (lowest at the bottom; empty rows above and below the
+/// data left out), darker where more observations fell.
+#[component]
+pub fn Heatmap(
+    /// Element id.
+    id: String,
+    /// Title above the chart.
+    title: String,
+    /// Unit of the bucket bounds.
+    unit: String,
+    /// Start of each time bucket, ns.
+    times_ns: Vec<i64>,
+    /// End of the last time bucket, ns.
+    to_ns: i64,
+    /// Upper bounds of the histogram buckets.
+    bounds: Vec<f64>,
+    /// `counts[t][b]`.
+    counts: Vec<Vec<u64>>,
+) -> impl IntoView {
+    let width = bounds.len() + 1;
+    let used = |b: usize| {
+        counts
+            .iter()
+            .any(|row| row.get(b).copied().unwrap_or(0) > 0)
+    };
+    let (Some(lo), Some(hi)) = (
+        (0..width).find(|b| used(*b)),
+        (0..width).rev().find(|b| used(*b)),
+    ) else {
+        return view! { <p class="muted">"No observations in this range."</p> }.into_any();
+    };
+    let rows = hi - lo + 1;
+    let max = counts.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let (left, top, w) = (72.0, 8.0, 700.0);
+    let ch = (140.0 / rows as f64).clamp(6.0, 18.0);
+    let h = ch * rows as f64;
+    let cw = w / times_ns.len().max(1) as f64;
+    let label = |b: usize| match bounds.get(b) {
+        Some(u) => format!("≤ {}", short(*u)),
+        None => format!("> {}", bounds.last().map_or("0".into(), |u| short(*u))),
+    };
+    let span = to_ns - times_ns.first().copied().unwrap_or(to_ns);
+    let cells = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(t, row)| {
+            let when = times_ns.get(t).copied().unwrap_or_default();
+            (lo..=hi).filter_map(move |b| {
+                let n = row.get(b).copied().unwrap_or(0);
+                (n > 0).then_some((t, b, n, when))
+            })
+        })
+        .map(|(t, b, n, when)| {
+            let x = left + t as f64 * cw;
+            let y = top + h - (b - lo + 1) as f64 * ch;
+            view! {
+                <rect x=format!("{x:.1}") y=format!("{y:.1}") width=format!("{:.1}", cw.max(1.0)) height=format!("{ch:.1}") fill=heat(n as f64 / max)>
+                    <title>{format!("{} {}: {n}", time_label(when, span), label(b))}</title>
+                </rect>
+            }
+        })
+        .collect_view();
+    let y_labels = (lo..=hi)
+        .filter(|b| rows <= 12 || (b - lo) % rows.div_ceil(12) == 0)
+        .map(|b| {
+            let y = top + h - (b - lo) as f64 * ch - ch / 2.0 + 4.0;
+            view! { <text x=left - 6.0 y=format!("{y:.1}") text-anchor="end">{label(b)}</text> }
+        })
+        .collect_view();
+    let from = times_ns.first().copied().unwrap_or(to_ns);
+    let ticks = (0..=4)
+        .map(|i| {
+            let x = left + w * i as f64 / 4.0;
+            let anchor = match i {
+                0 => "start",
+                4 => "end",
+                _ => "middle",
+            };
+            view! { <text x=x y=top + h + 16.0 text-anchor=anchor>{time_label(from + span / 4 * i, span)}</text> }
+        })
+        .collect_view();
+    let height = h + 30.0;
+    view! {
+        <figure class="chart heatmap" id=id>
+            <figcaption>{title} <span class="muted">" (" {unit} ", darker: more observations; most in one cell: " {max as u64} ")"</span></figcaption>
+            <svg width="780" height=format!("{height:.0}") viewBox=format!("0 0 780 {height:.0}") role="img">
+                {y_labels}
+                {cells}
+                {ticks}
+            </svg>
+        </figure>
+    }
+    .into_any()
+}
+
 /// A service in the [`ServiceGraph`].
 #[derive(Debug, Clone)]
 pub struct GraphNode {
@@ -487,6 +596,32 @@ mod tests {
         }
         .to_html();
         assert!(empty.contains("no data in this range"), "{empty}");
+    }
+
+    #[test]
+    fn heatmaps_draw_only_observed_buckets() {
+        assert_eq!(heat(0.0), "#eef3fd");
+        assert_eq!(heat(1.0), "#1a3f8f");
+        let html = view! {
+            <Heatmap id="h".to_string() title="latency".to_string() unit="ms".to_string()
+                times_ns=vec![0, 60, 120] to_ns=180 bounds=vec![10.0, 20.0, 50.0]
+                counts=vec![vec![0, 4, 4, 0], vec![0, 0, 1, 0], vec![0, 0, 0, 0]]/>
+        }
+        .to_html();
+        // Rows ≤ 20 and ≤ 50 only; three non-empty cells, the fullest darkest.
+        assert!(html.contains("≤ 20") && html.contains("≤ 50"), "{html}");
+        assert!(
+            !html.contains("≤ 10") && !html.contains("&gt; 50"),
+            "{html}"
+        );
+        assert_eq!(html.matches("<rect").count(), 3, "{html}");
+        assert_eq!(html.matches("fill=\"#1a3f8f\"").count(), 2, "{html}");
+        let empty = view! {
+            <Heatmap id="h".to_string() title="t".to_string() unit="".to_string()
+                times_ns=vec![0] to_ns=60 bounds=vec![1.0] counts=vec![vec![0, 0]]/>
+        }
+        .to_html();
+        assert!(empty.contains("No observations"), "{empty}");
     }
 
     #[test]

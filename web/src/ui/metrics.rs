@@ -11,7 +11,7 @@ use serde::Deserialize;
 use slo_engine::metrics::{self, MetricInfo, Series};
 use slo_engine::red::RedError;
 
-use super::charts::{COLORS, Line, TimeSeries, short};
+use super::charts::{COLORS, Heatmap, Line, TimeSeries, short};
 use super::services::aligned;
 use super::{ViewParams, error_page, non_empty, own_path, page};
 use crate::WebState;
@@ -165,6 +165,18 @@ pub async fn explore(
             let (cw, step) = aligned(&w, 60);
             match chart(&s, info, &stat, &cw, step, &group_by).await {
                 Ok(((lines, unit), hidden, label)) => {
+                    let heatmap = if info.metric_type == "histogram" {
+                        match metrics::heatmap(&s.store, &info.name, &cw, step).await {
+                            Ok(h) => view! {
+                                <Heatmap id="metric-heatmap".to_string() title=format!("{} distribution", info.name)
+                                    unit=unit.clone() times_ns=h.times_ns to_ns=cw.to_ns bounds=h.bounds counts=h.counts/>
+                            }
+                            .into_any(),
+                            Err(e) => view! { <p class="error">"The distribution could not be read: " {e.to_string()}</p> }.into_any(),
+                        }
+                    } else {
+                        ().into_any()
+                    };
                     let title = format!("{} ({label})", info.name);
                     let table: Vec<(String, Option<f64>)> = lines
                         .iter()
@@ -173,6 +185,7 @@ pub async fn explore(
                     view! {
                         <TimeSeries id="metric-chart".to_string() title=title unit=unit from_ns=cw.from_ns to_ns=cw.to_ns lines=lines/>
                         {(hidden > 0).then(|| view! { <p class="muted">{hidden} " smaller groups not drawn."</p> })}
+                        {heatmap}
                         <table id="metric-groups">
                             <tr><th>"group"</th><th>"latest"</th></tr>
                             {table
