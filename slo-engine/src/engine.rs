@@ -430,6 +430,11 @@ impl SloEngine {
         Ok(self.incidents.list(limit)?)
     }
 
+    /// One incident with its timeline.
+    pub fn incident(&self, id: i64) -> Result<Option<Incident>, EngineError> {
+        Ok(self.incidents.get(id)?)
+    }
+
     /// Acknowledges an incident.
     pub fn acknowledge(&self, id: i64, by: &str) -> Result<(), String> {
         self.incidents.acknowledge(id, by, now_ns())

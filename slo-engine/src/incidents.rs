@@ -283,12 +283,23 @@ impl Incidents {
 
     /// Incidents, newest first (at most `limit`), with their timelines.
     pub fn list(&self, limit: usize) -> rusqlite::Result<Vec<Incident>> {
+        self.select("ORDER BY id DESC LIMIT ?1", limit as i64)
+    }
+
+    /// One incident with its timeline.
+    pub fn get(&self, id: i64) -> rusqlite::Result<Option<Incident>> {
+        Ok(self.select("WHERE id = ?1", id)?.pop())
+    }
+
+    /// Incidents chosen by `tail` (SQL after `FROM incidents`, with one
+    /// parameter), with their timelines.
+    fn select(&self, tail: &str, param: i64) -> rusqlite::Result<Vec<Incident>> {
         let conn = self.lock();
-        let mut st = conn.prepare(
-            "SELECT id, slo, severity, state, opened_ns, updated_ns, resolved_ns, acknowledged_by, summary FROM incidents ORDER BY id DESC LIMIT ?1",
-        )?;
+        let mut st = conn.prepare(&format!(
+            "SELECT id, slo, severity, state, opened_ns, updated_ns, resolved_ns, acknowledged_by, summary FROM incidents {tail}"
+        ))?;
         let mut incidents = st
-            .query_map(params![limit as i64], |r| {
+            .query_map(params![param], |r| {
                 Ok(Incident {
                     id: r.get(0)?,
                     slo: r.get(1)?,

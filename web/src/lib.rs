@@ -67,6 +67,7 @@ pub fn app(state: WebState) -> Router {
         .route("/slos", get(ui::slo_list))
         .route("/slos/{name}", get(ui::slo_page))
         .route("/incidents", get(ui::incident_list))
+        .route("/incidents/{id}", get(ui::incidents::incident))
         .route("/services/{name}", get(ui::services::service))
         .route("/service-map", get(ui::services::map))
         .route("/explore/metrics", get(ui::metrics::explore))

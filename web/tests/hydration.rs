@@ -421,8 +421,8 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
     // On call: the open page incident, from the overview, by clicking.
     s.click("#open-incidents td a").await;
     s.wait_for(
-        "the incidents page",
-        "return location.pathname === '/incidents' && document.documentElement.dataset.hydrated === 'true'",
+        "the incident's page",
+        "return location.pathname === '/incidents/1' && document.documentElement.dataset.hydrated === 'true'",
     )
     .await;
     assert_eq!(s.console_errors().await, Vec::<String>::new());

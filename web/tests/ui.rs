@@ -113,6 +113,10 @@ async fn pages_render_in_chromium() {
         )
         .await
         .unwrap();
+    store
+        .write(Table::Logs, store::synth::logs(3, 100, now - 600 * SEC))
+        .await
+        .unwrap();
     for m in 1..=10 {
         store
             .write(
@@ -163,6 +167,7 @@ async fn pages_render_in_chromium() {
             ("slo", "/slos/checkout-availability?refresh=0".to_string()),
             ("slos", "/slos?refresh=0".to_string()),
             ("incidents", "/incidents?refresh=0".to_string()),
+            ("incident", "/incidents/1?refresh=0".to_string()),
             ("missing", "/slos/nope".to_string()),
             ("service", "/services/gateway?refresh=0".to_string()),
             ("service-map", "/service-map?refresh=0".to_string()),
@@ -172,6 +177,8 @@ async fn pages_render_in_chromium() {
                 "/query?refresh=0&sql=SELECT+service_name%2C+count(*)+AS+n+FROM+spans+WHERE+start_time+%3E%3D+%24from+GROUP+BY+1+ORDER+BY+1".to_string(),
             ),
             ("silences", "/silences?refresh=0".to_string()),
+            ("traces", "/traces?refresh=0&service=payments&status=error".to_string()),
+            ("logs", "/logs?refresh=0&severity=ERROR&service=orders".to_string()),
             (
                 "histogram",
                 "/explore/metrics?refresh=0&name=http.server.request.duration&stat=p99".to_string(),
@@ -187,12 +194,15 @@ async fn pages_render_in_chromium() {
         slo,
         slos,
         incidents,
+        incident,
         missing,
         service,
         map,
         metrics,
         query,
         silences,
+        traces_page,
+        logs_page,
         histogram,
         absolute,
     ] = pages;
@@ -230,6 +240,26 @@ async fn pages_render_in_chromium() {
     // Incidents: the timeline of the open incident.
     assert!(incidents.contains("id=\"incident-1\""), "{incidents}");
     assert!(incidents.contains("opened"), "{incidents}");
+
+    // The incident's page: burn now, evidence (the failing operation, its
+    // example traces), the timeline, the actions.
+    assert!(incident.contains("id=\"burn-now\""), "{incident}");
+    assert!(incident.contains("14.40x"), "{incident}");
+    let ops = &incident[incident
+        .find("id=\"evidence-operations\"")
+        .expect("evidence")..];
+    assert!(ops.contains("POST /api/checkout"), "{ops}");
+    let traces = &incident[incident.find("id=\"evidence-traces\"").unwrap()..];
+    assert_eq!(
+        traces[..traces.find("</table>").unwrap()]
+            .matches("class=\"trace-link\"")
+            .count(),
+        5,
+        "{traces}"
+    );
+    assert!(incident.contains("resolve-button"), "{incident}");
+    let r = reqwest::get(format!("{base}/incidents/99")).await.unwrap();
+    assert_eq!(r.status(), 404);
 
     // Errors are shown in the page, never a blank one.
     assert!(missing.contains("No SLO named"), "{missing}");
@@ -284,6 +314,18 @@ async fn pages_render_in_chromium() {
     let groups = &metrics[metrics.find("id=\"metric-groups\"").unwrap()..];
     assert!(groups.contains("service.name=payments"), "{groups}");
     assert!(groups.contains(">42<"), "{groups}");
+
+    // Trace search: payments' failing calls; log search: ERROR records only.
+    let found = &traces_page[traces_page.find("id=\"trace-results\"").expect("traces")..];
+    assert!(found.contains("POST /charge"), "{found}");
+    let records = &logs_page[logs_page.find("id=\"log-results\"").expect("logs")..];
+    let records = &records[..records.find("</table>").unwrap()];
+    assert_eq!(
+        records.matches("<tr>").count(),
+        11,
+        "a header and 10 of 100: {records}"
+    );
+    assert!(!records.contains(">INFO<"), "{records}");
 
     // A histogram: its p99 over time and its distribution as a heatmap.
     assert!(

@@ -25,6 +25,7 @@ use crate::WebState;
 
 pub mod assets;
 mod charts;
+pub mod incidents;
 pub mod logs;
 pub mod metrics;
 pub mod query;
@@ -390,7 +391,7 @@ fn IncidentRows(incidents: Vec<Incident>, query: String) -> impl IntoView {
             {incidents
                 .into_iter()
                 .map(|i| {
-                    let href = format!("/incidents?{query}#incident-{}", i.id);
+                    let href = format!("/incidents/{}?{query}", i.id);
                     let slo_href = format!("/slos/{}?{query}", i.slo);
                     view! {
                         <tr>
@@ -632,10 +633,31 @@ pub async fn slo_page(
         </section>
         <section id="burn-rates">
             <h2>"Burn rate per alert window"</h2>
+            <BurnTable tiers=status.tiers.clone()/>
+        </section>
+        <section id="burndown">
+            <h2>"Error budget over the window"</h2>
+            <BurnDown points=burn objective=status.objective/>
+        </section>
+        <section id="sli-chart">{sli_chart}</section>
+        <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q/></section>
+    }
+    .to_html();
+    page(
+        &status.display_name,
+        Some(&view),
+        &format!("/slos/{name}"),
+        body,
+    )
+}
+
+/// The burn rate of every alert tier: windows, threshold, burns, state.
+#[component]
+fn BurnTable(tiers: Vec<slo_engine::evaluate::TierStatus>) -> impl IntoView {
+    view! {
             <table>
                 <tr><th>"severity"</th><th>"long window"</th><th>"short window"</th><th>"threshold"</th><th>"long burn"</th><th>"short burn"</th><th>"events (long)"</th><th>"state"</th></tr>
-                {status
-                    .tiers
+                {tiers
                     .iter()
                     .map(|t| {
                         let state = if t.firing {
@@ -661,21 +683,7 @@ pub async fn slo_page(
                     })
                     .collect_view()}
             </table>
-        </section>
-        <section id="burndown">
-            <h2>"Error budget over the window"</h2>
-            <BurnDown points=burn objective=status.objective/>
-        </section>
-        <section id="sli-chart">{sli_chart}</section>
-        <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q/></section>
     }
-    .to_html();
-    page(
-        &status.display_name,
-        Some(&view),
-        &format!("/slos/{name}"),
-        body,
-    )
 }
 
 /// The SLI per burn-down bucket (good share of that bucket's events, %)
@@ -740,7 +748,7 @@ pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams
                 let slo_href = format!("/slos/{}?{q}", i.slo);
                 view! {
                     <section id=id>
-                        <h2>"#" {i.id} " " <a href=slo_href>{i.slo.clone()}</a> " " <StateBadge state=i.severity.clone()/> " " <StateBadge state=i.state.clone()/></h2>
+                        <h2><a href=format!("/incidents/{}?{q}", i.id)>{format!("#{}", i.id)}</a> " " <a href=slo_href>{i.slo.clone()}</a> " " <StateBadge state=i.severity.clone()/> " " <StateBadge state=i.state.clone()/></h2>
                         <p>{i.summary.clone()}</p>
                         {i.acknowledged_by.clone().map(|by| view! { <p class="muted">"acknowledged by " {by}</p> })}
                         {(i.state == "open").then(|| view! { <p><IncidentAction id=i.id action="ack".to_string()/></p> })}
