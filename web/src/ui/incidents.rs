@@ -12,8 +12,8 @@ use slo_engine::notify::rfc3339;
 use web_islands::IncidentAction;
 
 use super::{
-    BurnTable, StateBadge, ViewParams, ago, error_page, page, pct, timeline_detail, trace_links,
-    url_encode,
+    BurnTable, StateBadge, ViewParams, ago, engine, error_page, page, pct, timeline_detail,
+    trace_links, url_encode,
 };
 use crate::WebState;
 
@@ -131,16 +131,13 @@ pub async fn incident(
     Path(id): Path<i64>,
     Query(p): Query<ViewParams>,
 ) -> Response {
-    let view = match p.resolve() {
+    let view = match p.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
-    let Some(engine) = s.slo.clone() else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "No incidents",
-            "No SLO engine is running (no rules directory).".into(),
-        );
+    let engine = match engine(&s, "No incidents") {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let inc = match engine.incident(id) {
         Ok(Some(i)) => i,

@@ -31,6 +31,43 @@ pub struct LogForm {
     pub attribute: Option<String>,
 }
 
+/// Log records as a table (time, service, severity, body, trace link), or
+/// a line saying there are none.
+pub(crate) fn log_table(id: &str, rows: Vec<serde_json::Value>, q: &str) -> AnyView {
+    if rows.is_empty() {
+        return view! { <p class="muted">"No log records match in this range."</p> }.into_any();
+    }
+    view! {
+        <table id=id.to_string()>
+            <tr><th>"time"</th><th>"service"</th><th>"severity"</th><th>"body"</th><th>"trace"</th></tr>
+            {rows
+                .into_iter()
+                .map(|l| {
+                    let time = ts(&l["time"])
+                        .map(slo_engine::notify::rfc3339)
+                        .unwrap_or_default();
+                    let sev = l["severity_text"].as_str().unwrap_or("").to_string();
+                    let trace = l["trace_id"].as_str().unwrap_or("").to_string();
+                    let link = (!trace.is_empty()).then(|| {
+                        let href = format!("/traces/{trace}?{q}");
+                        view! { <a class="trace-link" href=href>{trace[..trace.len().min(16)].to_string()}</a> }
+                    });
+                    view! {
+                        <tr>
+                            <td>{time}</td>
+                            <td>{l["service_name"].as_str().unwrap_or("").to_string()}</td>
+                            <td class={if sev == "ERROR" || sev == "FATAL" { "firing" } else { "" }}>{sev.clone()}</td>
+                            <td>{l["body"].as_str().map_or(l["body"].to_string(), str::to_string)}</td>
+                            <td>{link}</td>
+                        </tr>
+                    }
+                })
+                .collect_view()}
+        </table>
+    }
+    .into_any()
+}
+
 /// `GET /logs`.
 pub async fn search(
     State(s): State<WebState>,
@@ -38,9 +75,9 @@ pub async fn search(
     Query(f): Query<LogForm>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
-    let view = match v.resolve() {
+    let view = match v.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let severity = non_empty(&f.severity).map(|s| s.to_ascii_uppercase());
     let min_severity = match &severity {
@@ -84,39 +121,7 @@ pub async fn search(
         }
         Ok(v) => {
             let rows = v["logs"].as_array().cloned().unwrap_or_default();
-            if rows.is_empty() {
-                view! { <p class="muted">"No log records match in this range."</p> }.into_any()
-            } else {
-                view! {
-                    <table id="log-results">
-                        <tr><th>"time"</th><th>"service"</th><th>"severity"</th><th>"body"</th><th>"trace"</th></tr>
-                        {rows
-                            .into_iter()
-                            .map(|l| {
-                                let time = ts(&l["time"])
-                                    .map(slo_engine::notify::rfc3339)
-                                    .unwrap_or_default();
-                                let sev = l["severity_text"].as_str().unwrap_or("").to_string();
-                                let trace = l["trace_id"].as_str().unwrap_or("").to_string();
-                                let link = (!trace.is_empty()).then(|| {
-                                    let href = format!("/traces/{trace}?{q}");
-                                    view! { <a class="trace-link" href=href>{trace[..trace.len().min(16)].to_string()}</a> }
-                                });
-                                view! {
-                                    <tr>
-                                        <td>{time}</td>
-                                        <td>{l["service_name"].as_str().unwrap_or("").to_string()}</td>
-                                        <td class={if sev == "ERROR" || sev == "FATAL" { "firing" } else { "" }}>{sev.clone()}</td>
-                                        <td>{l["body"].as_str().map_or(l["body"].to_string(), str::to_string)}</td>
-                                        <td>{link}</td>
-                                    </tr>
-                                }
-                            })
-                            .collect_view()}
-                    </table>
-                }
-                .into_any()
-            }
+            log_table("log-results", rows, &q)
         }
     };
     let val = |o: &Option<String>| o.clone().unwrap_or_default();

@@ -125,9 +125,9 @@ pub async fn explore(
     Query(f): Query<MetricForm>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let view = match v.resolve() {
+    let view = match v.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let w = view.window;
     let catalogue = match metrics::list(&s.store, &w).await {

@@ -177,6 +177,30 @@ impl ViewParams {
     }
 }
 
+impl ViewParams {
+    /// [`ViewParams::resolve`], or the 400 page saying what is wrong.
+    #[allow(clippy::result_large_err)]
+    fn view(&self) -> Result<View, Response> {
+        self.resolve()
+            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad view", e))
+    }
+}
+
+/// The SLO engine, or the 404 page saying that none runs.
+#[allow(clippy::result_large_err)]
+fn engine(
+    s: &WebState,
+    what: &str,
+) -> Result<std::sync::Arc<slo_engine::engine::SloEngine>, Response> {
+    s.slo.clone().ok_or_else(|| {
+        error_page(
+            StatusCode::NOT_FOUND,
+            what,
+            "No SLO engine is running (no rules directory).".into(),
+        )
+    })
+}
+
 impl View {
     /// Hidden form fields that keep this view when a page's form is sent.
     fn hidden_fields(&self) -> impl IntoView + use<> {
@@ -464,9 +488,9 @@ fn incidents(s: &WebState, limit: usize) -> Vec<Incident> {
 
 /// `GET /`: the overview.
 pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
-    let view = match p.resolve() {
+    let view = match p.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let services: Result<Vec<Red>, String> = s
         .rollups
@@ -543,9 +567,9 @@ pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) ->
 
 /// `GET /slos`: every SLO, least budget left first.
 pub async fn slo_list(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
-    let view = match p.resolve() {
+    let view = match p.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let body = view! {
         <h1>"SLOs"</h1>
@@ -561,16 +585,13 @@ pub async fn slo_page(
     Path(name): Path<String>,
     Query(p): Query<ViewParams>,
 ) -> Response {
-    let view = match p.resolve() {
+    let view = match p.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
-    let Some(engine) = s.slo.clone() else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "No SLOs",
-            "No SLO engine is running (no rules directory).".into(),
-        );
+    let engine = match engine(&s, "No SLOs") {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let Some(def) = engine.slos().iter().find(|d| d.name == name).cloned() else {
         return error_page(
@@ -732,9 +753,9 @@ fn sli_chart(burn: &[BurnPoint], objective: f64) -> impl IntoView + use<> {
 
 /// `GET /incidents`: every incident with its timeline.
 pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
-    let view = match p.resolve() {
+    let view = match p.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let list = incidents(&s, 200);
     let q = view.query.clone();

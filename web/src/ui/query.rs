@@ -222,9 +222,9 @@ pub async fn console(
     Query(v): Query<ViewParams>,
     Query(f): Query<QueryForm>,
 ) -> Response {
-    let view = match v.resolve() {
+    let view = match v.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let sql = non_empty(&f.sql);
     let mut status = StatusCode::OK;

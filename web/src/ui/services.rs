@@ -11,7 +11,8 @@ use slo_engine::red::{Edge, Red, RedPoint, Window};
 use web_islands::{Cell, SortableTable};
 
 use super::charts::{GraphEdge, GraphNode, Line, ServiceGraph, TimeSeries, short};
-use super::traces::ts;
+use super::logs::log_table;
+use super::traces::trace_table;
 use super::{ViewParams, error_page, page, pct, url_encode};
 use crate::WebState;
 use crate::explore::{self, LogSearch, TraceSearch};
@@ -103,44 +104,17 @@ fn edge_table(id: &str, edges: &[Edge], q: &str) -> impl IntoView + use<> {
     view! { <SortableTable id=id.to_string() headers=headers rows=rows/> }.into_any()
 }
 
-/// Trace search results as a short table.
-fn trace_rows(
-    id: &str,
-    traces: Result<serde_json::Value, String>,
-    q: &str,
-) -> impl IntoView + use<> {
-    let list = match traces {
-        Err(e) => return view! { <p class="error">"Could not search traces: " {e}</p> }.into_any(),
-        Ok(v) => v["traces"].as_array().cloned().unwrap_or_default(),
-    };
-    if list.is_empty() {
-        return view! { <p class="muted">"None in this range."</p> }.into_any();
+/// Trace search results, or the error.
+fn trace_rows(id: &str, traces: Result<serde_json::Value, String>, q: &str) -> AnyView {
+    match traces {
+        Err(e) => view! { <p class="error">"Could not search traces: " {e}</p> }.into_any(),
+        Ok(v) => trace_table(
+            id,
+            v["traces"].as_array().cloned().unwrap_or_default(),
+            q,
+            true,
+        ),
     }
-    view! {
-        <table id=id.to_string()>
-            <tr><th>"trace"</th><th>"root"</th><th>"start"</th><th>"slowest match"</th><th>"trace duration"</th><th>"spans"</th><th>"errors"</th></tr>
-            {list
-                .into_iter()
-                .map(|t| {
-                    let tid = t["trace_id"].as_str().unwrap_or_default().to_string();
-                    let href = format!("/traces/{tid}?{q}");
-                    let errors = t["error_spans"].as_i64().unwrap_or(0);
-                    view! {
-                        <tr>
-                            <td><a class="trace-link" href=href>{tid[..tid.len().min(16)].to_string()}</a></td>
-                            <td>{format!("{} {}", t["root_service"].as_str().unwrap_or(""), t["root_operation"].as_str().unwrap_or(""))}</td>
-                            <td>{ts(&t["start_time"]).map(slo_engine::notify::rfc3339).unwrap_or_default()}</td>
-                            <td class="num">{format!("{:.1} ms", t["longest_match_ms"].as_f64().unwrap_or(0.0))}</td>
-                            <td class="num">{format!("{:.1} ms", t["duration_ms"].as_f64().unwrap_or(0.0))}</td>
-                            <td class="num">{t["span_count"].as_i64().unwrap_or(0)}</td>
-                            <td class={if errors > 0 { "num firing" } else { "num" }}>{errors}</td>
-                        </tr>
-                    }
-                })
-                .collect_view()}
-        </table>
-    }
-    .into_any()
 }
 
 /// `GET /services/{name}`.
@@ -149,9 +123,9 @@ pub async fn service(
     Path(name): Path<String>,
     Query(p): Query<ViewParams>,
 ) -> Response {
-    let view = match p.resolve() {
+    let view = match p.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let w = view.window;
     let (series_window, step) = aligned(&w, 60);
@@ -267,38 +241,11 @@ pub async fn service(
         Err(e) => {
             view! { <p class="error">"Logs could not be loaded: " {e.to_string()}</p> }.into_any()
         }
-        Ok(v) => {
-            let rows = v["logs"].as_array().cloned().unwrap_or_default();
-            if rows.is_empty() {
-                view! { <p class="muted">"No log records in this range."</p> }.into_any()
-            } else {
-                view! {
-                    <table id="service-logs">
-                        <tr><th>"time"</th><th>"severity"</th><th>"body"</th><th>"trace"</th></tr>
-                        {rows
-                            .into_iter()
-                            .map(|l| {
-                                let sev = l["severity_text"].as_str().unwrap_or("").to_string();
-                                let trace = l["trace_id"].as_str().unwrap_or("").to_string();
-                                let link = (!trace.is_empty()).then(|| {
-                                    let href = format!("/traces/{trace}?{q}");
-                                    view! { <a class="trace-link" href=href>{trace[..trace.len().min(16)].to_string()}</a> }
-                                });
-                                view! {
-                                    <tr>
-                                        <td>{ts(&l["time"]).map(slo_engine::notify::rfc3339).unwrap_or_default()}</td>
-                                        <td class={if sev == "ERROR" || sev == "FATAL" { "firing" } else { "" }}>{sev.clone()}</td>
-                                        <td>{l["body"].as_str().map_or(l["body"].to_string(), str::to_string)}</td>
-                                        <td>{link}</td>
-                                    </tr>
-                                }
-                            })
-                            .collect_view()}
-                    </table>
-                }
-                .into_any()
-            }
-        }
+        Ok(v) => log_table(
+            "service-logs",
+            v["logs"].as_array().cloned().unwrap_or_default(),
+            &q,
+        ),
     };
     let body = view! {
         <h1>"Service " <span id="service-name">{name.clone()}</span></h1>
@@ -331,9 +278,9 @@ pub async fn service(
 
 /// `GET /service-map`.
 pub async fn map(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
-    let view = match p.resolve() {
+    let view = match p.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let w = view.window;
     let (edges, services) = tokio::join!(

@@ -114,9 +114,9 @@ async fn render(
     created: Option<i64>,
     error: Option<String>,
 ) -> Response {
-    let view = match v.resolve() {
+    let view = match v.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let Some(engine) = s.slo.clone() else {
         return error_page(

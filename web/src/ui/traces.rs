@@ -53,6 +53,43 @@ fn offset(ns: i64) -> String {
     }
 }
 
+/// Trace search results as a table (with the longest matching span when
+/// `slowest`), or a line saying there are none.
+pub(crate) fn trace_table(id: &str, rows: Vec<Value>, q: &str, slowest: bool) -> AnyView {
+    if rows.is_empty() {
+        return view! { <p class="muted">"No traces match in this range."</p> }.into_any();
+    }
+    view! {
+        <table id=id.to_string()>
+            <tr>
+                <th>"trace"</th><th>"root"</th><th>"start"</th>
+                {slowest.then(|| view! { <th>"slowest match"</th> })}
+                <th>"duration"</th><th>"spans"</th><th>"errors"</th>
+            </tr>
+            {rows
+                .into_iter()
+                .map(|t| {
+                    let id = t["trace_id"].as_str().unwrap_or_default().to_string();
+                    let href = format!("/traces/{id}?{q}");
+                    let errors = t["error_spans"].as_i64().unwrap_or(0);
+                    view! {
+                        <tr>
+                            <td><a class="trace-link" href=href>{id[..id.len().min(16)].to_string()}</a></td>
+                            <td>{format!("{} {}", t["root_service"].as_str().unwrap_or(""), t["root_operation"].as_str().unwrap_or(""))}</td>
+                            <td>{ts(&t["start_time"]).map(slo_engine::notify::rfc3339).unwrap_or_default()}</td>
+                            {slowest.then(|| view! { <td class="num">{format!("{:.1} ms", t["longest_match_ms"].as_f64().unwrap_or(0.0))}</td> })}
+                            <td class="num">{format!("{:.2} ms", t["duration_ms"].as_f64().unwrap_or(0.0))}</td>
+                            <td class="num">{t["span_count"].as_i64().unwrap_or(0)}</td>
+                            <td class={if errors > 0 { "num firing" } else { "num" }}>{errors}</td>
+                        </tr>
+                    }
+                })
+                .collect_view()}
+        </table>
+    }
+    .into_any()
+}
+
 /// `GET /traces`: search.
 pub async fn search(
     State(s): State<WebState>,
@@ -60,9 +97,9 @@ pub async fn search(
     Query(f): Query<SearchForm>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
-    let view = match v.resolve() {
+    let view = match v.view() {
         Ok(v) => v,
-        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Bad view", e),
+        Err(r) => return r,
     };
     let parse_ms = |name: &str, t: &Option<String>| -> Result<Option<f64>, String> {
         non_empty(t)
@@ -102,34 +139,7 @@ pub async fn search(
         Err(e) => view! { <p class="error">"Search failed: " {e.to_string()}</p> }.into_any(),
         Ok(v) => {
             let rows = v["traces"].as_array().cloned().unwrap_or_default();
-            if rows.is_empty() {
-                view! { <p class="muted">"No traces match in this range."</p> }.into_any()
-            } else {
-                view! {
-                    <table id="trace-results">
-                        <tr><th>"trace"</th><th>"root"</th><th>"start"</th><th>"duration"</th><th>"spans"</th><th>"errors"</th></tr>
-                        {rows
-                            .into_iter()
-                            .map(|t| {
-                                let id = t["trace_id"].as_str().unwrap_or_default().to_string();
-                                let href = format!("/traces/{id}?{q}");
-                                let errors = t["error_spans"].as_i64().unwrap_or(0);
-                                view! {
-                                    <tr>
-                                        <td><a class="trace-link" href=href>{id[..id.len().min(16)].to_string()}</a></td>
-                                        <td>{format!("{} {}", t["root_service"].as_str().unwrap_or(""), t["root_operation"].as_str().unwrap_or(""))}</td>
-                                        <td>{t["start_time"].as_str().unwrap_or("").to_string()}</td>
-                                        <td class="num">{format!("{:.2} ms", t["duration_ms"].as_f64().unwrap_or(0.0))}</td>
-                                        <td class="num">{t["span_count"].as_i64().unwrap_or(0)}</td>
-                                        <td class={if errors > 0 { "num firing" } else { "num" }}>{errors}</td>
-                                    </tr>
-                                }
-                            })
-                            .collect_view()}
-                    </table>
-                }
-                .into_any()
-            }
+            trace_table("trace-results", rows, &q, false)
         }
     };
     let val = |o: &Option<String>| o.clone().unwrap_or_default();
