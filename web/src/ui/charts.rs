@@ -474,6 +474,36 @@ pub fn layers(nodes: &[String], edges: &[(String, String)]) -> Vec<Vec<String>> 
     out
 }
 
+/// Orders each column by the mean row of its callers in earlier columns
+/// (the barycentre heuristic, one pass left to right), so calls cross less.
+pub fn order_rows(cols: &mut [Vec<String>], edges: &[(String, String)]) {
+    let mut row: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    for c in 0..cols.len() {
+        let mut keyed: Vec<(f64, String)> = cols[c]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let callers: Vec<f64> = edges
+                    .iter()
+                    .filter(|(_, b)| b == n)
+                    .filter_map(|(a, _)| row.get(a).copied())
+                    .collect();
+                let key = if callers.is_empty() {
+                    i as f64
+                } else {
+                    callers.iter().sum::<f64>() / callers.len() as f64
+                };
+                (key, n.clone())
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        cols[c] = keyed.into_iter().map(|(_, n)| n).collect();
+        for (i, n) in cols[c].iter().enumerate() {
+            row.insert(n.clone(), i as f64);
+        }
+    }
+}
+
 /// The service dependency graph: services in columns by call depth, calls
 /// as curves (width by rate, red when failing, dashed to uninstrumented
 /// services) labelled with their RED; each service links to its page.
@@ -484,8 +514,9 @@ pub fn ServiceGraph(nodes: Vec<GraphNode>, edges: Vec<GraphEdge>) -> impl IntoVi
         .iter()
         .map(|e| (e.from.clone(), e.to.clone()))
         .collect();
-    let cols = layers(&names, &pairs);
-    let (nw, nh, cw, rh) = (160.0, 40.0, 390.0, 70.0);
+    let mut cols = layers(&names, &pairs);
+    order_rows(&mut cols, &pairs);
+    let (nw, nh, cw, rh) = (160.0, 40.0, 300.0, 70.0);
     let mut pos = std::collections::HashMap::new();
     for (c, col) in cols.iter().enumerate() {
         for (r, n) in col.iter().enumerate() {
@@ -496,6 +527,9 @@ pub fn ServiceGraph(nodes: Vec<GraphNode>, edges: Vec<GraphEdge>) -> impl IntoVi
     let width = (40.0 + cw * cols.len() as f64).max(400.0);
     let height = 40.0 + rh * rows as f64;
     let max_rate = edges.iter().map(|e| e.rate).fold(0.0, f64::max);
+    // Full labels fit a small graph; a large one labels failing calls in
+    // full and the others with their rate (all of it is in the tooltip).
+    let full_labels = edges.len() <= 6;
     let edge_views = edges
         .iter()
         .filter_map(|e| {
@@ -515,13 +549,20 @@ pub fn ServiceGraph(nodes: Vec<GraphNode>, edges: Vec<GraphEdge>) -> impl IntoVi
                 if e.unobserved { " unobserved" } else { "" }
             );
             let label_class = if e.error { "edge-label error" } else { "edge-label" };
-            let (mx, my) = ((sx + ex) / 2.0, (sy + ey) / 2.0 - 4.0);
+            let label = if full_labels || e.error {
+                e.label.clone()
+            } else {
+                format!("{}/s", short(e.rate))
+            };
+            // On the curve, a third of the way: labels of calls that leave
+            // one service apart by where they go.
+            let (mx, my) = (sx + (ex - sx) * 0.45, sy + (ey - sy) * 0.3 - 4.0);
             Some(view! {
                 <g class="call" data-from=e.from.clone() data-to=e.to.clone()>
                     <path class=class d=d stroke-width=format!("{width:.1}") marker-end="url(#arrow)">
                         <title>{format!("{} → {}: {}", e.from, e.to, e.label)}</title>
                     </path>
-                    <text class=label_class x=mx y=my text-anchor="middle">{e.label.clone()}</text>
+                    <text class=label_class x=format!("{mx:.1}") y=format!("{my:.1}") text-anchor="middle">{label}</text>
                 </g>
             })
         })
@@ -541,7 +582,7 @@ pub fn ServiceGraph(nodes: Vec<GraphNode>, edges: Vec<GraphEdge>) -> impl IntoVi
         })
         .collect_view();
     view! {
-        <svg class="graph" width=width height=height viewBox=format!("0 0 {width} {height}") role="img">
+        <svg class="graph" width=width height=height viewBox=format!("0 0 {width} {height}") style="max-width:100%;height:auto" role="img">
             <defs>
                 <marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="9" markerHeight="9" orient="auto-start-reverse">
                     <path d="M 0 0 L 10 5 L 0 10 z" fill="#8a93a6"/>
@@ -651,6 +692,10 @@ mod tests {
                 n(&["inventory"])
             ]
         );
+        // Callees line up with their callers.
+        let mut cols = vec![n(&["a", "b"]), n(&["x", "y"])];
+        order_rows(&mut cols, &e(&[("a", "y"), ("b", "x")]));
+        assert_eq!(cols[1], n(&["y", "x"]));
         // A cycle does not loop forever; every node is placed once.
         let cols = layers(&n(&["a", "b"]), &e(&[("a", "b"), ("b", "a")]));
         assert_eq!(cols.iter().map(Vec::len).sum::<usize>(), 2);
