@@ -26,6 +26,9 @@ pub struct Config {
     pub query: store::sql::QueryLimits,
     /// SLOs, alerting and notifications.
     pub slo: slo_engine::engine::SloConfig,
+    /// API tokens with roles (ingest, viewer, editor, admin) and dashboard
+    /// sessions. No tokens: auth is off.
+    pub auth: web::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             collector: collector::CollectorConfig::default(),
             query: store::sql::QueryLimits::default(),
             slo: slo_engine::engine::SloConfig::default(),
+            auth: web::auth::AuthConfig::default(),
         }
     }
 }
@@ -202,6 +206,33 @@ mod tests {
         std::fs::write(&path, "[store]\nflush_intervall = 1\n").unwrap();
         let err = format!("{:#}", load_file(&path).unwrap_err());
         assert!(err.contains("flush_intervall"), "{err}");
+    }
+
+    #[test]
+    fn auth_tokens_come_from_the_file_by_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.toml");
+        let digest = web::auth::sha256_hex("s3cret");
+        std::fs::write(
+            &path,
+            format!(
+                "[auth]\nsession_hours = 8\n[[auth.tokens]]\nname = \"ci\"\nrole = \"viewer\"\nsha256 = \"{digest}\"\n"
+            ),
+        )
+        .unwrap();
+        let c = load_file(&path).unwrap();
+        assert_eq!(c.auth.tokens.len(), 1);
+        assert_eq!(c.auth.tokens[0].role, web::auth::Role::Viewer);
+        assert_eq!(c.auth.session_hours, 8.0);
+        let auth = web::auth::Auth::new(&c.auth).unwrap().unwrap();
+        assert_eq!(auth.check_token("s3cret").unwrap().name, "ci");
+        std::fs::write(
+            &path,
+            "[[auth.tokens]]\nname = \"x\"\nrole = \"root\"\nsha256 = \"00\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", load_file(&path).unwrap_err());
+        assert!(err.contains("root"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,51 @@ enum Command {
     /// Check SLO and alert rule files; run rule unit tests.
     #[command(subcommand)]
     Rules(rules_cmd::RulesCommand),
+    /// API tokens: make a new one, or hash one for the configuration.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new random token and the `[[auth.tokens]]` entry that
+    /// configures it (only its SHA-256 goes into the configuration).
+    New {
+        /// `ingest`, `viewer`, `editor` or `admin`.
+        #[arg(long)]
+        role: String,
+        /// Who or what holds it.
+        #[arg(long, default_value = "token")]
+        name: String,
+    },
+    /// Read a token from standard input and print its SHA-256 (hex).
+    Hash,
+}
+
+fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::New { role, name } => {
+            let role: web::auth::Role =
+                serde_json::from_value(serde_json::Value::String(role.clone())).map_err(|_| {
+                    anyhow::anyhow!("role {role:?}: use ingest, viewer, editor or admin")
+                })?;
+            let t = web::auth::new_token();
+            println!("token (give it to its holder; it is not stored anywhere): {t}\n");
+            println!(
+                "[[auth.tokens]]\nname = {:?}\nrole = \"{}\"\nsha256 = \"{}\"",
+                name,
+                role.as_str(),
+                web::auth::sha256_hex(&t)
+            );
+        }
+        TokenCommand::Hash => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            anyhow::ensure!(!line.trim().is_empty(), "no token on standard input");
+            println!("{}", web::auth::sha256_hex(line.trim()));
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             serve::init_logging("warn");
             runtime()?.block_on(rules_cmd::run(cmd))
         }
+        Command::Token(cmd) => token(cmd),
     }
 }
 

@@ -27,6 +27,9 @@ pub struct QueryArgs {
     /// Query a running server instead, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     pub url: Option<String>,
+    /// API token for --url (role viewer or more), when the server has auth on.
+    #[arg(long, env = "BURNWATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: OutputFormat,
@@ -61,7 +64,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let result = match &args.url {
-        Some(url) => remote(url, &args.sql, &limits).await?,
+        Some(url) => remote(url, args.token.as_deref(), &args.sql, &limits).await?,
         None => {
             let data_dir = args
                 .data_dir
@@ -87,13 +90,17 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
 
 async fn remote(
     url: &str,
+    token: Option<&str>,
     sql: &str,
     limits: &store::sql::QueryLimits,
 ) -> anyhow::Result<store::sql::QueryResult> {
     let started = std::time::Instant::now();
     let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(&endpoint)
+    let mut req = reqwest::Client::new().post(&endpoint);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
         .json(&serde_json::json!({ "sql": sql, "format": "arrow", "max_rows": limits.max_rows }))
         .send()
         .await

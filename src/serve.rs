@@ -57,11 +57,21 @@ fn warn_if_exposed(config: &Config) {
         .into_iter()
         .filter(|a| !a.ip().is_loopback())
         .collect::<Vec<_>>();
-    if !open.is_empty() && config.collector.auth_tokens.is_empty() {
+    if !open.is_empty()
+        && config.collector.auth_tokens.is_empty()
+        && config.collector.auth_sha256.is_empty()
+    {
         tracing::warn!(
             addresses = ?open,
             "OTLP receivers listen beyond loopback WITHOUT authentication: anyone who can reach them can write telemetry. \
-             Set collector.auth_tokens (or BURNWATCH_INGEST_TOKENS)"
+             Configure [auth] tokens (or collector.auth_tokens / BURNWATCH_INGEST_TOKENS)"
+        );
+    }
+    if !config.http_addr.ip().is_loopback() && config.auth.tokens.is_empty() {
+        tracing::warn!(
+            address = %config.http_addr,
+            "the dashboard and API listen beyond loopback WITHOUT authentication: anyone who can reach them can read all telemetry and silence alerts. \
+             Configure [auth] tokens"
         );
     }
 }
@@ -131,7 +141,25 @@ pub async fn run(
 }
 
 /// Opens the store and starts the receivers and the HTTP side.
-pub async fn start(config: Config) -> anyhow::Result<Server> {
+pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+    let auth = web::auth::Auth::new(&config.auth)
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    if let Some(a) = &auth {
+        // The OTLP receivers take the tokens that may ingest; with auth on
+        // and none of them, nothing could send telemetry.
+        let ingest = a.ingest_sha256();
+        anyhow::ensure!(
+            !ingest.is_empty() || !config.collector.auth_tokens.is_empty(),
+            "auth is on, but no token has the ingest or admin role, so nothing could send telemetry: \
+             add one (`burnwatch token new --role ingest` prints a token and its config entry)"
+        );
+        config.collector.auth_sha256.extend(ingest);
+        tracing::info!(
+            tokens = config.auth.tokens.len(),
+            "API and dashboard need a token"
+        );
+    }
     warn_if_exposed(&config);
     let store = store::Store::open(config.store.clone())
         .await
@@ -170,6 +198,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         ready: ready.clone(),
         query_limits: config.query.clone(),
         slo,
+        auth,
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

@@ -63,6 +63,9 @@ pub struct StatusArgs {
     /// Ask a running server instead, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     pub url: Option<String>,
+    /// API token for --url (role viewer or more), when the server has auth on.
+    #[arg(long, env = "BURNWATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// SLO definitions (with --data-dir) [default: ./alert-rules].
     #[arg(long, env = "BURNWATCH_RULES_DIR", conflicts_with = "url")]
     pub rules_dir: Option<PathBuf>,
@@ -95,7 +98,12 @@ pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
             if let Some(at) = &args.at {
                 endpoint.push_str(&format!("?at={}", parse_at(at)?));
             }
-            let resp = reqwest::get(&endpoint)
+            let mut req = reqwest::Client::new().get(&endpoint);
+            if let Some(t) = &args.token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req
+                .send()
                 .await
                 .with_context(|| format!("cannot reach {endpoint}"))?;
             let status = resp.status();

@@ -208,3 +208,138 @@ async fn serve_ingests_reports_and_shuts_down_cleanly() {
     assert_eq!(st.file_rows[0], 300);
     assert_eq!(st.buffered_rows, [0, 0, 0]);
 }
+
+/// `burnwatch token new` prints a token and its config entry; a server
+/// configured with them lets the ingest token send telemetry and nothing
+/// else, the viewer token read and nothing else, and nobody in without a
+/// token. A configuration where no token may ingest is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_api_tokens_checks_every_caller() {
+    let exe = env!("CARGO_BIN_EXE_burnwatch");
+    let dir = tempfile::tempdir().unwrap();
+    let new_token = |role: &str| {
+        let out = Command::new(exe)
+            .args(["token", "new", "--role", role, "--name", role])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let token = text
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .to_string();
+        let entry = text[text.find("[[auth.tokens]]").unwrap()..].to_string();
+        assert!(!entry.contains(&token), "the config holds only the digest");
+        (token, entry)
+    };
+    let (ingest, ingest_entry) = new_token("ingest");
+    let (viewer, viewer_entry) = new_token("viewer");
+    let viewer_only = dir.path().join("viewer-only.toml");
+    std::fs::write(&viewer_only, &viewer_entry).unwrap();
+    let refused = Command::new(exe)
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--otlp-http-addr", "127.0.0.1:0", "--config"])
+        .arg(&viewer_only)
+        .arg("--data-dir")
+        .arg(dir.path().join("refused"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no token has the ingest or admin role"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let config = dir.path().join("auth.toml");
+    std::fs::write(&config, format!("{ingest_entry}\n{viewer_entry}")).unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--otlp-http-addr", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("BURNWATCH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let urls: Vec<&str> = line
+        .split("http://")
+        .skip(1)
+        .map(|s| s.split([',', ' ', '\n']).next().unwrap())
+        .collect();
+    let (api, otlp) = (urls[0].to_string(), urls[1].to_string());
+    let http = reqwest::Client::new();
+    let ingest_with = |token: Option<&str>| {
+        let mut r = http
+            .post(format!("http://{otlp}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(request(10));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ingest_with(None).await, 401);
+    assert_eq!(ingest_with(Some(&viewer)).await, 401);
+    assert_eq!(ingest_with(Some(&ingest)).await, 200);
+    let read_with = |token: Option<&str>| {
+        let mut r = http.get(format!("http://{api}/api/v1/red/services"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(read_with(None).await, 401);
+    assert_eq!(read_with(Some(&ingest)).await, 403);
+    assert_eq!(read_with(Some(&viewer)).await, 200);
+    // The CLI client passes its token.
+    let api_url = format!("http://{api}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(exe)
+            .args(["query", "--url", &api_url, "--format", "csv"])
+            .arg("SELECT count(*) AS n FROM spans")
+            .env("BURNWATCH_TOKEN", &viewer)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n10\n");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "burnwatch exited with {exit}");
+}

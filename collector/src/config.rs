@@ -22,8 +22,12 @@ pub struct CollectorConfig {
     pub max_concurrent_requests: usize,
     /// How long a request may wait for capacity before it is refused (ms).
     pub queue_timeout_ms: u64,
-    /// Bearer tokens accepted for ingest. Empty: no authentication.
+    /// Bearer tokens accepted for ingest. Empty (and no `auth_sha256`): no
+    /// authentication.
     pub auth_tokens: Vec<String>,
+    /// SHA-256 digests (hex) of further bearer tokens accepted for ingest
+    /// (filled from the `[auth]` tokens with role ingest or admin).
+    pub auth_sha256: Vec<String>,
     /// A span may end this many milliseconds before it starts and still be kept.
     pub end_before_start_tolerance_ms: u64,
     /// TLS on both OTLP listeners (PEM certificate and key). Absent: plain TCP.
@@ -40,6 +44,7 @@ impl Default for CollectorConfig {
             max_concurrent_requests: 64,
             queue_timeout_ms: 1000,
             auth_tokens: Vec::new(),
+            auth_sha256: Vec::new(),
             end_before_start_tolerance_ms: 0,
             tls: None,
         }

@@ -97,7 +97,7 @@ impl OtlpGrpc {
         request: ExportRequest,
         size: usize,
     ) -> Result<Outcome, Status> {
-        if !token_ok(&self.ingest.config().auth_tokens, auth.as_deref()) {
+        if !token_ok(self.ingest.config(), auth.as_deref()) {
             return Err(Status::unauthenticated("missing or invalid bearer token"));
         }
         let mut admission = match self.ingest.admit().await {

@@ -18,6 +18,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use sha2::Digest as _;
+
+use crate::config::CollectorConfig;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -179,9 +182,10 @@ async fn logs(State(i): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> R
     handle(i, Signal::Logs, headers, body).await
 }
 
-/// Checks a bearer token against the configured ones (constant time per token).
-pub fn token_ok(tokens: &[String], authorization: Option<&str>) -> bool {
-    if tokens.is_empty() {
+/// Checks a bearer token against the configured ones: clear tokens and
+/// SHA-256 digests, each compared in constant time. Open when none is set.
+pub fn token_ok(config: &CollectorConfig, authorization: Option<&str>) -> bool {
+    if config.auth_tokens.is_empty() && config.auth_sha256.is_empty() {
         return true;
     }
     let Some(given) = authorization.and_then(|h| {
@@ -190,11 +194,19 @@ pub fn token_ok(tokens: &[String], authorization: Option<&str>) -> bool {
     }) else {
         return false;
     };
-    let given = given.trim().as_bytes();
-    tokens.iter().any(|t| {
-        let t = t.as_bytes();
-        t.len() == given.len() && t.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    })
+    let given = given.trim();
+    let same = |a: &[u8], b: &[u8]| {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    };
+    let digest: [u8; 32] = sha2::Sha256::digest(given.as_bytes()).into();
+    let plain = config
+        .auth_tokens
+        .iter()
+        .fold(false, |ok, t| ok | same(t.as_bytes(), given.as_bytes()));
+    let hashed = config.auth_sha256.iter().fold(false, |ok, h| {
+        ok | hex::decode(h.trim()).is_ok_and(|h| same(&h, &digest))
+    });
+    plain || hashed
 }
 
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
@@ -362,7 +374,7 @@ async fn process(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !token_ok(&config.auth_tokens, auth) {
+    if !token_ok(config, auth) {
         let mut e = HttpError::new(
             StatusCode::UNAUTHORIZED,
             code::UNAUTHENTICATED,

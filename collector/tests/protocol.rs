@@ -471,6 +471,23 @@ async fn bearer_token_auth() {
     c.export(req).await.unwrap();
     assert_eq!(server.count("spans").await, 4);
     server.stop().await;
+
+    // Tokens configured by their SHA-256 only (the [auth] tokens that may ingest).
+    let digest = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"; // sha256("secret")
+    let server = Server::start_with(|_, c| c.auth_sha256 = vec![digest.into()]).await;
+    let send = |token: &'static str| {
+        let req = client()
+            .post(server.http_url("/v1/traces"))
+            .header("content-type", PB)
+            .header("authorization", format!("Bearer {token}"))
+            .body(trace_request(3, 2).encode_to_vec());
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(send("s3cret").await, 401);
+    assert_eq!(send(digest).await, 401, "the digest itself is not a token");
+    assert_eq!(send("secret").await, 200);
+    assert_eq!(server.count("spans").await, 2);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,8 @@
 //!   `POST /api/v1/incidents/{id}/ack`: SLO status and incidents;
 //!   `GET /api/v1/alerts`, `GET /api/v1/rules`: alert rules;
 //!   `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` ([`slos`]).
+//! - `/login`, `/logout`: dashboard sessions, when API tokens are
+//!   configured ([`auth`]); every other route then checks the caller's role.
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -28,6 +30,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 pub mod api;
+pub mod auth;
 pub mod explore;
 pub mod slos;
 pub mod ui;
@@ -50,6 +53,8 @@ pub struct WebState {
     pub slo: Option<Arc<slo_engine::engine::SloEngine>>,
     /// RED rollups over the store.
     pub rollups: Arc<slo_engine::rollup::Rollups>,
+    /// API tokens and dashboard sessions; `None`: auth is off.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -63,6 +68,8 @@ impl std::fmt::Debug for WebState {
 /// The HTTP router.
 pub fn app(state: WebState) -> Router {
     Router::new()
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
         .route("/", get(ui::overview))
         .route("/slos", get(ui::slo_list))
         .route("/slos/{name}", get(ui::slo_page))
@@ -118,6 +125,11 @@ pub fn app(state: WebState) -> Router {
         // Pages, JSON and /metrics gzip'd for clients that accept it (the
         // wasm bundle is stored compressed and passes through as it is).
         .layer(tower_http::compression::CompressionLayer::new())
+        // Every route checks the caller's role (see [`auth`]).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
         .with_state(state)
 }
 

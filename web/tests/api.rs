@@ -34,6 +34,7 @@ async fn state(limits: store::sql::QueryLimits) -> (WebState, tempfile::TempDir)
             ready: Default::default(),
             query_limits: limits,
             slo: None,
+            auth: None,
         },
         dir,
     )

@@ -139,6 +139,7 @@ async fn state() -> (WebState, tempfile::TempDir) {
             ready: Default::default(),
             query_limits: Default::default(),
             slo: None,
+            auth: None,
         },
         dir,
     )

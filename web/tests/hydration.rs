@@ -382,6 +382,7 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
         ready: Default::default(),
         query_limits: Default::default(),
         slo: Some(engine),
+        auth: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -152,6 +152,7 @@ async fn pages_render_in_chromium() {
         ready: Default::default(),
         query_limits: Default::default(),
         slo: Some(engine),
+        auth: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

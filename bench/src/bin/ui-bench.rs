@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         ready: Arc::default(),
         query_limits: Default::default(),
         slo: Some(engine),
+        auth: None,
     };
     let router = app(state);
     let to = slo_engine::notify::rfc3339(end);

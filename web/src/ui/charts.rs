@@ -478,8 +478,8 @@ pub fn layers(nodes: &[String], edges: &[(String, String)]) -> Vec<Vec<String>> 
 /// (the barycentre heuristic, one pass left to right), so calls cross less.
 pub fn order_rows(cols: &mut [Vec<String>], edges: &[(String, String)]) {
     let mut row: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
-    for c in 0..cols.len() {
-        let mut keyed: Vec<(f64, String)> = cols[c]
+    for col in cols.iter_mut() {
+        let mut keyed: Vec<(f64, String)> = col
             .iter()
             .enumerate()
             .map(|(i, n)| {
@@ -497,8 +497,8 @@ pub fn order_rows(cols: &mut [Vec<String>], edges: &[(String, String)]) {
             })
             .collect();
         keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        cols[c] = keyed.into_iter().map(|(_, n)| n).collect();
-        for (i, n) in cols[c].iter().enumerate() {
+        *col = keyed.into_iter().map(|(_, n)| n).collect();
+        for (i, n) in col.iter().enumerate() {
             row.insert(n.clone(), i as f64);
         }
     }

@@ -1,0 +1,543 @@
+//! API tokens with roles, and dashboard sessions.
+//!
+//! Tokens are configured by their SHA-256 (hex), never in clear; each has a
+//! name and a role:
+//!
+//! | role | may |
+//! |---|---|
+//! | `ingest` | send telemetry (OTLP) only |
+//! | `viewer` | read: dashboard, JSON API, SQL queries, `/metrics` |
+//! | `editor` | viewer, and change: acknowledge and resolve incidents, silences |
+//! | `admin` | everything (editor, and ingest) |
+//!
+//! With no token configured, auth is off and everything is open (the
+//! default binds to loopback). With tokens, every route but `/healthz`,
+//! `/readyz`, `/login` and the static bundle needs a bearer token
+//! (`Authorization: Bearer <token>`) or a dashboard session: `/login`
+//! trades a token for a random session id in an `HttpOnly`,
+//! `SameSite=Strict` cookie (`Secure` when configured), kept in memory
+//! (bounded; a restart signs everyone out). A request without credentials
+//! gets 401 (the API) or a redirect to `/login` (pages); one whose role is
+//! too low gets 403.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{Form, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::WebState;
+use crate::api::ApiError;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Send telemetry only.
+    Ingest,
+    /// Read everything.
+    Viewer,
+    /// Read, and manage incidents and silences.
+    Editor,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Whether this role includes `need`.
+    pub fn allows(self, need: Role) -> bool {
+        match need {
+            Role::Ingest => matches!(self, Role::Ingest | Role::Admin),
+            _ => self != Role::Ingest && self >= need,
+        }
+    }
+
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One configured token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who or what holds it (shown in logs and on timelines, never the token).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the token, 64 hex characters (`burnwatch token hash`).
+    pub sha256: String,
+}
+
+/// The `[auth]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// API tokens. None: auth is off.
+    pub tokens: Vec<TokenConfig>,
+    /// Hours a dashboard session lasts.
+    pub session_hours: f64,
+    /// Mark the session cookie `Secure` (set when users reach Burnwatch over
+    /// HTTPS, e.g. behind a TLS proxy).
+    pub secure_cookie: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens: Vec::new(),
+            session_hours: 12.0,
+            secure_cookie: false,
+        }
+    }
+}
+
+/// SHA-256 of `token`, as bytes.
+pub fn digest(token: &str) -> [u8; 32] {
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// SHA-256 of `token`, as the hex the configuration holds.
+pub fn sha256_hex(token: &str) -> String {
+    hex::encode(digest(token))
+}
+
+/// A new random token (32 bytes, hex).
+pub fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// Most dashboard sessions kept at once (the oldest is dropped beyond).
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// The cookie that carries a dashboard session.
+pub const COOKIE: &str = "burnwatch_session";
+
+#[derive(Debug, Clone)]
+struct Session {
+    name: String,
+    role: Role,
+    expires_ns: i64,
+}
+
+/// Checked tokens and live sessions.
+#[derive(Debug)]
+pub struct Auth {
+    tokens: Vec<(String, Role, [u8; 32])>,
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    session_ns: i64,
+    secure_cookie: bool,
+}
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Auth {
+    /// Checks the configuration; `None` when no token is configured.
+    pub fn new(config: &AuthConfig) -> Result<Option<Auth>, String> {
+        if config.tokens.is_empty() {
+            return Ok(None);
+        }
+        let mut tokens = Vec::new();
+        for t in &config.tokens {
+            let bytes = hex::decode(t.sha256.trim()).ok().filter(|b| b.len() == 32);
+            let Some(bytes) = bytes else {
+                return Err(format!(
+                    "auth token {:?}: sha256 must be 64 hex characters (the SHA-256 of the token; `burnwatch token hash` prints it)",
+                    t.name
+                ));
+            };
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&bytes);
+            tokens.push((t.name.clone(), t.role, h));
+        }
+        if !(config.session_hours > 0.0 && config.session_hours <= 24.0 * 30.0) {
+            return Err(format!(
+                "auth.session_hours must be more than 0 and at most 720, got {}",
+                config.session_hours
+            ));
+        }
+        Ok(Some(Auth {
+            tokens,
+            sessions: Mutex::new(HashMap::new()),
+            session_ns: (config.session_hours * 3600e9) as i64,
+            secure_cookie: config.secure_cookie,
+        }))
+    }
+
+    /// SHA-256 digests (hex) of the tokens that may ingest, for the OTLP
+    /// receivers.
+    pub fn ingest_sha256(&self) -> Vec<String> {
+        self.tokens
+            .iter()
+            .filter(|(_, r, _)| r.allows(Role::Ingest))
+            .map(|(_, _, h)| hex::encode(h))
+            .collect()
+    }
+
+    /// The holder of `token`, if it is configured (every token compared in
+    /// constant time).
+    pub fn check_token(&self, token: &str) -> Option<Principal> {
+        let d = digest(token.trim());
+        let mut found = None;
+        for (name, role, h) in &self.tokens {
+            if same(h, &d) && found.is_none() {
+                found = Some(Principal {
+                    name: name.clone(),
+                    role: *role,
+                });
+            }
+        }
+        found
+    }
+
+    /// Starts a session for `p`; returns its id (for the cookie).
+    fn open_session(&self, p: &Principal, now_ns: i64) -> String {
+        let id = new_token();
+        let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        s.retain(|_, v| v.expires_ns > now_ns);
+        let oldest = (s.len() >= MAX_SESSIONS)
+            .then(|| s.iter().min_by_key(|(_, v)| v.expires_ns).map(|(k, _)| *k))
+            .flatten();
+        if let Some(k) = oldest {
+            s.remove(&k);
+        }
+        s.insert(
+            digest(&id),
+            Session {
+                name: p.name.clone(),
+                role: p.role,
+                expires_ns: now_ns + self.session_ns,
+            },
+        );
+        id
+    }
+
+    fn session(&self, id: &str, now_ns: i64) -> Option<Principal> {
+        let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(&digest(id))
+            .filter(|v| v.expires_ns > now_ns)
+            .map(|v| Principal {
+                name: v.name.clone(),
+                role: v.role,
+            })
+    }
+
+    fn close_session(&self, id: &str) {
+        let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        s.remove(&digest(id));
+    }
+
+    /// Live sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Who sent `headers`: a bearer token, else a session cookie.
+    pub fn principal(&self, headers: &HeaderMap, now_ns: i64) -> Option<Principal> {
+        if let Some(h) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let token = h
+                .strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))?;
+            return self.check_token(token);
+        }
+        cookie(headers, COOKIE).and_then(|id| self.session(&id, now_ns))
+    }
+}
+
+/// The value of cookie `name`.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// What a route needs: `None` for the open ones.
+pub fn required(method: &Method, path: &str) -> Option<Role> {
+    if matches!(path, "/healthz" | "/readyz" | "/login" | "/logout") || path.starts_with("/pkg/") {
+        return None;
+    }
+    let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    Some(if reads || path == "/api/v1/query" {
+        Role::Viewer
+    } else {
+        Role::Editor
+    })
+}
+
+fn now_ns() -> i64 {
+    slo_engine::engine::now_ns()
+}
+
+/// The middleware: lets a request through if its principal's role allows
+/// the route; otherwise 401 / 403 (JSON for the API) or a redirect to the
+/// sign-in page.
+pub async fn guard(State(s): State<WebState>, req: Request, next: Next) -> Response {
+    let Some(auth) = s.auth.as_ref() else {
+        return next.run(req).await;
+    };
+    let Some(need) = required(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path().to_string();
+    let api = path.starts_with("/api/") || path == "/metrics";
+    match auth.principal(req.headers(), now_ns()) {
+        Some(p) if p.role.allows(need) => next.run(req).await,
+        Some(p) => {
+            let msg = format!(
+                "{} ({}) may not do this: it needs the {} role",
+                p.name,
+                p.role.as_str(),
+                need.as_str()
+            );
+            if api {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", msg).into_response()
+            } else {
+                (StatusCode::FORBIDDEN, Html(page("Not allowed", &msg, ""))).into_response()
+            }
+        }
+        // The API, writes, and a bearer token that is wrong: 401. A page
+        // opened without credentials: the sign-in form.
+        None if api
+            || *req.method() != Method::GET
+            || req.headers().contains_key(header::AUTHORIZATION) =>
+        {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "sign in: send Authorization: Bearer <token>, or a dashboard session",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"burnwatch\""),
+            );
+            r
+        }
+        None => {
+            let next = req
+                .uri()
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.to_string());
+            Redirect::to(&format!("/login?next={}", crate::ui::url_encode(&next))).into_response()
+        }
+    }
+}
+
+fn page(title: &str, message: &str, form: &str) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>{t} · Burnwatch</title>\
+         <style>body{{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}}main{{max-width:420px;margin:80px auto;background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:16px 24px}}\
+         input{{width:100%;box-sizing:border-box;padding:6px;margin:8px 0}}.error{{color:#b3261e}}</style></head>\
+         <body><main><h1>{t}</h1><p class=\"error\">{m}</p>{form}</main></body></html>",
+        t = esc(title),
+        m = esc(message),
+    )
+}
+
+/// Only local paths may follow a sign-in (no `//host` or `https://`).
+fn local(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+/// `/login` query.
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    /// Where to go after signing in.
+    pub next: Option<String>,
+}
+
+/// `/login` form.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    /// The token.
+    pub token: String,
+    /// Where to go after signing in.
+    pub next: Option<String>,
+}
+
+fn login_form(next: &str) -> String {
+    let next = next.replace('&', "&amp;").replace('"', "&quot;");
+    format!(
+        "<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"next\" value=\"{next}\">\
+         <label>API token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" autofocus></label>\
+         <button type=\"submit\" id=\"sign-in\">Sign in</button></form>"
+    )
+}
+
+/// `GET /login`: the sign-in form.
+pub async fn login_page(State(s): State<WebState>, Query(q): Query<LoginQuery>) -> Response {
+    if s.auth.is_none() {
+        return Redirect::to("/").into_response();
+    }
+    let next = local(q.next.as_deref());
+    Html(page("Sign in", "", &login_form(&next))).into_response()
+}
+
+/// `POST /login`: a valid token (any role but `ingest`) starts a session.
+pub async fn login(State(s): State<WebState>, Form(f): Form<LoginForm>) -> Response {
+    let Some(auth) = s.auth.as_ref() else {
+        return Redirect::to("/").into_response();
+    };
+    let next = local(f.next.as_deref());
+    match auth.check_token(&f.token) {
+        Some(p) if p.role != Role::Ingest => {
+            let id = auth.open_session(&p, now_ns());
+            tracing::info!(name = %p.name, role = p.role.as_str(), "dashboard sign-in");
+            let cookie = format!(
+                "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                auth.session_ns / 1_000_000_000,
+                if auth.secure_cookie { "; Secure" } else { "" }
+            );
+            let mut r = Redirect::to(&next).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Some(_) => (
+            StatusCode::FORBIDDEN,
+            Html(page(
+                "Sign in",
+                "This token may only send telemetry (role ingest).",
+                &login_form(&next),
+            )),
+        )
+            .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            Html(page("Sign in", "Unknown token.", &login_form(&next))),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /logout`: ends the session.
+pub async fn logout(State(s): State<WebState>, headers: HeaderMap) -> Response {
+    if let (Some(auth), Some(id)) = (s.auth.as_ref(), cookie(&headers, COOKIE)) {
+        auth.close_session(&id);
+    }
+    let mut r = Redirect::to("/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "burnwatch_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_nest_except_ingest() {
+        assert!(Role::Admin.allows(Role::Editor) && Role::Admin.allows(Role::Ingest));
+        assert!(Role::Editor.allows(Role::Viewer) && !Role::Editor.allows(Role::Ingest));
+        assert!(!Role::Viewer.allows(Role::Editor));
+        assert!(!Role::Ingest.allows(Role::Viewer));
+        assert_eq!(required(&Method::GET, "/slos"), Some(Role::Viewer));
+        assert_eq!(required(&Method::POST, "/api/v1/query"), Some(Role::Viewer));
+        assert_eq!(required(&Method::POST, "/silences"), Some(Role::Editor));
+        assert_eq!(
+            required(&Method::DELETE, "/api/v1/silences/3"),
+            Some(Role::Editor)
+        );
+        assert_eq!(required(&Method::GET, "/healthz"), None);
+    }
+
+    #[test]
+    fn tokens_are_checked_by_digest_and_config_errors_say_why() {
+        let t = new_token();
+        let cfg = AuthConfig {
+            tokens: vec![TokenConfig {
+                name: "ci".into(),
+                role: Role::Viewer,
+                sha256: sha256_hex(&t),
+            }],
+            ..Default::default()
+        };
+        let auth = Auth::new(&cfg).unwrap().unwrap();
+        assert_eq!(auth.check_token(&t).map(|p| p.role), Some(Role::Viewer));
+        assert_eq!(auth.check_token("nope"), None);
+        assert!(auth.ingest_sha256().is_empty());
+        assert!(Auth::new(&AuthConfig::default()).unwrap().is_none());
+        let bad = AuthConfig {
+            tokens: vec![TokenConfig {
+                name: "x".into(),
+                role: Role::Admin,
+                sha256: t,
+            }],
+            ..Default::default()
+        };
+        assert!(Auth::new(&bad).unwrap_err().contains("64 hex"));
+    }
+
+    #[test]
+    fn sessions_expire_and_redirects_stay_local() {
+        let auth = Auth::new(&AuthConfig {
+            tokens: vec![TokenConfig {
+                name: "a".into(),
+                role: Role::Editor,
+                sha256: sha256_hex("t"),
+            }],
+            session_hours: 1.0,
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let p = auth.check_token("t").unwrap();
+        let id = auth.open_session(&p, 0);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            format!("x=1; {COOKIE}={id}").parse().unwrap(),
+        );
+        assert_eq!(auth.principal(&h, 10), Some(p));
+        assert_eq!(auth.principal(&h, 3_600_000_000_001), None);
+        assert_eq!(local(Some("//evil.example/")), "/");
+        assert_eq!(local(Some("https://evil.example/")), "/");
+        assert_eq!(local(Some("/slos?range=1h")), "/slos?range=1h");
+    }
+}

@@ -1,0 +1,278 @@
+//! API tokens with roles through the real router: with tokens configured,
+//! no route but the health probes and the sign-in page answers without
+//! one; each role reaches what it may and gets 403 beyond; the dashboard
+//! signs in with a token and keeps an HttpOnly session cookie.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use std::sync::Arc;
+use store::{Store, StoreConfig};
+use tower::ServiceExt as _;
+use web::auth::{Auth, AuthConfig, Role, TokenConfig, sha256_hex};
+use web::{WebState, app};
+
+const VIEWER: &str = "viewer-token-1";
+const EDITOR: &str = "editor-token-2";
+const INGEST: &str = "ingest-token-3";
+
+async fn state() -> (WebState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rules = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../alert-rules");
+    let engine = slo_engine::engine::SloEngine::open(
+        store.clone(),
+        slo_engine::openslo::load_dir(&rules).unwrap(),
+        Default::default(),
+        &dir.path().join("state"),
+    )
+    .unwrap();
+    let token = |name: &str, role, t: &str| TokenConfig {
+        name: name.into(),
+        role,
+        sha256: sha256_hex(t),
+    };
+    let auth = Auth::new(&AuthConfig {
+        tokens: vec![
+            token("grafana", Role::Viewer, VIEWER),
+            token("alice", Role::Editor, EDITOR),
+            token("shop", Role::Ingest, INGEST),
+        ],
+        ..Default::default()
+    })
+    .unwrap()
+    .unwrap();
+    (
+        WebState {
+            rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
+            store,
+            metrics: vec![],
+            ready: Default::default(),
+            query_limits: Default::default(),
+            slo: Some(engine),
+            auth: Some(Arc::new(auth)),
+        },
+        dir,
+    )
+}
+
+async fn send(
+    s: &WebState,
+    method: Method,
+    uri: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    match auth {
+        Some(c) if c.starts_with("burnwatch_session=") => req = req.header(header::COOKIE, c),
+        Some(t) => req = req.header(header::AUTHORIZATION, format!("Bearer {t}")),
+        None => {}
+    }
+    let ct = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "application/x-www-form-urlencoded"
+    };
+    let resp = app(s.clone())
+        .oneshot(
+            req.header(header::CONTENT_TYPE, ct)
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (st, h) = (resp.status(), resp.headers().clone());
+    let b = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (st, h, String::from_utf8_lossy(&b).to_string())
+}
+
+/// Every page and API route, with a method and a body where it takes one.
+fn routes() -> Vec<(Method, &'static str, &'static str)> {
+    let get = |p| (Method::GET, p, "");
+    vec![
+        get("/"),
+        get("/services/gateway"),
+        get("/service-map"),
+        get("/traces"),
+        get("/traces/0123456789abcdef0123456789abcdef"),
+        get("/logs"),
+        get("/explore/metrics"),
+        get("/slos"),
+        get("/slos/checkout-availability"),
+        get("/incidents"),
+        get("/incidents/1"),
+        get("/silences"),
+        get("/query?sql=SELECT+1"),
+        get("/metrics"),
+        get("/api/v1/red/services"),
+        get("/api/v1/red/operations?service=gateway"),
+        get("/api/v1/red/series?service=gateway"),
+        get("/api/v1/traces"),
+        get("/api/v1/traces/0123456789abcdef0123456789abcdef"),
+        get("/api/v1/logs"),
+        get("/api/v1/service-map"),
+        get("/api/v1/metrics"),
+        get("/api/v1/slos"),
+        get("/api/v1/slos/checkout-availability"),
+        get("/api/v1/incidents"),
+        get("/api/v1/alerts"),
+        get("/api/v1/rules"),
+        get("/api/v1/silences"),
+        get("/api/v1/openapi.json"),
+        (Method::POST, "/api/v1/query", r#"{"sql": "SELECT 1"}"#),
+        (Method::POST, "/api/v1/incidents/1/ack", r#"{"by": "x"}"#),
+        (
+            Method::POST,
+            "/api/v1/incidents/1/resolve",
+            r#"{"by": "x"}"#,
+        ),
+        (
+            Method::POST,
+            "/api/v1/silences",
+            r#"{"matchers": ["slo=\"x\""], "duration": "1h", "createdBy": "x", "comment": "y"}"#,
+        ),
+        (Method::DELETE, "/api/v1/silences/1", ""),
+        (
+            Method::POST,
+            "/silences",
+            "matchers=slo%3D%22x%22&duration=1h&created_by=x&comment=y",
+        ),
+        (Method::POST, "/silences/1/expire", ""),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_a_token_with_the_right_role() {
+    let (s, _dir) = state().await;
+    for (method, path, body) in routes() {
+        let writes = method != Method::GET && path != "/api/v1/query";
+        // No credentials: 401 for the API and writes, a sign-in redirect for pages.
+        let (st, h, _) = send(&s, method.clone(), path, None, body).await;
+        let page = method == Method::GET && !path.starts_with("/api/") && path != "/metrics";
+        if page {
+            assert_eq!(st, StatusCode::SEE_OTHER, "{method} {path}");
+            let to = h[header::LOCATION].to_str().unwrap();
+            assert!(to.starts_with("/login?next=%2F"), "{path}: {to}");
+        } else {
+            assert_eq!(st, StatusCode::UNAUTHORIZED, "{method} {path}");
+            assert!(h.contains_key(header::WWW_AUTHENTICATE), "{path}");
+        }
+        // A wrong token and an ingest token are not enough.
+        for t in ["nope", INGEST] {
+            let (st, _, _) = send(&s, method.clone(), path, Some(t), body).await;
+            assert!(
+                st == StatusCode::UNAUTHORIZED || st == StatusCode::FORBIDDEN,
+                "{method} {path} with {t}: {st}"
+            );
+        }
+        // A viewer reads; writes are refused with 403.
+        let (st, _, text) = send(&s, method.clone(), path, Some(VIEWER), body).await;
+        if writes {
+            assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {text}");
+            assert!(text.contains("needs the editor role"), "{text}");
+        } else {
+            assert!(
+                st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN,
+                "viewer {method} {path}: {st} {text}"
+            );
+        }
+        // An editor gets past the guard everywhere.
+        let (st, _, text) = send(&s, method.clone(), path, Some(EDITOR), body).await;
+        assert!(
+            st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN,
+            "editor {method} {path}: {st} {text}"
+        );
+    }
+    // The probes stay open.
+    for p in ["/healthz", "/readyz"] {
+        let (st, _, _) = send(&s, Method::GET, p, None, "").await;
+        assert_ne!(st, StatusCode::UNAUTHORIZED, "{p}");
+        assert_ne!(st, StatusCode::SEE_OTHER, "{p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_signs_in_with_a_token_and_keeps_an_httponly_session() {
+    let (s, _dir) = state().await;
+    let (st, _, page) = send(&s, Method::GET, "/login?next=%2Fslos", None, "").await;
+    assert_eq!(st, 200);
+    assert!(page.contains("name=\"token\"") && page.contains("value=\"/slos\""));
+    // A wrong token, and an ingest token, do not sign in.
+    let (st, h, page) = send(&s, Method::POST, "/login", None, "token=nope&next=%2Fslos").await;
+    assert_eq!(st, 401);
+    assert!(!h.contains_key(header::SET_COOKIE) && page.contains("Unknown token"));
+    let (st, _, _) = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &format!("token={INGEST}&next=%2F"),
+    )
+    .await;
+    assert_eq!(st, 403);
+    // A viewer's token: a session cookie, back to where the user was going.
+    let (st, h, _) = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &format!("token={VIEWER}&next=%2Fslos"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], "/slos");
+    let set = h[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(
+        !set.contains(VIEWER),
+        "the cookie is a session id, not the token"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let (st, _, page) = send(&s, Method::GET, "/slos", Some(&cookie), "").await;
+    assert_eq!(st, 200);
+    assert!(page.contains("<h1>SLOs</h1>"), "{page}");
+    // The session is a viewer's: a silence is refused.
+    let (st, _, _) = send(
+        &s,
+        Method::POST,
+        "/silences",
+        Some(&cookie),
+        "matchers=slo%3D%22x%22&duration=1h&created_by=x&comment=y",
+    )
+    .await;
+    assert_eq!(st, 403);
+    // An open redirect is not followed.
+    let (_, h, _) = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &format!("token={EDITOR}&next=%2F%2Fevil.example%2F"),
+    )
+    .await;
+    assert_eq!(h[header::LOCATION], "/");
+    // Signing out ends the session.
+    let (st, h, _) = send(&s, Method::POST, "/logout", Some(&cookie), "").await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    assert!(
+        h[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (st, _, _) = send(&s, Method::GET, "/slos", Some(&cookie), "").await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+}
