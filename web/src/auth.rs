@@ -507,7 +507,8 @@ mod tests {
             tokens: vec![TokenConfig {
                 name: "x".into(),
                 role: Role::Admin,
-                sha256: t,
+                // The token itself instead of its digest.
+                sha256: "s3cret-token".into(),
             }],
             ..Default::default()
         };
