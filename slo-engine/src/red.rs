@@ -364,6 +364,18 @@ const PAIR_SLACK: &str = "INTERVAL '1 hour'";
 /// `peer.service` naming a service that sent no SERVER or CONSUMER spans
 /// in the window (the callee is not instrumented).
 pub async fn service_map(store: &Store, w: &Window) -> Result<Vec<Edge>, RedError> {
+    service_map_of(store, w, None).await
+}
+
+/// The edges of [`service_map`] that `service` takes part in (as caller or
+/// callee), or all of them for `None`. Filtering inside the query keeps one
+/// side of each join to that service's spans, so it costs a fraction of the
+/// whole map.
+pub async fn service_map_of(
+    store: &Store,
+    w: &Window,
+    service: Option<&str>,
+) -> Result<Vec<Edge>, RedError> {
     let err = |t: &str| {
         format!(
             "CASE WHEN ({t}.status_code = 'ERROR' OR coalesce({t}.http_response_status_code, 0) >= 500) THEN 1 ELSE 0 END"
@@ -376,15 +388,40 @@ pub async fn service_map(store: &Store, w: &Window) -> Result<Vec<Edge>, RedErro
         )
     };
     let (from, to) = (w.from_ns, w.to_ns);
-    let sql = format!(
-        "WITH edges AS ( \
-           SELECT c.service_name AS caller, s.service_name AS callee, \
+    let calls = |side: &str| {
+        format!(
+            "SELECT c.service_name AS caller, s.service_name AS callee, \
                   CASE WHEN c.kind = 'PRODUCER' THEN 'message' ELSE 'call' END AS kind, \
                   s.duration_ns AS d, {err_s} AS err \
            FROM spans s JOIN spans c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id \
            WHERE s.kind IN ('SERVER', 'CONSUMER') AND c.kind IN ('CLIENT', 'PRODUCER') \
              AND s.service_name <> c.service_name AND {within_s} \
-             AND c.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND c.start_time < to_timestamp_nanos({to}) \
+             AND c.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND c.start_time < to_timestamp_nanos({to}){side}",
+            err_s = err("s"),
+            within_s = within("s"),
+        )
+    };
+    // For one service: its calls in (as callee) and out (as caller), two
+    // disjoint joins (a call never stays inside one service), each with one
+    // side cut down to the service's spans.
+    let (calls, link_filter, peer_filter) = match service {
+        None => (calls(""), String::new(), String::new()),
+        Some(x) => {
+            let x = quote(x);
+            (
+                format!(
+                    "{} UNION ALL {}",
+                    calls(&format!(" AND s.service_name = {x}")),
+                    calls(&format!(" AND c.service_name = {x}"))
+                ),
+                format!(" AND (s.service_name = {x} OR p.service_name = {x})"),
+                format!(" AND (c.service_name = {x} OR c.peer_service = {x})"),
+            )
+        }
+    };
+    let sql = format!(
+        "WITH edges AS ( \
+           {calls} \
          UNION ALL \
            SELECT p.service_name, s.service_name, 'message', s.duration_ns, {err_s} \
            FROM (SELECT service_name, parent_span_id, duration_ns, status_code, http_response_status_code, \
@@ -392,13 +429,13 @@ pub async fn service_map(store: &Store, w: &Window) -> Result<Vec<Edge>, RedErro
                  FROM spans s WHERE kind = 'CONSUMER' AND cardinality(links) > 0 AND {within_s}) s \
            JOIN spans p ON p.trace_id = get_field(s.l, 'trace_id') AND p.span_id = get_field(s.l, 'span_id') \
            WHERE p.kind = 'PRODUCER' AND p.service_name <> s.service_name \
-             AND p.span_id <> coalesce(s.parent_span_id, '') \
+             AND p.span_id <> coalesce(s.parent_span_id, ''){link_filter} \
              AND p.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND p.start_time < to_timestamp_nanos({to}) \
          UNION ALL \
            SELECT c.service_name, c.peer_service, 'unobserved', c.duration_ns, {err_c} \
            FROM spans c \
            WHERE c.kind = 'CLIENT' AND c.peer_service IS NOT NULL AND c.peer_service <> '' \
-             AND c.peer_service <> c.service_name AND {within_c} \
+             AND c.peer_service <> c.service_name AND {within_c}{peer_filter} \
              AND c.peer_service NOT IN ( \
                SELECT DISTINCT service_name FROM spans \
                WHERE kind IN ('SERVER', 'CONSUMER') AND start_time >= to_timestamp_nanos({from}) \

@@ -853,6 +853,19 @@ async fn service_map_follows_links_and_peer_service() {
             ],
             "flushed: {flushed}"
         );
+        // One service's part of the map: exactly the edges it is in.
+        for svc in ["orders", "notifications", "payments", "bank", "gateway"] {
+            let mine =
+                red::service_map_of(&store, &Window::new(T0, T0 + 60 * SEC).unwrap(), Some(svc))
+                    .await
+                    .unwrap();
+            let expected: Vec<_> = edges
+                .iter()
+                .filter(|e| e.caller == svc || e.callee == svc)
+                .cloned()
+                .collect();
+            assert_eq!(mine, expected, "{svc}, flushed: {flushed}");
+        }
     }
 }
 

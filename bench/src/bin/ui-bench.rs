@@ -107,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         ("overview", format!("/?{view}")),
         ("overview, 24 h", format!("/?range=24h&refresh=0&to={to}")),
         ("service (gateway)", format!("/services/gateway?{view}")),
+        ("service (payments)", format!("/services/payments?{view}")),
         ("service map", format!("/service-map?{view}")),
         (
             "traces: errors of checkout",
@@ -119,6 +120,43 @@ async fn main() -> anyhow::Result<()> {
         ("SLO page", format!("/slos/{slo}?{view}")),
         ("incidents", format!("/incidents?{view}")),
         ("silences", format!("/silences?{view}")),
+        // Baselines in the same run: the JSON the overview, service page
+        // and service map are built from.
+        (
+            "baseline: GET /api/v1/red/services",
+            format!(
+                "/api/v1/red/services?from={}&to={to}",
+                slo_engine::notify::rfc3339(end - HOUR)
+            ),
+        ),
+        (
+            "baseline: GET /api/v1/red/series (gateway)",
+            format!(
+                "/api/v1/red/series?service=gateway&from={}&to={to}&step=60",
+                slo_engine::notify::rfc3339(end - HOUR)
+            ),
+        ),
+        (
+            "baseline: GET /api/v1/service-map",
+            format!(
+                "/api/v1/service-map?from={}&to={to}",
+                slo_engine::notify::rfc3339(end - HOUR)
+            ),
+        ),
+        (
+            "baseline: GET /api/v1/traces (gateway errors)",
+            format!(
+                "/api/v1/traces?service=gateway&status=error&limit=10&from={}&to={to}",
+                slo_engine::notify::rfc3339(end - HOUR)
+            ),
+        ),
+        (
+            "baseline: GET /api/v1/traces (gateway slowest)",
+            format!(
+                "/api/v1/traces?service=gateway&order=duration&limit=10&from={}&to={to}",
+                slo_engine::notify::rfc3339(end - HOUR)
+            ),
+        ),
         (
             "query: requests per service",
             format!(

@@ -150,7 +150,7 @@ pub async fn service(
         s.rollups.services(&w),
         s.rollups.series(&name, None, &series_window, step),
         s.rollups.operations(&name, &w),
-        slo_engine::red::service_map(&s.store, &w),
+        slo_engine::red::service_map_of(&s.store, &w, Some(&name)),
         explore::search_traces(&s.store, &errors_search, &[], w.from_ns, w.to_ns),
         explore::search_traces(&s.store, &slow_search, &[], w.from_ns, w.to_ns),
         explore::search_logs(&s.store, &log_search, &[], w.from_ns, w.to_ns),
