@@ -230,14 +230,19 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     }
 }
 
-enum BodyError {
+/// Why a body could not be decompressed.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Larger than the limit once decompressed (413).
     TooLarge(String),
+    /// An unknown `Content-Encoding` (415).
     Unsupported(String),
+    /// Not valid in its encoding (400).
     Bad(String),
 }
 
 /// Decompresses `body` per `Content-Encoding`, never producing more than `limit` bytes.
-fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
     let enc = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
     let mut out = Vec::new();
     let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), BodyError> {
@@ -270,7 +275,8 @@ fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes
     Ok(Bytes::from(out))
 }
 
-fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<ExportRequest, String> {
+/// Decodes an export request body (protobuf or OTLP JSON) of `signal`.
+pub fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<ExportRequest, String> {
     fn pb<T: Message + Default>(b: &[u8]) -> Result<T, String> {
         T::decode(b).map_err(|e| format!("invalid protobuf body: {e}"))
     }
