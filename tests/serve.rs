@@ -46,9 +46,9 @@ fn request(n: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_ingests_reports_and_shuts_down_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `burnwatch serve` on ephemeral ports with `args`; returns the
+/// child and the HTTP API and OTLP/HTTP addresses it printed.
+fn serve(args: &[&std::ffi::OsStr]) -> (std::process::Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
         .args([
             "serve",
@@ -56,11 +56,9 @@ async fn serve_ingests_reports_and_shuts_down_cleanly() {
             "127.0.0.1:0",
             "--otlp-grpc-addr",
             "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
         ])
-        .arg("--data-dir")
-        .arg(dir.path())
+        .args(["--otlp-http-addr", "127.0.0.1:0"])
+        .args(args)
         .env("BURNWATCH_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -77,7 +75,13 @@ async fn serve_ingests_reports_and_shuts_down_cleanly() {
         .map(|s| s.split([',', ' ', '\n']).next().unwrap())
         .collect();
     assert_eq!(urls.len(), 2, "{line}");
-    let (api, otlp) = (urls[0].to_string(), urls[1].to_string());
+    (child, urls[0].to_string(), urls[1].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_ingests_reports_and_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, api, otlp) = serve(&["--data-dir".as_ref(), dir.path().as_os_str()]);
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -265,33 +269,13 @@ async fn serve_with_api_tokens_checks_every_caller() {
 
     let config = dir.path().join("auth.toml");
     std::fs::write(&config, format!("{ingest_entry}\n{viewer_entry}")).unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--otlp-http-addr", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("BURNWATCH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let urls: Vec<&str> = line
-        .split("http://")
-        .skip(1)
-        .map(|s| s.split([',', ' ', '\n']).next().unwrap())
-        .collect();
-    let (api, otlp) = (urls[0].to_string(), urls[1].to_string());
+    let data = dir.path().join("data");
+    let (mut child, api, otlp) = serve(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
     let http = reqwest::Client::new();
     let ingest_with = |token: Option<&str>| {
         let mut r = http

@@ -12,8 +12,7 @@ use slo_engine::notify::rfc3339;
 use web_islands::IncidentAction;
 
 use super::{
-    BurnTable, StateBadge, ViewParams, ago, engine, error_page, page, pct, timeline_detail,
-    trace_links, url_encode,
+    BurnTable, StateBadge, Timeline, ViewParams, ago, engine, error_page, page, pct, url_encode,
 };
 use crate::WebState;
 
@@ -206,19 +205,7 @@ pub async fn incident(
         <section id="evidence"><h2>"Evidence"</h2>{evidence_view(newest.as_ref(), &q)}</section>
         <section id="timeline">
             <h2>"Timeline"</h2>
-            <table>
-                <tr><th>"when"</th><th>"event"</th><th>"detail"</th></tr>
-                {inc.timeline
-                    .iter()
-                    .map(|t| view! {
-                        <tr>
-                            <td title=rfc3339(t.at_ns)>{ago(t.at_ns)}</td>
-                            <td>{t.event.clone()}</td>
-                            <td class="muted">{timeline_detail(&t.detail)} {trace_links(&t.detail)}</td>
-                        </tr>
-                    })
-                    .collect_view()}
-            </table>
+            <Timeline entries=inc.timeline.clone()/>
         </section>
     }
     .to_html();

@@ -499,11 +499,7 @@ pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) ->
         .map_err(|e| e.to_string());
     // Sparklines in whole-minute buckets from a minute boundary, so they
     // come from rollups rather than raw spans.
-    let step = ((view.window.to_ns - view.window.from_ns) / 60_000_000_000 / 30).max(1) * 60;
-    let spark_window = Window {
-        from_ns: view.window.from_ns.div_euclid(60_000_000_000) * 60_000_000_000,
-        to_ns: view.window.to_ns,
-    };
+    let (spark_window, step) = services::aligned(&view.window, 30);
     let mut sparks = std::collections::HashMap::new();
     if let Ok(list) = &services {
         for r in list.iter().take(30) {
@@ -785,19 +781,7 @@ pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams
                                 </p>
                             }
                         })}
-                        <table>
-                            <tr><th>"when"</th><th>"event"</th><th>"detail"</th></tr>
-                            {i.timeline
-                                .iter()
-                                .map(|t| view! {
-                                    <tr>
-                                        <td>{ago(t.at_ns)}</td>
-                                        <td>{t.event.clone()}</td>
-                                        <td class="muted">{timeline_detail(&t.detail)} {trace_links(&t.detail)}</td>
-                                    </tr>
-                                })
-                                .collect_view()}
-                        </table>
+                        <Timeline entries=i.timeline.clone()/>
                     </section>
                 }
             })
@@ -805,6 +789,27 @@ pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams
     }
     .to_html();
     page("Incidents", Some(&view), "/incidents", body)
+}
+
+/// An incident's timeline: when (ago, exact time on hover), event, detail
+/// with links to the example traces.
+#[component]
+fn Timeline(entries: Vec<slo_engine::incidents::TimelineEntry>) -> impl IntoView {
+    view! {
+        <table>
+            <tr><th>"when"</th><th>"event"</th><th>"detail"</th></tr>
+            {entries
+                .iter()
+                .map(|t| view! {
+                    <tr>
+                        <td title=slo_engine::notify::rfc3339(t.at_ns)>{ago(t.at_ns)}</td>
+                        <td>{t.event.clone()}</td>
+                        <td class="muted">{timeline_detail(&t.detail)} {trace_links(&t.detail)}</td>
+                    </tr>
+                })
+                .collect_view()}
+        </table>
+    }
 }
 
 /// Links to the example traces of an `evidence` entry.
