@@ -16,6 +16,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address of the HTTP API, dashboard, `/metrics`, `/healthz`, `/readyz`.
     pub http_addr: SocketAddr,
+    /// TLS on the HTTP API and dashboard listener (PEM certificate and key).
+    /// Absent: plain HTTP. With TLS on, the session cookie is `Secure`.
+    pub http_tls: Option<collector::tls::TlsFiles>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,store=debug`.
     pub log: String,
     /// Storage engine settings.
@@ -26,6 +29,8 @@ pub struct Config {
     pub query: store::sql::QueryLimits,
     /// SLOs, alerting and notifications.
     pub slo: slo_engine::engine::SloConfig,
+    /// RED rollups: cache size and the per-service operation limit.
+    pub rollups: slo_engine::rollup::RollupConfig,
     /// API tokens with roles (ingest, viewer, editor, admin) and dashboard
     /// sessions. No tokens: auth is off.
     pub auth: web::auth::AuthConfig,
@@ -36,11 +41,13 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_tls: None,
             log: "info".into(),
             store: store::StoreConfig::default(),
             collector: collector::CollectorConfig::default(),
             query: store::sql::QueryLimits::default(),
             slo: slo_engine::engine::SloConfig::default(),
+            rollups: slo_engine::rollup::RollupConfig::default(),
             auth: web::auth::AuthConfig::default(),
         }
     }
@@ -88,10 +95,11 @@ pub struct ServerFlags {
     /// Seconds between SLO evaluations [default: 30].
     #[arg(long, env = "BURNWATCH_SLO_INTERVAL")]
     pub slo_interval: Option<f64>,
-    /// TLS certificate chain (PEM) for the OTLP listeners; needs --tls-key.
+    /// TLS certificate chain (PEM) for all three listeners (OTLP gRPC, OTLP
+    /// HTTP, the API and dashboard); needs --tls-key.
     #[arg(long, env = "BURNWATCH_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM) for the OTLP listeners; needs --tls-cert.
+    /// TLS private key (PEM) for all three listeners; needs --tls-cert.
     #[arg(long, env = "BURNWATCH_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 }
@@ -119,10 +127,16 @@ impl ServerFlags {
             config.collector.auth_tokens = t.iter().filter(|s| !s.is_empty()).cloned().collect();
         }
         if let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) {
-            config.collector.tls = Some(collector::tls::TlsFiles {
+            let files = collector::tls::TlsFiles {
                 cert_file: cert_file.clone(),
                 key_file: key_file.clone(),
-            });
+            };
+            config.collector.tls = Some(files.clone());
+            config.http_tls = Some(files);
+        }
+        if config.http_tls.is_some() {
+            // A session cookie over HTTPS never goes out over plain HTTP.
+            config.auth.secure_cookie = true;
         }
         if let Some(l) = &self.log {
             config.log = l.clone();
@@ -150,12 +164,6 @@ impl ServerFlags {
             );
             config.slo.group_interval_secs = i;
         }
-        for u in config.slo.alertmanager_urls.iter() {
-            anyhow::ensure!(
-                u.starts_with("http://") || u.starts_with("https://"),
-                "alertmanager URL {u:?} must start with http:// or https://"
-            );
-        }
         if let Some(i) = self.slo_interval {
             anyhow::ensure!(
                 i.is_finite() && i >= 0.5,
@@ -163,9 +171,39 @@ impl ServerFlags {
             );
             config.slo.evaluation_interval_secs = i;
         }
+        resolve_secrets(&mut config)?;
         config.store.data_dir = config.data_dir.clone();
         Ok(config)
     }
+}
+
+/// Reads the values written as `${env:NAME}` or `${file:PATH}` in the fields
+/// that may hold a secret (see `slo_engine::secret`).
+fn resolve_secrets(config: &mut Config) -> anyhow::Result<()> {
+    use slo_engine::secret::resolve_all;
+    resolve_all("slo.webhook_urls", &mut config.slo.webhook_urls).map_err(anyhow::Error::msg)?;
+    resolve_all("slo.alertmanager_urls", &mut config.slo.alertmanager_urls)
+        .map_err(anyhow::Error::msg)?;
+    resolve_all("collector.auth_tokens", &mut config.collector.auth_tokens)
+        .map_err(anyhow::Error::msg)?;
+    for (i, t) in config.auth.tokens.iter_mut().enumerate() {
+        t.sha256 = slo_engine::secret::resolve(&t.sha256)
+            .with_context(|| format!("auth.tokens[{i}].sha256"))?
+            .into_owned();
+    }
+    for (what, urls) in [
+        ("webhook", &config.slo.webhook_urls),
+        ("alertmanager", &config.slo.alertmanager_urls),
+    ] {
+        for u in urls {
+            anyhow::ensure!(
+                u.starts_with("http://") || u.starts_with("https://"),
+                "{what} URL {} must start with http:// or https://",
+                slo_engine::secret::redact_url(u)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads and parses a TOML configuration file.
@@ -233,6 +271,54 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", load_file(&path).unwrap_err());
         assert!(err.contains("root"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_env_and_errors_do_not_echo_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("hook");
+        std::fs::write(&hook, "https://hooks.example.com/services/T0/B0/S3CRET\n").unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "ingest-s3cret").unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[slo]\nwebhook_urls = [\"${{file:{}}}\"]\nalertmanager_urls = [\"${{env:PATH}}\"]\n[collector]\nauth_tokens = [\"${{file:{}}}\"]\n",
+                hook.display(),
+                token.display()
+            ),
+        )
+        .unwrap();
+        let flags = ServerFlags {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        // PATH is not a URL: refused, without printing it.
+        let err = format!("{:#}", flags.resolve().unwrap_err());
+        assert!(
+            err.contains("alertmanager URL <url> must start with http"),
+            "{err}"
+        );
+        assert!(!err.contains(&std::env::var("PATH").unwrap()), "{err}");
+
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("${env:PATH}", "http://127.0.0.1:9093");
+        std::fs::write(&path, text).unwrap();
+        let c = flags.resolve().unwrap();
+        assert_eq!(
+            c.slo.webhook_urls,
+            ["https://hooks.example.com/services/T0/B0/S3CRET"]
+        );
+        assert_eq!(c.collector.auth_tokens, ["ingest-s3cret"]);
+
+        std::fs::remove_file(&hook).unwrap();
+        let err = format!("{:#}", flags.resolve().unwrap_err());
+        assert!(
+            err.contains("slo.webhook_urls[0]") && err.contains(&hook.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]

@@ -97,7 +97,12 @@ async fn start_slo_engine(
         .with_context(|| format!("invalid alert rules in {}", dir.display()))?;
     let mut slo_config = config.slo.clone();
     if slo_config.external_url.is_empty() {
-        slo_config.external_url = format!("http://{}", config.http_addr);
+        let scheme = if config.http_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        slo_config.external_url = format!("{scheme}://{}", config.http_addr);
     }
     let engine = slo_engine::engine::SloEngine::open_with_rules(
         store.clone(),
@@ -186,8 +191,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     if let Some(engine) = slo.clone() {
         metrics.push(Arc::new(move |out: &mut String| engine.render_metrics(out)));
     }
-    let rollups =
-        slo_engine::rollup::Rollups::new(store.clone(), slo_engine::rollup::DEFAULT_CACHE_BYTES);
+    let rollups = slo_engine::rollup::Rollups::with_limit(
+        store.clone(),
+        config.rollups.cache_bytes,
+        config.rollups.max_operations_per_service,
+    );
     tracker.spawn(rollups.clone().run(Duration::from_secs(5), token.clone()));
     let r = rollups.clone();
     metrics.push(Arc::new(move |out: &mut String| r.render_metrics(out)));
@@ -206,14 +214,35 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let http_addr = listener.local_addr()?;
     let app = web::app(state);
     let web_token = token.clone();
-    tracker.spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(web_token.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
+    let http_scheme = match &config.http_tls {
+        Some(files) => {
+            let tls = files
+                .server_config()
+                .context("cannot set up TLS for the HTTP API")?;
+            let listener =
+                collector::tls::TlsListener::new(listener, tls, token.clone(), &tracker)?;
+            tracker.spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(web_token.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "HTTPS server failed");
+                }
+            });
+            "https"
         }
-    });
+        None => {
+            tracker.spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(web_token.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            });
+            "http"
+        }
+    };
     ready.store(true, Ordering::Release);
     tracing::info!(
         http = %http_addr,
@@ -223,8 +252,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         "burnwatch is running"
     );
     println!(
-        "burnwatch: HTTP API on http://{http_addr}, OTLP gRPC on {}, OTLP HTTP on http://{}",
-        collector.grpc_addr, collector.http_addr
+        "burnwatch: HTTP API on {http_scheme}://{http_addr}, OTLP gRPC on {}, OTLP HTTP on {}://{}",
+        collector.grpc_addr,
+        if config.collector.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        collector.http_addr
     );
     Ok(Server {
         http_addr,

@@ -32,6 +32,13 @@ pub struct CollectorConfig {
     pub end_before_start_tolerance_ms: u64,
     /// TLS on both OTLP listeners (PEM certificate and key). Absent: plain TCP.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Most attributes kept per span, event, link, log record, data point or
+    /// resource; the rest are dropped, counted in `dropped_attributes_count`
+    /// and reported to the sender as a `partialSuccess` warning.
+    pub max_attributes: usize,
+    /// Longest attribute key or value kept, in bytes; longer ones are cut
+    /// (at a character boundary) and reported the same way.
+    pub max_attribute_value_bytes: usize,
 }
 
 impl Default for CollectorConfig {
@@ -47,6 +54,8 @@ impl Default for CollectorConfig {
             auth_sha256: Vec::new(),
             end_before_start_tolerance_ms: 0,
             tls: None,
+            max_attributes: crate::convert::DEFAULT_MAX_ATTRIBUTES,
+            max_attribute_value_bytes: crate::convert::DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `partialSuccess`.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::Write as _;
 
 use arrow::array::RecordBatch;
@@ -33,13 +34,27 @@ pub struct ConvertOptions {
     pub end_before_start_tolerance_ns: i64,
     /// Receive time, used as the observed time of log records that have none.
     pub now_ns: i64,
+    /// Most attributes kept per span, event, link, log record, data point,
+    /// exemplar or resource; the rest are dropped and counted in
+    /// `dropped_attributes_count` where the record has one.
+    pub max_attributes: usize,
+    /// Longest attribute key or value kept, in bytes; longer ones are cut
+    /// at a character boundary.
+    pub max_attribute_value_bytes: usize,
 }
+
+/// Default of [`ConvertOptions::max_attributes`] (the OpenTelemetry SDKs' default count limit).
+pub const DEFAULT_MAX_ATTRIBUTES: usize = 128;
+/// Default of [`ConvertOptions::max_attribute_value_bytes`].
+pub const DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES: usize = 16 << 10;
 
 impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
             end_before_start_tolerance_ns: 0,
             now_ns: store::now_ns(),
+            max_attributes: DEFAULT_MAX_ATTRIBUTES,
+            max_attribute_value_bytes: DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
         }
     }
 }
@@ -53,8 +68,13 @@ pub struct Converted {
     pub accepted: u64,
     /// Records rejected.
     pub rejected: u64,
-    /// What was wrong with the rejected records (empty when none were).
+    /// What was wrong with the rejected records, and which limits were
+    /// applied to the kept ones (empty when neither happened).
     pub message: String,
+    /// Attributes dropped over the count limit.
+    pub attributes_dropped: u64,
+    /// Attribute keys or values cut to the length limit.
+    pub values_truncated: u64,
 }
 
 /// Collects rejection reasons: the count plus the first few messages.
@@ -79,18 +99,118 @@ impl Rejections {
         }
     }
 
-    fn finish(self, kind: &str, accepted: u64, batch: Option<RecordBatch>) -> Converted {
-        let message = if self.count == 0 {
+    fn finish(
+        self,
+        kind: &str,
+        accepted: u64,
+        batch: Option<RecordBatch>,
+        limits: &AttrLimits,
+    ) -> Converted {
+        let mut message = if self.count == 0 {
             String::new()
         } else {
             format!("rejected {} {kind}: {}", self.count, self.message)
         };
+        let (dropped, truncated) = (limits.dropped.get(), limits.truncated.get());
+        if dropped > 0 || truncated > 0 {
+            if !message.is_empty() {
+                message.push_str("; ");
+            }
+            // A warning with the items kept: the OTLP spec allows
+            // `partialSuccess` with zero rejected items for exactly this.
+            let _ = write!(
+                message,
+                "{kind} were kept but limited: {dropped} attributes dropped over the limit of {} per item \
+                 (collector.max_attributes), {truncated} keys or values cut to {} bytes \
+                 (collector.max_attribute_value_bytes)",
+                limits.max_count, limits.max_bytes
+            );
+        }
         Converted {
             batch,
             accepted,
             rejected: self.count,
             message,
+            attributes_dropped: dropped,
+            values_truncated: truncated,
         }
+    }
+}
+
+/// Applies the attribute count and length limits and counts what it cut.
+struct AttrLimits {
+    max_count: usize,
+    max_bytes: usize,
+    dropped: Cell<u64>,
+    truncated: Cell<u64>,
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+fn prefix(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+impl AttrLimits {
+    fn new(opts: &ConvertOptions) -> AttrLimits {
+        AttrLimits {
+            max_count: opts.max_attributes,
+            max_bytes: opts.max_attribute_value_bytes.max(1),
+            dropped: Cell::new(0),
+            truncated: Cell::new(0),
+        }
+    }
+
+    /// The attributes within the limits, for records without a dropped count.
+    fn get<'a>(&self, kvs: &'a [KeyValue]) -> Vec<Attr<'a>> {
+        self.with_dropped(kvs, 0).0
+    }
+
+    /// The attributes within the limits, and `already_dropped` plus the
+    /// number dropped here (saturating).
+    fn with_dropped<'a>(&self, kvs: &'a [KeyValue], already_dropped: u32) -> (Vec<Attr<'a>>, u32) {
+        let kept = kvs.len().min(self.max_count);
+        let over = kvs.len() - kept;
+        if over > 0 {
+            self.dropped.set(self.dropped.get() + over as u64);
+        }
+        let attrs = kvs[..kept]
+            .iter()
+            .map(|kv| {
+                let key = &kv.key[..prefix(&kv.key, self.max_bytes)];
+                let mut value = kv
+                    .value
+                    .as_ref()
+                    .map(any_value_string)
+                    .unwrap_or(Cow::Borrowed(""));
+                let end = prefix(&value, self.max_bytes);
+                let mut cut = (key.len() < kv.key.len()) as u64;
+                if end < value.len() {
+                    cut += 1;
+                    value = match value {
+                        Cow::Borrowed(v) => Cow::Borrowed(&v[..end]),
+                        Cow::Owned(mut v) => {
+                            v.truncate(end);
+                            Cow::Owned(v)
+                        }
+                    };
+                }
+                if cut > 0 {
+                    self.truncated.set(self.truncated.get() + cut);
+                }
+                Attr { key, value }
+            })
+            .collect();
+        (
+            attrs,
+            already_dropped.saturating_add(u32::try_from(over).unwrap_or(u32::MAX)),
+        )
     }
 }
 
@@ -166,19 +286,6 @@ pub fn write_json(v: &AnyValue, out: &mut String) {
     }
 }
 
-fn attrs(kvs: &[KeyValue]) -> Vec<Attr<'_>> {
-    kvs.iter()
-        .map(|kv| Attr {
-            key: &kv.key,
-            value: kv
-                .value
-                .as_ref()
-                .map(any_value_string)
-                .unwrap_or(Cow::Borrowed("")),
-        })
-        .collect()
-}
-
 fn service_name(resource: Option<&Resource>) -> &str {
     resource
         .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
@@ -235,11 +342,12 @@ fn span_kind(k: i32) -> SpanKind {
 pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converted {
     let mut b = SpansBuilder::new();
     let mut rej = Rejections::default();
+    let limits = AttrLimits::new(opts);
     for rs in &req.resource_spans {
         let resource_attributes = rs
             .resource
             .as_ref()
-            .map(|r| attrs(&r.attributes))
+            .map(|r| limits.get(&r.attributes))
             .unwrap_or_default();
         let service = service_name(rs.resource.as_ref());
         for ss in &rs.scope_spans {
@@ -306,14 +414,18 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                     .links
                     .iter()
                     .filter_map(|l| match (id16(&l.trace_id), id8(&l.span_id)) {
-                        (Some(trace_id), Some(span_id)) => Some(LinkRecord {
-                            trace_id,
-                            span_id,
-                            trace_state: &l.trace_state,
-                            attributes: attrs(&l.attributes),
-                            dropped_attributes_count: l.dropped_attributes_count,
-                            flags: l.flags,
-                        }),
+                        (Some(trace_id), Some(span_id)) => {
+                            let (attributes, dropped_attributes_count) =
+                                limits.with_dropped(&l.attributes, l.dropped_attributes_count);
+                            Some(LinkRecord {
+                                trace_id,
+                                span_id,
+                                trace_state: &l.trace_state,
+                                attributes,
+                                dropped_attributes_count,
+                                flags: l.flags,
+                            })
+                        }
                         _ => {
                             bad_link = true;
                             None
@@ -330,6 +442,8 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                     continue;
                 }
                 let status = s.status.as_ref();
+                let (attributes, dropped_attributes_count) =
+                    limits.with_dropped(&s.attributes, s.dropped_attributes_count);
                 let record = SpanRecord {
                     trace_id,
                     span_id,
@@ -346,16 +460,20 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                         _ => StatusCode::Unset,
                     },
                     status_message: status.map(|st| st.message.as_str()).unwrap_or(""),
-                    attributes: attrs(&s.attributes),
-                    dropped_attributes_count: s.dropped_attributes_count,
+                    attributes,
+                    dropped_attributes_count,
                     events: s
                         .events
                         .iter()
-                        .map(|e| EventRecord {
-                            time_ns: ts(e.time_unix_nano).unwrap_or(start),
-                            name: &e.name,
-                            attributes: attrs(&e.attributes),
-                            dropped_attributes_count: e.dropped_attributes_count,
+                        .map(|e| {
+                            let (attributes, dropped_attributes_count) =
+                                limits.with_dropped(&e.attributes, e.dropped_attributes_count);
+                            EventRecord {
+                                time_ns: ts(e.time_unix_nano).unwrap_or(start),
+                                name: &e.name,
+                                attributes,
+                                dropped_attributes_count,
+                            }
                         })
                         .collect(),
                     dropped_events_count: s.dropped_events_count,
@@ -368,18 +486,19 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
     }
     let accepted = b.len() as u64;
     let batch = (!b.is_empty()).then(|| b.finish());
-    rej.finish("spans", accepted, batch)
+    rej.finish("spans", accepted, batch, &limits)
 }
 
 /// Converts a logs export request.
 pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted {
     let mut b = LogsBuilder::new();
     let mut rej = Rejections::default();
+    let limits = AttrLimits::new(opts);
     for rl in &req.resource_logs {
         let resource_attributes = rl
             .resource
             .as_ref()
-            .map(|r| attrs(&r.attributes))
+            .map(|r| limits.get(&r.attributes))
             .unwrap_or_default();
         let service = service_name(rl.resource.as_ref());
         for sl in &rl.scope_logs {
@@ -425,6 +544,8 @@ pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted 
                     }
                     None => Cow::Borrowed(""),
                 });
+                let (attributes, dropped_attributes_count) =
+                    limits.with_dropped(&r.attributes, r.dropped_attributes_count);
                 b.append(
                     &origin,
                     &LogRecord {
@@ -437,8 +558,8 @@ pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted 
                         span_id,
                         flags: r.flags,
                         event_name: &r.event_name,
-                        attributes: attrs(&r.attributes),
-                        dropped_attributes_count: r.dropped_attributes_count,
+                        attributes,
+                        dropped_attributes_count,
                     },
                 );
             }
@@ -446,7 +567,7 @@ pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted 
     }
     let accepted = b.len() as u64;
     let batch = (!b.is_empty()).then(|| b.finish());
-    rej.finish("log records", accepted, batch)
+    rej.finish("log records", accepted, batch, &limits)
 }
 
 fn temporality(t: i32) -> Temporality {
@@ -457,7 +578,7 @@ fn temporality(t: i32) -> Temporality {
     }
 }
 
-fn exemplars(ex: &[Exemplar]) -> Vec<ExemplarRecord<'_>> {
+fn exemplars<'a>(ex: &'a [Exemplar], limits: &AttrLimits) -> Vec<ExemplarRecord<'a>> {
     ex.iter()
         .map(|e| ExemplarRecord {
             time_ns: ts(e.time_unix_nano).unwrap_or(0),
@@ -468,20 +589,21 @@ fn exemplars(ex: &[Exemplar]) -> Vec<ExemplarRecord<'_>> {
             },
             trace_id: id16(&e.trace_id),
             span_id: id8(&e.span_id),
-            filtered_attributes: attrs(&e.filtered_attributes),
+            filtered_attributes: limits.get(&e.filtered_attributes),
         })
         .collect()
 }
 
 /// Converts a metrics export request: one row per data point.
-pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) -> Converted {
+pub fn metric_points(req: &ExportMetricsServiceRequest, opts: &ConvertOptions) -> Converted {
     let mut b = MetricPointsBuilder::new();
     let mut rej = Rejections::default();
+    let limits = AttrLimits::new(opts);
     for rm in &req.resource_metrics {
         let resource_attributes = rm
             .resource
             .as_ref()
-            .map(|r| attrs(&r.attributes))
+            .map(|r| limits.get(&r.attributes))
             .unwrap_or_default();
         let service = service_name(rm.resource.as_ref());
         for sm in &rm.scope_metrics {
@@ -504,7 +626,7 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) 
                             m,
                             $p.time_unix_nano,
                             $p.start_time_unix_nano,
-                            &$p.attributes,
+                            limits.get(&$p.attributes),
                             $p.flags,
                             $data,
                             $ex,
@@ -524,7 +646,7 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) 
                                 rej.reject(|| format!("metric {name:?}: a gauge point has no value"));
                                 continue;
                             };
-                            push!(p, PointData::Gauge(n), exemplars(&p.exemplars));
+                            push!(p, PointData::Gauge(n), exemplars(&p.exemplars, &limits));
                         }
                     }
                     Some(Data::Sum(s)) => {
@@ -538,7 +660,7 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) 
                                 is_monotonic: s.is_monotonic,
                                 temporality: temporality(s.aggregation_temporality),
                             };
-                            push!(p, data, exemplars(&p.exemplars));
+                            push!(p, data, exemplars(&p.exemplars, &limits));
                         }
                     }
                     Some(Data::Histogram(h)) => {
@@ -560,7 +682,7 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) 
                                 bucket_counts: &p.bucket_counts,
                                 explicit_bounds: &p.explicit_bounds,
                             };
-                            push!(p, data, exemplars(&p.exemplars));
+                            push!(p, data, exemplars(&p.exemplars, &limits));
                         }
                     }
                     Some(Data::ExponentialHistogram(h)) => {
@@ -581,7 +703,7 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) 
                                 negative_offset: neg.map(|b| b.offset).unwrap_or(0),
                                 negative_bucket_counts: neg.map(|b| b.bucket_counts.as_slice()).unwrap_or_default(),
                             };
-                            push!(p, data, exemplars(&p.exemplars));
+                            push!(p, data, exemplars(&p.exemplars, &limits));
                         }
                     }
                     Some(Data::Summary(s)) => {
@@ -600,14 +722,14 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, _opts: &ConvertOptions) 
     }
     let accepted = b.len() as u64;
     let batch = (!b.is_empty()).then(|| b.finish());
-    rej.finish("data points", accepted, batch)
+    rej.finish("data points", accepted, batch, &limits)
 }
 
 fn point<'a>(
     m: &'a opentelemetry_proto::tonic::metrics::v1::Metric,
     time: u64,
     start: u64,
-    attributes: &'a [KeyValue],
+    attributes: Vec<Attr<'a>>,
     flags: u32,
     data: PointData<'a>,
     exemplars: Vec<ExemplarRecord<'a>>,
@@ -619,7 +741,7 @@ fn point<'a>(
         metric_name: &m.name,
         unit: &m.unit,
         description: &m.description,
-        attributes: attrs(attributes),
+        attributes,
         flags,
         data,
         exemplars,
@@ -682,7 +804,12 @@ mod tests {
         for i in 0..20 {
             r.reject(|| format!("problem {i}"));
         }
-        let c = r.finish("spans", 3, None);
+        let c = r.finish(
+            "spans",
+            3,
+            None,
+            &AttrLimits::new(&ConvertOptions::default()),
+        );
         assert_eq!(c.rejected, 20);
         assert!(
             c.message
@@ -691,5 +818,59 @@ mod tests {
             c.message
         );
         assert!(c.message.ends_with("problem 4; ..."), "{}", c.message);
+    }
+
+    #[test]
+    fn attribute_limits_drop_and_cut_and_say_so() {
+        use any_value::Value::*;
+        let opts = ConvertOptions {
+            max_attributes: 3,
+            max_attribute_value_bytes: 5,
+            ..Default::default()
+        };
+        let limits = AttrLimits::new(&opts);
+        let kv = |k: &str, val: AnyValue| KeyValue {
+            key: k.into(),
+            value: Some(val),
+            ..Default::default()
+        };
+        let kvs = vec![
+            kv("a", v(StringValue("short".into()))),
+            // 'é' is two bytes: a cut at 5 bytes must not split one.
+            kv("b", v(StringValue("ééé".into()))),
+            kv("long.key", v(IntValue(1234567))),
+            kv("d", v(BoolValue(true))),
+            kv("e", v(BoolValue(true))),
+        ];
+        let (got, dropped) = limits.with_dropped(&kvs, 4);
+        assert_eq!(dropped, 6, "4 dropped by the sender plus 2 here");
+        let pairs: Vec<(&str, &str)> = got.iter().map(|a| (a.key, &*a.value)).collect();
+        assert_eq!(pairs, [("a", "short"), ("b", "éé"), ("long.", "12345")]);
+        assert_eq!(limits.dropped.get(), 2);
+        assert_eq!(
+            limits.truncated.get(),
+            3,
+            "one value, one key and one value"
+        );
+        assert_eq!(limits.get(&kvs[..1]).len(), 1);
+        let c = Rejections::default().finish("spans", 1, None, &limits);
+        assert_eq!(c.rejected, 0);
+        assert_eq!((c.attributes_dropped, c.values_truncated), (2, 3));
+        assert!(
+            c.message
+                .contains("2 attributes dropped over the limit of 3")
+                && c.message.contains("collector.max_attribute_value_bytes"),
+            "{}",
+            c.message
+        );
+        // Within the limits: no message at all.
+        let quiet = AttrLimits::new(&ConvertOptions::default());
+        assert_eq!(quiet.get(&kvs).len(), 5);
+        assert!(
+            Rejections::default()
+                .finish("spans", 1, None, &quiet)
+                .message
+                .is_empty()
+        );
     }
 }

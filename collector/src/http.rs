@@ -305,9 +305,9 @@ pub fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<ExportR
     })
 }
 
-/// The success body, with `partialSuccess` when items were rejected.
+/// The success body, with `partialSuccess` when items were rejected or limited.
 pub fn success_body(signal: Signal, encoding: Encoding, outcome: &Outcome) -> Vec<u8> {
-    let partial = outcome.rejected > 0;
+    let partial = outcome.is_partial();
     match encoding {
         Encoding::Protobuf => match signal {
             Signal::Traces => outcome.trace_response().encode_to_vec(),

@@ -64,15 +64,24 @@ pub struct Outcome {
     pub accepted: u64,
     /// Invalid items rejected.
     pub rejected: u64,
-    /// What was wrong with the rejected items.
+    /// What was wrong with the rejected items, and which limits were
+    /// applied to the kept ones.
     pub message: String,
 }
 
 impl Outcome {
-    /// The trace export response: `partial_success` only when items were rejected.
+    /// Whether the answer carries `partialSuccess`: items were rejected, or
+    /// kept with a warning (`rejected` zero, `error_message` set, as the
+    /// OTLP spec allows).
+    pub fn is_partial(&self) -> bool {
+        self.rejected > 0 || !self.message.is_empty()
+    }
+
+    /// The trace export response: `partial_success` only when items were
+    /// rejected or limited.
     pub fn trace_response(&self) -> ExportTraceServiceResponse {
         ExportTraceServiceResponse {
-            partial_success: (self.rejected > 0).then(|| ExportTracePartialSuccess {
+            partial_success: self.is_partial().then(|| ExportTracePartialSuccess {
                 rejected_spans: self.rejected as i64,
                 error_message: self.message.clone(),
             }),
@@ -82,7 +91,7 @@ impl Outcome {
     /// The metrics export response.
     pub fn metrics_response(&self) -> ExportMetricsServiceResponse {
         ExportMetricsServiceResponse {
-            partial_success: (self.rejected > 0).then(|| ExportMetricsPartialSuccess {
+            partial_success: self.is_partial().then(|| ExportMetricsPartialSuccess {
                 rejected_data_points: self.rejected as i64,
                 error_message: self.message.clone(),
             }),
@@ -92,7 +101,7 @@ impl Outcome {
     /// The logs export response.
     pub fn logs_response(&self) -> ExportLogsServiceResponse {
         ExportLogsServiceResponse {
-            partial_success: (self.rejected > 0).then(|| ExportLogsPartialSuccess {
+            partial_success: self.is_partial().then(|| ExportLogsPartialSuccess {
                 rejected_log_records: self.rejected as i64,
                 error_message: self.message.clone(),
             }),
@@ -212,6 +221,8 @@ impl Ingest {
             end_before_start_tolerance_ns: (self.config.end_before_start_tolerance_ms as i64)
                 .saturating_mul(1_000_000),
             now_ns: store::now_ns(),
+            max_attributes: self.config.max_attributes,
+            max_attribute_value_bytes: self.config.max_attribute_value_bytes,
         };
         let converted = tokio::task::spawn_blocking(move || match &req {
             ExportRequest::Traces(r) => (Table::Spans, convert::spans(r, &opts)),
@@ -227,6 +238,8 @@ impl Ingest {
                 accepted,
                 rejected,
                 message,
+                attributes_dropped,
+                values_truncated,
             },
         ) = converted;
         if let Some(batch) = batch {
@@ -234,6 +247,8 @@ impl Ingest {
         }
         self.metrics.accepted(signal, transport, accepted);
         self.metrics.rejected(signal, transport, rejected);
+        self.metrics
+            .limited(signal, transport, attributes_dropped, values_truncated);
         Ok(Outcome {
             accepted,
             rejected,

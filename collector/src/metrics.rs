@@ -65,6 +65,8 @@ struct PerLabel {
     rejected: AtomicU64,
     refused: AtomicU64,
     bad_requests: AtomicU64,
+    attributes_dropped: AtomicU64,
+    values_truncated: AtomicU64,
     bytes: AtomicU64,
     duration_buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
@@ -109,6 +111,13 @@ impl CollectorMetrics {
         self.get(s, t).rejected.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Attributes dropped and keys or values cut by the attribute limits.
+    pub fn limited(&self, s: Signal, t: Transport, dropped: u64, truncated: u64) {
+        let p = self.get(s, t);
+        p.attributes_dropped.fetch_add(dropped, Ordering::Relaxed);
+        p.values_truncated.fetch_add(truncated, Ordering::Relaxed);
+    }
+
     /// Requests refused for lack of capacity (429/503, RESOURCE_EXHAUSTED/UNAVAILABLE).
     pub fn refused(&self, s: Signal, t: Transport) {
         self.get(s, t).refused.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +149,7 @@ impl CollectorMetrics {
             Signal::Logs => "log_records",
         };
         type Field = fn(&PerLabel) -> &AtomicU64;
-        let counters: [(&str, &str, Field); 6] = [
+        let counters: [(&str, &str, Field); 8] = [
             (
                 "burnwatch_otlp_requests_total",
                 "Export requests received.",
@@ -165,6 +174,16 @@ impl CollectorMetrics {
                 "burnwatch_otlp_bad_requests_total",
                 "Requests that could not be read or decoded (4xx).",
                 |p| &p.bad_requests,
+            ),
+            (
+                "burnwatch_otlp_attributes_dropped_total",
+                "Attributes dropped over collector.max_attributes (the items were kept).",
+                |p| &p.attributes_dropped,
+            ),
+            (
+                "burnwatch_otlp_attribute_values_truncated_total",
+                "Attribute keys or values cut to collector.max_attribute_value_bytes.",
+                |p| &p.values_truncated,
             ),
             (
                 "burnwatch_otlp_received_bytes_total",

@@ -435,6 +435,78 @@ async fn partial_success_keeps_the_valid_records() {
     server.stop().await;
 }
 
+/// Over-long and too many attributes: the span is kept, the limits are
+/// applied and counted, and the sender is told in `partialSuccess` with zero
+/// rejected spans (a warning, as the OTLP spec allows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribute_limits_keep_the_item_and_warn() {
+    let server = Server::start_with(|_, c| {
+        c.max_attributes = 8;
+        c.max_attribute_value_bytes = 100;
+    })
+    .await;
+    let mut req = trace_request(11, 1);
+    let span = &mut req.resource_spans[0].scope_spans[0].spans[0];
+    span.dropped_attributes_count = 2;
+    span.attributes = (0..20).map(|i| kv(&format!("k{i:02}"), "v")).collect();
+    span.attributes[0] = kv("db.statement", &"x".repeat(5000));
+
+    let r = post(&server, "/v1/traces", JSON, None, {
+        // The JSON encoding too: the warning is `partialSuccess` with
+        // `rejectedSpans` "0".
+        let pb = req.encode_to_vec();
+        let decoded = ExportTraceServiceRequest::decode(&pb[..]).unwrap();
+        serde_json::to_vec(&decoded).unwrap()
+    })
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let ps = &body["partialSuccess"];
+    assert_eq!(ps["rejectedSpans"], "0", "{body}");
+    let msg = ps["errorMessage"].as_str().unwrap();
+    assert!(
+        msg.contains("12 attributes dropped over the limit of 8")
+            && msg.contains("1 keys or values cut to 100 bytes"),
+        "{msg}"
+    );
+    let stored = server
+        .text(
+            "SELECT cardinality(attributes) AS n, dropped_attributes_count AS d, \
+             length(attributes['db.statement']) AS len FROM spans",
+        )
+        .await;
+    assert!(stored.contains("| 8 | 14 | 100 |"), "{stored}");
+
+    // gRPC: the same warning.
+    let mut c = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .unwrap();
+    let mut again = req.clone();
+    again.resource_spans[0].scope_spans[0].spans[0].span_id = 99u64.to_be_bytes().to_vec();
+    let ps = c
+        .export(again)
+        .await
+        .unwrap()
+        .into_inner()
+        .partial_success
+        .unwrap();
+    assert_eq!(ps.rejected_spans, 0);
+    assert!(
+        ps.error_message.contains("collector.max_attributes"),
+        "{}",
+        ps.error_message
+    );
+    assert_eq!(server.count("spans").await, 2);
+    let metrics = server.metrics_text();
+    assert!(
+        metrics.contains(
+            "burnwatch_otlp_attributes_dropped_total{signal=\"traces\",item=\"spans\",transport=\"http\"} 12"
+        ),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_auth() {
     let server = Server::start_with(|_, c| c.auth_tokens = vec!["s3cret".into()]).await;

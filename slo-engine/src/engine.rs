@@ -21,6 +21,7 @@ use crate::incidents::{Incident, Incidents, Transition, transition};
 use crate::notify::{NotifyMetrics, WebhookAlert, ZERO_TIME, deliver, fingerprint, rfc3339};
 use crate::openslo::Slo;
 use crate::rules::{Change, RuleGroup};
+use crate::secret::redact_url;
 use crate::silences::Silences;
 use crate::sli::SliCounter;
 use store::sql::QueryLimits;
@@ -302,18 +303,19 @@ impl SloEngine {
                         &engine.notify_metrics.webhook,
                     )
                     .await;
+                    let shown = redact_url(url);
                     if let Err(e) = &outcome {
-                        tracing::error!(target_url = %url, error = %e, "notification failed");
+                        tracing::error!(target_url = %shown, error = %e, "notification failed");
                     }
                     for (incident, status) in &o.incidents {
                         let (event, detail) = match &outcome {
                             Ok(n) => (
                                 "notified",
-                                serde_json::json!({"target": url, "status": status, "attempts": n, "group": o.payload.group_key, "alerts": o.payload.alerts.len()}),
+                                serde_json::json!({"target": shown, "status": status, "attempts": n, "group": o.payload.group_key, "alerts": o.payload.alerts.len()}),
                             ),
                             Err(e) => (
                                 "notification_failed",
-                                serde_json::json!({"target": url, "status": status, "error": e}),
+                                serde_json::json!({"target": shown, "status": status, "error": e}),
                             ),
                         };
                         if let Err(e) = engine.incidents.note(*incident, now_ns(), event, &detail) {
@@ -344,7 +346,7 @@ impl SloEngine {
                 )
                 .await;
                 if let Err(e) = outcome {
-                    tracing::error!(alertmanager = %url, error = %e, "alert push failed");
+                    tracing::error!(alertmanager = %redact_url(&url), error = %e, "alert push failed");
                 }
             }
         });

@@ -36,6 +36,7 @@ pub mod red;
 pub mod rollup;
 pub mod rule_tests;
 pub mod rules;
+pub mod secret;
 pub mod silences;
 pub mod sketch;
 pub mod sli;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::secret::redact_url;
+
 /// One alert in a webhook payload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,8 +118,9 @@ pub async fn deliver(
                 metrics.delivered.fetch_add(1, Ordering::Relaxed);
                 return Ok(attempt);
             }
-            Ok(r) => last = format!("{url} answered {}", r.status()),
-            Err(e) => last = format!("{url}: {e}"),
+            // The URL may hold a credential: only its host is shown.
+            Ok(r) => last = format!("{} answered {}", redact_url(url), r.status()),
+            Err(e) => last = format!("{}: {}", redact_url(url), e.without_url()),
         }
         metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
         if attempt < attempts {

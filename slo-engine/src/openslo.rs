@@ -205,6 +205,11 @@ pub fn load_files(files: &[PathBuf]) -> Result<Vec<Slo>, LoadError> {
     resolve(&objects)
 }
 
+/// Parses and resolves the SLOs of one file's text; `file` names it in errors.
+pub fn load_str(file: &Path, text: &str) -> Result<Vec<Slo>, LoadError> {
+    resolve(&parse_documents(file, text)?)
+}
+
 fn parse_documents(file: &Path, text: &str) -> Result<Vec<Object>, LoadError> {
     let mut out = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
@@ -591,10 +596,17 @@ fn compile_policy(
                 None => get(t, "spec").cloned().unwrap_or_else(|| t.clone()),
             };
             let url = req_str(cx, &tspec, "target", &format!("{tf}."))?;
+            // `${env:NAME}` / `${file:PATH}` keep the credential out of the file.
+            let url = crate::secret::resolve(&url)
+                .map_err(|e| cx.err(&format!("{tf}.target"), e.to_string()))?
+                .into_owned();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(cx.err(
                     &format!("{tf}.target"),
-                    format!("{url:?}: a webhook URL (http:// or https://) is expected"),
+                    format!(
+                        "{:?}: a webhook URL (http:// or https://) is expected",
+                        crate::secret::redact_url(&url)
+                    ),
                 ));
             }
             webhooks.push(url);

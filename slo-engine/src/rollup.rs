@@ -57,6 +57,35 @@ pub const ROLLUP_DIR: &str = "rollups/red-v1";
 /// Default memory budget of the rollup cache.
 pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 
+/// Default most distinct operations (span names) kept per service in one
+/// file's rollup and in one query's raw rows; past it, spans of further
+/// operations are counted under [`OTHER_OPERATIONS`]. Span names that
+/// carry ids (`GET /users/12345`) would otherwise grow rollups without bound.
+pub const DEFAULT_MAX_OPERATIONS_PER_SERVICE: usize = 2000;
+
+/// The operation that spans over the per-service operation limit count under.
+pub const OTHER_OPERATIONS: &str = "(other operations)";
+
+/// `[rollups]` settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollupConfig {
+    /// Memory budget of the rollup cache, bytes.
+    pub cache_bytes: usize,
+    /// Most distinct operations per service in a rollup (see
+    /// [`DEFAULT_MAX_OPERATIONS_PER_SERVICE`]).
+    pub max_operations_per_service: usize,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        RollupConfig {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            max_operations_per_service: DEFAULT_MAX_OPERATIONS_PER_SERVICE,
+        }
+    }
+}
+
 /// The rollup of one data file.
 #[derive(Debug)]
 struct FileRollup {
@@ -64,6 +93,8 @@ struct FileRollup {
     keys: Vec<(Arc<str>, Arc<str>)>,
     rows: Vec<Row>,
     bytes: usize,
+    /// Spans counted under [`OTHER_OPERATIONS`] when it was computed.
+    folded: u64,
 }
 
 #[derive(Debug)]
@@ -88,6 +119,9 @@ pub struct RollupMetrics {
     pub unreadable: AtomicU64,
     /// Rollup files deleted because their data file is gone.
     pub deleted: AtomicU64,
+    /// Spans counted under [`OTHER_OPERATIONS`] by the per-service
+    /// operation limit.
+    pub operations_folded: AtomicU64,
 }
 
 /// RED rollups over one store, and the trace-id filters of its files
@@ -95,6 +129,7 @@ pub struct RollupMetrics {
 pub struct Rollups {
     store: Store,
     budget: usize,
+    max_operations: usize,
     cache: FileCache<FileRollup>,
     /// Counters.
     pub metrics: RollupMetrics,
@@ -130,9 +165,16 @@ type AccKey = (i64, Arc<str>, Arc<str>);
 impl Rollups {
     /// Rollups over `store` with a memory cache of `budget` bytes.
     pub fn new(store: Store, budget: usize) -> Arc<Rollups> {
+        Rollups::with_limit(store, budget, DEFAULT_MAX_OPERATIONS_PER_SERVICE)
+    }
+
+    /// The same with at most `max_operations` operations per service (at
+    /// least 1); see [`DEFAULT_MAX_OPERATIONS_PER_SERVICE`].
+    pub fn with_limit(store: Store, budget: usize, max_operations: usize) -> Arc<Rollups> {
         Arc::new(Rollups {
             store: store.clone(),
             budget,
+            max_operations: max_operations.max(1),
             cache: FileCache::new(budget),
             metrics: RollupMetrics::default(),
             traces: TraceIndex::new(store.clone(), crate::trace_index::DEFAULT_CACHE_BYTES),
@@ -186,8 +228,21 @@ impl Rollups {
                     self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(path = %path.display(), error = %e, "unreadable rollup file; recomputing it");
                 }
-                let r = compute(data_path, meta).await?;
+                let r = compute(data_path, meta, self.max_operations).await?;
                 self.metrics.computed.fetch_add(1, Ordering::Relaxed);
+                if r.folded > 0 {
+                    self.metrics
+                        .operations_folded
+                        .fetch_add(r.folded, Ordering::Relaxed);
+                    tracing::warn!(
+                        file = %meta_path,
+                        spans = r.folded,
+                        limit = self.max_operations,
+                        "a service has more distinct operations (span names) than the rollup limit; \
+                         the rest are counted as \"{OTHER_OPERATIONS}\" (raise rollups.max_operations_per_service, \
+                         or keep ids out of span names)"
+                    );
+                }
                 if !self.store.is_read_only() {
                     let batch = to_batch(&r);
                     let p = path.clone();
@@ -280,6 +335,11 @@ impl Rollups {
                     "burnwatch_rollup_deleted_total",
                     "RED rollup files deleted after their spans file was removed.",
                     &m.deleted,
+                ),
+                (
+                    "burnwatch_rollup_operations_folded_total",
+                    "Spans counted under \"(other operations)\" by the per-service operation limit.",
+                    &m.operations_folded,
                 ),
             ],
         );
@@ -522,7 +582,7 @@ impl Rollups {
             .collect()
             .await
             .map_err(|e| RedError::Query(e.to_string()))?;
-        let mut keys = KeyTable::default();
+        let mut keys = KeyTable::with_limit(self.max_operations);
         for_each_span(&batches, |svc, op, t, err, dur| {
             let k = keys.key(svc, op);
             let (s, o) = keys.get(k);
@@ -573,7 +633,11 @@ fn reds(acc: HashMap<AccKey, Acc>, w: &Window, per_operation: bool) -> Vec<Red> 
 }
 
 /// Computes the rollup of one data file.
-async fn compute(data_path: &Path, meta: &FileMeta) -> Result<FileRollup, RedError> {
+async fn compute(
+    data_path: &Path,
+    meta: &FileMeta,
+    max_operations: usize,
+) -> Result<FileRollup, RedError> {
     let file = (data_path.to_path_buf(), meta.clone());
     let ctx = SessionContext::new_with_config(store::query::session_config());
     register(
@@ -593,13 +657,13 @@ async fn compute(data_path: &Path, meta: &FileMeta) -> Result<FileRollup, RedErr
         .collect()
         .await
         .map_err(|e| RedError::Query(e.to_string()))?;
-    tokio::task::spawn_blocking(move || build(&batches))
+    tokio::task::spawn_blocking(move || build(&batches, max_operations))
         .await
         .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?
 }
 
-fn build(batches: &[RecordBatch]) -> Result<FileRollup, RedError> {
-    let mut keys = KeyTable::default();
+fn build(batches: &[RecordBatch], max_operations: usize) -> Result<FileRollup, RedError> {
+    let mut keys = KeyTable::with_limit(max_operations);
     let mut groups: HashMap<(i64, u32), Acc> = HashMap::new();
     for_each_span(batches, |svc, op, t, err, dur| {
         let minute = t.div_euclid(MINUTE_NS) * MINUTE_NS;
@@ -619,19 +683,52 @@ fn build(batches: &[RecordBatch]) -> Result<FileRollup, RedError> {
         })
         .collect();
     rows.sort_by_key(|r| (r.minute_ns, r.key));
-    Ok(with_size(keys.keys, rows))
+    let folded = keys.folded;
+    let mut r = with_size(keys.keys, rows);
+    r.folded = folded;
+    Ok(r)
 }
 
 /// (service, operation) pairs numbered in order of first appearance; lookups
-/// allocate only for a new pair.
-#[derive(Default)]
+/// allocate only for a new pair. Past `limit` operations of a service, new
+/// operations map to [`OTHER_OPERATIONS`] (counted in `folded`).
 struct KeyTable {
     keys: Vec<(Arc<str>, Arc<str>)>,
     index: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
+    limit: usize,
+    folded: u64,
+}
+
+impl Default for KeyTable {
+    fn default() -> Self {
+        KeyTable::with_limit(usize::MAX)
+    }
 }
 
 impl KeyTable {
+    fn with_limit(limit: usize) -> KeyTable {
+        KeyTable {
+            keys: Vec::new(),
+            index: HashMap::new(),
+            limit,
+            folded: 0,
+        }
+    }
+
     fn key(&mut self, service: &str, operation: &str) -> u32 {
+        if let Some(ops) = self.index.get(service) {
+            if let Some(&k) = ops.get(operation) {
+                return k;
+            }
+            if ops.len() >= self.limit && operation != OTHER_OPERATIONS {
+                self.folded += 1;
+                return self.key_unlimited(service, OTHER_OPERATIONS);
+            }
+        }
+        self.key_unlimited(service, operation)
+    }
+
+    fn key_unlimited(&mut self, service: &str, operation: &str) -> u32 {
         if let Some(&k) = self.index.get(service).and_then(|ops| ops.get(operation)) {
             return k;
         }
@@ -686,7 +783,12 @@ fn with_size(keys: Vec<(Arc<str>, Arc<str>)>, rows: Vec<Row>) -> FileRollup {
             .iter()
             .map(|r| std::mem::size_of::<Row>() + r.sketch.len())
             .sum::<usize>();
-    FileRollup { keys, rows, bytes }
+    FileRollup {
+        keys,
+        rows,
+        bytes,
+        folded: 0,
+    }
 }
 
 fn rollup_schema() -> Arc<Schema> {
@@ -820,5 +922,87 @@ pub(crate) fn sweep(root: &Path, dir: &Path, data_dir: &Path) -> u64 {
 impl Weigh for FileRollup {
     fn weight(&self) -> usize {
         self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray, TimestampNanosecondArray};
+
+    /// A raw-span scan batch: one span per `(service, operation, failed)`.
+    fn scan(spans: &[(&str, &str, i64)]) -> RecordBatch {
+        let n = spans.len();
+        RecordBatch::try_from_iter([
+            (
+                "service_name",
+                Arc::new(StringArray::from_iter_values(spans.iter().map(|s| s.0))) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from_iter_values(spans.iter().map(|s| s.1))) as ArrayRef,
+            ),
+            (
+                "start_time",
+                Arc::new(TimestampNanosecondArray::from_iter_values(
+                    (0..n as i64).map(|i| i * 1_000_000),
+                )) as ArrayRef,
+            ),
+            (
+                "err",
+                Arc::new(Int64Array::from_iter_values(spans.iter().map(|s| s.2))) as ArrayRef,
+            ),
+            (
+                "duration_ns",
+                Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
+                    1_000_000, n,
+                ))) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn operations_past_the_limit_fold_into_other_and_counts_are_kept() {
+        let ids: Vec<String> = (0..10).map(|i| format!("GET /users/{i}")).collect();
+        let mut spans: Vec<(&str, &str, i64)> =
+            ids.iter().map(|o| ("api", o.as_str(), 0)).collect();
+        spans.push(("api", "GET /users/9", 1));
+        spans.push(("api", "GET /users/0", 1));
+        spans.push(("db", "SELECT", 0));
+        let r = build(&[scan(&spans)], 3).unwrap();
+        let ops: Vec<(&str, &str)> = r.keys.iter().map(|(s, o)| (&**s, &**o)).collect();
+        assert_eq!(
+            ops,
+            [
+                ("api", "GET /users/0"),
+                ("api", "GET /users/1"),
+                ("api", "GET /users/2"),
+                ("api", OTHER_OPERATIONS),
+                ("db", "SELECT"),
+            ]
+        );
+        // Seven spans of api/3..9 (one of them twice) fold; totals are kept.
+        assert_eq!(r.folded, 8);
+        let total = |svc: &str, f: fn(&Row) -> u64| -> u64 {
+            r.rows
+                .iter()
+                .filter(|x| &*r.keys[x.key as usize].0 == svc)
+                .map(f)
+                .sum()
+        };
+        assert_eq!(total("api", |x| x.requests), 12);
+        assert_eq!(total("api", |x| x.errors), 2);
+        assert_eq!(total("db", |x| x.requests), 1);
+        let other = r
+            .rows
+            .iter()
+            .filter(|x| &*r.keys[x.key as usize].1 == OTHER_OPERATIONS)
+            .map(|x| (x.requests, x.errors))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        assert_eq!(other, (8, 1));
+        // Without a limit nothing folds.
+        let all = build(&[scan(&spans)], usize::MAX).unwrap();
+        assert_eq!((all.keys.len(), all.folded), (11, 0));
     }
 }

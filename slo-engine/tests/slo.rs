@@ -419,7 +419,8 @@ async fn failed_deliveries_are_retried_counted_and_recorded() {
     write_traffic(&store, T0 - HOUR, T0 + 600 * SEC, |t| t >= T0).await;
     // Nothing listens here.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}/hook", l.local_addr().unwrap());
+    // The path is the credential, as in Slack or Teams webhook URLs.
+    let dead = format!("http://{}/hooks/T0/S3CRET-PATH", l.local_addr().unwrap());
     drop(l);
     let config = SloConfig {
         webhook_urls: vec![dead],
@@ -430,20 +431,27 @@ async fn failed_deliveries_are_retried_counted_and_recorded() {
     };
     let engine = SloEngine::open(store, vec![slo], config, &dir.path().join("state")).unwrap();
     engine.evaluate_at(T0 + 600 * SEC).await;
-    let mut failed = false;
+    let mut failed = None;
     for _ in 0..100 {
         let inc = &engine.incidents(1).unwrap()[0];
-        if inc
+        if let Some(t) = inc
             .timeline
             .iter()
-            .any(|t| t.event == "notification_failed")
+            .find(|t| t.event == "notification_failed")
         {
-            failed = true;
+            failed = Some(t.detail.to_string());
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(failed);
+    // The timeline (shown on the incident page) names the host, never the
+    // path that holds the credential.
+    let detail = failed.expect("no notification_failed event");
+    assert!(!detail.contains("S3CRET"), "{detail}");
+    assert!(
+        detail.contains("\"target\":\"http://127.0.0.1:"),
+        "{detail}"
+    );
     let mut m = String::new();
     engine.render_metrics(&mut m);
     assert!(

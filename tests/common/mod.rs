@@ -1,5 +1,7 @@
 //! Shared by the demo tests: start `burnwatch demo` on free ports and drive
-//! its chaos command.
+//! its chaos command; start `burnwatch serve` the same way.
+
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -84,4 +86,160 @@ pub fn chaos_payments(data_dir: &Path, args: &[&str]) {
         "chaos {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A running `burnwatch serve`; killed when dropped.
+pub struct ServeProcess {
+    /// The serve process.
+    pub child: Child,
+    /// HTTP API address (`host:port`) and its scheme (`http` or `https`).
+    pub api: String,
+    /// `http` or `https`.
+    pub api_scheme: String,
+    /// OTLP/gRPC address.
+    pub grpc: String,
+    /// OTLP/HTTP address.
+    pub otlp_http: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl ServeProcess {
+    /// `scheme://api` + `path`.
+    pub fn api_url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.api_scheme, self.api)
+    }
+
+    /// Sends SIGTERM and waits for the exit; panics unless it is clean.
+    pub fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "burnwatch exited with {exit}");
+    }
+
+    /// Sends SIGKILL and waits.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `burnwatch serve` on ephemeral loopback ports with `args`,
+/// returning once it prints its addresses. Its log goes to `stderr`.
+pub fn start_serve(args: &[&std::ffi::OsStr], stderr: Stdio) -> ServeProcess {
+    let mut child = Command::new(EXE)
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env_remove("BURNWATCH_LOG")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "burnwatch: HTTP API on S://A, OTLP gRPC on B, OTLP HTTP on S://C"
+    let parts: Vec<&str> = line
+        .trim()
+        .split(", ")
+        .map(|p| p.rsplit(" on ").next().unwrap())
+        .collect();
+    assert_eq!(parts.len(), 3, "unexpected first line: {line:?}");
+    let (api_scheme, api) = parts[0].split_once("://").expect("API URL");
+    let otlp_http = parts[2].rsplit("://").next().unwrap();
+    ServeProcess {
+        child,
+        api: api.to_string(),
+        api_scheme: api_scheme.to_string(),
+        grpc: parts[1].to_string(),
+        otlp_http: otlp_http.to_string(),
+    }
+}
+
+/// A string attribute.
+pub fn kv(k: &str, v: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `n` SERVER spans of `service` with ids `first..first + n` (unique
+/// across requests), 1 µs apart from 2023-11-14 22:13 UTC, each with an
+/// attribute `payload` of `payload_bytes` bytes.
+pub fn trace_request(
+    first: u64,
+    n: u64,
+    service: &str,
+    payload_bytes: usize,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let spans = (first..first + n)
+        .map(|i| Span {
+            trace_id: (u128::from(i) << 8 | 1).to_be_bytes().to_vec(),
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            name: "GET /".into(),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i * 1000,
+            end_time_unix_nano: 1_700_000_000_002_000_000 + i * 1000,
+            attributes: vec![kv("payload", &format!("{i:0>payload_bytes$}"))],
+            ..Default::default()
+        })
+        .collect();
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// `(count(*), count(DISTINCT span_id))` of spans through `POST /api/v1/query`.
+pub async fn span_counts(c: &reqwest::Client, query_url: &str) -> (u64, u64) {
+    let r = c
+        .post(query_url)
+        .json(&serde_json::json!({
+            "sql": "SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the query API must keep answering");
+    let v: serde_json::Value = r.json().await.unwrap();
+    (
+        v["rows"][0]["n"].as_u64().unwrap(),
+        v["rows"][0]["d"].as_u64().unwrap(),
+    )
 }

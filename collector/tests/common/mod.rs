@@ -16,6 +16,7 @@ pub struct Server {
     pub collector: Collector,
     pub token: CancellationToken,
     pub tracker: TaskTracker,
+    pub metrics: Arc<CollectorMetrics>,
     pub dir: tempfile::TempDir,
 }
 
@@ -39,22 +40,26 @@ impl Server {
         let store = Store::open(sc).await.unwrap();
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let collector = Collector::start(
-            cc,
-            store.clone(),
-            Arc::new(CollectorMetrics::default()),
-            token.clone(),
-            &tracker,
-        )
-        .await
-        .unwrap();
+        let metrics = Arc::new(CollectorMetrics::default());
+        let collector =
+            Collector::start(cc, store.clone(), metrics.clone(), token.clone(), &tracker)
+                .await
+                .unwrap();
         Server {
             store,
             collector,
             token,
             tracker,
+            metrics,
             dir,
         }
+    }
+
+    /// The receivers' `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        self.metrics.render(&mut out);
+        out
     }
 
     pub fn http_url(&self, path: &str) -> String {

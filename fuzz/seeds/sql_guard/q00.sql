@@ -1,0 +1,1 @@
+SELECT service_name, count(*) AS n FROM spans WHERE start_time >= now() - INTERVAL '5 minutes' GROUP BY 1 ORDER BY n DESC LIMIT 10

@@ -1,0 +1,1 @@
+WITH e AS (SELECT * FROM logs WHERE severity_number >= 17) SELECT count(*) FROM e

@@ -1,0 +1,1 @@
+SELECT current_timestamp, now(), date_bin(INTERVAL '1 minute', start_time) FROM spans

@@ -1,0 +1,1 @@
+SELECT s.trace_id FROM spans s JOIN spans p ON s.parent_span_id = p.span_id WHERE p.kind = 'SPAN_KIND_CLIENT' UNION ALL SELECT trace_id FROM logs

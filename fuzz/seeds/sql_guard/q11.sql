@@ -1,0 +1,1 @@
+SELECT attributes['http.route'], approx_percentile_cont(duration_ns, 0.99) FROM spans GROUP BY 1
