@@ -307,6 +307,75 @@ async fn damaged_files_are_quarantined_and_the_server_keeps_starting() {
     p.terminate();
 }
 
+/// A bit flipped at rest while the server runs: the scrub finds it by
+/// checksum, quarantines the file with a log line and a counter, and the
+/// server keeps serving and ingesting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bit_flip_at_rest_is_found_by_the_scrub_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("b.toml");
+    // Flush at once; scrub every 2 seconds.
+    std::fs::write(
+        &cfg,
+        "[slo]\nrules_dir = \"/nonexistent\"\n[store]\nflush_interval_secs = 0.1\nscrub_schedule = \"*/2 * * * * *\"\n",
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let p = start_serve(
+        &[
+            OsStr::new("--data-dir"),
+            data.as_os_str(),
+            OsStr::new("--config"),
+            cfg.as_os_str(),
+        ],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let c = http();
+    let mut late = request(1000, 100);
+    for s in &mut late.resource_spans[0].scope_spans[0].spans {
+        s.start_time_unix_nano += 3 * 3600 * 1_000_000_000;
+        s.end_time_unix_nano += 3 * 3600 * 1_000_000_000;
+    }
+    assert_eq!(export(&c, &p, &request(0, 100)).await.status(), 200);
+    assert_eq!(export(&c, &p, &late).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let files = loop {
+        let mut f: Vec<_> = walk(&data.join("spans"))
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        if f.len() == 2 {
+            f.sort();
+            break f;
+        }
+        assert!(Instant::now() < deadline, "no Parquet files: {f:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x04;
+    std::fs::write(&files[0], bytes).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&c, &p, "burnwatch_store_files_quarantined_total").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the scrub did not find the flipped bit"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!files[0].exists());
+    assert_eq!(counts(&c, &p).await, (100, 100));
+    assert_eq!(export(&c, &p, &request(2000, 10)).await.status(), 200);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("live Parquet file is damaged") && logged.contains("does not match"),
+        "{logged}"
+    );
+    p.terminate();
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {

@@ -45,6 +45,10 @@ pub struct StoreConfig {
     pub compaction_schedule: String,
     /// Cron expression (with seconds) for retention.
     pub retention_schedule: String,
+    /// Cron expression (with seconds) of the scrub, which checks every live
+    /// file's checksum and quarantines files whose bytes changed. It also
+    /// runs once a minute after start.
+    pub scrub_schedule: String,
     /// In the open hour, merge small files once there are this many.
     pub compaction_min_files: usize,
     /// Files at least this large are not merged again in the open hour.
@@ -100,6 +104,7 @@ impl Default for StoreConfig {
             retention_hours: RetentionConfig::default(),
             compaction_schedule: "0 */5 * * * *".into(),
             retention_schedule: "30 17 * * * *".into(),
+            scrub_schedule: "0 41 */6 * * *".into(),
             compaction_min_files: 12,
             compaction_small_file_bytes: 32 << 20,
             delete_grace_secs: 600,
@@ -148,6 +153,8 @@ pub struct StoreMetrics {
     pub wal_corrupt_segments: AtomicU64,
     /// Files moved to quarantine.
     pub files_quarantined: AtomicU64,
+    /// Live files whose checksum the scrub or compaction verified.
+    pub files_verified: AtomicU64,
 }
 
 /// A point-in-time summary of the store.
@@ -758,6 +765,13 @@ impl Store {
         let Some(first) = inputs.first() else {
             return Ok(0);
         };
+        // A damaged input must not be merged into a new file with a fresh
+        // checksum: check them first; damaged ones go to quarantine.
+        let damaged = self.verify(table, &inputs).await?;
+        if !damaged.is_empty() {
+            self.quarantine_live(damaged).await?;
+            return Ok(0);
+        }
         let hour = first.hour;
         let id = {
             let _commit = self.inner.commit.lock().await;
@@ -859,6 +873,102 @@ impl Store {
         Ok(n)
     }
 
+    /// Checks the checksums of `files` (those that have one). Returns the
+    /// damaged ones with what is wrong; a file that is gone (replaced
+    /// meanwhile) is not damaged.
+    async fn verify(
+        &self,
+        table: Table,
+        files: &[FileMeta],
+    ) -> Result<Vec<(Table, FileMeta, String)>> {
+        let data_dir = self.inner.data_dir.clone();
+        let files: Vec<FileMeta> = files
+            .iter()
+            .filter(|f| f.crc32.is_some())
+            .cloned()
+            .collect();
+        let metrics = self.inner.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut damaged = Vec::new();
+            for f in files {
+                let path = data_dir.join(&f.path);
+                let want = f.crc32.unwrap_or_default();
+                let problem = match crate::files::file_crc32(&path) {
+                    Ok(got) if got == want => None,
+                    Ok(got) => Some(format!(
+                        "checksum {got:08x} does not match {want:08x} recorded when it was written"
+                    )),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => Some(format!("cannot be read: {e}")),
+                };
+                metrics.files_verified.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = problem {
+                    damaged.push((table, f, p));
+                }
+            }
+            damaged
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("verify task failed: {e}")))
+    }
+
+    /// Removes damaged live files from their tables (one manifest update)
+    /// and moves them to quarantine. Returns how many were moved.
+    async fn quarantine_live(&self, damaged: Vec<(Table, FileMeta, String)>) -> Result<u64> {
+        let _commit = self.inner.commit.lock().await;
+        let mut manifest = read(&self.inner.state).manifest.clone();
+        let mut moved = Vec::new();
+        for (table, f, problem) in damaged {
+            let files = manifest.files_mut(table);
+            let before = files.len();
+            files.retain(|x| *x != f);
+            if files.len() < before {
+                moved.push((table, f, problem));
+            }
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        let data_dir = self.inner.data_dir.clone();
+        let m2 = manifest.clone();
+        tokio::task::spawn_blocking(move || m2.persist(&data_dir))
+            .await
+            .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))??;
+        write(&self.inner.state).manifest = manifest;
+        for (table, f, problem) in &moved {
+            let path = self.inner.data_dir.join(&f.path);
+            tracing::error!(
+                table = %table,
+                file = %path.display(),
+                rows = f.rows,
+                problem = %problem,
+                quarantine = %self.inner.quarantine_dir.display(),
+                "live Parquet file is damaged; moving it to quarantine. Its rows are lost from queries"
+            );
+            quarantine_file(&self.inner.quarantine_dir, &path);
+            self.inner
+                .metrics
+                .files_quarantined
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(moved.len() as u64)
+    }
+
+    /// Checks every live file's checksum; damaged files leave the table and
+    /// go to quarantine (logged and counted). Returns how many were moved.
+    pub async fn scrub(&self) -> Result<u64> {
+        self.writable()?;
+        let mut damaged = Vec::new();
+        for table in Table::ALL {
+            let files = read(&self.inner.state).manifest.files(table).to_vec();
+            damaged.extend(self.verify(table, &files).await?);
+        }
+        if damaged.is_empty() {
+            return Ok(0);
+        }
+        self.quarantine_live(damaged).await
+    }
+
     fn schedule_deletes(&self, paths: impl Iterator<Item = PathBuf>) {
         let at = Instant::now() + Duration::from_secs(self.inner.config.delete_grace_secs);
         lock(&self.inner.pending_deletes).extend(paths.map(|p| (at, p)));
@@ -943,7 +1053,13 @@ impl Store {
             self.clone(),
             |s| async move { s.apply_retention(now_ns()).await },
         )?;
-        for job in [compaction, retention] {
+        let scrub = cron_job(
+            &self.inner.config.scrub_schedule,
+            "scrub",
+            self.clone(),
+            |s| async move { s.scrub().await },
+        )?;
+        for job in [compaction, retention, scrub] {
             scheduler
                 .add(job)
                 .await
@@ -953,6 +1069,19 @@ impl Store {
             .start()
             .await
             .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
+        // One scrub a minute after start, so damage done while the server
+        // was down is found without waiting for the schedule.
+        let (store, token) = (self.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                    if let Err(e) = store.scrub().await {
+                        tracing::warn!(error = %e, "scrub failed; it runs again on its schedule");
+                    }
+                }
+            }
+        });
         tracker.spawn(async move {
             shutdown.cancelled().await;
             let mut scheduler = scheduler;
@@ -1200,6 +1329,11 @@ impl Store {
             "burnwatch_store_files_quarantined_total",
             "Damaged files moved to quarantine.",
             c(&m.files_quarantined),
+        );
+        counter(
+            "burnwatch_store_files_verified_total",
+            "Live Parquet files whose checksum the scrub or compaction checked.",
+            c(&m.files_verified),
         );
         let _ = writeln!(
             out,
