@@ -148,6 +148,17 @@ pub struct Principal {
     pub role: Role,
 }
 
+tokio::task_local! {
+    /// Who the request being handled comes from (set by [`guard`] when auth
+    /// is on), for the page header's "signed in as" and sign-out button.
+    static SIGNED_IN: Principal;
+}
+
+/// The caller of the request being handled, when auth is on.
+pub fn signed_in() -> Option<Principal> {
+    SIGNED_IN.try_with(Principal::clone).ok()
+}
+
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -313,7 +324,7 @@ pub async fn guard(State(s): State<WebState>, req: Request, next: Next) -> Respo
     let path = req.uri().path().to_string();
     let api = path.starts_with("/api/") || path == "/metrics";
     match auth.principal(req.headers(), now_ns()) {
-        Some(p) if p.role.allows(need) => next.run(req).await,
+        Some(p) if p.role.allows(need) => SIGNED_IN.scope(p, next.run(req)).await,
         Some(p) => {
             let msg = format!(
                 "{} ({}) may not do this: it needs the {} role",

@@ -244,6 +244,12 @@ async fn the_dashboard_signs_in_with_a_token_and_keeps_an_httponly_session() {
     let (st, _, page) = send(&s, Method::GET, "/slos", Some(&cookie), "").await;
     assert_eq!(st, 200);
     assert!(page.contains("<h1>SLOs</h1>"), "{page}");
+    // The header says who is signed in and offers to sign out.
+    assert!(page.contains("grafana (viewer)"), "{page}");
+    assert!(
+        page.contains(r#"<form method="post" action="/logout">"#) && page.contains("Sign out"),
+        "{page}"
+    );
     // The session is a viewer's: a silence is refused.
     let (st, _, _) = send(
         &s,

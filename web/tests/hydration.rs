@@ -611,3 +611,85 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("use TRACE, DEBUG"));
 }
+
+/// Sign-in and sign-out in a real browser, with API tokens on: a page
+/// opened without a session leads to the sign-in form, a token signs in and
+/// goes back to that page, the session cookie is invisible to scripts
+/// (HttpOnly), the header names who is signed in, and "Sign out" ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_and_out_in_a_real_browser() {
+    const EDITOR: &str = "editor-token-for-the-browser";
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig {
+        data_dir: dir.path().join("data"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let auth = web::auth::Auth::new(&web::auth::AuthConfig {
+        tokens: vec![web::auth::TokenConfig {
+            name: "alice".into(),
+            role: web::auth::Role::Editor,
+            sha256: web::auth::sha256_hex(EDITOR),
+        }],
+        ..Default::default()
+    })
+    .unwrap()
+    .unwrap();
+    let state = WebState {
+        rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
+        store,
+        metrics: vec![],
+        ready: Default::default(),
+        query_limits: Default::default(),
+        slo: None,
+        auth: Some(std::sync::Arc::new(auth)),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+
+    let s = Session::start().await;
+    s.go(&format!("{base}/query")).await;
+    s.wait_for(
+        "the sign-in form",
+        "return location.pathname === '/login' && document.querySelector('#sign-in')",
+    )
+    .await;
+    assert_eq!(
+        s.js("return new URLSearchParams(location.search).get('next')")
+            .await,
+        json!("/query")
+    );
+    s.type_into("input[name=token]", EDITOR).await;
+    s.click("#sign-in").await;
+    s.wait_for(
+        "the query page after signing in",
+        "return location.pathname === '/query' && document.querySelector('header .who')",
+    )
+    .await;
+    assert_eq!(
+        s.js("return document.querySelector('header .who .muted').textContent")
+            .await,
+        json!("alice (editor)")
+    );
+    assert_eq!(
+        s.js("return document.cookie").await,
+        json!(""),
+        "the session cookie must be HttpOnly"
+    );
+    s.screenshot("signed-in").await;
+    s.click("#sign-out").await;
+    s.wait_for(
+        "the sign-in form after signing out",
+        "return location.pathname === '/login'",
+    )
+    .await;
+    s.go(&format!("{base}/query")).await;
+    s.wait_for(
+        "the sign-in form again",
+        "return location.pathname === '/login'",
+    )
+    .await;
+    assert_eq!(s.console_errors().await, Vec::<String>::new());
+}

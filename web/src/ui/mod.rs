@@ -39,7 +39,7 @@ use web_islands::{AutoRefresh, Cell, IncidentAction, SortableTable};
 const STYLE: &str = r#"
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
 header{background:#1d2330;color:#fff;padding:8px 16px;display:flex;gap:24px;align-items:center}
-header a{color:#cfd6e4;text-decoration:none}header a.brand{color:#fff;font-weight:700}
+header a{color:#cfd6e4;text-decoration:none}header .who{margin-left:auto;display:flex;gap:.5rem;align-items:center}header .who form{margin:0}header a.brand{color:#fff;font-weight:700}
 main{padding:16px;max-width:1280px;margin:auto}
 section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:12px 16px;margin-bottom:16px}
 h1{font-size:20px;margin:0 0 12px}h2{font-size:16px;margin:0 0 8px}
@@ -286,6 +286,14 @@ fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response 
             <a href=format!("/incidents?{q}")>"Incidents"</a>
             <a href=format!("/silences?{q}")>"Silences"</a>
             <a href=format!("/query?{q}")>"Query"</a>
+            {crate::auth::signed_in().map(|p| view! {
+                <span class="who">
+                    <span class="muted">{format!("{} ({})", p.name, p.role.as_str())}</span>
+                    <form method="post" action="/logout">
+                        <button type="submit" id="sign-out">"Sign out"</button>
+                    </form>
+                </span>
+            })}
         </header>
     }
     .to_html();
