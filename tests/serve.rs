@@ -2,86 +2,35 @@
 //! serves /metrics, /healthz and /readyz, and on SIGTERM flushes everything
 //! to Parquet so the next start replays nothing.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
+/// `n` spans of service `web` (the same ids on every call).
 fn request(n: u64) -> Vec<u8> {
-    let spans = (0..n)
-        .map(|i| Span {
-            trace_id: [7u8; 16].to_vec(),
-            span_id: (i + 1).to_be_bytes().to_vec(),
-            name: "GET /".into(),
-            kind: 2,
-            start_time_unix_nano: 1_700_000_000_000_000_000 + i,
-            end_time_unix_nano: 1_700_000_000_002_000_000 + i,
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("web".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::trace_request(0, n, "web", 8).encode_to_vec()
 }
 
-/// Starts `burnwatch serve` on ephemeral ports with `args`; returns the
-/// child and the HTTP API and OTLP/HTTP addresses it printed.
-fn serve(args: &[&std::ffi::OsStr]) -> (std::process::Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--otlp-http-addr", "127.0.0.1:0"])
-        .args(args)
-        .env("BURNWATCH_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+/// Starts `burnwatch serve` on ephemeral ports with `args`.
+fn serve(args: &[&std::ffi::OsStr]) -> common::ServeProcess {
+    common::start_serve(args, std::process::Stdio::inherit())
+}
+
+/// SIGTERM; the exit must be clean.
+async fn terminate(p: common::ServeProcess) {
+    tokio::task::spawn_blocking(move || p.terminate())
+        .await
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "burnwatch: HTTP API on http://A, OTLP gRPC on B, OTLP HTTP on http://C"
-    let urls: Vec<&str> = line
-        .split("http://")
-        .skip(1)
-        .map(|s| s.split([',', ' ', '\n']).next().unwrap())
-        .collect();
-    assert_eq!(urls.len(), 2, "{line}");
-    (child, urls[0].to_string(), urls[1].to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_ingests_reports_and_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, api, otlp) = serve(&["--data-dir".as_ref(), dir.path().as_os_str()]);
+    let p = serve(&["--data-dir".as_ref(), dir.path().as_os_str()]);
+    let (api, otlp) = (p.api.clone(), p.otlp_http.clone());
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -191,15 +140,7 @@ async fn serve_ingests_reports_and_shuts_down_cleanly() {
         String::from_utf8_lossy(&denied.stderr)
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(exit.success(), "burnwatch exited with {exit}");
+    terminate(p).await;
 
     // Everything is in Parquet: the next start replays nothing.
     let store = store::Store::open(store::StoreConfig {
@@ -270,12 +211,13 @@ async fn serve_with_api_tokens_checks_every_caller() {
     let config = dir.path().join("auth.toml");
     std::fs::write(&config, format!("{ingest_entry}\n{viewer_entry}")).unwrap();
     let data = dir.path().join("data");
-    let (mut child, api, otlp) = serve(&[
+    let p = serve(&[
         "--config".as_ref(),
         config.as_os_str(),
         "--data-dir".as_ref(),
         data.as_os_str(),
     ]);
+    let (api, otlp) = (p.api.clone(), p.otlp_http.clone());
     let http = reqwest::Client::new();
     let ingest_with = |token: Option<&str>| {
         let mut r = http
@@ -319,11 +261,5 @@ async fn serve_with_api_tokens_checks_every_caller() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n10\n");
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(exit.success(), "burnwatch exited with {exit}");
+    terminate(p).await;
 }
