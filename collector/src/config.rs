@@ -22,6 +22,10 @@ pub struct CollectorConfig {
     pub max_concurrent_requests: usize,
     /// How long a request may wait for capacity before it is refused (ms).
     pub queue_timeout_ms: u64,
+    /// Most time to receive a request's body once admitted (ms): a sender
+    /// that trickles its body gets 408 instead of holding a request slot.
+    /// gRPC requests get this plus `queue_timeout_ms` plus 10 s in all.
+    pub body_timeout_ms: u64,
     /// Bearer tokens accepted for ingest. Empty (and no `auth_sha256`): no
     /// authentication.
     pub auth_tokens: Vec<String>,
@@ -50,6 +54,7 @@ impl Default for CollectorConfig {
             max_inflight_bytes: 512 << 20,
             max_concurrent_requests: 64,
             queue_timeout_ms: 1000,
+            body_timeout_ms: 30_000,
             auth_tokens: Vec::new(),
             auth_sha256: Vec::new(),
             end_before_start_tolerance_ms: 0,

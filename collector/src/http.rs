@@ -419,7 +419,23 @@ async fn process(
             return Err((from_ingest(e, encoding), 0));
         }
     };
-    let raw = match axum::body::to_bytes(body, limit).await {
+    // The admission is held while the body arrives: a slow sender must not
+    // keep it for ever.
+    let body_timeout = std::time::Duration::from_millis(config.body_timeout_ms);
+    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        let e = HttpError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            code::INVALID_ARGUMENT,
+            format!(
+                "the body did not arrive within {} ms (collector.body_timeout_ms)",
+                config.body_timeout_ms
+            ),
+            encoding,
+        );
+        return Err((e, 0));
+    };
+    let raw = match read {
         Ok(b) => b,
         Err(e) => {
             let over = std::error::Error::source(&e)

@@ -105,10 +105,16 @@ impl Collector {
             Some(files) => Some((files.server_config()?, files.read()?)),
             None => None,
         };
+        let body_timeout_ms = config.body_timeout_ms;
+        let queue_timeout_ms = config.queue_timeout_ms;
         let ingest = Arc::new(Ingest::new(store, config, metrics));
 
         let (traces, metrics_svc, logs) = grpc::OtlpGrpc::new(ingest.clone()).services();
-        let mut builder = tonic::transport::Server::builder();
+        // Receiving the message, waiting for capacity and the durable write
+        // together: a sender that trickles its message is cut off.
+        let grpc_timeout =
+            std::time::Duration::from_millis(body_timeout_ms + queue_timeout_ms + 10_000);
+        let mut builder = tonic::transport::Server::builder().timeout(grpc_timeout);
         if let Some((_, (cert, key))) = &tls {
             let identity = tonic::transport::Identity::from_pem(cert, key);
             builder = builder

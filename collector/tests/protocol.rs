@@ -507,6 +507,52 @@ async fn attribute_limits_keep_the_item_and_warn() {
     server.stop().await;
 }
 
+/// A sender that trickles its body (slowloris) gets 408 once the body
+/// timeout passes and frees its request slot: with one slot, a normal
+/// request waiting behind it still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_times_out_and_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start_with(|_, c| {
+        c.max_concurrent_requests = 1;
+        c.body_timeout_ms = 300;
+        c.queue_timeout_ms = 5000;
+    })
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(server.collector.http_addr)
+        .await
+        .unwrap();
+    slow.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Waits for the slot the slow sender holds, then gets it.
+    let started = std::time::Instant::now();
+    let r = post(
+        &server,
+        "/v1/traces",
+        PB,
+        None,
+        trace_request(21, 3).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("collector.body_timeout_ms"), "{answer}");
+    assert_eq!(server.count("spans").await, 3);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_auth() {
     let server = Server::start_with(|_, c| c.auth_tokens = vec!["s3cret".into()]).await;
