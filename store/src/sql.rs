@@ -177,21 +177,54 @@ pub fn pin_now(sql: &str, at_ns: i64) -> Result<String, QueryError> {
         .try_with_sql(&format!("to_timestamp_nanos({at_ns})"))
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| QueryError::Invalid(e.to_string()))?;
-    struct Pin(Expr);
+    struct Pin {
+        literal: Expr,
+        pinned: bool,
+    }
     impl VisitorMut for Pin {
         type Break = ();
         fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-            if let Expr::Function(f) = e {
-                let name = f.name.to_string().to_ascii_lowercase();
-                if name == "now" || name == "current_timestamp" {
-                    *e = self.0.clone();
+            match e {
+                Expr::Function(f) => {
+                    let name = f.name.to_string().to_ascii_lowercase();
+                    if name == "now" || name == "current_timestamp" {
+                        *e = self.literal.clone();
+                        self.pinned = true;
+                    }
                 }
+                // `- -x` prints as `--x`, which reads back as a comment:
+                // a unary operator's unary operand goes in parentheses.
+                Expr::UnaryOp { expr, .. } if matches!(**expr, Expr::UnaryOp { .. }) => {
+                    let inner = std::mem::replace(
+                        &mut **expr,
+                        Expr::value(datafusion::sql::sqlparser::ast::Value::Null),
+                    );
+                    **expr = Expr::Nested(Box::new(inner));
+                }
+                _ => {}
             }
             ControlFlow::Continue(())
         }
     }
-    let _ = statement.visit(&mut Pin(literal));
-    Ok(statement.to_string())
+    let mut pin = Pin {
+        literal,
+        pinned: false,
+    };
+    let _ = statement.visit(&mut pin);
+    if !pin.pinned {
+        // Nothing to pin: the query as written.
+        return Ok(sql.to_string());
+    }
+    let pinned = statement.to_string();
+    // The rewrite goes back through the guard; a query the printer cannot
+    // reproduce is refused rather than run differently.
+    check_read_only(&pinned).map_err(|e| {
+        QueryError::Invalid(format!(
+            "cannot pin now() in this query (the rewritten query does not parse: {e}); \
+             add parentheses around nested expressions"
+        ))
+    })?;
+    Ok(pinned)
 }
 
 fn classify(e: DataFusionError) -> QueryError {
@@ -350,5 +383,30 @@ mod tests {
             pin_now("DROP TABLE spans", 0),
             Err(QueryError::NotAllowed(_))
         ));
+    }
+
+    /// Found by the `sql_guard` fuzz target (its input is kept in
+    /// `fuzz/regressions/sql_guard/`): `- -x` printed back as `--x`, a
+    /// comment, so an allowed query failed once pinned.
+    #[test]
+    fn nested_unary_operators_survive_pinning() {
+        let crash = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/regressions/sql_guard/nested-unary-minus"
+        ))
+        .unwrap();
+        let crash = std::str::from_utf8(&crash).unwrap();
+        check_read_only(crash).unwrap();
+        // No now(): the query comes back as written.
+        assert_eq!(pin_now(crash, 0).unwrap(), crash);
+        let sql = "SELECT - -1 AS a, now() AS t FROM spans WHERE - - duration_ns < 5";
+        let pinned = pin_now(sql, 7).unwrap();
+        check_read_only(&pinned).unwrap();
+        assert!(!pinned.contains("--"), "{pinned}");
+        assert!(
+            pinned.contains("-(-1)") || pinned.contains("- (-1)"),
+            "{pinned}"
+        );
+        assert!(pinned.contains("to_timestamp_nanos(7)"), "{pinned}");
     }
 }
