@@ -163,68 +163,71 @@ fn check_tables(statement: &DfStatement) -> Result<(), QueryError> {
 /// tests and backtests evaluate "now" at the instant they are asked about.
 /// Fails like [`check_read_only`] for anything but one read-only query.
 pub fn pin_now(sql: &str, at_ns: i64) -> Result<String, QueryError> {
-    use datafusion::sql::sqlparser::ast::{Expr, VisitMut, VisitorMut};
-    use std::ops::ControlFlow;
+    use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 
     check_read_only(sql)?;
-    let mut statements =
-        DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
-    let Some(DfStatement::Statement(statement)) = statements.front_mut() else {
-        return Ok(sql.to_string());
-    };
+    // The calls are replaced in the text as written (found by token, so
+    // never inside a string, a quoted identifier or a comment): printing a
+    // parsed query back is not faithful (`- -x` prints as `--x`, a comment).
     let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-    let literal = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
-        .try_with_sql(&format!("to_timestamp_nanos({at_ns})"))
-        .and_then(|mut p| p.parse_expr())
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
         .map_err(|e| QueryError::Invalid(e.to_string()))?;
-    struct Pin {
-        literal: Expr,
-        pinned: bool,
-    }
-    impl VisitorMut for Pin {
-        type Break = ();
-        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-            match e {
-                Expr::Function(f) => {
-                    let name = f.name.to_string().to_ascii_lowercase();
-                    if name == "now" || name == "current_timestamp" {
-                        *e = self.literal.clone();
-                        self.pinned = true;
-                    }
-                }
-                // `- -x` prints as `--x`, which reads back as a comment:
-                // a unary operator's unary operand goes in parentheses.
-                Expr::UnaryOp { expr, .. } if matches!(**expr, Expr::UnaryOp { .. }) => {
-                    let inner = std::mem::replace(
-                        &mut **expr,
-                        Expr::value(datafusion::sql::sqlparser::ast::Value::Null),
-                    );
-                    **expr = Expr::Nested(Box::new(inner));
-                }
-                _ => {}
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut pin = Pin {
-        literal,
-        pinned: false,
+    let tokens: Vec<_> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    // Lines and columns count from 1, columns in characters.
+    let offset = |l: Location| -> Result<usize, QueryError> {
+        let start = (l.line as usize)
+            .checked_sub(1)
+            .and_then(|i| line_starts.get(i).copied());
+        let col = (l.column as usize).checked_sub(1);
+        start
+            .zip(col)
+            .and_then(|(start, col)| sql[start..].char_indices().nth(col).map(|(i, _)| start + i))
+            .ok_or_else(|| QueryError::Invalid("cannot locate now() in the query".into()))
     };
-    let _ = statement.visit(&mut pin);
-    if !pin.pinned {
-        // Nothing to pin: the query as written.
+    let is = |i: usize, want: &Token| tokens.get(i).is_some_and(|t| t.token == *want);
+    let mut edits = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let Token::Word(w) = &t.token else {
+            continue;
+        };
+        if w.quote_style.is_some() || (i > 0 && is(i - 1, &Token::Period)) {
+            continue;
+        }
+        let name = w.value.to_ascii_lowercase();
+        let call = is(i + 1, &Token::LParen) && is(i + 2, &Token::RParen);
+        let start = offset(t.span.start)?;
+        let end = if call && (name == "now" || name == "current_timestamp") {
+            offset(tokens[i + 2].span.start)? + 1
+        } else if name == "current_timestamp" {
+            start + w.value.len()
+        } else {
+            continue;
+        };
+        edits.push((start, end));
+    }
+    if edits.is_empty() {
         return Ok(sql.to_string());
     }
-    let pinned = statement.to_string();
-    // The rewrite goes back through the guard; a query the printer cannot
-    // reproduce is refused rather than run differently.
-    check_read_only(&pinned).map_err(|e| {
-        QueryError::Invalid(format!(
-            "cannot pin now() in this query (the rewritten query does not parse: {e}); \
-             add parentheses around nested expressions"
-        ))
-    })?;
-    Ok(pinned)
+    let literal = format!("to_timestamp_nanos({at_ns})");
+    let mut out = String::with_capacity(sql.len() + edits.len() * literal.len());
+    let mut pos = 0;
+    for (start, end) in edits {
+        out.push_str(&sql[pos..start]);
+        out.push_str(&literal);
+        pos = end;
+    }
+    out.push_str(&sql[pos..]);
+    // The rewrite goes back through the guard.
+    check_read_only(&out)
+        .map_err(|e| QueryError::Invalid(format!("cannot pin now() in this query: {e}")))?;
+    Ok(out)
 }
 
 fn classify(e: DataFusionError) -> QueryError {
@@ -385,28 +388,38 @@ mod tests {
         ));
     }
 
-    /// Found by the `sql_guard` fuzz target (its input is kept in
-    /// `fuzz/regressions/sql_guard/`): `- -x` printed back as `--x`, a
-    /// comment, so an allowed query failed once pinned.
+    /// Found by the `sql_guard` fuzz target (inputs kept in
+    /// `fuzz/regressions/sql_guard/`): printing the parsed query back turned
+    /// `- -x` into `--x` (a comment), and parenthesising a long chain of
+    /// unary operators went past the parser's recursion limit. The calls are
+    /// now replaced in the text as written.
     #[test]
-    fn nested_unary_operators_survive_pinning() {
-        let crash = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fuzz/regressions/sql_guard/nested-unary-minus"
-        ))
-        .unwrap();
-        let crash = std::str::from_utf8(&crash).unwrap();
-        check_read_only(crash).unwrap();
-        // No now(): the query comes back as written.
-        assert_eq!(pin_now(crash, 0).unwrap(), crash);
-        let sql = "SELECT - -1 AS a, now() AS t FROM spans WHERE - - duration_ns < 5";
-        let pinned = pin_now(sql, 7).unwrap();
-        check_read_only(&pinned).unwrap();
-        assert!(!pinned.contains("--"), "{pinned}");
-        assert!(
-            pinned.contains("-(-1)") || pinned.contains("- (-1)"),
-            "{pinned}"
+    fn pinning_keeps_the_query_as_written() {
+        for name in ["nested-unary-minus", "unary-plus-chain"] {
+            let crash = std::fs::read(format!(
+                "{}/../fuzz/regressions/sql_guard/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            let crash = std::str::from_utf8(&crash).unwrap();
+            check_read_only(crash).unwrap();
+            let pinned = pin_now(crash, 0).unwrap();
+            check_read_only(&pinned).unwrap();
+        }
+        assert_eq!(
+            pin_now(
+                "SELECT - -1 AS a, now() AS t, \"now\"() AS q, x.now() FROM spans \
+                 WHERE - - duration_ns < 5 -- now()\n AND start_time < Current_Timestamp",
+                7
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            "SELECT - -1 AS a, to_timestamp_nanos(7) AS t, \"now\"() AS q, x.now() FROM spans \
+             WHERE - - duration_ns < 5 -- now()\n AND start_time < to_timestamp_nanos(7)"
         );
-        assert!(pinned.contains("to_timestamp_nanos(7)"), "{pinned}");
+        // Multi-byte text before the call.
+        assert_eq!(
+            pin_now("SELECT 'é→', now ( ) FROM spans", 1).unwrap(),
+            "SELECT 'é→', to_timestamp_nanos(1) FROM spans"
+        );
     }
 }
