@@ -163,12 +163,41 @@ fn check_tables(statement: &DfStatement) -> Result<(), QueryError> {
 /// tests and backtests evaluate "now" at the instant they are asked about.
 /// Fails like [`check_read_only`] for anything but one read-only query.
 pub fn pin_now(sql: &str, at_ns: i64) -> Result<String, QueryError> {
+    use datafusion::sql::sqlparser::ast::{Expr, ObjectNamePart, Visit, Visitor};
     use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
+    use std::ops::ControlFlow;
 
     check_read_only(sql)?;
-    // The calls are replaced in the text as written (found by token, so
-    // never inside a string, a quoted identifier or a comment): printing a
-    // parsed query back is not faithful (`- -x` prints as `--x`, a comment).
+    // The calls are found in the parsed query (so an alias or a column named
+    // `current_timestamp` is left alone) and replaced in the text as written,
+    // by their tokens: printing a parsed query back is not faithful (`- -x`
+    // prints as `--x`, a comment).
+    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let Some(DfStatement::Statement(statement)) = statements.front() else {
+        return Ok(sql.to_string());
+    };
+    struct Calls(Vec<Location>);
+    impl Visitor for Calls {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = e
+                && let [ObjectNamePart::Identifier(id)] = f.name.0.as_slice()
+                && id.quote_style.is_none()
+                && matches!(
+                    id.value.to_ascii_lowercase().as_str(),
+                    "now" | "current_timestamp"
+                )
+            {
+                self.0.push(id.span.start);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut calls = Calls(Vec::new());
+    let _ = statement.visit(&mut calls);
+    if calls.0.is_empty() {
+        return Ok(sql.to_string());
+    }
     let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -197,18 +226,14 @@ pub fn pin_now(sql: &str, at_ns: i64) -> Result<String, QueryError> {
         let Token::Word(w) = &t.token else {
             continue;
         };
-        if w.quote_style.is_some() || (i > 0 && is(i - 1, &Token::Period)) {
+        if !calls.0.contains(&t.span.start) {
             continue;
         }
-        let name = w.value.to_ascii_lowercase();
-        let call = is(i + 1, &Token::LParen) && is(i + 2, &Token::RParen);
         let start = offset(t.span.start)?;
-        let end = if call && (name == "now" || name == "current_timestamp") {
+        let end = if is(i + 1, &Token::LParen) && is(i + 2, &Token::RParen) {
             offset(tokens[i + 2].span.start)? + 1
-        } else if name == "current_timestamp" {
-            start + w.value.len()
         } else {
-            continue;
+            start + w.value.len()
         };
         edits.push((start, end));
     }
@@ -391,11 +416,17 @@ mod tests {
     /// Found by the `sql_guard` fuzz target (inputs kept in
     /// `fuzz/regressions/sql_guard/`): printing the parsed query back turned
     /// `- -x` into `--x` (a comment), and parenthesising a long chain of
-    /// unary operators went past the parser's recursion limit. The calls are
-    /// now replaced in the text as written.
+    /// unary operators went past the parser's recursion limit; a first
+    /// token-only rewrite took an alias named `current_timestamp` for the
+    /// function. The calls are now found in the parsed query and replaced in
+    /// the text as written.
     #[test]
     fn pinning_keeps_the_query_as_written() {
-        for name in ["nested-unary-minus", "unary-plus-chain"] {
+        for name in [
+            "nested-unary-minus",
+            "unary-plus-chain",
+            "alias-named-current-timestamp",
+        ] {
             let crash = std::fs::read(format!(
                 "{}/../fuzz/regressions/sql_guard/{name}",
                 env!("CARGO_MANIFEST_DIR")
@@ -415,6 +446,11 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}")),
             "SELECT - -1 AS a, to_timestamp_nanos(7) AS t, \"now\"() AS q, x.now() FROM spans \
              WHERE - - duration_ns < 5 -- now()\n AND start_time < to_timestamp_nanos(7)"
+        );
+        // An alias or a column that only looks like the function.
+        assert_eq!(
+            pin_now("SELECT name current_timestamp, now() FROM spans", 2).unwrap(),
+            "SELECT name current_timestamp, to_timestamp_nanos(2) FROM spans"
         );
         // Multi-byte text before the call.
         assert_eq!(
