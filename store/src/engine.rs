@@ -816,12 +816,7 @@ impl Store {
         }
         files.retain(|f| !inputs.contains(f));
         files.push(written);
-        let data_dir = self.inner.data_dir.clone();
-        let m2 = manifest.clone();
-        tokio::task::spawn_blocking(move || m2.persist(&data_dir))
-            .await
-            .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))??;
-        write(&self.inner.state).manifest = manifest;
+        self.install_manifest(manifest).await?;
         self.schedule_deletes(inputs.iter().map(|f| self.inner.data_dir.join(&f.path)));
         self.inner
             .metrics
@@ -856,12 +851,7 @@ impl Store {
         if expired.is_empty() {
             return Ok(0);
         }
-        let data_dir = self.inner.data_dir.clone();
-        let m2 = manifest.clone();
-        tokio::task::spawn_blocking(move || m2.persist(&data_dir))
-            .await
-            .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))??;
-        write(&self.inner.state).manifest = manifest;
+        self.install_manifest(manifest).await?;
         let n = expired.len() as u64;
         self.inner
             .metrics
@@ -871,6 +861,18 @@ impl Store {
         self.schedule_deletes(expired.iter().map(|f| self.inner.data_dir.join(&f.path)));
         self.delete_expired_pending(false);
         Ok(n)
+    }
+
+    /// Writes `manifest` durably, then makes it the live one. The caller
+    /// holds the commit lock.
+    async fn install_manifest(&self, manifest: Manifest) -> Result<()> {
+        let data_dir = self.inner.data_dir.clone();
+        let m2 = manifest.clone();
+        tokio::task::spawn_blocking(move || m2.persist(&data_dir))
+            .await
+            .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))??;
+        write(&self.inner.state).manifest = manifest;
+        Ok(())
     }
 
     /// Checks the checksums of `files` (those that have one). Returns the
@@ -929,12 +931,7 @@ impl Store {
         if moved.is_empty() {
             return Ok(0);
         }
-        let data_dir = self.inner.data_dir.clone();
-        let m2 = manifest.clone();
-        tokio::task::spawn_blocking(move || m2.persist(&data_dir))
-            .await
-            .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))??;
-        write(&self.inner.state).manifest = manifest;
+        self.install_manifest(manifest).await?;
         for (table, f, problem) in &moved {
             let path = self.inner.data_dir.join(&f.path);
             tracing::error!(
