@@ -221,11 +221,7 @@ async fn damaged_files_are_quarantined_and_the_server_keeps_starting() {
     // Two hours of spans flushed to Parquet (two files) by a clean stop.
     let p = start(&cfg, Stdio::inherit());
     let mut early = request(0, 300);
-    let mut late = request(300, 300);
-    for s in &mut late.resource_spans[0].scope_spans[0].spans {
-        s.start_time_unix_nano += 3 * 3600 * 1_000_000_000;
-        s.end_time_unix_nano += 3 * 3600 * 1_000_000_000;
-    }
+    let late = three_hours_later(request(300, 300));
     for s in &mut early.resource_spans[0].scope_spans[0].spans {
         s.name = "early".into();
     }
@@ -242,10 +238,7 @@ async fn damaged_files_are_quarantined_and_the_server_keeps_starting() {
     }
     p.kill();
 
-    let parquet: Vec<_> = walk(&data)
-        .into_iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
-        .collect();
+    let parquet = parquet_files(&data);
     assert_eq!(parquet.len(), 2, "{parquet:?}");
     // Damage the file of the early hour (partitions sort by date and hour):
     // cut it in half.
@@ -332,19 +325,12 @@ async fn a_bit_flip_at_rest_is_found_by_the_scrub_while_running() {
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
     let c = http();
-    let mut late = request(1000, 100);
-    for s in &mut late.resource_spans[0].scope_spans[0].spans {
-        s.start_time_unix_nano += 3 * 3600 * 1_000_000_000;
-        s.end_time_unix_nano += 3 * 3600 * 1_000_000_000;
-    }
+    let late = three_hours_later(request(1000, 100));
     assert_eq!(export(&c, &p, &request(0, 100)).await.status(), 200);
     assert_eq!(export(&c, &p, &late).await.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(20);
     let files = loop {
-        let mut f: Vec<_> = walk(&data.join("spans"))
-            .into_iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
-            .collect();
+        let mut f = parquet_files(&data.join("spans"));
         if f.len() == 2 {
             f.sort();
             break f;
@@ -374,6 +360,23 @@ async fn a_bit_flip_at_rest_is_found_by_the_scrub_while_running() {
         "{logged}"
     );
     p.terminate();
+}
+
+/// The request with every span moved three hours later (another partition).
+fn three_hours_later(mut req: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    for s in &mut req.resource_spans[0].scope_spans[0].spans {
+        s.start_time_unix_nano += 3 * 3600 * 1_000_000_000;
+        s.end_time_unix_nano += 3 * 3600 * 1_000_000_000;
+    }
+    req
+}
+
+/// The Parquet files under `dir`, outside quarantine.
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+        .collect()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
