@@ -21,6 +21,8 @@ pub struct Config {
     pub http_tls: Option<collector::tls::TlsFiles>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,store=debug`.
     pub log: String,
+    /// Connection cap and request-head deadline of every listener.
+    pub connections: collector::net::ConnectionLimits,
     /// Storage engine settings.
     pub store: store::StoreConfig,
     /// OTLP receiver settings.
@@ -43,6 +45,7 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_tls: None,
             log: "info".into(),
+            connections: collector::net::ConnectionLimits::default(),
             store: store::StoreConfig::default(),
             collector: collector::CollectorConfig::default(),
             query: store::sql::QueryLimits::default(),

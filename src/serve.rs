@@ -166,6 +166,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         );
     }
     warn_if_exposed(&config);
+    config.collector.connections = config.connections.clone();
     let store = store::Store::open(config.store.clone())
         .await
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
@@ -186,8 +187,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let slo = start_slo_engine(&config, &store, &token, &tracker).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let cm = collector_metrics.clone();
-    let mut metrics: Vec<web::MetricsSource> =
-        vec![Arc::new(move |out: &mut String| cm.render(out))];
+    let web_connections = collector::net::ConnectionStats::new("http");
+    let connections = [
+        collector.grpc_connections.clone(),
+        collector.http_connections.clone(),
+        web_connections.clone(),
+    ];
+    let mut metrics: Vec<web::MetricsSource> = vec![
+        Arc::new(move |out: &mut String| cm.render(out)),
+        Arc::new(move |out: &mut String| {
+            let all: Vec<&collector::net::ConnectionStats> =
+                connections.iter().map(|c| c.as_ref()).collect();
+            collector::net::render_metrics(&all, out);
+        }),
+    ];
     if let Some(engine) = slo.clone() {
         metrics.push(Arc::new(move |out: &mut String| engine.render_metrics(out)));
     }
@@ -219,27 +232,30 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
             let tls = files
                 .server_config()
                 .context("cannot set up TLS for the HTTP API")?;
-            let listener =
-                collector::tls::TlsListener::new(listener, tls, token.clone(), &tracker)?;
-            tracker.spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(web_token.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "HTTPS server failed");
-                }
-            });
+            let listener = collector::tls::TlsListener::new(
+                listener,
+                tls,
+                config.connections.max_connections,
+                token.clone(),
+                &tracker,
+            )?;
+            tracker.spawn(collector::net::serve_http(
+                listener,
+                app,
+                config.connections.clone(),
+                web_connections,
+                web_token,
+            ));
             "https"
         }
         None => {
-            tracker.spawn(async move {
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(web_token.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            });
+            tracker.spawn(collector::net::serve_http(
+                listener,
+                app,
+                config.connections.clone(),
+                web_connections,
+                web_token,
+            ));
             "http"
         }
     };

@@ -3,90 +3,36 @@
 //! each acknowledged request's spans are present exactly once, and no request
 //! is half-visible.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 const SPANS_PER_REQUEST: u64 = 50;
 
 /// Request `id`: spans whose span ids are `id * 1000 + i + 1`.
 fn request(id: u64) -> Vec<u8> {
-    let spans = (0..SPANS_PER_REQUEST)
-        .map(|i| Span {
-            trace_id: ((id as u128) << 64 | 1).to_be_bytes().to_vec(),
-            span_id: (id * 1000 + i + 1).to_be_bytes().to_vec(),
-            name: "GET /crash".into(),
-            kind: 2,
-            start_time_unix_nano: 1_700_000_000_000_000_000 + id * 1_000_000 + i,
-            end_time_unix_nano: 1_700_000_000_000_500_000 + id * 1_000_000 + i,
-            attributes: vec![KeyValue {
-                key: "http.route".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue("/crash".into())),
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("crashy".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::trace_request(id * 1000, SPANS_PER_REQUEST, "crashy", 8).encode_to_vec()
 }
 
-fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--config")
-        .arg(dir.join("burnwatch.toml"))
-        .env("BURNWATCH_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let otlp = line.rsplit("http://").next().unwrap().trim().to_string();
-    assert!(otlp.starts_with("127.0.0.1:"), "{line}");
-    (child, otlp)
+fn start(dir: &std::path::Path) -> common::ServeProcess {
+    common::start_serve(
+        &[
+            OsStr::new("--data-dir"),
+            dir.as_os_str(),
+            OsStr::new("--config"),
+            dir.join("burnwatch.toml").as_os_str(),
+            OsStr::new("--log"),
+            OsStr::new("error"),
+        ],
+        Stdio::null(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,8 +48,8 @@ async fn sigkill_20_times_under_load_loses_and_duplicates_nothing() {
     let mut next_id = 1u64;
     let mut seed = 0x2545_F491u64 ^ std::process::id() as u64;
     for round in 0..20 {
-        let (mut child, otlp) = start(dir.path());
-        let url = format!("http://{otlp}/v1/traces");
+        let server = start(dir.path());
+        let url = format!("http://{}/v1/traces", server.otlp_http);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::new();
         for c in 0..4u64 {
@@ -152,8 +98,7 @@ async fn sigkill_20_times_under_load_loses_and_duplicates_nothing() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(100 + seed % 900)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        server.kill(); // SIGKILL
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for c in clients {
             c.await.unwrap();

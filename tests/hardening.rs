@@ -520,3 +520,59 @@ async fn tls_on_every_listener() {
     }
     p.terminate();
 }
+
+/// The HTTP API port closes connections that send no request head in time
+/// and counts them; SIGTERM does not wait for such a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_to_the_api_are_closed_and_do_not_hold_shutdown() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(
+        &cfg,
+        "[slo]\nrules_dir = \"/nonexistent\"\n[connections]\nheader_timeout_ms = 4000\nmax_connections = 64\n",
+    )
+    .unwrap();
+    let p = start_serve(
+        &[
+            OsStr::new("--data-dir"),
+            dir.path().join("data").as_os_str(),
+            OsStr::new("--config"),
+            cfg.as_os_str(),
+        ],
+        Stdio::inherit(),
+    );
+    let mut silent = tokio::net::TcpStream::connect(&p.api).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("the silent connection is still open after 10 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_millis(3900));
+    let c = http();
+    let timeouts = metric(
+        &c,
+        &p,
+        "burnwatch_connections_header_timeouts_total{listener=\"http\"}",
+    )
+    .await;
+    assert_eq!(timeouts, 1.0);
+
+    // Open, silent connections on all three ports: shutdown closes them
+    // instead of waiting out their 4 s header timeout.
+    let _held = [
+        tokio::net::TcpStream::connect(&p.api).await.unwrap(),
+        tokio::net::TcpStream::connect(&p.otlp_http).await.unwrap(),
+        tokio::net::TcpStream::connect(&p.grpc).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    p.terminate();
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}

@@ -43,6 +43,10 @@ pub struct CollectorConfig {
     /// Longest attribute key or value kept, in bytes; longer ones are cut
     /// (at a character boundary) and reported the same way.
     pub max_attribute_value_bytes: usize,
+    /// Connection cap and header deadline of both OTLP listeners (set from
+    /// the top-level `[connections]`).
+    #[serde(skip)]
+    pub connections: crate::net::ConnectionLimits,
 }
 
 impl Default for CollectorConfig {
@@ -61,6 +65,7 @@ impl Default for CollectorConfig {
             tls: None,
             max_attributes: crate::convert::DEFAULT_MAX_ATTRIBUTES,
             max_attribute_value_bytes: crate::convert::DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
+            connections: crate::net::ConnectionLimits::default(),
         }
     }
 }

@@ -10,6 +10,9 @@
 //! - [`convert`]: OTLP protobuf types straight into the store's Arrow builders,
 //!   with per-item validation for `partialSuccess`.
 //! - [`metrics`]: self-telemetry counters, rendered as Prometheus text.
+//! - [`net`]: what every listener shares: a connection cap and deadlines
+//!   for clients that connect and then send nothing, or send it slowly.
+//! - [`tls`]: rustls for the listeners.
 //!
 //! Data flow: receiver -> decode -> `Ingest::export` -> convert (blocking pool)
 //! -> `Store::write` (WAL fsync) -> answer. Nothing is acknowledged before it
@@ -21,6 +24,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod net;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -60,19 +64,10 @@ pub struct Collector {
     pub http_addr: SocketAddr,
     /// The shared ingest path (for its metrics).
     pub ingest: Arc<Ingest>,
-}
-
-async fn serve_http<L>(listener: L, app: axum::Router, shutdown: CancellationToken)
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "OTLP/HTTP server failed");
-    }
+    /// Connection counters of the gRPC listener.
+    pub grpc_connections: Arc<net::ConnectionStats>,
+    /// Connection counters of the HTTP listener.
+    pub http_connections: Arc<net::ConnectionStats>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -106,6 +101,9 @@ impl Collector {
             None => None,
         };
         let body_timeout_ms = config.body_timeout_ms;
+        let limits = config.connections.clone();
+        let grpc_connections = net::ConnectionStats::new("otlp_grpc");
+        let http_connections = net::ConnectionStats::new("otlp_http");
         let queue_timeout_ms = config.queue_timeout_ms;
         let ingest = Arc::new(Ingest::new(store, config, metrics));
 
@@ -114,7 +112,10 @@ impl Collector {
         // together: a sender that trickles its message is cut off.
         let grpc_timeout =
             std::time::Duration::from_millis(body_timeout_ms + queue_timeout_ms + 10_000);
-        let mut builder = tonic::transport::Server::builder().timeout(grpc_timeout);
+        let mut builder = tonic::transport::Server::builder()
+            .timeout(grpc_timeout)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
         if let Some((_, (cert, key))) = &tls {
             let identity = tonic::transport::Identity::from_pem(cert, key);
             builder = builder
@@ -122,8 +123,8 @@ impl Collector {
                 .map_err(|e| Error::Tls(tls::TlsError::Config(e.to_string())))?;
         }
         let token = shutdown.clone();
+        let incoming = net::incoming(grpc_listener, limits.clone(), grpc_connections.clone());
         tracker.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
             let result = builder
                 .add_service(traces)
                 .add_service(metrics_svc)
@@ -138,16 +139,33 @@ impl Collector {
         let app = http::router(ingest.clone());
         match tls {
             Some((server_config, _)) => {
-                let listener =
-                    tls::TlsListener::new(http_listener, server_config, shutdown.clone(), tracker)
-                        .map_err(|source| Error::Bind {
-                            addr: http_addr,
-                            source,
-                        })?;
-                tracker.spawn(serve_http(listener, app, shutdown.clone()));
+                let listener = tls::TlsListener::new(
+                    http_listener,
+                    server_config,
+                    limits.max_connections,
+                    shutdown.clone(),
+                    tracker,
+                )
+                .map_err(|source| Error::Bind {
+                    addr: http_addr,
+                    source,
+                })?;
+                tracker.spawn(net::serve_http(
+                    listener,
+                    app,
+                    limits,
+                    http_connections.clone(),
+                    shutdown.clone(),
+                ));
             }
             None => {
-                tracker.spawn(serve_http(http_listener, app, shutdown.clone()));
+                tracker.spawn(net::serve_http(
+                    http_listener,
+                    app,
+                    limits,
+                    http_connections.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         tracing::info!(%grpc_addr, %http_addr, "OTLP receivers listening");
@@ -155,6 +173,8 @@ impl Collector {
             grpc_addr,
             http_addr,
             ingest,
+            grpc_connections,
+            http_connections,
         })
     }
 }

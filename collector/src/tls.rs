@@ -110,18 +110,26 @@ pub struct TlsListener {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl TlsListener {
-    /// Accepts on `listener` until `shutdown`, handshaking each connection in its own task.
+    /// Accepts on `listener` until `shutdown`, handshaking each connection
+    /// in its own task, at most `max_handshakes` at once (past it, accepting
+    /// waits).
     pub fn new(
         listener: TcpListener,
         config: Arc<rustls::ServerConfig>,
+        max_handshakes: usize,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
         tracker.spawn(async move {
             loop {
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    p = handshakes.clone().acquire_owned() => p.expect("never closed"),
+                };
                 let (tcp, peer) = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     r = listener.accept() => match r {
@@ -136,6 +144,7 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

@@ -766,3 +766,132 @@ async fn concurrent_clients() {
     assert_eq!(server.count("spans").await, 8 * 10 * 50);
     server.stop().await;
 }
+
+/// Reads until the server closes `s`; panics if it is still open after
+/// `limit`. Returns how long that took and what the server sent.
+async fn until_closed(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: Duration,
+) -> (Duration, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection is still open after {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_clients_are_cut_off_and_the_connection_cap_holds() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let server = Server::start_with(|_, c| {
+        c.connections.max_connections = 2;
+        c.connections.header_timeout_ms = 400;
+    })
+    .await;
+    let http = server.collector.http_addr;
+    let limit = Duration::from_secs(5);
+
+    // Connects and says nothing: closed after the header timeout.
+    let mut silent = TcpStream::connect(http).await.unwrap();
+    let (took, _) = until_closed(&mut silent, limit).await;
+    assert!(took >= Duration::from_millis(300), "closed after {took:?}");
+
+    // A request head dripped a byte every 40 ms (so the line is never idle)
+    // is cut off at the header timeout, long before the head is complete.
+    let (mut rd, mut wr) = TcpStream::connect(http).await.unwrap().into_split();
+    let writer = tokio::spawn(async move {
+        for b in b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n"
+        {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    });
+    let (took, _) = until_closed(&mut rd, limit).await;
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "closed after {took:?}; sending the whole head takes 3 s"
+    );
+    writer.abort();
+
+    // A keep-alive connection: one full request is answered; then the next
+    // head must come within the timeout too, and an idle connection closes.
+    let mut keep = TcpStream::connect(http).await.unwrap();
+    keep.write_all(b"GET /v1/traces HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (took, answer) = until_closed(&mut keep, limit).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(took >= Duration::from_millis(300), "closed after {took:?}");
+
+    // gRPC: a connection that never sends the HTTP/2 preface is closed.
+    let mut grpc_silent = TcpStream::connect(server.collector.grpc_addr)
+        .await
+        .unwrap();
+    let (took, _) = until_closed(&mut grpc_silent, limit).await;
+    assert!(took >= Duration::from_millis(300), "closed after {took:?}");
+    assert!(server.collector.grpc_connections.header_timeouts() >= 1);
+
+    // The cap: two silent connections take both slots; an export behind
+    // them waits in the accept queue and goes through once the deadline
+    // frees a slot.
+    let hold = [
+        TcpStream::connect(http).await.unwrap(),
+        TcpStream::connect(http).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(server.collector.http_connections.open(), 2);
+    let started = std::time::Instant::now();
+    let r = post(
+        &server,
+        "/v1/traces",
+        PB,
+        None,
+        trace_request(31, 4).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+        "the export behind the cap took {took:?}"
+    );
+    drop(hold);
+    assert!(server.collector.http_connections.at_capacity() >= 1);
+    // silent, drip, idle keep-alive, and the two that held the cap.
+    assert!(
+        server.collector.http_connections.header_timeouts() >= 5,
+        "{}",
+        server.collector.http_connections.header_timeouts()
+    );
+    assert_eq!(server.count("spans").await, 4);
+
+    let mut text = String::new();
+    collector::net::render_metrics(
+        &[
+            &server.collector.grpc_connections,
+            &server.collector.http_connections,
+        ],
+        &mut text,
+    );
+    assert!(
+        text.contains("burnwatch_connections_at_capacity_total{listener=\"otlp_http\"} ")
+            && text.contains("# TYPE burnwatch_connections_open gauge"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE burnwatch_connections_open ").count(),
+        1
+    );
+    server.stop().await;
+}
