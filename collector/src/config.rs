@@ -41,8 +41,15 @@ pub struct CollectorConfig {
     /// and reported to the sender as a `partialSuccess` warning.
     pub max_attributes: usize,
     /// Longest attribute key or value kept, in bytes; longer ones are cut
-    /// (at a character boundary) and reported the same way.
+    /// (at a character boundary) and reported the same way. Status messages,
+    /// trace states, metric units and descriptions get the same limit.
     pub max_attribute_value_bytes: usize,
+    /// Longest span, event, metric, scope or service name, log event name
+    /// or severity text kept, in bytes; cut and reported the same way.
+    pub max_name_bytes: usize,
+    /// Longest log body kept, in bytes (a structured body as JSON text);
+    /// cut and reported the same way.
+    pub max_log_body_bytes: usize,
     /// Connection cap and header deadline of both OTLP listeners (set from
     /// the top-level `[connections]`).
     #[serde(skip)]
@@ -65,6 +72,8 @@ impl Default for CollectorConfig {
             tls: None,
             max_attributes: crate::convert::DEFAULT_MAX_ATTRIBUTES,
             max_attribute_value_bytes: crate::convert::DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
+            max_name_bytes: crate::convert::DEFAULT_MAX_NAME_BYTES,
+            max_log_body_bytes: crate::convert::DEFAULT_MAX_LOG_BODY_BYTES,
             connections: crate::net::ConnectionLimits::default(),
         }
     }

@@ -39,14 +39,24 @@ pub struct ConvertOptions {
     /// `dropped_attributes_count` where the record has one.
     pub max_attributes: usize,
     /// Longest attribute key or value kept, in bytes; longer ones are cut
-    /// at a character boundary.
+    /// at a character boundary. Also the limit of status messages and trace
+    /// states, and of metric units and descriptions.
     pub max_attribute_value_bytes: usize,
+    /// Longest name kept, in bytes: span, event, metric, scope and service
+    /// names, log event names and severity texts.
+    pub max_name_bytes: usize,
+    /// Longest log body kept, in bytes (a structured body as its JSON text).
+    pub max_log_body_bytes: usize,
 }
 
 /// Default of [`ConvertOptions::max_attributes`] (the OpenTelemetry SDKs' default count limit).
 pub const DEFAULT_MAX_ATTRIBUTES: usize = 128;
 /// Default of [`ConvertOptions::max_attribute_value_bytes`].
 pub const DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES: usize = 16 << 10;
+/// Default of [`ConvertOptions::max_name_bytes`].
+pub const DEFAULT_MAX_NAME_BYTES: usize = 4 << 10;
+/// Default of [`ConvertOptions::max_log_body_bytes`].
+pub const DEFAULT_MAX_LOG_BODY_BYTES: usize = 64 << 10;
 
 impl Default for ConvertOptions {
     fn default() -> Self {
@@ -55,6 +65,8 @@ impl Default for ConvertOptions {
             now_ns: store::now_ns(),
             max_attributes: DEFAULT_MAX_ATTRIBUTES,
             max_attribute_value_bytes: DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            max_log_body_bytes: DEFAULT_MAX_LOG_BODY_BYTES,
         }
     }
 }
@@ -73,7 +85,8 @@ pub struct Converted {
     pub message: String,
     /// Attributes dropped over the count limit.
     pub attributes_dropped: u64,
-    /// Attribute keys or values cut to the length limit.
+    /// Attribute keys or values, names, messages or log bodies cut to their
+    /// length limits.
     pub values_truncated: u64,
 }
 
@@ -121,9 +134,11 @@ impl Rejections {
             let _ = write!(
                 message,
                 "{kind} were kept but limited: {dropped} attributes dropped over the limit of {} per item \
-                 (collector.max_attributes), {truncated} keys or values cut to {} bytes \
-                 (collector.max_attribute_value_bytes)",
-                limits.max_count, limits.max_bytes
+                 (collector.max_attributes), {truncated} texts cut: attribute keys and values, status \
+                 messages, units and descriptions to {} bytes (collector.max_attribute_value_bytes), \
+                 names to {} bytes (collector.max_name_bytes), log bodies to {} bytes \
+                 (collector.max_log_body_bytes)",
+                limits.max_count, limits.max_bytes, limits.max_name, limits.max_body
             );
         }
         Converted {
@@ -141,6 +156,8 @@ impl Rejections {
 struct AttrLimits {
     max_count: usize,
     max_bytes: usize,
+    max_name: usize,
+    max_body: usize,
     dropped: Cell<u64>,
     truncated: Cell<u64>,
 }
@@ -162,9 +179,53 @@ impl AttrLimits {
         AttrLimits {
             max_count: opts.max_attributes,
             max_bytes: opts.max_attribute_value_bytes.max(1),
+            max_name: opts.max_name_bytes.max(1),
+            max_body: opts.max_log_body_bytes.max(1),
             dropped: Cell::new(0),
             truncated: Cell::new(0),
         }
+    }
+
+    /// `s` cut to `max` bytes at a character boundary, counted when cut.
+    fn cut<'a>(&self, s: &'a str, max: usize) -> &'a str {
+        let end = prefix(s, max);
+        if end < s.len() {
+            self.truncated.set(self.truncated.get() + 1);
+        }
+        &s[..end]
+    }
+
+    /// A name within `max_name_bytes`.
+    fn name<'a>(&self, s: &'a str) -> &'a str {
+        self.cut(s, self.max_name)
+    }
+
+    /// A status message, trace state, unit or description within
+    /// `max_attribute_value_bytes`.
+    fn text<'a>(&self, s: &'a str) -> &'a str {
+        self.cut(s, self.max_bytes)
+    }
+
+    /// A log body within `max_log_body_bytes`.
+    fn body<'a>(&self, body: Cow<'a, str>) -> Cow<'a, str> {
+        let end = prefix(&body, self.max_body);
+        if end == body.len() {
+            return body;
+        }
+        self.truncated.set(self.truncated.get() + 1);
+        match body {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[..end]),
+            Cow::Owned(mut b) => {
+                b.truncate(end);
+                Cow::Owned(b)
+            }
+        }
+    }
+
+    /// The scope's name and version within `max_name_bytes`.
+    fn scope<'a>(&self, scope: Option<&'a InstrumentationScope>) -> (&'a str, &'a str) {
+        let (name, version) = scope_parts(scope);
+        (self.name(name), self.name(version))
     }
 
     /// The attributes within the limits, for records without a dropped count.
@@ -349,9 +410,9 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
             .as_ref()
             .map(|r| limits.get(&r.attributes))
             .unwrap_or_default();
-        let service = service_name(rs.resource.as_ref());
+        let service = limits.name(service_name(rs.resource.as_ref()));
         for ss in &rs.scope_spans {
-            let (scope_name, scope_version) = scope_parts(ss.scope.as_ref());
+            let (scope_name, scope_version) = limits.scope(ss.scope.as_ref());
             let origin = Origin {
                 service_name: service,
                 resource_attributes: &resource_attributes,
@@ -420,7 +481,7 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                             Some(LinkRecord {
                                 trace_id,
                                 span_id,
-                                trace_state: &l.trace_state,
+                                trace_state: limits.text(&l.trace_state),
                                 attributes,
                                 dropped_attributes_count,
                                 flags: l.flags,
@@ -448,9 +509,9 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                     trace_id,
                     span_id,
                     parent_span_id,
-                    trace_state: &s.trace_state,
+                    trace_state: limits.text(&s.trace_state),
                     flags: s.flags,
-                    name: &s.name,
+                    name: limits.name(&s.name),
                     kind: span_kind(s.kind),
                     start_time_ns: start,
                     end_time_ns: end.max(start),
@@ -459,7 +520,7 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                         Some(Ok(PbStatus::Error)) => StatusCode::Error,
                         _ => StatusCode::Unset,
                     },
-                    status_message: status.map(|st| st.message.as_str()).unwrap_or(""),
+                    status_message: limits.text(status.map(|st| st.message.as_str()).unwrap_or("")),
                     attributes,
                     dropped_attributes_count,
                     events: s
@@ -470,7 +531,7 @@ pub fn spans(req: &ExportTraceServiceRequest, opts: &ConvertOptions) -> Converte
                                 limits.with_dropped(&e.attributes, e.dropped_attributes_count);
                             EventRecord {
                                 time_ns: ts(e.time_unix_nano).unwrap_or(start),
-                                name: &e.name,
+                                name: limits.name(&e.name),
                                 attributes,
                                 dropped_attributes_count,
                             }
@@ -500,9 +561,9 @@ pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted 
             .as_ref()
             .map(|r| limits.get(&r.attributes))
             .unwrap_or_default();
-        let service = service_name(rl.resource.as_ref());
+        let service = limits.name(service_name(rl.resource.as_ref()));
         for sl in &rl.scope_logs {
-            let (scope_name, scope_version) = scope_parts(sl.scope.as_ref());
+            let (scope_name, scope_version) = limits.scope(sl.scope.as_ref());
             let origin = Origin {
                 service_name: service,
                 resource_attributes: &resource_attributes,
@@ -552,12 +613,12 @@ pub fn logs(req: &ExportLogsServiceRequest, opts: &ConvertOptions) -> Converted 
                         time_ns: if time == 0 { observed } else { time },
                         observed_time_ns: observed,
                         severity_number: r.severity_number,
-                        severity_text: &r.severity_text,
-                        body,
+                        severity_text: limits.name(&r.severity_text),
+                        body: body.map(|b| limits.body(b)),
                         trace_id,
                         span_id,
                         flags: r.flags,
-                        event_name: &r.event_name,
+                        event_name: limits.name(&r.event_name),
                         attributes,
                         dropped_attributes_count,
                     },
@@ -605,9 +666,9 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, opts: &ConvertOptions) -
             .as_ref()
             .map(|r| limits.get(&r.attributes))
             .unwrap_or_default();
-        let service = service_name(rm.resource.as_ref());
+        let service = limits.name(service_name(rm.resource.as_ref()));
         for sm in &rm.scope_metrics {
-            let (scope_name, scope_version) = scope_parts(sm.scope.as_ref());
+            let (scope_name, scope_version) = limits.scope(sm.scope.as_ref());
             let origin = Origin {
                 service_name: service,
                 resource_attributes: &resource_attributes,
@@ -615,7 +676,12 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, opts: &ConvertOptions) -
                 scope_version,
             };
             for m in &sm.metrics {
-                let name = m.name.as_str();
+                let name = limits.name(&m.name);
+                let text = MetricText {
+                    name,
+                    unit: limits.text(&m.unit),
+                    description: limits.text(&m.description),
+                };
                 if name.is_empty() {
                     rej.reject(|| "a metric has no name".to_string());
                     continue;
@@ -623,7 +689,7 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, opts: &ConvertOptions) -
                 macro_rules! push {
                     ($p:expr, $data:expr, $ex:expr) => {
                         match point(
-                            m,
+                            &text,
                             $p.time_unix_nano,
                             $p.start_time_unix_nano,
                             limits.get(&$p.attributes),
@@ -725,8 +791,15 @@ pub fn metric_points(req: &ExportMetricsServiceRequest, opts: &ConvertOptions) -
     rej.finish("data points", accepted, batch, &limits)
 }
 
+/// A metric's name, unit and description, within their limits.
+struct MetricText<'a> {
+    name: &'a str,
+    unit: &'a str,
+    description: &'a str,
+}
+
 fn point<'a>(
-    m: &'a opentelemetry_proto::tonic::metrics::v1::Metric,
+    m: &MetricText<'a>,
     time: u64,
     start: u64,
     attributes: Vec<Attr<'a>>,
@@ -738,9 +811,9 @@ fn point<'a>(
     Some(MetricPointRecord {
         time_ns,
         start_time_ns: ts(start).filter(|s| *s > 0),
-        metric_name: &m.name,
-        unit: &m.unit,
-        description: &m.description,
+        metric_name: m.name,
+        unit: m.unit,
+        description: m.description,
         attributes,
         flags,
         data,
@@ -871,6 +944,113 @@ mod tests {
                 .finish("spans", 1, None, &quiet)
                 .message
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn names_messages_and_log_bodies_are_cut_and_counted() {
+        use any_value::Value::*;
+        use arrow::array::AsArray as _;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord as PbLog, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+        // "service.name" and "checkout" fit the attribute limit.
+        let opts = ConvertOptions {
+            max_attribute_value_bytes: 12,
+            max_name_bytes: 4,
+            max_log_body_bytes: 10,
+            ..Default::default()
+        };
+        let resource = Some(Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(v(StringValue("checkout".into()))),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let scope = Some(InstrumentationScope {
+            name: "io.opentelemetry.http".into(),
+            version: "1.2".into(),
+            ..Default::default()
+        });
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource.clone(),
+                scope_spans: vec![ScopeSpans {
+                    scope: scope.clone(),
+                    spans: vec![Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        name: "GET /a/very/long/route".into(),
+                        start_time_unix_nano: 1_700_000_000_000_000_000,
+                        end_time_unix_nano: 1_700_000_000_000_000_001,
+                        status: Some(Status {
+                            code: 2,
+                            message: "connection refused".into(),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let c = spans(&req, &opts);
+        assert_eq!((c.accepted, c.rejected), (1, 0));
+        // service, scope name, span name and status message; "1.2" fits.
+        assert_eq!(c.values_truncated, 4, "{}", c.message);
+        assert!(
+            c.message.contains("collector.max_name_bytes"),
+            "{}",
+            c.message
+        );
+        let batch = c.batch.unwrap();
+        let text = |b: &RecordBatch, col: &str| {
+            b.column_by_name(col)
+                .unwrap_or_else(|| panic!("no column {col}"))
+                .as_string::<i32>()
+                .value(0)
+                .to_string()
+        };
+        assert_eq!(text(&batch, "name"), "GET ");
+        assert_eq!(text(&batch, "status_message"), "connection r");
+        assert_eq!(text(&batch, "service_name"), "chec");
+
+        let logs_req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource,
+                scope_logs: vec![ScopeLogs {
+                    scope,
+                    log_records: vec![
+                        PbLog {
+                            time_unix_nano: 1_700_000_000_000_000_000,
+                            // 'é' is two bytes: the cut at 10 must not split one.
+                            body: Some(v(StringValue("ééééé-and-more".into()))),
+                            ..Default::default()
+                        },
+                        PbLog {
+                            time_unix_nano: 1_700_000_000_000_000_000,
+                            body: Some(v(StringValue("short".into()))),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let c = logs(&logs_req, &opts);
+        assert_eq!((c.accepted, c.rejected), (2, 0));
+        // service and scope names once per resource and scope, one body.
+        assert_eq!(c.values_truncated, 3, "{}", c.message);
+        let batch = c.batch.unwrap();
+        let body = batch.column_by_name("body").unwrap().as_string::<i32>();
+        assert_eq!(body.value(0), "ééééé");
+        assert_eq!(body.value(1), "short");
+        assert!(
+            c.message.contains("collector.max_log_body_bytes"),
+            "{}",
+            c.message
         );
     }
 }

@@ -223,6 +223,8 @@ impl Ingest {
             now_ns: store::now_ns(),
             max_attributes: self.config.max_attributes,
             max_attribute_value_bytes: self.config.max_attribute_value_bytes,
+            max_name_bytes: self.config.max_name_bytes,
+            max_log_body_bytes: self.config.max_log_body_bytes,
         };
         let converted = tokio::task::spawn_blocking(move || match &req {
             ExportRequest::Traces(r) => (Table::Spans, convert::spans(r, &opts)),

@@ -123,7 +123,12 @@ impl Collector {
                 .map_err(|e| Error::Tls(tls::TlsError::Config(e.to_string())))?;
         }
         let token = shutdown.clone();
-        let incoming = net::incoming(grpc_listener, limits.clone(), grpc_connections.clone());
+        let incoming = net::incoming(
+            grpc_listener,
+            limits.clone(),
+            grpc_connections.clone(),
+            shutdown.clone(),
+        );
         tracker.spawn(async move {
             let result = builder
                 .add_service(traces)

@@ -182,7 +182,7 @@ impl CollectorMetrics {
             ),
             (
                 "burnwatch_otlp_attribute_values_truncated_total",
-                "Attribute keys or values cut to collector.max_attribute_value_bytes.",
+                "Texts cut to their length limits: attribute keys and values (collector.max_attribute_value_bytes), names (max_name_bytes), log bodies (max_log_body_bytes).",
                 |p| &p.values_truncated,
             ),
             (

@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
@@ -298,17 +298,20 @@ async fn serve_connection<I, A>(
 /// Accepted gRPC connections, under the cap and with the first-bytes
 /// deadline, for `tonic`'s `serve_with_incoming_shutdown`. Accept errors
 /// (out of file descriptors, a peer that left) are logged and retried, never
-/// passed on.
+/// passed on. On `shutdown`, connections still waiting for their first bytes
+/// fail at once (an HTTP/2 handshake in progress would otherwise hold the
+/// graceful shutdown until the deadline).
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
     stats: Arc<ConnectionStats>,
+    shutdown: CancellationToken,
 ) -> impl Stream<Item = io::Result<Guarded<TcpStream>>> + Send + 'static {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let timeout = limits.header_timeout();
-    futures::stream::unfold(
-        (listener, slots, stats),
-        move |(listener, slots, stats)| async move {
+    futures::stream::unfold((listener, slots, stats), move |(listener, slots, stats)| {
+        let shutdown = shutdown.clone();
+        async move {
             let slot = take_slot(&slots, &stats).await;
             let tcp = loop {
                 match listener.accept().await {
@@ -323,12 +326,13 @@ pub fn incoming(
             let conn = Guarded {
                 inner: tcp,
                 deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+                stop: Some(Box::pin(shutdown.cancelled_owned())),
                 remaining: FIRST_BYTES,
                 slot,
             };
             Some((Ok(conn), (listener, slots, stats)))
-        },
-    )
+        }
+    })
 }
 
 /// A connection under the cap whose first bytes must arrive by a deadline:
@@ -337,6 +341,7 @@ pub fn incoming(
 pub struct Guarded<T> {
     inner: T,
     deadline: Option<Pin<Box<Sleep>>>,
+    stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     remaining: usize,
     slot: Slot,
 }
@@ -355,6 +360,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 this.remaining = this.remaining.saturating_sub(n);
                 if this.remaining == 0 || n == 0 {
                     this.deadline = None;
+                    this.stop = None;
                 }
                 Poll::Ready(Ok(()))
             }
@@ -363,6 +369,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                     && deadline.as_mut().poll(cx).is_ready()
                 {
                     this.deadline = None;
+                    this.stop = None;
                     this.slot
                         .stats
                         .header_timeouts
@@ -370,6 +377,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the client sent nothing within [connections] header_timeout_ms",
+                    )));
+                }
+                if let Some(stop) = this.stop.as_mut()
+                    && stop.as_mut().poll(cx).is_ready()
+                {
+                    this.deadline = None;
+                    this.stop = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "shutting down before the client sent anything",
                     )));
                 }
                 Poll::Pending

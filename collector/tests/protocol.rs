@@ -466,7 +466,8 @@ async fn attribute_limits_keep_the_item_and_warn() {
     let msg = ps["errorMessage"].as_str().unwrap();
     assert!(
         msg.contains("12 attributes dropped over the limit of 8")
-            && msg.contains("1 keys or values cut to 100 bytes"),
+            && msg.contains("1 texts cut")
+            && msg.contains("to 100 bytes (collector.max_attribute_value_bytes)"),
         "{msg}"
     );
     let stored = server
