@@ -147,7 +147,13 @@ pub async fn run(
 
 /// Opens the store and starts the receivers and the HTTP side.
 pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+    // Dashboard sessions live in the state directory, beside the incident
+    // database, so that a restart does not sign everyone out.
+    let sessions_db = config.data_dir.join("state").join("sessions.db");
     let auth = web::auth::Auth::new(&config.auth)
+        .map_err(anyhow::Error::msg)?
+        .map(|a| a.persist(&sessions_db, store::now_ns()))
+        .transpose()
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
     if let Some(a) = &auth {

@@ -244,11 +244,12 @@ async fn serve_with_api_tokens_checks_every_caller() {
     assert_eq!(read_with(Some(&viewer)).await, 200);
     // The CLI client passes its token.
     let api_url = format!("http://{api}");
+    let cli_token = viewer.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(exe)
             .args(["query", "--url", &api_url, "--format", "csv"])
             .arg("SELECT count(*) AS n FROM spans")
-            .env("BURNWATCH_TOKEN", &viewer)
+            .env("BURNWATCH_TOKEN", &cli_token)
             .output()
             .unwrap()
     })
@@ -260,6 +261,62 @@ async fn serve_with_api_tokens_checks_every_caller() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n10\n");
+
+    // A dashboard session outlives a restart; signing out ends it for good.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .post(format!("http://{api}/login"))
+        .form(&[("token", viewer.as_str()), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let with_cookie = |api: String| {
+        let r = browser
+            .get(format!("http://{api}/api/v1/red/services"))
+            .header("cookie", &cookie);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(with_cookie(api.clone()).await, 200);
+    let restart = |p: common::ServeProcess| async {
+        terminate(p).await;
+        serve(&[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ])
+    };
+    let p = restart(p).await;
+    assert_eq!(
+        with_cookie(p.api.clone()).await,
+        200,
+        "signed out by a restart"
+    );
+    let r = browser
+        .post(format!("http://{}/logout", p.api))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert_eq!(with_cookie(p.api.clone()).await, 401);
+    let p = restart(p).await;
+    assert_eq!(
+        with_cookie(p.api.clone()).await,
+        401,
+        "a closed session came back"
+    );
 
     terminate(p).await;
 }

@@ -87,8 +87,152 @@ impl QueryResult {
     }
 }
 
+/// Most accesses in one expression chain: each `.`, and each subscript or
+/// call attached to it together with the longest chain inside it
+/// (`a.b[c.d]` counts 1 + (1 + 1) = 3).
+pub const MAX_ACCESS_CHAIN: usize = 12;
+/// Deepest nesting of brackets and parentheses.
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses, by their tokens alone, queries the SQL parser would take
+/// exponential time on: after each `.` it tries to parse the rest of the
+/// chain as an expression and, when that fails (an unclosed `[`, a bad
+/// subscript), parses it again as an identifier, so a chain of n accesses
+/// that fails at its end costs 2^n parses (30 accesses take minutes).
+/// Queries that parse are fast at any length, but a guard cannot know which
+/// ones will before parsing; real queries chain a few accesses at most.
+fn check_shape(sql: &str) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Prev {
+        Start,
+        Word,
+        Period,
+        Close,
+        Other,
+    }
+    /// A chain being read at one nesting level.
+    struct Level {
+        /// Accesses in the current chain.
+        dots: usize,
+        /// The longest chain inside the groups attached to the current chain.
+        inner: usize,
+        /// The longest chain ended at this level.
+        longest: usize,
+        prev: Prev,
+        /// Whether this group is attached to the chain of the level above
+        /// (`a[...]`, `f(...)`), so its chains add to that one.
+        attached: bool,
+    }
+    impl Level {
+        fn new(attached: bool) -> Level {
+            Level {
+                dots: 0,
+                inner: 0,
+                longest: 0,
+                prev: Prev::Start,
+                attached,
+            }
+        }
+        fn end_chain(&mut self) {
+            self.longest = self.longest.max(self.dots + self.inner);
+            self.dots = 0;
+            self.inner = 0;
+        }
+        /// The longest chain at this level, once it is closed.
+        fn close(mut self) -> (usize, bool) {
+            self.end_chain();
+            (self.longest, self.attached)
+        }
+    }
+
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let mut stack = vec![Level::new(false)];
+    let mut longest = 0;
+    for token in &tokens {
+        if matches!(token, Token::Whitespace(_)) {
+            continue;
+        }
+        let depth = stack.len();
+        let top = stack.last_mut().expect("the outermost level stays");
+        match token {
+            Token::Word(_) => {
+                if top.prev != Prev::Period {
+                    top.end_chain();
+                }
+                top.prev = Prev::Word;
+            }
+            Token::Period => {
+                if matches!(top.prev, Prev::Word | Prev::Close) {
+                    top.dots += 1;
+                } else {
+                    top.end_chain();
+                }
+                top.prev = Prev::Period;
+            }
+            Token::LBracket | Token::LParen | Token::LBrace => {
+                let attached = matches!(top.prev, Prev::Word | Prev::Close | Prev::Period);
+                if !attached {
+                    top.end_chain();
+                }
+                if depth > MAX_NESTING {
+                    return Err(QueryError::Invalid(format!(
+                        "the query nests brackets more than {MAX_NESTING} deep"
+                    )));
+                }
+                stack.push(Level::new(attached));
+            }
+            Token::RBracket | Token::RParen | Token::RBrace if depth > 1 => {
+                let (inner, attached) = stack.pop().expect("more than one level").close();
+                longest = longest.max(inner);
+                let top = stack.last_mut().expect("the outermost level stays");
+                if attached {
+                    // The subscript or call itself costs like an access.
+                    top.inner = top.inner.max(inner + 1);
+                } else {
+                    top.longest = top.longest.max(inner);
+                }
+                top.prev = Prev::Close;
+            }
+            _ => {
+                top.end_chain();
+                top.prev = Prev::Other;
+            }
+        }
+        if let Some(top) = stack.last()
+            && top.dots + top.inner > MAX_ACCESS_CHAIN
+        {
+            longest = longest.max(top.dots + top.inner);
+            break;
+        }
+    }
+    // Unclosed groups count as closed at the end.
+    while stack.len() > 1 {
+        let (inner, attached) = stack.pop().expect("more than one level").close();
+        let top = stack.last_mut().expect("the outermost level stays");
+        if attached {
+            // The subscript or call itself costs like an access.
+            top.inner = top.inner.max(inner + 1);
+        } else {
+            top.longest = top.longest.max(inner);
+        }
+    }
+    longest = longest.max(stack.pop().expect("the outermost level").close().0);
+    if longest > MAX_ACCESS_CHAIN {
+        return Err(QueryError::Invalid(format!(
+            "an expression chains {longest} `.` accesses (like a.b.c[x].d); at most {MAX_ACCESS_CHAIN} are allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `sql` is exactly one read-only query.
 pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
+    check_shape(sql)?;
     let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
     if statements.len() != 1 {
         return Err(QueryError::NotAllowed(format!(
@@ -482,5 +626,59 @@ mod tests {
             pin_now("SELECT 'é→', now ( ) FROM spans", 1).unwrap(),
             "SELECT 'é→', to_timestamp_nanos(1) FROM spans"
         );
+    }
+
+    #[test]
+    fn long_access_chains_are_refused_before_parsing() {
+        // Found by fuzzing: each took seconds to minutes in the parser.
+        for n in 1..=3 {
+            let text = std::fs::read(format!(
+                "{}/../fuzz/regressions/sql_guard/slow-access-chain-{n}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            let sql = String::from_utf8_lossy(&text);
+            let started = std::time::Instant::now();
+            let err = check_read_only(&sql).unwrap_err();
+            assert!(matches!(err, QueryError::Invalid(_)), "{err}");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        let chain = |n: usize, tail: &str| format!("SELECT {}a{tail}", "a.".repeat(n));
+        // 30 accesses and an unclosed subscript: minutes without the check.
+        let err = check_read_only(&chain(30, "[b.c")).unwrap_err().to_string();
+        assert!(
+            err.contains("chains") && err.contains("at most 12"),
+            "{err}"
+        );
+        // Chains through subscripts, and nested ones, count as one.
+        let through = format!("SELECT {}a[x +]", "a.a.a.a.a.a.a[1].".repeat(4));
+        assert!(check_read_only(&through).is_err());
+        let nested = format!("SELECT {}x + {}", "a.a.a.a.a.a[".repeat(3), "]".repeat(3));
+        assert!(
+            check_read_only(&nested)
+                .unwrap_err()
+                .to_string()
+                .contains("chains")
+        );
+        let deep = format!("SELECT {}1{}", "(".repeat(100), ")".repeat(100));
+        assert!(
+            check_read_only(&deep)
+                .unwrap_err()
+                .to_string()
+                .contains("64 deep")
+        );
+        // Real queries are untouched, however many chains they hold.
+        check_read_only(&chain(11, "")).unwrap();
+        check_read_only(
+            "SELECT s.service_name, s.resource_attributes['k8s.pod.name'] AS pod, \
+             round(100.0 * sum(CASE WHEN s.status_code = 'ERROR' THEN 1 ELSE 0 END) / count(*), 2) \
+             FROM spans s JOIN (SELECT l.trace_id FROM logs l WHERE l.body LIKE '%a.b.c.d.e.f.g.h.i.j.k.l.m%') t \
+             ON s.trace_id = t.trace_id WHERE s.attributes['http.route'] = '/a' GROUP BY 1, 2",
+        )
+        .unwrap();
     }
 }

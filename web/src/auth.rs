@@ -128,6 +128,8 @@ struct Session {
     name: String,
     role: Role,
     expires_ns: i64,
+    /// SHA-256 of the token that opened it.
+    token: [u8; 32],
 }
 
 /// Checked tokens and live sessions.
@@ -135,9 +137,21 @@ struct Session {
 pub struct Auth {
     tokens: Vec<(String, Role, [u8; 32])>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// Where sessions outlive a restart (SQLite), when set.
+    db: Mutex<Option<rusqlite::Connection>>,
     session_ns: i64,
     secure_cookie: bool,
 }
+
+/// A saved session: SHA-256 of its id, SHA-256 of its token, expiry.
+type SavedSession = ([u8; 32], [u8; 32], i64);
+
+const SESSIONS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    id_sha256 BLOB PRIMARY KEY,
+    token_sha256 BLOB NOT NULL,
+    expires_ns INTEGER NOT NULL
+);";
 
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,9 +205,90 @@ impl Auth {
         Ok(Some(Auth {
             tokens,
             sessions: Mutex::new(HashMap::new()),
+            db: Mutex::new(None),
             session_ns: (config.session_hours * 3600e9) as i64,
             secure_cookie: config.secure_cookie,
         }))
+    }
+
+    /// Keeps sessions in the SQLite file `path` so that they outlive a
+    /// restart, and loads the live ones saved there. Only the SHA-256 of a
+    /// session id is stored. A saved session whose token is no longer
+    /// configured (removed or rotated) is dropped; one whose token changed
+    /// role takes the new role.
+    pub fn persist(self, path: &std::path::Path, now_ns: i64) -> Result<Auth, String> {
+        let open = || -> rusqlite::Result<(rusqlite::Connection, Vec<SavedSession>)> {
+            let conn = rusqlite::Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.execute_batch(SESSIONS_SCHEMA)?;
+            conn.execute("DELETE FROM sessions WHERE expires_ns <= ?1", [now_ns])?;
+            let rows = conn
+                .prepare("SELECT id_sha256, token_sha256, expires_ns FROM sessions")?
+                .query_map([], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = rows
+                .into_iter()
+                .filter_map(|(id, token, expires)| {
+                    Some((id.try_into().ok()?, token.try_into().ok()?, expires))
+                })
+                .collect();
+            Ok((conn, rows))
+        };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let (conn, rows) = open()
+            .map_err(|e| format!("cannot open the sessions database {}: {e}", path.display()))?;
+        let mut kept = HashMap::new();
+        let mut dropped = Vec::new();
+        for (id, token, expires_ns) in rows {
+            match self.tokens.iter().find(|(_, _, h)| same(h, &token)) {
+                Some((name, role, _)) => {
+                    kept.insert(
+                        id,
+                        Session {
+                            name: name.clone(),
+                            role: *role,
+                            expires_ns,
+                            token,
+                        },
+                    );
+                }
+                None => dropped.push(id),
+            }
+        }
+        for id in &dropped {
+            if let Err(e) = conn.execute("DELETE FROM sessions WHERE id_sha256 = ?1", [&id[..]]) {
+                return Err(format!(
+                    "cannot update the sessions database {}: {e}",
+                    path.display()
+                ));
+            }
+        }
+        if !kept.is_empty() || !dropped.is_empty() {
+            tracing::info!(
+                restored = kept.len(),
+                dropped = dropped.len(),
+                "dashboard sessions restored (sessions of tokens no longer configured are dropped)"
+            );
+        }
+        *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+        *self.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+        Ok(self)
+    }
+
+    /// Runs `f` on the sessions database, if there is one; a failure is
+    /// logged (the session still works until the next restart).
+    fn save(&self, what: &str, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<usize>) {
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conn) = db.as_ref()
+            && let Err(e) = f(conn)
+        {
+            tracing::warn!(error = %e, "cannot {what} in the sessions database; it will not outlive a restart");
+        }
     }
 
     /// SHA-256 digests (hex) of the tokens that may ingest, for the OTLP
@@ -222,9 +317,17 @@ impl Auth {
         found
     }
 
-    /// Starts a session for `p`; returns its id (for the cookie).
-    fn open_session(&self, p: &Principal, now_ns: i64) -> String {
+    /// Starts a session for `p`, who signed in with `token`; returns its id
+    /// (for the cookie).
+    fn open_session(&self, p: &Principal, token: &str, now_ns: i64) -> String {
         let id = new_token();
+        let key = digest(&id);
+        let session = Session {
+            name: p.name.clone(),
+            role: p.role,
+            expires_ns: now_ns + self.session_ns,
+            token: digest(token.trim()),
+        };
         let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         s.retain(|_, v| v.expires_ns > now_ns);
         let oldest = (s.len() >= MAX_SESSIONS)
@@ -233,14 +336,18 @@ impl Auth {
         if let Some(k) = oldest {
             s.remove(&k);
         }
-        s.insert(
-            digest(&id),
-            Session {
-                name: p.name.clone(),
-                role: p.role,
-                expires_ns: now_ns + self.session_ns,
-            },
-        );
+        s.insert(key, session.clone());
+        drop(s);
+        self.save("save the session", |db| {
+            db.execute("DELETE FROM sessions WHERE expires_ns <= ?1", [now_ns])?;
+            if let Some(k) = oldest {
+                db.execute("DELETE FROM sessions WHERE id_sha256 = ?1", [&k[..]])?;
+            }
+            db.execute(
+                "INSERT OR REPLACE INTO sessions (id_sha256, token_sha256, expires_ns) VALUES (?1, ?2, ?3)",
+                rusqlite::params![&key[..], &session.token[..], session.expires_ns],
+            )
+        });
         id
     }
 
@@ -255,8 +362,13 @@ impl Auth {
     }
 
     fn close_session(&self, id: &str) {
+        let key = digest(id);
         let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        s.remove(&digest(id));
+        s.remove(&key);
+        drop(s);
+        self.save("end the session", |db| {
+            db.execute("DELETE FROM sessions WHERE id_sha256 = ?1", [&key[..]])
+        });
     }
 
     /// Live sessions.
@@ -433,7 +545,7 @@ pub async fn login(State(s): State<WebState>, Form(f): Form<LoginForm>) -> Respo
     let next = local(f.next.as_deref());
     match auth.check_token(&f.token) {
         Some(p) if p.role != Role::Ingest => {
-            let id = auth.open_session(&p, now_ns());
+            let id = auth.open_session(&p, &f.token, now_ns());
             tracing::info!(name = %p.name, role = p.role.as_str(), "dashboard sign-in");
             let cookie = format!(
                 "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -540,7 +652,7 @@ mod tests {
         .unwrap()
         .unwrap();
         let p = auth.check_token("t").unwrap();
-        let id = auth.open_session(&p, 0);
+        let id = auth.open_session(&p, "t", 0);
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
@@ -551,5 +663,96 @@ mod tests {
         assert_eq!(local(Some("//evil.example/")), "/");
         assert_eq!(local(Some("https://evil.example/")), "/");
         assert_eq!(local(Some("/slos?range=1h")), "/slos?range=1h");
+    }
+
+    #[test]
+    fn sessions_outlive_a_restart_unless_their_token_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state").join("sessions.db");
+        let config = |tokens: &[(&str, Role, &str)]| AuthConfig {
+            tokens: tokens
+                .iter()
+                .map(|(name, role, token)| TokenConfig {
+                    name: (*name).into(),
+                    role: *role,
+                    sha256: sha256_hex(token),
+                })
+                .collect(),
+            session_hours: 1.0,
+            ..Default::default()
+        };
+        let cookie_of = |id: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, format!("{COOKIE}={id}").parse().unwrap());
+            h
+        };
+        let both = [("alice", Role::Editor, "ta"), ("bob", Role::Viewer, "tb")];
+        let auth = Auth::new(&config(&both))
+            .unwrap()
+            .unwrap()
+            .persist(&db, 0)
+            .unwrap();
+        let alice = auth.open_session(&auth.check_token("ta").unwrap(), "ta", 0);
+        let bob = auth.open_session(&auth.check_token("tb").unwrap(), "tb", 0);
+        let gone = auth.open_session(&auth.check_token("tb").unwrap(), "tb", 0);
+        auth.close_session(&gone);
+        drop(auth);
+
+        // Restarted with the same tokens: both sessions work; the closed one does not.
+        let auth = Auth::new(&config(&both))
+            .unwrap()
+            .unwrap()
+            .persist(&db, 10)
+            .unwrap();
+        assert_eq!(
+            auth.principal(&cookie_of(&alice), 10).unwrap().name,
+            "alice"
+        );
+        assert_eq!(
+            auth.principal(&cookie_of(&bob), 10).unwrap().role,
+            Role::Viewer
+        );
+        assert_eq!(auth.principal(&cookie_of(&gone), 10), None);
+        assert_eq!(auth.sessions(), 2);
+        drop(auth);
+
+        // Bob's token rotated and Alice demoted: Bob's session is gone for
+        // good, Alice's carries her new role.
+        let changed = [("alice", Role::Viewer, "ta"), ("bob", Role::Viewer, "tb2")];
+        let auth = Auth::new(&config(&changed))
+            .unwrap()
+            .unwrap()
+            .persist(&db, 20)
+            .unwrap();
+        assert_eq!(auth.principal(&cookie_of(&bob), 20), None);
+        assert_eq!(
+            auth.principal(&cookie_of(&alice), 20).unwrap().role,
+            Role::Viewer
+        );
+        drop(auth);
+        let auth = Auth::new(&config(&both))
+            .unwrap()
+            .unwrap()
+            .persist(&db, 30)
+            .unwrap();
+        assert_eq!(
+            auth.principal(&cookie_of(&bob), 30),
+            None,
+            "deleted, not hidden"
+        );
+        drop(auth);
+
+        // Expired sessions are not restored. The file holds no session id.
+        let auth = Auth::new(&config(&both))
+            .unwrap()
+            .unwrap()
+            .persist(&db, 3_600_000_000_001)
+            .unwrap();
+        assert_eq!(auth.sessions(), 0);
+        let bytes = std::fs::read(&db).unwrap();
+        assert!(
+            !bytes.windows(alice.len()).any(|w| w == alice.as_bytes()),
+            "the session id itself is never stored"
+        );
     }
 }
