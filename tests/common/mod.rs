@@ -188,9 +188,23 @@ pub fn kv(k: &str, v: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue 
     }
 }
 
+/// The start of the hour six hours before this test process first asked:
+/// recent enough that the hourly retention job never removes test spans
+/// while a test runs, and the same for every request of the process.
+fn base_ns() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (now / 3600 - 6) * 3600 * 1_000_000_000
+    })
+}
+
 /// `n` SERVER spans of `service` with ids `first..first + n` (unique
-/// across requests), 1 µs apart from 2023-11-14 22:13 UTC, each with an
-/// attribute `payload` of `payload_bytes` bytes.
+/// across requests), 1 µs apart from [`base_ns`], each with an attribute
+/// `payload` of `payload_bytes` bytes.
 pub fn trace_request(
     first: u64,
     n: u64,
@@ -205,8 +219,8 @@ pub fn trace_request(
             span_id: (i + 1).to_be_bytes().to_vec(),
             name: "GET /".into(),
             kind: 2,
-            start_time_unix_nano: 1_700_000_000_000_000_000 + i * 1000,
-            end_time_unix_nano: 1_700_000_000_002_000_000 + i * 1000,
+            start_time_unix_nano: base_ns() + i * 1000,
+            end_time_unix_nano: base_ns() + 2_000_000 + i * 1000,
             attributes: vec![kv("payload", &format!("{i:0>payload_bytes$}"))],
             ..Default::default()
         })
