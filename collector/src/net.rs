@@ -346,6 +346,14 @@ pub struct Guarded<T> {
     slot: Slot,
 }
 
+impl<T> Guarded<T> {
+    /// The first bytes came (or the connection failed): no more deadline.
+    fn disarm(&mut self) {
+        self.deadline = None;
+        self.stop = None;
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -359,8 +367,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 let n = buf.filled().len() - before;
                 this.remaining = this.remaining.saturating_sub(n);
                 if this.remaining == 0 || n == 0 {
-                    this.deadline = None;
-                    this.stop = None;
+                    this.disarm();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -368,8 +375,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 if let Some(deadline) = this.deadline.as_mut()
                     && deadline.as_mut().poll(cx).is_ready()
                 {
-                    this.deadline = None;
-                    this.stop = None;
+                    this.disarm();
                     this.slot
                         .stats
                         .header_timeouts
@@ -382,8 +388,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 if let Some(stop) = this.stop.as_mut()
                     && stop.as_mut().poll(cx).is_ready()
                 {
-                    this.deadline = None;
-                    this.stop = None;
+                    this.disarm();
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::ConnectionAborted,
                         "shutting down before the client sent anything",

@@ -141,9 +141,23 @@ fn check_shape(sql: &str) -> Result<(), QueryError> {
             self.inner = 0;
         }
         /// The longest chain at this level, once it is closed.
-        fn close(mut self) -> (usize, bool) {
+        fn close(mut self) -> usize {
             self.end_chain();
-            (self.longest, self.attached)
+            self.longest
+        }
+    }
+    /// Closes the innermost group and adds its longest chain to the level
+    /// around it.
+    fn close_group(stack: &mut Vec<Level>) {
+        let level = stack.pop().expect("more than one level");
+        let attached = level.attached;
+        let inner = level.close();
+        let top = stack.last_mut().expect("the outermost level stays");
+        if attached {
+            // The subscript or call itself costs like an access.
+            top.inner = top.inner.max(inner + 1);
+        } else {
+            top.longest = top.longest.max(inner);
         }
     }
 
@@ -187,16 +201,8 @@ fn check_shape(sql: &str) -> Result<(), QueryError> {
                 stack.push(Level::new(attached));
             }
             Token::RBracket | Token::RParen | Token::RBrace if depth > 1 => {
-                let (inner, attached) = stack.pop().expect("more than one level").close();
-                longest = longest.max(inner);
-                let top = stack.last_mut().expect("the outermost level stays");
-                if attached {
-                    // The subscript or call itself costs like an access.
-                    top.inner = top.inner.max(inner + 1);
-                } else {
-                    top.longest = top.longest.max(inner);
-                }
-                top.prev = Prev::Close;
+                close_group(&mut stack);
+                stack.last_mut().expect("the outermost level stays").prev = Prev::Close;
             }
             _ => {
                 top.end_chain();
@@ -212,16 +218,9 @@ fn check_shape(sql: &str) -> Result<(), QueryError> {
     }
     // Unclosed groups count as closed at the end.
     while stack.len() > 1 {
-        let (inner, attached) = stack.pop().expect("more than one level").close();
-        let top = stack.last_mut().expect("the outermost level stays");
-        if attached {
-            // The subscript or call itself costs like an access.
-            top.inner = top.inner.max(inner + 1);
-        } else {
-            top.longest = top.longest.max(inner);
-        }
+        close_group(&mut stack);
     }
-    longest = longest.max(stack.pop().expect("the outermost level").close().0);
+    longest = longest.max(stack.pop().expect("the outermost level").close());
     if longest > MAX_ACCESS_CHAIN {
         return Err(QueryError::Invalid(format!(
             "an expression chains {longest} `.` accesses (like a.b.c[x].d); at most {MAX_ACCESS_CHAIN} are allowed"
