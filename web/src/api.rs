@@ -69,6 +69,9 @@ impl From<QueryError> for ApiError {
             QueryError::ResourcesExhausted(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "query_memory_limit")
             }
+            QueryError::ResultTooLarge(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "query_result_too_large")
+            }
             QueryError::Execution(_) => (StatusCode::INTERNAL_SERVER_ERROR, "execution_error"),
         };
         ApiError {

@@ -209,9 +209,9 @@ pub fn chart_of(batch: &RecordBatch) -> Option<Chart> {
 fn status_of(e: &QueryError) -> StatusCode {
     match e {
         QueryError::NotAllowed(_) | QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
-        QueryError::Timeout(_) | QueryError::ResourcesExhausted(_) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        QueryError::Timeout(_)
+        | QueryError::ResourcesExhausted(_)
+        | QueryError::ResultTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
         QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -4,8 +4,16 @@
 //! `EXPLAIN` of a query). DDL, DML, `COPY`, `CREATE EXTERNAL TABLE`, `SET`
 //! and every other statement are rejected before planning; DataFusion's own
 //! `SQLOptions` guard is applied as well, and no file- or URL-reading table
-//! is registered. Each query runs with a row limit, a time limit and a
-//! memory pool of its own.
+//! is registered. Each query runs with a row limit, a result size limit, a
+//! time limit and a memory pool of its own.
+//!
+//! - [`shape`]: limits on the query's text and syntax tree (length, nesting,
+//!   expression depth, joins), so no later pass recurses past a stack.
+//! - [`budget`]: every scalar function's results count against the query's
+//!   memory pool (`repeat('x', 2147483647)` fails instead of allocating).
+//! - [`run`]: plans and executes on a thread of its own with a large stack
+//!   and a single-threaded runtime, so a query uses at most one core, cannot
+//!   starve the server's async workers, and stops when its time is up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +23,20 @@ use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+
+pub mod budget;
+pub mod shape;
+
+pub use shape::{
+    MAX_ACCESS_CHAIN, MAX_EXPR_DEPTH, MAX_JOINS, MAX_NESTING, MAX_OPERATORS, MAX_QUERY_DEPTH,
+    MAX_SET_OPERATIONS, MAX_SQL_BYTES,
+};
 
 use crate::engine::Store;
 use crate::query::{StoreTable, session_config};
@@ -33,8 +50,12 @@ pub struct QueryLimits {
     pub max_rows: usize,
     /// Wall-clock limit, seconds.
     pub timeout_secs: f64,
-    /// Memory for joins, sorts and aggregations, bytes; past it the query fails.
+    /// Memory for joins, sorts, aggregations and the values functions
+    /// build, bytes; past it the query fails.
     pub memory_bytes: usize,
+    /// Largest result, bytes (the Arrow size of the returned rows); past it
+    /// the query fails.
+    pub max_result_bytes: usize,
 }
 
 impl Default for QueryLimits {
@@ -43,6 +64,7 @@ impl Default for QueryLimits {
             max_rows: 10_000,
             timeout_secs: 30.0,
             memory_bytes: 512 << 20,
+            max_result_bytes: 64 << 20,
         }
     }
 }
@@ -62,6 +84,9 @@ pub enum QueryError {
     /// The query needed more memory than its limit.
     #[error("query exceeded its memory limit: {0}")]
     ResourcesExhausted(String),
+    /// The result is larger than `max_result_bytes`.
+    #[error("{0}")]
+    ResultTooLarge(String),
     /// Reading data failed.
     #[error("query failed: {0}")]
     Execution(String),
@@ -87,151 +112,9 @@ impl QueryResult {
     }
 }
 
-/// Most accesses in one expression chain: each `.`, and each subscript or
-/// call attached to it together with the longest chain inside it
-/// (`a.b[c.d]` counts 1 + (1 + 1) = 3).
-pub const MAX_ACCESS_CHAIN: usize = 12;
-/// Deepest nesting of brackets and parentheses.
-pub const MAX_NESTING: usize = 64;
-
-/// Refuses, by their tokens alone, queries the SQL parser would take
-/// exponential time on: after each `.` it tries to parse the rest of the
-/// chain as an expression and, when that fails (an unclosed `[`, a bad
-/// subscript), parses it again as an identifier, so a chain of n accesses
-/// that fails at its end costs 2^n parses (30 accesses take minutes).
-/// Queries that parse are fast at any length, but a guard cannot know which
-/// ones will before parsing; real queries chain a few accesses at most.
-fn check_shape(sql: &str) -> Result<(), QueryError> {
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-
-    #[derive(Clone, Copy, PartialEq)]
-    enum Prev {
-        Start,
-        Word,
-        Period,
-        Close,
-        Other,
-    }
-    /// A chain being read at one nesting level.
-    struct Level {
-        /// Accesses in the current chain.
-        dots: usize,
-        /// The longest chain inside the groups attached to the current chain.
-        inner: usize,
-        /// The longest chain ended at this level.
-        longest: usize,
-        prev: Prev,
-        /// Whether this group is attached to the chain of the level above
-        /// (`a[...]`, `f(...)`), so its chains add to that one.
-        attached: bool,
-    }
-    impl Level {
-        fn new(attached: bool) -> Level {
-            Level {
-                dots: 0,
-                inner: 0,
-                longest: 0,
-                prev: Prev::Start,
-                attached,
-            }
-        }
-        fn end_chain(&mut self) {
-            self.longest = self.longest.max(self.dots + self.inner);
-            self.dots = 0;
-            self.inner = 0;
-        }
-        /// The longest chain at this level, once it is closed.
-        fn close(mut self) -> usize {
-            self.end_chain();
-            self.longest
-        }
-    }
-    /// Closes the innermost group and adds its longest chain to the level
-    /// around it.
-    fn close_group(stack: &mut Vec<Level>) {
-        let level = stack.pop().expect("more than one level");
-        let attached = level.attached;
-        let inner = level.close();
-        let top = stack.last_mut().expect("the outermost level stays");
-        if attached {
-            // The subscript or call itself costs like an access.
-            top.inner = top.inner.max(inner + 1);
-        } else {
-            top.longest = top.longest.max(inner);
-        }
-    }
-
-    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize()
-        .map_err(|e| QueryError::Invalid(e.to_string()))?;
-    let mut stack = vec![Level::new(false)];
-    let mut longest = 0;
-    for token in &tokens {
-        if matches!(token, Token::Whitespace(_)) {
-            continue;
-        }
-        let depth = stack.len();
-        let top = stack.last_mut().expect("the outermost level stays");
-        match token {
-            Token::Word(_) => {
-                if top.prev != Prev::Period {
-                    top.end_chain();
-                }
-                top.prev = Prev::Word;
-            }
-            Token::Period => {
-                if matches!(top.prev, Prev::Word | Prev::Close) {
-                    top.dots += 1;
-                } else {
-                    top.end_chain();
-                }
-                top.prev = Prev::Period;
-            }
-            Token::LBracket | Token::LParen | Token::LBrace => {
-                let attached = matches!(top.prev, Prev::Word | Prev::Close | Prev::Period);
-                if !attached {
-                    top.end_chain();
-                }
-                if depth > MAX_NESTING {
-                    return Err(QueryError::Invalid(format!(
-                        "the query nests brackets more than {MAX_NESTING} deep"
-                    )));
-                }
-                stack.push(Level::new(attached));
-            }
-            Token::RBracket | Token::RParen | Token::RBrace if depth > 1 => {
-                close_group(&mut stack);
-                stack.last_mut().expect("the outermost level stays").prev = Prev::Close;
-            }
-            _ => {
-                top.end_chain();
-                top.prev = Prev::Other;
-            }
-        }
-        if let Some(top) = stack.last()
-            && top.dots + top.inner > MAX_ACCESS_CHAIN
-        {
-            longest = longest.max(top.dots + top.inner);
-            break;
-        }
-    }
-    // Unclosed groups count as closed at the end.
-    while stack.len() > 1 {
-        close_group(&mut stack);
-    }
-    longest = longest.max(stack.pop().expect("the outermost level").close());
-    if longest > MAX_ACCESS_CHAIN {
-        return Err(QueryError::Invalid(format!(
-            "an expression chains {longest} `.` accesses (like a.b.c[x].d); at most {MAX_ACCESS_CHAIN} are allowed"
-        )));
-    }
-    Ok(())
-}
-
 /// Checks that `sql` is exactly one read-only query.
 pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    check_shape(sql)?;
+    shape::check_tokens(sql)?;
     let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
     if statements.len() != 1 {
         return Err(QueryError::NotAllowed(format!(
@@ -270,6 +153,15 @@ pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
             "RESET is not allowed: only queries".into(),
         )),
     }?;
+    match &statements[0] {
+        DfStatement::Statement(s) => shape::check_tree(s)?,
+        DfStatement::Explain(e) => {
+            if let DfStatement::Statement(s) = e.statement.as_ref() {
+                shape::check_tree(s)?;
+            }
+        }
+        _ => {}
+    }
     check_tables(&statements[0])
 }
 
@@ -438,10 +330,23 @@ pub fn limited_context(store: &Store, limits: &QueryLimits) -> Result<SessionCon
         )
         .map_err(|e| QueryError::Execution(e.to_string()))?;
     }
+    budget::install(&ctx, limits.memory_bytes.max(1 << 20));
     Ok(ctx)
 }
 
+/// Stack of the thread that plans and executes a query. Only the pages a
+/// query touches are backed by memory.
+const QUERY_STACK_BYTES: usize = 64 << 20;
+/// How long past its time limit a query may take to give way before its
+/// caller stops waiting (a single call of a function between two checks).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs one read-only query with limits.
+///
+/// Planning and execution run on a thread of their own (a large stack and a
+/// single-threaded runtime): the caller's runtime only waits. Past the time
+/// limit, or when the caller stops waiting (a client that went away), the
+/// query is dropped on its thread, which stops its work.
 pub async fn run(
     store: &Store,
     sql: &str,
@@ -450,45 +355,110 @@ pub async fn run(
     check_read_only(sql)?;
     let started = Instant::now();
     let timeout = Duration::from_secs_f64(limits.timeout_secs.max(0.001));
-    let ctx = limited_context(store, limits)?;
-    let options = datafusion::execution::context::SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    let work = async {
-        let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
-        let df = df
-            .limit(0, Some(limits.max_rows.saturating_add(1)))
-            .map_err(classify)?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let mut stream: SendableRecordBatchStream = df.execute_stream().await.map_err(classify)?;
-        let mut batches = Vec::new();
-        let mut rows = 0usize;
-        let mut truncated = false;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(classify)?;
-            let room = limits.max_rows - rows;
-            if batch.num_rows() > room {
-                truncated = true;
-                if room > 0 {
-                    batches.push(batch.slice(0, room));
-                }
-                break;
-            }
-            rows += batch.num_rows();
-            batches.push(batch);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _cancel_on_drop = cancel.clone().drop_guard();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (store, sql, limits) = (store.clone(), sql.to_string(), limits.clone());
+    std::thread::Builder::new()
+        .name("burnwatch-query".into())
+        .stack_size(QUERY_STACK_BYTES)
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| QueryError::Execution(format!("cannot start a query runtime: {e}")))
+                .and_then(|rt| {
+                    let result = rt.block_on(async {
+                        tokio::select! {
+                            r = tokio::time::timeout(timeout, execute(&store, &sql, &limits)) => {
+                                r.map_err(|_| QueryError::Timeout(timeout))?
+                            }
+                            () = cancel.cancelled() => {
+                                Err(QueryError::Execution("the query was cancelled".into()))
+                            }
+                        }
+                    });
+                    // Blocking reads still running finish on their own.
+                    rt.shutdown_background();
+                    result
+                });
+            let _ = tx.send(result);
+        })
+        .map_err(|e| QueryError::Execution(format!("cannot start a query thread: {e}")))?;
+    let (schema, batches, truncated) = match tokio::time::timeout(timeout + STOP_GRACE, rx).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(_)) => {
+            return Err(QueryError::Execution(
+                "the query thread stopped without an answer".into(),
+            ));
         }
-        Ok::<_, QueryError>((schema, batches, truncated))
+        Err(_) => return Err(QueryError::Timeout(timeout)),
     };
-    let (schema, batches, truncated) = tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| QueryError::Timeout(timeout))??;
     Ok(QueryResult {
         schema,
         batches,
         truncated,
         elapsed: started.elapsed(),
     })
+}
+
+type Rows = (SchemaRef, Vec<RecordBatch>, bool);
+
+/// Plans and executes a checked query: at most `max_rows` rows (one more
+/// is read to know whether rows were cut off) and `max_result_bytes`.
+async fn execute(store: &Store, sql: &str, limits: &QueryLimits) -> Result<Rows, QueryError> {
+    let ctx = limited_context(store, limits)?;
+    let options = datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
+    // An EXPLAIN must stay the root of its plan (its answer is a few rows).
+    let explain = matches!(
+        df.logical_plan(),
+        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+    );
+    let df = if explain {
+        df
+    } else {
+        df.limit(0, Some(limits.max_rows.saturating_add(1)))
+            .map_err(classify)?
+    };
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream: SendableRecordBatchStream = df.execute_stream().await.map_err(classify)?;
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    let mut bytes = 0usize;
+    let mut truncated = false;
+    while let Some(batch) = stream.next().await {
+        let mut batch = batch.map_err(classify)?;
+        let room = limits.max_rows - rows;
+        if batch.num_rows() > room {
+            truncated = true;
+            batch = batch.slice(0, room);
+        }
+        bytes += batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum::<usize>();
+        if bytes > limits.max_result_bytes {
+            return Err(QueryError::ResultTooLarge(format!(
+                "the result is larger than {} MiB after {} rows (the limit is query.max_result_bytes); \
+                 add a LIMIT, select fewer columns or shorten long values",
+                limits.max_result_bytes >> 20,
+                rows
+            )));
+        }
+        rows += batch.num_rows();
+        if batch.num_rows() > 0 {
+            batches.push(batch);
+        }
+        if truncated {
+            break;
+        }
+    }
+    Ok((schema, batches, truncated))
 }
 
 #[cfg(test)]

@@ -1,0 +1,250 @@
+//! User SQL cannot take the process down or past its budget: deep and wide
+//! expressions are refused before planning, functions that build large
+//! values fail against the query's memory pool, results are capped in
+//! bytes, `EXPLAIN` answers, and a query past its time limit stops.
+
+use std::time::{Duration, Instant};
+
+use store::sql::{QueryError, QueryLimits, run};
+use store::{Store, StoreConfig, Table, synth};
+
+const BASE: i64 = 1_709_632_800_000_000_000;
+
+async fn store(dir: &std::path::Path) -> Store {
+    let store = Store::open(StoreConfig {
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    store
+        .write(Table::Spans, synth::spans(3, 200, BASE, 3_600_000_000_000))
+        .await
+        .unwrap();
+    store
+}
+
+fn one_number(r: &store::sql::QueryResult) -> String {
+    let batch = &r.batches[0];
+    arrow::util::display::array_value_to_string(batch.column(0), 0).unwrap()
+}
+
+#[tokio::test]
+async fn deep_and_wide_expressions_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let limits = QueryLimits::default();
+    // The probe's query: thousands of terms aborted the process.
+    let sum = |n: usize| format!("SELECT 1{}", " + 1".repeat(n));
+    for (sql, want) in [
+        (sum(5_000), "5001 operators and keywords; at most 4096"),
+        (sum(1_000), "nests more than 256 deep"),
+        (sum(300), "nests more than 256 deep"),
+        (sum(100_000), "at most 262144 are allowed"),
+        (sum(60_000), "operators and keywords"),
+        (format!("SELECT {}true", "NOT ".repeat(3_000)), ""),
+        (
+            format!("SELECT 1 AS x{}", " UNION ALL SELECT 1".repeat(100)),
+            "UNION, EXCEPT or INTERSECT",
+        ),
+        (
+            format!("SELECT '1'{}", "::int".repeat(1_000)),
+            "nests more than 256",
+        ),
+        (
+            format!("SELECT NULL{}", " IS NULL".repeat(1_000)),
+            "nests more than 256",
+        ),
+        (
+            format!(
+                "SELECT count(*) FROM spans s0{}",
+                (1..40)
+                    .map(|i| format!(" JOIN spans s{i} USING (trace_id)"))
+                    .collect::<String>()
+            ),
+            "joins 40 relations",
+        ),
+        (
+            format!("SELECT {}1{}", "abs(".repeat(70), ")".repeat(70)),
+            "more than 64 deep",
+        ),
+    ] {
+        let err = run(&store, &sql, &limits).await.unwrap_err();
+        assert!(
+            matches!(err, QueryError::Invalid(_)),
+            "{}...: {err}",
+            &sql[..60.min(sql.len())]
+        );
+        assert!(
+            err.to_string().contains(want),
+            "{}...: {err}",
+            &sql[..60.min(sql.len())]
+        );
+    }
+    // Nested calls are nesting, not an access chain.
+    let err = run(
+        &store,
+        &format!("SELECT {}1{}", "abs(".repeat(63), ")".repeat(63)),
+        &limits,
+    )
+    .await
+    .map(|_| ())
+    .unwrap_or_else(|e| assert!(!e.to_string().contains("access"), "{e}"));
+    let _ = err;
+    // Below the limits the same shapes run.
+    let r = run(&store, &sum(200), &limits).await.unwrap();
+    assert_eq!(one_number(&r), "201");
+    let ors = format!(
+        "SELECT count(*) FROM spans WHERE {}",
+        (0..200)
+            .map(|i| format!("duration_ns = {i}"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    );
+    run(&store, &ors, &limits).await.unwrap();
+}
+
+#[tokio::test]
+async fn functions_that_build_large_values_stay_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    // A small budget keeps the test quick; the default is 512 MiB.
+    let limits = QueryLimits {
+        memory_bytes: 64 << 20,
+        ..Default::default()
+    };
+    for sql in [
+        "SELECT repeat('x', 2147483647)",
+        "SELECT length(repeat('x', 2147483647))",
+        "SELECT repeat(name, 100000000) FROM spans",
+        "SELECT lpad('x', 2147483647)",
+        "SELECT rpad('x', 1000000000, 'ab')",
+        "SELECT array_repeat('xxxxxxxx', 1000000000)",
+        "SELECT cardinality(range(0, 3000000000))",
+        "SELECT cardinality(generate_series(0, 3000000000, 1))",
+        "SELECT cardinality(range(TIMESTAMP '2000-01-01', TIMESTAMP '2030-01-01', INTERVAL '1 second'))",
+        "SELECT array_resize([1], 1000000000)",
+        "SELECT length(replace(repeat('a', 100000), 'a', repeat('b', 100000)))",
+        "SELECT length(regexp_replace(repeat('a', 100000), 'a', repeat('b', 100000), 'g'))",
+        // Doubling by nesting: each call is checked against what is left.
+        "WITH t AS (SELECT repeat('x', 20000000) AS r) SELECT length(concat(r, r, r, r)) FROM t",
+        // Aggregates count their state against the same pool.
+        "SELECT length(string_agg(repeat('x', 100000), ',')) FROM unnest(range(2000))",
+    ] {
+        match run(&store, sql, &limits).await {
+            Err(QueryError::ResourcesExhausted(m)) => assert!(!m.is_empty()),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    let err = run(
+        &store,
+        "SELECT repeat('x', 2147483647)",
+        &QueryLimits::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("repeat() would build 2.0 GiB") && err.contains("512.0 MiB"),
+        "{err}"
+    );
+    let err = run(
+        &store,
+        "SELECT levenshtein(repeat('a', 100000), repeat('b', 100000))",
+        &limits,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("levenshtein() would compare"), "{err}");
+    // Ordinary uses are untouched.
+    let r = run(
+        &store,
+        "SELECT length(repeat('ab', 1000)) + length(lpad('x', 10)) + cardinality(range(10)) \
+         + levenshtein('kitten', 'sitting')",
+        &limits,
+    )
+    .await
+    .unwrap();
+    assert_eq!(one_number(&r), "2023");
+}
+
+#[tokio::test]
+async fn results_are_capped_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let limits = QueryLimits {
+        max_result_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let err = run(&store, "SELECT repeat('x', 2000000) AS big", &limits)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::ResultTooLarge(_)), "{err}");
+    assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+    // Many small rows add up too.
+    let err = run(
+        &store,
+        "SELECT repeat('x', 1000) FROM unnest(range(5000))",
+        &limits,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, QueryError::ResultTooLarge(_)), "{err}");
+    let r = run(&store, "SELECT repeat('x', 1000) AS v", &limits)
+        .await
+        .unwrap();
+    assert_eq!(r.num_rows(), 1);
+}
+
+#[tokio::test]
+async fn explain_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let limits = QueryLimits::default();
+    for sql in [
+        "EXPLAIN SELECT count(*) FROM spans",
+        "EXPLAIN ANALYZE SELECT count(*) FROM spans",
+        "EXPLAIN VERBOSE SELECT service_name FROM spans WHERE duration_ns > 5",
+    ] {
+        let r = run(&store, sql, &limits)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert!(r.num_rows() > 0, "{sql}");
+        let text = arrow::util::pretty::pretty_format_batches(&r.batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("plan"), "{sql}: {text}");
+    }
+    // EXPLAIN of something that is not a query is refused by name.
+    match run(&store, "EXPLAIN DELETE FROM spans", &limits).await {
+        Err(QueryError::NotAllowed(m)) => assert!(m.contains("EXPLAIN"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_query_past_its_time_limit_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let limits = QueryLimits {
+        timeout_secs: 0.5,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let err = run(
+        &store,
+        "SELECT count(*) FROM unnest(range(1000000)) a(x) CROSS JOIN unnest(range(1000000)) b(y) \
+         WHERE a.x + b.y = 7",
+        &limits,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, QueryError::Timeout(_)), "{err}");
+    // The answer comes at the time limit, not when the work would end.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
