@@ -243,6 +243,8 @@ pub enum BodyError {
 
 /// Decompresses `body` per `Content-Encoding`, never producing more than `limit` bytes.
 pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
+    use flate2::bufread::{MultiGzDecoder, ZlibDecoder};
+
     let enc = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
     let mut out = Vec::new();
     let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), BodyError> {
@@ -257,14 +259,37 @@ pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<B
         }
         Ok(())
     };
+    // Bytes after the compressed data would be acknowledged and never
+    // read: they make the body invalid instead.
+    let trailing = |rest: &[u8]| -> Result<(), BodyError> {
+        if rest.is_empty() {
+            Ok(())
+        } else {
+            Err(BodyError::Bad(format!(
+                "the {enc} body has {} bytes after its compressed data",
+                rest.len()
+            )))
+        }
+    };
     match enc.as_str() {
         "" | "identity" => return Ok(body),
-        "gzip" | "x-gzip" => read(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)?,
-        "deflate" => read(&mut flate2::read::ZlibDecoder::new(&body[..]), &mut out)?,
+        // Every member of a multi-member gzip body (RFC 1952 2.2).
+        "gzip" | "x-gzip" => {
+            let mut d = MultiGzDecoder::new(&body[..]);
+            read(&mut d, &mut out)?;
+            trailing(d.into_inner())?;
+        }
+        "deflate" => {
+            let mut d = ZlibDecoder::new(&body[..]);
+            read(&mut d, &mut out)?;
+            trailing(d.into_inner())?;
+        }
         "zstd" => {
-            let mut d = zstd::stream::read::Decoder::new(&body[..])
+            // The decoder reads every frame of the body.
+            let mut d = zstd::stream::read::Decoder::with_buffer(&body[..])
                 .map_err(|e| BodyError::Bad(format!("cannot decompress the zstd body: {e}")))?;
-            read(&mut d, &mut out)?
+            read(&mut d, &mut out)?;
+            trailing(d.finish())?;
         }
         other => {
             return Err(BodyError::Unsupported(format!(
@@ -281,7 +306,7 @@ pub fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<ExportR
         T::decode(b).map_err(|e| format!("invalid protobuf body: {e}"))
     }
     fn js<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-        serde_json::from_slice(b).map_err(|e| format!("invalid OTLP JSON body: {e}"))
+        crate::json::from_slice(b).map_err(|e| format!("invalid OTLP JSON body: {e}"))
     }
     Ok(match (signal, encoding) {
         (Signal::Traces, Encoding::Protobuf) => {

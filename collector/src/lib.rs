@@ -7,6 +7,8 @@
 //! - [`ingest`]: what both share: admission control (request slots and a
 //!   memory budget), conversion off the async workers, the durable write, and
 //!   store errors mapped to "retry later".
+//! - [`json`]: the proto3 JSON number forms (doubles and integers written as
+//!   strings, `"NaN"`, `"Infinity"`) for OTLP JSON bodies.
 //! - [`convert`]: OTLP protobuf types straight into the store's Arrow builders,
 //!   with per-item validation for `partialSuccess`.
 //! - [`metrics`]: self-telemetry counters, rendered as Prometheus text.
@@ -23,6 +25,7 @@ pub mod convert;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod json;
 pub mod metrics;
 pub mod net;
 pub mod tls;

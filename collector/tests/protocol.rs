@@ -206,6 +206,35 @@ async fn json_examples_from_the_spec() {
         "{m}"
     );
 
+    // proto3 JSON lets numbers be strings: doubles (with NaN and the
+    // infinities) and 32-bit integers too. None of them is "no value".
+    let strings = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"strings"}}]},
+      "scopeMetrics":[{"metrics":[
+        {"name":"s.gauge","gauge":{"dataPoints":[
+          {"asDouble":"1.5","timeUnixNano":"1544712660300000000"},
+          {"asDouble":"NaN","timeUnixNano":"1544712660400000000"},
+          {"asDouble":"Infinity","timeUnixNano":"1544712660500000000","flags":"0"}]}},
+        {"name":"s.hist","histogram":{"aggregationTemporality":"2","dataPoints":[
+          {"timeUnixNano":"1544712660300000000","count":"2","sum":"2.5","min":"0.5","max":"2",
+           "bucketCounts":["1","1"],"explicitBounds":["1.0"]}]}}]}]}]}"#;
+    let r = post(&server, "/v1/metrics", JSON, None, strings.into()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "{}");
+    let m = server
+        .text(
+            "SELECT metric_name, value, temporality, sum, explicit_bounds FROM metric_points \
+             WHERE service_name = 'strings' ORDER BY time, metric_name",
+        )
+        .await;
+    for row in [
+        "| s.gauge     | 1.5   |             |     |",
+        "| s.hist      |       | cumulative  | 2.5 | [1.0]",
+        "| s.gauge     | NaN   |",
+        "| s.gauge     | inf   |",
+    ] {
+        assert!(m.contains(row), "{row}\n{m}");
+    }
+
     let r = post(&server, "/v1/logs", JSON, None, LOGS_JSON.into()).await;
     assert_eq!(r.status(), 200);
     let logs = server
@@ -263,6 +292,35 @@ async fn compressed_bodies() {
         assert_eq!(resp.partial_success, None);
     }
     assert_eq!(server.count("spans").await, 41);
+
+    // A gzip body of two members (RFC 1952 2.2; some clients and proxies
+    // send them) and a zstd body of two frames: every member is stored.
+    let mut two = gzip(&trace_request(5, 7).encode_to_vec());
+    two.extend(gzip(&trace_request(6, 3).encode_to_vec()));
+    let r = post(&server, "/v1/traces", PB, Some("gzip"), two).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(server.count("spans").await, 51);
+    let mut frames = zstd::encode_all(&trace_request(7, 4).encode_to_vec()[..], 3).unwrap();
+    frames.extend(zstd::encode_all(&trace_request(8, 2).encode_to_vec()[..], 3).unwrap());
+    let r = post(&server, "/v1/traces", PB, Some("zstd"), frames).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(server.count("spans").await, 57);
+    // Bytes after the compressed data are refused, not dropped.
+    let mut tail = gzip(&trace_request(9, 5).encode_to_vec());
+    tail.extend_from_slice(b"trailing bytes");
+    let r = post(&server, "/v1/traces", PB, Some("gzip"), tail).await;
+    assert_eq!(r.status(), 400);
+    let msg = status_of(&r.bytes().await.unwrap()).message;
+    assert!(msg.contains("gzip"), "{msg}");
+    let mut d = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    d.write_all(&trace_request(10, 5).encode_to_vec()).unwrap();
+    let mut tail = d.finish().unwrap();
+    tail.extend_from_slice(&[0u8; 9]);
+    let r = post(&server, "/v1/traces", PB, Some("deflate"), tail).await;
+    assert_eq!(r.status(), 400);
+    let msg = status_of(&r.bytes().await.unwrap()).message;
+    assert!(msg.contains("9 bytes after its compressed data"), "{msg}");
+    assert_eq!(server.count("spans").await, 57);
     server.stop().await;
 }
 
