@@ -201,3 +201,100 @@ impl LogsService for OtlpGrpc {
         Ok(Response::new(o.logs_response()))
     }
 }
+
+/// Answers a message over the size limit with RESOURCE_EXHAUSTED and no
+/// retry hint, as SECURITY.md and the OTLP specification expect (tonic
+/// answers OUT_OF_RANGE, which exporters retry forever), and counts it as
+/// a bad request of its signal.
+#[derive(Clone, Debug)]
+pub struct OversizeLayer {
+    metrics: Arc<crate::metrics::CollectorMetrics>,
+    limit: usize,
+}
+
+impl OversizeLayer {
+    /// A layer counting into `metrics`; `limit` is the message size limit.
+    pub fn new(metrics: Arc<crate::metrics::CollectorMetrics>, limit: usize) -> OversizeLayer {
+        OversizeLayer { metrics, limit }
+    }
+}
+
+impl<S> tower::Layer<S> for OversizeLayer {
+    type Service = Oversize<S>;
+    fn layer(&self, inner: S) -> Oversize<S> {
+        Oversize {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`OversizeLayer`].
+#[derive(Clone, Debug)]
+pub struct Oversize<S> {
+    inner: S,
+    layer: OversizeLayer,
+}
+
+impl<S, B, RB> tower::Service<axum::http::Request<B>> for Oversize<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        let signal = if path.contains("MetricsService") {
+            Signal::Metrics
+        } else if path.contains("LogsService") {
+            Signal::Logs
+        } else {
+            Signal::Traces
+        };
+        let future = self.inner.call(req);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let mut response = future.await?;
+            let headers = response.headers_mut();
+            // tonic's two answers: OUT_OF_RANGE for a message declared
+            // over the limit, RESOURCE_EXHAUSTED for one that inflates
+            // past it.
+            let status = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
+            let message = headers
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .replace("%20", " ");
+            let oversize = match status.as_deref() {
+                Some(b"11") => message.contains("too large"),
+                Some(b"8") => message.contains("size limit"),
+                _ => false,
+            };
+            if oversize {
+                headers.remove("grpc-status");
+                headers.remove("grpc-message");
+                headers.remove("grpc-status-details-bin");
+                let status = Status::resource_exhausted(format!(
+                    "the message is larger than the limit of {} bytes (collector.max_body_bytes); \
+                     send smaller batches",
+                    layer.limit
+                ));
+                // Only fails for header values that cannot be encoded,
+                // which this message is not.
+                let _ = status.add_header(headers);
+                layer.metrics.bad_request(signal, Transport::Grpc);
+            }
+            Ok(response)
+        })
+    }
+}

@@ -115,6 +115,10 @@ impl Collector {
         // together: a sender that trickles its message is cut off.
         let grpc_timeout =
             std::time::Duration::from_millis(body_timeout_ms + queue_timeout_ms + 10_000);
+        let oversize = grpc::OversizeLayer::new(
+            ingest.metrics().clone(),
+            ingest.config().max_body_bytes,
+        );
         let mut builder = tonic::transport::Server::builder()
             .timeout(grpc_timeout)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
@@ -134,6 +138,7 @@ impl Collector {
         );
         tracker.spawn(async move {
             let result = builder
+                .layer(oversize)
                 .add_service(traces)
                 .add_service(metrics_svc)
                 .add_service(logs)

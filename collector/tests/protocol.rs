@@ -426,14 +426,19 @@ async fn error_statuses_and_bodies() {
     let mut c = TraceServiceClient::connect(server.grpc_url())
         .await
         .unwrap();
+    // RESOURCE_EXHAUSTED without a retry hint: exporters drop the batch
+    // instead of retrying it forever (OUT_OF_RANGE would be retried).
     let err = c.export(trace_request(1, 3000)).await.unwrap_err();
-    assert!(
-        matches!(
-            err.code(),
-            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
-        ),
-        "{err}"
-    );
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("limit of 65536 bytes"), "{err}");
+    assert!(err.get_details_retry_info().is_none(), "{err}");
+    // The same once inflated past the limit.
+    let mut c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let mut big = trace_request(2, 1);
+    big.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(200_000);
+    let err = c.export(big).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.get_details_retry_info().is_none(), "{err}");
     assert_eq!(server.count("spans").await, 0);
 
     let metrics = {
@@ -442,6 +447,7 @@ async fn error_statuses_and_bodies() {
         s
     };
     assert!(metrics.contains("burnwatch_otlp_bad_requests_total{signal=\"traces\",item=\"spans\",transport=\"http\"} 6"), "{metrics}");
+    assert!(metrics.contains("burnwatch_otlp_bad_requests_total{signal=\"traces\",item=\"spans\",transport=\"grpc\"} 2"), "{metrics}");
     server.stop().await;
 }
 
