@@ -495,10 +495,20 @@ fn page(title: &str, message: &str, form: &str) -> String {
     )
 }
 
-/// Only local paths may follow a sign-in (no `//host` or `https://`).
-fn local(next: Option<&str>) -> String {
+/// Only local paths may follow a sign-in: a `/` not followed by a second
+/// `/`, in printable ASCII without backslashes. Browsers drop tabs and line
+/// breaks from a URL (`/<TAB>/evil.example` becomes `//evil.example`, a
+/// host) and read a backslash as `/`, so any control character, space,
+/// backslash or non-ASCII character sends the user to `/` instead.
+pub fn local(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }

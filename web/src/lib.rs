@@ -16,6 +16,9 @@
 //!   `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` ([`slos`]).
 //! - `/login`, `/logout`: dashboard sessions, when API tokens are
 //!   configured ([`auth`]); every other route then checks the caller's role.
+//! - [`security`]: a strict Content-Security-Policy and the framing,
+//!   sniffing and referrer headers on every answer; writes that a browser
+//!   sends from another site are refused.
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
 //! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
@@ -32,6 +35,7 @@ use axum::routing::{get, post};
 pub mod api;
 pub mod auth;
 pub mod explore;
+pub mod security;
 pub mod slos;
 pub mod ui;
 
@@ -130,6 +134,10 @@ pub fn app(state: WebState) -> Router {
             state.clone(),
             auth::guard,
         ))
+        // Writes from other sites are refused before anything else; every
+        // answer carries the browser protections (see [`security`]).
+        .layer(axum::middleware::from_fn(security::same_origin))
+        .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)
 }
 

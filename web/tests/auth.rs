@@ -282,3 +282,121 @@ async fn the_dashboard_signs_in_with_a_token_and_keeps_an_httponly_session() {
     let (st, _, _) = send(&s, Method::GET, "/slos", Some(&cookie), "").await;
     assert_eq!(st, StatusCode::SEE_OTHER);
 }
+
+/// Sends `req` through the router; status, headers, body.
+async fn raw(s: &WebState, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = app(s.clone()).oneshot(req).await.unwrap();
+    let (st, h) = (resp.status(), resp.headers().clone());
+    let b = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (st, h, String::from_utf8_lossy(&b).to_string())
+}
+
+#[tokio::test]
+async fn sign_in_only_returns_to_local_paths() {
+    let (s, _dir) = state().await;
+    for (next, want) in [
+        ("/query?sql=SELECT+1", "/query?sql=SELECT+1"),
+        ("/slos", "/slos"),
+        // Browsers drop tabs and line breaks: `/<TAB>/evil.example` is a host.
+        ("/\t/evil.example", "/"),
+        ("/\n/evil.example", "/"),
+        ("/\r\nSet-Cookie: x=1", "/"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/caf\u{e9}", "/"),
+        ("javascript:alert(1)", "/"),
+    ] {
+        let body = serde_urlencoded::to_string([("token", EDITOR), ("next", next)]).unwrap();
+        let (st, h, _) = send(&s, Method::POST, "/login", None, &body).await;
+        assert_eq!(st, StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(h[header::LOCATION], want, "{next:?}");
+        // The form carries the cleaned value too.
+        let uri = format!(
+            "/login?{}",
+            serde_urlencoded::to_string([("next", next)]).unwrap()
+        );
+        let (st, _, page) = send(&s, Method::GET, &uri, None, "").await;
+        assert_eq!(st, StatusCode::OK);
+        let want_field = format!(
+            "name=\"next\" value=\"{}\"",
+            want.replace('&', "&amp;").replace('"', "&quot;")
+        );
+        assert!(page.contains(&want_field), "{next:?}: {page}");
+    }
+}
+
+#[tokio::test]
+async fn writes_from_another_site_are_refused() {
+    let (s, _dir) = state().await;
+    let post = |origin: Option<&str>, site: Option<&str>| {
+        let mut r = Request::post("/silences")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::AUTHORIZATION, format!("Bearer {EDITOR}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        if let Some(x) = site {
+            r = r.header("sec-fetch-site", x);
+        }
+        r.body(Body::from("matchers=service%3D%22payments%22&duration=1h&created_by=a&comment=b"))
+            .unwrap()
+    };
+    for (origin, site) in [
+        (Some("https://evil.example"), None),
+        (Some("null"), None),
+        (None, Some("cross-site")),
+        (Some("http://127.0.0.1:8080"), Some("same-site")),
+    ] {
+        let (st, _, body) = raw(&s, post(origin, site)).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{origin:?} {site:?}: {body}");
+        assert!(body.contains("cross_site"), "{body}");
+    }
+    assert!(
+        s.slo.as_ref().unwrap().silences().list(0).unwrap().is_empty(),
+        "nothing was created"
+    );
+    // The same form from this origin, or from a client that is no browser.
+    for (origin, site) in [
+        (Some("http://127.0.0.1:8080"), Some("same-origin")),
+        (Some("http://127.0.0.1:8080"), None),
+        (None, None),
+    ] {
+        let (st, _, body) = raw(&s, post(origin, site)).await;
+        assert_ne!(st, StatusCode::FORBIDDEN, "{origin:?} {site:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn pages_escape_the_request_and_send_browser_protections() {
+    let (s, _dir) = state().await;
+    let attack = "</textarea><script>alert(1)</script><img src=x onerror=alert(2)>";
+    let uri = format!(
+        "/query?{}",
+        serde_urlencoded::to_string([("sql", attack)]).unwrap()
+    );
+    let (st, h, page) = send(&s, Method::GET, &uri, Some(VIEWER), "").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{page}");
+    assert!(!page.contains("<script>alert"), "{page}");
+    assert!(!page.contains("<img src=x"), "{page}");
+    assert!(
+        page.contains("&lt;/textarea&gt;&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self' 'sha256-"), "{csp}");
+    assert!(!csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
+    for uri in ["/", "/api/v1/slos", "/healthz", "/login", "/no-such-page"] {
+        let (_, h, _) = send(&s, Method::GET, uri, Some(VIEWER), "").await;
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{uri}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{uri}");
+        assert!(h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'"));
+    }
+}

@@ -373,7 +373,7 @@ fn explore_status(e: &crate::explore::ExploreError) -> StatusCode {
     }
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -322,7 +322,10 @@ pub async fn console(
         <section>
             <form method="get" action="/query">
                 {view.hidden_fields()}
-                <textarea name="sql" class="sql" rows="6" placeholder="SELECT service_name, count(*) FROM spans WHERE start_time >= $from GROUP BY 1">{sql.clone().unwrap_or_default()}</textarea>
+                // Leptos writes a textarea's text as it is (raw text, unlike
+                // other elements): escaped here, or `</textarea>` in the
+                // query would end the element and open the page to scripts.
+                <textarea name="sql" class="sql" rows="6" placeholder="SELECT service_name, count(*) FROM spans WHERE start_time >= $from GROUP BY 1">{super::escape(sql.as_deref().unwrap_or_default())}</textarea>
                 <p><button type="submit" id="run-query">"Run"</button> <span class="muted">" read-only; at most 1,000 rows shown; $from and $to are the range picked above"</span></p>
             </form>
         </section>
