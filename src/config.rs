@@ -105,6 +105,11 @@ pub struct ServerFlags {
     /// TLS private key (PEM) for all three listeners; needs --tls-cert.
     #[arg(long, env = "BURNWATCH_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Check the configuration and the SLO and rule files, print what
+    /// would run, and exit: non-zero if anything is invalid or the rules
+    /// directory is missing. Opens no port and writes nothing.
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl ServerFlags {

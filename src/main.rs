@@ -90,6 +90,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(flags) => {
             let config = flags.resolve()?;
+            if flags.check {
+                return serve::check(&config);
+            }
             serve::init_logging(&config.log);
             runtime()?.block_on(serve::run(config, serve::shutdown_signal()))
         }

@@ -123,6 +123,37 @@ async fn start_slo_engine(
     Ok(Some(engine))
 }
 
+/// `burnwatch serve --check`: validates what `serve` would load and prints
+/// it; an error if the rules directory is missing or any file is invalid.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    let dir = &config.slo.rules_dir;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "no rules directory at {} (set --rules-dir or BURNWATCH_RULES_DIR): SLOs and alerting would be off",
+        dir.display()
+    );
+    let slos = slo_engine::openslo::load_dir(dir)
+        .with_context(|| format!("invalid SLO definitions in {}", dir.display()))?;
+    let groups = slo_engine::rules::yaml_files(dir)
+        .and_then(|files| slo_engine::rules::load_files(&files))
+        .with_context(|| format!("invalid alert rules in {}", dir.display()))?;
+    let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+    println!("configuration is valid");
+    println!("data directory: {}", config.data_dir.display());
+    println!(
+        "listeners: OTLP/gRPC {}, OTLP/HTTP {}, HTTP {}",
+        config.collector.grpc_addr, config.collector.http_addr, config.http_addr
+    );
+    println!(
+        "rules directory: {} ({} SLOs, {} rule groups, {} rules)",
+        dir.display(),
+        slos.len(),
+        groups.len(),
+        rules
+    );
+    Ok(())
+}
+
 /// A running control center.
 pub struct Server {
     /// Address of the HTTP API and dashboard.
