@@ -68,9 +68,10 @@ fn the_image_default_command_finds_the_shipped_rules() {
         .trim()
         .to_string();
 
-    let compose: serde_norway::Value =
-        serde_norway::from_str(&std::fs::read_to_string(root().join("docker-compose.yml")).unwrap())
-            .unwrap();
+    let compose: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(root().join("docker-compose.yml")).unwrap(),
+    )
+    .unwrap();
     let service = &compose["services"]["burnwatch"];
     let command: Vec<String> = service["command"]
         .as_sequence()
@@ -96,11 +97,18 @@ fn the_image_default_command_finds_the_shipped_rules() {
     );
 
     let fake = tempfile::tempdir().unwrap();
-    copy_dir(&root().join("alert-rules"), &inside(fake.path(), &copy_dest));
+    copy_dir(
+        &root().join("alert-rules"),
+        &inside(fake.path(), &copy_dest),
+    );
     let cwd = inside(fake.path(), &workdir);
     std::fs::create_dir_all(&cwd).unwrap();
     // Absolute container paths live under the fake root.
-    for key in ["BURNWATCH_RULES_DIR", "BURNWATCH_DATA_DIR", "BURNWATCH_CONFIG"] {
+    for key in [
+        "BURNWATCH_RULES_DIR",
+        "BURNWATCH_DATA_DIR",
+        "BURNWATCH_CONFIG",
+    ] {
         if let Some(v) = env.get_mut(key)
             && v.starts_with('/')
         {
@@ -125,9 +133,7 @@ fn the_image_default_command_finds_the_shipped_rules() {
     let shipped_slos = std::fs::read_dir(root().join("alert-rules"))
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| {
-            std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("kind: SLO"))
-        })
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("kind: SLO")))
         .count();
     assert!(shipped_slos > 0);
     assert!(

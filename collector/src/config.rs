@@ -50,6 +50,14 @@ pub struct CollectorConfig {
     /// Longest log body kept, in bytes (a structured body as JSON text);
     /// cut and reported the same way.
     pub max_log_body_bytes: usize,
+    /// Most distinct services (`service.name`) accepted per hour; items of
+    /// further services are rejected in `partialSuccess` until the next
+    /// hour. 0: no limit.
+    pub max_services_per_hour: usize,
+    /// Most distinct metric series (service, metric name and data point
+    /// attributes) accepted per hour; points of further series are
+    /// rejected the same way. 0: no limit.
+    pub max_series_per_hour: usize,
     /// Connection cap and header deadline of both OTLP listeners (set from
     /// the top-level `[connections]`).
     #[serde(skip)]
@@ -74,6 +82,8 @@ impl Default for CollectorConfig {
             max_attribute_value_bytes: crate::convert::DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
             max_name_bytes: crate::convert::DEFAULT_MAX_NAME_BYTES,
             max_log_body_bytes: crate::convert::DEFAULT_MAX_LOG_BODY_BYTES,
+            max_services_per_hour: 10_000,
+            max_series_per_hour: 200_000,
             connections: crate::net::ConnectionLimits::default(),
         }
     }

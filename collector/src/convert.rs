@@ -347,7 +347,8 @@ pub fn write_json(v: &AnyValue, out: &mut String) {
     }
 }
 
-fn service_name(resource: Option<&Resource>) -> &str {
+/// A resource's `service.name`, or `unknown_service` without one.
+pub fn service_name(resource: Option<&Resource>) -> &str {
     resource
         .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
         .and_then(

@@ -147,6 +147,7 @@ pub struct Ingest {
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     byte_permits: usize,
+    cardinality: Arc<crate::cardinality::Cardinality>,
 }
 
 impl Ingest {
@@ -159,6 +160,10 @@ impl Ingest {
             requests: Arc::new(Semaphore::new(config.max_concurrent_requests.max(1))),
             bytes: Arc::new(Semaphore::new(byte_permits)),
             byte_permits,
+            cardinality: Arc::new(crate::cardinality::Cardinality::new(
+                config.max_services_per_hour,
+                config.max_series_per_hour,
+            )),
             config,
         }
     }
@@ -226,24 +231,45 @@ impl Ingest {
             max_name_bytes: self.config.max_name_bytes,
             max_log_body_bytes: self.config.max_log_body_bytes,
         };
-        let converted = tokio::task::spawn_blocking(move || match &req {
-            ExportRequest::Traces(r) => (Table::Spans, convert::spans(r, &opts)),
-            ExportRequest::Metrics(r) => (Table::MetricPoints, convert::metric_points(r, &opts)),
-            ExportRequest::Logs(r) => (Table::Logs, convert::logs(r, &opts)),
+        let cardinality = self.cardinality.clone();
+        let mut req = req;
+        let converted = tokio::task::spawn_blocking(move || {
+            let pruned = cardinality.prune(&mut req, opts.now_ns);
+            let converted = match &req {
+                ExportRequest::Traces(r) => (Table::Spans, convert::spans(r, &opts)),
+                ExportRequest::Metrics(r) => {
+                    (Table::MetricPoints, convert::metric_points(r, &opts))
+                }
+                ExportRequest::Logs(r) => (Table::Logs, convert::logs(r, &opts)),
+            };
+            (converted, pruned)
         })
         .await
         .map_err(|e| IngestError::Internal(format!("conversion task failed: {e}")))?;
         let (
-            table,
-            Converted {
-                batch,
-                accepted,
-                rejected,
-                message,
-                attributes_dropped,
-                values_truncated,
-            },
+            (
+                table,
+                Converted {
+                    batch,
+                    accepted,
+                    mut rejected,
+                    mut message,
+                    attributes_dropped,
+                    values_truncated,
+                },
+            ),
+            pruned,
         ) = converted;
+        if pruned.rejected > 0 {
+            rejected += pruned.rejected;
+            self.metrics
+                .cardinality_rejected(signal, transport, pruned.rejected);
+            message = if message.is_empty() {
+                pruned.message
+            } else {
+                format!("{}; {message}", pruned.message)
+            };
+        }
         if let Some(batch) = batch {
             self.write(signal, transport, table, batch).await?;
         }

@@ -97,7 +97,12 @@ fn parse_double(s: &str) -> Option<f64> {
         "Infinity" => Some(f64::INFINITY),
         "-Infinity" => Some(f64::NEG_INFINITY),
         // Only decimal forms: `inf` or `nan` spelled otherwise stay strings.
-        _ if s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) => s.parse().ok(),
+        _ if s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+        {
+            s.parse().ok()
+        }
         _ => None,
     }
 }
@@ -494,7 +499,10 @@ mod tests {
         let p = &e.data_points[0];
         assert_eq!((p.scale, p.zero_threshold), (-2, 0.5));
         let positive = p.positive.as_ref().unwrap();
-        assert_eq!((positive.offset, positive.bucket_counts.clone()), (-1, vec![2]));
+        assert_eq!(
+            (positive.offset, positive.bucket_counts.clone()),
+            (-1, vec![2])
+        );
         let Some(metric::Data::Summary(s)) = &metrics[3].data else {
             panic!()
         };
@@ -526,8 +534,13 @@ mod tests {
         let bad = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
             {"name":"h","histogram":{"dataPoints":[{"sum":"lots"}]}}]}]}]}"#;
         let req = from_slice::<ExportMetricsServiceRequest>(bad.as_bytes()).unwrap();
-        assert!(req.resource_metrics[0].scope_metrics[0].metrics[0].data.is_none());
-        let bad = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"droppedAttributesCount":"many"}]}]}]}"#;
+        assert!(
+            req.resource_metrics[0].scope_metrics[0].metrics[0]
+                .data
+                .is_none()
+        );
+        let bad =
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"droppedAttributesCount":"many"}]}]}]}"#;
         assert!(
             from_slice::<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>(
                 bad.as_bytes()

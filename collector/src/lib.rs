@@ -9,6 +9,8 @@
 //!   store errors mapped to "retry later".
 //! - [`json`]: the proto3 JSON number forms (doubles and integers written as
 //!   strings, `"NaN"`, `"Infinity"`) for OTLP JSON bodies.
+//! - [`cardinality`]: limits on new services and metric series per hour,
+//!   so one client cannot flood the store's indexes and pages.
 //! - [`convert`]: OTLP protobuf types straight into the store's Arrow builders,
 //!   with per-item validation for `partialSuccess`.
 //! - [`metrics`]: self-telemetry counters, rendered as Prometheus text.
@@ -20,6 +22,7 @@
 //! -> `Store::write` (WAL fsync) -> answer. Nothing is acknowledged before it
 //! is durable.
 
+pub mod cardinality;
 pub mod config;
 pub mod convert;
 pub mod grpc;
@@ -115,10 +118,8 @@ impl Collector {
         // together: a sender that trickles its message is cut off.
         let grpc_timeout =
             std::time::Duration::from_millis(body_timeout_ms + queue_timeout_ms + 10_000);
-        let oversize = grpc::OversizeLayer::new(
-            ingest.metrics().clone(),
-            ingest.config().max_body_bytes,
-        );
+        let oversize =
+            grpc::OversizeLayer::new(ingest.metrics().clone(), ingest.config().max_body_bytes);
         let mut builder = tonic::transport::Server::builder()
             .timeout(grpc_timeout)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

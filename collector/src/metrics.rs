@@ -63,6 +63,7 @@ struct PerLabel {
     requests: AtomicU64,
     accepted: AtomicU64,
     rejected: AtomicU64,
+    cardinality_rejected: AtomicU64,
     refused: AtomicU64,
     bad_requests: AtomicU64,
     attributes_dropped: AtomicU64,
@@ -118,6 +119,14 @@ impl CollectorMetrics {
         p.values_truncated.fetch_add(truncated, Ordering::Relaxed);
     }
 
+    /// Items rejected by the services or series per hour limits (also
+    /// counted as rejected).
+    pub fn cardinality_rejected(&self, s: Signal, t: Transport, n: u64) {
+        self.get(s, t)
+            .cardinality_rejected
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Requests refused for lack of capacity (429/503, RESOURCE_EXHAUSTED/UNAVAILABLE).
     pub fn refused(&self, s: Signal, t: Transport) {
         self.get(s, t).refused.fetch_add(1, Ordering::Relaxed);
@@ -149,7 +158,7 @@ impl CollectorMetrics {
             Signal::Logs => "log_records",
         };
         type Field = fn(&PerLabel) -> &AtomicU64;
-        let counters: [(&str, &str, Field); 8] = [
+        let counters: [(&str, &str, Field); 9] = [
             (
                 "burnwatch_otlp_requests_total",
                 "Export requests received.",
@@ -164,6 +173,11 @@ impl CollectorMetrics {
                 "burnwatch_otlp_rejected_items_total",
                 "Invalid items rejected and reported in partialSuccess.",
                 |p| &p.rejected,
+            ),
+            (
+                "burnwatch_otlp_cardinality_rejected_items_total",
+                "Items rejected because their service or series was new past collector.max_services_per_hour or max_series_per_hour (also in rejected_items).",
+                |p| &p.cardinality_rejected,
             ),
             (
                 "burnwatch_otlp_refused_requests_total",

@@ -66,6 +66,14 @@ pub const DEFAULT_MAX_OPERATIONS_PER_SERVICE: usize = 2000;
 /// The operation that spans over the per-service operation limit count under.
 pub const OTHER_OPERATIONS: &str = "(other operations)";
 
+/// Most distinct services in one file's rollup and one query's raw rows;
+/// spans of further services count under [`OTHER_SERVICES`] (the collector
+/// already limits new services per hour, `collector.max_services_per_hour`).
+pub const MAX_SERVICES_PER_ROLLUP: usize = 10_000;
+
+/// The service that spans over [`MAX_SERVICES_PER_ROLLUP`] count under.
+pub const OTHER_SERVICES: &str = "(other services)";
+
 /// `[rollups]` settings.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -696,12 +704,16 @@ struct KeyTable {
     keys: Vec<(Arc<str>, Arc<str>)>,
     index: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
     limit: usize,
+    service_limit: usize,
     folded: u64,
 }
 
 impl Default for KeyTable {
     fn default() -> Self {
-        KeyTable::with_limit(usize::MAX)
+        KeyTable {
+            service_limit: usize::MAX,
+            ..KeyTable::with_limit(usize::MAX)
+        }
     }
 }
 
@@ -711,11 +723,18 @@ impl KeyTable {
             keys: Vec::new(),
             index: HashMap::new(),
             limit,
+            service_limit: MAX_SERVICES_PER_ROLLUP,
             folded: 0,
         }
     }
 
     fn key(&mut self, service: &str, operation: &str) -> u32 {
+        if !self.index.contains_key(service)
+            && self.index.len() >= self.service_limit
+            && service != OTHER_SERVICES
+        {
+            return self.key_unlimited(OTHER_SERVICES, OTHER_OPERATIONS);
+        }
         if let Some(ops) = self.index.get(service) {
             if let Some(&k) = ops.get(operation) {
                 return k;
@@ -1004,5 +1023,22 @@ mod tests {
         // Without a limit nothing folds.
         let all = build(&[scan(&spans)], usize::MAX).unwrap();
         assert_eq!((all.keys.len(), all.folded), (11, 0));
+    }
+
+    #[test]
+    fn services_past_the_limit_fold_into_other_services() {
+        let mut keys = KeyTable::with_limit(10);
+        keys.service_limit = 3;
+        let a = keys.key("a", "x");
+        keys.key("b", "x");
+        keys.key("c", "x");
+        let d = keys.key("d", "x");
+        let e = keys.key("e", "y");
+        assert_eq!(d, e, "both count under one key");
+        assert_eq!(&*keys.keys[d as usize].0, OTHER_SERVICES);
+        assert_eq!(&*keys.keys[d as usize].1, OTHER_OPERATIONS);
+        // Known services keep their own keys.
+        assert_eq!(keys.key("a", "x"), a);
+        assert_eq!(keys.index.len(), 4);
     }
 }

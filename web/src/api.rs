@@ -329,6 +329,11 @@ pub struct RedParams {
     pub operation: Option<String>,
     /// Bucket width in seconds, for series [default: 60].
     pub step: Option<i64>,
+    /// Most services or operations listed, the busiest first
+    /// [default: 1000, at most 10000].
+    pub limit: Option<usize>,
+    /// Only services or operations whose name contains this (any case).
+    pub search: Option<String>,
 }
 
 impl Params for RedParams {}
@@ -404,10 +409,17 @@ pub async fn red_services(
     ApiQuery { params: p, .. }: ApiQuery<RedParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
-    let rows = s.rollups.services(&w).await?;
-    Ok(Json(
-        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "services": rows }),
-    ))
+    let rows = crate::top::top(
+        s.rollups.services(&w).await?,
+        crate::top::api_limit(p.limit),
+        p.search.as_deref(),
+        |r| r.service.as_str(),
+        |r| r.requests as f64,
+    );
+    Ok(Json(serde_json::json!({
+        "from": w.from_ns, "to": w.to_ns, "services": rows.items,
+        "matched": rows.matched, "omitted": rows.omitted(),
+    })))
 }
 
 /// `GET /api/v1/red/operations?service=S`: RED per operation of a service.
@@ -416,10 +428,17 @@ pub async fn red_operations(
     ApiQuery { params: p, .. }: ApiQuery<RedParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
-    let rows = s.rollups.operations(p.service()?, &w).await?;
-    Ok(Json(
-        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "operations": rows }),
-    ))
+    let rows = crate::top::top(
+        s.rollups.operations(p.service()?, &w).await?,
+        crate::top::api_limit(p.limit),
+        p.search.as_deref(),
+        |r| r.operation.as_deref().unwrap_or_default(),
+        |r| r.requests as f64,
+    );
+    Ok(Json(serde_json::json!({
+        "from": w.from_ns, "to": w.to_ns, "operations": rows.items,
+        "matched": rows.matched, "omitted": rows.omitted(),
+    })))
 }
 
 /// Parameters of the metric endpoints.
@@ -471,10 +490,17 @@ pub async fn metrics_list(
     ApiQuery { params: p, .. }: ApiQuery<WindowParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
-    let metrics = slo_engine::metrics::list(&s.store, &w).await?;
-    Ok(Json(
-        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "metrics": metrics }),
-    ))
+    let metrics = crate::top::top(
+        slo_engine::metrics::list(&s.store, &w).await?,
+        crate::top::api_limit(p.limit),
+        p.search.as_deref(),
+        |m| m.name.as_str(),
+        |m| m.points as f64,
+    );
+    Ok(Json(serde_json::json!({
+        "from": w.from_ns, "to": w.to_ns, "metrics": metrics.items,
+        "matched": metrics.matched, "omitted": metrics.omitted(),
+    })))
 }
 
 /// `GET /api/v1/metrics/rate?name=N[&step=60][&group_by=k1,k2]`: per-second
@@ -523,10 +549,27 @@ pub async fn service_map(
     ApiQuery { params: p, .. }: ApiQuery<WindowParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
-    let edges = slo_engine::red::service_map(&s.store, &w).await?;
-    Ok(Json(
-        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "edges": edges }),
-    ))
+    let search = p.search.as_deref().map(str::to_lowercase);
+    let edges: Vec<_> = slo_engine::red::service_map(&s.store, &w)
+        .await?
+        .into_iter()
+        .filter(|e| {
+            search.as_deref().is_none_or(|q| {
+                e.caller.to_lowercase().contains(q) || e.callee.to_lowercase().contains(q)
+            })
+        })
+        .collect();
+    let edges = crate::top::top(
+        edges,
+        crate::top::api_limit(p.limit),
+        None,
+        |e| e.caller.as_str(),
+        |e| e.calls as f64,
+    );
+    Ok(Json(serde_json::json!({
+        "from": w.from_ns, "to": w.to_ns, "edges": edges.items,
+        "matched": edges.matched, "omitted": edges.omitted(),
+    })))
 }
 
 /// `GET /api/v1/red/series?service=S[&operation=O][&step=60]`: RED as a time series.
@@ -568,6 +611,11 @@ pub struct WindowParams {
     pub from: Option<String>,
     /// End (exclusive): RFC 3339 or ns [default: now].
     pub to: Option<String>,
+    /// Most items listed, the busiest first [default: 1000, at most 10000].
+    pub limit: Option<usize>,
+    /// Only items whose name contains this (any case); for the service
+    /// map, edges with either end matching.
+    pub search: Option<String>,
 }
 
 impl Params for WindowParams {}

@@ -16,6 +16,8 @@
 //!   `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` ([`slos`]).
 //! - `/login`, `/logout`: dashboard sessions, when API tokens are
 //!   configured ([`auth`]); every other route then checks the caller's role.
+//! - [`top`]: every list of services, operations, edges or metrics is
+//!   bounded (the busiest first, with a count of the rest and a search).
 //! - [`security`]: a strict Content-Security-Policy and the framing,
 //!   sniffing and referrer headers on every answer; writes that a browser
 //!   sends from another site are refused.
@@ -37,6 +39,7 @@ pub mod auth;
 pub mod explore;
 pub mod security;
 pub mod slos;
+pub mod top;
 pub mod ui;
 
 /// Something that appends Prometheus text to the `/metrics` answer.

@@ -72,10 +72,7 @@ fn cross_site(method: &Method, headers: &HeaderMap) -> Option<String> {
         .split_once("://")
         .map(|(_, rest)| rest.trim_end_matches('/'))
         .unwrap_or("");
-    let hosts = [
-        headers.get(header::HOST),
-        headers.get("x-forwarded-host"),
-    ];
+    let hosts = [headers.get(header::HOST), headers.get("x-forwarded-host")];
     let same = !origin_host.is_empty()
         && hosts
             .iter()
@@ -125,7 +122,10 @@ mod tests {
         assert_eq!(
             cross_site(
                 &post,
-                &headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")])
+                &headers(&[
+                    ("origin", "http://127.0.0.1:8080"),
+                    ("host", "127.0.0.1:8080")
+                ])
             ),
             None
         );
@@ -144,9 +144,15 @@ mod tests {
         for h in [
             headers(&[("sec-fetch-site", "cross-site")]),
             headers(&[("sec-fetch-site", "same-site")]),
-            headers(&[("origin", "https://evil.example"), ("host", "127.0.0.1:8080")]),
+            headers(&[
+                ("origin", "https://evil.example"),
+                ("host", "127.0.0.1:8080"),
+            ]),
             headers(&[("origin", "null"), ("host", "127.0.0.1:8080")]),
-            headers(&[("origin", "http://127.0.0.1:8080.evil.example"), ("host", "127.0.0.1:8080")]),
+            headers(&[
+                ("origin", "http://127.0.0.1:8080.evil.example"),
+                ("host", "127.0.0.1:8080"),
+            ]),
         ] {
             assert!(cross_site(&post, &h).is_some(), "{h:?}");
             assert!(cross_site(&Method::GET, &h).is_none());
@@ -157,7 +163,9 @@ mod tests {
     fn the_policy_allows_the_loader_by_hash() {
         let csp = content_security_policy();
         assert!(csp.contains("'sha256-"), "{csp}");
-        assert!(!csp.contains("'unsafe-inline' 'sha256") && !csp.contains("script-src 'unsafe-inline'"));
+        assert!(
+            !csp.contains("'unsafe-inline' 'sha256") && !csp.contains("script-src 'unsafe-inline'")
+        );
         assert!(csp.contains("frame-ancestors 'none'"));
     }
 }

@@ -342,8 +342,10 @@ async fn writes_from_another_site_are_refused() {
         if let Some(x) = site {
             r = r.header("sec-fetch-site", x);
         }
-        r.body(Body::from("matchers=service%3D%22payments%22&duration=1h&created_by=a&comment=b"))
-            .unwrap()
+        r.body(Body::from(
+            "matchers=service%3D%22payments%22&duration=1h&created_by=a&comment=b",
+        ))
+        .unwrap()
     };
     for (origin, site) in [
         (Some("https://evil.example"), None),
@@ -356,7 +358,13 @@ async fn writes_from_another_site_are_refused() {
         assert!(body.contains("cross_site"), "{body}");
     }
     assert!(
-        s.slo.as_ref().unwrap().silences().list(0).unwrap().is_empty(),
+        s.slo
+            .as_ref()
+            .unwrap()
+            .silences()
+            .list(0)
+            .unwrap()
+            .is_empty(),
         "nothing was created"
     );
     // The same form from this origin, or from a client that is no browser.
@@ -387,16 +395,21 @@ async fn pages_escape_the_request_and_send_browser_protections() {
         "{page}"
     );
     let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self' 'sha256-"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self' 'sha256-"),
+        "{csp}"
+    );
     assert!(!csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
     for uri in ["/", "/api/v1/slos", "/healthz", "/login", "/no-such-page"] {
         let (_, h, _) = send(&s, Method::GET, uri, Some(VIEWER), "").await;
         assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{uri}");
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
         assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{uri}");
-        assert!(h[header::CONTENT_SECURITY_POLICY]
-            .to_str()
-            .unwrap()
-            .contains("frame-ancestors 'none'"));
+        assert!(
+            h[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
     }
 }

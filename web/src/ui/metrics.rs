@@ -207,6 +207,36 @@ pub async fn explore(
         }
     };
     let chosen = name.clone().unwrap_or_default();
+    // The metrics with the most points (the chosen one always), see crate::top.
+    let shown = crate::top::top(
+        catalogue.iter().collect::<Vec<_>>(),
+        crate::top::PAGE_METRICS,
+        None,
+        |m| m.name.as_str(),
+        |m| {
+            if m.name == chosen {
+                f64::INFINITY
+            } else {
+                m.points as f64
+            }
+        },
+    );
+    let metrics_omitted = shown.omitted();
+    let shown = shown.items;
+    let services_of = |m: &metrics::MetricInfo| {
+        const SHOWN: usize = 10;
+        let mut text = m
+            .services
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if m.services.len() > SHOWN {
+            text.push_str(&format!(" and {} more", m.services.len() - SHOWN));
+        }
+        text
+    };
     let keys: Vec<String> = info
         .map(|i| {
             let mut k = vec!["service.name".to_string()];
@@ -227,7 +257,7 @@ pub async fn explore(
                 <label>"metric "
                     <select name="name" id="metric-name">
                         <option value="" selected=chosen.is_empty()>"choose…"</option>
-                        {catalogue
+                        {shown
                             .iter()
                             .map(|m| {
                                 let label = format!("{} ({}{})", m.name, m.metric_type, m.unit.as_deref().map(|u| format!(", {u}")).unwrap_or_default());
@@ -255,7 +285,7 @@ pub async fn explore(
             <h2>"Catalogue"</h2>
             <table>
                 <tr><th>"metric"</th><th>"type"</th><th>"unit"</th><th>"services"</th><th>"attributes"</th><th>"points"</th></tr>
-                {catalogue
+                {shown
                     .iter()
                     .map(|m| {
                         let href = format!("/explore/metrics?{}&name={}", view.query, super::url_encode(&m.name));
@@ -264,7 +294,7 @@ pub async fn explore(
                                 <td><a href=href>{m.name.clone()}</a></td>
                                 <td>{m.metric_type.clone()}</td>
                                 <td>{m.unit.clone().unwrap_or_default()}</td>
-                                <td>{m.services.join(", ")}</td>
+                                <td>{services_of(m)}</td>
                                 <td>{m.attribute_keys.join(", ")}</td>
                                 <td class="num">{m.points}</td>
                             </tr>
@@ -272,6 +302,12 @@ pub async fn explore(
                     })
                     .collect_view()}
             </table>
+            {(metrics_omitted > 0).then(|| view! {
+                <p class="muted">{format!(
+                    "{metrics_omitted} more metrics not shown: the {} with the most points are listed.",
+                    crate::top::PAGE_METRICS
+                )}</p>
+            })}
         </section>
     }
     .to_html();

@@ -83,6 +83,13 @@ pub struct ViewParams {
     pub refresh: Option<u64>,
 }
 
+/// The service search of the overview and the service map.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServiceFilter {
+    /// Only services whose name contains this (any case).
+    pub search: Option<String>,
+}
+
 /// A resolved view: the window, and how to say it again in a URL.
 #[derive(Debug, Clone)]
 pub struct View {
@@ -495,15 +502,33 @@ fn incidents(s: &WebState, limit: usize) -> Vec<Incident> {
 }
 
 /// `GET /`: the overview.
-pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
+pub async fn overview(
+    State(s): State<WebState>,
+    Query(p): Query<ViewParams>,
+    Query(f): Query<ServiceFilter>,
+) -> Response {
     let view = match p.view() {
         Ok(v) => v,
         Err(r) => return r,
     };
+    let search = f.search.clone().filter(|q| !q.trim().is_empty());
+    // The busiest services (after the search), at most PAGE_SERVICES.
+    let mut omitted = 0;
     let services: Result<Vec<Red>, String> = s
         .rollups
         .services(&view.window)
         .await
+        .map(|list| {
+            let t = crate::top::top(
+                list,
+                crate::top::PAGE_SERVICES,
+                search.as_deref(),
+                |r| r.service.as_str(),
+                |r| r.requests as f64,
+            );
+            omitted = t.omitted();
+            t.items
+        })
         .map_err(|e| e.to_string());
     // Sparklines in whole-minute buckets from a minute boundary, so they
     // come from rollups rather than raw spans.
@@ -531,6 +556,10 @@ pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) ->
     let q = view.query.clone();
     let services_view = match services {
         Err(e) => view! { <p class="error">"Services could not be loaded: " {e}</p> }.into_any(),
+        Ok(list) if list.is_empty() && search.is_some() => view! {
+            <p class="muted">"No service matches this search in this range."</p>
+        }
+        .into_any(),
         Ok(list) if list.is_empty() => view! {
             <p class="muted">"No server spans in this range. Point an OpenTelemetry exporter at the OTLP ports, or run `burnwatch demo`."</p>
         }
@@ -563,10 +592,28 @@ pub async fn overview(State(s): State<WebState>, Query(p): Query<ViewParams>) ->
         <h1>"Overview"</h1>
         <section id="open-incidents"><h2>"Open incidents"</h2><IncidentRows incidents=open query=q.clone()/></section>
         <section id="slos"><h2>"SLOs"</h2><SloRows slos=slo_statuses(&s) query=q.clone()/></section>
-        <section id="services"><h2>"Services"</h2>{services_view}</section>
+        <section id="services">
+            <h2>"Services"</h2>
+            <form method="get" action="/" class="search">
+                {view.hidden_fields()}
+                <input name="search" placeholder="search services" value=search.clone().unwrap_or_default()/>
+                " "<button type="submit">"Search"</button>
+            </form>
+            {services_view}
+            {(omitted > 0).then(|| view! {
+                <p class="muted" id="services-omitted">{format!(
+                    "{omitted} more services not shown: the {} busiest are listed; search to find one.",
+                    crate::top::PAGE_SERVICES
+                )}</p>
+            })}
+        </section>
     }
     .to_html();
-    page("Overview", Some(&view), "/", body)
+    let path = match &search {
+        Some(q) => format!("/?search={}", url_encode(q)),
+        None => "/".to_string(),
+    };
+    page("Overview", Some(&view), &path, body)
 }
 
 /// `GET /slos`: every SLO, least budget left first.

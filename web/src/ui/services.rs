@@ -186,6 +186,19 @@ pub async fn service(
         Err(e) => view! { <p class="error">"RED series could not be loaded: " {e.to_string()}</p> }
             .into_any(),
     };
+    // The busiest operations and dependencies only (see crate::top).
+    let mut ops_omitted = 0;
+    let ops = ops.map(|list| {
+        let t = crate::top::top(
+            list,
+            crate::top::PAGE_OPERATIONS,
+            None,
+            |r| r.operation.as_deref().unwrap_or_default(),
+            |r| r.requests as f64,
+        );
+        ops_omitted = t.omitted();
+        t.items
+    });
     let ops_view = match ops {
         Err(e) => view! { <p class="error">"Operations could not be loaded: " {e.to_string()}</p> }
             .into_any(),
@@ -229,11 +242,19 @@ pub async fn service(
                 .into_any()
         }
     };
+    let mut edges_omitted = 0;
     let (upstream, downstream, deps_error) = match edges {
         Ok(list) => {
             let up: Vec<Edge> = list.iter().filter(|e| e.callee == name).cloned().collect();
             let down: Vec<Edge> = list.into_iter().filter(|e| e.caller == name).collect();
-            (up, down, None)
+            let busiest = |edges: Vec<Edge>, other: fn(&Edge) -> &str| {
+                crate::top::top(edges, crate::top::PAGE_EDGES, None, other, |e| {
+                    e.calls as f64
+                })
+            };
+            let (up, down) = (busiest(up, |e| &e.caller), busiest(down, |e| &e.callee));
+            edges_omitted = up.omitted() + down.omitted();
+            (up.items, down.items, None)
         }
         Err(e) => (Vec::new(), Vec::new(), Some(e.to_string())),
     };
@@ -250,7 +271,16 @@ pub async fn service(
     let body = view! {
         <h1>"Service " <span id="service-name">{name.clone()}</span></h1>
         <section id="red">{summary}{charts}</section>
-        <section id="operations"><h2>"Operations"</h2>{ops_view}</section>
+        <section id="operations">
+            <h2>"Operations"</h2>
+            {ops_view}
+            {(ops_omitted > 0).then(|| view! {
+                <p class="muted" id="operations-omitted">{format!(
+                    "{ops_omitted} more operations not shown: the {} busiest are listed.",
+                    crate::top::PAGE_OPERATIONS
+                )}</p>
+            })}
+        </section>
         <section id="dependencies">
             <h2>"Dependencies"</h2>
             {deps_error.map(|e| view! { <p class="error">"The service map could not be loaded: " {e}</p> })}
@@ -258,6 +288,12 @@ pub async fn service(
                 <div id="callers"><h3>"Called by"</h3>{edge_table("callers-table", &upstream, &q)}</div>
                 <div id="callees"><h3>"Calls"</h3>{edge_table("callees-table", &downstream, &q)}</div>
             </div>
+            {(edges_omitted > 0).then(|| view! {
+                <p class="muted">{format!(
+                    "{edges_omitted} more callers and callees not shown: the {} busiest of each are listed.",
+                    crate::top::PAGE_EDGES
+                )}</p>
+            })}
         </section>
         <section id="recent-errors">
             <h2>"Recent errors " <a class="muted" href=format!("/traces?{q}&service={enc}&status=error")>"all…"</a></h2>
@@ -276,8 +312,15 @@ pub async fn service(
     page(&name, Some(&view), &format!("/services/{enc}"), body)
 }
 
-/// `GET /service-map`.
-pub async fn map(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
+/// `GET /service-map`: the busiest calls (at most [`crate::top::MAP_EDGES`])
+/// and services (the ends of those calls and at most
+/// [`crate::top::MAP_NODES`] more), optionally only those whose name
+/// contains `search`, with a count of what is left out.
+pub async fn map(
+    State(s): State<WebState>,
+    Query(p): Query<ViewParams>,
+    Query(f): Query<super::ServiceFilter>,
+) -> Response {
     let view = match p.view() {
         Ok(v) => v,
         Err(r) => return r,
@@ -298,17 +341,49 @@ pub async fn map(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Resp
             );
         }
     };
-    let services = services.unwrap_or_default();
+    let search = f.search.clone().filter(|s| !s.trim().is_empty());
+    let needle = search.as_deref().map(str::to_lowercase);
+    let matches = |name: &str| {
+        needle
+            .as_deref()
+            .is_none_or(|n| name.to_lowercase().contains(n))
+    };
+    let edges: Vec<Edge> = edges
+        .into_iter()
+        .filter(|e| matches(&e.caller) || matches(&e.callee))
+        .collect();
+    let edges = crate::top::top(
+        edges,
+        crate::top::MAP_EDGES,
+        None,
+        |e| &e.caller,
+        |e| e.calls as f64,
+    );
+    let services = crate::top::top(
+        services.unwrap_or_default(),
+        crate::top::MAP_NODES,
+        search.as_deref(),
+        |r| r.service.as_str(),
+        |r| r.requests as f64,
+    );
+    let omitted_edges = edges.omitted();
+    let edges = edges.items;
+    let red: std::collections::HashMap<&str, &Red> = services
+        .items
+        .iter()
+        .map(|r| (r.service.as_str(), r))
+        .collect();
     let mut names: std::collections::BTreeSet<String> =
-        services.iter().map(|r| r.service.clone()).collect();
+        services.items.iter().map(|r| r.service.clone()).collect();
     for e in &edges {
         names.insert(e.caller.clone());
         names.insert(e.callee.clone());
     }
+    let omitted_services = services.matched.saturating_sub(names.len());
     let nodes: Vec<GraphNode> = names
         .into_iter()
         .map(|n| {
-            let red = services.iter().find(|r| r.service == n);
+            let red = red.get(n.as_str());
             GraphNode {
                 href: format!("/services/{}?{q}", url_encode(&n)),
                 detail: red
@@ -335,14 +410,31 @@ pub async fn map(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Resp
     } else {
         view! { <ServiceGraph nodes=nodes edges=graph_edges/> }.into_any()
     };
+    let omitted = (omitted_edges > 0 || omitted_services > 0).then(|| {
+        view! {
+            <p class="muted" id="map-omitted">{format!(
+                "{omitted_edges} more calls and {omitted_services} more services not shown: the busiest are drawn; search to narrow the map."
+            )}</p>
+        }
+    });
     let body = view! {
         <h1>"Service map"</h1>
         <section id="graph">
+            <form method="get" action="/service-map" class="search">
+                {view.hidden_fields()}
+                <input name="search" placeholder="search services" value=search.clone().unwrap_or_default()/>
+                " "<button type="submit">"Search"</button>
+            </form>
             {graph}
+            {omitted}
             <p class="muted">"Calls in red fail more than 1% of the time; dashed calls go to services that send no telemetry. Click a service for its page."</p>
         </section>
         <section id="edges"><h2>"Calls"</h2>{edge_table("edges-table", &edges, &q)}</section>
     }
     .to_html();
-    page("Service map", Some(&view), "/service-map", body)
+    let path = match &search {
+        Some(q) => format!("/service-map?search={}", url_encode(q)),
+        None => "/service-map".to_string(),
+    };
+    page("Service map", Some(&view), &path, body)
 }
