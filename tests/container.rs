@@ -159,3 +159,22 @@ fn the_image_default_command_finds_the_shipped_rules() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no rules directory"), "{stderr}");
 }
+
+/// An error ends the process with one line of causes and exit code 1,
+/// never a backtrace (the operator reads it), even with RUST_BACKTRACE set.
+#[test]
+fn errors_are_one_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_burnwatch"))
+        .args(["serve", "--check", "--rules-dir"])
+        .arg(dir.path().join("missing"))
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("burnwatch: error: no rules directory"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}
