@@ -248,3 +248,124 @@ async fn a_query_past_its_time_limit_stops() {
         started.elapsed()
     );
 }
+
+/// Random deep and wide expressions and large-value function calls (a
+/// fixed seed, so a failure repeats): every one is refused with a reason or
+/// runs within its limits; none takes the process down. The suite runs 150;
+/// `BURNWATCH_SQL_PROPERTY_CASES=5000` runs more.
+#[tokio::test]
+async fn random_deep_wide_and_large_queries_never_take_the_process_down() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let limits = QueryLimits {
+        timeout_secs: 2.0,
+        memory_bytes: 64 << 20,
+        max_result_bytes: 8 << 20,
+        ..Default::default()
+    };
+    let cases: usize = std::env::var("BURNWATCH_SQL_PROPERTY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut seen = std::collections::BTreeMap::new();
+
+    /// An integer expression of about `budget` nodes, nested up to `depth`.
+    fn int_expr(rng: &mut rand::rngs::StdRng, depth: usize) -> String {
+        if depth == 0 || rng.random_bool(0.15) {
+            return match rng.random_range(0..4) {
+                0 => rng.random_range(0..1000).to_string(),
+                1 => "duration_ns".into(),
+                2 => "length(name)".into(),
+                _ => "cardinality(range(3))".into(),
+            };
+        }
+        let a = int_expr(rng, depth - 1);
+        match rng.random_range(0..9) {
+            0 => format!("{a} + {}", rng.random_range(0..9)),
+            1 => format!("({a}) * 2"),
+            2 => format!("abs({a})"),
+            3 => format!("-({a})"),
+            4 => format!("CAST({a} AS BIGINT)"),
+            5 => format!("CASE WHEN {a} > 5 THEN 1 ELSE {a} END"),
+            6 => format!("coalesce({a}, 0)"),
+            7 => format!("length(repeat('ab', {}))", big(rng)),
+            _ => format!("cardinality(array_repeat({a}, {}))", big(rng)),
+        }
+    }
+    /// A count that is usually small and sometimes far past any budget.
+    fn big(rng: &mut rand::rngs::StdRng) -> u64 {
+        match rng.random_range(0..4) {
+            0 => rng.random_range(0..100),
+            1 => rng.random_range(0..100_000),
+            2 => rng.random_range(0..100_000_000),
+            _ => rng.random_range(0..u32::MAX as u64),
+        }
+    }
+
+    for case in 0..cases {
+        let sql = match rng.random_range(0..6) {
+            // A deep nest of mixed operators and calls.
+            0 | 1 => {
+                let depth = rng.random_range(1..400);
+                format!("SELECT {} AS v FROM spans LIMIT 3", int_expr(&mut rng, depth))
+            }
+            // A long flat chain.
+            2 => {
+                let op = ["+", "*", "-", "AND", "OR", "||"][rng.random_range(0..6)];
+                let n = rng.random_range(10..6000);
+                let term = if matches!(op, "AND" | "OR") { "true" } else { "1" };
+                format!("SELECT {term}{}", format!(" {op} {term}").repeat(n))
+            }
+            // Large values from functions, alone and nested.
+            3 => {
+                let f = [
+                    "repeat('x', N)",
+                    "lpad('x', N)",
+                    "rpad('y', N, 'ab')",
+                    "array_repeat(1, N)",
+                    "range(0, N)",
+                    "concat(repeat('x', N), repeat('y', N))",
+                    "replace(repeat('a', 1000), 'a', repeat('b', N))",
+                ][rng.random_range(0..7)];
+                let n = big(&mut rng);
+                format!("SELECT length(CAST({} AS VARCHAR)) AS v", f.replace('N', &n.to_string()))
+            }
+            // Wide: many columns, many ORs, many unions.
+            4 => {
+                let n = rng.random_range(1..300);
+                format!(
+                    "SELECT count(*) FROM spans WHERE {}",
+                    (0..n).map(|i| format!("duration_ns = {i}")).collect::<Vec<_>>().join(" OR ")
+                )
+            }
+            _ => {
+                let n = rng.random_range(1..100);
+                format!("SELECT 1 AS v{}", " UNION ALL SELECT 2".repeat(n))
+            }
+        };
+        let outcome = match run(&store, &sql, &limits).await {
+            Ok(r) => {
+                assert!(r.num_rows() <= limits.max_rows);
+                "ran"
+            }
+            Err(QueryError::Invalid(m)) if m.contains("deep") || m.contains("operators") => {
+                "too deep"
+            }
+            Err(QueryError::ResourcesExhausted(_) | QueryError::ResultTooLarge(_)) => {
+                "over budget"
+            }
+            Err(QueryError::Execution(m)) => {
+                assert!(!m.contains("stack") && !m.contains("panic"), "case {case}: {m}");
+                "failed"
+            }
+            Err(_) => "refused",
+        };
+        *seen.entry(outcome).or_insert(0usize) += 1;
+    }
+    // The generator reaches every limit, and most queries still run.
+    for outcome in ["ran", "too deep", "over budget"] {
+        assert!(seen.get(outcome).copied().unwrap_or(0) > 0, "{seen:?}");
+    }
+}
