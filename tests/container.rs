@@ -62,8 +62,8 @@ fn the_image_default_command_finds_the_shipped_rules() {
         .collect();
     let workdir = runtime
         .lines()
-        .filter_map(|l| l.strip_prefix("WORKDIR "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("WORKDIR "))
         .unwrap_or("/")
         .trim()
         .to_string();
@@ -174,7 +174,10 @@ fn errors_are_one_line_without_a_backtrace() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("burnwatch: error: no rules directory"), "{stderr}");
+    assert!(
+        stderr.starts_with("burnwatch: error: no rules directory"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }

@@ -92,10 +92,16 @@ async fn the_probes_findings_are_answered_and_the_server_stays_up() {
 
     // 1. A long expression: refused with a reason, and the process lives.
     let sum = |n: usize| format!("SELECT 1{}", " + 1".repeat(n));
-    for (n, want) in [(5_000, "operators and keywords"), (1_000, "nests more than 256")] {
+    for (n, want) in [
+        (5_000, "operators and keywords"),
+        (1_000, "nests more than 256"),
+    ] {
         let (st, v) = query(&c, &s, &sum(n)).await;
         assert_eq!(st, 400, "{v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(want), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(want),
+            "{v}"
+        );
         health(&c, &s).await;
     }
 
@@ -133,7 +139,10 @@ async fn the_probes_findings_are_answered_and_the_server_stays_up() {
     let (st, took) = heavy.await.unwrap();
     assert_eq!(st, 408, "the heavy query stops at its limit");
     assert!(took < Duration::from_secs(15), "{took:?}");
-    assert!(slowest < Duration::from_secs(1), "/healthz took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "/healthz took {slowest:?}"
+    );
 
     // 7. EXPLAIN answers.
     let (st, v) = query(&c, &s, "EXPLAIN SELECT count(*) FROM spans").await;
@@ -142,7 +151,9 @@ async fn the_probes_findings_are_answered_and_the_server_stays_up() {
 
     // 6. Every member of a gzip body is stored; bytes after it are refused.
     let mut body = gzip(&common::trace_request(1, 3, "gz", 8).encode_to_vec());
-    body.extend(gzip(&common::trace_request(100, 4, "gz", 8).encode_to_vec()));
+    body.extend(gzip(
+        &common::trace_request(100, 4, "gz", 8).encode_to_vec(),
+    ));
     let post = |body: Vec<u8>| {
         c.post(&otlp)
             .bearer_auth(ADMIN)
@@ -197,7 +208,10 @@ async fn the_probes_findings_are_answered_and_the_server_stays_up() {
         .send()
         .await
         .unwrap();
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(csp.contains("script-src 'self' 'sha256-"), "{csp}");
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     let page = r.text().await.unwrap();
@@ -264,17 +278,27 @@ async fn a_flood_of_services_is_bounded_at_ingest_and_on_every_page() {
             .unwrap();
         assert_eq!(r.status(), 200);
         let body = r.bytes().await.unwrap();
-        let resp = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
-            &body[..],
-        )
-        .unwrap();
+        let resp =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
+                &body[..],
+            )
+            .unwrap();
         if let Some(p) = resp.partial_success {
             rejected += p.rejected_spans as u64;
-            assert!(p.error_message.contains("max_services_per_hour"), "{}", p.error_message);
+            assert!(
+                p.error_message.contains("max_services_per_hour"),
+                "{}",
+                p.error_message
+            );
         }
     }
     assert_eq!(rejected, SERVICES - 2000);
-    let (st, v) = query(&c, &s, "SELECT count(DISTINCT service_name) AS n FROM spans").await;
+    let (st, v) = query(
+        &c,
+        &s,
+        "SELECT count(DISTINCT service_name) AS n FROM spans",
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(v["rows"][0]["n"], 2000);
     let metrics = c
@@ -305,7 +329,10 @@ async fn a_flood_of_services_is_bounded_at_ingest_and_on_every_page() {
         (format!("/?{range}"), 400_000),
         (format!("/?{range}&search=svc-0001"), 400_000),
         (format!("/service-map?{range}"), 1_500_000),
-        (format!("/api/v1/red/services?from={day_ago}&limit=100"), 100_000),
+        (
+            format!("/api/v1/red/services?from={day_ago}&limit=100"),
+            100_000,
+        ),
         (format!("/api/v1/red/services?from={day_ago}"), 1_000_000),
         (format!("/api/v1/service-map?from={day_ago}"), 1_000_000),
     ] {
@@ -330,7 +357,10 @@ async fn a_flood_of_services_is_bounded_at_ingest_and_on_every_page() {
         if path.ends_with("limit=100") {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(v["services"].as_array().unwrap().len(), 100);
-            assert_eq!((v["matched"].as_u64(), v["omitted"].as_u64()), (Some(2000), Some(1900)));
+            assert_eq!(
+                (v["matched"].as_u64(), v["omitted"].as_u64()),
+                (Some(2000), Some(1900))
+            );
         }
     }
     health(&c, &s).await;
