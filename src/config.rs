@@ -32,7 +32,7 @@ pub struct Config {
     /// SLOs, alerting and notifications.
     pub slo: slo_engine::engine::SloConfig,
     /// RED rollups: cache size and the per-service operation limit.
-    pub rollups: slo_engine::rollup::RollupConfig,
+    pub rollups: analytics::rollup::RollupConfig,
     /// API tokens with roles (ingest, viewer, editor, admin) and dashboard
     /// sessions. No tokens: auth is off.
     pub auth: web::auth::AuthConfig,
@@ -50,7 +50,7 @@ impl Default for Config {
             collector: collector::CollectorConfig::default(),
             query: store::sql::QueryLimits::default(),
             slo: slo_engine::engine::SloConfig::default(),
-            rollups: slo_engine::rollup::RollupConfig::default(),
+            rollups: analytics::rollup::RollupConfig::default(),
             auth: web::auth::AuthConfig::default(),
         }
     }

@@ -241,7 +241,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     if let Some(engine) = slo.clone() {
         metrics.push(Arc::new(move |out: &mut String| engine.render_metrics(out)));
     }
-    let rollups = slo_engine::rollup::Rollups::with_limit(
+    let rollups = analytics::rollup::Rollups::with_limit(
         store.clone(),
         config.rollups.cache_bytes,
         config.rollups.max_operations_per_service,

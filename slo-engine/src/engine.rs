@@ -826,7 +826,7 @@ impl SloEngine {
             self.rules.failures.load(Ordering::Relaxed)
         );
         let sm = &self.sli.metrics;
-        crate::cache::render_counters(
+        analytics::cache::render_counters(
             out,
             &[
                 (

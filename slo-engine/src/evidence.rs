@@ -179,7 +179,7 @@ pub async fn gather(
     if !traces.is_empty() {
         let ids: Vec<String> = traces
             .iter()
-            .map(|t| crate::red::quote(&t.trace_id))
+            .map(|t| analytics::red::quote(&t.trace_id))
             .collect();
         // A trace's logs are near its spans: an hour either side.
         let logs_sql = format!(

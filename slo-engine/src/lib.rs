@@ -1,9 +1,10 @@
 //! Burnwatch's SLO engine: error budgets and multiwindow, multi-burn-rate
 //! alerting (Google SRE Workbook, chapter 5).
 //!
-//! Parts: [`metrics`] (the metric catalogue and counter rates with reset
-//! handling), [`red`] (rate, errors and duration per service and operation,
-//! totals and time series, from server spans in the store), [`burn`]
+//! Read-side queries (RED, metric series, rollups, trace-id filters) live in
+//! the `analytics` crate; this crate keeps SLOs and alerting.
+//!
+//! Parts: [`burn`]
 //! (burn-rate math and the standard alert tiers, rescaled for any SLO
 //! window), [`openslo`] (OpenSLO v1 definitions), [`window`] (rolling and
 //! calendar windows, Occurrences and Timeslices), [`sli`] (counting an SLI's
@@ -23,22 +24,16 @@
 pub mod alerting;
 pub mod backtest;
 pub mod burn;
-mod cache;
 pub mod dispatch;
 pub mod engine;
 pub mod evaluate;
 pub mod evidence;
 pub mod incidents;
-pub mod metrics;
 pub mod notify;
 pub mod openslo;
-pub mod red;
-pub mod rollup;
 pub mod rule_tests;
 pub mod rules;
 pub mod secret;
 pub mod silences;
-pub mod sketch;
 pub mod sli;
-pub mod trace_index;
 pub mod window;

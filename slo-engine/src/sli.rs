@@ -27,7 +27,7 @@ use store::files::FileMeta;
 use store::sql::{QueryError, QueryLimits};
 use store::{Snapshot, Store, Table};
 
-use crate::cache::{FileCache, Weigh};
+use analytics::cache::{FileCache, Weigh};
 
 /// One minute, ns.
 pub const MINUTE_NS: i64 = 60_000_000_000;
@@ -456,7 +456,7 @@ impl SliCounter {
                     other_is_good: *other_is_good,
                     ..Default::default()
                 };
-                crate::metrics::counter_increases(
+                analytics::series::counter_increases(
                     &self.store,
                     &total.metric,
                     &total.filter,
@@ -466,7 +466,7 @@ impl SliCounter {
                 )
                 .await
                 .map_err(query_error)?;
-                crate::metrics::counter_increases(
+                analytics::series::counter_increases(
                     &self.store,
                     &other.metric,
                     &other.filter,
@@ -487,7 +487,7 @@ impl SliCounter {
                     other_is_good: true,
                     ..Default::default()
                 };
-                crate::metrics::histogram_point_increases(
+                analytics::series::histogram_point_increases(
                     &self.store,
                     &metric.metric,
                     &metric.filter,
@@ -599,7 +599,7 @@ impl SliCounter {
         };
         let ctx = SessionContext::new_with_config(store::query::session_config());
         if !edge_files.is_empty() {
-            crate::rollup::register(
+            analytics::rollup::register(
                 &ctx,
                 "f",
                 Snapshot {
@@ -615,7 +615,7 @@ impl SliCounter {
             }
         }
         if !snap.batches.is_empty() {
-            crate::rollup::register(
+            analytics::rollup::register(
                 &ctx,
                 "m",
                 Snapshot {
@@ -734,7 +734,7 @@ async fn compute(
     meta: &FileMeta,
 ) -> Result<Vec<(i64, u64, u64)>, QueryError> {
     let ctx = SessionContext::new_with_config(store::query::session_config());
-    crate::rollup::register(
+    analytics::rollup::register(
         &ctx,
         "f",
         Snapshot {

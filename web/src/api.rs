@@ -357,7 +357,7 @@ pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
 }
 
 /// The window `[from, to)`: `to` defaults to now, `from` to an hour before `to`.
-fn window(from: Option<&str>, to: Option<&str>) -> Result<slo_engine::red::Window, ApiError> {
+fn window(from: Option<&str>, to: Option<&str>) -> Result<analytics::red::Window, ApiError> {
     let to = match to {
         Some(t) => parse_time("to", t)?,
         None => store::now_ns(),
@@ -366,7 +366,7 @@ fn window(from: Option<&str>, to: Option<&str>) -> Result<slo_engine::red::Windo
         Some(f) => parse_time("from", f)?,
         None => to - 3_600_000_000_000,
     };
-    slo_engine::red::Window::new(from, to)
+    analytics::red::Window::new(from, to)
         .map_err(|e| ApiError::bad_request("invalid_window", e.to_string()))
 }
 
@@ -381,7 +381,7 @@ fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiErr
 }
 
 impl RedParams {
-    fn window(&self) -> Result<slo_engine::red::Window, ApiError> {
+    fn window(&self) -> Result<analytics::red::Window, ApiError> {
         window(self.from.as_deref(), self.to.as_deref())
     }
 
@@ -390,11 +390,11 @@ impl RedParams {
     }
 }
 
-impl From<slo_engine::red::RedError> for ApiError {
-    fn from(e: slo_engine::red::RedError) -> Self {
+impl From<analytics::red::RedError> for ApiError {
+    fn from(e: analytics::red::RedError) -> Self {
         match e {
-            slo_engine::red::RedError::BadRequest(m) => ApiError::bad_request("invalid_request", m),
-            slo_engine::red::RedError::Query(m) => ApiError {
+            analytics::red::RedError::BadRequest(m) => ApiError::bad_request("invalid_request", m),
+            analytics::red::RedError::Query(m) => ApiError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: "query_failed",
                 message: m,
@@ -463,7 +463,7 @@ pub struct MetricParams {
 impl Params for MetricParams {}
 
 impl MetricParams {
-    fn parts(&self) -> Result<(slo_engine::red::Window, &str, i64, Vec<String>), ApiError> {
+    fn parts(&self) -> Result<(analytics::red::Window, &str, i64, Vec<String>), ApiError> {
         let group_by = self
             .group_by
             .as_deref()
@@ -491,7 +491,7 @@ pub async fn metrics_list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let metrics = crate::top::top(
-        slo_engine::metrics::list(&s.store, &w).await?,
+        analytics::series::list(&s.store, &w).await?,
         crate::top::api_limit(p.limit),
         p.search.as_deref(),
         |m| m.name.as_str(),
@@ -510,7 +510,7 @@ pub async fn metrics_rate(
     ApiQuery { params: p, .. }: ApiQuery<MetricParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (w, name, step, group_by) = p.parts()?;
-    let series = slo_engine::metrics::counter_rate(&s.store, name, &w, step, &group_by).await?;
+    let series = analytics::series::counter_rate(&s.store, name, &w, step, &group_by).await?;
     Ok(Json(
         serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "group_by": group_by, "series": series }),
     ))
@@ -523,7 +523,7 @@ pub async fn metrics_gauge(
     ApiQuery { params: p, .. }: ApiQuery<MetricParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (w, name, step, group_by) = p.parts()?;
-    let series = slo_engine::metrics::gauge(&s.store, name, &w, step, &group_by).await?;
+    let series = analytics::series::gauge(&s.store, name, &w, step, &group_by).await?;
     Ok(Json(
         serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "group_by": group_by, "series": series }),
     ))
@@ -537,7 +537,7 @@ pub async fn metrics_quantile(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (w, name, step, group_by) = p.parts()?;
     let q = p.q.unwrap_or(0.95);
-    let series = slo_engine::metrics::histogram(&s.store, name, q, &w, step, &group_by).await?;
+    let series = analytics::series::histogram(&s.store, name, q, &w, step, &group_by).await?;
     Ok(Json(
         serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "q": q, "group_by": group_by, "series": series }),
     ))
@@ -550,7 +550,7 @@ pub async fn service_map(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let search = p.search.as_deref().map(str::to_lowercase);
-    let edges: Vec<_> = slo_engine::red::service_map(&s.store, &w)
+    let edges: Vec<_> = analytics::red::service_map(&s.store, &w)
         .await?
         .into_iter()
         .filter(|e| {
@@ -588,13 +588,13 @@ pub async fn red_series(
     ))
 }
 
-impl From<crate::explore::ExploreError> for ApiError {
-    fn from(e: crate::explore::ExploreError) -> Self {
+impl From<analytics::search::ExploreError> for ApiError {
+    fn from(e: analytics::search::ExploreError) -> Self {
         match e {
-            crate::explore::ExploreError::BadRequest(m) => {
+            analytics::search::ExploreError::BadRequest(m) => {
                 ApiError::bad_request("invalid_request", m)
             }
-            crate::explore::ExploreError::Query(m) => ApiError {
+            analytics::search::ExploreError::Query(m) => ApiError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: "query_failed",
                 message: m,
@@ -621,16 +621,16 @@ pub struct WindowParams {
 impl Params for WindowParams {}
 
 impl WindowParams {
-    fn window(&self) -> Result<slo_engine::red::Window, ApiError> {
+    fn window(&self) -> Result<analytics::red::Window, ApiError> {
         window(self.from.as_deref(), self.to.as_deref())
     }
 }
 
-impl Params for crate::explore::TraceSearch {
+impl Params for analytics::search::TraceSearch {
     const ATTRIBUTES: bool = true;
 }
 
-impl Params for crate::explore::LogSearch {
+impl Params for analytics::search::LogSearch {
     const ATTRIBUTES: bool = true;
 }
 
@@ -639,7 +639,7 @@ pub async fn trace(
     State(s): State<WebState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let v = crate::explore::trace(&s.rollups.traces, &id).await?;
+    let v = analytics::search::trace(&s.rollups.traces, &id).await?;
     if v["spans"].as_array().is_some_and(|a| a.is_empty()) {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -656,11 +656,11 @@ pub async fn search_traces(
     ApiQuery {
         params: f,
         attributes,
-    }: ApiQuery<crate::explore::TraceSearch>,
+    }: ApiQuery<analytics::search::TraceSearch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = window(f.from.as_deref(), f.to.as_deref())?;
     Ok(Json(
-        crate::explore::search_traces(&s.store, &f, &attributes, w.from_ns, w.to_ns).await?,
+        analytics::search::search_traces(&s.store, &f, &attributes, w.from_ns, w.to_ns).await?,
     ))
 }
 
@@ -670,10 +670,10 @@ pub async fn search_logs(
     ApiQuery {
         params: f,
         attributes,
-    }: ApiQuery<crate::explore::LogSearch>,
+    }: ApiQuery<analytics::search::LogSearch>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = window(f.from.as_deref(), f.to.as_deref())?;
     Ok(Json(
-        crate::explore::search_logs(&s.store, &f, &attributes, w.from_ns, w.to_ns).await?,
+        analytics::search::search_logs(&s.store, &f, &attributes, w.from_ns, w.to_ns).await?,
     ))
 }

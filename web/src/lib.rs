@@ -5,7 +5,7 @@
 //! - `POST /api/v1/query`: one read-only SQL query, JSON / CSV / Arrow IPC out ([`api`]).
 //! - `GET /api/v1/red/{services,operations,series}`: RED metrics over a window.
 //! - `GET /api/v1/traces/{id}`, `GET /api/v1/traces`, `GET /api/v1/logs`:
-//!   a trace with its logs, trace search, log search ([`explore`]).
+//!   a trace with its logs, trace search, log search (`analytics::search`).
 //! - `GET /api/v1/service-map`: caller -> callee edges with RED per edge.
 //! - `GET /api/v1/metrics`, `/metrics/rate`, `/metrics/gauge`,
 //!   `/metrics/quantile`: the metric catalogue, counter rates, gauges,
@@ -36,7 +36,6 @@ use axum::routing::{get, post};
 
 pub mod api;
 pub mod auth;
-pub mod explore;
 pub mod security;
 pub mod slos;
 pub mod top;
@@ -59,7 +58,7 @@ pub struct WebState {
     /// The SLO engine, when SLOs are loaded.
     pub slo: Option<Arc<slo_engine::engine::SloEngine>>,
     /// RED rollups over the store.
-    pub rollups: Arc<slo_engine::rollup::Rollups>,
+    pub rollups: Arc<analytics::rollup::Rollups>,
     /// API tokens and dashboard sessions; `None`: auth is off.
     pub auth: Option<Arc<auth::Auth>>,
 }

@@ -28,7 +28,7 @@ async fn state(limits: store::sql::QueryLimits) -> (WebState, tempfile::TempDir)
         .unwrap();
     (
         WebState {
-            rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
+            rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
             store,
             metrics: Vec::new(),
             ready: Default::default(),

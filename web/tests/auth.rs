@@ -51,7 +51,7 @@ async fn state() -> (WebState, tempfile::TempDir) {
     .unwrap();
     (
         WebState {
-            rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
+            rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
             store,
             metrics: vec![],
             ready: Default::default(),

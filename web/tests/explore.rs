@@ -133,7 +133,7 @@ async fn state() -> (WebState, tempfile::TempDir) {
     store.write(Table::Logs, l.finish()).await.unwrap();
     (
         WebState {
-            rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
+            rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
             store,
             metrics: vec![],
             ready: Default::default(),
@@ -333,7 +333,7 @@ async fn a_two_hour_trace_and_attribute_filters() {
     let filters = s
         .store
         .data_dir()
-        .join(slo_engine::trace_index::TRACE_INDEX_DIR);
+        .join(analytics::trace_index::TRACE_INDEX_DIR);
     for round in 0..3 {
         match round {
             1 => {
@@ -352,8 +352,8 @@ async fn a_two_hour_trace_and_attribute_filters() {
                     std::fs::write(&e, b).unwrap();
                 }
                 // Evict the cached filters so the damaged files are read.
-                let fresh = slo_engine::rollup::Rollups::new(s.store.clone(), 1 << 20);
-                let v = web::explore::trace(&fresh.traces, &"dd".repeat(16))
+                let fresh = analytics::rollup::Rollups::new(s.store.clone(), 1 << 20);
+                let v = analytics::search::trace(&fresh.traces, &"dd".repeat(16))
                     .await
                     .unwrap();
                 assert_eq!(v["spans"].as_array().unwrap().len(), 3);

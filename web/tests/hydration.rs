@@ -376,7 +376,7 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
     );
     store.write(Table::Logs, logs.finish()).await.unwrap();
     let state = WebState {
-        rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
+        rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
         store,
         metrics: vec![],
         ready: Default::default(),
@@ -637,7 +637,7 @@ async fn signing_in_and_out_in_a_real_browser() {
     .unwrap()
     .unwrap();
     let state = WebState {
-        rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
+        rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
         store,
         metrics: vec![],
         ready: Default::default(),

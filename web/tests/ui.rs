@@ -146,7 +146,7 @@ async fn pages_render_in_chromium() {
     assert_eq!(checkout.state.as_str(), "page");
 
     let state = WebState {
-        rollups: slo_engine::rollup::Rollups::new(store.clone(), 1 << 24),
+        rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
         store,
         metrics: vec![],
         ready: Default::default(),

@@ -15,12 +15,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use analytics::red::{self, Window};
+use analytics::rollup::Rollups;
 use anyhow::Context;
 use burnwatch_bench::dataset::{DAY, HOUR, load_or_generate, store_config, time};
 use clap::Parser;
 use slo_engine::evaluate::evaluate;
-use slo_engine::red::{self, Window};
-use slo_engine::rollup::Rollups;
 use slo_engine::sli::SliCounter;
 use store::Store;
 
@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
     let day = Window::new(end - DAY, end)?;
 
     // Rollups: computed (or read) once, as the server does in the background.
-    let rollups = Rollups::new(store.clone(), slo_engine::rollup::DEFAULT_CACHE_BYTES);
+    let rollups = Rollups::new(store.clone(), analytics::rollup::DEFAULT_CACHE_BYTES);
     let t = Instant::now();
     for w in [&day] {
         rollups.services(w).await?;
@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
         "1440 points",
     );
     let trace = meta.trace.clone();
-    let n = web::explore::trace(&r.traces, &trace).await?["spans"]
+    let n = analytics::search::trace(&r.traces, &trace).await?["spans"]
         .as_array()
         .map_or(0, |a| a.len());
     let skipped = r
@@ -210,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
     row(
         "trace by id (all 24 h, trace-id filters)",
         time(args.runs, || async {
-            Ok(web::explore::trace(&r.traces, &trace).await?)
+            Ok(analytics::search::trace(&r.traces, &trace).await?)
         })
         .await?,
         &format!("{n} spans; {skipped} of the files skipped"),
@@ -231,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
         .await?,
         "baseline",
     );
-    let search = web::explore::TraceSearch {
+    let search = analytics::search::TraceSearch {
         service: Some("payments".into()),
         status: Some("error".into()),
         limit: Some(20),
@@ -240,12 +240,12 @@ async fn main() -> anyhow::Result<()> {
     row(
         "trace search: payments errors, last 1 h, 20 newest",
         time(args.runs, || async {
-            Ok(web::explore::search_traces(s, &search, &[], hour.from_ns, hour.to_ns).await?)
+            Ok(analytics::search::search_traces(s, &search, &[], hour.from_ns, hour.to_ns).await?)
         })
         .await?,
         "",
     );
-    let logs = web::explore::LogSearch {
+    let logs = analytics::search::LogSearch {
         q: Some("timeout".into()),
         limit: Some(100),
         ..Default::default()
@@ -253,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
     row(
         "log search: \"timeout\", last 1 h, 100 newest",
         time(args.runs, || async {
-            Ok(web::explore::search_logs(s, &logs, &[], hour.from_ns, hour.to_ns).await?)
+            Ok(analytics::search::search_logs(s, &logs, &[], hour.from_ns, hour.to_ns).await?)
         })
         .await?,
         "",
@@ -261,7 +261,7 @@ async fn main() -> anyhow::Result<()> {
     row(
         "log search: \"timeout\", 24 h, 100 newest",
         time(args.runs, || async {
-            Ok(web::explore::search_logs(s, &logs, &[], day.from_ns, day.to_ns).await?)
+            Ok(analytics::search::search_logs(s, &logs, &[], day.from_ns, day.to_ns).await?)
         })
         .await?,
         "",

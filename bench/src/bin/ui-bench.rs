@@ -14,13 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use analytics::rollup::Rollups;
 use anyhow::Context;
 use axum::body::Body;
 use axum::http::{Request, header};
 use burnwatch_bench::dataset::{HOUR, load_or_generate, store_config};
 use burnwatch_bench::median;
 use clap::Parser;
-use slo_engine::rollup::Rollups;
 use store::Store;
 use tower::ServiceExt;
 use web::{WebState, app};
@@ -59,11 +59,11 @@ async fn main() -> anyhow::Result<()> {
         meta.logs,
         data_dir.display()
     );
-    let rollups = Rollups::new(store.clone(), slo_engine::rollup::DEFAULT_CACHE_BYTES);
+    let rollups = Rollups::new(store.clone(), analytics::rollup::DEFAULT_CACHE_BYTES);
     let t = Instant::now();
     let end = meta.end;
     rollups
-        .services(&slo_engine::red::Window::new(end - 24 * HOUR, end)?)
+        .services(&analytics::red::Window::new(end - 24 * HOUR, end)?)
         .await?;
     rollups.traces.maintain().await?;
     println!(

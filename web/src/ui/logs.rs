@@ -12,7 +12,7 @@ use slo_engine::openslo::SEVERITIES;
 use super::traces::ts;
 use super::{ViewParams, attribute_filter, error_page, explore_status, non_empty, page};
 use crate::WebState;
-use crate::explore::{self, LogSearch};
+use analytics::search::{self as explore, LogSearch};
 
 /// `/logs` form fields (besides the view's range).
 #[derive(Debug, Default, Deserialize)]

@@ -3,13 +3,13 @@
 //! its average (or min, max, last), a histogram as a quantile (or the
 //! average).
 
+use analytics::red::RedError;
+use analytics::series::{MetricInfo, Series};
 use axum::extract::{Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use leptos::prelude::*;
 use serde::Deserialize;
-use slo_engine::metrics::{self, MetricInfo, Series};
-use slo_engine::red::RedError;
 
 use super::charts::{COLORS, Heatmap, Line, TimeSeries, short};
 use super::services::aligned;
@@ -66,19 +66,20 @@ async fn chart(
     s: &WebState,
     info: &MetricInfo,
     stat: &str,
-    w: &slo_engine::red::Window,
+    w: &analytics::red::Window,
     step: i64,
     group_by: &[String],
 ) -> Result<(Charted, usize, String), RedError> {
     let unit = info.unit.clone().unwrap_or_default();
     match info.metric_type.as_str() {
         "sum" => {
-            let series = metrics::counter_rate(&s.store, &info.name, w, step, group_by).await?;
+            let series =
+                analytics::series::counter_rate(&s.store, &info.name, w, step, group_by).await?;
             let (l, hidden) = lines(series, |p| (p.time_ns, Some(p.rate)));
             Ok(((l, format!("{unit}/s")), hidden, "rate".into()))
         }
         "gauge" => {
-            let series = metrics::gauge(&s.store, &info.name, w, step, group_by).await?;
+            let series = analytics::series::gauge(&s.store, &info.name, w, step, group_by).await?;
             let stat = match stat {
                 "min" | "max" | "last" => stat,
                 _ => "avg",
@@ -102,9 +103,15 @@ async fn chart(
                 "avg" => None,
                 _ => Some(0.95),
             };
-            let series =
-                metrics::histogram(&s.store, &info.name, q.unwrap_or(0.5), w, step, group_by)
-                    .await?;
+            let series = analytics::series::histogram(
+                &s.store,
+                &info.name,
+                q.unwrap_or(0.5),
+                w,
+                step,
+                group_by,
+            )
+            .await?;
             let (l, hidden) = lines(series, |p| {
                 (p.time_ns, if q.is_some() { p.value } else { p.average })
             });
@@ -130,7 +137,7 @@ pub async fn explore(
         Err(r) => return r,
     };
     let w = view.window;
-    let catalogue = match metrics::list(&s.store, &w).await {
+    let catalogue = match analytics::series::list(&s.store, &w).await {
         Ok(c) => c,
         Err(e) => {
             return error_page(
@@ -166,7 +173,7 @@ pub async fn explore(
             match chart(&s, info, &stat, &cw, step, &group_by).await {
                 Ok(((lines, unit), hidden, label)) => {
                     let heatmap = if info.metric_type == "histogram" {
-                        match metrics::heatmap(&s.store, &info.name, &cw, step).await {
+                        match analytics::series::heatmap(&s.store, &info.name, &cw, step).await {
                             Ok(h) => view! {
                                 <Heatmap id="metric-heatmap".to_string() title=format!("{} distribution", info.name)
                                     unit=unit.clone() times_ns=h.times_ns to_ns=cw.to_ns bounds=h.bounds counts=h.counts/>
@@ -223,7 +230,7 @@ pub async fn explore(
     );
     let metrics_omitted = shown.omitted();
     let shown = shown.items;
-    let services_of = |m: &metrics::MetricInfo| {
+    let services_of = |m: &analytics::series::MetricInfo| {
         const SHOWN: usize = 10;
         let mut text = m
             .services

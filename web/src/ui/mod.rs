@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use analytics::red::{Red, Window};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -19,7 +20,6 @@ use serde::Deserialize;
 use slo_engine::engine::now_ns;
 use slo_engine::evaluate::{BurnPoint, SloStatus};
 use slo_engine::incidents::Incident;
-use slo_engine::red::{Red, Window};
 
 use crate::WebState;
 
@@ -373,9 +373,9 @@ fn attribute_filter(v: &Option<String>) -> Result<Vec<(String, String)>, String>
 }
 
 /// The page status for an explore error: bad input is 400, the rest 500.
-fn explore_status(e: &crate::explore::ExploreError) -> StatusCode {
+fn explore_status(e: &analytics::search::ExploreError) -> StatusCode {
     match e {
-        crate::explore::ExploreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        analytics::search::ExploreError::BadRequest(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

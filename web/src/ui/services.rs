@@ -3,11 +3,11 @@
 //! `/service-map` (the dependency graph with RED per call, failing calls
 //! and services in red).
 
+use analytics::red::{Edge, Red, RedPoint, Window};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use leptos::prelude::*;
-use slo_engine::red::{Edge, Red, RedPoint, Window};
 use web_islands::{Cell, SortableTable};
 
 use super::charts::{GraphEdge, GraphNode, Line, ServiceGraph, TimeSeries, short};
@@ -15,7 +15,7 @@ use super::logs::log_table;
 use super::traces::trace_table;
 use super::{ViewParams, error_page, page, pct, url_encode};
 use crate::WebState;
-use crate::explore::{self, LogSearch, TraceSearch};
+use analytics::search::{self as explore, LogSearch, TraceSearch};
 
 /// Error ratio above which a service or a call is shown as failing.
 const ERROR_HIGHLIGHT: f64 = 0.01;
@@ -150,7 +150,7 @@ pub async fn service(
         s.rollups.services(&w),
         s.rollups.series(&name, None, &series_window, step),
         s.rollups.operations(&name, &w),
-        slo_engine::red::service_map_of(&s.store, &w, Some(&name)),
+        analytics::red::service_map_of(&s.store, &w, Some(&name)),
         explore::search_traces(&s.store, &errors_search, &[], w.from_ns, w.to_ns),
         explore::search_traces(&s.store, &slow_search, &[], w.from_ns, w.to_ns),
         explore::search_logs(&s.store, &log_search, &[], w.from_ns, w.to_ns),
@@ -327,7 +327,7 @@ pub async fn map(
     };
     let w = view.window;
     let (edges, services) = tokio::join!(
-        slo_engine::red::service_map(&s.store, &w),
+        analytics::red::service_map(&s.store, &w),
         s.rollups.services(&w)
     );
     let q = view.query.clone();

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{ViewParams, attribute_filter, error_page, escape, explore_status, non_empty, page};
 use crate::WebState;
-use crate::explore::{self, TraceSearch};
+use analytics::search::{self as explore, TraceSearch};
 
 /// `/traces` form fields (besides the view's range).
 #[derive(Debug, Default, Deserialize)]

@@ -3,8 +3,8 @@
 //! RED from the `http.server.request.duration` histogram: golden figures
 //! worked out by hand in the comments.
 
-use slo_engine::metrics;
-use slo_engine::red::Window;
+use analytics::red::Window;
+use analytics::series;
 use store::rows::{
     Attr, MetricPointRecord, MetricPointsBuilder, Number, Origin, PointData, Temporality,
 };
@@ -81,7 +81,7 @@ async fn store() -> (Store, tempfile::TempDir) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalogue_lists_names_types_and_keys() {
     let (store, _d) = store().await;
-    let list = metrics::list(&store, &Window::new(T0 - 60 * SEC, T0 + 600 * SEC).unwrap())
+    let list = series::list(&store, &Window::new(T0 - 60 * SEC, T0 + 600 * SEC).unwrap())
         .await
         .unwrap();
     let summary: Vec<(String, String, Vec<String>, u64)> = list
@@ -117,7 +117,7 @@ async fn counter_rates_handle_resets_and_delta_temporality() {
     let (store, _d) = store().await;
     let w = Window::new(T0, T0 + 120 * SEC).unwrap();
     let r = only(
-        metrics::counter_rate(&store, "requests", &w, 60, &[])
+        series::counter_rate(&store, "requests", &w, 60, &[])
             .await
             .unwrap(),
     );
@@ -129,7 +129,7 @@ async fn counter_rates_handle_resets_and_delta_temporality() {
     );
     assert_eq!(r[1].rate, 0.75);
     let d = only(
-        metrics::counter_rate(&store, "jobs", &w, 60, &[])
+        series::counter_rate(&store, "jobs", &w, 60, &[])
             .await
             .unwrap(),
     );
@@ -139,7 +139,7 @@ async fn counter_rates_handle_resets_and_delta_temporality() {
     );
     // A window starting mid-way still has a baseline from the step before it.
     let later = only(
-        metrics::counter_rate(
+        series::counter_rate(
             &store,
             "requests",
             &Window::new(T0 + 60 * SEC, T0 + 120 * SEC).unwrap(),
@@ -151,12 +151,12 @@ async fn counter_rates_handle_resets_and_delta_temporality() {
     );
     assert_eq!(later[0].increase, 45.0);
     assert!(
-        metrics::counter_rate(&store, "requests", &w, 0, &[])
+        series::counter_rate(&store, "requests", &w, 0, &[])
             .await
             .is_err()
     );
     // Grouped by route: /a 10 then 15 (5 after the reset, then 10); /b 0 then 30.
-    let by_route = metrics::counter_rate(&store, "requests", &w, 60, &["route".into()])
+    let by_route = series::counter_rate(&store, "requests", &w, 60, &["route".into()])
         .await
         .unwrap();
     let got: Vec<(String, Vec<f64>)> = by_route
@@ -176,13 +176,13 @@ async fn counter_rates_handle_resets_and_delta_temporality() {
         ]
     );
     // By service: one group; an unknown metric: one empty ungrouped series.
-    let by_service = metrics::counter_rate(&store, "requests", &w, 60, &["service.name".into()])
+    let by_service = series::counter_rate(&store, "requests", &w, 60, &["service.name".into()])
         .await
         .unwrap();
     assert_eq!(by_service.len(), 1);
     assert_eq!(by_service[0].labels["service.name"], "api");
     let none = only(
-        metrics::counter_rate(&store, "no.such.metric", &w, 60, &[])
+        series::counter_rate(&store, "no.such.metric", &w, 60, &[])
             .await
             .unwrap(),
     );
@@ -190,14 +190,14 @@ async fn counter_rates_handle_resets_and_delta_temporality() {
     // Too many group keys is refused.
     let nine: Vec<String> = (0..9).map(|i| format!("k{i}")).collect();
     assert!(
-        metrics::counter_rate(&store, "requests", &w, 60, &nine)
+        series::counter_rate(&store, "requests", &w, 60, &nine)
             .await
             .is_err()
     );
 }
 
 /// The points of the one series of an ungrouped query.
-fn only<P: std::fmt::Debug>(mut s: Vec<metrics::Series<P>>) -> Vec<P> {
+fn only<P: std::fmt::Debug>(mut s: Vec<series::Series<P>>) -> Vec<P> {
     assert_eq!(s.len(), 1, "{s:?}");
     assert!(s[0].labels.is_empty());
     s.remove(0).points
@@ -233,7 +233,7 @@ async fn gauges_average_min_max_and_last_per_group() {
     store.write(Table::MetricPoints, b.finish()).await.unwrap();
     let w = Window::new(T0, T0 + 180 * SEC).unwrap();
     let all = only(
-        metrics::gauge(&store, "queue.depth", &w, 60, &[])
+        series::gauge(&store, "queue.depth", &w, 60, &[])
             .await
             .unwrap(),
     );
@@ -250,7 +250,7 @@ async fn gauges_average_min_max_and_last_per_group() {
             (0, None, None, None, None),
         ]
     );
-    let by_route = metrics::gauge(&store, "queue.depth", &w, 60, &["route".into()])
+    let by_route = series::gauge(&store, "queue.depth", &w, 60, &["route".into()])
         .await
         .unwrap();
     assert_eq!(by_route.len(), 2);
@@ -264,14 +264,14 @@ async fn gauges_average_min_max_and_last_per_group() {
 fn bucket_quantiles_interpolate_like_prometheus() {
     let bounds = [10.0, 20.0, 50.0];
     let counts = [2, 4, 4, 0];
-    assert_eq!(metrics::bucket_quantile(0.5, &bounds, &counts), Some(17.5));
-    assert_eq!(metrics::bucket_quantile(0.9, &bounds, &counts), Some(42.5));
-    assert_eq!(metrics::bucket_quantile(0.1, &bounds, &counts), Some(5.0));
+    assert_eq!(series::bucket_quantile(0.5, &bounds, &counts), Some(17.5));
+    assert_eq!(series::bucket_quantile(0.9, &bounds, &counts), Some(42.5));
+    assert_eq!(series::bucket_quantile(0.1, &bounds, &counts), Some(5.0));
     assert_eq!(
-        metrics::bucket_quantile(0.99, &bounds, &[0, 0, 0, 3]),
+        series::bucket_quantile(0.99, &bounds, &[0, 0, 0, 3]),
         Some(50.0)
     );
-    assert_eq!(metrics::bucket_quantile(0.5, &bounds, &[0, 0, 0, 0]), None);
+    assert_eq!(series::bucket_quantile(0.5, &bounds, &[0, 0, 0, 0]), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +315,7 @@ async fn histogram_quantiles_over_time() {
     store.write(Table::MetricPoints, b.finish()).await.unwrap();
     let w = Window::new(T0, T0 + 180 * SEC).unwrap();
     let p50 = only(
-        metrics::histogram(&store, "latency", 0.5, &w, 60, &[])
+        series::histogram(&store, "latency", 0.5, &w, 60, &[])
             .await
             .unwrap(),
     );
@@ -328,12 +328,12 @@ async fn histogram_quantiles_over_time() {
     assert_eq!(p50[1].value, Some(50.0));
     assert_eq!(p50[2].value, None);
     assert!(
-        metrics::histogram(&store, "latency", 1.5, &w, 60, &[])
+        series::histogram(&store, "latency", 1.5, &w, 60, &[])
             .await
             .is_err()
     );
     // Grouped: /a alone in minute 0; /b alone has the overflow bucket in minute 1.
-    let by_route = metrics::histogram(&store, "latency", 0.5, &w, 60, &["route".into()])
+    let by_route = series::histogram(&store, "latency", 0.5, &w, 60, &["route".into()])
         .await
         .unwrap();
     assert_eq!(by_route.len(), 2);
@@ -342,7 +342,7 @@ async fn histogram_quantiles_over_time() {
     assert_eq!(by_route[1].points[1].count, 2);
     assert_eq!(by_route[1].points[0].count, 0);
     // The heatmap: the same increases per minute and bucket, every series.
-    let h = metrics::heatmap(&store, "latency", &w, 60).await.unwrap();
+    let h = series::heatmap(&store, "latency", &w, 60).await.unwrap();
     assert_eq!(h.bounds, bounds);
     assert_eq!(h.times_ns, vec![T0, T0 + 60 * SEC, T0 + 120 * SEC]);
     assert_eq!(
@@ -394,7 +394,7 @@ async fn histogram_averages_from_sums() {
     store.write(Table::MetricPoints, b.finish()).await.unwrap();
     let w = Window::new(T0, T0 + 120 * SEC).unwrap();
     let pts = only(
-        metrics::histogram(&store, "latency", 0.5, &w, 60, &[])
+        series::histogram(&store, "latency", 0.5, &w, 60, &[])
             .await
             .unwrap(),
     );
@@ -427,7 +427,7 @@ async fn red_from_the_duration_histogram_when_spans_are_absent() {
         MetricPointRecord {
             time_ns: T0 + at_s * SEC,
             start_time_ns: Some(T0 - 3600 * SEC),
-            metric_name: metrics::HTTP_SERVER_DURATION,
+            metric_name: series::HTTP_SERVER_DURATION,
             unit: "s",
             description: "",
             attributes: vec![
@@ -464,7 +464,7 @@ async fn red_from_the_duration_histogram_when_spans_are_absent() {
         b.append(&origin, &p);
     }
     store.write(Table::MetricPoints, b.finish()).await.unwrap();
-    let rollups = slo_engine::rollup::Rollups::new(store.clone(), 1 << 20);
+    let rollups = analytics::rollup::Rollups::new(store.clone(), 1 << 20);
     let w = Window::new(T0, T0 + 180 * SEC).unwrap();
     let svc = rollups.services(&w).await.unwrap();
     assert_eq!(svc.len(), 1, "{svc:?}");
@@ -472,7 +472,7 @@ async fn red_from_the_duration_histogram_when_spans_are_absent() {
     // 80 + 10 (/items 200) + 10 (/items 503) + 100 (/health) = 200 requests, 10 of them 5xx.
     assert_eq!(
         (r.service.as_str(), r.requests, r.errors, r.source),
-        ("legacy", 200, 10, slo_engine::red::RedSource::Histogram)
+        ("legacy", 200, 10, analytics::red::RedSource::Histogram)
     );
     // Merged buckets [160, 20, 10, 10]: rank 100 lies in the first bucket
     // (0..0.1 s): 0.1 * 100 / 160 s = 62.5 ms; p99 (rank 198) in overflow -> 1 s.
@@ -510,6 +510,6 @@ async fn red_from_the_duration_histogram_when_spans_are_absent() {
     let svc = rollups.services(&w).await.unwrap();
     assert_eq!(
         (svc[0].requests, svc[0].source),
-        (1, slo_engine::red::RedSource::Spans)
+        (1, analytics::red::RedSource::Spans)
     );
 }

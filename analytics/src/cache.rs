@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Appends `(name, help, counter)` rows in the Prometheus text format.
-pub(crate) fn render_counters(
-    out: &mut String,
-    counters: &[(&str, &str, &std::sync::atomic::AtomicU64)],
-) {
+pub fn render_counters(out: &mut String, counters: &[(&str, &str, &std::sync::atomic::AtomicU64)]) {
     use std::fmt::Write;
     for (name, help, v) in counters {
         let _ = writeln!(
@@ -22,7 +19,7 @@ pub(crate) fn render_counters(
 }
 
 /// Something whose memory the cache counts.
-pub(crate) trait Weigh {
+pub trait Weigh {
     /// Bytes held.
     fn weight(&self) -> usize;
 }
@@ -34,14 +31,14 @@ struct Inner<V> {
 }
 
 /// The cache; safe to share between tasks.
-pub(crate) struct FileCache<V> {
+pub struct FileCache<V> {
     budget: usize,
     inner: Mutex<Inner<V>>,
 }
 
 impl<V: Weigh> FileCache<V> {
     /// An empty cache of at most `budget` bytes.
-    pub(crate) fn new(budget: usize) -> FileCache<V> {
+    pub fn new(budget: usize) -> FileCache<V> {
         FileCache {
             budget,
             inner: Mutex::new(Inner {
@@ -57,7 +54,7 @@ impl<V: Weigh> FileCache<V> {
     }
 
     /// The entry of `path`, marked as just used.
-    pub(crate) fn get(&self, path: &Path) -> Option<Arc<V>> {
+    pub fn get(&self, path: &Path) -> Option<Arc<V>> {
         let mut c = self.lock();
         c.tick += 1;
         let tick = c.tick;
@@ -69,7 +66,7 @@ impl<V: Weigh> FileCache<V> {
 
     /// Adds (or replaces) the entry of `path`, then evicts the least
     /// recently used others while over budget.
-    pub(crate) fn insert(&self, path: PathBuf, value: Arc<V>) {
+    pub fn insert(&self, path: PathBuf, value: Arc<V>) {
         let mut c = self.lock();
         c.tick += 1;
         let tick = c.tick;
@@ -95,7 +92,7 @@ impl<V: Weigh> FileCache<V> {
     }
 
     /// Drops the entries of files not in `live`.
-    pub(crate) fn retain_live(&self, live: &HashSet<&PathBuf>) {
+    pub fn retain_live(&self, live: &HashSet<&PathBuf>) {
         let mut c = self.lock();
         let gone: Vec<PathBuf> = c
             .entries
@@ -111,7 +108,7 @@ impl<V: Weigh> FileCache<V> {
     }
 
     /// Keeps only the entries whose path satisfies `keep`.
-    pub(crate) fn retain(&self, keep: impl Fn(&Path) -> bool) {
+    pub fn retain(&self, keep: impl Fn(&Path) -> bool) {
         let mut c = self.lock();
         let gone: Vec<PathBuf> = c.entries.keys().filter(|p| !keep(p)).cloned().collect();
         for p in gone {
@@ -122,7 +119,7 @@ impl<V: Weigh> FileCache<V> {
     }
 
     /// Bytes held.
-    pub(crate) fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
 }

@@ -45,7 +45,7 @@ fn raw_columns() -> String {
     )
 }
 use crate::cache::{FileCache, Weigh};
-use crate::metrics;
+use crate::series;
 use crate::sketch::Sketch;
 use crate::trace_index::TraceIndex;
 
@@ -361,16 +361,16 @@ impl Rollups {
 
     /// RED per service over a window: from SERVER spans, and for services
     /// without any in the window, from their `http.server.request.duration`
-    /// histogram ([`metrics::red_from_histogram`]).
+    /// histogram ([`series::red_from_histogram`]).
     pub async fn services(&self, w: &Window) -> Result<Vec<Red>, RedError> {
         let acc = self.query(w, None, None, Group::Service).await?;
         let mut out = reds(acc, w, false);
         let have: Vec<String> = out.iter().map(|r| r.service.clone()).collect();
-        let f = metrics::HistogramRed {
+        let f = series::HistogramRed {
             exclude: &have,
             ..Default::default()
         };
-        out.extend(metrics::red_from_histogram(&self.store, w, &f).await?);
+        out.extend(series::red_from_histogram(&self.store, w, &f).await?);
         out.sort_by(|a, b| a.service.cmp(&b.service));
         Ok(out)
     }
@@ -383,12 +383,12 @@ impl Rollups {
         if !out.is_empty() {
             return Ok(out);
         }
-        let f = metrics::HistogramRed {
+        let f = series::HistogramRed {
             service: Some(service),
             per_operation: true,
             ..Default::default()
         };
-        metrics::red_from_histogram(&self.store, w, &f).await
+        series::red_from_histogram(&self.store, w, &f).await
     }
 
     /// RED of a service (or one of its operations) as `step_secs` buckets
@@ -408,7 +408,7 @@ impl Rollups {
             .query(w, Some(service), operation, Group::Bucket { step_ns })
             .await?;
         if acc.is_empty() {
-            return metrics::red_series_from_histogram(
+            return series::red_series_from_histogram(
                 &self.store,
                 service,
                 operation,
@@ -603,7 +603,7 @@ impl Rollups {
     }
 }
 
-pub(crate) fn register(ctx: &SessionContext, name: &str, snap: Snapshot) -> Result<(), RedError> {
+pub fn register(ctx: &SessionContext, name: &str, snap: Snapshot) -> Result<(), RedError> {
     ctx.register_table(name, Arc::new(StoreTable::fixed(snap)))
         .map(|_| ())
         .map_err(|e| RedError::Query(e.to_string()))
@@ -903,7 +903,7 @@ fn read_rollup(path: &Path) -> Result<Option<FileRollup>, String> {
 /// Deletes rollup files under `dir` whose data file no longer exists.
 /// Deletes files under `dir` (inside `root`) whose path relative to `root`
 /// names no file under `data_dir`, and temporary files left by a crash.
-pub(crate) fn sweep(root: &Path, dir: &Path, data_dir: &Path) -> u64 {
+pub fn sweep(root: &Path, dir: &Path, data_dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

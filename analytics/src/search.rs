@@ -3,9 +3,9 @@
 //! Every user value reaches SQL as a quoted literal or a validated number;
 //! trace ids must be 32 hex characters.
 
+use crate::red::quote;
 use arrow::array::RecordBatch;
 use serde::Deserialize;
-use slo_engine::red::quote;
 use store::Store;
 
 /// Errors of the exploration queries.
@@ -55,9 +55,9 @@ pub fn to_json(batches: &[RecordBatch]) -> Result<serde_json::Value, ExploreErro
 
 /// Every span of a trace (oldest first) and the trace's logs. Only the
 /// files whose trace-id filter may hold the trace are read (see
-/// [`slo_engine::trace_index`]), so the time does not grow with retention.
+/// [`crate::trace_index`]), so the time does not grow with retention.
 pub async fn trace(
-    index: &slo_engine::trace_index::TraceIndex,
+    index: &crate::trace_index::TraceIndex,
     id: &str,
 ) -> Result<serde_json::Value, ExploreError> {
     let id = trace_id(id)?;

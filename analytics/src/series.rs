@@ -742,7 +742,7 @@ fn point_plan<'a>(
 /// its point's time: cumulative points add the difference to the previous
 /// point of their series (a drop is a reset; the first point of a series
 /// is only a baseline), delta points their value.
-pub(crate) async fn counter_increases(
+pub async fn counter_increases(
     store: &Store,
     metric: &str,
     filter: &str,
@@ -796,7 +796,7 @@ async fn counter_walk(
 
 /// Every increase of an explicit-bucket histogram in `[from_ns, to_ns)`,
 /// at its point's time: `(time, bounds, bucket count increases)`.
-pub(crate) async fn histogram_point_increases(
+pub async fn histogram_point_increases(
     store: &Store,
     metric: &str,
     filter: &str,

@@ -2,7 +2,7 @@
 //! independently from the generated spans, and cross-checked with DuckDB
 //! over the same Parquet files.
 
-use slo_engine::red::{self, Window};
+use analytics::red::{self, Window};
 use store::rows::{Attr, Origin, SpanKind, SpanRecord, SpansBuilder, StatusCode};
 use store::{Store, StoreConfig, Table};
 
@@ -312,7 +312,7 @@ async fn red_agrees_with_duckdb() {
     let gens = dataset();
     let store = store_with_data(dir.path(), &gens).await;
     store.flush().await.unwrap();
-    let rollups = slo_engine::rollup::Rollups::new(store.clone(), 1 << 20);
+    let rollups = analytics::rollup::Rollups::new(store.clone(), 1 << 20);
     // Unaligned edges, so rollups combine with raw edge minutes.
     let w = Window::new(T0 + 7 * SEC, T0 + 7100 * SEC + 300_000_000).unwrap();
     let script = format!(
@@ -485,10 +485,10 @@ async fn service_map_edges_from_client_server_pairs() {
 }
 
 fn within_sketch_error(got: f64, exact: f64) -> bool {
-    (got - exact).abs() <= slo_engine::sketch::RELATIVE_ACCURACY * exact + 1e-9
+    (got - exact).abs() <= analytics::sketch::RELATIVE_ACCURACY * exact + 1e-9
 }
 
-async fn check_rollups_match(store: &Store, rollups: &slo_engine::rollup::Rollups, gens: &[Gen]) {
+async fn check_rollups_match(store: &Store, rollups: &analytics::rollup::Rollups, gens: &[Gen]) {
     for w in [
         // Unaligned at both ends, whole minutes in between.
         Window::new(T0 + 17 * SEC + 300_000_000, T0 + 3601 * SEC + 700_000_000).unwrap(),
@@ -577,7 +577,7 @@ async fn rollups_agree_with_raw_spans() {
     let dir = tempfile::tempdir().unwrap();
     let gens = dataset();
     let store = store_with_data(dir.path(), &gens).await;
-    let rollups = slo_engine::rollup::Rollups::new(store.clone(), 1 << 20);
+    let rollups = analytics::rollup::Rollups::new(store.clone(), 1 << 20);
     // Half in files (one per hour), half in memory.
     check_rollups_match(&store, &rollups, &gens).await;
     assert_eq!(rollups.metrics.computed.load(Ordering::Relaxed), 2);
@@ -585,7 +585,7 @@ async fn rollups_agree_with_raw_spans() {
     store.flush().await.unwrap();
     assert_eq!(rollups.maintain().await.unwrap(), 2);
     check_rollups_match(&store, &rollups, &gens).await;
-    let root = dir.path().join(slo_engine::rollup::ROLLUP_DIR);
+    let root = dir.path().join(analytics::rollup::ROLLUP_DIR);
     let count_files = |root: &std::path::Path| {
         let mut n = 0;
         for e in walk(root) {
@@ -595,14 +595,14 @@ async fn rollups_agree_with_raw_spans() {
     };
     assert_eq!(count_files(&root), 4);
     // A fresh instance reads the rollup files instead of recomputing.
-    let again = slo_engine::rollup::Rollups::new(store.clone(), 1 << 20);
+    let again = analytics::rollup::Rollups::new(store.clone(), 1 << 20);
     check_rollups_match(&store, &again, &gens).await;
     assert_eq!(again.metrics.computed.load(Ordering::Relaxed), 0);
     assert_eq!(again.metrics.loaded.load(Ordering::Relaxed), 4);
     // A damaged rollup file is recomputed, results unchanged.
     let victim = walk(&root).into_iter().next().unwrap();
     std::fs::write(&victim, b"not parquet").unwrap();
-    let third = slo_engine::rollup::Rollups::new(store.clone(), 0);
+    let third = analytics::rollup::Rollups::new(store.clone(), 0);
     check_rollups_match(&store, &third, &gens).await;
     assert_eq!(third.metrics.unreadable.load(Ordering::Relaxed), 1);
     // Compaction replaces the files; rollups follow.
@@ -936,7 +936,7 @@ async fn spans_crossing_window_edges_count_where_they_start() {
         .await
         .unwrap();
     store.flush().await.unwrap();
-    let rollups = slo_engine::rollup::Rollups::new(store.clone(), 1 << 20);
+    let rollups = analytics::rollup::Rollups::new(store.clone(), 1 << 20);
     for (w, want) in [
         (Window::new(T0, T0 + 60 * SEC).unwrap(), 2),
         (Window::new(T0 + 60 * SEC, T0 + 120 * SEC).unwrap(), 1),

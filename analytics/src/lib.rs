@@ -1,0 +1,28 @@
+//! Burnwatch's read side: what the dashboard, the API and the SLO engine
+//! ask of the stored telemetry.
+//!
+//! Parts:
+//! - [`red`]: rate, errors and duration per service and operation (totals,
+//!   bucketed series, service-map edges) from server spans, or from the
+//!   `http.server.request.duration` histogram for services without spans.
+//! - [`series`]: the metric catalogue, counter rates (resets, delta
+//!   temporality), gauges, histogram quantiles, grouped by attributes.
+//! - [`rollup`]: per-minute RED rollups of each immutable spans file, kept
+//!   beside it and merged with raw rows at the window edges.
+//! - [`trace_index`]: per-file trace-id filters, so a trace lookup opens
+//!   only the files that can hold it.
+//! - [`search`]: trace search, log search and one trace with its logs, for
+//!   the API and the dashboard.
+//! - [`sketch`]: mergeable duration sketches (1% relative accuracy).
+//! - [`cache`]: the byte-bounded LRU cache of decoded per-file data.
+//!
+//! Data flow: `store` (Parquet files + buffers, via DataFusion) ->
+//! analytics -> `slo-engine` and `web`.
+
+pub mod cache;
+pub mod red;
+pub mod rollup;
+pub mod search;
+pub mod series;
+pub mod sketch;
+pub mod trace_index;
