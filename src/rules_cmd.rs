@@ -16,7 +16,7 @@ pub enum RulesCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Run rule unit test files (see `slo_engine::rule_tests`); exit status
+    /// Run rule unit test files (see `slo_engine::rules::unit_tests`); exit status
     /// 1 if any test fails.
     Test {
         /// Test files.
@@ -49,7 +49,7 @@ pub async fn run(cmd: RulesCommand) -> anyhow::Result<()> {
             let mut failed = 0;
             for f in &files {
                 println!("{}:", f.display());
-                let report = match slo_engine::rule_tests::run_file(f).await {
+                let report = match slo_engine::rules::unit_tests::run_file(f).await {
                     Ok(r) => r,
                     Err(e) => {
                         println!("  ERROR {e}");

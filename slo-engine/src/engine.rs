@@ -13,13 +13,13 @@ use store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alerting::RuleRunner;
 use crate::dispatch::{Dispatcher, Grouping, Pending};
 use crate::evaluate::{AlertState, SloStatus, evaluate};
 use crate::evidence::{self, Evidence};
 use crate::incidents::{Incident, Incidents, Transition, transition};
 use crate::notify::{NotifyMetrics, WebhookAlert, ZERO_TIME, deliver, fingerprint, rfc3339};
 use crate::openslo::Slo;
+use crate::rules::evaluation::RuleRunner;
 use crate::rules::{Change, RuleGroup};
 use crate::secret::redact_url;
 use crate::silences::Silences;

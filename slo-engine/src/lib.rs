@@ -14,14 +14,13 @@
 //! group_interval and repeat_interval; Alertmanager push), [`evidence`] (top operations, example
 //! failing traces and their logs for an incident), [`notify`] (Alertmanager webhook payloads,
 //! delivery with retries) [`rules`] (Prometheus-style alert rule groups with SQL expressions and
-//! their pending/firing state machine), [`rule_tests`] (promtool-like rule
-//! unit tests), [`alerting`] (rule evaluation and
-//! instance state in SQLite), [`silences`] (label matchers that hold back
+//! their pending/firing state machine; [`rules::evaluation`]: rule
+//! evaluation and instance state in SQLite; [`rules::unit_tests`]:
+//! promtool-like rule unit tests), [`silences`] (label matchers that hold back
 //! notifications), [`backtest`] (replaying history through an SLO's
 //! tiers and incident logic), and [`engine`] (the scheduled evaluation loop
 //! for SLOs and rule groups).
 
-pub mod alerting;
 pub mod backtest;
 pub mod burn;
 pub mod dispatch;
@@ -31,7 +30,6 @@ pub mod evidence;
 pub mod incidents;
 pub mod notify;
 pub mod openslo;
-pub mod rule_tests;
 pub mod rules;
 pub mod secret;
 pub mod silences;

@@ -221,7 +221,9 @@ async fn the_shipped_rule_tests_pass_and_a_wrong_expectation_fails() {
         &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
     )
     .join("../alert-rules/tests/shop-rules.test.yaml");
-    let report = slo_engine::rule_tests::run_file(&shipped).await.unwrap();
+    let report = slo_engine::rules::unit_tests::run_file(&shipped)
+        .await
+        .unwrap();
     assert!(report.ok(), "{:?}", report.failed);
     assert_eq!(report.passed.len(), 2);
 
@@ -245,7 +247,7 @@ tests:
         alertname: NoSuchRule
 "#;
     std::fs::write(dir.path().join("t.yaml"), test).unwrap();
-    let report = slo_engine::rule_tests::run_file(&dir.path().join("t.yaml"))
+    let report = slo_engine::rules::unit_tests::run_file(&dir.path().join("t.yaml"))
         .await
         .unwrap();
     assert!(!report.ok());

@@ -27,6 +27,14 @@
 //! as resolved, for [`RESOLVED_RETENTION_NS`]); a pending one that
 //! disappears is dropped. Annotations are templates over `{{ $labels.NAME }}`,
 //! `{{ $value }}` and `{{ $labels }}`.
+//!
+//! Parts: this module (rule files, templates, the pending/firing state
+//! machine of one rule's instances), [`evaluation`] (rule groups evaluated
+//! against the store on their interval, instance state in SQLite) and
+//! [`unit_tests`] (promtool-like rule unit tests over synthetic series).
+
+pub mod evaluation;
+pub mod unit_tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
