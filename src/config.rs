@@ -18,11 +18,11 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// TLS on the HTTP API and dashboard listener (PEM certificate and key).
     /// Absent: plain HTTP. With TLS on, the session cookie is `Secure`.
-    pub http_tls: Option<collector::tls::TlsFiles>,
+    pub http_tls: Option<listeners::tls::TlsFiles>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,store=debug`.
     pub log: String,
     /// Connection cap and request-head deadline of every listener.
-    pub connections: collector::net::ConnectionLimits,
+    pub connections: listeners::net::ConnectionLimits,
     /// Storage engine settings.
     pub store: store::StoreConfig,
     /// OTLP receiver settings.
@@ -45,7 +45,7 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_tls: None,
             log: "info".into(),
-            connections: collector::net::ConnectionLimits::default(),
+            connections: listeners::net::ConnectionLimits::default(),
             store: store::StoreConfig::default(),
             collector: collector::CollectorConfig::default(),
             query: store::sql::QueryLimits::default(),
@@ -135,7 +135,7 @@ impl ServerFlags {
             config.collector.auth_tokens = t.iter().filter(|s| !s.is_empty()).cloned().collect();
         }
         if let (Some(cert_file), Some(key_file)) = (&self.tls_cert, &self.tls_key) {
-            let files = collector::tls::TlsFiles {
+            let files = listeners::tls::TlsFiles {
                 cert_file: cert_file.clone(),
                 key_file: key_file.clone(),
             };

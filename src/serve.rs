@@ -224,7 +224,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let slo = start_slo_engine(&config, &store, &token, &tracker).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let cm = collector_metrics.clone();
-    let web_connections = collector::net::ConnectionStats::new("http");
+    let web_connections = listeners::net::ConnectionStats::new("http");
     let connections = [
         collector.grpc_connections.clone(),
         collector.http_connections.clone(),
@@ -233,9 +233,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let mut metrics: Vec<web::MetricsSource> = vec![
         Arc::new(move |out: &mut String| cm.render(out)),
         Arc::new(move |out: &mut String| {
-            let all: Vec<&collector::net::ConnectionStats> =
+            let all: Vec<&listeners::net::ConnectionStats> =
                 connections.iter().map(|c| c.as_ref()).collect();
-            collector::net::render_metrics(&all, out);
+            listeners::net::render_metrics(&all, out);
         }),
     ];
     if let Some(engine) = slo.clone() {
@@ -269,14 +269,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
             let tls = files
                 .server_config()
                 .context("cannot set up TLS for the HTTP API")?;
-            let listener = collector::tls::TlsListener::new(
+            let listener = listeners::tls::TlsListener::new(
                 listener,
                 tls,
                 config.connections.max_connections,
                 token.clone(),
                 &tracker,
             )?;
-            tracker.spawn(collector::net::serve_http(
+            tracker.spawn(listeners::net::serve_http(
                 listener,
                 app,
                 config.connections.clone(),
@@ -286,7 +286,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
             "https"
         }
         None => {
-            tracker.spawn(collector::net::serve_http(
+            tracker.spawn(listeners::net::serve_http(
                 listener,
                 app,
                 config.connections.clone(),

@@ -35,7 +35,7 @@ pub struct CollectorConfig {
     /// A span may end this many milliseconds before it starts and still be kept.
     pub end_before_start_tolerance_ms: u64,
     /// TLS on both OTLP listeners (PEM certificate and key). Absent: plain TCP.
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<listeners::tls::TlsFiles>,
     /// Most attributes kept per span, event, link, log record, data point or
     /// resource; the rest are dropped, counted in `dropped_attributes_count`
     /// and reported to the sender as a `partialSuccess` warning.
@@ -61,7 +61,7 @@ pub struct CollectorConfig {
     /// Connection cap and header deadline of both OTLP listeners (set from
     /// the top-level `[connections]`).
     #[serde(skip)]
-    pub connections: crate::net::ConnectionLimits,
+    pub connections: listeners::net::ConnectionLimits,
 }
 
 impl Default for CollectorConfig {
@@ -84,7 +84,7 @@ impl Default for CollectorConfig {
             max_log_body_bytes: crate::convert::DEFAULT_MAX_LOG_BODY_BYTES,
             max_services_per_hour: 10_000,
             max_series_per_hour: 200_000,
-            connections: crate::net::ConnectionLimits::default(),
+            connections: listeners::net::ConnectionLimits::default(),
         }
     }
 }

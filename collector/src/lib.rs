@@ -14,9 +14,9 @@
 //! - [`convert`]: OTLP protobuf types straight into the store's Arrow builders,
 //!   with per-item validation for `partialSuccess`.
 //! - [`metrics`]: self-telemetry counters, rendered as Prometheus text.
-//! - [`net`]: what every listener shares: a connection cap and deadlines
-//!   for clients that connect and then send nothing, or send it slowly.
-//! - [`tls`]: rustls for the listeners.
+//!
+//! The listeners themselves (connection cap, deadlines, TLS) come from the
+//! `listeners` crate, which the HTTP API's listener uses too.
 //!
 //! Data flow: receiver -> decode -> `Ingest::export` -> convert (blocking pool)
 //! -> `Store::write` (WAL fsync) -> answer. Nothing is acknowledged before it
@@ -30,14 +30,13 @@ pub mod http;
 pub mod ingest;
 pub mod json;
 pub mod metrics;
-pub mod net;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::CollectorConfig;
 pub use ingest::Ingest;
+use listeners::{net, tls};
 pub use metrics::CollectorMetrics;
 use store::Store;
 use tokio::net::TcpListener;

@@ -942,7 +942,7 @@ async fn silent_and_slow_clients_are_cut_off_and_the_connection_cap_holds() {
     assert_eq!(server.count("spans").await, 4);
 
     let mut text = String::new();
-    collector::net::render_metrics(
+    listeners::net::render_metrics(
         &[
             &server.collector.grpc_connections,
             &server.collector.http_connections,

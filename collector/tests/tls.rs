@@ -39,7 +39,7 @@ async fn otlp_over_tls_on_both_listeners() {
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
     let server = Server::start_with(|_, c| {
-        c.tls = Some(collector::tls::TlsFiles {
+        c.tls = Some(listeners::tls::TlsFiles {
             cert_file: cert_file.clone(),
             key_file: key_file.clone(),
         })
@@ -116,7 +116,7 @@ async fn bad_tls_files_are_a_clear_error() {
     let cfg = collector::CollectorConfig {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
-        tls: Some(collector::tls::TlsFiles {
+        tls: Some(listeners::tls::TlsFiles {
             cert_file: dir.path().join("missing.pem"),
             key_file: dir.path().join("missing-key.pem"),
         }),
