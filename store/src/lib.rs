@@ -29,6 +29,7 @@ pub mod rows;
 pub mod schema;
 #[cfg(feature = "sql")]
 pub mod sql;
+#[cfg(feature = "testkit")]
 pub mod synth;
 mod wal;
 
