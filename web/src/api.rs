@@ -269,6 +269,21 @@ pub fn encode(result: &QueryResult, format: Format) -> Result<Vec<u8>, String> {
     }
 }
 
+/// A bounded list answer: the window, the kept items under `key`, and how
+/// many matched and were left out (see [`crate::top`]).
+fn listed<T: serde::Serialize>(
+    w: &analytics::red::Window,
+    key: &str,
+    list: crate::top::Top<T>,
+) -> Json<serde_json::Value> {
+    let mut body = serde_json::json!({
+        "from": w.from_ns, "to": w.to_ns,
+        "matched": list.matched, "omitted": list.omitted(),
+    });
+    body[key] = serde_json::json!(list.items);
+    Json(body)
+}
+
 /// `POST /api/v1/query`.
 pub async fn query(
     State(s): State<WebState>,
@@ -416,10 +431,7 @@ pub async fn red_services(
         |r| r.service.as_str(),
         |r| r.requests as f64,
     );
-    Ok(Json(serde_json::json!({
-        "from": w.from_ns, "to": w.to_ns, "services": rows.items,
-        "matched": rows.matched, "omitted": rows.omitted(),
-    })))
+    Ok(listed(&w, "services", rows))
 }
 
 /// `GET /api/v1/red/operations?service=S`: RED per operation of a service.
@@ -435,10 +447,7 @@ pub async fn red_operations(
         |r| r.operation.as_deref().unwrap_or_default(),
         |r| r.requests as f64,
     );
-    Ok(Json(serde_json::json!({
-        "from": w.from_ns, "to": w.to_ns, "operations": rows.items,
-        "matched": rows.matched, "omitted": rows.omitted(),
-    })))
+    Ok(listed(&w, "operations", rows))
 }
 
 /// Parameters of the metric endpoints.
@@ -497,10 +506,7 @@ pub async fn metrics_list(
         |m| m.name.as_str(),
         |m| m.points as f64,
     );
-    Ok(Json(serde_json::json!({
-        "from": w.from_ns, "to": w.to_ns, "metrics": metrics.items,
-        "matched": metrics.matched, "omitted": metrics.omitted(),
-    })))
+    Ok(listed(&w, "metrics", metrics))
 }
 
 /// `GET /api/v1/metrics/rate?name=N[&step=60][&group_by=k1,k2]`: per-second
@@ -566,10 +572,7 @@ pub async fn service_map(
         |e| e.caller.as_str(),
         |e| e.calls as f64,
     );
-    Ok(Json(serde_json::json!({
-        "from": w.from_ns, "to": w.to_ns, "edges": edges.items,
-        "matched": edges.matched, "omitted": edges.omitted(),
-    })))
+    Ok(listed(&w, "edges", edges))
 }
 
 /// `GET /api/v1/red/series?service=S[&operation=O][&step=60]`: RED as a time series.
