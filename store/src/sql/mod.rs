@@ -25,7 +25,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -34,8 +34,8 @@ pub mod budget;
 pub mod shape;
 
 pub use shape::{
-    MAX_ACCESS_CHAIN, MAX_EXPR_DEPTH, MAX_JOINS, MAX_NESTING, MAX_OPERATORS, MAX_QUERY_DEPTH,
-    MAX_SET_OPERATIONS, MAX_SQL_BYTES,
+    MAX_ACCESS_CHAIN, MAX_EXPR_DEPTH, MAX_JOINS, MAX_NESTING, MAX_OPERATORS, MAX_PREFIX_RUN,
+    MAX_QUERY_DEPTH, MAX_SET_OPERATIONS, MAX_SQL_BYTES,
 };
 
 use crate::engine::Store;
@@ -115,7 +115,7 @@ impl QueryResult {
 /// Checks that `sql` is exactly one read-only query.
 pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
     shape::check_tokens(sql)?;
-    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let statements = shape::parse(sql)?;
     if statements.len() != 1 {
         return Err(QueryError::NotAllowed(format!(
             "expected exactly one statement, got {}",
@@ -209,7 +209,7 @@ pub fn pin_now(sql: &str, at_ns: i64) -> Result<String, QueryError> {
     // `current_timestamp` is left alone) and replaced in the text as written,
     // by their tokens: printing a parsed query back is not faithful (`- -x`
     // prints as `--x`, a comment).
-    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let statements = shape::parse(sql)?;
     let Some(DfStatement::Statement(statement)) = statements.front() else {
         return Ok(sql.to_string());
     };
@@ -551,7 +551,6 @@ mod tests {
     fn pinning_keeps_the_query_as_written() {
         for name in [
             "nested-unary-minus",
-            "unary-plus-chain",
             "alias-named-current-timestamp",
             "call-with-parameters",
         ] {
@@ -594,6 +593,75 @@ mod tests {
         assert_eq!(
             pin_now("SELECT 'é→', now ( ) FROM spans", 1).unwrap(),
             "SELECT 'é→', to_timestamp_nanos(1) FROM spans"
+        );
+    }
+
+    /// A regression input in the `sql_guard` fuzz target's form: as is, or
+    /// `R`, a count (u16, little endian), then prefix `\x01` fragment `\x01`
+    /// suffix, the fragment repeated (at most 16 KiB).
+    fn fuzz_input(name: &str) -> String {
+        let data = std::fs::read(format!(
+            "{}/../fuzz/regressions/sql_guard/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        match data.as_slice() {
+            [b'R', lo, hi, rest @ ..] => {
+                let count = u16::from_le_bytes([*lo, *hi]) as usize;
+                let rest = std::str::from_utf8(rest).unwrap();
+                let mut parts = rest.splitn(3, '\x01');
+                let (prefix, fragment) = (parts.next().unwrap(), parts.next().unwrap());
+                let suffix = parts.next().unwrap_or("");
+                let count = count.min((16 << 10) / fragment.len().max(1));
+                format!("{prefix}{}{suffix}", fragment.repeat(count))
+            }
+            _ => String::from_utf8(data).unwrap(),
+        }
+    }
+
+    #[test]
+    fn long_runs_of_prefix_operators_are_refused_before_parsing() {
+        // Found by fuzzing: `NOT +NOT +...` and `+++...` ending in a parse
+        // error cost the parser time exponential in the run's length. Runs
+        // are refused by their tokens; other shapes of the same backtracking
+        // (`NOT ~a.b.NOT ~...`) by the parse budget.
+        for name in [
+            "slow-not-plus-chain",
+            "slow-not-plus-chain-2",
+            "unary-plus-chain",
+        ] {
+            let sql = fuzz_input(name);
+            let started = std::time::Instant::now();
+            let err = check_read_only(&sql).unwrap_err();
+            assert!(
+                matches!(&err, QueryError::Invalid(m)
+                    if m.contains("prefix operators") || m.contains("too long to parse")),
+                "{name}: {err}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{name}: {:?}",
+                started.elapsed()
+            );
+        }
+        for run in ["NOT +", "NOT (+", "NOT -", "+", "- ", "~ ", "NOT "] {
+            let long = format!("SELECT {}1 FROM spans", run.repeat(40));
+            let err = check_read_only(&long).unwrap_err().to_string();
+            assert!(
+                err.contains("at most") || err.contains("more than 16"),
+                "{run}: {err}"
+            );
+        }
+        // Short runs, as real queries write them, pass.
+        check_read_only("SELECT NOT - -1, - - +2, 3 - -4, NOT (NOT true) FROM spans").unwrap();
+        let at_limit = format!("SELECT {}1", "- ".repeat(MAX_PREFIX_RUN));
+        check_read_only(&at_limit).unwrap();
+        let past = format!("SELECT {}1", "- ".repeat(MAX_PREFIX_RUN + 1));
+        assert!(
+            check_read_only(&past)
+                .unwrap_err()
+                .to_string()
+                .contains("in a row")
         );
     }
 
