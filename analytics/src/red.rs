@@ -474,3 +474,17 @@ pub async fn service_map_of(
     }
     Ok(out)
 }
+
+/// Registers a fixed snapshot of a table as `name` in `ctx`.
+pub fn register(
+    ctx: &datafusion::prelude::SessionContext,
+    name: &str,
+    snap: store::Snapshot,
+) -> Result<(), RedError> {
+    ctx.register_table(
+        name,
+        std::sync::Arc::new(store::query::StoreTable::fixed(snap)),
+    )
+    .map(|_| ())
+    .map_err(|e| RedError::Query(e.to_string()))
+}

@@ -5,10 +5,11 @@
 //! the file: per minute of `start_time`, per service and operation (span
 //! name), the number of SERVER spans, how many failed (the RED error rule of
 //! [`crate::red`]) and a [`Sketch`] of their durations. A rollup is computed
-//! once per file, kept as a small Parquet file under `<data>/rollups/red-v1/`
-//! (same relative path as the data file) and in a memory cache bounded by
-//! bytes. [`Rollups::spawn`] computes rollups for new files as flushes and
-//! compactions make them, and deletes rollups of files that are gone.
+//! once per file, kept by the store as a small Parquet file, a derived file
+//! of kind [`ROLLUP_KIND`] (under `<data>/rollups/red-v1/`, same relative
+//! path as the data file, checksummed, removed with its file), and in a
+//! memory cache bounded by bytes. [`Rollups::run`] computes rollups for new
+//! files as flushes and compactions make them.
 //!
 //! A query takes one snapshot of the spans table and combines, without
 //! counting a row twice or missing one:
@@ -31,7 +32,6 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampNanosecondType, UInt64Type};
 use datafusion::prelude::SessionContext;
 use store::files::FileMeta;
-use store::query::StoreTable;
 use store::{Snapshot, Store, Table};
 
 use crate::red::{
@@ -45,12 +45,15 @@ fn raw_columns() -> String {
     )
 }
 use crate::cache::{FileCache, Weigh};
+use crate::red::register;
 use crate::series;
 use crate::sketch::Sketch;
 use crate::trace_index::TraceIndex;
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
+/// The rollups' kind of derived file in the store.
+pub const ROLLUP_KIND: &str = "red-v1";
 /// Directory of rollup files, relative to the data directory.
 pub const ROLLUP_DIR: &str = "rollups/red-v1";
 
@@ -125,7 +128,7 @@ pub struct RollupMetrics {
     pub computed: AtomicU64,
     /// Rollup files that could not be read and were recomputed.
     pub unreadable: AtomicU64,
-    /// Rollup files deleted because their data file is gone.
+    /// Rollup files deleted (by the store) because their data file is gone.
     pub deleted: AtomicU64,
     /// Spans counted under [`OTHER_OPERATIONS`] by the per-service
     /// operation limit.
@@ -143,6 +146,8 @@ pub struct Rollups {
     pub metrics: RollupMetrics,
     /// Trace-id filters per spans and logs file.
     pub traces: TraceIndex,
+    /// Spans files that had a rollup at the last maintenance.
+    with_rollup: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Rollups {
@@ -186,16 +191,13 @@ impl Rollups {
             cache: FileCache::new(budget),
             metrics: RollupMetrics::default(),
             traces: TraceIndex::new(store.clone(), crate::trace_index::DEFAULT_CACHE_BYTES),
+            with_rollup: Default::default(),
         })
     }
 
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    fn rollup_path(&self, meta_path: &str) -> PathBuf {
-        self.store.data_dir().join(ROLLUP_DIR).join(meta_path)
     }
 
     fn cached(&self, path: &Path) -> Option<Arc<FileRollup>> {
@@ -219,12 +221,20 @@ impl Rollups {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(r);
         }
-        let path = self.rollup_path(meta_path);
-        let loaded = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || read_rollup(&path))
-                .await
-                .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?
+        let loaded = match self.store.read_derived(ROLLUP_KIND, meta_path).await {
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => {
+                let decoded = tokio::task::spawn_blocking(move || read_rollup(bytes))
+                    .await
+                    .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?;
+                if let Err(e) = &decoded
+                    && let Err(e2) = self.store.reject_derived(ROLLUP_KIND, meta_path, e).await
+                {
+                    tracing::warn!(error = %e2, "could not quarantine a rollup file");
+                }
+                decoded.map(Some)
+            }
+            Err(e) => Err(e.to_string()),
         };
         let r = match loaded {
             Ok(Some(r)) => {
@@ -234,7 +244,7 @@ impl Rollups {
             other => {
                 if let Err(e) = other {
                     self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(path = %path.display(), error = %e, "unreadable rollup file; recomputing it");
+                    tracing::warn!(file = %meta_path, error = %e, "unreadable rollup file; recomputing it");
                 }
                 let r = compute(data_path, meta, self.max_operations).await?;
                 self.metrics.computed.fetch_add(1, Ordering::Relaxed);
@@ -253,12 +263,19 @@ impl Rollups {
                 }
                 if !self.store.is_read_only() {
                     let batch = to_batch(&r);
-                    let p = path.clone();
-                    let saved = tokio::task::spawn_blocking(move || write_rollup(&p, &batch))
+                    let encoded = tokio::task::spawn_blocking(move || encode_rollup(&batch))
                         .await
                         .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?;
+                    let saved = match encoded {
+                        Ok(bytes) => self
+                            .store
+                            .write_derived(ROLLUP_KIND, meta_path, bytes)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    };
                     if let Err(e) = saved {
-                        tracing::warn!(path = %path.display(), error = %e, "could not save a rollup file");
+                        tracing::warn!(file = %meta_path, error = %e, "could not save a rollup file");
                     }
                 }
                 r
@@ -270,23 +287,33 @@ impl Rollups {
     }
 
     /// Computes rollups (and trace-id filters) for live files that have none
-    /// yet and deletes those whose data file is gone. Returns the number of
-    /// rollups computed.
+    /// yet (the store removes those of files that are gone). Returns the
+    /// number of rollups computed.
     pub async fn maintain(&self) -> Result<u64, RedError> {
         self.traces.maintain().await?;
         let snap = self.store.snapshot(Table::Spans);
         let before = self.metrics.computed.load(Ordering::Relaxed);
         for (path, meta) in &snap.files {
-            if self.cached(path).is_none() && !self.rollup_path(&meta.path).exists() {
+            if self.cached(path).is_none() && !self.store.has_derived(ROLLUP_KIND, &meta.path) {
                 self.file(path, meta).await?;
             }
         }
-        let root = self.store.data_dir().join(ROLLUP_DIR);
-        let data_dir = self.store.data_dir().to_path_buf();
-        let deleted = tokio::task::spawn_blocking(move || sweep(&root, &root, &data_dir))
-            .await
-            .map_err(|e| RedError::Query(format!("rollup task failed: {e}")))?;
-        self.metrics.deleted.fetch_add(deleted, Ordering::Relaxed);
+        let now: std::collections::HashSet<String> = snap
+            .files
+            .iter()
+            .filter(|(_, m)| self.store.has_derived(ROLLUP_KIND, &m.path))
+            .map(|(_, m)| m.path.clone())
+            .collect();
+        let live: std::collections::HashSet<&str> =
+            snap.files.iter().map(|(_, m)| m.path.as_str()).collect();
+        let had = std::mem::replace(
+            &mut *self.with_rollup.lock().unwrap_or_else(|e| e.into_inner()),
+            now,
+        );
+        let deleted = had.iter().filter(|p| !live.contains(p.as_str())).count();
+        self.metrics
+            .deleted
+            .fetch_add(deleted as u64, Ordering::Relaxed);
         let live: std::collections::HashSet<&PathBuf> = snap.files.iter().map(|(p, _)| p).collect();
         self.cache.retain_live(&live);
         Ok(self.metrics.computed.load(Ordering::Relaxed) - before)
@@ -603,12 +630,6 @@ impl Rollups {
     }
 }
 
-pub fn register(ctx: &SessionContext, name: &str, snap: Snapshot) -> Result<(), RedError> {
-    ctx.register_table(name, Arc::new(StoreTable::fixed(snap)))
-        .map(|_| ())
-        .map_err(|e| RedError::Query(e.to_string()))
-}
-
 fn string_column(b: &RecordBatch, i: usize) -> Result<StringArray, RedError> {
     let c = arrow::compute::cast(b.column(i), &DataType::Utf8)
         .map_err(|e| RedError::Query(e.to_string()))?;
@@ -846,32 +867,24 @@ fn to_batch(r: &FileRollup) -> RecordBatch {
     RecordBatch::try_new(rollup_schema(), cols).expect("rollup batch")
 }
 
-fn write_rollup(path: &Path, batch: &RecordBatch) -> Result<(), String> {
-    let dir = path.parent().ok_or("rollup path has no parent")?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+/// A rollup as a small Parquet file (zstd).
+fn encode_rollup(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props))
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))
         .map_err(|e| e.to_string())?;
     w.write(batch).map_err(|e| e.to_string())?;
-    let file = w.into_inner().map_err(|e| e.to_string())?;
-    file.sync_data().map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("rename {}: {e}", tmp.display()))
+    w.into_inner().map_err(|e| e.to_string())
 }
 
-fn read_rollup(path: &Path) -> Result<Option<FileRollup>, String> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| e.to_string())?
-        .build()
-        .map_err(|e| e.to_string())?;
+fn read_rollup(bytes: Vec<u8>) -> Result<FileRollup, String> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(bytes),
+    )
+    .map_err(|e| e.to_string())?
+    .build()
+    .map_err(|e| e.to_string())?;
     let mut keys = KeyTable::default();
     let mut rows = Vec::new();
     for b in reader {
@@ -897,45 +910,7 @@ fn read_rollup(path: &Path) -> Result<Option<FileRollup>, String> {
             });
         }
     }
-    Ok(Some(with_size(keys.keys, rows)))
-}
-
-/// Deletes rollup files under `dir` whose data file no longer exists.
-/// Deletes files under `dir` (inside `root`) whose path relative to `root`
-/// names no file under `data_dir`, and temporary files left by a crash.
-pub fn sweep(root: &Path, dir: &Path, data_dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut deleted = 0;
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            deleted += sweep(root, &p, data_dir);
-            let _ = std::fs::remove_dir(&p); // only succeeds when empty
-            continue;
-        }
-        let Ok(rel) = p.strip_prefix(root) else {
-            continue;
-        };
-        // A temporary file older than a minute is left over from a crash.
-        let stale_tmp = p
-            .extension()
-            .is_some_and(|x| x.to_string_lossy().starts_with("tmp-"))
-            && e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|d| d > Duration::from_secs(60)));
-        let is_tmp = p
-            .extension()
-            .is_some_and(|x| x.to_string_lossy().starts_with("tmp-"));
-        if is_tmp && !stale_tmp {
-            continue;
-        }
-        if (stale_tmp || !data_dir.join(rel).exists()) && std::fs::remove_file(&p).is_ok() {
-            deleted += 1;
-        }
-    }
-    deleted
+    Ok(with_size(keys.keys, rows))
 }
 
 impl Weigh for FileRollup {

@@ -3,9 +3,10 @@
 //!
 //! For every live spans and logs file, a Bloom filter of the trace ids in it
 //! (10 bits per distinct id, 7 probes: about 1% false positives) is built
-//! once (files are immutable), saved beside the RED rollups under
-//! `<data>/rollups/traces-v1/<same path as the data file>` and kept in a
-//! memory cache bounded by bytes. A lookup probes the filter of every live
+//! once (files are immutable), kept by the store as a derived file of kind
+//! [`TRACE_INDEX_KIND`] (under `<data>/rollups/traces-v1/<same path as the
+//! data file>`, checksummed, removed with its file) and in a memory cache
+//! bounded by bytes. A lookup probes the filter of every live
 //! file (nanoseconds each) and answers a snapshot of the files that may hold
 //! the trace, plus every file that has no filter yet (just flushed: never
 //! skipped, so nothing is missed) and the rows still in memory. The Parquet
@@ -22,8 +23,10 @@ use store::{Snapshot, Store, Table};
 
 use crate::cache::{FileCache, Weigh};
 use crate::red::RedError;
-use crate::rollup::{register, sweep};
+use crate::red::register;
 
+/// The filters' kind of derived file in the store.
+pub const TRACE_INDEX_KIND: &str = "traces-v1";
 /// Directory of the filters, relative to the data directory.
 pub const TRACE_INDEX_DIR: &str = "rollups/traces-v1";
 
@@ -33,7 +36,7 @@ pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
 const BITS_PER_KEY: u64 = 10;
 const PROBES: u32 = 7;
 const MAGIC: &[u8; 4] = b"BWTF";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// A Bloom filter of trace ids (`2^n` bits, double hashing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,40 +105,34 @@ impl TraceFilter {
         self.words.len() * 8
     }
 
-    /// `BWTF`, version, crc32 of the words, word count, words (little endian).
+    /// `BWTF`, version, word count, words (little endian). The store
+    /// checksums the file it keeps this in.
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(self.words.len() * 8);
-        for w in self.words.iter() {
-            body.extend_from_slice(&w.to_le_bytes());
-        }
-        let mut out = Vec::with_capacity(body.len() + 17);
+        let mut out = Vec::with_capacity(self.words.len() * 8 + 13);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         out.extend_from_slice(&(self.words.len() as u64).to_le_bytes());
-        out.extend_from_slice(&body);
+        for w in self.words.iter() {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
         out
     }
 
     /// The inverse of [`TraceFilter::encode`]; an error names what is wrong.
     pub fn decode(b: &[u8]) -> Result<TraceFilter, String> {
-        if b.len() < 17 || &b[..4] != MAGIC {
+        if b.len() < 13 || &b[..4] != MAGIC {
             return Err("not a trace filter (bad magic or too short)".into());
         }
         if b[4] != VERSION {
             return Err(format!("unknown trace filter version {}", b[4]));
         }
-        let crc = u32::from_le_bytes(b[5..9].try_into().expect("4 bytes"));
-        let n = u64::from_le_bytes(b[9..17].try_into().expect("8 bytes")) as usize;
-        let body = &b[17..];
-        if !n.is_power_of_two() || body.len() != n * 8 {
+        let n = u64::from_le_bytes(b[5..13].try_into().expect("8 bytes")) as usize;
+        let body = &b[13..];
+        if !n.is_power_of_two() || body.len() != n.saturating_mul(8) {
             return Err(format!(
                 "trace filter of {n} words has {} bytes",
                 body.len()
             ));
-        }
-        if crc32fast::hash(body) != crc {
-            return Err("trace filter checksum mismatch".into());
         }
         Ok(TraceFilter {
             words: body
@@ -163,7 +160,7 @@ pub struct TraceIndexMetrics {
     pub files_read: AtomicU64,
     /// Filters built from a data file.
     pub built: AtomicU64,
-    /// Filter files that could not be read (rebuilt).
+    /// Filter files that were damaged or did not decode (rebuilt).
     pub unreadable: AtomicU64,
 }
 
@@ -198,10 +195,6 @@ impl TraceIndex {
         }
     }
 
-    fn filter_path(&self, meta: &FileMeta) -> PathBuf {
-        self.store.data_dir().join(TRACE_INDEX_DIR).join(&meta.path)
-    }
-
     fn cached(&self, data_path: &Path) -> Option<Arc<TraceFilter>> {
         self.cache.get(data_path)
     }
@@ -215,35 +208,37 @@ impl TraceIndex {
         self.cache.bytes()
     }
 
-    /// The filter of a live file from memory or from its filter file;
-    /// `None` when it has none yet (or it is unreadable).
+    /// The filter of a live file from memory or from the store; `None`
+    /// when it has none yet, or when it was damaged or did not decode (the
+    /// store then moved it to quarantine, and maintenance builds it again).
     async fn load(&self, data_path: &Path, meta: &FileMeta) -> Option<Arc<TraceFilter>> {
         if let Some(f) = self.cached(data_path) {
             return Some(f);
         }
-        let path = self.filter_path(meta);
-        let read = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || match std::fs::read(&path) {
-                Ok(b) => Some(TraceFilter::decode(&b)),
-                Err(_) => None,
-            }
-        })
-        .await
-        .ok()??;
-        match read {
-            Ok(f) => {
-                let f = Arc::new(f);
-                self.remember(data_path.to_path_buf(), f.clone());
-                Some(f)
-            }
-            Err(e) => {
-                self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(path = %path.display(), error = %e, "unreadable trace filter; it will be rebuilt");
-                let _ = std::fs::remove_file(&path);
-                None
-            }
-        }
+        let problem = match self.store.read_derived(TRACE_INDEX_KIND, &meta.path).await {
+            Ok(None) => return None,
+            Ok(Some(bytes)) => match TraceFilter::decode(&bytes) {
+                Ok(f) => {
+                    let f = Arc::new(f);
+                    self.remember(data_path.to_path_buf(), f.clone());
+                    return Some(f);
+                }
+                Err(e) => {
+                    if let Err(e2) = self
+                        .store
+                        .reject_derived(TRACE_INDEX_KIND, &meta.path, &e)
+                        .await
+                    {
+                        tracing::warn!(error = %e2, "could not quarantine a trace filter");
+                    }
+                    e
+                }
+            },
+            Err(e) => e.to_string(),
+        };
+        self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(file = %meta.path, error = %problem, "unreadable trace filter; it will be rebuilt");
+        None
     }
 
     /// Builds and saves the filter of one data file.
@@ -265,22 +260,20 @@ impl TraceIndex {
             .collect()
             .await
             .map_err(|e| RedError::Query(e.to_string()))?;
-        let path = self.filter_path(meta);
-        let filter = tokio::task::spawn_blocking(move || -> Result<TraceFilter, String> {
-            let f = filter_of(&batches);
-            write_atomic(&path, &f.encode())?;
-            Ok(f)
-        })
-        .await
-        .map_err(|e| RedError::Query(format!("trace filter task failed: {e}")))?
-        .map_err(RedError::Query)?;
+        let filter = filter_of(&batches);
+        if !self.store.is_read_only() {
+            self.store
+                .write_derived(TRACE_INDEX_KIND, &meta.path, filter.encode())
+                .await
+                .map_err(|e| RedError::Query(format!("saving a trace filter: {e}")))?;
+        }
         self.metrics.built.fetch_add(1, Ordering::Relaxed);
         self.remember(data_path.to_path_buf(), Arc::new(filter));
         Ok(())
     }
 
-    /// Builds filters for live files that have none and deletes filters
-    /// whose data file is gone. Returns the number built.
+    /// Builds filters for live files that have none (the store removes
+    /// those of files that are gone). Returns the number built.
     pub async fn maintain(&self) -> Result<u64, RedError> {
         let mut built = 0;
         let mut live = std::collections::HashSet::new();
@@ -288,17 +281,14 @@ impl TraceIndex {
             let snap = self.store.snapshot(table);
             for (path, meta) in &snap.files {
                 live.insert(path.clone());
-                if self.cached(path).is_none() && !self.filter_path(meta).exists() {
+                if self.cached(path).is_none()
+                    && !self.store.has_derived(TRACE_INDEX_KIND, &meta.path)
+                {
                     self.build(table, path, meta).await?;
                     built += 1;
                 }
             }
         }
-        let root = self.store.data_dir().join(TRACE_INDEX_DIR);
-        let data_dir = self.store.data_dir().to_path_buf();
-        tokio::task::spawn_blocking(move || sweep(&root, &root, &data_dir))
-            .await
-            .map_err(|e| RedError::Query(format!("trace filter task failed: {e}")))?;
         self.cache.retain_live(&live.iter().collect());
         Ok(built)
     }
@@ -400,19 +390,6 @@ fn filter_of(batches: &[RecordBatch]) -> TraceFilter {
     f
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    let dir = path.parent().ok_or("trace filter path has no parent")?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_data())
-        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("rename {}: {e}", tmp.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,21 +414,19 @@ mod tests {
         assert!(f.may_contain("not-an-id"));
     }
 
+    /// Damage to the bytes at rest is the store's to find (it checksums
+    /// every derived file: `store/tests/derived.rs`); decoding refuses what
+    /// is not a filter of this version.
     #[test]
-    fn encoding_round_trips_and_damage_is_detected() {
+    fn encoding_round_trips_and_foreign_bytes_are_refused() {
         let mut f = TraceFilter::with_capacity(100);
         f.insert(&id(1));
         let b = f.encode();
         assert_eq!(TraceFilter::decode(&b).unwrap(), f);
-        let mut flipped = b.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 1;
-        assert!(
-            TraceFilter::decode(&flipped)
-                .unwrap_err()
-                .contains("checksum")
-        );
         assert!(TraceFilter::decode(&b[..b.len() - 8]).is_err());
         assert!(TraceFilter::decode(b"nope").is_err());
+        let mut old = b.clone();
+        old[4] = 1;
+        assert!(TraceFilter::decode(&old).unwrap_err().contains("version 1"));
     }
 }

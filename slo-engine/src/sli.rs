@@ -4,7 +4,9 @@
 //! RED rollups: for each live file, the number of rows matching the SLI's
 //! total predicate and the number of those that are bad, per minute of the
 //! row's time. A rollup is computed once per (SLI, file), kept in a memory
-//! cache bounded by bytes and saved under `<data>/rollups/sli-v1/<sli>/`.
+//! cache bounded by bytes and by the store as a derived file of kind
+//! `sli-v1/<sli>` (under `<data>/rollups/sli-v1/<sli>/`, checksummed,
+//! removed with its data file).
 //! A count over `[from, to)` combines, without counting a row twice:
 //! - rollup minutes of files, for minutes no window boundary falls inside;
 //! - raw rows of files, for the minutes a boundary falls inside (*edges*);
@@ -32,6 +34,9 @@ use analytics::cache::{FileCache, Weigh};
 /// One minute, ns.
 pub const MINUTE_NS: i64 = 60_000_000_000;
 
+/// The SLI rollups' kind of derived file in the store (one kind per SLI
+/// below it: `sli-v1/<fingerprint>`).
+pub const SLI_ROLLUP_KIND: &str = "sli-v1";
 /// Directory of SLI rollup files, relative to the data directory.
 pub const SLI_ROLLUP_DIR: &str = "rollups/sli-v1";
 
@@ -237,7 +242,7 @@ fn query_error(e: impl std::fmt::Display) -> QueryError {
     QueryError::Execution(e.to_string())
 }
 
-const MAGIC: &[u8; 8] = b"BWSLI01\n";
+const MAGIC: &[u8; 8] = b"BWSLI02\n";
 
 fn encode(rows: &[(i64, u64, u64)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(20 + rows.len() * 24);
@@ -248,19 +253,14 @@ fn encode(rows: &[(i64, u64, u64)]) -> Vec<u8> {
         out.extend_from_slice(&t.to_le_bytes());
         out.extend_from_slice(&b.to_le_bytes());
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
 fn decode(bytes: &[u8]) -> Result<Vec<(i64, u64, u64)>, String> {
-    if bytes.len() < 20 || &bytes[..8] != MAGIC {
-        return Err("not an SLI rollup file".into());
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err("not an SLI rollup file of this version".into());
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err("checksum mismatch".into());
-    }
+    let body = bytes;
     let n = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
     let rest = &body[16..];
     if rest.len() != n.saturating_mul(24) {
@@ -288,12 +288,8 @@ impl SliCounter {
         &self.store
     }
 
-    fn rollup_path(&self, fp: u64, meta: &FileMeta) -> PathBuf {
-        self.store
-            .data_dir()
-            .join(SLI_ROLLUP_DIR)
-            .join(format!("{fp:016x}"))
-            .join(&meta.path)
+    fn kind(fp: u64) -> String {
+        format!("{SLI_ROLLUP_KIND}/{fp:016x}")
     }
 
     /// The rollup of one (SLI, file): memory, file, or computed and saved.
@@ -305,21 +301,24 @@ impl SliCounter {
         data_path: &Path,
         meta: &FileMeta,
     ) -> Result<Arc<MinuteRollup>, QueryError> {
-        let fp = SliSource::fingerprint(table, total, bad);
-        let path = self.rollup_path(fp, meta);
+        let kind = Self::kind(SliSource::fingerprint(table, total, bad));
+        let path = self.store.derived_path(&kind, &meta.path);
         if let Some(r) = self.cache.get(&path) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(r);
         }
-        let read = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || match std::fs::read(&path) {
-                Ok(b) => decode(&b).map(Some),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e.to_string()),
-            })
-            .await
-            .map_err(query_error)?
+        let read = match self.store.read_derived(&kind, &meta.path).await {
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => {
+                let decoded = decode(&bytes);
+                if let Err(e) = &decoded
+                    && let Err(e2) = self.store.reject_derived(&kind, &meta.path, e).await
+                {
+                    tracing::warn!(error = %e2, "could not quarantine an SLI rollup");
+                }
+                decoded.map(Some)
+            }
+            Err(e) => Err(e.to_string()),
         };
         let rows = match read {
             Ok(Some(rows)) => {
@@ -334,16 +333,10 @@ impl SliCounter {
                 let rows = compute(table, total, bad, data_path, meta).await?;
                 self.metrics.computed.fetch_add(1, Ordering::Relaxed);
                 if !self.store.is_read_only() {
-                    let bytes = encode(&rows);
-                    let p = path.clone();
-                    let saved = tokio::task::spawn_blocking(move || {
-                        std::fs::create_dir_all(p.parent().expect("a rollup path has a parent"))?;
-                        let tmp = p.with_extension("tmp");
-                        std::fs::write(&tmp, &bytes)?;
-                        std::fs::rename(&tmp, &p)
-                    })
-                    .await
-                    .map_err(query_error)?;
+                    let saved = self
+                        .store
+                        .write_derived(&kind, &meta.path, encode(&rows))
+                        .await;
                     if let Err(e) = saved {
                         tracing::warn!(path = %path.display(), error = %e, "could not save an SLI rollup");
                     }
@@ -356,16 +349,16 @@ impl SliCounter {
         Ok(r)
     }
 
-    /// Deletes rollups of files that are gone, and of SLIs not in `sources`
-    /// (an SLO was changed or removed). Returns the files deleted.
+    /// Deletes rollups of SLIs not in `sources` (an SLO was changed or
+    /// removed); the store removes those of files that are gone. Returns
+    /// the files deleted.
     pub async fn sweep(&self, sources: &[&SliSource]) -> u64 {
         let keep: HashSet<String> = sources
             .iter()
             .filter_map(|s| match s {
-                SliSource::Rows { table, total, bad } => Some(format!(
-                    "{:016x}",
-                    SliSource::fingerprint(*table, total, bad)
-                )),
+                SliSource::Rows { table, total, bad } => {
+                    Some(Self::kind(SliSource::fingerprint(*table, total, bad)))
+                }
                 _ => None,
             })
             .collect();
@@ -380,14 +373,25 @@ impl SliCounter {
                 .ok()
                 .and_then(|rel| {
                     let mut c = rel.components();
-                    let fp = c.next()?.as_os_str().to_str()?.to_string();
-                    Some(keep.contains(&fp) && live.contains(&data.join(c.as_path())))
+                    let fp = c.next()?.as_os_str().to_str()?;
+                    Some(
+                        keep.contains(&format!("{SLI_ROLLUP_KIND}/{fp}"))
+                            && live.contains(&data.join(c.as_path())),
+                    )
                 })
                 .unwrap_or(false)
         });
-        tokio::task::spawn_blocking(move || sweep_dir(&root, &data, &keep))
+        match self
+            .store
+            .remove_derived(SLI_ROLLUP_KIND, |kind| keep.contains(kind))
             .await
-            .unwrap_or(0)
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove stale SLI rollups");
+                0
+            }
+        }
     }
 
     /// Bytes held by the memory cache.
@@ -599,7 +603,7 @@ impl SliCounter {
         };
         let ctx = SessionContext::new_with_config(store::query::session_config());
         if !edge_files.is_empty() {
-            analytics::rollup::register(
+            analytics::red::register(
                 &ctx,
                 "f",
                 Snapshot {
@@ -615,7 +619,7 @@ impl SliCounter {
             }
         }
         if !snap.batches.is_empty() {
-            analytics::rollup::register(
+            analytics::red::register(
                 &ctx,
                 "m",
                 Snapshot {
@@ -734,7 +738,7 @@ async fn compute(
     meta: &FileMeta,
 ) -> Result<Vec<(i64, u64, u64)>, QueryError> {
     let ctx = SessionContext::new_with_config(store::query::session_config());
-    analytics::rollup::register(
+    analytics::red::register(
         &ctx,
         "f",
         Snapshot {
@@ -766,53 +770,22 @@ async fn compute(
 }
 
 /// Deletes rollup files whose SLI is not kept or whose data file is gone.
-fn sweep_dir(root: &Path, data: &Path, keep: &HashSet<String>) -> u64 {
-    let Ok(dirs) = std::fs::read_dir(root) else {
-        return 0;
-    };
-    let mut deleted = 0;
-    for d in dirs.flatten() {
-        let name = d.file_name().to_string_lossy().to_string();
-        if !keep.contains(&name) {
-            if std::fs::remove_dir_all(d.path()).is_ok() {
-                deleted += 1;
-            }
-            continue;
-        }
-        let mut stack = vec![d.path()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if let Ok(rel) = p.strip_prefix(d.path())
-                    && !data.join(rel).exists()
-                    && std::fs::remove_file(&p).is_ok()
-                {
-                    deleted += 1;
-                }
-            }
-        }
-    }
-    deleted
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Damage at rest is the store's to find (it checksums every derived
+    /// file: `store/tests/derived.rs`); decoding refuses what is not a
+    /// rollup of this version.
     #[test]
-    fn rollup_files_round_trip_and_detect_damage() {
+    fn rollup_files_round_trip_and_foreign_bytes_are_refused() {
         let rows = vec![(60_000_000_000, 10, 1), (120_000_000_000, 7, 0)];
         let bytes = encode(&rows);
         assert_eq!(decode(&bytes).unwrap(), rows);
-        let mut flipped = bytes.clone();
-        flipped[20] ^= 1;
-        assert!(decode(&flipped).unwrap_err().contains("checksum"));
         assert!(decode(&bytes[..bytes.len() - 3]).is_err());
+        let mut old = bytes.clone();
+        old[6] = b'1';
+        assert!(decode(&old).unwrap_err().contains("version"));
     }
 
     #[test]

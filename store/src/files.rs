@@ -72,6 +72,20 @@ pub struct Manifest {
     pub next_file_id: u64,
     /// Live files per table name.
     pub tables: BTreeMap<String, Vec<FileMeta>>,
+    /// Files derived from live files (RED rollups, trace-id filters, SLI
+    /// rollups): per live file path, per kind. They are kept under
+    /// `rollups/<kind>/<file path>` and leave with the file they belong to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub derived: BTreeMap<String, BTreeMap<String, DerivedMeta>>,
+}
+
+/// One derived file, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DerivedMeta {
+    /// Size in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole file; checked on every read and by the scrub.
+    pub crc32: u32,
 }
 
 const MANIFEST: &str = "manifest.json";
@@ -110,10 +124,50 @@ impl Manifest {
         self.tables.entry(table.name().to_string()).or_default()
     }
 
+    /// Whether `path` is a live file of any table.
+    pub fn is_live(&self, path: &str) -> bool {
+        self.tables
+            .values()
+            .any(|files| files.iter().any(|f| f.path == path))
+    }
+
+    /// Drops the derived files of files that are no longer live; returns
+    /// their paths relative to the data directory.
+    pub(crate) fn prune_derived(&mut self) -> Vec<String> {
+        let live: std::collections::HashSet<&str> = self
+            .tables
+            .values()
+            .flatten()
+            .map(|f| f.path.as_str())
+            .collect();
+        let gone: Vec<String> = self
+            .derived
+            .keys()
+            .filter(|p| !live.contains(p.as_str()))
+            .cloned()
+            .collect();
+        let mut paths = Vec::new();
+        for file in gone {
+            if let Some(kinds) = self.derived.remove(&file) {
+                paths.extend(kinds.into_keys().map(|k| derived_rel_path(&k, &file)));
+            }
+        }
+        paths
+    }
+
     pub(crate) fn take_file_id(&mut self) -> u64 {
         self.next_file_id += 1;
         self.next_file_id
     }
+}
+
+/// Directory of derived files, relative to the data directory.
+pub const DERIVED_DIR: &str = "rollups";
+
+/// `rollups/<kind>/<file path>`: where the derived file of `kind` for the
+/// live file `file` is kept, relative to the data directory.
+pub fn derived_rel_path(kind: &str, file: &str) -> String {
+    format!("{DERIVED_DIR}/{kind}/{file}")
 }
 
 /// `<table>/date=YYYY-MM-DD/hour=HH`.

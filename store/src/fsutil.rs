@@ -32,10 +32,16 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
 }
 
 /// Writes `data` to `path` atomically: temp file, fsync, rename, fsync dir.
+/// The temp file's name is unique to this write (`<name>.<n>.tmp`), so
+/// writers of the same path do not collide.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let tmp = path.with_file_name(name);
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let res = f.write_all(data).and_then(|_| f.sync_all());
     if let Err(e) = res {

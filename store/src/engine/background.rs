@@ -1,0 +1,134 @@
+//! Background scheduling: the flusher and the compaction, retention and scrub cron jobs; closing.
+
+use super::*;
+
+impl Store {
+    /// Starts the background tasks: the flusher, and compaction and retention
+    /// on their cron schedules. They stop when `shutdown` is cancelled; the
+    /// flusher flushes once more on the way out.
+    pub async fn spawn_background(
+        &self,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<()> {
+        let store = self.clone();
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = store.inner.flush_wanted.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                if store.should_flush() {
+                    match store.flush().await {
+                        Ok(_) => backoff = Duration::from_millis(100),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "flush failed; rows stay in the WAL and memory, will retry");
+                            tokio::select! {
+                                _ = token.cancelled() => break,
+                                _ = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            }
+        });
+
+        let scheduler = tokio_cron_scheduler::JobScheduler::new()
+            .await
+            .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
+        let compaction = cron_job(
+            &self.inner.config.compaction_schedule,
+            "compaction",
+            self.clone(),
+            |s| async move { s.compact(now_ns()).await },
+        )?;
+        let retention = cron_job(
+            &self.inner.config.retention_schedule,
+            "retention",
+            self.clone(),
+            |s| async move { s.apply_retention(now_ns()).await },
+        )?;
+        let scrub = cron_job(
+            &self.inner.config.scrub_schedule,
+            "scrub",
+            self.clone(),
+            |s| async move { s.scrub().await },
+        )?;
+        for job in [compaction, retention, scrub] {
+            scheduler
+                .add(job)
+                .await
+                .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
+        }
+        scheduler
+            .start()
+            .await
+            .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
+        // One scrub a minute after start, so damage done while the server
+        // was down is found without waiting for the schedule.
+        let (store, token) = (self.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                    if let Err(e) = store.scrub().await {
+                        tracing::warn!(error = %e, "scrub failed; it runs again on its schedule");
+                    }
+                }
+            }
+        });
+        tracker.spawn(async move {
+            shutdown.cancelled().await;
+            let mut scheduler = scheduler;
+            let _ = scheduler.shutdown().await;
+        });
+        Ok(())
+    }
+
+    /// Stops accepting writes, waits for the WAL thread, flushes everything
+    /// buffered to Parquet and deletes replaced files.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
+        let flushed = self.flush().await;
+        if let Err(e) = self.persist_derived().await {
+            tracing::warn!(error = %e, "could not write the manifest listing derived files");
+        }
+        let tx = lock(&self.inner.wal_tx).take();
+        drop(tx);
+        let handle = lock(&self.inner.wal_thread).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        self.delete_expired_pending(true);
+        flushed.map(|_| ())
+    }
+}
+
+/// A cron job running `run` on the store; failures are logged and retried
+/// at the next tick.
+pub(super) fn cron_job<F, Fut>(
+    schedule: &str,
+    what: &'static str,
+    store: Store,
+    run: F,
+) -> Result<tokio_cron_scheduler::Job>
+where
+    F: Fn(Store) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<u64>> + Send + 'static,
+{
+    tokio_cron_scheduler::Job::new_async(schedule, move |_id, _l| {
+        let fut = run(store.clone());
+        Box::pin(async move {
+            if let Err(e) = fut.await {
+                tracing::warn!(error = %e, "{what} failed; will retry on schedule");
+            }
+        })
+    })
+    .map_err(|e| Error::Internal(format!("bad {what}_schedule {schedule:?}: {e}")))
+}
