@@ -51,3 +51,34 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     sync_dir(dir)
 }
+
+/// Every file below `root` with its path relative to `data_dir`
+/// (`/`-separated), and every directory below `root`, deepest first.
+pub(crate) fn walk(
+    root: &Path,
+    data_dir: &Path,
+) -> (Vec<(std::path::PathBuf, String)>, Vec<std::path::PathBuf>) {
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path.clone());
+                dirs.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(data_dir)
+                .map(|p| p.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            files.push((path, rel));
+        }
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    (files, dirs)
+}

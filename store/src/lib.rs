@@ -6,9 +6,13 @@
 //! once it is in an fsync'd write-ahead log, with concurrent writers sharing one
 //! fsync), Parquet files partitioned by hour and the manifest that names the
 //! live ones ([`files`]), and the [`Store`] that ties them together: buffers,
-//! flushes, compaction, retention and backpressure ([`engine`]).
+//! flushes, compaction, retention, backpressure, and the derived files
+//! (rollups, filters) other crates compute and the store keeps, checks and
+//! removes ([`engine`]). [`error`] is the store's error type; `fsutil` holds
+//! the durable write helpers.
 //! [`query`] exposes consistent snapshots as DataFusion tables and [`sql`]
 //! runs read-only queries over them with row, time and memory limits.
+//! `synth` (feature `testkit`) makes synthetic rows for tests and benchmarks.
 //!
 //! Data flow:
 //!

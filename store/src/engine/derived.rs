@@ -308,32 +308,14 @@ pub(super) fn remove_derived_orphans(data_dir: &Path, manifest: &mut Manifest) -
             }
         }
     }
-    let root = data_dir.join(DERIVED_DIR);
-    let mut stack = vec![root.clone()];
-    let mut dirs = Vec::new();
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in rd.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path.clone());
-                dirs.push(path);
-                continue;
-            }
-            let rel = path
-                .strip_prefix(data_dir)
-                .map(|p| p.to_string_lossy().replace('\\', "/"))
-                .unwrap_or_default();
-            if !listed.contains(&rel) {
-                tracing::debug!(file = %path.display(), "removing an unlisted derived file");
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            }
+    let (files, dirs) = crate::fsutil::walk(&data_dir.join(DERIVED_DIR), data_dir);
+    for (path, rel) in files {
+        if !listed.contains(&rel) {
+            tracing::debug!(file = %path.display(), "removing an unlisted derived file");
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }
     }
     // Deepest first, so emptied parents go too.
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in dirs {
         let _ = std::fs::remove_dir(d);
     }

@@ -229,28 +229,17 @@ pub(super) fn remove_orphans(data_dir: &Path, manifest: &Manifest) -> Result<()>
             .iter()
             .map(|f| f.path.as_str())
             .collect();
-        let root = data_dir.join(table.name());
-        let mut stack = vec![root];
-        while let Some(dir) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in rd.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let rel = path
-                    .strip_prefix(data_dir)
-                    .map(|p| p.to_string_lossy().replace('\\', "/"))
-                    .unwrap_or_default();
-                let name = entry.file_name().to_string_lossy().to_string();
-                let ours = name.ends_with(".parquet") || name.ends_with(".tmp");
-                if ours && !live.contains(rel.as_str()) {
-                    tracing::info!(file = %path.display(), "removing a file left by an interrupted flush or compaction");
-                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                }
+        let (files, _) = crate::fsutil::walk(&data_dir.join(table.name()), data_dir);
+        for (path, rel) in files {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let ours = name.ends_with(".parquet") || name.ends_with(".tmp");
+            if ours && !live.contains(rel.as_str()) {
+                tracing::info!(file = %path.display(), "removing a file left by an interrupted flush or compaction");
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             }
         }
     }
