@@ -231,15 +231,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         web_connections.clone(),
     ];
     let mut metrics: Vec<web::MetricsSource> = vec![
-        Arc::new(move |out: &mut String| cm.render(out)),
-        Arc::new(move |out: &mut String| {
+        Arc::new(move |out: &mut exposition::Out<'_>| cm.collect(out)),
+        Arc::new(move |out: &mut exposition::Out<'_>| {
             let all: Vec<&listeners::net::ConnectionStats> =
                 connections.iter().map(|c| c.as_ref()).collect();
-            listeners::net::render_metrics(&all, out);
+            listeners::net::collect_metrics(&all, out)
         }),
     ];
     if let Some(engine) = slo.clone() {
-        metrics.push(Arc::new(move |out: &mut String| engine.render_metrics(out)));
+        metrics.push(Arc::new(move |out: &mut exposition::Out<'_>| {
+            engine.collect_metrics(out)
+        }));
     }
     let rollups = analytics::rollup::Rollups::with_limit(
         store.clone(),
@@ -248,7 +250,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     );
     tracker.spawn(rollups.clone().run(Duration::from_secs(5), token.clone()));
     let r = rollups.clone();
-    metrics.push(Arc::new(move |out: &mut String| r.render_metrics(out)));
+    metrics.push(Arc::new(move |out: &mut exposition::Out<'_>| {
+        r.collect_metrics(out)
+    }));
     let state = web::WebState {
         store: store.clone(),
         rollups,

@@ -320,3 +320,90 @@ async fn serve_with_api_tokens_checks_every_caller() {
 
     terminate(p).await;
 }
+
+/// `/metrics` as a set of `sample{label keys} type` lines: what a scraper
+/// stores (names, label names, types), not how the text spells families.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut types = std::collections::HashMap::new();
+    let mut out = std::collections::BTreeSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').unwrap();
+            types.insert(family.to_string(), kind.to_string());
+        } else if !line.is_empty() && !line.starts_with('#') {
+            samples.push(line);
+        }
+    }
+    for line in samples {
+        let end = line.find(['{', ' ']).unwrap();
+        let name = &line[..end];
+        let mut keys: Vec<&str> = Vec::new();
+        if line[end..].starts_with('{') {
+            let labels = &line[end + 1..line.rfind('}').unwrap()];
+            // Keys are what precedes `="`; values may hold anything escaped.
+            for part in labels.split("\",") {
+                keys.push(part.split("=\"").next().unwrap());
+            }
+        }
+        keys.sort();
+        let kind = std::iter::once(name)
+            .chain(
+                ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .filter_map(|s| name.strip_suffix(s)),
+            )
+            .find_map(|f| types.get(f))
+            .unwrap_or_else(|| panic!("{name} has no TYPE"));
+        out.insert(format!("{name}{{{}}} {kind}", keys.join(",")));
+    }
+    out
+}
+
+/// Every metric keeps its name, label names and type across changes to
+/// how the exposition is written (`tests/golden/metric-names.txt` was taken
+/// from the hand-written text format); the answer is OpenMetrics text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_keep_their_names_labels_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/alert-rules");
+    let p = serve(&[
+        "--data-dir".as_ref(),
+        dir.path().as_os_str(),
+        "--rules-dir".as_ref(),
+        rules.as_ref(),
+        "--slo-interval".as_ref(),
+        "1".as_ref(),
+    ]);
+    let http = reqwest::Client::new();
+    let mut text = String::new();
+    for _ in 0..100 {
+        let r = http
+            .get(format!("http://{}/metrics", p.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        text = r.text().await.unwrap();
+        if text.contains("burnwatch_slo_alert_state{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let got = metric_names(&text);
+    let golden = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/metric-names.txt"
+    ))
+    .unwrap();
+    let want: std::collections::BTreeSet<String> = golden.lines().map(str::to_string).collect();
+    let new: Vec<&String> = got.difference(&want).collect();
+    assert!(new.is_empty(), "not in the golden list: {new:?}\n{text}");
+    let missing: Vec<&String> = want.difference(&got).collect();
+    assert!(missing.is_empty(), "missing: {missing:?}\n{text}");
+    terminate(p).await;
+}

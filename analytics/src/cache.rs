@@ -6,16 +6,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Appends `(name, help, counter)` rows in the Prometheus text format.
-pub fn render_counters(out: &mut String, counters: &[(&str, &str, &std::sync::atomic::AtomicU64)]) {
-    use std::fmt::Write;
+/// Reports `counters` (name, help, value) to `/metrics`.
+pub fn collect_counters(
+    out: &mut exposition::Out<'_>,
+    counters: &[(&str, &str, &std::sync::atomic::AtomicU64)],
+) -> std::fmt::Result {
     for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(std::sync::atomic::Ordering::Relaxed)
-        );
+        out.counter(name, help, v.load(std::sync::atomic::Ordering::Relaxed))?;
     }
+    Ok(())
 }
 
 /// Something whose memory the cache counts.

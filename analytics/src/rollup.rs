@@ -339,11 +339,10 @@ impl Rollups {
         }
     }
 
-    /// Appends the rollup counters in the Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// Reports the rollup counters to `/metrics`.
+    pub fn collect_metrics(&self, out: &mut exposition::Out<'_>) -> std::fmt::Result {
         let m = &self.metrics;
-        crate::cache::render_counters(
+        crate::cache::collect_counters(
             out,
             &[
                 (
@@ -377,13 +376,13 @@ impl Rollups {
                     &m.operations_folded,
                 ),
             ],
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_rollup_cache_bytes Bytes of RED rollups held in memory.\n# TYPE burnwatch_rollup_cache_bytes gauge\nburnwatch_rollup_cache_bytes {}",
-            self.cache_bytes()
-        );
-        self.traces.render_metrics(out);
+        )?;
+        out.gauge(
+            "burnwatch_rollup_cache_bytes",
+            "Bytes of RED rollups held in memory.",
+            self.cache_bytes() as f64,
+        )?;
+        self.traces.collect_metrics(out)
     }
 
     /// RED per service over a window: from SERVER spans, and for services

@@ -330,11 +330,10 @@ impl TraceIndex {
         Ok(ctx)
     }
 
-    /// Appends the index counters in the Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// Reports the index counters to `/metrics`.
+    pub fn collect_metrics(&self, out: &mut exposition::Out<'_>) -> std::fmt::Result {
         let m = &self.metrics;
-        crate::cache::render_counters(
+        crate::cache::collect_counters(
             out,
             &[
                 (
@@ -363,12 +362,12 @@ impl TraceIndex {
                     &m.unreadable,
                 ),
             ],
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_trace_index_cache_bytes Bytes of trace-id filters held in memory.\n# TYPE burnwatch_trace_index_cache_bytes gauge\nburnwatch_trace_index_cache_bytes {}",
-            self.cache_bytes()
-        );
+        )?;
+        out.gauge(
+            "burnwatch_trace_index_cache_bytes",
+            "Bytes of trace-id filters held in memory.",
+            self.cache_bytes() as f64,
+        )
     }
 }
 

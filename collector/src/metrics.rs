@@ -1,6 +1,5 @@
-//! Self-telemetry of the receivers, rendered as Prometheus text.
+//! Self-telemetry of the receivers, reported to `/metrics`.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -50,6 +49,9 @@ impl Transport {
         self as usize
     }
 }
+
+/// A series' labels (name, value).
+type Labels<const N: usize> = [(&'static str, &'static str); N];
 
 const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 const TRANSPORTS: [Transport; 2] = [Transport::Grpc, Transport::Http];
@@ -150,8 +152,8 @@ impl CollectorMetrics {
             .sum()
     }
 
-    /// Appends the Prometheus text exposition of these metrics.
-    pub fn render(&self, out: &mut String) {
+    /// Reports these metrics to `/metrics`.
+    pub fn collect(&self, out: &mut exposition::Out<'_>) -> std::fmt::Result {
         let item = |s: Signal| match s {
             Signal::Traces => "spans",
             Signal::Metrics => "data_points",
@@ -205,53 +207,56 @@ impl CollectorMetrics {
                 |p| &p.bytes,
             ),
         ];
+        let pairs: Vec<(Signal, Transport, Labels<3>)> = SIGNALS
+            .iter()
+            .flat_map(|s| {
+                TRANSPORTS.iter().map(move |t| {
+                    (
+                        *s,
+                        *t,
+                        [
+                            ("signal", s.as_str()),
+                            ("item", item(*s)),
+                            ("transport", t.as_str()),
+                        ],
+                    )
+                })
+            })
+            .collect();
         for (name, help, field) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for s in SIGNALS {
-                for t in TRANSPORTS {
-                    let v = field(self.get(s, t)).load(Ordering::Relaxed);
-                    let _ = writeln!(
-                        out,
-                        "{name}{{signal=\"{}\",item=\"{}\",transport=\"{}\"}} {v}",
-                        s.as_str(),
-                        item(s),
-                        t.as_str()
-                    );
-                }
-            }
+            out.counters(
+                name,
+                help,
+                pairs.iter().map(|(s, t, labels)| {
+                    (&labels[..], field(self.get(*s, *t)).load(Ordering::Relaxed))
+                }),
+            )?;
         }
-        let name = "burnwatch_otlp_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time from request start to response.\n# TYPE {name} histogram"
-        );
-        for s in SIGNALS {
-            for t in TRANSPORTS {
-                let p = self.get(s, t);
-                let labels = format!("signal=\"{}\",transport=\"{}\"", s.as_str(), t.as_str());
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{{labels},le=\"{b}\"}} {}",
-                        p.duration_buckets[i].load(Ordering::Relaxed)
-                    );
-                }
-                let count = p.duration_count.load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-                let _ = writeln!(
-                    out,
-                    "{name}_sum{{{labels}}} {}",
-                    p.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-                );
-                let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_otlp_unauthorized_requests_total Requests without a valid bearer token.\n\
-             # TYPE burnwatch_otlp_unauthorized_requests_total counter\n\
-             burnwatch_otlp_unauthorized_requests_total {}",
-            self.unauthorized.load(Ordering::Relaxed)
-        );
+        let by_signal: Vec<(Signal, Transport, Labels<2>)> = pairs
+            .iter()
+            .map(|(s, t, _)| (*s, *t, [("signal", s.as_str()), ("transport", t.as_str())]))
+            .collect();
+        out.histograms(
+            "burnwatch_otlp_request_duration_seconds",
+            "Time from request start to response.",
+            by_signal.iter().map(|(s, t, labels)| {
+                let p = self.get(*s, *t);
+                let h = exposition::Histogram {
+                    cumulative: BUCKETS
+                        .iter()
+                        .zip(&p.duration_buckets)
+                        .map(|(b, n)| (*b, n.load(Ordering::Relaxed)))
+                        .collect(),
+                    count: p.duration_count.load(Ordering::Relaxed),
+                    sum: p.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                };
+                (&labels[..], h)
+            }),
+        )?;
+        out.counter(
+            "burnwatch_otlp_unauthorized_requests_total",
+            "Requests without a valid bearer token.",
+            self.unauthorized.load(Ordering::Relaxed),
+        )
     }
 }

@@ -441,11 +441,7 @@ async fn error_statuses_and_bodies() {
     assert!(err.get_details_retry_info().is_none(), "{err}");
     assert_eq!(server.count("spans").await, 0);
 
-    let metrics = {
-        let mut s = String::new();
-        server.collector.ingest.metrics().render(&mut s);
-        s
-    };
+    let metrics = server.metrics_text();
     assert!(metrics.contains("burnwatch_otlp_bad_requests_total{signal=\"traces\",item=\"spans\",transport=\"http\"} 6"), "{metrics}");
     assert!(metrics.contains("burnwatch_otlp_bad_requests_total{signal=\"traces\",item=\"spans\",transport=\"grpc\"} 2"), "{metrics}");
     server.stop().await;
@@ -738,8 +734,7 @@ async fn backpressure_then_retry_stores_everything_once() {
         .text("SELECT count(DISTINCT trace_id || span_id) AS n FROM spans")
         .await;
     assert!(d.contains("| 600 |"), "{d}");
-    let mut s = String::new();
-    server.collector.ingest.metrics().render(&mut s);
+    let s = server.metrics_text();
     assert!(s.contains("burnwatch_otlp_refused_requests_total{signal=\"traces\",item=\"spans\",transport=\"http\"} 1"), "{s}");
     assert!(s.contains("burnwatch_otlp_refused_requests_total{signal=\"traces\",item=\"spans\",transport=\"grpc\"} 1"), "{s}");
     server.stop().await;
@@ -790,8 +785,7 @@ async fn sdk_exporter_retries_after_resource_exhausted() {
         .text("SELECT count(*) AS n FROM spans WHERE name = 'retried'")
         .await;
     assert!(n.contains("| 1 |"), "{n}");
-    let mut s = String::new();
-    server.collector.ingest.metrics().render(&mut s);
+    let s = server.metrics_text();
     assert!(!s.contains("burnwatch_otlp_refused_requests_total{signal=\"traces\",item=\"spans\",transport=\"grpc\"} 0"), "the exporter was never refused: {s}");
     server.stop().await;
 }
@@ -941,14 +935,13 @@ async fn silent_and_slow_clients_are_cut_off_and_the_connection_cap_holds() {
     );
     assert_eq!(server.count("spans").await, 4);
 
-    let mut text = String::new();
-    listeners::net::render_metrics(
-        &[
-            &server.collector.grpc_connections,
-            &server.collector.http_connections,
-        ],
-        &mut text,
+    let (grpc, http) = (
+        server.collector.grpc_connections.clone(),
+        server.collector.http_connections.clone(),
     );
+    let text = exposition::encode(&[std::sync::Arc::new(move |o: &mut exposition::Out<'_>| {
+        listeners::net::collect_metrics(&[&grpc, &http], o)
+    })]);
     assert!(
         text.contains("burnwatch_connections_at_capacity_total{listener=\"otlp_http\"} ")
             && text.contains("# TYPE burnwatch_connections_open gauge"),

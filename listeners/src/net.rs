@@ -14,7 +14,6 @@
 //! Past `max_connections` a listener stops accepting until a connection
 //! closes; new connections wait in the kernel's accept queue.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
@@ -113,41 +112,45 @@ impl ConnectionStats {
     }
 }
 
-/// Renders the counters of several listeners as one set of Prometheus families.
-pub fn render_metrics(stats: &[&ConnectionStats], out: &mut String) {
+/// Reports the counters of several listeners as one set of families.
+pub fn collect_metrics(
+    stats: &[&ConnectionStats],
+    out: &mut exposition::Out<'_>,
+) -> std::fmt::Result {
     type Get = fn(&ConnectionStats) -> u64;
-    let families: [(&str, &str, &str, Get); 4] = [
-        (
-            "burnwatch_connections_open",
-            "gauge",
-            "Connections open now, per listener.",
-            |s| s.open.load(Ordering::Relaxed),
-        ),
+    let labels: Vec<[(&str, &str); 1]> = stats.iter().map(|s| [("listener", s.listener)]).collect();
+    let series = |get: Get| {
+        stats
+            .iter()
+            .zip(&labels)
+            .map(move |(s, l)| (&l[..], get(s)))
+    };
+    out.gauges(
+        "burnwatch_connections_open",
+        "Connections open now, per listener.",
+        series(|s| s.open.load(Ordering::Relaxed)).map(|(l, v)| (l, v as f64)),
+    )?;
+    let counters: [(&str, &str, Get); 3] = [
         (
             "burnwatch_connections_accepted_total",
-            "counter",
             "Connections accepted, per listener.",
             |s| s.accepted.load(Ordering::Relaxed),
         ),
         (
             "burnwatch_connections_at_capacity_total",
-            "counter",
             "Times a listener reached [connections] max_connections and stopped accepting.",
             |s| s.at_capacity.load(Ordering::Relaxed),
         ),
         (
             "burnwatch_connections_header_timeouts_total",
-            "counter",
             "Connections closed because no request head arrived within [connections] header_timeout_ms.",
             |s| s.header_timeouts.load(Ordering::Relaxed),
         ),
     ];
-    for (name, kind, help, get) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for s in stats {
-            let _ = writeln!(out, "{name}{{listener=\"{}\"}} {}", s.listener, get(s));
-        }
+    for (name, help, get) in counters {
+        out.counters(name, help, series(get))?;
     }
+    Ok(())
 }
 
 /// One open connection: its place under the cap.

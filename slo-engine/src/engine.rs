@@ -775,58 +775,74 @@ impl SloEngine {
         Ok(())
     }
 
-    /// Prometheus text for `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_slo_evaluations_total SLO evaluation rounds.\n# TYPE burnwatch_slo_evaluations_total counter\nburnwatch_slo_evaluations_total {}",
-            self.evaluations.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_slo_evaluation_failures_total SLO evaluations that failed.\n# TYPE burnwatch_slo_evaluation_failures_total counter\nburnwatch_slo_evaluation_failures_total {}",
-            self.evaluation_failures.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_notifications_total Notifications by receiver kind and outcome.\n# TYPE burnwatch_notifications_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_notification_failed_attempts_total Delivery attempts that failed (retries included).\n# TYPE burnwatch_notification_failed_attempts_total counter"
-        );
-        let mut attempts = String::new();
-        for (kind, m) in [
+    /// Reports the SLO engine's metrics (evaluations, notifications, rules,
+    /// SLI rollups, budgets, alert states) to `/metrics`.
+    pub fn collect_metrics(&self, out: &mut exposition::Out<'_>) -> std::fmt::Result {
+        out.counter(
+            "burnwatch_slo_evaluations_total",
+            "SLO evaluation rounds.",
+            self.evaluations.load(Ordering::Relaxed),
+        )?;
+        out.counter(
+            "burnwatch_slo_evaluation_failures_total",
+            "SLO evaluations that failed.",
+            self.evaluation_failures.load(Ordering::Relaxed),
+        )?;
+        let receivers = [
             ("webhook", &self.notify_metrics.webhook),
             ("alertmanager", &self.notify_metrics.alertmanager),
-        ] {
-            let _ = writeln!(
-                out,
-                "burnwatch_notifications_total{{receiver=\"{kind}\",result=\"delivered\"}} {}\nburnwatch_notifications_total{{receiver=\"{kind}\",result=\"failed\"}} {}",
-                m.delivered.load(Ordering::Relaxed),
-                m.failed.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                attempts,
-                "burnwatch_notification_failed_attempts_total{{receiver=\"{kind}\"}} {}",
-                m.failed_attempts.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str(&attempts);
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_notification_groups Notification groups waiting or active.\n# TYPE burnwatch_notification_groups gauge\nburnwatch_notification_groups {}",
-            self.dispatcher.groups()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_alert_rule_evaluations_total Alert rule evaluations.\n# TYPE burnwatch_alert_rule_evaluations_total counter\nburnwatch_alert_rule_evaluations_total {}\n# HELP burnwatch_alert_rule_evaluation_failures_total Alert rule evaluations whose query failed.\n# TYPE burnwatch_alert_rule_evaluation_failures_total counter\nburnwatch_alert_rule_evaluation_failures_total {}",
+        ];
+        let outcome: Vec<([(&str, &str); 2], u64)> = receivers
+            .iter()
+            .flat_map(|(kind, m)| {
+                [
+                    (
+                        [("receiver", *kind), ("result", "delivered")],
+                        m.delivered.load(Ordering::Relaxed),
+                    ),
+                    (
+                        [("receiver", *kind), ("result", "failed")],
+                        m.failed.load(Ordering::Relaxed),
+                    ),
+                ]
+            })
+            .collect();
+        out.counters(
+            "burnwatch_notifications_total",
+            "Notifications by receiver kind and outcome.",
+            outcome.iter().map(|(l, v)| (&l[..], *v)),
+        )?;
+        let attempts: Vec<([(&str, &str); 1], u64)> = receivers
+            .iter()
+            .map(|(kind, m)| {
+                (
+                    [("receiver", *kind)],
+                    m.failed_attempts.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        out.counters(
+            "burnwatch_notification_failed_attempts_total",
+            "Delivery attempts that failed (retries included).",
+            attempts.iter().map(|(l, v)| (&l[..], *v)),
+        )?;
+        out.gauge(
+            "burnwatch_notification_groups",
+            "Notification groups waiting or active.",
+            self.dispatcher.groups() as f64,
+        )?;
+        out.counter(
+            "burnwatch_alert_rule_evaluations_total",
+            "Alert rule evaluations.",
             self.rules.evaluations.load(Ordering::Relaxed),
-            self.rules.failures.load(Ordering::Relaxed)
-        );
+        )?;
+        out.counter(
+            "burnwatch_alert_rule_evaluation_failures_total",
+            "Alert rule evaluations whose query failed.",
+            self.rules.failures.load(Ordering::Relaxed),
+        )?;
         let sm = &self.sli.metrics;
-        analytics::cache::render_counters(
+        analytics::cache::collect_counters(
             out,
             &[
                 (
@@ -850,51 +866,55 @@ impl SloEngine {
                     &sm.unreadable,
                 ),
             ],
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_sli_rollup_cache_bytes Bytes of SLI rollups held in memory.\n# TYPE burnwatch_sli_rollup_cache_bytes gauge\nburnwatch_sli_rollup_cache_bytes {}",
-            self.sli.cache_bytes()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_notifications_silenced_total Notifications not sent because a silence matched.\n# TYPE burnwatch_notifications_silenced_total counter\nburnwatch_notifications_silenced_total {}",
-            self.silenced.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_alerts Alert instances by state.\n# TYPE burnwatch_alerts gauge"
-        );
-        for (state, n) in self.rules.counts() {
-            let _ = writeln!(out, "burnwatch_alerts{{state=\"{state}\"}} {n}");
-        }
+        )?;
+        out.gauge(
+            "burnwatch_sli_rollup_cache_bytes",
+            "Bytes of SLI rollups held in memory.",
+            self.sli.cache_bytes() as f64,
+        )?;
+        out.counter(
+            "burnwatch_notifications_silenced_total",
+            "Notifications not sent because a silence matched.",
+            self.silenced.load(Ordering::Relaxed),
+        )?;
+        let states: Vec<([(&str, &str); 1], f64)> = self
+            .rules
+            .counts()
+            .into_iter()
+            .map(|(state, n)| ([("state", state)], n as f64))
+            .collect();
+        out.gauges(
+            "burnwatch_alerts",
+            "Alert instances by state.",
+            states.iter().map(|(l, v)| (&l[..], *v)),
+        )?;
         let last = self.last_statuses();
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_slo_budget_remaining Share of the error budget left.\n# TYPE burnwatch_slo_budget_remaining gauge"
-        );
-        for s in &last {
-            if let Some(r) = s.budget_remaining {
-                let _ = writeln!(
-                    out,
-                    "burnwatch_slo_budget_remaining{{slo=\"{}\"}} {r}",
-                    s.name
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP burnwatch_slo_alert_state 0 insufficient data, 1 ok, 2 ticket, 3 page.\n# TYPE burnwatch_slo_alert_state gauge"
-        );
-        for s in &last {
-            let v = match s.state {
-                AlertState::InsufficientData => 0,
-                AlertState::Ok => 1,
-                AlertState::Ticket => 2,
-                AlertState::Page => 3,
-            };
-            let _ = writeln!(out, "burnwatch_slo_alert_state{{slo=\"{}\"}} {v}", s.name);
-        }
+        let budgets: Vec<([(&str, &str); 1], f64)> = last
+            .iter()
+            .filter_map(|s| Some(([("slo", s.name.as_str())], s.budget_remaining?)))
+            .collect();
+        out.gauges(
+            "burnwatch_slo_budget_remaining",
+            "Share of the error budget left.",
+            budgets.iter().map(|(l, v)| (&l[..], *v)),
+        )?;
+        let states: Vec<([(&str, &str); 1], f64)> = last
+            .iter()
+            .map(|s| {
+                let v = match s.state {
+                    AlertState::InsufficientData => 0.0,
+                    AlertState::Ok => 1.0,
+                    AlertState::Ticket => 2.0,
+                    AlertState::Page => 3.0,
+                };
+                ([("slo", s.name.as_str())], v)
+            })
+            .collect();
+        out.gauges(
+            "burnwatch_slo_alert_state",
+            "0 insufficient data, 1 ok, 2 ticket, 3 page.",
+            states.iter().map(|(l, v)| (&l[..], *v)),
+        )
     }
 }
 

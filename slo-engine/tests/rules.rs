@@ -207,8 +207,12 @@ async fn a_failing_expression_is_reported_and_keeps_the_state() {
         h[1].last_error.as_deref().unwrap().contains("nope"),
         "{h:?}"
     );
-    let mut metrics = String::new();
-    engine.render_metrics(&mut metrics);
+    let metrics = {
+        let e = engine.clone();
+        exposition::encode(&[std::sync::Arc::new(move |o: &mut exposition::Out<'_>| {
+            e.collect_metrics(o)
+        })])
+    };
     assert!(
         metrics.contains("burnwatch_alert_rule_evaluation_failures_total 2"),
         "{metrics}"

@@ -402,8 +402,12 @@ async fn one_incident_escalates_deescalates_resolves_and_notifies_once_per_chang
         assert!(events.contains(&e), "{events:?}");
     }
     assert_eq!(events.iter().filter(|e| **e == "notified").count(), 3);
-    let mut m = String::new();
-    engine.render_metrics(&mut m);
+    let m = {
+        let e = engine.clone();
+        exposition::encode(&[std::sync::Arc::new(move |o: &mut exposition::Out<'_>| {
+            e.collect_metrics(o)
+        })])
+    };
     // Counters restart with the process: two deliveries since the restart.
     assert!(
         m.contains("burnwatch_notifications_total{receiver=\"webhook\",result=\"delivered\"} 2"),
@@ -452,8 +456,12 @@ async fn failed_deliveries_are_retried_counted_and_recorded() {
         detail.contains("\"target\":\"http://127.0.0.1:"),
         "{detail}"
     );
-    let mut m = String::new();
-    engine.render_metrics(&mut m);
+    let m = {
+        let e = engine.clone();
+        exposition::encode(&[std::sync::Arc::new(move |o: &mut exposition::Out<'_>| {
+            e.collect_metrics(o)
+        })])
+    };
     assert!(
         m.contains("burnwatch_notifications_total{receiver=\"webhook\",result=\"failed\"} 1"),
         "{m}"
@@ -553,8 +561,12 @@ async fn silences_hold_back_matching_notifications() {
         .find(|t| t.event == "silenced")
         .expect("the silenced notification is on the timeline");
     assert_eq!(s.detail["silence"], id);
-    let mut m = String::new();
-    engine.render_metrics(&mut m);
+    let m = {
+        let e = engine.clone();
+        exposition::encode(&[std::sync::Arc::new(move |o: &mut exposition::Out<'_>| {
+            e.collect_metrics(o)
+        })])
+    };
     assert!(
         m.contains("burnwatch_notifications_silenced_total 1"),
         "{m}"

@@ -41,8 +41,8 @@ pub mod slos;
 pub mod top;
 pub mod ui;
 
-/// Something that appends Prometheus text to the `/metrics` answer.
-pub type MetricsSource = Arc<dyn Fn(&mut String) + Send + Sync>;
+/// Something that reports metrics in the `/metrics` answer.
+pub type MetricsSource = Arc<dyn exposition::Source>;
 
 /// State shared by the HTTP handlers.
 #[derive(Clone)]
@@ -159,16 +159,13 @@ async fn readyz(State(s): State<WebState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<WebState>) -> impl IntoResponse {
-    let mut out = String::with_capacity(16 * 1024);
-    s.store.render_metrics(&mut out);
-    for source in &s.metrics {
-        source(&mut out);
-    }
+    let store = s.store.clone();
+    let mut sources: Vec<MetricsSource> = vec![Arc::new(move |out: &mut exposition::Out<'_>| {
+        store.collect_metrics(out)
+    })];
+    sources.extend(s.metrics.iter().cloned());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
+        [(header::CONTENT_TYPE, exposition::CONTENT_TYPE)],
+        exposition::encode(&sources),
     )
 }

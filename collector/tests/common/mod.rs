@@ -57,9 +57,8 @@ impl Server {
 
     /// The receivers' `/metrics` text.
     pub fn metrics_text(&self) -> String {
-        let mut out = String::new();
-        self.metrics.render(&mut out);
-        out
+        let m = self.metrics.clone();
+        exposition::encode(&[Arc::new(move |o: &mut exposition::Out<'_>| m.collect(o))])
     }
 
     pub fn http_url(&self, path: &str) -> String {
