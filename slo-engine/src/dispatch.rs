@@ -22,13 +22,26 @@
 //! Alertmanager then groups, silences and routes by its own configuration.
 //!
 //! The clock is a parameter everywhere, so tests drive it.
+//!
+//! The engine's delivery path lives here too (`impl SloEngine` below):
+//! alerts built from SLO incidents and rule instances go into the
+//! dispatcher, and what it has due goes to webhooks (retried, recorded on
+//! the incident) and Alertmanagers.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::notify::{WebhookAlert, WebhookPayload, ZERO_TIME, rfc3339};
+use crate::engine::{SloEngine, now_ns};
+use crate::evaluate::{AlertState, SloStatus};
+use crate::evidence::Evidence;
+use crate::notify::{WebhookAlert, WebhookPayload, ZERO_TIME, deliver, fingerprint, rfc3339};
+use crate::openslo::Slo;
+use crate::rules::Change;
+use crate::secret::redact_url;
 
 const SEC: i64 = 1_000_000_000;
 
@@ -400,6 +413,274 @@ impl Dispatcher {
     /// Groups waiting or active, for `/metrics`.
     pub fn groups(&self) -> usize {
         self.lock().groups.len()
+    }
+}
+
+/// The engine's delivery path: alerts built from SLO incidents and rule
+/// instances, pushed into the dispatcher, and what the dispatcher has due
+/// sent to webhooks and Alertmanagers.
+impl SloEngine {
+    pub(crate) fn slo_targets(&self, slo: &Slo) -> Vec<String> {
+        let mut targets: Vec<String> = self.config.webhook_urls.clone();
+        for w in &slo.webhooks {
+            if !targets.contains(w) {
+                targets.push(w.clone());
+            }
+        }
+        targets
+    }
+
+    pub(crate) fn rule_alert(
+        &self,
+        inst: &crate::rules::Instance,
+        firing: bool,
+        external: &str,
+    ) -> Pending {
+        Pending {
+            key: format!("rule/{}", inst.fingerprint()),
+            alert: WebhookAlert {
+                status: if firing { "firing" } else { "resolved" }.into(),
+                fingerprint: inst.fingerprint(),
+                labels: inst.labels.clone(),
+                annotations: inst.annotations.clone(),
+                starts_at: rfc3339(inst.active_at_ns),
+                ends_at: inst.resolved_at_ns.map_or(ZERO_TIME.into(), rfc3339),
+                generator_url: format!("{external}/api/v1/alerts"),
+            },
+            targets: self.config.webhook_urls.clone(),
+            incident: None,
+        }
+    }
+
+    /// Sends what the dispatcher has due at `at_ns`: grouped webhook
+    /// notifications (in the background, retried) and the Alertmanager push.
+    pub fn flush_notifications(self: &Arc<Self>, at_ns: i64) {
+        let external = self.config.external_url.trim_end_matches('/').to_string();
+        let (out, held) = self
+            .dispatcher
+            .flush_due(at_ns, "burnwatch", &external, |labels| {
+                self.silences.silenced_by(labels, now_ns())
+            });
+        for h in held {
+            self.silenced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(labels = ?h.labels, silence = %h.silence, "notification silenced");
+            if let Some(incident) = h.incident {
+                let detail = serde_json::json!({"silence": h.silence, "status": h.status});
+                if let Err(e) = self.incidents.note(incident, now_ns(), "silenced", &detail) {
+                    tracing::error!(error = %e, "cannot record the silenced notification");
+                }
+            }
+        }
+        for o in out {
+            let engine = self.clone();
+            let attempts = self.config.delivery_attempts;
+            self.deliveries.spawn(async move {
+                for url in &o.targets {
+                    let outcome = deliver(
+                        &engine.http,
+                        url,
+                        &o.payload,
+                        attempts,
+                        Duration::from_millis(500),
+                        &engine.notify_metrics.webhook,
+                    )
+                    .await;
+                    let shown = redact_url(url);
+                    if let Err(e) = &outcome {
+                        tracing::error!(target_url = %shown, error = %e, "notification failed");
+                    }
+                    for (incident, status) in &o.incidents {
+                        let (event, detail) = match &outcome {
+                            Ok(n) => (
+                                "notified",
+                                serde_json::json!({"target": shown, "status": status, "attempts": n, "group": o.payload.group_key, "alerts": o.payload.alerts.len()}),
+                            ),
+                            Err(e) => (
+                                "notification_failed",
+                                serde_json::json!({"target": shown, "status": status, "error": e}),
+                            ),
+                        };
+                        if let Err(e) = engine.incidents.note(*incident, now_ns(), event, &detail) {
+                            tracing::error!(error = %e, "cannot record the notification");
+                        }
+                    }
+                }
+            });
+        }
+        if self.config.alertmanager_urls.is_empty() {
+            return;
+        }
+        let Some(alerts) = self.dispatcher.push_due(at_ns) else {
+            return;
+        };
+        let engine = self.clone();
+        self.deliveries.spawn(async move {
+            for base in &engine.config.alertmanager_urls {
+                let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+                // Unchanged alerts are sent again within a minute: few retries.
+                let outcome = deliver(
+                    &engine.http,
+                    &url,
+                    &alerts,
+                    engine.config.delivery_attempts.min(3),
+                    Duration::from_millis(500),
+                    &engine.notify_metrics.alertmanager,
+                )
+                .await;
+                if let Err(e) = outcome {
+                    tracing::error!(alertmanager = %redact_url(&url), error = %e, "alert push failed");
+                }
+            }
+        });
+    }
+
+    pub(crate) fn notify_alert(self: &Arc<Self>, change: &Change) {
+        let (inst, firing) = match change {
+            Change::Firing(i) => (i, true),
+            Change::Resolved(i) => (i, false),
+        };
+        tracing::warn!(
+            alert = %inst.alert,
+            labels = ?inst.labels,
+            value = inst.value,
+            "alert {}",
+            if firing { "firing" } else { "resolved" }
+        );
+        let external = self.config.external_url.trim_end_matches('/').to_string();
+        let at = inst.resolved_at_ns.unwrap_or(inst.last_seen_ns);
+        self.dispatcher
+            .push(self.rule_alert(inst, firing, &external), at);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn notify(
+        self: &Arc<Self>,
+        slo: &Slo,
+        status: &SloStatus,
+        incident: i64,
+        firing: bool,
+        severity: AlertState,
+        opened_ns: i64,
+        evidence: Option<&Evidence>,
+    ) {
+        let targets = self.slo_targets(slo);
+        let labels = slo_labels(slo, severity.as_str());
+        let mut annotations = BTreeMap::new();
+        annotations.insert("summary".to_string(), summary(slo, status));
+        annotations.insert(
+            "description".to_string(),
+            format!(
+                "{} ({}): objective {} over {}; {}",
+                slo.display_name,
+                status.sli_kind,
+                slo.objective,
+                slo.time_window.describe(),
+                status
+                    .tiers
+                    .iter()
+                    .map(|t| format!(
+                        "{} {}/{} burn {}/{} (>{:.2}){}",
+                        t.severity,
+                        humantime::format_duration(Duration::from_secs(t.long_secs)),
+                        humantime::format_duration(Duration::from_secs(t.short_secs)),
+                        fmt_burn(t.long_burn),
+                        fmt_burn(t.short_burn),
+                        t.factor,
+                        if t.firing { " FIRING" } else { "" }
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+        annotations.insert("incident_id".to_string(), incident.to_string());
+        if let Some(r) = status.budget_remaining {
+            annotations.insert("budget_remaining".to_string(), format!("{r:.4}"));
+        }
+        let external = self.config.external_url.trim_end_matches('/').to_string();
+        if let Some(ev) = evidence {
+            if let Some(o) = ev.operations.first() {
+                annotations.insert(
+                    "top_operation".to_string(),
+                    format!(
+                        "{} {}: {} of {} bad ({:.0}% of the bad events)",
+                        o.service,
+                        o.operation,
+                        o.bad,
+                        o.total,
+                        o.share_of_bad * 100.0
+                    ),
+                );
+            }
+            if let Some(t) = ev.traces.first() {
+                annotations.insert(
+                    "example_trace".to_string(),
+                    format!("{external}/api/v1/traces/{}", t.trace_id),
+                );
+            }
+        }
+        let alert = WebhookAlert {
+            status: if firing { "firing" } else { "resolved" }.into(),
+            fingerprint: fingerprint(&labels),
+            labels,
+            annotations,
+            starts_at: rfc3339(opened_ns),
+            ends_at: if firing {
+                ZERO_TIME.into()
+            } else {
+                rfc3339(status.at_ns)
+            },
+            generator_url: format!("{external}/api/v1/slos/{}", slo.name),
+        };
+        self.dispatcher.push(
+            Pending {
+                key: format!("slo/{}/{incident}", slo.name),
+                alert,
+                targets,
+                incident: Some(incident),
+            },
+            status.at_ns,
+        );
+    }
+}
+
+/// The labels of an SLO's alert.
+pub(crate) fn slo_labels(slo: &Slo, severity: &str) -> BTreeMap<String, String> {
+    [
+        ("alertname", "SLOBurnRate".to_string()),
+        ("slo", slo.name.clone()),
+        ("service", slo.service.clone()),
+        ("severity", severity.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn fmt_burn(b: Option<f64>) -> String {
+    b.map_or("-".into(), |b| format!("{b:.2}"))
+}
+
+pub(crate) fn summary(slo: &Slo, status: &SloStatus) -> String {
+    match status.state {
+        AlertState::Page | AlertState::Ticket => format!(
+            "{} is burning its error budget at {}x ({}); {}",
+            slo.display_name,
+            fmt_burn(status.current_burn),
+            status.state.as_str(),
+            match status.budget_remaining {
+                Some(r) if r <= 0.0 => format!(
+                    "the {} budget is exhausted ({:.0}% spent)",
+                    slo.time_window.describe(),
+                    (1.0 - r) * 100.0
+                ),
+                Some(r) => format!("{:.1}% of the budget left", r * 100.0),
+                None => "no events in the window".into(),
+            }
+        ),
+        _ => format!(
+            "{} is back within its burn-rate thresholds",
+            slo.display_name
+        ),
     }
 }
 

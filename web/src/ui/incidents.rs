@@ -11,9 +11,8 @@ use serde_json::Value;
 use slo_engine::notify::rfc3339;
 use web_islands::IncidentAction;
 
-use super::{
-    BurnTable, StateBadge, Timeline, ViewParams, ago, engine, error_page, page, pct, url_encode,
-};
+use super::slos::BurnTable;
+use super::*;
 use crate::WebState;
 
 /// The evidence entries of a timeline, newest first.
@@ -215,4 +214,138 @@ pub async fn incident(
         &format!("/incidents/{id}"),
         body,
     )
+}
+
+/// `GET /incidents`: every incident with its timeline.
+pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
+    let view = match p.view() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let list = incidents(&s, 200);
+    let q = view.query.clone();
+    let body = view! {
+        <h1>"Incidents"</h1>
+        <section><IncidentRows incidents=list.clone() query=q.clone()/></section>
+        {list
+            .into_iter()
+            .map(|i| {
+                let id = format!("incident-{}", i.id);
+                let slo_href = format!("/slos/{}?{q}", i.slo);
+                view! {
+                    <section id=id>
+                        <h2><a href=format!("/incidents/{}?{q}", i.id)>{format!("#{}", i.id)}</a> " " <a href=slo_href>{i.slo.clone()}</a> " " <StateBadge state=i.severity.clone()/> " " <StateBadge state=i.state.clone()/></h2>
+                        <p>{i.summary.clone()}</p>
+                        {i.acknowledged_by.clone().map(|by| view! { <p class="muted">"acknowledged by " {by}</p> })}
+                        {(i.state == "open").then(|| view! { <p><IncidentAction id=i.id action="ack".to_string()/></p> })}
+                        {(i.state != "resolved").then(|| {
+                            let silence = format!(
+                                "/silences?{q}&matchers={}",
+                                url_encode(&format!("slo=\"{}\"", i.slo))
+                            );
+                            view! {
+                                <p>
+                                    <IncidentAction id=i.id action="resolve".to_string()/>
+                                    " " <a class="silence-link" href=silence>"Silence its notifications…"</a>
+                                </p>
+                            }
+                        })}
+                        <Timeline entries=i.timeline.clone()/>
+                    </section>
+                }
+            })
+            .collect_view()}
+    }
+    .to_html();
+    page("Incidents", Some(&view), "/incidents", body)
+}
+
+/// An incident's timeline: when (ago, exact time on hover), event, detail
+/// with links to the example traces.
+#[component]
+pub(super) fn Timeline(entries: Vec<slo_engine::incidents::TimelineEntry>) -> impl IntoView {
+    view! {
+        <table>
+            <tr><th>"when"</th><th>"event"</th><th>"detail"</th></tr>
+            {entries
+                .iter()
+                .map(|t| view! {
+                    <tr>
+                        <td title=slo_engine::notify::rfc3339(t.at_ns)>{ago(t.at_ns)}</td>
+                        <td>{t.event.clone()}</td>
+                        <td class="muted">{timeline_detail(&t.detail)} {trace_links(&t.detail)}</td>
+                    </tr>
+                })
+                .collect_view()}
+        </table>
+    }
+}
+
+/// Links to the example traces of an `evidence` entry.
+pub(super) fn trace_links(d: &serde_json::Value) -> impl IntoView + use<> {
+    let ids: Vec<String> = d
+        .get("traces")
+        .and_then(|t| t.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["trace_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (!ids.is_empty()).then(|| {
+        view! {
+            <span class="traces">"example traces: "
+                {ids
+                    .into_iter()
+                    .map(|id| {
+                        let href = format!("/traces/{id}");
+                        let short = id[..id.len().min(8)].to_string();
+                        view! { <a class="trace-link" href=href>{short}</a> " " }
+                    })
+                    .collect_view()}
+            </span>
+        }
+    })
+}
+
+pub(super) fn timeline_detail(d: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(ops) = d.get("operations").and_then(|o| o.as_array()) {
+        let top: Vec<String> = ops
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} {}/{} bad ({:.0}%)",
+                    o["service"].as_str().unwrap_or(""),
+                    o["operation"].as_str().unwrap_or(""),
+                    o["bad"],
+                    o["total"],
+                    o["share_of_bad"].as_f64().unwrap_or(0.0) * 100.0
+                )
+            })
+            .collect();
+        if !top.is_empty() {
+            parts.push(format!("top operations: {}", top.join("; ")));
+        }
+        if let Some(n) = d.get("logs").and_then(|l| l.as_array()).map(|l| l.len()) {
+            parts.push(format!("{n} log records of the example traces"));
+        }
+    }
+    for key in [
+        "state", "target", "status", "by", "note", "attempts", "error",
+    ] {
+        if let Some(v) = d.get(key).filter(|v| !v.is_null()) {
+            parts.push(format!(
+                "{key}: {}",
+                v.as_str().map_or(v.to_string(), str::to_string)
+            ));
+        }
+    }
+    if let Some(b) = d.get("current_burn").and_then(|v| v.as_f64()) {
+        parts.push(format!("burn {b:.2}x"));
+    }
+    if let Some(r) = d.get("budget_remaining").and_then(|v| v.as_f64()) {
+        parts.push(format!("budget left {:.1}%", r * 100.0));
+    }
+    parts.join(", ")
 }

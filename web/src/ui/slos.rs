@@ -1,0 +1,191 @@
+//! `/slos` and `/slos/{name}`: every SLO at a glance, and one SLO:
+//! objective, SLI, budget, burn-rate table per alert window with state,
+//! the error-budget burn-down, its incidents.
+
+use super::*;
+
+/// `GET /slos`: every SLO, least budget left first.
+pub async fn slo_list(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
+    let view = match p.view() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let body = view! {
+        <h1>"SLOs"</h1>
+        <section><SloRows slos=slo_statuses(&s) query=view.query.clone()/></section>
+    }
+    .to_html();
+    page("SLOs", Some(&view), "/slos", body)
+}
+
+/// `GET /slos/{name}`: one SLO with its burn rates and budget burn-down.
+pub async fn slo_page(
+    State(s): State<WebState>,
+    Path(name): Path<String>,
+    Query(p): Query<ViewParams>,
+) -> Response {
+    let view = match p.view() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let engine = match engine(&s, "No SLOs") {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let Some(def) = engine.slos().iter().find(|d| d.name == name).cloned() else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "Unknown SLO",
+            format!("No SLO named {name:?}."),
+        );
+    };
+    let at = view.window.to_ns;
+    let status = if p.to.is_some() {
+        slo_engine::evaluate::evaluate(engine.sli_counter(), &def, at).await
+    } else {
+        match engine.last_statuses().into_iter().find(|x| x.name == name) {
+            Some(st) => Ok(st),
+            None => slo_engine::evaluate::evaluate(engine.sli_counter(), &def, at).await,
+        }
+    };
+    let status = match status {
+        Ok(st) => st,
+        Err(e) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Evaluation failed",
+                e.to_string(),
+            );
+        }
+    };
+    let burn: Vec<BurnPoint> =
+        slo_engine::evaluate::burndown(engine.sli_counter(), &def, status.at_ns, 120)
+            .await
+            .unwrap_or_default();
+    let sli_chart = sli_chart(&burn, status.objective);
+    let mine: Vec<Incident> = incidents(&s, 500)
+        .into_iter()
+        .filter(|i| i.slo == name)
+        .collect();
+    let q = view.query.clone();
+    let tte = status
+        .time_to_exhaustion_secs
+        .map(|t| humantime::format_duration(Duration::from_secs(t as u64)).to_string())
+        .unwrap_or_else(|| "–".into());
+    let body = view! {
+        <h1>{status.display_name.clone()} " " <StateBadge state=status.state.as_str().to_string()/></h1>
+        <section id="summary">
+            <table>
+                <tr><th>"objective"</th><th>"window"</th><th>"SLI"</th><th>"events"</th><th>"bad"</th><th>"SLI value"</th><th>"budget left"</th><th>"budget exhausted in"</th></tr>
+                <tr>
+                    <td class="num">{pct(Some(status.objective))}</td>
+                    <td>{format!("{} ({})", status.window, status.budgeting)}</td>
+                    <td>{status.sli_kind.clone()}</td>
+                    <td class="num">{status.total}</td>
+                    <td class="num">{status.bad}</td>
+                    <td class="num">{pct(status.sli)}</td>
+                    <td class="num" id="budget-left">{pct(status.budget_remaining)}</td>
+                    <td class="num">{tte}</td>
+                </tr>
+            </table>
+            <p class="muted">{def.description.clone()}</p>
+            {status.warnings.iter().map(|w| view! { <p class="error">{w.clone()}</p> }).collect_view()}
+        </section>
+        <section id="burn-rates">
+            <h2>"Burn rate per alert window"</h2>
+            <BurnTable tiers=status.tiers.clone()/>
+        </section>
+        <section id="burndown">
+            <h2>"Error budget over the window"</h2>
+            <BurnDown points=burn objective=status.objective/>
+        </section>
+        <section id="sli-chart">{sli_chart}</section>
+        <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q/></section>
+    }
+    .to_html();
+    page(
+        &status.display_name,
+        Some(&view),
+        &format!("/slos/{name}"),
+        body,
+    )
+}
+
+/// The burn rate of every alert tier: windows, threshold, burns, state.
+#[component]
+pub(super) fn BurnTable(tiers: Vec<slo_engine::evaluate::TierStatus>) -> impl IntoView {
+    view! {
+            <table>
+                <tr><th>"severity"</th><th>"long window"</th><th>"short window"</th><th>"threshold"</th><th>"long burn"</th><th>"short burn"</th><th>"events (long)"</th><th>"state"</th></tr>
+                {tiers
+                    .iter()
+                    .map(|t| {
+                        let state = if t.firing {
+                            "firing"
+                        } else if t.insufficient_data {
+                            "insufficient data"
+                        } else {
+                            "ok"
+                        };
+                        let class = if t.firing { "firing" } else { "" };
+                        view! {
+                            <tr>
+                                <td><StateBadge state=t.severity.to_string()/></td>
+                                <td>{humantime::format_duration(Duration::from_secs(t.long_secs)).to_string()}</td>
+                                <td>{humantime::format_duration(Duration::from_secs(t.short_secs)).to_string()}</td>
+                                <td class="num">{format!("{:.2}x", t.factor)}</td>
+                                <td class="num">{num(t.long_burn)}</td>
+                                <td class="num">{num(t.short_burn)}</td>
+                                <td class="num">{t.long_events}</td>
+                                <td class=class>{state}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </table>
+    }
+}
+
+/// The SLI per burn-down bucket (good share of that bucket's events, %)
+/// against the objective, over the SLO window.
+pub(super) fn sli_chart(burn: &[BurnPoint], objective: f64) -> impl IntoView + use<> {
+    let points: Vec<(i64, Option<f64>)> = burn
+        .windows(2)
+        .map(|w| {
+            let total = w[1].total.saturating_sub(w[0].total);
+            let bad = w[1].bad.saturating_sub(w[0].bad);
+            (
+                w[1].time_ns,
+                (total > 0).then(|| 100.0 * (1.0 - bad as f64 / total as f64)),
+            )
+        })
+        .collect();
+    let (from, to) = match (burn.first(), burn.last()) {
+        (Some(a), Some(b)) if b.time_ns > a.time_ns => (a.time_ns, b.time_ns),
+        _ => return view! { <p class="muted">"No SLI history in the window yet."</p> }.into_any(),
+    };
+    let objective_pct = objective * 100.0;
+    let worst = points
+        .iter()
+        .filter_map(|p| p.1)
+        .fold(objective_pct, f64::min);
+    // Room below the worst bucket and the objective line, on a round step.
+    let gap = (100.0 - worst).max(0.01) * 1.25;
+    let step = charts::nice_max(gap / 4.0);
+    let lo = ((100.0 - gap) / step).floor() * step;
+    let lines = vec![
+        charts::Line {
+            name: "SLI".into(),
+            points,
+        },
+        charts::Line {
+            name: "objective".into(),
+            points: vec![(from, Some(objective_pct)), (to, Some(objective_pct))],
+        },
+    ];
+    view! {
+        <TimeSeries id="sli".to_string() title="SLI over the window".to_string() unit="% good per bucket".to_string()
+            from_ns=from to_ns=to lines=lines y_range=(lo.max(0.0), 100.0)/>
+    }
+    .into_any()
+}
