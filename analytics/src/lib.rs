@@ -8,7 +8,8 @@
 //! - [`series`]: the metric catalogue, counter rates (resets, delta
 //!   temporality), gauges, histogram quantiles, grouped by attributes.
 //! - [`rollup`]: per-minute RED rollups of each immutable spans file, kept
-//!   beside it and merged with raw rows at the window edges.
+//!   by the store as a derived file and merged with raw rows at the window
+//!   edges.
 //! - [`trace_index`]: per-file trace-id filters, so a trace lookup opens
 //!   only the files that can hold it.
 //! - [`search`]: trace search, log search and one trace with its logs, for

@@ -13,7 +13,8 @@
 //!   so one client cannot flood the store's indexes and pages.
 //! - [`convert`]: OTLP protobuf types straight into the store's Arrow builders,
 //!   with per-item validation for `partialSuccess`.
-//! - [`metrics`]: self-telemetry counters, rendered as Prometheus text.
+//! - [`metrics`]: self-telemetry counters, reported to `/metrics` through
+//!   the `exposition` crate.
 //!
 //! The listeners themselves (connection cap, deadlines, TLS) come from the
 //! `listeners` crate, which the HTTP API's listener uses too.

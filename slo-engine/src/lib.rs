@@ -11,9 +11,10 @@
 //! events exactly from per-minute rollups plus raw edges), [`evaluate`] (SLI, budget,
 //! burn per window and tier states at an instant), [`incidents`] (one
 //! incident per SLO in SQLite), [`dispatch`] (grouping with group_wait,
-//! group_interval and repeat_interval; Alertmanager push), [`evidence`] (top operations, example
+//! group_interval and repeat_interval; Alertmanager push; the engine's
+//! delivery path), [`evidence`] (top operations, example
 //! failing traces and their logs for an incident), [`notify`] (Alertmanager webhook payloads,
-//! delivery with retries) [`rules`] (Prometheus-style alert rule groups with SQL expressions and
+//! delivery with retries), [`secret`] (secrets in URLs kept out of logs), [`rules`] (Prometheus-style alert rule groups with SQL expressions and
 //! their pending/firing state machine; [`rules::evaluation`]: rule
 //! evaluation and instance state in SQLite; [`rules::unit_tests`]:
 //! promtool-like rule unit tests), [`silences`] (label matchers that hold back

@@ -1,5 +1,5 @@
-//! Burnwatch's HTTP side: the dashboard ([`ui`]: `/`, `/slos`,
-//! `/slos/{name}`, `/incidents`), the JSON API, self-telemetry and health
+//! Burnwatch's HTTP side: the dashboard ([`ui`]: one module per page), the
+//! JSON API ([`api`]), self-telemetry and health
 //! endpoints, on one router.
 //!
 //! - `POST /api/v1/query`: one read-only SQL query, JSON / CSV / Arrow IPC out ([`api`]).
@@ -23,7 +23,8 @@
 //!   sends from another site are refused.
 //! - `GET /healthz`: the process is up.
 //! - `GET /readyz`: ready to take traffic (store open, receivers bound).
-//! - `GET /metrics`: Prometheus text from every part (store, collector, ...).
+//! - `GET /metrics`: OpenMetrics text from every part (store, collector, ...)
+//!   through the `exposition` crate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
