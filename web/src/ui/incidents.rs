@@ -3,7 +3,7 @@
 //! evidence gathered when it opened or escalated (the operations with the
 //! most bad events, example failing traces, their logs), and the timeline.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use leptos::prelude::*;
@@ -11,6 +11,7 @@ use serde_json::Value;
 use slo_engine::notify::rfc3339;
 use web_islands::IncidentAction;
 
+use super::View;
 use super::slos::BurnTable;
 use super::*;
 use crate::WebState;
@@ -124,15 +125,7 @@ fn evidence_view(ev: Option<&Value>, q: &str) -> impl IntoView + use<> {
 }
 
 /// `GET /incidents/{id}`.
-pub async fn incident(
-    State(s): State<WebState>,
-    Path(id): Path<i64>,
-    Query(p): Query<ViewParams>,
-) -> Response {
-    let view = match p.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn incident(State(s): State<WebState>, Path(id): Path<i64>, view: View) -> Response {
     let engine = match engine(&s, "No incidents") {
         Ok(e) => e,
         Err(r) => return r,
@@ -217,11 +210,7 @@ pub async fn incident(
 }
 
 /// `GET /incidents`: every incident with its timeline.
-pub async fn incident_list(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
-    let view = match p.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn incident_list(State(s): State<WebState>, view: View) -> Response {
     let list = incidents(&s, 200);
     let q = view.query.clone();
     let body = view! {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use slo_engine::openslo::SEVERITIES;
 
 use super::traces::ts;
-use super::{ViewParams, attribute_filter, error_page, explore_status, non_empty, page};
+use super::{View, attribute_filter, error_page, explore_status, non_empty, page};
 use crate::WebState;
 use analytics::search::{self as explore, LogSearch};
 
@@ -71,14 +71,10 @@ pub(crate) fn log_table(id: &str, rows: Vec<serde_json::Value>, q: &str) -> AnyV
 /// `GET /logs`.
 pub async fn search(
     State(s): State<WebState>,
-    Query(v): Query<ViewParams>,
+    view: View,
     Query(f): Query<LogForm>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
-    let view = match v.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let severity = non_empty(&f.severity).map(|s| s.to_ascii_uppercase());
     let min_severity = match &severity {
         None => None,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::charts::{COLORS, Heatmap, Line, TimeSeries, short};
 use super::services::aligned;
-use super::{ViewParams, error_page, non_empty, own_path, page};
+use super::{View, error_page, non_empty, own_path, page};
 use crate::WebState;
 
 /// Form fields besides the view.
@@ -128,14 +128,10 @@ async fn chart(
 /// `GET /explore/metrics`.
 pub async fn explore(
     State(s): State<WebState>,
-    Query(v): Query<ViewParams>,
+    view: View,
     Query(f): Query<MetricForm>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let view = match v.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let w = view.window;
     let catalogue = match analytics::series::list(&s.store, &w).await {
         Ok(c) => c,

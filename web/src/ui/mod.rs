@@ -202,6 +202,22 @@ impl ViewParams {
     }
 }
 
+/// A page's view, read from the query string: handlers take `view: View`
+/// and a bad view is answered with the 400 page saying what is wrong.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for View {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Query(p) = Query::<ViewParams>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error_page(StatusCode::BAD_REQUEST, "Bad view", e.body_text()))?;
+        p.view()
+    }
+}
+
 /// The SLO engine, or the 404 page saying that none runs.
 #[allow(clippy::result_large_err)]
 fn engine(

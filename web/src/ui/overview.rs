@@ -6,13 +6,9 @@ use super::*;
 /// `GET /`: the overview.
 pub async fn overview(
     State(s): State<WebState>,
-    Query(p): Query<ViewParams>,
+    view: View,
     Query(f): Query<ServiceFilter>,
 ) -> Response {
-    let view = match p.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let search = f.search.clone().filter(|q| !q.trim().is_empty());
     // The busiest services (after the search), at most PAGE_SERVICES.
     let mut omitted = 0;

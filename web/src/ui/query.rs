@@ -18,7 +18,7 @@ use serde::Deserialize;
 use store::sql::QueryError;
 
 use super::charts::{Bars, COLORS, Line, TimeSeries};
-use super::{ViewParams, error_page, non_empty, page, url_encode};
+use super::{View, error_page, non_empty, page, url_encode};
 use crate::WebState;
 
 /// Most rows the console shows (and charts).
@@ -219,13 +219,9 @@ fn status_of(e: &QueryError) -> StatusCode {
 /// `GET /query`.
 pub async fn console(
     State(s): State<WebState>,
-    Query(v): Query<ViewParams>,
+    view: View,
     Query(f): Query<QueryForm>,
 ) -> Response {
-    let view = match v.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let sql = non_empty(&f.sql);
     let mut status = StatusCode::OK;
     let q = view.query.clone();

@@ -13,7 +13,7 @@ use web_islands::{Cell, SortableTable};
 use super::charts::{GraphEdge, GraphNode, Line, ServiceGraph, TimeSeries, short};
 use super::logs::log_table;
 use super::traces::trace_table;
-use super::{ViewParams, error_page, page, pct, url_encode};
+use super::{View, error_page, page, pct, url_encode};
 use crate::WebState;
 use analytics::search::{self as explore, LogSearch, TraceSearch};
 
@@ -118,15 +118,7 @@ fn trace_rows(id: &str, traces: Result<serde_json::Value, String>, q: &str) -> A
 }
 
 /// `GET /services/{name}`.
-pub async fn service(
-    State(s): State<WebState>,
-    Path(name): Path<String>,
-    Query(p): Query<ViewParams>,
-) -> Response {
-    let view = match p.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn service(State(s): State<WebState>, Path(name): Path<String>, view: View) -> Response {
     let w = view.window;
     let (series_window, step) = aligned(&w, 60);
     let errors_search = TraceSearch {
@@ -318,13 +310,9 @@ pub async fn service(
 /// contains `search`, with a count of what is left out.
 pub async fn map(
     State(s): State<WebState>,
-    Query(p): Query<ViewParams>,
+    view: View,
     Query(f): Query<super::ServiceFilter>,
 ) -> Response {
-    let view = match p.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let w = view.window;
     let (edges, services) = tokio::join!(
         analytics::red::service_map(&s.store, &w),

@@ -5,11 +5,7 @@
 use super::*;
 
 /// `GET /slos`: every SLO, least budget left first.
-pub async fn slo_list(State(s): State<WebState>, Query(p): Query<ViewParams>) -> Response {
-    let view = match p.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn slo_list(State(s): State<WebState>, view: View) -> Response {
     let body = view! {
         <h1>"SLOs"</h1>
         <section><SloRows slos=slo_statuses(&s) query=view.query.clone()/></section>
@@ -19,15 +15,7 @@ pub async fn slo_list(State(s): State<WebState>, Query(p): Query<ViewParams>) ->
 }
 
 /// `GET /slos/{name}`: one SLO with its burn rates and budget burn-down.
-pub async fn slo_page(
-    State(s): State<WebState>,
-    Path(name): Path<String>,
-    Query(p): Query<ViewParams>,
-) -> Response {
-    let view = match p.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view: View) -> Response {
     let engine = match engine(&s, "No SLOs") {
         Ok(e) => e,
         Err(r) => return r,
@@ -40,7 +28,7 @@ pub async fn slo_page(
         );
     };
     let at = view.window.to_ns;
-    let status = if p.to.is_some() {
+    let status = if view.to.is_some() {
         slo_engine::evaluate::evaluate(engine.sli_counter(), &def, at).await
     } else {
         match engine.last_statuses().into_iter().find(|x| x.name == name) {

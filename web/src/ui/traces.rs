@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ViewParams, attribute_filter, error_page, escape, explore_status, non_empty, page};
+use super::{View, attribute_filter, error_page, escape, explore_status, non_empty, page};
 use crate::WebState;
 use analytics::search::{self as explore, TraceSearch};
 
@@ -93,14 +93,10 @@ pub(crate) fn trace_table(id: &str, rows: Vec<Value>, q: &str, slowest: bool) ->
 /// `GET /traces`: search.
 pub async fn search(
     State(s): State<WebState>,
-    Query(v): Query<ViewParams>,
+    view: View,
     Query(f): Query<SearchForm>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
-    let view = match v.view() {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let parse_ms = |name: &str, t: &Option<String>| -> Result<Option<f64>, String> {
         non_empty(t)
             .map(|x| {
