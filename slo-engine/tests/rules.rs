@@ -4,8 +4,7 @@
 //! HTTP receiver, state that survives a restart, and the rule unit-test
 //! runner (the shipped shop tests pass; a wrong expectation fails).
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use testkit::webhook::{receiver, settle};
 
 use slo_engine::engine::{SloConfig, SloEngine};
 use slo_engine::rules::{Change, InstanceState, parse};
@@ -30,36 +29,6 @@ groups:
         labels: { severity: page, team: "{{ $labels.service }}-team" }
         annotations: { summary: "{{ $labels.service }}: {{ $value }} errors in a minute" }
 "#;
-
-async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-            let g = g.clone();
-            async move {
-                g.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (url, got)
-}
-
-async fn wait_for(got: &Arc<Mutex<Vec<serde_json::Value>>>, n: usize) -> Vec<serde_json::Value> {
-    for _ in 0..100 {
-        if got.lock().unwrap().len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    got.lock().unwrap().clone()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_fires_after_for_keeps_firing_resolves_and_notifies_once_per_change() {
@@ -151,7 +120,7 @@ async fn rule_fires_after_for_keeps_firing_resolves_and_notifies_once_per_change
         ("ok", 0, 0)
     );
 
-    let payloads = wait_for(&got, 2).await;
+    let payloads = settle(&got, 2).await;
     assert_eq!(payloads.len(), 2, "{payloads:?}");
     let statuses: Vec<&str> = payloads
         .iter()

@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use testkit::webhook::{receiver, settle};
 
 use slo_engine::burn::standard_tiers;
 use slo_engine::engine::{SloConfig, SloEngine};
@@ -170,38 +171,6 @@ async fn ten_requests_an_hour_with_one_failure() {
     assert_eq!(s.state, AlertState::InsufficientData);
     assert_eq!(s.current_burn, None);
     assert_eq!(s.sli, None);
-}
-
-/// A webhook receiver on a real socket that keeps every payload.
-async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-            let g = g.clone();
-            async move {
-                g.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    (url, got)
-}
-
-async fn settle(got: &Arc<Mutex<Vec<serde_json::Value>>>, n: usize) -> Vec<serde_json::Value> {
-    for _ in 0..100 {
-        if got.lock().unwrap().len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Nothing more should arrive.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    got.lock().unwrap().clone()
 }
 
 /// Resolving by hand closes the incident (who and why on its timeline) and

@@ -12,13 +12,7 @@ use store::{Error, Store, StoreConfig, Table, synth};
 /// 2024-03-05T10:00:00Z
 const BASE: i64 = 1_709_632_800_000_000_000;
 
-fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        data_dir: dir.to_path_buf(),
-        delete_grace_secs: 0,
-        ..Default::default()
-    }
-}
+use testkit::store_config as config;
 
 /// A store with `n` flushed spans files in the hour at `BASE`.
 async fn store_with_files(dir: &Path, n: u64) -> (Store, Vec<String>) {

@@ -473,7 +473,11 @@ pub async fn guard(State(s): State<WebState>, req: Request, next: Next) -> Respo
                 .uri()
                 .path_and_query()
                 .map_or("/".to_string(), |p| p.to_string());
-            Redirect::to(&format!("/login?next={}", crate::ui::url_encode(&next))).into_response()
+            Redirect::to(&format!(
+                "/login?{}",
+                serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default()
+            ))
+            .into_response()
         }
     }
 }

@@ -1,0 +1,36 @@
+//! Helpers shared by Burnwatch's tests; a dev-dependency of the crates
+//! that need them, never part of the product.
+//!
+//! - [`store_config`], [`temp_store`]: a store in a temporary directory,
+//!   with replaced files deleted at once (no grace period).
+//! - [`webhook`]: a webhook receiver on a real socket that keeps every
+//!   JSON payload, and a wait for them to arrive.
+//! - `synth` (re-exported from the store's `testkit` feature): synthetic
+//!   spans, logs and metric points.
+
+use std::path::Path;
+
+pub use store::synth;
+use store::{Store, StoreConfig};
+
+pub mod webhook;
+
+/// Store settings for tests: data under `dir`, replaced files deleted at
+/// once, everything else the default.
+pub fn store_config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        data_dir: dir.to_path_buf(),
+        delete_grace_secs: 0,
+        ..Default::default()
+    }
+}
+
+/// A store opened with [`store_config`] in a new temporary directory, which
+/// lives as long as the returned guard.
+pub async fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(store_config(dir.path()))
+        .await
+        .expect("a store in a temporary directory");
+    (dir, store)
+}
