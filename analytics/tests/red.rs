@@ -588,7 +588,7 @@ async fn rollups_agree_with_raw_spans() {
     let root = dir.path().join(analytics::rollup::ROLLUP_DIR);
     let count_files = |root: &std::path::Path| {
         let mut n = 0;
-        for e in walk(root) {
+        for e in testkit::files_under(root) {
             n += usize::from(e.extension().is_some_and(|x| x == "parquet"));
         }
         n
@@ -600,7 +600,7 @@ async fn rollups_agree_with_raw_spans() {
     assert_eq!(again.metrics.computed.load(Ordering::Relaxed), 0);
     assert_eq!(again.metrics.loaded.load(Ordering::Relaxed), 4);
     // A damaged rollup file is recomputed, results unchanged.
-    let victim = walk(&root).into_iter().next().unwrap();
+    let victim = testkit::files_under(&root).into_iter().next().unwrap();
     std::fs::write(&victim, b"not parquet").unwrap();
     let third = analytics::rollup::Rollups::new(store.clone(), 0);
     check_rollups_match(&store, &third, &gens).await;
@@ -608,22 +608,6 @@ async fn rollups_agree_with_raw_spans() {
     // Compaction replaces the files; rollups follow.
     store.compact(T0 + 30 * 86_400 * SEC).await.unwrap();
     check_rollups_match(&store, &rollups, &gens).await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// One span for the map and edge tests.

@@ -12,7 +12,7 @@ use store::{Error, Store, StoreConfig, Table, synth};
 /// 2024-03-05T10:00:00Z
 const BASE: i64 = 1_709_632_800_000_000_000;
 
-use testkit::store_config as config;
+use testkit::{files_under, store_config as config};
 
 /// A store with `n` flushed spans files in the hour at `BASE`.
 async fn store_with_files(dir: &Path, n: u64) -> (Store, Vec<String>) {
@@ -35,21 +35,6 @@ async fn store_with_files(dir: &Path, n: u64) -> (Store, Vec<String>) {
 
 fn listed(dir: &Path) -> Manifest {
     Manifest::load(dir).unwrap().unwrap()
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,12 @@
 //!   with replaced files deleted at once (no grace period).
 //! - [`webhook`]: a webhook receiver on a real socket that keeps every
 //!   JSON payload, and a wait for them to arrive.
+//! - [`files_under`]: every file below a directory, for tests of what is
+//!   on disk.
 //! - `synth` (re-exported from the store's `testkit` feature): synthetic
 //!   spans, logs and metric points.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use store::synth;
 use store::{Store, StoreConfig};
@@ -33,4 +35,21 @@ pub async fn temp_store() -> (tempfile::TempDir, Store) {
         .await
         .expect("a store in a temporary directory");
     (dir, store)
+}
+
+/// Every file below `dir` (none if it does not exist), sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -114,8 +114,13 @@ impl QueryResult {
 
 /// Checks that `sql` is exactly one read-only query.
 pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    shape::check_tokens(sql)?;
-    let statements = shape::parse(sql)?;
+    read_only_statement(sql).map(|_| ())
+}
+
+/// [`check_read_only`], returning the parsed statement.
+fn read_only_statement(sql: &str) -> Result<std::collections::VecDeque<DfStatement>, QueryError> {
+    let tokens = shape::check_tokens(sql)?;
+    let statements = shape::parse(sql, tokens)?;
     if statements.len() != 1 {
         return Err(QueryError::NotAllowed(format!(
             "expected exactly one statement, got {}",
@@ -162,7 +167,8 @@ pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
         }
         _ => {}
     }
-    check_tables(&statements[0])
+    check_tables(&statements[0])?;
+    Ok(statements)
 }
 
 /// Checks that a query reads only the store's tables (and its own CTEs):
@@ -204,12 +210,11 @@ pub fn pin_now(sql: &str, at_ns: i64) -> Result<String, QueryError> {
     use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
     use std::ops::ControlFlow;
 
-    check_read_only(sql)?;
     // The calls are found in the parsed query (so an alias or a column named
     // `current_timestamp` is left alone) and replaced in the text as written,
     // by their tokens: printing a parsed query back is not faithful (`- -x`
     // prints as `--x`, a comment).
-    let statements = shape::parse(sql)?;
+    let statements = read_only_statement(sql)?;
     let Some(DfStatement::Statement(statement)) = statements.front() else {
         return Ok(sql.to_string());
     };
