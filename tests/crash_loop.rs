@@ -105,12 +105,9 @@ async fn sigkill_20_times_under_load_loses_and_duplicates_nothing() {
         }
     }
 
-    let store = store::Store::open(store::StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = store::Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let batches = store::query::session_context(&store)
         .sql("SELECT span_id FROM spans")
         .await

@@ -11,11 +11,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -55,46 +52,6 @@ spec:
   alertPolicies: [{alertPolicyRef: fast-test-windows}]
 "#;
 
-/// A webhook receiver on a real socket: answers 200 and keeps each JSON body.
-fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            if reader.read_exact(&mut body).is_ok()
-                && let Ok(v) = serde_json::from_slice(&body)
-            {
-                g.lock().unwrap().push(v);
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    (url, got)
-}
-
 fn get(http: &reqwest::blocking::Client, url: &str) -> Value {
     http.get(url).send().unwrap().json().unwrap()
 }
@@ -111,7 +68,7 @@ fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T,
 }
 
 /// Firing notifications that page for `slo`.
-fn pages(got: &Arc<Mutex<Vec<Value>>>, slo: &str) -> usize {
+fn pages(got: &testkit::webhook::Received, slo: &str) -> usize {
     got.lock()
         .unwrap()
         .iter()
@@ -151,7 +108,10 @@ fn payments_outage_pages_once_and_recovery_resolves() {
         }
     }
     std::fs::write(rules.join("checkout-short-windows.yaml"), RULES).unwrap();
-    let (hook, got) = receiver();
+    // The receiver (testkit's, on a real socket) runs on its own runtime
+    // for the whole test.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (hook, got) = rt.block_on(testkit::webhook::receiver());
 
     let data_dir = dir.path().join("data");
     let rules_arg = rules.to_str().unwrap().to_string();

@@ -143,12 +143,9 @@ async fn serve_ingests_reports_and_shuts_down_cleanly() {
     terminate(p).await;
 
     // Everything is in Parquet: the next start replays nothing.
-    let store = store::Store::open(store::StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = store::Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let st = store.stats();
     assert_eq!(st.file_rows[0], 300);
     assert_eq!(st.buffered_rows, [0, 0, 0]);

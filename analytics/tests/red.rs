@@ -4,7 +4,7 @@
 
 use analytics::red::{self, Window};
 use store::rows::{Attr, Origin, SpanKind, SpanRecord, SpansBuilder, StatusCode};
-use store::{Store, StoreConfig, Table};
+use store::{Store, Table};
 
 const T0: i64 = 1_709_632_800_000_000_000; // 2024-03-05T10:00:00Z
 const SEC: i64 = 1_000_000_000;
@@ -159,12 +159,7 @@ fn expected(
 }
 
 async fn store_with_data(dir: &std::path::Path, gens: &[Gen]) -> Store {
-    let store = Store::open(StoreConfig {
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir)).await.unwrap();
     // Half flushed to Parquet, half still in memory: results must not care.
     let half = gens.len() / 2;
     store
@@ -421,12 +416,9 @@ print(json.dumps({{"services": red("service_name"), "operations": red("service_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_map_edges_from_client_server_pairs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     // gateway SERVER -> gateway CLIENT -> payments SERVER (x3, one failing), and an INTERNAL span.
     let mut b = SpansBuilder::new();
     for t in 0..3u8 {
@@ -671,12 +663,9 @@ fn spans_batch(spans: &[(&str, SpanRecord<'_>)]) -> arrow::array::RecordBatch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_map_follows_links_and_peer_service() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let ms = 1_000_000;
     let link = |trace: u8, id: u8| store::rows::LinkRecord {
         trace_id: [trace; 16],
@@ -858,12 +847,9 @@ async fn service_map_follows_links_and_peer_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_crossing_window_edges_count_where_they_start() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let ms = 1_000_000;
     let spans = vec![
         // Starts 100 ms before the minute (and the second window), ends 1.9 s into it.

@@ -8,7 +8,7 @@ use analytics::series;
 use store::rows::{
     Attr, MetricPointRecord, MetricPointsBuilder, Number, Origin, PointData, Temporality,
 };
-use store::{Store, StoreConfig, Table};
+use store::{Store, Table};
 
 const T0: i64 = 1_709_632_800_000_000_000;
 const SEC: i64 = 1_000_000_000;
@@ -46,12 +46,9 @@ fn sum(v: f64, t: Temporality) -> PointData<'static> {
 
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let res = vec![Attr::new("service.name", "api")];
     let origin = Origin {
         service_name: "api",
@@ -206,12 +203,9 @@ fn only<P: std::fmt::Debug>(mut s: Vec<series::Series<P>>) -> Vec<P> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gauges_average_min_max_and_last_per_group() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let res = vec![Attr::new("service.name", "api")];
     let origin = Origin {
         service_name: "api",
@@ -277,12 +271,9 @@ fn bucket_quantiles_interpolate_like_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histogram_quantiles_over_time() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let res = vec![Attr::new("service.name", "api")];
     let origin = Origin {
         service_name: "api",
@@ -355,12 +346,9 @@ async fn histogram_quantiles_over_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histogram_averages_from_sums() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let res = vec![Attr::new("service.name", "api")];
     let origin = Origin {
         service_name: "api",
@@ -409,12 +397,9 @@ async fn histogram_averages_from_sums() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn red_from_the_duration_histogram_when_spans_are_absent() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let res = vec![Attr::new("service.name", "legacy")];
     let origin = Origin {
         service_name: "legacy",

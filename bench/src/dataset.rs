@@ -11,8 +11,8 @@ use std::time::Instant;
 use store::rows::{
     Attr, LogRecord, LogsBuilder, Origin, SpanKind, SpanRecord, SpansBuilder, StatusCode,
 };
-use store::synth::Rng;
 use store::{Store, StoreConfig, Table};
+use testkit::synth::Rng;
 
 use crate::median;
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 pub mod dataset;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use store::synth::{ROUTES, Rng, SERVICES};
+use testkit::otlp::{kv, kv_int};
+use testkit::synth::{ROUTES, Rng, SERVICES};
 
 /// The median of some samples (sorted in place).
 pub fn median(v: &mut [f64]) -> f64 {
@@ -59,26 +60,6 @@ pub fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
-fn kv_s(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv_i(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
 /// A realistic export request: one resource (service) with `n` HTTP server
 /// spans, ten semantic-convention attributes each, traces of eight spans.
 pub fn trace_request(rng: &mut Rng, n: usize, base_ns: u64) -> ExportTraceServiceRequest {
@@ -105,19 +86,19 @@ pub fn trace_request(rng: &mut Rng, n: usize, base_ns: u64) -> ExportTraceServic
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + 100_000 + rng.below(30_000_000),
                 attributes: vec![
-                    kv_s("http.request.method", method),
-                    kv_s("http.route", route),
-                    kv_i("http.response.status_code", status),
-                    kv_s("url.scheme", "http"),
-                    kv_s("url.path", route),
-                    kv_s("server.address", svc),
-                    kv_i("server.port", 8080),
-                    kv_s("network.protocol.version", "1.1"),
-                    kv_s(
+                    kv("http.request.method", method),
+                    kv("http.route", route),
+                    kv_int("http.response.status_code", status),
+                    kv("url.scheme", "http"),
+                    kv("url.path", route),
+                    kv("server.address", svc),
+                    kv_int("server.port", 8080),
+                    kv("network.protocol.version", "1.1"),
+                    kv(
                         "user_agent.original",
                         "Mozilla/5.0 (X11; Linux x86_64) shop-load/1.0",
                     ),
-                    kv_s("client.address", "10.1.2.3"),
+                    kv("client.address", "10.1.2.3"),
                 ],
                 status: (status >= 500).then(|| Status {
                     code: 2,
@@ -132,10 +113,10 @@ pub fn trace_request(rng: &mut Rng, n: usize, base_ns: u64) -> ExportTraceServic
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![
-                    kv_s("service.name", svc),
-                    kv_s("service.version", "2.3.1"),
-                    kv_s("deployment.environment.name", "production"),
-                    kv_s("host.name", "node-12"),
+                    kv("service.name", svc),
+                    kv("service.version", "2.3.1"),
+                    kv("deployment.environment.name", "production"),
+                    kv("host.name", "node-12"),
                 ],
                 ..Default::default()
             }),

@@ -7,27 +7,22 @@ use std::sync::Arc;
 use common::Server;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn request() -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![1; 16],
-                    span_id: vec![2; 8],
-                    name: "tls".into(),
-                    start_time_unix_nano: 1_700_000_000_000_000_000,
-                    end_time_unix_nano: 1_700_000_000_100_000_000,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    testkit::otlp::spans_request(
+        vec![],
+        vec![Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "tls".into(),
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_100_000_000,
             ..Default::default()
         }],
-    }
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,12 +102,9 @@ async fn otlp_over_tls_on_both_listeners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tls_files_are_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store::Store::open(store::StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = store::Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let cfg = collector::CollectorConfig {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),

@@ -14,7 +14,7 @@ use axum::{Json, Router, routing::get};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
-use crate::instrument::AppError;
+use crate::error::AppError;
 
 /// One fault, as set through the admin endpoint (and the CLI).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
@@ -18,6 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::chaos::Chaos;
+use crate::error::ErrorMessage;
+use crate::error::CallError;
 
 /// Bucket boundaries the HTTP semantic conventions recommend for
 /// `http.server.request.duration` (seconds).
@@ -48,10 +50,6 @@ impl Injector for HeaderInjector<'_> {
         }
     }
 }
-
-/// What a handler reports about a failure, for the span status message.
-#[derive(Debug, Clone)]
-pub struct ErrorMessage(pub String);
 
 /// The per-service instrumentation handles.
 #[derive(Clone)]
@@ -159,31 +157,6 @@ pub async fn server_span(
     inst.duration
         .record(started.elapsed().as_secs_f64(), &metric_attrs);
     response
-}
-
-/// A failed call to another service.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The service answered with an error status.
-    #[error("{service} answered {status}: {message}")]
-    Status {
-        service: String,
-        status: StatusCode,
-        message: String,
-    },
-    /// No answer: connection refused, timeout, bad body.
-    #[error("{service} unreachable: {message}")]
-    Transport { service: String, message: String },
-}
-
-impl CallError {
-    /// The status the callee answered with, if it answered.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            CallError::Status { status, .. } => Some(*status),
-            CallError::Transport { .. } => None,
-        }
-    }
 }
 
 /// An instrumented HTTP client for calls to the other shop services.
@@ -333,69 +306,5 @@ impl Client {
         }
         span.end();
         result
-    }
-}
-
-/// A handler error: an HTTP status and a message, answered as
-/// `{"error": message}` and recorded on the SERVER span.
-#[derive(Debug)]
-pub struct AppError {
-    /// Status to answer with.
-    pub status: StatusCode,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl AppError {
-    /// An error with `status`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> AppError {
-        AppError {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<CallError> for AppError {
-    /// A failed dependency is a 502 (or 504 when it timed out), except that
-    /// its 4xx answers pass through: they are the caller's problem.
-    fn from(e: CallError) -> AppError {
-        let status = match e.status() {
-            Some(s) if s.is_client_error() => s,
-            Some(_) => StatusCode::BAD_GATEWAY,
-            None if e.to_string().contains("timed out") => StatusCode::GATEWAY_TIMEOUT,
-            None => StatusCode::BAD_GATEWAY,
-        };
-        let message = match &e {
-            CallError::Status {
-                status, message, ..
-            } if status.is_client_error() => message.clone(),
-            _ => e.to_string(),
-        };
-        AppError::new(status, message)
-    }
-}
-
-impl From<rusqlite::Error> for AppError {
-    fn from(e: rusqlite::Error) -> AppError {
-        AppError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("database error: {e}"),
-        )
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(status = self.status.as_u16(), error = %self.message, "request failed");
-        }
-        let mut resp = (
-            self.status,
-            axum::Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
-        resp.extensions_mut().insert(ErrorMessage(self.message));
-        resp
     }
 }

@@ -2,10 +2,20 @@
 //! that call each other and export real OTLP, a load generator and chaos
 //! tools. This module holds the shop's topology: which services exist, their
 //! default ports, and who calls whom.
+//!
+//! - [`services`]: the eight services' handlers, schemas and jobs;
+//!   [`service`]: one service as a process; [`shop`]: all eight as child
+//!   processes.
+//! - [`instrument`]: SERVER and CLIENT spans and HTTP metrics per the
+//!   semantic conventions; [`telemetry`]: the OTLP exporters; [`db`]: each
+//!   service's SQLite with CLIENT spans; [`error`]: call and handler errors.
+//! - [`chaos`]: fault injection per service; [`control`]: chaos and
+//!   scenarios from the command line; [`load`]: the load generator.
 
 pub mod chaos;
 pub mod control;
 pub mod db;
+pub mod error;
 pub mod instrument;
 pub mod load;
 pub mod service;

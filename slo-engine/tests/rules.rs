@@ -8,7 +8,7 @@ use testkit::webhook::{receiver, settle};
 
 use slo_engine::engine::{SloConfig, SloEngine};
 use slo_engine::rules::{Change, InstanceState, parse};
-use store::{Store, StoreConfig, Table};
+use store::{Store, Table};
 
 const T0: i64 = 1_709_632_800_000_000_000;
 const SEC: i64 = 1_000_000_000;
@@ -33,12 +33,9 @@ groups:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_fires_after_for_keeps_firing_resolves_and_notifies_once_per_change() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().join("data"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(&dir.path().join("data")))
+        .await
+        .unwrap();
     // One request a second for 10 minutes on "api"; minutes 2 to 4 fail.
     let requests: Vec<(i64, bool)> = (0..600)
         .map(|i| (T0 + i * SEC, (120..300).contains(&i)))
@@ -145,12 +142,9 @@ async fn rule_fires_after_for_keeps_firing_resolves_and_notifies_once_per_change
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_expression_is_reported_and_keeps_the_state() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().join("data"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(&dir.path().join("data")))
+        .await
+        .unwrap();
     let text = "groups:\n  - name: g\n    rules:\n      - alert: NoValue\n        expr: SELECT 1 AS v\n      - alert: NoSuchColumn\n        expr: SELECT nope AS value FROM spans\n";
     let groups = parse(std::path::Path::new("r.yaml"), text).unwrap();
     let engine = SloEngine::open_with_rules(

@@ -11,7 +11,7 @@ use store::rows::{
     Attr, MetricPointRecord, MetricPointsBuilder, Number, Origin, PointData, Temporality,
 };
 use store::sql::QueryLimits;
-use store::{Store, StoreConfig, Table};
+use store::{Store, Table};
 
 const SEC: i64 = 1_000_000_000;
 const MIN: i64 = 60 * SEC;
@@ -50,12 +50,9 @@ const ROLLING_30D: &str = "{duration: 30d, isRolling: true}";
 const OCCURRENCES: &str = "  objectives: [{target: 0.999}]";
 
 async fn open(dir: &Path) -> Store {
-    Store::open(StoreConfig {
-        data_dir: dir.join("data"),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    Store::open(testkit::store_config(&dir.join("data")))
+        .await
+        .unwrap()
 }
 
 /// One checkout request per second in [from, to), bad when `bad(t)`.

@@ -12,7 +12,7 @@ use slo_engine::engine::{SloConfig, SloEngine};
 use slo_engine::evaluate::{AlertState, evaluate};
 use slo_engine::openslo::{Slo, load_dir};
 use slo_engine::sli::SliCounter;
-use store::{Store, StoreConfig, Table};
+use store::{Store, Table};
 
 const T0: i64 = 1_709_632_800_000_000_000; // 2024-03-05T10:00:00Z
 const SEC: i64 = 1_000_000_000;
@@ -62,12 +62,9 @@ fn counter(store: &Store) -> Arc<SliCounter> {
 }
 
 async fn open_store(dir: &std::path::Path) -> Store {
-    Store::open(StoreConfig {
-        data_dir: dir.join("data"),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
+    Store::open(testkit::store_config(&dir.join("data")))
+        .await
+        .unwrap()
 }
 
 /// One request per second in [from, to), bad when `bad(t)`.

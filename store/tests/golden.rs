@@ -14,18 +14,13 @@
 //! committing it).
 
 use store::sql::{QueryLimits, run};
-use store::{Store, StoreConfig, Table, synth};
+use store::{Store, Table, synth};
 
 const BASE: i64 = 1_709_632_800_000_000_000; // 2024-03-05T10:00:00Z
 const HOUR: i64 = 3_600_000_000_000;
 
 async fn dataset(dir: &std::path::Path) -> Store {
-    let store = Store::open(StoreConfig {
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir)).await.unwrap();
     store
         .write(Table::Spans, synth::spans(7, 600, BASE, 2 * HOUR))
         .await

@@ -6,17 +6,12 @@
 use std::time::{Duration, Instant};
 
 use store::sql::{QueryError, QueryLimits, run};
-use store::{Store, StoreConfig, Table, synth};
+use store::{Store, Table, synth};
 
 const BASE: i64 = 1_709_632_800_000_000_000;
 
 async fn store(dir: &std::path::Path) -> Store {
-    let store = Store::open(StoreConfig {
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir)).await.unwrap();
     store
         .write(Table::Spans, synth::spans(3, 200, BASE, 3_600_000_000_000))
         .await

@@ -5,6 +5,8 @@
 //!   with replaced files deleted at once (no grace period).
 //! - [`webhook`]: a webhook receiver on a real socket that keeps every
 //!   JSON payload, and a wait for them to arrive.
+//! - [`serve`]: a router on a loopback port.
+//! - [`otlp`]: OTLP export requests and attributes.
 //! - [`files_under`]: every file below a directory, for tests of what is
 //!   on disk.
 //! - `synth` (re-exported from the store's `testkit` feature): synthetic
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub use store::synth;
 use store::{Store, StoreConfig};
 
+pub mod otlp;
 pub mod webhook;
 
 /// Store settings for tests: data under `dir`, replaced files deleted at
@@ -52,4 +55,15 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Serves `router` on a new loopback port in a background task; returns
+/// its base URL (`http://127.0.0.1:PORT`).
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("its address"));
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serving") });
+    base
 }

@@ -176,17 +176,7 @@ pub fn start_serve(args: &[&std::ffi::OsStr], stderr: Stdio) -> ServeProcess {
     }
 }
 
-/// A string attribute.
-pub fn kv(k: &str, v: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
+pub use testkit::otlp::kv;
 
 /// The start of the hour six hours before this test process first asked:
 /// recent enough that the hourly retention job never removes test spans
@@ -211,8 +201,7 @@ pub fn trace_request(
     service: &str,
     payload_bytes: usize,
 ) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use opentelemetry_proto::tonic::trace::v1::Span;
     let spans = (first..first + n)
         .map(|i| Span {
             trace_id: (u128::from(i) << 8 | 1).to_be_bytes().to_vec(),
@@ -225,19 +214,7 @@ pub fn trace_request(
             ..Default::default()
         })
         .collect();
-    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    testkit::otlp::spans_request(vec![kv("service.name", service)], spans)
 }
 
 /// `(count(*), count(DISTINCT span_id))` of spans through `POST /api/v1/query`.

@@ -1,8 +1,8 @@
 //! Burnwatch's HTTP side: the dashboard ([`ui`]: one module per page), the
-//! JSON API ([`api`]), self-telemetry and health
+//! JSON API ([`api`]: one module per route group), self-telemetry and health
 //! endpoints, on one router.
 //!
-//! - `POST /api/v1/query`: one read-only SQL query, JSON / CSV / Arrow IPC out ([`api`]).
+//! - `POST /api/v1/query`: one read-only SQL query, JSON / CSV / Arrow IPC out ([`api::query`]).
 //! - `GET /api/v1/red/{services,operations,series}`: RED metrics over a window.
 //! - `GET /api/v1/traces/{id}`, `GET /api/v1/traces`, `GET /api/v1/logs`:
 //!   a trace with its logs, trace search, log search (`analytics::search`).
@@ -13,7 +13,7 @@
 //! - `GET /api/v1/slos[/{name}]`, `GET /api/v1/incidents`,
 //!   `POST /api/v1/incidents/{id}/ack`: SLO status and incidents;
 //!   `GET /api/v1/alerts`, `GET /api/v1/rules`: alert rules;
-//!   `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` ([`slos`]).
+//!   `GET|POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` ([`api::slos`]).
 //! - `/login`, `/logout`: dashboard sessions, when API tokens are
 //!   configured ([`auth`]); every other route then checks the caller's role.
 //! - [`top`]: every list of services, operations, edges or metrics is
@@ -38,7 +38,6 @@ use axum::routing::{get, post};
 pub mod api;
 pub mod auth;
 pub mod security;
-pub mod slos;
 pub mod top;
 pub mod ui;
 
@@ -62,6 +61,23 @@ pub struct WebState {
     pub rollups: Arc<analytics::rollup::Rollups>,
     /// API tokens and dashboard sessions; `None`: auth is off.
     pub auth: Option<Arc<auth::Auth>>,
+}
+
+impl WebState {
+    /// State over `store` with everything else at its default: a 16 MiB
+    /// rollup cache, no `/metrics` sources beyond the store's, not ready,
+    /// the default query limits, no SLO engine, auth off.
+    pub fn new(store: store::Store) -> Self {
+        WebState {
+            rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
+            store,
+            metrics: Vec::new(),
+            ready: Arc::default(),
+            query_limits: Default::default(),
+            slo: None,
+            auth: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for WebState {
@@ -99,34 +115,7 @@ pub fn app(state: WebState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/query", post(api::query))
-        .route("/api/v1/red/services", get(api::red_services))
-        .route("/api/v1/red/operations", get(api::red_operations))
-        .route("/api/v1/red/series", get(api::red_series))
-        .route("/api/v1/traces", get(api::search_traces))
-        .route("/api/v1/traces/{trace_id}", get(api::trace))
-        .route("/api/v1/logs", get(api::search_logs))
-        .route("/api/v1/service-map", get(api::service_map))
-        .route("/api/v1/metrics", get(api::metrics_list))
-        .route("/api/v1/metrics/rate", get(api::metrics_rate))
-        .route("/api/v1/metrics/quantile", get(api::metrics_quantile))
-        .route("/api/v1/metrics/gauge", get(api::metrics_gauge))
-        .route("/api/v1/slos", get(slos::list))
-        .route("/api/v1/slos/{name}", get(slos::one))
-        .route("/api/v1/incidents", get(slos::incidents))
-        .route("/api/v1/incidents/{id}/ack", post(slos::acknowledge))
-        .route("/api/v1/incidents/{id}/resolve", post(slos::resolve))
-        .route("/api/v1/alerts", get(slos::alerts))
-        .route("/api/v1/rules", get(slos::rules))
-        .route(
-            "/api/v1/silences",
-            get(slos::silences).post(slos::create_silence),
-        )
-        .route(
-            "/api/v1/silences/{id}",
-            axum::routing::delete(slos::expire_silence),
-        )
-        .route("/api/v1/openapi.json", get(openapi))
+        .merge(api::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         // Pages, JSON and /metrics gzip'd for clients that accept it (the
@@ -144,12 +133,7 @@ pub fn app(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// The OpenAPI 3 document of the API.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
-}
+pub use api::OPENAPI;
 
 async fn readyz(State(s): State<WebState>) -> impl IntoResponse {
     if s.ready.load(Ordering::Acquire) {

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use store::{Store, StoreConfig, Table, synth};
+use store::{Store, Table, synth};
 use tower::ServiceExt as _;
 use web::{WebState, app};
 
@@ -11,12 +11,9 @@ const BASE: i64 = 1_709_632_800_000_000_000;
 
 async fn state(limits: store::sql::QueryLimits) -> (WebState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     store
         .write(Table::Spans, synth::spans(1, 400, BASE, 3_600_000_000_000))
         .await
@@ -28,13 +25,8 @@ async fn state(limits: store::sql::QueryLimits) -> (WebState, tempfile::TempDir)
         .unwrap();
     (
         WebState {
-            rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
-            store,
-            metrics: Vec::new(),
-            ready: Default::default(),
             query_limits: limits,
-            slo: None,
-            auth: None,
+            ..WebState::new(store)
         },
         dir,
     )

@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use std::sync::Arc;
-use store::{Store, StoreConfig};
+use store::Store;
 use tower::ServiceExt as _;
 use web::auth::{Auth, AuthConfig, Role, TokenConfig, sha256_hex};
 use web::{WebState, app};
@@ -17,12 +17,9 @@ const INGEST: &str = "ingest-token-3";
 
 async fn state() -> (WebState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().join("data"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(&dir.path().join("data")))
+        .await
+        .unwrap();
     let rules = std::path::Path::new(
         &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
     )
@@ -51,13 +48,9 @@ async fn state() -> (WebState, tempfile::TempDir) {
     .unwrap();
     (
         WebState {
-            rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
-            store,
-            metrics: vec![],
-            ready: Default::default(),
-            query_limits: Default::default(),
             slo: Some(engine),
             auth: Some(Arc::new(auth)),
+            ..WebState::new(store)
         },
         dir,
     )

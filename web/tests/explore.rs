@@ -6,7 +6,7 @@ use store::rows::{
     Attr, EventRecord, LogRecord, LogsBuilder, Origin, SpanKind, SpanRecord, SpansBuilder,
     StatusCode as St,
 };
-use store::{Store, StoreConfig, Table};
+use store::{Store, Table};
 use tower::ServiceExt as _;
 use web::{WebState, app};
 
@@ -56,12 +56,9 @@ fn span<'a>(
 
 async fn state() -> (WebState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
     let res = vec![Attr::new("service.name", "checkout")];
     let origin = Origin {
         service_name: "checkout",
@@ -131,18 +128,7 @@ async fn state() -> (WebState, tempfile::TempDir) {
         );
     }
     store.write(Table::Logs, l.finish()).await.unwrap();
-    (
-        WebState {
-            rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
-            store,
-            metrics: vec![],
-            ready: Default::default(),
-            query_limits: Default::default(),
-            slo: None,
-            auth: None,
-        },
-        dir,
-    )
+    (WebState::new(store), dir)
 }
 
 async fn get(s: &WebState, uri: &str) -> (StatusCode, serde_json::Value) {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use store::{Store, StoreConfig, Table};
+use store::{Store, Table};
 use web::{WebState, app};
 
 const SEC: i64 = 1_000_000_000;
@@ -313,12 +313,9 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
         "this build has no browser bundle (BURNWATCH_SKIP_WASM was set)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().join("data"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(&dir.path().join("data")))
+        .await
+        .unwrap();
     let now = now_ns();
     traffic(&store, now).await;
     let rules = std::path::Path::new(
@@ -376,17 +373,10 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
     );
     store.write(Table::Logs, logs.finish()).await.unwrap();
     let state = WebState {
-        rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
-        store,
-        metrics: vec![],
-        ready: Default::default(),
-        query_limits: Default::default(),
         slo: Some(engine),
-        auth: None,
+        ..WebState::new(store)
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+    let base = testkit::serve(app(state)).await;
 
     let s = Session::start().await;
     s.go(&format!("{base}/?range=1h&refresh=30")).await;
@@ -620,12 +610,9 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
 async fn signing_in_and_out_in_a_real_browser() {
     const EDITOR: &str = "editor-token-for-the-browser";
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().join("data"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(&dir.path().join("data")))
+        .await
+        .unwrap();
     let auth = web::auth::Auth::new(&web::auth::AuthConfig {
         tokens: vec![web::auth::TokenConfig {
             name: "alice".into(),
@@ -637,17 +624,10 @@ async fn signing_in_and_out_in_a_real_browser() {
     .unwrap()
     .unwrap();
     let state = WebState {
-        rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
-        store,
-        metrics: vec![],
-        ready: Default::default(),
-        query_limits: Default::default(),
-        slo: None,
         auth: Some(std::sync::Arc::new(auth)),
+        ..WebState::new(store)
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+    let base = testkit::serve(app(state)).await;
 
     let s = Session::start().await;
     s.go(&format!("{base}/query")).await;

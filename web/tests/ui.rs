@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use store::{Store, StoreConfig, Table};
+use store::{Store, Table};
 use web::{WebState, app};
 
 const SEC: i64 = 1_000_000_000;
@@ -86,12 +86,9 @@ fn browse(browser: &str, url: &str, name: &str) -> String {
 async fn pages_render_in_chromium() {
     let browser = chromium();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig {
-        data_dir: dir.path().join("data"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let store = Store::open(testkit::store_config(&dir.path().join("data")))
+        .await
+        .unwrap();
     let now = now_ns();
     store.write(Table::Spans, checkouts(now)).await.unwrap();
     // gateway calls payments (failing with the checkouts) and catalog.
@@ -146,17 +143,10 @@ async fn pages_render_in_chromium() {
     assert_eq!(checkout.state.as_str(), "page");
 
     let state = WebState {
-        rollups: analytics::rollup::Rollups::new(store.clone(), 1 << 24),
-        store,
-        metrics: vec![],
-        ready: Default::default(),
-        query_limits: Default::default(),
         slo: Some(engine),
-        auth: None,
+        ..WebState::new(store)
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+    let base = testkit::serve(app(state)).await;
 
     let b = browser.clone();
     let base2 = base.clone();

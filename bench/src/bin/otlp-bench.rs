@@ -17,8 +17,8 @@ use collector::{Collector, CollectorConfig, CollectorMetrics};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
-use store::synth::Rng;
 use store::{Store, StoreConfig};
+use testkit::synth::Rng;
 
 // jemalloc: less fragmentation than glibc malloc across the runtime's
 // threads, so resident memory tracks live data.

@@ -11,8 +11,8 @@ use anyhow::Result;
 use arrow::array::RecordBatch;
 use burnwatch_bench::{median, percentile};
 use clap::Parser;
-use store::synth::Rng;
 use store::{Store, StoreConfig, Table};
+use testkit::synth::Rng;
 
 // jemalloc: less fragmentation than glibc malloc across the runtime's
 // threads, so resident memory tracks live data.

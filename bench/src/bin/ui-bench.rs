@@ -11,7 +11,6 @@
 //! ```
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use analytics::rollup::Rollups;
@@ -89,12 +88,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let state = WebState {
         rollups,
-        store,
-        metrics: vec![],
-        ready: Arc::default(),
-        query_limits: Default::default(),
         slo: Some(engine),
-        auth: None,
+        ..WebState::new(store)
     };
     let router = app(state);
     let to = slo_engine::notify::rfc3339(end);

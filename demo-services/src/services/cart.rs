@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::catalog::Product;
-use crate::instrument::AppError;
+use crate::error::AppError;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cart_items (

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ctx, not_found};
 use crate::db::Db;
-use crate::instrument::AppError;
+use crate::error::AppError;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS products (

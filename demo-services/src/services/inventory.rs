@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, catalog::PRODUCTS, not_found, now_ms};
 use crate::db::Db;
-use crate::instrument::AppError;
+use crate::error::AppError;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stock (

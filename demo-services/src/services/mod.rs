@@ -9,7 +9,8 @@ use opentelemetry::metrics::{Counter, Histogram};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
-use crate::instrument::{AppError, Client, Instruments};
+use crate::error::AppError;
+use crate::instrument::{Client, Instruments};
 
 pub mod cart;
 pub mod catalog;

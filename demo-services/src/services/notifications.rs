@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::orders::{DESTINATION, Event};
 use super::{Ctx, now_ms};
-use crate::instrument::AppError;
+use crate::error::AppError;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS emails (

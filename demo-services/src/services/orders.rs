@@ -15,7 +15,7 @@ use super::cart::Cart;
 use super::inventory::Item;
 use super::payments::Payment;
 use super::{Ctx, not_found, now_ms};
-use crate::instrument::AppError;
+use crate::error::AppError;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS orders (

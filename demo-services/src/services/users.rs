@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use super::{Ctx, not_found, now_ms};
-use crate::instrument::AppError;
+use crate::error::AppError;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (

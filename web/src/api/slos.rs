@@ -9,27 +9,14 @@
 //! - `GET /api/v1/silences`, `POST /api/v1/silences`, `DELETE
 //!   /api/v1/silences/{id}`: silences (matchers, start, end, author).
 
-use std::sync::Arc;
-
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use slo_engine::engine::SloEngine;
 use slo_engine::evaluate::SloStatus;
 
-use crate::WebState;
-use crate::api::{ApiError, parse_time};
-
-fn engine(s: &WebState) -> Result<&Arc<SloEngine>, ApiError> {
-    s.slo.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_slos",
-            "no SLO engine is running (no rules directory)",
-        )
-    })
-}
+use super::{ApiError, Engine, parse_time};
 
 /// Query of `GET /api/v1/slos`.
 #[derive(Debug, Deserialize)]
@@ -39,8 +26,7 @@ pub struct AtParams {
     pub at: Option<String>,
 }
 
-async fn statuses(s: &WebState, at: Option<&str>) -> Result<Vec<SloStatus>, ApiError> {
-    let engine = engine(s)?;
+async fn statuses(engine: &SloEngine, at: Option<&str>) -> Result<Vec<SloStatus>, ApiError> {
     match at {
         None => Ok(engine.last_statuses()),
         Some(at) => Ok(engine
@@ -58,20 +44,20 @@ async fn statuses(s: &WebState, at: Option<&str>) -> Result<Vec<SloStatus>, ApiE
 
 /// `GET /api/v1/slos`.
 pub async fn list(
-    State(s): State<WebState>,
+    Engine(engine): Engine,
     Query(p): Query<AtParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let statuses = statuses(&s, p.at.as_deref()).await?;
+    let statuses = statuses(&engine, p.at.as_deref()).await?;
     Ok(Json(serde_json::json!({ "slos": statuses })))
 }
 
 /// `GET /api/v1/slos/{name}`.
 pub async fn one(
-    State(s): State<WebState>,
+    Engine(engine): Engine,
     Path(name): Path<String>,
     Query(p): Query<AtParams>,
 ) -> Result<Json<SloStatus>, ApiError> {
-    statuses(&s, p.at.as_deref())
+    statuses(&engine, p.at.as_deref())
         .await?
         .into_iter()
         .find(|st| st.name == name)
@@ -95,10 +81,10 @@ pub struct IncidentParams {
 
 /// `GET /api/v1/incidents`.
 pub async fn incidents(
-    State(s): State<WebState>,
+    Engine(engine): Engine,
     Query(p): Query<IncidentParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let list = engine(&s)?
+    let list = engine
         .incidents(p.limit.unwrap_or(100).min(1000))
         .map_err(|e| {
             ApiError::new(
@@ -120,7 +106,7 @@ pub struct Ack {
 
 /// `POST /api/v1/incidents/{id}/ack`.
 pub async fn acknowledge(
-    State(s): State<WebState>,
+    Engine(engine): Engine,
     Path(id): Path<i64>,
     body: Result<Json<Ack>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -131,7 +117,7 @@ pub async fn acknowledge(
             "`by` must name who acknowledges",
         ));
     }
-    engine(&s)?
+    engine
         .acknowledge(id, ack.by.trim())
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "not_open", e))?;
     Ok(Json(
@@ -153,7 +139,7 @@ pub struct Resolve {
 /// `POST /api/v1/incidents/{id}/resolve`: closes an open or acknowledged
 /// incident by hand; a resolved notification is sent.
 pub async fn resolve(
-    State(s): State<WebState>,
+    Engine(engine): Engine,
     Path(id): Path<i64>,
     body: Result<Json<Resolve>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -172,7 +158,7 @@ pub async fn resolve(
             "`note` is longer than 2000 bytes",
         ));
     }
-    engine(&s)?
+    engine
         .resolve(id, by, note)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "not_open", e))?;
     Ok(Json(
@@ -182,8 +168,7 @@ pub async fn resolve(
 
 /// `GET /api/v1/alerts`: every alert instance of the rule groups (pending,
 /// firing, recently resolved) with labels, annotations, value and times.
-pub async fn alerts(State(s): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let engine = engine(&s)?;
+pub async fn alerts(Engine(engine): Engine) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(
         serde_json::json!({ "alerts": engine.rules().instances() }),
     ))
@@ -191,8 +176,7 @@ pub async fn alerts(State(s): State<WebState>) -> Result<Json<serde_json::Value>
 
 /// `GET /api/v1/rules`: the rule groups, each rule with its health (last
 /// evaluation, duration, error) and its pending and firing counts.
-pub async fn rules(State(s): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let engine = engine(&s)?;
+pub async fn rules(Engine(engine): Engine) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(serde_json::json!({
         "groups": engine.rules().groups(),
         "health": engine.rules().health(),
@@ -226,8 +210,8 @@ fn matcher(v: &serde_json::Value) -> Result<slo_engine::silences::Matcher, Strin
 }
 
 /// `GET /api/v1/silences`: every silence with its state now.
-pub async fn silences(State(s): State<WebState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let list = engine(&s)?
+pub async fn silences(Engine(engine): Engine) -> Result<Json<serde_json::Value>, ApiError> {
+    let list = engine
         .silences()
         .list(slo_engine::engine::now_ns())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database", e.to_string()))?;
@@ -236,7 +220,7 @@ pub async fn silences(State(s): State<WebState>) -> Result<Json<serde_json::Valu
 
 /// `POST /api/v1/silences`: creates a silence; 201 with its id.
 pub async fn create_silence(
-    State(s): State<WebState>,
+    Engine(engine): Engine,
     body: Result<Json<SilenceRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
@@ -269,16 +253,16 @@ pub async fn create_silence(
         created_by: req.created_by,
         comment: req.comment,
     };
-    let id = engine(&s)?.silences().create(&new, now).map_err(bad)?;
+    let id = engine.silences().create(&new, now).map_err(bad)?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
 }
 
 /// `DELETE /api/v1/silences/{id}`: expires a silence now.
 pub async fn expire_silence(
-    State(s): State<WebState>,
+    Engine(engine): Engine,
     Path(id): Path<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let expired = engine(&s)?
+    let expired = engine
         .silences()
         .expire(id, slo_engine::engine::now_ns())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database", e.to_string()))?;
