@@ -18,8 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::chaos::Chaos;
-use crate::error::ErrorMessage;
 use crate::error::CallError;
+use crate::error::ErrorMessage;
 
 /// Bucket boundaries the HTTP semantic conventions recommend for
 /// `http.server.request.duration` (seconds).
