@@ -25,6 +25,9 @@ pub struct Config {
     pub connections: listeners::net::ConnectionLimits,
     /// Storage engine settings.
     pub store: store::StoreConfig,
+    /// Where Parquet files, derived files and manifests live beyond the
+    /// data directory (a bucket); unset keeps everything in `data_dir`.
+    pub storage: store::StorageConfig,
     /// OTLP receiver settings.
     pub collector: collector::CollectorConfig,
     /// Limits for SQL queries (API and CLI).
@@ -47,6 +50,7 @@ impl Default for Config {
             log: "info".into(),
             connections: listeners::net::ConnectionLimits::default(),
             store: store::StoreConfig::default(),
+            storage: store::StorageConfig::default(),
             collector: collector::CollectorConfig::default(),
             query: store::sql::QueryLimits::default(),
             slo: slo_engine::engine::SloConfig::default(),
@@ -105,6 +109,14 @@ pub struct ServerFlags {
     /// TLS private key (PEM) for all three listeners; needs --tls-cert.
     #[arg(long, env = "BURNWATCH_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Object storage for Parquet files and manifests: `s3://bucket/prefix`
+    /// or `file:///abs/path` [default: none, everything in --data-dir].
+    /// Credentials and endpoint from `[storage]` or the AWS_* variables.
+    #[arg(long, env = "BURNWATCH_STORAGE_URL")]
+    pub storage_url: Option<String>,
+    /// This node's id in the bucket [default: the host name].
+    #[arg(long, env = "BURNWATCH_NODE_ID")]
+    pub node_id: Option<String>,
     /// Check the configuration and the SLO and rule files, print what
     /// would run, and exit: non-zero if anything is invalid or the rules
     /// directory is missing. Opens no port and writes nothing.
@@ -179,8 +191,15 @@ impl ServerFlags {
             );
             config.slo.evaluation_interval_secs = i;
         }
+        if let Some(u) = &self.storage_url {
+            config.storage.url = Some(u.clone()).filter(|u| !u.trim().is_empty());
+        }
+        if let Some(n) = &self.node_id {
+            config.storage.node_id = Some(n.clone());
+        }
         resolve_secrets(&mut config)?;
         config.store.data_dir = config.data_dir.clone();
+        config.store.storage = config.storage.clone();
         Ok(config)
     }
 }
@@ -194,6 +213,19 @@ fn resolve_secrets(config: &mut Config) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     resolve_all("collector.auth_tokens", &mut config.collector.auth_tokens)
         .map_err(anyhow::Error::msg)?;
+    for (name, value) in [
+        ("storage.access_key_id", &mut config.storage.access_key_id),
+        (
+            "storage.secret_access_key",
+            &mut config.storage.secret_access_key,
+        ),
+    ] {
+        if let Some(v) = value {
+            *v = slo_engine::secret::resolve(v)
+                .with_context(|| name.to_string())?
+                .into_owned();
+        }
+    }
     for (i, t) in config.auth.tokens.iter_mut().enumerate() {
         t.sha256 = slo_engine::secret::resolve(&t.sha256)
             .with_context(|| format!("auth.tokens[{i}].sha256"))?

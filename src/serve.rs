@@ -140,6 +140,13 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
     println!("configuration is valid");
     println!("data directory: {}", config.data_dir.display());
+    match &config.storage.url {
+        Some(url) => println!(
+            "storage: {url} (node id {}); the WAL stays in the data directory",
+            config.storage.node_id()
+        ),
+        None => println!("storage: the data directory only"),
+    }
     println!(
         "listeners: OTLP/gRPC {}, OTLP/HTTP {}, HTTP {}",
         config.collector.grpc_addr, config.collector.http_addr, config.http_addr

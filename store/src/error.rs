@@ -63,6 +63,10 @@ pub enum Error {
     /// Arrow or Parquet encoding failed.
     #[error("encoding error: {0}")]
     Encoding(String),
+    /// The bucket (`storage.url`) failed or refused: unreachable, wrong
+    /// credentials, missing bucket, a node id in use.
+    #[error("object storage: {0}")]
+    Storage(String),
 
     // --- a bug ---
     /// An invariant was broken; this is a bug.

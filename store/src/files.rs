@@ -66,6 +66,13 @@ pub struct FileMeta {
 pub struct Manifest {
     /// Format version.
     pub version: u32,
+    /// Sequence number of this manifest version in the bucket (0 while the
+    /// store has no bucket); each version written there gets the next one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+    /// Which process wrote this version to the bucket (its lease token).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub writer: String,
     /// Every WAL record with LSN <= this is in the live files.
     pub flushed_lsn: u64,
     /// Next id for a file name.
@@ -89,6 +96,10 @@ pub struct DerivedMeta {
 }
 
 const MANIFEST: &str = "manifest.json";
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 impl Manifest {
     /// Loads the manifest, or `None` for a new data directory.
@@ -355,6 +366,7 @@ pub(crate) fn write_flush(
     batches: &[RecordBatch],
     row_group_rows: usize,
     lsn: u64,
+    tag: &str,
     mut next_id: impl FnMut() -> u64,
 ) -> Result<Vec<FileMeta>> {
     if batches.is_empty() {
@@ -363,7 +375,7 @@ pub(crate) fn write_flush(
     let mut out = Vec::new();
     for (hour, sorted) in partition_sorted(table, batches)? {
         let rel = format!(
-            "{}/part-{:010}.parquet",
+            "{}/part-{tag}{:010}.parquet",
             partition_dir(table, hour),
             next_id()
         );

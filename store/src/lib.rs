@@ -8,8 +8,9 @@
 //! live ones ([`files`]), and the [`Store`] that ties them together: buffers,
 //! flushes, compaction, retention, backpressure, and the derived files
 //! (rollups, filters) other crates compute and the store keeps, checks and
-//! removes ([`engine`]). [`error`] is the store's error type; `fsutil` holds
-//! the durable write helpers.
+//! removes ([`engine`]). [`remote`] keeps files and manifest versions in a
+//! bucket (`storage.url`) beside the local copy. [`error`] is the store's
+//! error type; `fsutil` holds the durable write helpers.
 //! [`query`] exposes consistent snapshots as DataFusion tables and [`sql`]
 //! runs read-only queries over them with row, time and memory limits.
 //! `synth` (feature `testkit`) makes synthetic rows for tests and benchmarks.
@@ -19,6 +20,7 @@
 //! ```text
 //! write(table, batch) -> WAL thread (group commit, fsync) -> in-memory buffer -> ack
 //! flusher: roll WAL -> Parquet per hour partition (tmp, fsync, rename, dir fsync)
+//!          [-> upload to the bucket -> manifest version, create-if-absent]
 //!          -> manifest (atomic replace) -> drop buffered rows -> delete old segments
 //! readers: snapshot = manifest files + buffered rows (never both for one row)
 //! ```
@@ -29,6 +31,7 @@ pub mod files;
 mod fsutil;
 #[cfg(feature = "sql")]
 pub mod query;
+pub mod remote;
 pub mod rows;
 pub mod schema;
 #[cfg(feature = "sql")]
@@ -39,4 +42,5 @@ mod wal;
 
 pub use engine::{RetentionConfig, Snapshot, Store, StoreConfig, StoreMetrics, StoreStats, now_ns};
 pub use error::{Error, Result};
+pub use remote::StorageConfig;
 pub use schema::Table;

@@ -81,6 +81,7 @@ impl Store {
                 }
             }
         });
+        self.spawn_lease_renewal(shutdown.clone(), tracker);
         tracker.spawn(async move {
             shutdown.cancelled().await;
             let mut scheduler = scheduler;
@@ -106,6 +107,13 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
         self.delete_expired_pending(true);
+        if let Some(remote) = &self.inner.remote {
+            // Only after a clean flush: with rows left in the WAL, the lease
+            // keeps the id until it runs out.
+            if flushed.is_ok() {
+                remote.release_lease().await;
+            }
+        }
         flushed.map(|_| ())
     }
 }

@@ -12,6 +12,9 @@
 //! derived file written but not yet listed on disk when the process dies is
 //! removed at the next start as an orphan and computed again: derived data
 //! is never the only copy of anything.
+//!
+//! With a bucket, a derived file is uploaded before it is listed, and the
+//! next manifest version lists it.
 
 use super::*;
 use crate::files::{DERIVED_DIR, DerivedMeta, derived_rel_path};
@@ -79,6 +82,13 @@ impl Store {
         })
         .await
         .map_err(|e| Error::Internal(format!("derived write task failed: {e}")))??;
+        if let Some(remote) = &self.inner.remote {
+            let rel = derived_rel_path(kind, file);
+            if let Err(e) = remote.upload(path.clone(), &rel).await {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        }
         let _commit = self.inner.commit.lock().await;
         let mut s = write(&self.inner.state);
         if !s.manifest.is_live(file) {
@@ -214,6 +224,7 @@ impl Store {
         };
         let n = removed.len() as u64;
         let data_dir = self.inner.data_dir.clone();
+        self.delete_remote(&removed.iter().map(|r| data_dir.join(r)).collect::<Vec<_>>());
         let stop = data_dir
             .join(DERIVED_DIR)
             .join(root.split('/').next().unwrap_or(root));
@@ -261,7 +272,7 @@ impl Store {
         }
         let _commit = self.inner.commit.lock().await;
         let manifest = read(&self.inner.state).manifest.clone();
-        self.install_manifest(manifest).await
+        self.install_manifest(manifest, &[]).await
     }
 }
 

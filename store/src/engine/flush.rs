@@ -45,21 +45,27 @@ impl Store {
             .sum();
         if last_lsn <= manifest.flushed_lsn {
             if self.inner.derived_dirty.load(Ordering::Acquire) {
-                self.install_manifest(manifest).await?;
+                self.install_manifest(manifest, &[]).await?;
             }
             return Ok(0);
         }
         self.inner.derived_dirty.store(false, Ordering::Release);
         let data_dir = self.inner.data_dir.clone();
         let row_group_rows = self.inner.config.row_group_rows;
+        let tag = self.inner.file_tag.clone();
         let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || -> Result<Manifest> {
+        let written = tokio::task::spawn_blocking(move || -> Result<(Manifest, Vec<String>)> {
             let mut written: Vec<(Table, FileMeta)> = Vec::new();
             for (table, batches) in &batches {
-                let files =
-                    write_flush(&data_dir, *table, batches, row_group_rows, last_lsn, || {
-                        manifest.take_file_id()
-                    });
+                let files = write_flush(
+                    &data_dir,
+                    *table,
+                    batches,
+                    row_group_rows,
+                    last_lsn,
+                    &tag,
+                    || manifest.take_file_id(),
+                );
                 match files {
                     Ok(files) => written.extend(files.into_iter().map(|f| (*table, f))),
                     Err(e) => {
@@ -70,17 +76,32 @@ impl Store {
                     }
                 }
             }
-            let n = written.len();
+            let paths = written.iter().map(|(_, f)| f.path.clone()).collect();
             for (table, f) in written {
                 manifest.files_mut(table).push(f);
             }
             manifest.flushed_lsn = last_lsn;
-            manifest.persist(&data_dir)?;
-            tracing::debug!(files = n, "flush wrote files");
-            Ok(manifest)
+            Ok((manifest, paths))
         })
         .await
         .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?;
+        // With a bucket, the files go up and a manifest version names them
+        // before the local manifest changes; the WAL lets go only after.
+        let result = match written {
+            Ok((mut manifest, paths)) => match self.commit_manifest(&mut manifest, &paths).await {
+                Ok(()) => {
+                    tracing::debug!(files = paths.len(), "flush wrote files");
+                    Ok(manifest)
+                }
+                Err(e) => {
+                    for p in &paths {
+                        let _ = std::fs::remove_file(self.inner.data_dir.join(p));
+                    }
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
         let manifest = match result {
             Ok(m) => m,
             Err(e) => {

@@ -40,7 +40,11 @@ impl Store {
             let mut s = write(&self.inner.state);
             s.manifest.take_file_id()
         };
-        let rel = format!("{}/compact-{:010}.parquet", partition_dir(table, hour), id);
+        let rel = format!(
+            "{}/compact-{}{id:010}.parquet",
+            partition_dir(table, hour),
+            self.inner.file_tag
+        );
         let data_dir = self.inner.data_dir.clone();
         let row_group_rows = self.inner.config.row_group_rows;
         let paths: Vec<PathBuf> = inputs.iter().map(|f| data_dir.join(&f.path)).collect();
@@ -77,8 +81,15 @@ impl Store {
             return Ok(0);
         }
         files.retain(|f| !inputs.contains(f));
+        let output = written.path.clone();
         files.push(written);
-        self.install_manifest(manifest).await?;
+        if let Err(e) = self
+            .install_manifest(manifest, std::slice::from_ref(&output))
+            .await
+        {
+            let _ = std::fs::remove_file(self.inner.data_dir.join(&output));
+            return Err(e);
+        }
         self.schedule_deletes(inputs.iter().map(|f| self.inner.data_dir.join(&f.path)));
         self.inner
             .metrics
@@ -113,7 +124,7 @@ impl Store {
         if expired.is_empty() {
             return Ok(0);
         }
-        self.install_manifest(manifest).await?;
+        self.install_manifest(manifest, &[]).await?;
         let n = expired.len() as u64;
         self.inner
             .metrics
@@ -128,14 +139,16 @@ impl Store {
     /// Writes `manifest` durably, then makes it the live one. The caller
     /// holds the commit lock. Derived files of files no longer live leave
     /// with them.
-    pub(super) async fn install_manifest(&self, mut manifest: Manifest) -> Result<()> {
+    /// `new_files` (relative paths) are uploaded first when there is a
+    /// bucket.
+    pub(super) async fn install_manifest(
+        &self,
+        mut manifest: Manifest,
+        new_files: &[String],
+    ) -> Result<()> {
         let gone = manifest.prune_derived();
         self.inner.derived_dirty.store(false, Ordering::Release);
-        let data_dir = self.inner.data_dir.clone();
-        let m2 = manifest.clone();
-        tokio::task::spawn_blocking(move || m2.persist(&data_dir))
-            .await
-            .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))??;
+        self.commit_manifest(&mut manifest, new_files).await?;
         write(&self.inner.state).manifest = manifest;
         self.schedule_deletes(gone.into_iter().map(|p| self.inner.data_dir.join(p)));
         Ok(())
@@ -200,7 +213,7 @@ impl Store {
         if moved.is_empty() {
             return Ok(0);
         }
-        self.install_manifest(manifest).await?;
+        self.install_manifest(manifest, &[]).await?;
         for (table, f, problem) in &moved {
             let path = self.inner.data_dir.join(&f.path);
             tracing::error!(
@@ -255,6 +268,7 @@ impl Store {
             *pending = keep;
             due.into_iter().map(|(_, p)| p).collect()
         };
+        self.delete_remote(&due);
         for p in due {
             if let Err(e) = std::fs::remove_file(&p)
                 && e.kind() != std::io::ErrorKind::NotFound

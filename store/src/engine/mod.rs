@@ -8,7 +8,9 @@
 //! - `derived`: files derived from live files (rollups, filters), kept and
 //!   checked by the store beside the file they belong to;
 //! - `background`: the flusher and the cron jobs, and closing;
-//! - `metrics`: the Prometheus exposition.
+//! - `metrics`: the Prometheus exposition;
+//! - `sync`: the bucket side (`storage.url`): adopting the bucket's manifest
+//!   at open, uploads before each manifest version, remote deletes.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -35,6 +37,7 @@ mod flush;
 mod maintenance;
 mod metrics;
 mod open;
+mod sync;
 mod write;
 
 use maintenance::quarantine_file;
@@ -75,6 +78,10 @@ pub struct StoreConfig {
     /// Files replaced by compaction or retention are deleted after this many
     /// seconds, so queries that started before still read them.
     pub delete_grace_secs: u64,
+    /// The bucket beside the data directory, if any. Set from the top-level
+    /// `[storage]` table, `--storage-url` and `--node-id`.
+    #[serde(skip)]
+    pub storage: crate::remote::StorageConfig,
 }
 
 /// Retention per table, in hours; 0 keeps data forever.
@@ -127,6 +134,7 @@ impl Default for StoreConfig {
             compaction_min_files: 12,
             compaction_small_file_bytes: 32 << 20,
             delete_grace_secs: 600,
+            storage: Default::default(),
         }
     }
 }
@@ -240,6 +248,11 @@ struct Inner {
     /// Derived files were listed or unlisted since the manifest was last
     /// written.
     derived_dirty: AtomicBool,
+    /// The bucket that holds the files and manifest versions, if any.
+    remote: Option<Arc<crate::remote::Remote>>,
+    /// Part of every new file name: `<node id>-` with a bucket (names must
+    /// be unique across nodes), empty without.
+    file_tag: String,
 }
 
 /// The storage engine. Cheap to clone; all clones share one store.
@@ -298,6 +311,11 @@ impl Store {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    /// The bucket beside the data directory, if one is configured.
+    pub fn remote(&self) -> Option<&Arc<crate::remote::Remote>> {
+        self.inner.remote.as_ref()
     }
 
     /// Counters for `/metrics`.

@@ -6,14 +6,40 @@ impl Store {
     /// Opens (or creates) the store in `config.data_dir`: loads the manifest,
     /// removes files left by interrupted flushes or compactions, replays the
     /// WAL and starts the WAL thread. Must be called inside a Tokio runtime.
+    ///
+    /// With a bucket (`config.storage.url`), it first checks that the bucket
+    /// answers, takes this node id's lease, and adopts the bucket's newest
+    /// manifest version of this node (fetching live files missing locally);
+    /// a bucket with nothing for this node gets the local files and a
+    /// first version.
     pub async fn open(config: StoreConfig) -> Result<Store> {
         let cfg = absolute_data_dir(config)?;
-        tokio::task::spawn_blocking(move || Store::open_blocking(cfg))
+        let remote = crate::remote::Remote::connect(&cfg.storage)
+            .await?
+            .map(Arc::new);
+        let mut adopted = None;
+        if let Some(r) = &remote {
+            r.take_lease().await?;
+            let dir = cfg.data_dir.clone();
+            tokio::task::spawn_blocking(move || crate::fsutil::create_dir_durable(&dir))
+                .await
+                .map_err(|e| Error::Internal(format!("open task failed: {e}")))??;
+            adopted = Some(Store::adopt_remote(&cfg.data_dir, r).await?);
+        }
+        let r2 = remote.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open_blocking(cfg, r2))
             .await
-            .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("open task failed: {e}")))??;
+        if matches!(adopted, Some(super::sync::Adopted::Nothing)) {
+            store.push_all().await?;
+        }
+        Ok(store)
     }
 
-    pub(super) fn open_blocking(config: StoreConfig) -> Result<Store> {
+    pub(super) fn open_blocking(
+        config: StoreConfig,
+        remote: Option<Arc<crate::remote::Remote>>,
+    ) -> Result<Store> {
         crate::fsutil::create_dir_durable(&config.data_dir)?;
         let config = absolute_data_dir(config)?;
         let data_dir = config.data_dir.clone();
@@ -121,6 +147,11 @@ impl Store {
                 metrics,
                 pending_deletes: Mutex::new(Vec::new()),
                 derived_dirty: AtomicBool::new(false),
+                file_tag: remote
+                    .as_ref()
+                    .map(|r| format!("{}-", r.node_id()))
+                    .unwrap_or_default(),
+                remote,
             }),
         })
     }
@@ -160,6 +191,8 @@ impl Store {
                     metrics: Arc::new(StoreMetrics::default()),
                     pending_deletes: Mutex::new(Vec::new()),
                     derived_dirty: AtomicBool::new(false),
+                    remote: None,
+                    file_tag: String::new(),
                 }),
             })
         })

@@ -1,0 +1,177 @@
+//! The bucket side of the store (`storage.url`, see [`crate::remote`]):
+//! adopting the bucket's manifest at open, uploads before every manifest
+//! version, and deletes of replaced objects.
+//!
+//! The local data directory keeps a copy of every live file and derived
+//! file; the bucket holds the durable one. Every manifest change goes
+//! through [`Store::commit_manifest`]: new files are uploaded, then the
+//! next manifest version is created in the bucket, then the local manifest
+//! is replaced. Only after that does a flush let WAL segments go.
+
+use super::*;
+use crate::remote::Remote;
+
+/// What the bucket held for this node at open.
+pub(super) enum Adopted {
+    /// No manifest version yet: the local state is uploaded after open.
+    Nothing,
+    /// The local manifest is the bucket's newest version (adopted or
+    /// already equal), and every live file is on local disk.
+    InSync,
+}
+
+impl Store {
+    /// Before the local open: makes the local manifest the bucket's newest
+    /// version of this node and fetches every live file and derived file
+    /// missing locally (a new or wiped data directory, a lost file). The
+    /// WAL replay that follows then skips what that version already holds.
+    pub(super) async fn adopt_remote(data_dir: &Path, remote: &Remote) -> Result<Adopted> {
+        let dir = data_dir.to_path_buf();
+        let local = tokio::task::spawn_blocking(move || Manifest::load(&dir))
+            .await
+            .map_err(|e| Error::Internal(format!("open task failed: {e}")))??;
+        let Some(theirs) = remote.latest_manifest(remote.node_id()).await? else {
+            return Ok(Adopted::Nothing);
+        };
+        let local_seq = local.as_ref().map_or(0, |m| m.seq);
+        if local_seq > theirs.seq {
+            return Err(Error::Storage(format!(
+                "the local manifest ({}) is version {local_seq}, newer than the newest in {} \
+                 for node {:?} ({}): this data directory was not written to this bucket \
+                 and prefix",
+                data_dir.display(),
+                remote.url(),
+                remote.node_id(),
+                theirs.seq
+            )));
+        }
+        let mut fetched = 0;
+        let mut wanted: Vec<(String, u64)> = Table::ALL
+            .iter()
+            .flat_map(|t| theirs.files(*t).iter().map(|f| (f.path.clone(), f.bytes)))
+            .collect();
+        for (file, kinds) in &theirs.derived {
+            for (kind, meta) in kinds {
+                wanted.push((crate::files::derived_rel_path(kind, file), meta.bytes));
+            }
+        }
+        for (rel, bytes) in wanted {
+            let path = data_dir.join(&rel);
+            let have = std::fs::metadata(&path).map(|m| m.len()).ok();
+            if have != Some(bytes) {
+                remote.download(&rel, &path).await?;
+                fetched += 1;
+            }
+        }
+        if local_seq < theirs.seq {
+            let dir = data_dir.to_path_buf();
+            let m = theirs.clone();
+            tokio::task::spawn_blocking(move || m.persist(&dir))
+                .await
+                .map_err(|e| Error::Internal(format!("open task failed: {e}")))??;
+            tracing::info!(
+                version = theirs.seq,
+                files_fetched = fetched,
+                bucket = remote.url(),
+                "adopted the bucket's manifest"
+            );
+        } else if fetched > 0 {
+            tracing::info!(
+                files_fetched = fetched,
+                bucket = remote.url(),
+                "fetched live files missing on local disk"
+            );
+        }
+        Ok(Adopted::InSync)
+    }
+
+    /// After the local open, when the bucket had nothing for this node:
+    /// uploads every live file and derived file and writes the first
+    /// manifest version (a data directory moving onto a bucket).
+    pub(super) async fn push_all(&self) -> Result<()> {
+        let _commit = self.inner.commit.lock().await;
+        let mut manifest = read(&self.inner.state).manifest.clone();
+        let mut files: Vec<String> = Table::ALL
+            .iter()
+            .flat_map(|t| manifest.files(*t).iter().map(|f| f.path.clone()))
+            .collect();
+        for (file, kinds) in &manifest.derived {
+            files.extend(
+                kinds
+                    .keys()
+                    .map(|kind| crate::files::derived_rel_path(kind, file)),
+            );
+        }
+        self.commit_manifest(&mut manifest, &files).await?;
+        write(&self.inner.state).manifest = manifest;
+        Ok(())
+    }
+
+    /// Makes `manifest` durable. With a bucket: uploads `new_files`
+    /// (relative paths), then creates the next manifest version there;
+    /// then, in every case, replaces the local manifest. The caller holds
+    /// the commit lock.
+    pub(super) async fn commit_manifest(
+        &self,
+        manifest: &mut Manifest,
+        new_files: &[String],
+    ) -> Result<()> {
+        if let Some(remote) = &self.inner.remote {
+            let uploads = new_files
+                .iter()
+                .map(|rel| remote.upload(self.inner.data_dir.join(rel), rel));
+            futures::future::try_join_all(uploads).await?;
+            manifest.seq += 1;
+            remote.put_manifest(manifest).await?;
+        }
+        let data_dir = self.inner.data_dir.clone();
+        let m = manifest.clone();
+        tokio::task::spawn_blocking(move || m.persist(&data_dir))
+            .await
+            .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))?
+    }
+
+    /// Deletes the bucket's copies of files that left the manifest (after
+    /// their grace period), in the background.
+    pub(super) fn delete_remote(&self, paths: &[PathBuf]) {
+        let Some(remote) = self.inner.remote.clone() else {
+            return;
+        };
+        let rels: Vec<String> = paths
+            .iter()
+            .filter_map(|p| p.strip_prefix(&self.inner.data_dir).ok())
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .collect();
+        if rels.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            for rel in rels {
+                if let Err(e) = remote.delete(&rel).await {
+                    tracing::warn!(file = rel, error = %e, "cannot delete a replaced file in the bucket");
+                }
+            }
+        });
+    }
+
+    /// Keeps this node's lease in the bucket while the store runs.
+    pub(super) fn spawn_lease_renewal(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
+        let Some(remote) = self.inner.remote.clone() else {
+            return;
+        };
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(remote.renew_every()) => {}
+                }
+                if let Err(e) = remote.take_lease().await {
+                    tracing::error!(error = %e, "cannot renew this node's lease in the bucket");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,538 @@
+//! The bucket: where Parquet files, their derived files and the manifest
+//! live when `storage.url` names an object store (`s3://bucket/prefix`, or
+//! `file:///abs/path` for a shared file system). The WAL never leaves the
+//! node's `--data-dir`, which also keeps a copy of every live file the node
+//! reads or wrote (the local cache).
+//!
+//! Layout under the URL's prefix:
+//!
+//! - `<table>/date=YYYY-MM-DD/hour=HH/<name>.parquet`: the same relative
+//!   paths as on local disk; names carry the node id, so nodes never write
+//!   the same object;
+//! - `rollups/<kind>/<file path>`: derived files;
+//! - `manifests/<node id>/<seq, 20 digits>.json`: the node's manifest
+//!   versions. A version is written with create-if-absent and never
+//!   overwritten; the newest is the node's current manifest;
+//! - `nodes/<node id>.lease`: who runs as that node id, until when. Taken
+//!   and renewed with conditional writes, so a second process with a live
+//!   node id is refused.
+//!
+//! Order of a commit: the new files are uploaded, then the manifest
+//! version that names them is created, then the local manifest is replaced,
+//! and only then do WAL segments go. A crash at any point leaves either the
+//! old version (the upload is an orphan, redone from the WAL) or the new one
+//! (found at the next start, which adopts it before replaying the WAL).
+
+use std::path::Path as LocalPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt as _;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::files::Manifest;
+
+/// Where the store's files live beyond the WAL. Set from the top-level
+/// `[storage]` table, `--storage-url` and `--node-id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `s3://bucket/prefix` or `file:///abs/path`; unset keeps everything
+    /// in the data directory.
+    pub url: Option<String>,
+    /// S3 endpoint, for S3-compatible stores [default: `AWS_ENDPOINT_URL`].
+    pub endpoint: Option<String>,
+    /// Region [default: `AWS_REGION`, else `us-east-1`].
+    pub region: Option<String>,
+    /// Access key id [default: `AWS_ACCESS_KEY_ID`].
+    pub access_key_id: Option<String>,
+    /// Secret access key [default: `AWS_SECRET_ACCESS_KEY`].
+    pub secret_access_key: Option<String>,
+    /// Allow plain-HTTP endpoints [default: `AWS_ALLOW_HTTP`, else false].
+    pub allow_http: Option<bool>,
+    /// This node's id in the bucket [default: the host name].
+    pub node_id: Option<String>,
+    /// Seconds a node's lease lasts without renewal.
+    pub lease_secs: Option<u64>,
+}
+
+/// How long a lease lasts unless renewed [default].
+pub const DEFAULT_LEASE_SECS: u64 = 30;
+/// Manifest versions kept per node; older ones are deleted.
+const KEEP_MANIFESTS: usize = 8;
+
+/// A connected bucket, for one node id.
+#[derive(Debug)]
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: String,
+    node_id: String,
+    lease_secs: u64,
+    /// This process's lease token.
+    owner: String,
+    lease: tokio::sync::Mutex<Option<object_store::UpdateVersion>>,
+}
+
+/// The lease object's body.
+#[derive(Debug, Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    host: String,
+    pid: u32,
+    expires_at_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    crate::engine::now_ns() / 1_000_000
+}
+
+/// A node id fit for object names: `[a-z0-9-]`, other characters become `-`.
+pub fn sanitize_node_id(id: &str) -> String {
+    let s: String = id
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches('-').to_string();
+    if s.is_empty() { "node".into() } else { s }
+}
+
+/// The host name, for the default node id.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
+
+impl StorageConfig {
+    /// The node id: the configured one or the host name, sanitised.
+    pub fn node_id(&self) -> String {
+        sanitize_node_id(self.node_id.as_deref().unwrap_or(&host_name()))
+    }
+}
+
+fn bad(url: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("storage.url {url}: {reason}"))
+}
+
+impl Remote {
+    /// Builds the object store for `cfg.url` and checks that it answers
+    /// (one LIST). `None` when no URL is set.
+    pub async fn connect(cfg: &StorageConfig) -> Result<Option<Remote>> {
+        let Some(url) = cfg.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(url, format!("not a URL: {e}")))?;
+        let prefix = Path::from(parsed.path().trim_matches('/'));
+        let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "s3" => {
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad(url, "no bucket name (expected s3://bucket/prefix)"))?;
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 3,
+                        retry_timeout: Duration::from_secs(20),
+                        ..Default::default()
+                    })
+                    .with_client_options(
+                        object_store::ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(5))
+                            .with_timeout(Duration::from_secs(60)),
+                    );
+                if std::env::var_os("AWS_REGION").is_none() && cfg.region.is_none() {
+                    b = b.with_region("us-east-1");
+                }
+                if let Some(v) = &cfg.endpoint {
+                    b = b.with_endpoint(v);
+                }
+                if let Some(v) = &cfg.region {
+                    b = b.with_region(v);
+                }
+                if let Some(v) = &cfg.access_key_id {
+                    b = b.with_access_key_id(v);
+                }
+                if let Some(v) = &cfg.secret_access_key {
+                    b = b.with_secret_access_key(v);
+                }
+                if let Some(v) = cfg.allow_http {
+                    b = b.with_allow_http(v);
+                }
+                Arc::new(b.build().map_err(|e| bad(url, e))?)
+            }
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| bad(url, "expected file:///absolute/path"))?;
+                std::fs::create_dir_all(&dir).map_err(|e| bad(url, e))?;
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|e| bad(url, e))?,
+                )
+            }
+            other => {
+                return Err(bad(
+                    url,
+                    format!("unsupported scheme {other:?} (use s3:// or file://)"),
+                ));
+            }
+        };
+        let remote = Remote {
+            store,
+            prefix: if matches!(parsed.scheme(), "file") {
+                Path::default()
+            } else {
+                prefix
+            },
+            url: url.to_string(),
+            node_id: cfg.node_id(),
+            lease_secs: cfg.lease_secs.unwrap_or(DEFAULT_LEASE_SECS).max(3),
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            lease: tokio::sync::Mutex::new(None),
+        };
+        // One request that needs the bucket and the credentials.
+        remote
+            .store
+            .list_with_delimiter(Some(&remote.path("manifests")))
+            .await
+            .map_err(|e| {
+                bad(
+                    url,
+                    format!(
+                        "the bucket does not answer ({}); check the bucket name, \
+                         the endpoint (storage.endpoint / AWS_ENDPOINT_URL) and the \
+                         credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+                        short(&e)
+                    ),
+                )
+            })?;
+        Ok(Some(remote))
+    }
+
+    /// The URL, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The object store, for readers that go to the bucket directly.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    fn path(&self, rel: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    fn err(&self, what: &str, e: object_store::Error) -> Error {
+        Error::Storage(format!("{what} in {}: {}", self.url, short(&e)))
+    }
+
+    /// Uploads the local file `local` as `rel`.
+    pub async fn upload(&self, local: std::path::PathBuf, rel: &str) -> Result<()> {
+        let bytes = tokio::fs::read(&local)
+            .await
+            .map_err(|e| Error::io(&local, e))?;
+        self.store
+            .put(&self.path(rel), PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.err(&format!("cannot upload {rel}"), e))?;
+        Ok(())
+    }
+
+    /// Downloads `rel` into the local file `local` (atomically).
+    pub async fn download(&self, rel: &str, local: &LocalPath) -> Result<()> {
+        let bytes = self
+            .store
+            .get(&self.path(rel))
+            .await
+            .map_err(|e| self.err(&format!("cannot read {rel}"), e))?
+            .bytes()
+            .await
+            .map_err(|e| self.err(&format!("cannot read {rel}"), e))?;
+        let local = local.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = local.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            crate::fsutil::write_atomic(&local, &bytes)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("download task failed: {e}")))?
+    }
+
+    /// Deletes `rel` (already gone is fine).
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        match self.store.delete(&self.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(&format!("cannot delete {rel}"), e)),
+        }
+    }
+
+    fn manifest_dir(&self, node: &str) -> Path {
+        self.path(&format!("manifests/{node}"))
+    }
+
+    /// Creates the next manifest version of this node: `m.seq` is set to
+    /// it. A version is never overwritten. When `m.seq` exists already and
+    /// this process wrote it (an earlier attempt whose answer was lost, so
+    /// the caller took it for failed), the next number is used: the newest
+    /// version is the node's manifest, so the earlier one no longer counts.
+    /// A version another process wrote means two processes run as this node
+    /// id: refused.
+    pub async fn put_manifest(&self, m: &mut Manifest) -> Result<()> {
+        m.writer = self.owner.clone();
+        for _ in 0..8 {
+            let body = serde_json::to_vec(&*m).map_err(|e| Error::Internal(e.to_string()))?;
+            let path = self
+                .manifest_dir(&self.node_id)
+                .join(format!("{:020}.json", m.seq));
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self.store.put_opts(&path, body.into(), opts).await {
+                Ok(_) => {
+                    self.delete_old_manifests(m.seq).await;
+                    return Ok(());
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let theirs = self.get_manifest(&path).await?;
+                    if theirs.writer != self.owner {
+                        return Err(Error::Storage(format!(
+                            "manifest version {} of node {:?} exists already in {}: another \
+                             process writes as this node id",
+                            m.seq, self.node_id, self.url
+                        )));
+                    }
+                    m.seq += 1;
+                }
+                Err(e) => return Err(self.err("cannot write the manifest", e)),
+            }
+        }
+        Err(Error::Storage(format!(
+            "cannot write a manifest version of node {:?} in {}: every number tried exists",
+            self.node_id, self.url
+        )))
+    }
+
+    async fn get_manifest(&self, path: &Path) -> Result<Manifest> {
+        let bytes = self
+            .store
+            .get(path)
+            .await
+            .map_err(|e| self.err("cannot read the manifest", e))?
+            .bytes()
+            .await
+            .map_err(|e| self.err("cannot read the manifest", e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Storage(format!(
+                "manifest {path} in {} does not parse: {e}",
+                self.url
+            ))
+        })
+    }
+
+    async fn delete_old_manifests(&self, seq: u64) {
+        if seq > KEEP_MANIFESTS as u64 {
+            let old = self
+                .manifest_dir(&self.node_id)
+                .join(format!("{:020}.json", seq - KEEP_MANIFESTS as u64));
+            if let Err(e) = self.store.delete(&old).await
+                && !matches!(e, object_store::Error::NotFound { .. })
+            {
+                tracing::warn!(error = %short(&e), "cannot delete an old manifest version");
+            }
+        }
+    }
+
+    /// The newest manifest version of `node`, if it has any.
+    pub async fn latest_manifest(&self, node: &str) -> Result<Option<Manifest>> {
+        let dir = self.manifest_dir(node);
+        let list: Vec<object_store::ObjectMeta> =
+            self.store
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|e| self.err("cannot list the manifests", e))?;
+        let Some(newest) = list
+            .iter()
+            .filter(|o| o.location.as_ref().ends_with(".json"))
+            .max_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()))
+        else {
+            return Ok(None);
+        };
+        self.get_manifest(&newest.location).await.map(Some)
+    }
+
+    fn lease_path(&self) -> Path {
+        self.path(&format!("nodes/{}.lease", self.node_id))
+    }
+
+    /// Takes this node id's lease, or renews it. Refused while another
+    /// process holds it unexpired.
+    pub async fn take_lease(&self) -> Result<()> {
+        let path = self.lease_path();
+        let mut held = self.lease.lock().await;
+        let current = match self.store.get(&path).await {
+            Ok(r) => {
+                let version = object_store::UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                };
+                let bytes = r
+                    .bytes()
+                    .await
+                    .map_err(|e| self.err("cannot read the node lease", e))?;
+                let lease: Option<Lease> = serde_json::from_slice(&bytes).ok();
+                Some((version, lease))
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(self.err("cannot read the node lease", e)),
+        };
+        if let Some((_, Some(l))) = &current
+            && l.owner != self.owner
+            && l.expires_at_ms > now_ms()
+            && !holder_is_dead(l)
+        {
+            return Err(Error::Storage(format!(
+                "node id {:?} is live in {}: process {} on host {:?} holds its lease for \
+                 {} s more; give this process another --node-id, or stop the other one",
+                self.node_id,
+                self.url,
+                l.pid,
+                l.host,
+                (l.expires_at_ms - now_ms()) / 1000 + 1
+            )));
+        }
+        let body = serde_json::to_vec(&Lease {
+            owner: self.owner.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            expires_at_ms: now_ms() + self.lease_secs as i64 * 1000,
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let mode = match current {
+            Some((v, _)) => PutMode::Update(v),
+            None => PutMode::Create,
+        };
+        let payload = PutPayload::from(body);
+        let mut put = self
+            .store
+            .put_opts(
+                &path,
+                payload.clone(),
+                PutOptions {
+                    mode: mode.clone(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        if matches!(mode, PutMode::Update(_))
+            && matches!(put, Err(object_store::Error::NotImplemented { .. }))
+        {
+            // A file system (file://) has no conditional update: the check
+            // above is all there is.
+            put = self.store.put(&path, payload).await;
+        }
+        match put {
+            Ok(r) => {
+                *held = Some(object_store::UpdateVersion {
+                    e_tag: r.e_tag,
+                    version: r.version,
+                });
+                Ok(())
+            }
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Err(Error::Storage(format!(
+                "node id {:?} is live in {}: another process took its lease at the same \
+                 time; give this process another --node-id",
+                self.node_id, self.url
+            ))),
+            Err(e) => Err(self.err("cannot write the node lease", e)),
+        }
+    }
+
+    /// Seconds between lease renewals.
+    pub fn renew_every(&self) -> Duration {
+        Duration::from_secs(self.lease_secs / 3).max(Duration::from_secs(1))
+    }
+
+    /// Gives the lease up (at a clean close), so the node id can start
+    /// again at once.
+    pub async fn release_lease(&self) {
+        let held = self.lease.lock().await.take();
+        if held.is_some()
+            && let Err(e) = self.store.delete(&self.lease_path()).await
+        {
+            tracing::warn!(error = %short(&e), "cannot release the node lease");
+        }
+    }
+}
+
+/// Whether the lease's holder was a process on this host that is gone (a
+/// restart after a crash need not wait for the lease to run out).
+fn holder_is_dead(l: &Lease) -> bool {
+    cfg!(target_os = "linux")
+        && l.host == host_name()
+        && l.pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()
+}
+
+/// The first line of an object-store error, without the long chain.
+fn short(e: &object_store::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    let mut depth = 0;
+    while let Some(inner) = src {
+        let t = inner.to_string();
+        if !s.contains(&t) && depth < 3 {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = inner.source();
+        depth += 1;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_fit_for_object_names() {
+        assert_eq!(
+            sanitize_node_id("Ingest_1.example.com"),
+            "ingest-1-example-com"
+        );
+        assert_eq!(sanitize_node_id("  "), "node");
+        assert_eq!(sanitize_node_id("a/../b"), "a----b");
+    }
+}

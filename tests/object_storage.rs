@@ -1,0 +1,411 @@
+//! Parquet on object storage, against a real S3-compatible server (moto in
+//! server mode, from PyPI, started by the test on a loopback port):
+//!
+//! - the server honours the conditional writes the manifest protocol and
+//!   the node lease depend on (create-if-absent, update-if-match);
+//! - `burnwatch serve --storage-url s3://...` puts Parquet files and
+//!   manifest versions in the bucket before the WAL lets go of the rows;
+//!   pyarrow reads the bucket and counts the same rows;
+//! - a second process with a live node id is refused;
+//! - a node that lost its whole data directory starts again from the
+//!   bucket with every acknowledged span, exactly once;
+//! - SIGKILL during ingest, repeated: nothing lost, nothing doubled;
+//! - an unreachable endpoint or a missing bucket stops the start with a
+//!   message naming `storage.url`.
+//!
+//! moto comes from the test virtualenv (`scripts/test.sh` installs
+//! `moto[server]`); `BURNWATCH_PYTHON` names its interpreter.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ServeProcess, start_serve};
+use prost::Message;
+
+const BUCKET: &str = "bw-test";
+
+/// moto's S3 server on a free loopback port; killed when dropped.
+struct S3 {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> PathBuf {
+    PathBuf::from(
+        std::env::var("BURNWATCH_PYTHON").expect(
+            "BURNWATCH_PYTHON names the test virtualenv's python (scripts/test.sh sets it)",
+        ),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let moto = python().with_file_name("moto_server");
+        assert!(
+            moto.exists(),
+            "{} is missing: pip install 'moto[server]' into the test virtualenv",
+            moto.display()
+        );
+        let port = free_port();
+        let child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let s3 = S3 { child, endpoint };
+        let http = reqwest::blocking::Client::new();
+        let t = Instant::now();
+        while http.get(&s3.endpoint).send().is_err() {
+            assert!(t.elapsed() < Duration::from_secs(30), "moto did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s3
+    }
+
+    fn create_bucket(&self, name: &str) {
+        let r = reqwest::blocking::Client::new()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "create bucket: {}", r.status());
+    }
+
+    /// Keys under `prefix` (ListObjectsV2).
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let body = reqwest::blocking::Client::new()
+            .get(format!(
+                "{}/{BUCKET}?list-type=2&max-keys=1000&prefix={prefix}",
+                self.endpoint
+            ))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `[storage]` settings for this server.
+    fn config(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("storage.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[storage]\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\n\
+                 secret_access_key = \"test\"\nallow_http = true\nlease_secs = 6\n\
+                 [store]\nflush_interval_secs = 0.5\n",
+                self.endpoint
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn serve(config: &Path, data: &Path, url: &str, node: &str) -> ServeProcess {
+    start_serve(
+        &[
+            os("--config"),
+            config.as_os_str(),
+            os("--data-dir"),
+            data.as_os_str(),
+            os("--storage-url"),
+            os(url),
+            os("--node-id"),
+            os(node),
+        ],
+        Stdio::inherit(),
+    )
+}
+
+/// Runs `serve` expecting it to refuse to start; returns its stderr.
+fn refused(config: &Path, data: &Path, url: &str, node: &str) -> String {
+    let out = Command::new(common::EXE)
+        .args(["serve", "--http-addr", "127.0.0.1:0"])
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--storage-url", url, "--node-id", node])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started but should not have");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn export(c: &reqwest::Client, p: &ServeProcess, first: u64, n: u64) -> u16 {
+    c.post(format!("http://{}/v1/traces", p.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .body(common::trace_request(first, n, "web", 50).encode_to_vec())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Settings of a client for this server's bucket under `prefix`.
+fn storage(s3: &S3, prefix: &str, node: &str) -> store::StorageConfig {
+    store::StorageConfig {
+        url: Some(format!("s3://{BUCKET}/{prefix}")),
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        allow_http: Some(true),
+        node_id: Some(node.into()),
+        lease_secs: Some(30),
+    }
+}
+
+/// Rows of the spans files named by node `node`'s newest manifest version in
+/// the bucket, and how many files that is.
+fn manifest_rows(s3: &S3, prefix: &str, node: &str) -> (u64, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let m = rt.block_on(async {
+        let r = store::remote::Remote::connect(&storage(s3, prefix, "reader"))
+            .await
+            .unwrap()
+            .unwrap();
+        r.latest_manifest(node).await.unwrap()
+    });
+    let Some(m) = m else { return (0, 0) };
+    let files = m.files(store::Table::Spans);
+    (files.iter().map(|f| f.rows).sum(), files.len())
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !ok() {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_server_honours_conditional_writes() {
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = storage(&s3, "cond", "n1");
+        let a = store::remote::Remote::connect(&cfg).await.unwrap().unwrap();
+        let b = store::remote::Remote::connect(&cfg).await.unwrap().unwrap();
+        // Create-if-absent: a manifest version is never overwritten.
+        let version_one = || store::files::Manifest {
+            version: 1,
+            seq: 1,
+            ..Default::default()
+        };
+        let mut m = version_one();
+        a.put_manifest(&mut m).await.unwrap();
+        assert_eq!(m.seq, 1);
+        let err = b
+            .put_manifest(&mut version_one())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exists already"), "{err}");
+        // Its own version (an attempt whose answer was lost) moves the
+        // writer to the next number; the newest version is the manifest.
+        let mut again = version_one();
+        again.flushed_lsn = 7;
+        a.put_manifest(&mut again).await.unwrap();
+        assert_eq!(again.seq, 2);
+        let newest = b.latest_manifest("n1").await.unwrap().unwrap();
+        assert_eq!((newest.seq, newest.flushed_lsn), (2, 7));
+        // Update-if-match: the lease, taken by one process, refuses the other;
+        // its holder renews it (a conditional update on its own ETag).
+        a.take_lease().await.unwrap();
+        let err = b.take_lease().await.unwrap_err().to_string();
+        assert!(err.contains("is live"), "{err}");
+        a.take_lease().await.unwrap();
+        // Released, the id is free at once.
+        a.release_lease().await;
+        b.take_lease().await.unwrap();
+    });
+}
+
+#[test]
+fn a_node_on_a_bucket_keeps_everything_and_restarts_from_it() {
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3.config(dir.path());
+    let data = dir.path().join("data");
+    let url = format!("s3://{BUCKET}/cluster");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::new();
+
+    let p = serve(&config, &data, &url, "n1");
+    for i in 0..3 {
+        assert_eq!(rt.block_on(export(&c, &p, i * 100, 100)), 200);
+    }
+    // Flushed within a second or so: files and a manifest version naming
+    // every acknowledged span are in the bucket.
+    wait_for(
+        "the manifest in the bucket",
+        Duration::from_secs(20),
+        || manifest_rows(&s3, "cluster", "n1").0 == 300,
+    );
+    let parquet: Vec<String> = s3
+        .keys("cluster/spans/")
+        .into_iter()
+        .filter(|k| k.ends_with(".parquet"))
+        .collect();
+    assert!(!parquet.is_empty());
+    assert!(
+        parquet.iter().all(|k| k.contains("-n1-")),
+        "file names carry the node id: {parquet:?}"
+    );
+    // Another process with the same node id is refused while this one runs.
+    let err = refused(&config, &dir.path().join("other"), &url, "n1");
+    assert!(err.contains("node id \"n1\" is live"), "{err}");
+
+    // pyarrow, through its own S3 client, reads the bucket's files.
+    let script = format!(
+        "import pyarrow.fs as fs, pyarrow.parquet as pq, json, urllib.request\n\
+         s3 = fs.S3FileSystem(endpoint_override='{ep}', scheme='http', access_key='test', \
+         secret_key='test', region='us-east-1')\n\
+         keys = sorted(i.path for i in s3.get_file_info(fs.FileSelector('{BUCKET}/cluster/manifests/n1', recursive=True)))\n\
+         m = json.loads(s3.open_input_stream(keys[-1]).read())\n\
+         print(sum(pq.read_table('{BUCKET}/cluster/' + f['path'], filesystem=s3).num_rows for f in m['tables']['spans']))\n",
+        ep = s3.endpoint
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300");
+    p.terminate();
+
+    // The node loses its disk: WAL, files, manifest. Everything it
+    // acknowledged comes back from the bucket, once.
+    std::fs::remove_dir_all(&data).unwrap();
+    let p = serve(&config, &data, &url, "n1");
+    let counts = rt.block_on(common::span_counts(&c, &p.api_url("/api/v1/query")));
+    assert_eq!(counts, (300, 300));
+    assert_eq!(rt.block_on(export(&c, &p, 300, 100)), 200);
+    wait_for(
+        "the new rows in the bucket",
+        Duration::from_secs(20),
+        || manifest_rows(&s3, "cluster", "n1").0 == 400,
+    );
+    let counts = rt.block_on(common::span_counts(&c, &p.api_url("/api/v1/query")));
+    assert_eq!(counts, (400, 400));
+    p.terminate();
+}
+
+#[test]
+fn sigkill_during_ingest_loses_and_doubles_nothing() {
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3.config(dir.path());
+    let data = dir.path().join("data");
+    let url = format!("s3://{BUCKET}/kill");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::new();
+    let mut acked = 0u64;
+    let mut next = 0u64;
+    for round in 0..3 {
+        let p = serve(&config, &data, &url, "k1");
+        let counts = rt.block_on(common::span_counts(&c, &p.api_url("/api/v1/query")));
+        assert_eq!(counts, (acked, acked), "after kill {round}");
+        // Exports for a while (flushes and uploads run every half second),
+        // then SIGKILL at a moment that falls wherever it falls.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(1500 + 400 * round) {
+            if rt.block_on(export(&c, &p, next, 50)) == 200 {
+                acked += 50;
+            }
+            next += 50;
+        }
+        // The killed process's lease is still unexpired, but its holder
+        // is a dead process on this host: the next start takes it over.
+        p.kill();
+    }
+    let p = serve(&config, &data, &url, "k1");
+    let counts = rt.block_on(common::span_counts(&c, &p.api_url("/api/v1/query")));
+    assert_eq!(counts, (acked, acked));
+    p.terminate();
+    assert_eq!(manifest_rows(&s3, "kill", "k1").0, acked);
+}
+
+#[test]
+fn a_bucket_that_does_not_answer_stops_the_start() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3.config(dir.path());
+    // No such bucket.
+    let err = refused(
+        &config,
+        &dir.path().join("a"),
+        "s3://no-such-bucket/x",
+        "n1",
+    );
+    assert!(err.contains("storage.url s3://no-such-bucket/x"), "{err}");
+    // Nothing listens at the endpoint.
+    let dead = dir.path().join("dead.toml");
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&s3.endpoint, &format!("http://127.0.0.1:{}", free_port())),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let err = refused(
+        &dead,
+        &dir.path().join("b"),
+        &format!("s3://{BUCKET}/x"),
+        "n1",
+    );
+    assert!(err.contains("storage.url"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    // A scheme that is not supported.
+    let err = refused(&config, &dir.path().join("c"), "ftp://x/y", "n1");
+    assert!(err.contains("unsupported scheme"), "{err}");
+}
