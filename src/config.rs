@@ -287,6 +287,50 @@ mod tests {
     }
 
     #[test]
+    fn storage_settings_from_the_file_flags_and_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s3-secret");
+        std::fs::write(&secret, "very-secret\n").unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[storage]\nurl = \"s3://from-file/x\"\nendpoint = \"http://minio:9000\"\n\
+                 access_key_id = \"key\"\nsecret_access_key = \"${{file:{}}}\"\nallow_http = true\n",
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let flags = ServerFlags {
+            config: Some(path.clone()),
+            node_id: Some("Ingest_1".into()),
+            ..Default::default()
+        };
+        let c = flags.resolve().unwrap();
+        assert_eq!(c.storage.url.as_deref(), Some("s3://from-file/x"));
+        assert_eq!(c.storage.secret_access_key.as_deref(), Some("very-secret"));
+        assert_eq!(c.storage.node_id(), "ingest-1");
+        assert_eq!(
+            c.store.storage, c.storage,
+            "the store gets the same settings"
+        );
+        let flags = ServerFlags {
+            config: Some(path.clone()),
+            storage_url: Some("file:///srv/bucket".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            flags.resolve().unwrap().storage.url.as_deref(),
+            Some("file:///srv/bucket")
+        );
+        // No URL anywhere: the data directory only.
+        assert_eq!(Config::default().storage.url, None);
+        std::fs::write(&path, "[storage]\nbucket = \"x\"\n").unwrap();
+        let err = format!("{:#}", load_file(&path).unwrap_err());
+        assert!(err.contains("bucket"), "{err}");
+    }
+
+    #[test]
     fn auth_tokens_come_from_the_file_by_digest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auth.toml");

@@ -27,6 +27,12 @@ pub struct QueryArgs {
     /// Query a running server instead, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     pub url: Option<String>,
+    /// Query a bucket directly instead (read-only, no server needed), e.g.
+    /// `s3://telemetry/burnwatch`: every node's newest manifest version.
+    /// Endpoint and credentials from the AWS_* variables (AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP).
+    #[arg(long, env = "BURNWATCH_STORAGE_URL", conflicts_with_all = ["url", "data_dir"])]
+    pub storage_url: Option<String>,
     /// API token for --url (role viewer or more), when the server has auth on.
     #[arg(long, env = "BURNWATCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -63,9 +69,18 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         max_rows: args.max_rows,
         ..Default::default()
     };
-    let result = match &args.url {
-        Some(url) => remote(url, args.token.as_deref(), &args.sql, &limits).await?,
-        None => {
+    let result = match (&args.url, &args.storage_url) {
+        (Some(url), _) => remote(url, args.token.as_deref(), &args.sql, &limits).await?,
+        (None, Some(storage_url)) => {
+            let store = store::Store::open_bucket(&store::StorageConfig {
+                url: Some(storage_url.clone()),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot read {storage_url}"))?;
+            store::sql::run(&store, &args.sql, &limits).await?
+        }
+        (None, None) => {
             let data_dir = args
                 .data_dir
                 .clone()

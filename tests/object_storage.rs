@@ -295,6 +295,38 @@ fn a_node_on_a_bucket_keeps_everything_and_restarts_from_it() {
         parquet.iter().all(|k| k.contains("-n1-")),
         "file names carry the node id: {parquet:?}"
     );
+    // `burnwatch query --storage-url` reads the bucket itself, with no
+    // server, through the same read-only guard.
+    let query = |sql: &str| {
+        Command::new(common::EXE)
+            .args(["query", "--format", "json", "--storage-url", &url, sql])
+            .env("AWS_ENDPOINT_URL", &s3.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("BURNWATCH_DATA_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = query("SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["rows"][0]["n"].as_u64(), v["rows"][0]["d"].as_u64()),
+        (Some(300), Some(300))
+    );
+    let out = query("CREATE TABLE x AS SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only queries are allowed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Another process with the same node id is refused while this one runs.
     let err = refused(&config, &dir.path().join("other"), &url, "n1");
     assert!(err.contains("node id \"n1\" is live"), "{err}");
@@ -408,4 +440,71 @@ fn a_bucket_that_does_not_answer_stops_the_start() {
     // A scheme that is not supported.
     let err = refused(&config, &dir.path().join("c"), "ftp://x/y", "n1");
     assert!(err.contains("unsupported scheme"), "{err}");
+}
+
+/// The S3 server frozen (SIGSTOP: connections open, no answers) under
+/// load, then resumed: the node keeps acknowledging into its WAL, flushes
+/// wait and retry, and once the server answers again every acknowledged
+/// span lands in the bucket, once. 12 s here; `BURNWATCH_S3_PAUSE_SECS=60`
+/// for the long form.
+#[test]
+fn a_frozen_bucket_delays_flushes_and_loses_nothing() {
+    let pause: u64 = std::env::var("BURNWATCH_S3_PAUSE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3.config(dir.path());
+    let data = dir.path().join("data");
+    let url = format!("s3://{BUCKET}/frozen");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let p = serve(&config, &data, &url, "f1");
+    let mut acked = 0u64;
+    let mut next = 0u64;
+    let mut send = |n: u64| {
+        if rt.block_on(export(&c, &p, next, n)) == 200 {
+            acked += n;
+        }
+        next += n;
+    };
+    send(100);
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &s3.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let t = Instant::now();
+    let mut during = 0;
+    while t.elapsed() < Duration::from_secs(pause) {
+        send(100);
+        during += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every export while the bucket was frozen was acknowledged (the
+    // buffers are far from full), and queries still answer.
+    assert_eq!(
+        acked,
+        100 * (during + 1),
+        "exports refused while the bucket was frozen"
+    );
+    let counts = rt.block_on(common::span_counts(&c, &p.api_url("/api/v1/query")));
+    assert_eq!(counts, (acked, acked));
+    signal("-CONT");
+    wait_for("every span in the bucket", Duration::from_secs(120), || {
+        manifest_rows(&s3, "frozen", "f1").0 == acked
+    });
+    let counts = rt.block_on(common::span_counts(&c, &p.api_url("/api/v1/query")));
+    assert_eq!(counts, (acked, acked));
+    p.terminate();
+    assert_eq!(manifest_rows(&s3, "frozen", "f1").0, acked);
 }

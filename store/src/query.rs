@@ -37,6 +37,29 @@ use crate::schema::Table;
 pub struct StoreTable {
     source: Source,
     table: Table,
+    /// Where the snapshot's file paths point: local disk, or the bucket of
+    /// a store opened with [`Store::open_bucket`].
+    files_url: ObjectStoreUrl,
+}
+
+/// The URL the bucket is registered under in a session of a store opened
+/// with [`Store::open_bucket`] (paths then start with the bucket prefix).
+pub const BUCKET_URL: &str = "bucket://store";
+
+fn files_url(store: &Store) -> ObjectStoreUrl {
+    match store.read_from_bucket() {
+        Some(_) => ObjectStoreUrl::parse(BUCKET_URL).unwrap_or(ObjectStoreUrl::local_filesystem()),
+        None => ObjectStoreUrl::local_filesystem(),
+    }
+}
+
+/// Registers the bucket in `ctx` when `store` reads from one.
+pub fn register_bucket(ctx: &SessionContext, store: &Store) {
+    if let Some(remote) = store.read_from_bucket()
+        && let Ok(url) = url::Url::parse(BUCKET_URL)
+    {
+        ctx.register_object_store(&url, remote.object_store());
+    }
 }
 
 enum Source {
@@ -56,6 +79,7 @@ impl StoreTable {
     /// The provider for one table.
     pub fn new(store: Store, table: Table) -> Self {
         StoreTable {
+            files_url: files_url(&store),
             source: Source::Live(store),
             table,
         }
@@ -67,6 +91,7 @@ impl StoreTable {
         StoreTable {
             table: snapshot.table,
             source: Source::Fixed(snapshot),
+            files_url: ObjectStoreUrl::local_filesystem(),
         }
     }
 }
@@ -92,6 +117,7 @@ pub fn session_config() -> SessionConfig {
 /// A `SessionContext` with `spans`, `logs` and `metric_points` registered.
 pub fn session_context(store: &Store) -> SessionContext {
     let ctx = SessionContext::new_with_config(session_config());
+    register_bucket(&ctx, store);
     for table in Table::ALL {
         // Registering into the default in-memory catalog cannot fail for new names.
         let _ = ctx.register_table(
@@ -248,12 +274,11 @@ impl TableProvider for StoreTable {
             // row groups, pages and bloom filters.
             let source = datafusion::datasource::physical_plan::ParquetSource::new(schema.clone())
                 .with_table_parquet_options(state.table_options().parquet.clone());
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
+            let config = FileScanConfigBuilder::new(self.files_url.clone(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
             inputs.push(format.create_physical_plan(state, config).await?);
         }
         if !snapshot.batches.is_empty() {

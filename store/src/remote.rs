@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt as _;
+use object_store::ClientConfigKey;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -151,11 +153,13 @@ impl Remote {
                         retry_timeout: Duration::from_secs(20),
                         ..Default::default()
                     })
-                    .with_client_options(
-                        object_store::ClientOptions::new()
-                            .with_connect_timeout(Duration::from_secs(5))
-                            .with_timeout(Duration::from_secs(60)),
-                    );
+                    // Not `with_client_options`: that would drop what
+                    // `from_env` read (AWS_ALLOW_HTTP among others).
+                    .with_config(
+                        AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                        "5s",
+                    )
+                    .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "60s");
                 if std::env::var_os("AWS_REGION").is_none() && cfg.region.is_none() {
                     b = b.with_region("us-east-1");
                 }
@@ -387,6 +391,49 @@ impl Remote {
             return Ok(None);
         };
         self.get_manifest(&newest.location).await.map(Some)
+    }
+
+    /// Every node id with manifest versions in the bucket.
+    pub async fn nodes(&self) -> Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.path("manifests")))
+            .await
+            .map_err(|e| self.err("cannot list the manifests", e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
+    /// The union of every node's newest manifest version: what a reader of
+    /// the whole bucket sees. Paths are relative to the prefix.
+    pub async fn merged_manifest(&self) -> Result<Manifest> {
+        let mut merged = Manifest {
+            version: 1,
+            ..Default::default()
+        };
+        for node in self.nodes().await? {
+            let Some(m) = self.latest_manifest(&node).await? else {
+                continue;
+            };
+            for (table, files) in m.tables {
+                let into = merged.tables.entry(table).or_default();
+                for f in files {
+                    if !into.iter().any(|g| g.path == f.path) {
+                        into.push(f);
+                    }
+                }
+            }
+            merged.derived.extend(m.derived);
+        }
+        Ok(merged)
+    }
+
+    /// The prefix inside the bucket (`""` for none).
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_ref()
     }
 
     fn lease_path(&self) -> Path {

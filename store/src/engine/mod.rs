@@ -253,6 +253,9 @@ struct Inner {
     /// Part of every new file name: `<node id>-` with a bucket (names must
     /// be unique across nodes), empty without.
     file_tag: String,
+    /// Opened with [`Store::open_bucket`]: files are read from the bucket
+    /// itself, `data_dir` is the prefix inside it.
+    bucket_only: bool,
 }
 
 /// The storage engine. Cheap to clone; all clones share one store.
@@ -316,6 +319,15 @@ impl Store {
     /// The bucket beside the data directory, if one is configured.
     pub fn remote(&self) -> Option<&Arc<crate::remote::Remote>> {
         self.inner.remote.as_ref()
+    }
+
+    /// The bucket files are read from directly, for stores opened with
+    /// [`Store::open_bucket`]; `None` when they are read from local disk.
+    pub fn read_from_bucket(&self) -> Option<&Arc<crate::remote::Remote>> {
+        self.inner
+            .remote
+            .as_ref()
+            .filter(|_| self.inner.bucket_only)
     }
 
     /// Counters for `/metrics`.

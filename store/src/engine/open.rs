@@ -152,6 +152,7 @@ impl Store {
                     .map(|r| format!("{}-", r.node_id()))
                     .unwrap_or_default(),
                 remote,
+                bucket_only: false,
             }),
         })
     }
@@ -193,11 +194,49 @@ impl Store {
                     derived_dirty: AtomicBool::new(false),
                     remote: None,
                     file_tag: String::new(),
+                    bucket_only: false,
                 }),
             })
         })
         .await
         .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
+    }
+}
+
+impl Store {
+    /// Opens a bucket for reading only, with no data directory and no
+    /// server: the tables are the union of every node's newest manifest
+    /// version, and queries read the Parquet files from the bucket itself.
+    /// Rows still in a node's WAL are not in the bucket yet.
+    pub async fn open_bucket(storage: &crate::remote::StorageConfig) -> Result<Store> {
+        let remote = crate::remote::Remote::connect(storage)
+            .await?
+            .ok_or_else(|| Error::Storage("no storage.url to read".into()))?;
+        let manifest = remote.merged_manifest().await?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                config: StoreConfig::default(),
+                read_only: true,
+                data_dir: PathBuf::from(remote.prefix()),
+                wal_dir: PathBuf::new(),
+                quarantine_dir: PathBuf::new(),
+                wal_tx: Mutex::new(None),
+                wal_thread: Mutex::new(None),
+                state: Arc::new(RwLock::new(State {
+                    manifest,
+                    buffers: Default::default(),
+                })),
+                commit: tokio::sync::Mutex::new(()),
+                reserved: AtomicUsize::new(0),
+                flush_wanted: Notify::new(),
+                metrics: Arc::new(StoreMetrics::default()),
+                pending_deletes: Mutex::new(Vec::new()),
+                derived_dirty: AtomicBool::new(false),
+                remote: Some(Arc::new(remote)),
+                file_tag: String::new(),
+                bucket_only: true,
+            }),
+        })
     }
 }
 

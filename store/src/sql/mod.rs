@@ -328,6 +328,7 @@ pub fn limited_context(store: &Store, limits: &QueryLimits) -> Result<SessionCon
         .build_arc()
         .map_err(|e| QueryError::Execution(e.to_string()))?;
     let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
+    crate::query::register_bucket(&ctx, store);
     for table in Table::ALL {
         ctx.register_table(
             table.name(),
