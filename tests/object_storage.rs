@@ -327,6 +327,27 @@ fn a_node_on_a_bucket_keeps_everything_and_restarts_from_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The bucket's requests are counted in /metrics.
+    let metrics = rt.block_on(async {
+        c.get(p.api_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let puts: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("burnwatch_object_store_requests_total{op=\"put\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no PUT counter in {metrics}"));
+    assert!(
+        puts >= 2.0,
+        "{puts} PUTs: at least one file and one manifest version"
+    );
+    assert!(metrics.contains("burnwatch_object_store_bytes_total{direction=\"up\"}"));
     // Another process with the same node id is refused while this one runs.
     let err = refused(&config, &dir.path().join("other"), &url, "n1");
     assert!(err.contains("node id \"n1\" is live"), "{err}");

@@ -37,6 +37,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::files::Manifest;
 
+pub mod counted;
+
+pub use counted::{Counts, CountsSnapshot};
+
 /// Where the store's files live beyond the WAL. Set from the top-level
 /// `[storage]` table, `--storage-url` and `--node-id`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +81,7 @@ pub struct Remote {
     /// This process's lease token.
     owner: String,
     lease: tokio::sync::Mutex<Option<object_store::UpdateVersion>>,
+    counts: Arc<Counts>,
 }
 
 /// The lease object's body.
@@ -197,7 +202,10 @@ impl Remote {
                 ));
             }
         };
+        let counts = Arc::new(Counts::default());
+        let store: Arc<dyn ObjectStore> = Arc::new(counted::Counted::new(store, counts.clone()));
         let remote = Remote {
+            counts,
             store,
             prefix: if matches!(parsed.scheme(), "file") {
                 Path::default()
@@ -227,6 +235,11 @@ impl Remote {
                 )
             })?;
         Ok(Some(remote))
+    }
+
+    /// Requests and bytes to and from the bucket since start.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     /// The URL, for messages.

@@ -1,7 +1,11 @@
 //! Durable write throughput of the store, bytes per span at rest, and the
-//! disk's fsync latency, measured in one run.
+//! disk's fsync latency, measured in one run. With `--storage-url`, every
+//! configuration also runs with the bucket (files and manifest versions
+//! uploaded before the WAL lets go), alternating with the local runs, and
+//! the bucket's requests and bytes per flushed file and per span are shown.
 //!
-//! `cargo run --release -p burnwatch-bench --bin store-bench -- [--spans N] [--runs R]`
+//! `cargo run --release -p burnwatch-bench --bin store-bench -- [--spans N] [--runs R] [--storage-url s3://bucket/prefix]`
+//! (endpoint and credentials from the AWS_* variables)
 
 use std::io::Write;
 use std::sync::Arc;
@@ -30,6 +34,9 @@ struct Args {
     /// Directory on the disk to measure (default: ./target/bench-data).
     #[arg(long, default_value = "target/bench-data")]
     dir: std::path::PathBuf,
+    /// Also run every configuration with this bucket (a new prefix per run).
+    #[arg(long)]
+    storage_url: Option<String>,
 }
 
 fn fsync_latency(dir: &std::path::Path) -> Result<(f64, f64)> {
@@ -68,21 +75,39 @@ struct RunResult {
     bytes_per_span_flushed: f64,
     bytes_per_span_compacted: f64,
     fsyncs: u64,
+    files_flushed: u64,
+    bucket: store::remote::CountsSnapshot,
 }
 
 async fn run(
     dir: &std::path::Path,
     batches: Arc<Vec<RecordBatch>>,
     writers: usize,
+    bucket: Option<&str>,
 ) -> Result<RunResult> {
     let data = tempfile::tempdir_in(dir)?;
+    let storage = match bucket {
+        Some(url) => store::StorageConfig {
+            // A fresh prefix per run: nothing from an earlier run is adopted.
+            url: Some(format!(
+                "{}/run-{}",
+                url.trim_end_matches('/'),
+                uuid::Uuid::new_v4().simple()
+            )),
+            node_id: Some("bench".into()),
+            ..Default::default()
+        },
+        None => Default::default(),
+    };
     let store = Store::open(StoreConfig {
         data_dir: data.path().to_path_buf(),
         max_buffer_bytes: 1 << 30,
         flush_bytes: 128 << 20,
+        storage,
         ..Default::default()
     })
     .await?;
+    let before = bucket_counts(&store);
     let token = tokio_util::sync::CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
     store.spawn_background(token.clone(), &tracker).await?;
@@ -118,6 +143,11 @@ async fn run(
         .metrics()
         .wal_syncs
         .load(std::sync::atomic::Ordering::Relaxed);
+    let files_flushed = store
+        .metrics()
+        .files_flushed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let flushed_counts = bucket_counts(&store) - before;
     let st = store.stats();
     let flushed_bytes = st.file_bytes[0] as f64 / st.file_rows[0] as f64;
     store
@@ -135,7 +165,16 @@ async fn run(
         bytes_per_span_flushed: flushed_bytes,
         bytes_per_span_compacted: compacted_bytes,
         fsyncs,
+        files_flushed,
+        bucket: flushed_counts,
     })
+}
+
+fn bucket_counts(store: &Store) -> store::remote::CountsSnapshot {
+    store
+        .remote()
+        .map(|r| r.counts().snapshot())
+        .unwrap_or_default()
 }
 
 /// Parquet flush alone: every row buffered first, then one timed flush.
@@ -184,28 +223,50 @@ fn main() -> Result<()> {
         median(&mut f)
     );
     println!(
-        "| writer tasks | acked spans/s (median) | durable in Parquet spans/s (median) | fsyncs per run | bytes/span flushed | bytes/span compacted |"
+        "| storage | writer tasks | acked spans/s (median) | durable spans/s (median) | fsyncs per run | bytes/span flushed | bytes/span compacted | PUTs per flushed file | bytes uploaded per span |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut kinds: Vec<Option<&str>> = vec![None];
+    if let Some(u) = args.storage_url.as_deref() {
+        kinds.push(Some(u));
+    }
+    let rows_per_run: usize = batches.iter().map(|b| b.num_rows()).sum();
     for writers in [1, 2, 8] {
-        let mut acked = Vec::new();
-        let mut durable = Vec::new();
-        let mut last = None;
+        // Local and bucket runs alternate, so drift in the machine's speed
+        // falls on both.
+        let mut acked = vec![Vec::new(); kinds.len()];
+        let mut durable = vec![Vec::new(); kinds.len()];
+        let mut last: Vec<Option<RunResult>> = (0..kinds.len()).map(|_| None).collect();
         for _ in 0..args.runs {
-            let r = rt.block_on(run(&args.dir, batches.clone(), writers))?;
-            acked.push(r.acked_per_s);
-            durable.push(r.durable_per_s);
-            last = Some(r);
+            for (k, kind) in kinds.iter().enumerate() {
+                let r = rt.block_on(run(&args.dir, batches.clone(), writers, *kind))?;
+                acked[k].push(r.acked_per_s);
+                durable[k].push(r.durable_per_s);
+                last[k] = Some(r);
+            }
         }
-        let r = last.expect("at least one run");
-        println!(
-            "| {writers} | {:.0} | {:.0} | {} | {:.1} | {:.1} |",
-            median(&mut acked),
-            median(&mut durable),
-            r.fsyncs,
-            r.bytes_per_span_flushed,
-            r.bytes_per_span_compacted
-        );
+        for (k, kind) in kinds.iter().enumerate() {
+            let r = last[k].take().expect("at least one run");
+            let (puts, up) = match kind {
+                Some(_) => (
+                    format!(
+                        "{:.2}",
+                        r.bucket.puts as f64 / r.files_flushed.max(1) as f64
+                    ),
+                    format!("{:.1}", r.bucket.bytes_up as f64 / rows_per_run as f64),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "| {} | {writers} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {puts} | {up} |",
+                if kind.is_some() { "bucket" } else { "local" },
+                median(&mut acked[k]),
+                median(&mut durable[k]),
+                r.fsyncs,
+                r.bytes_per_span_flushed,
+                r.bytes_per_span_compacted
+            );
+        }
     }
     let (p50b, p99b) = fsync_latency(&args.dir)?;
     println!("\nfsync after the runs: p50 {p50b:.3} ms, p99 {p99b:.3} ms");

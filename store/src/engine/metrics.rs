@@ -93,6 +93,32 @@ impl Store {
         for (name, help, v) in counters {
             out.counter(name, help, v)?;
         }
+        if let Some(remote) = &self.inner.remote {
+            let n = remote.counts();
+            out.counters(
+                "burnwatch_object_store_requests_total",
+                "Requests to the bucket (storage.url), by operation.",
+                [
+                    (&[("op", "put")][..], c(&n.puts) + c(&n.multipart_puts)),
+                    (&[("op", "get")][..], c(&n.gets)),
+                    (&[("op", "list")][..], c(&n.lists)),
+                    (&[("op", "delete")][..], c(&n.deletes)),
+                ],
+            )?;
+            out.counter(
+                "burnwatch_object_store_errors_total",
+                "Requests to the bucket that failed (each is retried by its caller).",
+                c(&n.errors),
+            )?;
+            out.counters(
+                "burnwatch_object_store_bytes_total",
+                "Bytes sent to and received from the bucket.",
+                [
+                    (&[("direction", "up")][..], c(&n.bytes_up)),
+                    (&[("direction", "down")][..], c(&n.bytes_down)),
+                ],
+            )?;
+        }
         out.gauge(
             "burnwatch_store_buffered_bytes",
             "Bytes of acknowledged rows in memory.",
