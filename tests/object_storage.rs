@@ -251,8 +251,42 @@ fn the_server_honours_conditional_writes() {
         assert_eq!(again.seq, 2);
         let newest = b.latest_manifest("n1").await.unwrap().unwrap();
         assert_eq!((newest.seq, newest.flushed_lsn), (2, 7));
-        // Update-if-match: the lease, taken by one process, refuses the other;
-        // its holder renews it (a conditional update on its own ETag).
+        // The server itself: a create over an existing object and an update
+        // with an ETag that is no longer current both fail.
+        {
+            use object_store::{ObjectStoreExt as _, PutMode, PutOptions, UpdateVersion};
+            let os = a.object_store();
+            let path = object_store::path::Path::from("cond/probe");
+            let create = || PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            let first = os.put_opts(&path, "1".into(), create()).await.unwrap();
+            assert!(matches!(
+                os.put_opts(&path, "2".into(), create()).await,
+                Err(object_store::Error::AlreadyExists { .. })
+            ));
+            let update = |e_tag: Option<String>| PutOptions {
+                mode: PutMode::Update(UpdateVersion {
+                    e_tag,
+                    version: None,
+                }),
+                ..Default::default()
+            };
+            let second = os
+                .put_opts(&path, "3".into(), update(first.e_tag.clone()))
+                .await
+                .unwrap();
+            assert_ne!(second.e_tag, first.e_tag);
+            assert!(matches!(
+                os.put_opts(&path, "4".into(), update(first.e_tag)).await,
+                Err(object_store::Error::Precondition { .. })
+            ));
+            let now = os.get(&path).await.unwrap().bytes().await.unwrap();
+            assert_eq!(&now[..], b"3");
+        }
+        // The lease, taken by one process, refuses the other; its holder
+        // renews it (a conditional update on its own ETag).
         a.take_lease().await.unwrap();
         let err = b.take_lease().await.unwrap_err().to_string();
         assert!(err.contains("is live"), "{err}");
@@ -464,10 +498,12 @@ fn a_bucket_that_does_not_answer_stops_the_start() {
 }
 
 /// The S3 server frozen (SIGSTOP: connections open, no answers) under
-/// load, then resumed: the node keeps acknowledging into its WAL, flushes
-/// wait and retry, and once the server answers again every acknowledged
-/// span lands in the bucket, once. 12 s here; `BURNWATCH_S3_PAUSE_SECS=60`
-/// for the long form.
+/// load, then resumed: the node keeps acknowledging into its WAL, and once
+/// the server answers again every acknowledged span lands in the bucket,
+/// once. 12 s here: the requests in flight just wait. With
+/// `BURNWATCH_S3_PAUSE_SECS=60` (the long form) they pass the 60 s request
+/// limit and fail, the lease (6 s here) goes unrenewed so writes to the
+/// bucket stop, and flushes are retried with backoff until it answers.
 #[test]
 fn a_frozen_bucket_delays_flushes_and_loses_nothing() {
     let pause: u64 = std::env::var("BURNWATCH_S3_PAUSE_SECS")

@@ -73,6 +73,11 @@ pub struct Manifest {
     /// Which process wrote this version to the bucket (its lease token).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub writer: String,
+    /// Which data directory's history this is: set when the first version
+    /// goes to a bucket and kept from then on, so a data directory is never
+    /// mixed with another one's versions under the same node id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lineage: String,
     /// Every WAL record with LSN <= this is in the live files.
     pub flushed_lsn: u64,
     /// Next id for a file name.

@@ -67,6 +67,9 @@ pub struct StorageConfig {
 
 /// How long a lease lasts unless renewed [default].
 pub const DEFAULT_LEASE_SECS: u64 = 30;
+/// Files up to this size go up in one PUT; larger ones as a multipart
+/// upload of parts this size.
+const UPLOAD_PART_BYTES: usize = 10 << 20;
 /// Manifest versions kept per node; older ones are deleted.
 const KEEP_MANIFESTS: usize = 8;
 
@@ -81,6 +84,10 @@ pub struct Remote {
     /// This process's lease token.
     owner: String,
     lease: tokio::sync::Mutex<Option<object_store::UpdateVersion>>,
+    /// When the lease was last taken or renewed (ms since the epoch).
+    renewed_at_ms: std::sync::atomic::AtomicI64,
+    /// Another process took the lease: nothing more may be written.
+    lost: std::sync::atomic::AtomicBool,
     counts: Arc<Counts>,
 }
 
@@ -91,6 +98,23 @@ struct Lease {
     host: String,
     pid: u32,
     expires_at_ms: i64,
+    /// The kernel boot and PID namespace the pid belongs to: a pid is only
+    /// judged (alive or not) by a process that shares both.
+    #[serde(default)]
+    pid_scope: String,
+}
+
+/// This process's boot id and PID namespace, or empty where unknown.
+fn pid_scope() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if boot.trim().is_empty() || ns.is_empty() {
+        String::new()
+    } else {
+        format!("{}/{ns}", boot.trim())
+    }
 }
 
 fn now_ms() -> i64 {
@@ -217,6 +241,8 @@ impl Remote {
             lease_secs: cfg.lease_secs.unwrap_or(DEFAULT_LEASE_SECS).max(3),
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             lease: tokio::sync::Mutex::new(None),
+            renewed_at_ms: std::sync::atomic::AtomicI64::new(0),
+            lost: std::sync::atomic::AtomicBool::new(false),
         };
         // One request that needs the bucket and the credentials.
         remote
@@ -252,6 +278,18 @@ impl Remote {
         &self.node_id
     }
 
+    /// What this process puts in its file names: the node id and a short
+    /// token of this process, so two processes never write one object name
+    /// (not even one that lost its lease and does not know it yet).
+    pub fn file_tag(&self) -> String {
+        format!("{}-{}", self.node_id, &self.owner[self.owner.len() - 6..])
+    }
+
+    /// This process's lease token (written into its manifest versions).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// The object store, for readers that go to the bucket directly.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
@@ -269,37 +307,83 @@ impl Remote {
         Error::Storage(format!("{what} in {}: {}", self.url, short(&e)))
     }
 
-    /// Uploads the local file `local` as `rel`.
+    /// Uploads the local file `local` as `rel`, streaming it (multipart
+    /// past 10 MiB, so neither memory nor one request's time limit grows
+    /// with the file).
     pub async fn upload(&self, local: std::path::PathBuf, rel: &str) -> Result<()> {
-        let bytes = tokio::fs::read(&local)
+        use tokio::io::AsyncWriteExt as _;
+        self.check_fenced()?;
+        let mut file = tokio::fs::File::open(&local)
             .await
             .map_err(|e| Error::io(&local, e))?;
-        self.store
-            .put(&self.path(rel), PutPayload::from(bytes))
-            .await
-            .map_err(|e| self.err(&format!("cannot upload {rel}"), e))?;
+        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let mut w = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            self.path(rel),
+            UPLOAD_PART_BYTES,
+        );
+        let copied = tokio::io::copy(&mut file, &mut w).await;
+        let done = match copied {
+            Ok(_) => w.shutdown().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            let _ = w.abort().await;
+            Counts::add(&self.counts.errors, 1);
+            return Err(Error::Storage(format!(
+                "cannot upload {rel} to {}: {e}",
+                self.url
+            )));
+        }
+        if len >= UPLOAD_PART_BYTES as u64 {
+            // Sent as a multipart upload, whose parts the counting layer
+            // does not see.
+            Counts::add(&self.counts.bytes_up, len);
+        }
         Ok(())
     }
 
-    /// Downloads `rel` into the local file `local` (atomically).
+    /// Downloads `rel` into the local file `local`, streaming it to a
+    /// temporary file that is fsync'd and renamed into place.
     pub async fn download(&self, rel: &str, local: &LocalPath) -> Result<()> {
-        let bytes = self
-            .store
-            .get(&self.path(rel))
+        use futures::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+        let dir = local
+            .parent()
+            .ok_or_else(|| Error::Internal(format!("{} has no parent", local.display())))?
+            .to_path_buf();
+        tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| self.err(&format!("cannot read {rel}"), e))?
-            .bytes()
-            .await
-            .map_err(|e| self.err(&format!("cannot read {rel}"), e))?;
-        let local = local.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            if let Some(dir) = local.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            .map_err(|e| Error::io(&dir, e))?;
+        let tmp = local.with_extension(format!("download-{}.tmp", uuid::Uuid::new_v4().simple()));
+        let result: Result<()> = async {
+            let mut stream = self
+                .store
+                .get(&self.path(rel))
+                .await
+                .map_err(|e| self.err(&format!("cannot read {rel}"), e))?
+                .into_stream();
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| Error::io(&tmp, e))?;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.err(&format!("cannot read {rel}"), e))?;
+                f.write_all(&chunk).await.map_err(|e| Error::io(&tmp, e))?;
             }
-            crate::fsutil::write_atomic(&local, &bytes)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("download task failed: {e}")))?
+            f.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
+            tokio::fs::rename(&tmp, local)
+                .await
+                .map_err(|e| Error::io(local, e))?;
+            let d = dir.clone();
+            tokio::task::spawn_blocking(move || crate::fsutil::sync_dir(&d))
+                .await
+                .map_err(|e| Error::Internal(format!("download task failed: {e}")))?
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
     }
 
     /// Deletes `rel` (already gone is fine).
@@ -322,6 +406,7 @@ impl Remote {
     /// A version another process wrote means two processes run as this node
     /// id: refused.
     pub async fn put_manifest(&self, m: &mut Manifest) -> Result<()> {
+        self.check_fenced()?;
         m.writer = self.owner.clone();
         for _ in 0..8 {
             let body = serde_json::to_vec(&*m).map_err(|e| Error::Internal(e.to_string()))?;
@@ -474,6 +559,18 @@ impl Remote {
             Err(object_store::Error::NotFound { .. }) => None,
             Err(e) => return Err(self.err("cannot read the node lease", e)),
         };
+        if held.is_some()
+            && let Some((_, Some(l))) = &current
+            && l.owner != self.owner
+        {
+            // We held it, and someone else has it now: fenced for good.
+            self.lost.store(true, std::sync::atomic::Ordering::Release);
+            return Err(Error::Storage(format!(
+                "lost this node's lease in {} to process {} on host {:?}: this process \
+                 writes nothing more to the bucket",
+                self.url, l.pid, l.host
+            )));
+        }
         if let Some((_, Some(l))) = &current
             && l.owner != self.owner
             && l.expires_at_ms > now_ms()
@@ -494,6 +591,7 @@ impl Remote {
             host: host_name(),
             pid: std::process::id(),
             expires_at_ms: now_ms() + self.lease_secs as i64 * 1000,
+            pid_scope: pid_scope(),
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
         let mode = match current {
@@ -525,6 +623,8 @@ impl Remote {
                     e_tag: r.e_tag,
                     version: r.version,
                 });
+                self.renewed_at_ms
+                    .store(now_ms(), std::sync::atomic::Ordering::Release);
                 Ok(())
             }
             Err(
@@ -545,14 +645,48 @@ impl Remote {
     }
 
     /// Gives the lease up (at a clean close), so the node id can start
-    /// again at once.
+    /// again at once; only if it is still this process's.
     pub async fn release_lease(&self) {
         let held = self.lease.lock().await.take();
-        if held.is_some()
-            && let Err(e) = self.store.delete(&self.lease_path()).await
-        {
+        if held.is_none() || self.lost.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let path = self.lease_path();
+        let ours = match self.store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
+                .is_some_and(|l| l.owner == self.owner),
+            Err(_) => false,
+        };
+        if ours && let Err(e) = self.store.delete(&path).await {
             tracing::warn!(error = %short(&e), "cannot release the node lease");
         }
+    }
+
+    /// Refuses writes once the lease is lost, or when it was not renewed
+    /// for a whole lease period (another process may hold it by now).
+    pub fn check_fenced(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.lost.load(Ordering::Acquire) {
+            return Err(Error::Storage(format!(
+                "this process lost node {:?}'s lease in {}: it writes nothing more",
+                self.node_id, self.url
+            )));
+        }
+        let renewed = self.renewed_at_ms.load(Ordering::Acquire);
+        if renewed > 0 && now_ms() - renewed > self.lease_secs as i64 * 1000 {
+            return Err(Error::Storage(format!(
+                "node {:?}'s lease in {} was not renewed for {} s (the bucket does not \
+                 answer): writes wait until it is",
+                self.node_id,
+                self.url,
+                (now_ms() - renewed) / 1000
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -560,6 +694,8 @@ impl Remote {
 /// restart after a crash need not wait for the lease to run out).
 fn holder_is_dead(l: &Lease) -> bool {
     cfg!(target_os = "linux")
+        && !l.pid_scope.is_empty()
+        && l.pid_scope == pid_scope()
         && l.host == host_name()
         && l.pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{}", l.pid)).exists()

@@ -161,3 +161,33 @@ async fn a_live_node_id_is_refused_and_a_newer_local_manifest_too() {
         .to_string();
     assert!(err.contains("newer than the newest"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_with_data_never_joins_another_directorys_node_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    // Machine A runs as n1 on the bucket.
+    let a = Store::open(config(&dir.path().join("a"), &bucket, "n1"))
+        .await
+        .unwrap();
+    a.write(Table::Spans, synth::spans(1, 10, BASE, HOUR_NS))
+        .await
+        .unwrap();
+    a.close().await.unwrap();
+    // Machine B has its own data, never in a bucket, and the same node id:
+    // refused, and its files stay.
+    let b_dir = dir.path().join("b");
+    let b = Store::open(testkit::store_config(&b_dir)).await.unwrap();
+    b.write(Table::Spans, synth::spans(2, 20, BASE, HOUR_NS))
+        .await
+        .unwrap();
+    b.close().await.unwrap();
+    let err = Store::open(config(&b_dir, &bucket, "n1"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("never written to this bucket"), "{err}");
+    let b = Store::open(testkit::store_config(&b_dir)).await.unwrap();
+    assert_eq!(count(&b).await, 20);
+    b.close().await.unwrap();
+}

@@ -33,6 +33,10 @@ impl Store {
         if matches!(adopted, Some(super::sync::Adopted::Nothing)) {
             store.push_all().await?;
         }
+        if let Some(r) = &remote {
+            // Downloads or uploads above may have taken a while: renew.
+            r.take_lease().await?;
+        }
         Ok(store)
     }
 
@@ -149,7 +153,7 @@ impl Store {
                 derived_dirty: AtomicBool::new(false),
                 file_tag: remote
                     .as_ref()
-                    .map(|r| format!("{}-", r.node_id()))
+                    .map(|r| format!("{}-", r.file_tag()))
                     .unwrap_or_default(),
                 remote,
                 bucket_only: false,

@@ -33,6 +33,29 @@ impl Store {
         let Some(theirs) = remote.latest_manifest(remote.node_id()).await? else {
             return Ok(Adopted::Nothing);
         };
+        if let Some(l) = &local {
+            let has_data = l.flushed_lsn > 0 || Table::ALL.iter().any(|t| !l.files(*t).is_empty());
+            let refuse = |why: &str| {
+                Err(Error::Storage(format!(
+                    "{why}, and {} already holds data of node id {:?}: adopting it would drop \
+                     this directory's files. Start this directory with another --node-id",
+                    remote.url(),
+                    remote.node_id()
+                )))
+            };
+            if l.lineage.is_empty() && has_data {
+                return refuse(&format!(
+                    "{} holds data that was never written to this bucket",
+                    data_dir.display()
+                ));
+            }
+            if !l.lineage.is_empty() && l.lineage != theirs.lineage {
+                return refuse(&format!(
+                    "{} was written to a different history of this node id",
+                    data_dir.display()
+                ));
+            }
+        }
         let local_seq = local.as_ref().map_or(0, |m| m.seq);
         if local_seq > theirs.seq {
             return Err(Error::Storage(format!(
@@ -116,19 +139,55 @@ impl Store {
         manifest: &mut Manifest,
         new_files: &[String],
     ) -> Result<()> {
-        if let Some(remote) = &self.inner.remote {
-            let uploads = new_files
-                .iter()
-                .map(|rel| remote.upload(self.inner.data_dir.join(rel), rel));
-            futures::future::try_join_all(uploads).await?;
-            manifest.seq += 1;
-            remote.put_manifest(manifest).await?;
+        let Some(remote) = self.inner.remote.clone() else {
+            return self.persist_local(manifest.clone()).await;
+        };
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let uploads: Vec<_> = new_files
+            .iter()
+            .map(|rel| {
+                let (remote, rel) = (remote.clone(), rel.clone());
+                let local = self.inner.data_dir.join(&rel);
+                async move { remote.upload(local, &rel).await }
+            })
+            .collect();
+        futures::stream::iter(uploads)
+            .buffer_unordered(4)
+            .try_collect::<Vec<()>>()
+            .await?;
+        if manifest.lineage.is_empty() {
+            manifest.lineage = uuid::Uuid::new_v4().simple().to_string();
         }
+        manifest.seq += 1;
+        if let Err(e) = remote.put_manifest(manifest).await {
+            // The version may exist even so (its answer lost): its number
+            // and the names of the files it may list are never used again.
+            self.note_failed_commit(manifest);
+            return Err(e);
+        }
+        // The version is durable in the bucket: it is the node's manifest
+        // now, whether or not the local copy can be written (the next start
+        // adopts the bucket's newest version).
+        if let Err(e) = self.persist_local(manifest.clone()).await {
+            tracing::error!(error = %e, version = manifest.seq,
+                "cannot write the local manifest; the bucket holds this version");
+        }
+        Ok(())
+    }
+
+    async fn persist_local(&self, m: Manifest) -> Result<()> {
         let data_dir = self.inner.data_dir.clone();
-        let m = manifest.clone();
         tokio::task::spawn_blocking(move || m.persist(&data_dir))
             .await
             .map_err(|e| Error::Internal(format!("manifest task failed: {e}")))?
+    }
+
+    /// After a commit that may or may not have reached the bucket: the
+    /// live manifest's version number and file ids move past it.
+    fn note_failed_commit(&self, attempted: &Manifest) {
+        let mut s = write(&self.inner.state);
+        s.manifest.seq = s.manifest.seq.max(attempted.seq);
+        s.manifest.next_file_id = s.manifest.next_file_id.max(attempted.next_file_id);
     }
 
     /// Deletes the bucket's copies of files that left the manifest (after
@@ -168,8 +227,15 @@ impl Store {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(remote.renew_every()) => {}
                 }
-                if let Err(e) = remote.take_lease().await {
-                    tracing::error!(error = %e, "cannot renew this node's lease in the bucket");
+                match tokio::time::timeout(remote.renew_every(), remote.take_lease()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot renew this node's lease in the bucket")
+                    }
+                    Err(_) => tracing::error!(
+                        "renewing this node's lease in the bucket timed out; writes stop \
+                         once it is older than lease_secs"
+                    ),
                 }
             }
         });

@@ -41,7 +41,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(c: &AtomicU64, n: u64) {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
