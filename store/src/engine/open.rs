@@ -180,27 +180,12 @@ impl Store {
             let manifest = Manifest::load(&data_dir)?.unwrap_or_default();
             let (buffers, _) =
                 replay_into_buffers(&wal_dir, &quarantine_dir, manifest.flushed_lsn, false)?;
-            Ok(Store {
-                inner: Arc::new(Inner {
-                    config,
-                    read_only: true,
-                    data_dir,
-                    wal_dir,
-                    quarantine_dir,
-                    wal_tx: Mutex::new(None),
-                    wal_thread: Mutex::new(None),
-                    state: Arc::new(RwLock::new(State { manifest, buffers })),
-                    commit: tokio::sync::Mutex::new(()),
-                    reserved: AtomicUsize::new(0),
-                    flush_wanted: Notify::new(),
-                    metrics: Arc::new(StoreMetrics::default()),
-                    pending_deletes: Mutex::new(Vec::new()),
-                    derived_dirty: AtomicBool::new(false),
-                    remote: None,
-                    file_tag: String::new(),
-                    bucket_only: false,
-                }),
-            })
+            Ok(Store::read_only_view(
+                config,
+                data_dir,
+                State { manifest, buffers },
+                None,
+            ))
         })
         .await
         .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
@@ -217,30 +202,47 @@ impl Store {
             .await?
             .ok_or_else(|| Error::Storage("no storage.url to read".into()))?;
         let manifest = remote.merged_manifest().await?;
-        Ok(Store {
+        let state = State {
+            manifest,
+            buffers: Default::default(),
+        };
+        Ok(Store::read_only_view(
+            StoreConfig::default(),
+            PathBuf::from(remote.prefix()),
+            state,
+            Some(Arc::new(remote)),
+        ))
+    }
+
+    /// A store that only reads: from `data_dir`'s files, or with `bucket`
+    /// from the bucket itself (`data_dir` is then the prefix inside it).
+    fn read_only_view(
+        config: StoreConfig,
+        data_dir: PathBuf,
+        state: State,
+        bucket: Option<Arc<crate::remote::Remote>>,
+    ) -> Store {
+        Store {
             inner: Arc::new(Inner {
-                config: StoreConfig::default(),
+                config,
                 read_only: true,
-                data_dir: PathBuf::from(remote.prefix()),
-                wal_dir: PathBuf::new(),
-                quarantine_dir: PathBuf::new(),
+                wal_dir: data_dir.join("wal"),
+                quarantine_dir: data_dir.join("quarantine"),
+                data_dir,
                 wal_tx: Mutex::new(None),
                 wal_thread: Mutex::new(None),
-                state: Arc::new(RwLock::new(State {
-                    manifest,
-                    buffers: Default::default(),
-                })),
+                state: Arc::new(RwLock::new(state)),
                 commit: tokio::sync::Mutex::new(()),
                 reserved: AtomicUsize::new(0),
                 flush_wanted: Notify::new(),
                 metrics: Arc::new(StoreMetrics::default()),
                 pending_deletes: Mutex::new(Vec::new()),
                 derived_dirty: AtomicBool::new(false),
-                remote: Some(Arc::new(remote)),
+                bucket_only: bucket.is_some(),
+                remote: bucket,
                 file_tag: String::new(),
-                bucket_only: true,
             }),
-        })
+        }
     }
 }
 
