@@ -191,3 +191,29 @@ async fn a_directory_with_data_never_joins_another_directorys_node_id() {
     assert_eq!(count(&b).await, 20);
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_local_copy_is_replaced_by_the_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket) = (dir.path().join("data"), dir.path().join("bucket"));
+    let store = Store::open(config(&data, &bucket, "n1")).await.unwrap();
+    store
+        .write(Table::Spans, synth::spans(1, 100, BASE, HOUR_NS))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    // Same size, footer overwritten: without the bucket this file would
+    // go to quarantine and its rows out of the table.
+    let live = Manifest::load(&data).unwrap().unwrap().files(Table::Spans)[0]
+        .path
+        .clone();
+    let path = data.join(&live);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..].copy_from_slice(b"garbage!");
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(config(&data, &bucket, "n1")).await.unwrap();
+    assert_eq!(count(&store).await, 100);
+    assert!(files_under(&data.join("quarantine")).is_empty());
+    store.close().await.unwrap();
+}

@@ -69,19 +69,42 @@ impl Store {
             )));
         }
         let mut fetched = 0;
-        let mut wanted: Vec<(String, u64)> = Table::ALL
+        // (relative path, size, whether it is a Parquet data file)
+        let mut wanted: Vec<(String, u64, bool)> = Table::ALL
             .iter()
-            .flat_map(|t| theirs.files(*t).iter().map(|f| (f.path.clone(), f.bytes)))
+            .flat_map(|t| {
+                theirs
+                    .files(*t)
+                    .iter()
+                    .map(|f| (f.path.clone(), f.bytes, true))
+            })
             .collect();
         for (file, kinds) in &theirs.derived {
             for (kind, meta) in kinds {
-                wanted.push((crate::files::derived_rel_path(kind, file), meta.bytes));
+                wanted.push((
+                    crate::files::derived_rel_path(kind, file),
+                    meta.bytes,
+                    false,
+                ));
             }
         }
-        for (rel, bytes) in wanted {
+        for (rel, bytes, parquet) in wanted {
             let path = data_dir.join(&rel);
             let have = std::fs::metadata(&path).map(|m| m.len()).ok();
-            if have != Some(bytes) {
+            // A local copy of the right size whose footer does not read is
+            // damaged: the bucket's copy replaces it (rather than the open
+            // quarantining it and the next version dropping its rows).
+            let damaged = parquet && have == Some(bytes) && {
+                let p = path.clone();
+                tokio::task::spawn_blocking(move || check_footer(&p).is_err())
+                    .await
+                    .unwrap_or(true)
+            };
+            if have != Some(bytes) || damaged {
+                if damaged {
+                    tracing::warn!(file = %path.display(),
+                        "local copy of a live file is damaged; fetching the bucket's copy");
+                }
                 remote.download(&rel, &path).await?;
                 fetched += 1;
             }
