@@ -475,6 +475,16 @@ pub struct QuantilePoint {
     pub average: Option<f64>,
 }
 
+/// Group-by keys from their comma-separated form (`service.name,route`):
+/// trimmed, empty ones dropped.
+pub fn parse_group_by(keys: &str) -> Vec<String> {
+    keys.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// Estimates quantile `q` from explicit bucket counts (upper bounds
 /// `bounds`, one more count than bounds), interpolating linearly inside the
 /// bucket that holds the rank, as Prometheus' `histogram_quantile` does; the

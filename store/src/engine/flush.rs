@@ -52,7 +52,7 @@ impl Store {
         self.inner.derived_dirty.store(false, Ordering::Release);
         let data_dir = self.inner.data_dir.clone();
         let row_group_rows = self.inner.config.row_group_rows;
-        let tag = self.inner.file_tag.clone();
+        let tag = self.file_tag();
         let started = Instant::now();
         let written = tokio::task::spawn_blocking(move || -> Result<(Manifest, Vec<String>)> {
             let mut written: Vec<(Table, FileMeta)> = Vec::new();

@@ -43,7 +43,7 @@ impl Store {
         let rel = format!(
             "{}/compact-{}{id:010}.parquet",
             partition_dir(table, hour),
-            self.inner.file_tag
+            self.file_tag()
         );
         let data_dir = self.inner.data_dir.clone();
         let row_group_rows = self.inner.config.row_group_rows;

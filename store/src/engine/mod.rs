@@ -250,9 +250,6 @@ struct Inner {
     derived_dirty: AtomicBool,
     /// The bucket that holds the files and manifest versions, if any.
     remote: Option<Arc<crate::remote::Remote>>,
-    /// Part of every new file name: `<node id>-` with a bucket (names must
-    /// be unique across nodes), empty without.
-    file_tag: String,
     /// Opened with [`Store::open_bucket`]: files are read from the bucket
     /// itself, `data_dir` is the prefix inside it.
     bucket_only: bool,
@@ -319,6 +316,16 @@ impl Store {
     /// The bucket beside the data directory, if one is configured.
     pub fn remote(&self) -> Option<&Arc<crate::remote::Remote>> {
         self.inner.remote.as_ref()
+    }
+
+    /// Part of every new file name: `<node id>-<process token>-` with a
+    /// bucket (names must be unique across processes), empty without.
+    fn file_tag(&self) -> String {
+        self.inner
+            .remote
+            .as_ref()
+            .map(|r| format!("{}-", r.file_tag()))
+            .unwrap_or_default()
     }
 
     /// The bucket files are read from directly, for stores opened with

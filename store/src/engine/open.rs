@@ -151,10 +151,6 @@ impl Store {
                 metrics,
                 pending_deletes: Mutex::new(Vec::new()),
                 derived_dirty: AtomicBool::new(false),
-                file_tag: remote
-                    .as_ref()
-                    .map(|r| format!("{}-", r.file_tag()))
-                    .unwrap_or_default(),
                 remote,
                 bucket_only: false,
             }),
@@ -240,7 +236,6 @@ impl Store {
                 derived_dirty: AtomicBool::new(false),
                 bucket_only: bucket.is_some(),
                 remote: bucket,
-                file_tag: String::new(),
             }),
         }
     }

@@ -34,13 +34,7 @@ impl MetricParams {
         let group_by = self
             .group_by
             .as_deref()
-            .map(|g| {
-                g.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
+            .map(analytics::series::parse_group_by)
             .unwrap_or_default();
         Ok((
             window(self.from.as_deref(), self.to.as_deref())?,

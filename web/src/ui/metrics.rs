@@ -145,13 +145,7 @@ pub async fn explore(
     };
     let name = non_empty(&f.name);
     let group_by: Vec<String> = non_empty(&f.group_by)
-        .map(|g| {
-            g.split(',')
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(String::from)
-                .collect()
-        })
+        .map(|g| analytics::series::parse_group_by(&g))
         .unwrap_or_default();
     let stat = non_empty(&f.stat).unwrap_or_default();
     let mut status = StatusCode::OK;
