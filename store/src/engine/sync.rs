@@ -20,6 +20,16 @@ pub(super) enum Adopted {
     InSync,
 }
 
+/// A `/`-separated relative path with no `..`, `.` or empty segment.
+fn safe_rel_path(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.starts_with('/')
+        && !rel.contains('\\')
+        && rel
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
 impl Store {
     /// Before the local open: makes the local manifest the bucket's newest
     /// version of this node and fetches every live file and derived file
@@ -89,6 +99,15 @@ impl Store {
             }
         }
         for (rel, bytes, parquet) in wanted {
+            // Paths come from the bucket: they must stay inside the data
+            // directory whatever a manifest there says.
+            if !safe_rel_path(&rel) {
+                return Err(Error::Storage(format!(
+                    "the manifest in {} names {rel:?}, which is not a relative path inside \
+                     the data directory",
+                    remote.url()
+                )));
+            }
             let path = data_dir.join(&rel);
             let have = std::fs::metadata(&path).map(|m| m.len()).ok();
             // A local copy of the right size whose footer does not read is
@@ -262,5 +281,29 @@ impl Store {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_rel_path;
+
+    #[test]
+    fn paths_from_the_bucket_stay_inside_the_data_directory() {
+        assert!(safe_rel_path(
+            "spans/date=2026-12-06/hour=10/part-n1-abc-0000000001.parquet"
+        ));
+        assert!(safe_rel_path("rollups/sli-v1/00ff/spans/x.parquet"));
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "spans/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+        ] {
+            assert!(!safe_rel_path(bad), "{bad}");
+        }
     }
 }
