@@ -39,6 +39,71 @@ pub struct Config {
     /// API tokens with roles (ingest, viewer, editor, admin) and dashboard
     /// sessions. No tokens: auth is off.
     pub auth: web::auth::AuthConfig,
+    /// The node's role when several nodes share one bucket.
+    pub cluster: ClusterConfig,
+}
+
+/// What a node does when several share one bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything in one process (the default; a bucket is optional).
+    #[default]
+    All,
+    /// OTLP receivers, WAL, flushes to the bucket, and its rows not yet in
+    /// the bucket served to query nodes over Arrow Flight.
+    Ingest,
+    /// HTTP API, dashboard and SLO evaluation over every node's data.
+    Query,
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `all`, `ingest` or `query`.
+    pub role: Role,
+    /// Ingest role: where the Arrow Flight service for query nodes listens.
+    pub flight_addr: SocketAddr,
+    /// Ingest role: the URL query nodes use to reach `flight_addr`, written
+    /// into the node's lease [default: `http://<host name>:<port>`, or
+    /// `http://<flight_addr>` when it is a specific address].
+    pub advertise_url: Option<String>,
+    /// Query role: Flight URLs of the ingest nodes [default: those
+    /// advertised by the leases in the bucket].
+    pub ingest_peers: Vec<String>,
+    /// Query role: seconds between refreshes of the view (its freshness).
+    pub refresh_secs: f64,
+    /// Query role: seconds an ingest node may take to answer before it is
+    /// reported missing.
+    pub peer_timeout_secs: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            role: Role::All,
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 8815)),
+            advertise_url: None,
+            ingest_peers: Vec::new(),
+            refresh_secs: 1.0,
+            peer_timeout_secs: 1.0,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The URL written into an ingest node's lease.
+    pub fn advertised(&self, bound: SocketAddr) -> String {
+        if let Some(u) = &self.advertise_url {
+            return u.clone();
+        }
+        if bound.ip().is_unspecified() {
+            format!("http://{}:{}", store::remote::host_name(), bound.port())
+        } else {
+            format!("http://{bound}")
+        }
+    }
 }
 
 impl Default for Config {
@@ -56,6 +121,7 @@ impl Default for Config {
             slo: slo_engine::engine::SloConfig::default(),
             rollups: analytics::rollup::RollupConfig::default(),
             auth: web::auth::AuthConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -117,6 +183,18 @@ pub struct ServerFlags {
     /// This node's id in the bucket [default: the host name].
     #[arg(long, env = "BURNWATCH_NODE_ID")]
     pub node_id: Option<String>,
+    /// What this node does: `all` (default), `ingest` or `query`. The
+    /// ingest and query roles need --storage-url.
+    #[arg(long, env = "BURNWATCH_ROLE", value_enum)]
+    pub role: Option<Role>,
+    /// Ingest role: address of the Arrow Flight service for query nodes
+    /// [default: 127.0.0.1:8815].
+    #[arg(long, env = "BURNWATCH_FLIGHT_ADDR")]
+    pub flight_addr: Option<SocketAddr>,
+    /// Query role: Flight URLs of the ingest nodes, comma-separated
+    /// [default: those advertised in the bucket].
+    #[arg(long, env = "BURNWATCH_INGEST_PEERS", value_delimiter = ',')]
+    pub ingest_peers: Option<Vec<String>>,
     /// Check the configuration and the SLO and rule files, print what
     /// would run, and exit: non-zero if anything is invalid or the rules
     /// directory is missing. Opens no port and writes nothing.
@@ -196,6 +274,43 @@ impl ServerFlags {
         }
         if let Some(n) = &self.node_id {
             config.storage.node_id = Some(n.clone());
+        }
+        if let Some(r) = self.role {
+            config.cluster.role = r;
+        }
+        if let Some(a) = self.flight_addr {
+            config.cluster.flight_addr = a;
+        }
+        if let Some(p) = &self.ingest_peers {
+            config.cluster.ingest_peers = p.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        if config.cluster.role != Role::All {
+            anyhow::ensure!(
+                config.storage.url.is_some(),
+                "--role {} needs a bucket shared by the nodes: set --storage-url (or storage.url)",
+                match config.cluster.role {
+                    Role::Ingest => "ingest",
+                    _ => "query",
+                }
+            );
+        }
+        for (name, v) in [
+            ("cluster.refresh_secs", config.cluster.refresh_secs),
+            (
+                "cluster.peer_timeout_secs",
+                config.cluster.peer_timeout_secs,
+            ),
+        ] {
+            anyhow::ensure!(
+                v.is_finite() && (0.05..=3600.0).contains(&v),
+                "{name} must be between 0.05 and 3600 seconds, got {v}"
+            );
+        }
+        for p in &config.cluster.ingest_peers {
+            anyhow::ensure!(
+                p.starts_with("http://") || p.starts_with("https://"),
+                "ingest peer {p:?} must be a URL starting with http:// or https://"
+            );
         }
         resolve_secrets(&mut config)?;
         config.store.data_dir = config.data_dir.clone();

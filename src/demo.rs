@@ -73,7 +73,7 @@ pub async fn run_all(server_flags: &ServerFlags, flags: DemoRunFlags) -> anyhow:
     let endpoint = format!(
         "{}://{}",
         if tls { "https" } else { "http" },
-        loopback_if_unspecified(server.grpc_addr)
+        loopback_if_unspecified(server.grpc_addr.context("the demo runs the all role")?)
     );
     let opts = ShopOptions {
         program: std::env::current_exe().context("cannot find the burnwatch executable")?,

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 
 /// Sets up `tracing` output with the given filter.
 pub fn init_logging(filter: &str) {
@@ -165,8 +165,8 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
 pub struct Server {
     /// Address of the HTTP API and dashboard.
     pub http_addr: std::net::SocketAddr,
-    /// Address of the OTLP/gRPC receiver.
-    pub grpc_addr: std::net::SocketAddr,
+    /// Address of the OTLP/gRPC receiver (none on a query node).
+    pub grpc_addr: Option<std::net::SocketAddr>,
     store: store::Store,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -211,32 +211,83 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     }
     warn_if_exposed(&config);
     config.collector.connections = config.connections.clone();
-    let store = store::Store::open(config.store.clone())
-        .await
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let role = config.cluster.role;
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let mut flight_addr = None;
+    let store = match role {
+        Role::All => store::Store::open(config.store.clone())
+            .await
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
+        Role::Ingest => {
+            let listener = tokio::net::TcpListener::bind(config.cluster.flight_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} (cluster.flight_addr)",
+                        config.cluster.flight_addr
+                    )
+                })?;
+            let bound = listener.local_addr()?;
+            config.store.storage.advertise_url = Some(config.cluster.advertised(bound));
+            let store = store::Store::open(config.store.clone())
+                .await
+                .with_context(|| {
+                    format!("cannot open the store in {}", config.data_dir.display())
+                })?;
+            let served = store::flight::serve(store.clone(), listener, token.clone());
+            tracker.spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "the Arrow Flight service stopped");
+                }
+            });
+            flight_addr = Some(bound);
+            tracing::info!(flight = %bound, advertised = ?config.store.storage.advertise_url, "serving live rows to query nodes");
+            store
+        }
+        Role::Query => {
+            let opts = store::cluster::ClusterOptions {
+                ingest_peers: config.cluster.ingest_peers.clone(),
+                refresh: Duration::from_secs_f64(config.cluster.refresh_secs),
+                peer_timeout: Duration::from_secs_f64(config.cluster.peer_timeout_secs),
+                cache_dir: config.data_dir.join("cache"),
+            };
+            store::Store::open_cluster(&config.storage, opts)
+                .await
+                .context("cannot open the bucket for the query role")?
+        }
+    };
     store.spawn_background(token.clone(), &tracker).await?;
 
     let collector_metrics = Arc::new(collector::CollectorMetrics::default());
-    let collector = collector::Collector::start(
-        config.collector.clone(),
-        store.clone(),
-        collector_metrics.clone(),
-        token.clone(),
-        &tracker,
-    )
-    .await?;
+    let collector = match role {
+        Role::Query => None,
+        Role::All | Role::Ingest => Some(
+            collector::Collector::start(
+                config.collector.clone(),
+                store.clone(),
+                collector_metrics.clone(),
+                token.clone(),
+                &tracker,
+            )
+            .await?,
+        ),
+    };
 
-    let slo = start_slo_engine(&config, &store, &token, &tracker).await?;
+    // One evaluator per cluster's data: ingest nodes leave SLOs to the
+    // query role.
+    let slo = match role {
+        Role::Ingest => None,
+        Role::All | Role::Query => start_slo_engine(&config, &store, &token, &tracker).await?,
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let cm = collector_metrics.clone();
     let web_connections = listeners::net::ConnectionStats::new("http");
-    let connections = [
-        collector.grpc_connections.clone(),
-        collector.http_connections.clone(),
-        web_connections.clone(),
-    ];
+    let mut connections = vec![web_connections.clone()];
+    if let Some(c) = &collector {
+        connections.push(c.grpc_connections.clone());
+        connections.push(c.http_connections.clone());
+    }
     let mut metrics: Vec<web::MetricsSource> = vec![
         Arc::new(move |out: &mut exposition::Out<'_>| cm.collect(out)),
         Arc::new(move |out: &mut exposition::Out<'_>| {
@@ -309,25 +360,35 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     };
     ready.store(true, Ordering::Release);
     tracing::info!(
+        role = ?role,
         http = %http_addr,
-        otlp_grpc = %collector.grpc_addr,
-        otlp_http = %collector.http_addr,
+        otlp_grpc = ?collector.as_ref().map(|c| c.grpc_addr),
+        otlp_http = ?collector.as_ref().map(|c| c.http_addr),
         data_dir = %config.data_dir.display(),
         "burnwatch is running"
     );
-    println!(
-        "burnwatch: HTTP API on {http_scheme}://{http_addr}, OTLP gRPC on {}, OTLP HTTP on {}://{}",
-        collector.grpc_addr,
-        if config.collector.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
-        collector.http_addr
-    );
+    match &collector {
+        Some(c) => println!(
+            "burnwatch: HTTP API on {http_scheme}://{http_addr}, OTLP gRPC on {}, OTLP HTTP on {}://{}{}",
+            c.grpc_addr,
+            if config.collector.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            c.http_addr,
+            flight_addr
+                .map(|a| format!(", Arrow Flight (live rows) on {a}"))
+                .unwrap_or_default()
+        ),
+        None => println!(
+            "burnwatch: query node, HTTP API on {http_scheme}://{http_addr}, reading {}",
+            config.storage.url.as_deref().unwrap_or_default()
+        ),
+    }
     Ok(Server {
         http_addr,
-        grpc_addr: collector.grpc_addr,
+        grpc_addr: collector.as_ref().map(|c| c.grpc_addr),
         store,
         token,
         tracker,

@@ -19,112 +19,13 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::s3::{BUCKET, S3, free_port, python};
 use common::{ServeProcess, start_serve};
 use prost::Message;
-
-const BUCKET: &str = "bw-test";
-
-/// moto's S3 server on a free loopback port; killed when dropped.
-struct S3 {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn python() -> PathBuf {
-    PathBuf::from(
-        std::env::var("BURNWATCH_PYTHON").expect(
-            "BURNWATCH_PYTHON names the test virtualenv's python (scripts/test.sh sets it)",
-        ),
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl S3 {
-    fn start() -> S3 {
-        let moto = python().with_file_name("moto_server");
-        assert!(
-            moto.exists(),
-            "{} is missing: pip install 'moto[server]' into the test virtualenv",
-            moto.display()
-        );
-        let port = free_port();
-        let child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let s3 = S3 { child, endpoint };
-        let http = reqwest::blocking::Client::new();
-        let t = Instant::now();
-        while http.get(&s3.endpoint).send().is_err() {
-            assert!(t.elapsed() < Duration::from_secs(30), "moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s3
-    }
-
-    fn create_bucket(&self, name: &str) {
-        let r = reqwest::blocking::Client::new()
-            .put(format!("{}/{name}", self.endpoint))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "create bucket: {}", r.status());
-    }
-
-    /// Keys under `prefix` (ListObjectsV2).
-    fn keys(&self, prefix: &str) -> Vec<String> {
-        let body = reqwest::blocking::Client::new()
-            .get(format!(
-                "{}/{BUCKET}?list-type=2&max-keys=1000&prefix={prefix}",
-                self.endpoint
-            ))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        body.split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// `[storage]` settings for this server.
-    fn config(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("storage.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[storage]\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\n\
-                 secret_access_key = \"test\"\nallow_http = true\nlease_secs = 6\n\
-                 [store]\nflush_interval_secs = 0.5\n",
-                self.endpoint
-            ),
-        )
-        .unwrap();
-        path
-    }
-}
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
@@ -178,20 +79,6 @@ async fn export(c: &reqwest::Client, p: &ServeProcess, first: u64, n: u64) -> u1
         .unwrap_or(0)
 }
 
-/// Settings of a client for this server's bucket under `prefix`.
-fn storage(s3: &S3, prefix: &str, node: &str) -> store::StorageConfig {
-    store::StorageConfig {
-        url: Some(format!("s3://{BUCKET}/{prefix}")),
-        endpoint: Some(s3.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        allow_http: Some(true),
-        node_id: Some(node.into()),
-        lease_secs: Some(30),
-    }
-}
-
 /// Rows of the spans files named by node `node`'s newest manifest version in
 /// the bucket, and how many files that is.
 fn manifest_rows(s3: &S3, prefix: &str, node: &str) -> (u64, usize) {
@@ -200,7 +87,7 @@ fn manifest_rows(s3: &S3, prefix: &str, node: &str) -> (u64, usize) {
         .build()
         .unwrap();
     let m = rt.block_on(async {
-        let r = store::remote::Remote::connect(&storage(s3, prefix, "reader"))
+        let r = store::remote::Remote::connect(&s3.storage(prefix, "reader"))
             .await
             .unwrap()
             .unwrap();
@@ -225,7 +112,7 @@ fn the_server_honours_conditional_writes() {
     s3.create_bucket(BUCKET);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let cfg = storage(&s3, "cond", "n1");
+        let cfg = s3.storage("cond", "n1");
         let a = store::remote::Remote::connect(&cfg).await.unwrap().unwrap();
         let b = store::remote::Remote::connect(&cfg).await.unwrap().unwrap();
         // Create-if-absent: a manifest version is never overwritten.

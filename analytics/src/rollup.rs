@@ -30,7 +30,6 @@ use arrow::array::{
     ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampNanosecondType, UInt64Type};
-use datafusion::prelude::SessionContext;
 use store::files::FileMeta;
 use store::{Snapshot, Store, Table};
 
@@ -246,7 +245,7 @@ impl Rollups {
                     self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(file = %meta_path, error = %e, "unreadable rollup file; recomputing it");
                 }
-                let r = compute(data_path, meta, self.max_operations).await?;
+                let r = compute(&self.store, data_path, meta, self.max_operations).await?;
                 self.metrics.computed.fetch_add(1, Ordering::Relaxed);
                 if r.folded > 0 {
                     self.metrics
@@ -560,7 +559,7 @@ impl Rollups {
             )
         };
         let mut parts = Vec::new();
-        let ctx = SessionContext::new_with_config(store::query::session_config());
+        let ctx = self.store.session();
         if !edge_files.is_empty() {
             register(
                 &ctx,
@@ -662,12 +661,13 @@ fn reds(acc: HashMap<AccKey, Acc>, w: &Window, per_operation: bool) -> Vec<Red> 
 
 /// Computes the rollup of one data file.
 async fn compute(
+    store: &store::Store,
     data_path: &Path,
     meta: &FileMeta,
     max_operations: usize,
 ) -> Result<FileRollup, RedError> {
     let file = (data_path.to_path_buf(), meta.clone());
-    let ctx = SessionContext::new_with_config(store::query::session_config());
+    let ctx = store.session();
     register(
         &ctx,
         "f",

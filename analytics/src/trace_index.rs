@@ -243,7 +243,7 @@ impl TraceIndex {
 
     /// Builds and saves the filter of one data file.
     async fn build(&self, table: Table, data_path: &Path, meta: &FileMeta) -> Result<(), RedError> {
-        let ctx = SessionContext::new_with_config(store::query::session_config());
+        let ctx = self.store.session();
         register(
             &ctx,
             "f",
@@ -323,7 +323,7 @@ impl TraceIndex {
     /// to `trace_id` (see [`TraceIndex::candidates`]).
     pub async fn session_for(&self, trace_id: &str) -> Result<SessionContext, RedError> {
         self.metrics.lookups.fetch_add(1, Ordering::Relaxed);
-        let ctx = SessionContext::new_with_config(store::query::session_config());
+        let ctx = self.store.session();
         for table in INDEXED {
             register(&ctx, table.name(), self.candidates(table, trace_id).await)?;
         }

@@ -330,7 +330,7 @@ impl SliCounter {
                     self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(path = %path.display(), error = %e, "unreadable SLI rollup; recomputing it");
                 }
-                let rows = compute(table, total, bad, data_path, meta).await?;
+                let rows = compute(&self.store, table, total, bad, data_path, meta).await?;
                 self.metrics.computed.fetch_add(1, Ordering::Relaxed);
                 if !self.store.is_read_only() {
                     let saved = self
@@ -601,7 +601,7 @@ impl SliCounter {
                  CAST(CASE WHEN ({bad}) THEN 1 ELSE 0 END AS DOUBLE) AS ow FROM {src} WHERE {w}"
             )
         };
-        let ctx = SessionContext::new_with_config(store::query::session_config());
+        let ctx = self.store.session();
         if !edge_files.is_empty() {
             analytics::red::register(
                 &ctx,
@@ -731,13 +731,14 @@ fn push_raw(b: &RecordBatch, raw: &mut Vec<(i64, f64, f64)>) -> Result<(), Query
 
 /// Computes the per-minute rollup of one file.
 async fn compute(
+    store: &store::Store,
     table: Table,
     total: &str,
     bad: &str,
     data_path: &Path,
     meta: &FileMeta,
 ) -> Result<Vec<(i64, u64, u64)>, QueryError> {
-    let ctx = SessionContext::new_with_config(store::query::session_config());
+    let ctx = store.session();
     analytics::red::register(
         &ctx,
         "f",

@@ -25,9 +25,12 @@
 //! readers: snapshot = manifest files + buffered rows (never both for one row)
 //! ```
 
+pub mod cache;
+pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod flight;
 mod fsutil;
 #[cfg(feature = "sql")]
 pub mod query;

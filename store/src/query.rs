@@ -22,7 +22,9 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::error::Result as DfResult;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -37,28 +39,56 @@ use crate::schema::Table;
 pub struct StoreTable {
     source: Source,
     table: Table,
-    /// Where the snapshot's file paths point: local disk, or the bucket of
-    /// a store opened with [`Store::open_bucket`].
-    files_url: ObjectStoreUrl,
 }
 
-/// The URL the bucket is registered under in a session of a store opened
-/// with [`Store::open_bucket`] (paths then start with the bucket prefix).
-pub const BUCKET_URL: &str = "bucket://store";
+/// Bytes of Parquet footers and page indexes a store keeps cached for its
+/// queries (DataFusion's file metadata cache, shared by every session of
+/// [`Store::session`]).
+pub const METADATA_CACHE_BYTES: usize = 64 << 20;
 
-fn files_url(store: &Store) -> ObjectStoreUrl {
-    match store.read_from_bucket() {
-        Some(_) => ObjectStoreUrl::parse(BUCKET_URL).unwrap_or(ObjectStoreUrl::local_filesystem()),
-        None => ObjectStoreUrl::local_filesystem(),
+impl Store {
+    /// The query engine's state shared by every session over this store:
+    /// where files are read from (the bucket itself, for a store that reads
+    /// from one, registered as the file system) and the cache of Parquet
+    /// footers and page indexes, so a warm query does not read them again.
+    pub fn runtime(&self) -> Arc<RuntimeEnv> {
+        self.runtime_cell()
+            .get_or_init(|| {
+                let cache = CacheManagerConfig::default()
+                    .with_metadata_cache_limit(self.metadata_cache_bytes());
+                let runtime = RuntimeEnvBuilder::new()
+                    .with_cache_manager(cache)
+                    .build_arc()
+                    .unwrap_or_else(|_| Arc::new(RuntimeEnv::default()));
+                if let Some(remote) = self.read_from_bucket()
+                    && let Ok(url) = url::Url::parse("file:///")
+                {
+                    runtime.register_object_store(&url, remote.object_store());
+                }
+                runtime
+            })
+            .clone()
     }
-}
 
-/// Registers the bucket in `ctx` when `store` reads from one.
-pub fn register_bucket(ctx: &SessionContext, store: &Store) {
-    if let Some(remote) = store.read_from_bucket()
-        && let Ok(url) = url::Url::parse(BUCKET_URL)
-    {
-        ctx.register_object_store(&url, remote.object_store());
+    /// A session with the store's shared [`runtime`](Self::runtime) and no
+    /// tables registered.
+    pub fn session(&self) -> SessionContext {
+        SessionContext::new_with_config_rt(session_config(), self.runtime())
+    }
+
+    /// A runtime like [`runtime`](Self::runtime) (same files, same metadata
+    /// cache) whose queries may hold at most `bytes` of memory.
+    pub fn runtime_with_memory_limit(&self, bytes: usize) -> DfResult<Arc<RuntimeEnv>> {
+        let shared = self.runtime();
+        RuntimeEnvBuilder::new()
+            .with_memory_limit(bytes, 1.0)
+            .with_object_store_registry(shared.object_store_registry.clone())
+            .with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(shared.cache_manager.get_file_metadata_cache()))
+                    .with_metadata_cache_limit(self.metadata_cache_bytes()),
+            )
+            .build_arc()
     }
 }
 
@@ -79,7 +109,6 @@ impl StoreTable {
     /// The provider for one table.
     pub fn new(store: Store, table: Table) -> Self {
         StoreTable {
-            files_url: files_url(&store),
             source: Source::Live(store),
             table,
         }
@@ -91,7 +120,6 @@ impl StoreTable {
         StoreTable {
             table: snapshot.table,
             source: Source::Fixed(snapshot),
-            files_url: ObjectStoreUrl::local_filesystem(),
         }
     }
 }
@@ -116,8 +144,7 @@ pub fn session_config() -> SessionConfig {
 
 /// A `SessionContext` with `spans`, `logs` and `metric_points` registered.
 pub fn session_context(store: &Store) -> SessionContext {
-    let ctx = SessionContext::new_with_config(session_config());
-    register_bucket(&ctx, store);
+    let ctx = store.session();
     for table in Table::ALL {
         // Registering into the default in-memory catalog cannot fail for new names.
         let _ = ctx.register_table(
@@ -274,11 +301,12 @@ impl TableProvider for StoreTable {
             // row groups, pages and bloom filters.
             let source = datafusion::datasource::physical_plan::ParquetSource::new(schema.clone())
                 .with_table_parquet_options(state.table_options().parquet.clone());
-            let config = FileScanConfigBuilder::new(self.files_url.clone(), Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
             inputs.push(format.create_physical_plan(state, config).await?);
         }
         if !snapshot.batches.is_empty() {

@@ -23,6 +23,7 @@
 //! old version (the upload is an orphan, redone from the WAL) or the new one
 //! (found at the next start, which adopts it before replaying the WAL).
 
+use std::collections::BTreeMap;
 use std::path::Path as LocalPath;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,17 @@ pub struct StorageConfig {
     pub node_id: Option<String>,
     /// Seconds a node's lease lasts without renewal.
     pub lease_secs: Option<u64>,
+    /// Bytes of Parquet footers and page indexes kept in memory for
+    /// queries [default: 64 MiB].
+    pub metadata_cache_bytes: Option<u64>,
+    /// Bytes of derived files (rollups, trace-id filters) a node that reads
+    /// from the bucket keeps on its local disk [default: 1 GiB].
+    pub cache_bytes: Option<u64>,
+    /// Where query nodes reach this node's rows not yet in the bucket (the
+    /// ingest role's Arrow Flight service), written into its lease. Set by
+    /// `serve` from `cluster.flight_addr` / `cluster.advertise_url`.
+    #[serde(skip)]
+    pub advertise_url: Option<String>,
 }
 
 /// How long a lease lasts unless renewed [default].
@@ -89,6 +101,8 @@ pub struct Remote {
     /// Another process took the lease: nothing more may be written.
     lost: std::sync::atomic::AtomicBool,
     counts: Arc<Counts>,
+    /// Written into the lease: where this node's live rows are served.
+    advertise_url: Option<String>,
 }
 
 /// The lease object's body.
@@ -102,6 +116,9 @@ struct Lease {
     /// judged (alive or not) by a process that shares both.
     #[serde(default)]
     pid_scope: String,
+    /// Where the node serves its rows not yet in the bucket (Arrow Flight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    advertise_url: Option<String>,
 }
 
 /// This process's boot id and PID namespace, or empty where unknown.
@@ -243,6 +260,7 @@ impl Remote {
             lease: tokio::sync::Mutex::new(None),
             renewed_at_ms: std::sync::atomic::AtomicI64::new(0),
             lost: std::sync::atomic::AtomicBool::new(false),
+            advertise_url: cfg.advertise_url.clone(),
         };
         // One request that needs the bucket and the credentials.
         remote
@@ -386,6 +404,19 @@ impl Remote {
         result
     }
 
+    /// The whole object `rel`; `None` when it does not exist.
+    pub async fn get_bytes(&self, rel: &str) -> Result<Option<bytes::Bytes>> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| self.err(&format!("cannot read {rel}"), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(&format!("cannot read {rel}"), e)),
+        }
+    }
+
     /// Deletes `rel` (already gone is fine).
     pub async fn delete(&self, rel: &str) -> Result<()> {
         match self.store.delete(&self.path(rel)).await {
@@ -491,6 +522,73 @@ impl Remote {
         self.get_manifest(&newest.location).await.map(Some)
     }
 
+    /// The newest manifest version number of every node, from one listing.
+    pub async fn manifest_heads(&self) -> Result<BTreeMap<String, u64>> {
+        let list: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.path("manifests")))
+            .try_collect()
+            .await
+            .map_err(|e| self.err("cannot list the manifests", e))?;
+        let mut heads = BTreeMap::new();
+        for o in list {
+            let parts: Vec<&str> = o.location.as_ref().rsplitn(3, '/').collect();
+            let (Some(file), Some(node)) = (parts.first(), parts.get(1)) else {
+                continue;
+            };
+            let Some(seq) = file
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let head = heads.entry(node.to_string()).or_insert(seq);
+            *head = (*head).max(seq);
+        }
+        Ok(heads)
+    }
+
+    /// Version `seq` of `node`'s manifest.
+    pub async fn manifest_version(&self, node: &str, seq: u64) -> Result<Manifest> {
+        let path = self.manifest_dir(node).join(format!("{seq:020}.json"));
+        self.get_manifest(&path).await
+    }
+
+    /// Nodes whose lease is unexpired and that advertise where they serve
+    /// their live rows: `(node id, URL)`.
+    pub async fn advertised_nodes(&self) -> Result<Vec<(String, String)>> {
+        let list: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.path("nodes")))
+            .try_collect()
+            .await
+            .map_err(|e| self.err("cannot list the node leases", e))?;
+        let mut out = Vec::new();
+        for o in list {
+            let Some(node) = o
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".lease"))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let bytes = match self.store.get(&o.location).await {
+                Ok(r) => r.bytes().await.ok(),
+                Err(_) => None,
+            };
+            let Some(lease) = bytes.and_then(|b| serde_json::from_slice::<Lease>(&b).ok()) else {
+                continue;
+            };
+            if lease.expires_at_ms > now_ms()
+                && let Some(url) = lease.advertise_url
+            {
+                out.push((node, url));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every node id with manifest versions in the bucket.
     pub async fn nodes(&self) -> Result<Vec<String>> {
         let listed = self
@@ -592,6 +690,7 @@ impl Remote {
             pid: std::process::id(),
             expires_at_ms: now_ms() + self.lease_secs as i64 * 1000,
             pid_scope: pid_scope(),
+            advertise_url: self.advertise_url.clone(),
         })
         .map_err(|e| Error::Internal(e.to_string()))?;
         let mode = match current {

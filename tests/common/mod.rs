@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -100,6 +102,8 @@ pub struct ServeProcess {
     pub grpc: String,
     /// OTLP/HTTP address.
     pub otlp_http: String,
+    /// Arrow Flight address of an ingest node.
+    pub flight: Option<String>,
 }
 
 impl Drop for ServeProcess {
@@ -158,13 +162,25 @@ pub fn start_serve(args: &[&std::ffi::OsStr], stderr: Stdio) -> ServeProcess {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    // "burnwatch: HTTP API on S://A, OTLP gRPC on B, OTLP HTTP on S://C"
+    // "burnwatch: HTTP API on S://A, OTLP gRPC on B, OTLP HTTP on S://C[, Arrow Flight (live rows) on D]"
+    // or, for a query node, "burnwatch: query node, HTTP API on S://A, reading U"
     let parts: Vec<&str> = line
         .trim()
         .split(", ")
         .map(|p| p.rsplit(" on ").next().unwrap())
         .collect();
-    assert_eq!(parts.len(), 3, "unexpected first line: {line:?}");
+    if line.starts_with("burnwatch: query node") {
+        let (api_scheme, api) = parts[1].split_once("://").expect("API URL");
+        return ServeProcess {
+            child,
+            api: api.to_string(),
+            api_scheme: api_scheme.to_string(),
+            grpc: String::new(),
+            otlp_http: String::new(),
+            flight: None,
+        };
+    }
+    assert!(parts.len() >= 3, "unexpected first line: {line:?}");
     let (api_scheme, api) = parts[0].split_once("://").expect("API URL");
     let otlp_http = parts[2].rsplit("://").next().unwrap();
     ServeProcess {
@@ -173,6 +189,7 @@ pub fn start_serve(args: &[&std::ffi::OsStr], stderr: Stdio) -> ServeProcess {
         api_scheme: api_scheme.to_string(),
         grpc: parts[1].to_string(),
         otlp_http: otlp_http.to_string(),
+        flight: parts.get(3).map(|s| s.to_string()),
     }
 }
 

@@ -37,6 +37,7 @@ use axum::routing::{get, post};
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod security;
 pub mod top;
 pub mod ui;
@@ -121,6 +122,11 @@ pub fn app(state: WebState) -> Router {
         // Pages, JSON and /metrics gzip'd for clients that accept it (the
         // wasm bundle is stored compressed and passes through as it is).
         .layer(tower_http::compression::CompressionLayer::new())
+        // On a query node, every answer names the ingest nodes missing from it.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::track,
+        ))
         // Every route checks the caller's role (see [`auth`]).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -11,6 +11,13 @@ impl Store {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<()> {
+        if self.inner.read_only {
+            // A query node only keeps its view of the cluster current.
+            if let Some(cluster) = self.cluster() {
+                tracker.spawn(cluster.clone().run(self.clone(), shutdown));
+            }
+            return Ok(());
+        }
         let store = self.clone();
         let token = shutdown.clone();
         tracker.spawn(async move {

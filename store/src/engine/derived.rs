@@ -117,6 +117,11 @@ impl Store {
         let Some(meta) = self.derived_meta(kind, file) else {
             return Ok(None);
         };
+        if let Some(remote) = self.read_from_bucket() {
+            return self
+                .read_derived_from_bucket(remote, kind, file, meta)
+                .await;
+        }
         let path = self.derived_path(kind, file);
         let p = path.clone();
         let read_result = tokio::task::spawn_blocking(move || std::fs::read(&p))
@@ -141,6 +146,49 @@ impl Store {
             path,
             reason: problem,
         })
+    }
+
+    /// A derived file of a store that reads from the bucket: from the
+    /// node's cache when it holds it, else from the bucket (then cached).
+    /// Bytes that do not match what was written are an error and are not
+    /// cached; the caller computes the data itself.
+    async fn read_derived_from_bucket(
+        &self,
+        remote: &Arc<crate::remote::Remote>,
+        kind: &str,
+        file: &str,
+        meta: DerivedMeta,
+    ) -> Result<Option<Vec<u8>>> {
+        let rel = derived_rel_path(kind, file);
+        let cache = self.cluster().map(|c| &c.cache);
+        let matches = |b: &[u8]| b.len() as u64 == meta.bytes && crc32fast::hash(b) == meta.crc32;
+        if let Some(c) = cache
+            && let Some(bytes) = c.get(&rel)
+        {
+            if matches(&bytes) {
+                return Ok(Some(bytes));
+            }
+            c.forget(&rel);
+        }
+        let Some(bytes) = remote.get_bytes(&rel).await? else {
+            return Ok(None);
+        };
+        if !matches(&bytes) {
+            return Err(Error::Corrupt {
+                path: PathBuf::from(rel),
+                reason: format!(
+                    "{} bytes with checksum {:08x} in the bucket; {} bytes with checksum {:08x} were written",
+                    bytes.len(),
+                    crc32fast::hash(&bytes),
+                    meta.bytes,
+                    meta.crc32
+                ),
+            });
+        }
+        if let Some(c) = cache {
+            c.put(&rel, &bytes);
+        }
+        Ok(Some(bytes.to_vec()))
     }
 
     /// For the owner of a derived file that it read but cannot use (it does

@@ -119,6 +119,51 @@ impl Store {
                 ],
             )?;
         }
+        if let Some(cl) = self.cluster() {
+            let m = &cl.metrics;
+            for (name, help, v) in [
+                (
+                    "burnwatch_cluster_refreshes_total",
+                    "Refreshes of the query node's view of every node's data.",
+                    c(&m.refreshes),
+                ),
+                (
+                    "burnwatch_cluster_refresh_errors_total",
+                    "Refreshes that failed (queries kept the previous view).",
+                    c(&m.refresh_errors),
+                ),
+                (
+                    "burnwatch_cluster_peer_errors_total",
+                    "Requests for an ingest node's live rows that failed or timed out.",
+                    c(&m.peer_errors),
+                ),
+                (
+                    "burnwatch_cluster_live_rows_received_total",
+                    "Rows not yet in the bucket received from ingest nodes.",
+                    c(&m.live_rows_received),
+                ),
+            ] {
+                out.counter(name, help, v)?;
+            }
+            out.gauge(
+                "burnwatch_cluster_missing_nodes",
+                "Ingest nodes that did not answer at the last refresh.",
+                self.missing_nodes().len() as f64,
+            )?;
+            out.counters(
+                "burnwatch_cache_requests_total",
+                "Reads of derived files from the node's cache, by result.",
+                [
+                    (&[("result", "hit")][..], c(&cl.cache.hits)),
+                    (&[("result", "miss")][..], c(&cl.cache.misses)),
+                ],
+            )?;
+            out.gauge(
+                "burnwatch_cache_bytes",
+                "Bytes of derived files in the node's cache.",
+                cl.cache.bytes() as f64,
+            )?;
+        }
         out.gauge(
             "burnwatch_store_buffered_bytes",
             "Bytes of acknowledged rows in memory.",

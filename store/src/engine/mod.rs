@@ -34,6 +34,8 @@ use crate::wal::{self, Durable, WalRequest, WalWriter};
 mod background;
 mod derived;
 mod flush;
+mod live;
+pub use live::LiveRows;
 mod maintenance;
 mod metrics;
 mod open;
@@ -221,6 +223,11 @@ struct State {
     buffers: [Buffer; 3],
 }
 
+/// The position of `table` in per-table arrays ([`Table::ALL`] order).
+pub(crate) fn table_index(table: Table) -> usize {
+    idx(table)
+}
+
 fn idx(table: Table) -> usize {
     match table {
         Table::Spans => 0,
@@ -253,6 +260,11 @@ struct Inner {
     /// Opened with [`Store::open_bucket`]: files are read from the bucket
     /// itself, `data_dir` is the prefix inside it.
     bucket_only: bool,
+    /// The query engine's shared state (see [`Store::runtime`]).
+    #[cfg(feature = "sql")]
+    runtime: std::sync::OnceLock<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
+    /// For a query node: the view of every node it keeps current.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// The storage engine. Cheap to clone; all clones share one store.
@@ -335,6 +347,25 @@ impl Store {
             .remote
             .as_ref()
             .filter(|_| self.inner.bucket_only)
+    }
+
+    /// Where [`Store::runtime`] keeps the shared query-engine state.
+    #[cfg(feature = "sql")]
+    pub(crate) fn runtime_cell(
+        &self,
+    ) -> &std::sync::OnceLock<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+        &self.inner.runtime
+    }
+
+    /// Bytes of Parquet metadata the query engine keeps cached.
+    #[cfg(feature = "sql")]
+    pub(crate) fn metadata_cache_bytes(&self) -> usize {
+        self.inner
+            .config
+            .storage
+            .metadata_cache_bytes
+            .map(|b| b as usize)
+            .unwrap_or(crate::query::METADATA_CACHE_BYTES)
     }
 
     /// Counters for `/metrics`.

@@ -153,6 +153,9 @@ impl Store {
                 derived_dirty: AtomicBool::new(false),
                 remote,
                 bucket_only: false,
+                #[cfg(feature = "sql")]
+                runtime: Default::default(),
+                cluster: Default::default(),
             }),
         })
     }
@@ -203,7 +206,10 @@ impl Store {
             buffers: Default::default(),
         };
         Ok(Store::read_only_view(
-            StoreConfig::default(),
+            StoreConfig {
+                storage: storage.clone(),
+                ..Default::default()
+            },
             PathBuf::from(remote.prefix()),
             state,
             Some(Arc::new(remote)),
@@ -235,6 +241,9 @@ impl Store {
                 pending_deletes: Mutex::new(Vec::new()),
                 derived_dirty: AtomicBool::new(false),
                 bucket_only: bucket.is_some(),
+                #[cfg(feature = "sql")]
+                runtime: Default::default(),
+                cluster: Default::default(),
                 remote: bucket,
             }),
         }

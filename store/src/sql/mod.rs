@@ -22,7 +22,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -323,12 +322,10 @@ fn classify(e: DataFusionError) -> QueryError {
 
 /// A session for one query: the store's tables and a memory pool of `limits.memory_bytes`.
 pub fn limited_context(store: &Store, limits: &QueryLimits) -> Result<SessionContext, QueryError> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(limits.memory_bytes.max(1 << 20), 1.0)
-        .build_arc()
+    let runtime = store
+        .runtime_with_memory_limit(limits.memory_bytes.max(1 << 20))
         .map_err(|e| QueryError::Execution(e.to_string()))?;
     let ctx = SessionContext::new_with_config_rt(session_config(), runtime);
-    crate::query::register_bucket(&ctx, store);
     for table in Table::ALL {
         ctx.register_table(
             table.name(),

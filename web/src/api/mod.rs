@@ -255,6 +255,7 @@ fn listed<T: serde::Serialize>(
         "matched": list.matched, "omitted": list.omitted(),
     });
     body[key] = serde_json::json!(list.items);
+    crate::cluster::annotate(&mut body);
     Json(body)
 }
 

@@ -67,6 +67,16 @@ fn format_of(req: &QueryRequest, headers: &HeaderMap) -> Result<Format, ApiError
 
 /// Encodes a result in a format.
 pub fn encode(result: &QueryResult, format: Format) -> Result<Vec<u8>, String> {
+    encode_noting(result, format, &[])
+}
+
+/// [`encode`], with the ingest nodes missing from the result named in the
+/// JSON's `missing_nodes` (when any).
+pub fn encode_noting(
+    result: &QueryResult,
+    format: Format,
+    missing: &[store::cluster::MissingNode],
+) -> Result<Vec<u8>, String> {
     let batches: Vec<&arrow::array::RecordBatch> = result.batches.iter().collect();
     match format {
         Format::Json => {
@@ -87,13 +97,16 @@ pub fn encode(result: &QueryResult, format: Format) -> Result<Vec<u8>, String> {
                 .iter()
                 .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string() }))
                 .collect();
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "columns": columns,
                 "rows": rows,
                 "row_count": result.num_rows(),
                 "truncated": result.truncated,
                 "elapsed_ms": result.elapsed.as_secs_f64() * 1e3,
             });
+            if !missing.is_empty() {
+                body["missing_nodes"] = serde_json::json!(missing);
+            }
             serde_json::to_vec(&body).map_err(|e| e.to_string())
         }
         Format::Csv => {
@@ -146,7 +159,8 @@ pub async fn query(
     }
     let result = store::sql::run(&s.store, &req.sql, &limits).await?;
     let truncated = result.truncated;
-    let bytes = tokio::task::spawn_blocking(move || encode(&result, format))
+    let missing = crate::cluster::missing();
+    let bytes = tokio::task::spawn_blocking(move || encode_noting(&result, format, &missing))
         .await
         .map_err(|e| ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,

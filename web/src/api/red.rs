@@ -124,7 +124,8 @@ pub async fn series(
         .rollups
         .series(p.service()?, p.operation.as_deref(), &w, step)
         .await?;
-    Ok(Json(
-        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "points": points }),
-    ))
+    let mut body =
+        serde_json::json!({ "from": w.from_ns, "to": w.to_ns, "step": step, "points": points });
+    crate::cluster::annotate(&mut body);
+    Ok(Json(body))
 }

@@ -61,6 +61,8 @@ th{font-weight:600;color:#5b6475}td.num{text-align:right;font-variant-numeric:ta
 .error{background:#fde2e1;border-color:#f3b3ae;color:#b3261e}
 .muted{color:#7a8294}.ranges a{margin-right:8px}.ranges a.on{font-weight:700}
 .firing{color:#b3261e;font-weight:600}
+.missing-nodes{border:1px solid #b3261e;background:#fdecea;color:#5f1410;padding:.5em 1em;margin:.5em 0;border-radius:4px}
+.missing-nodes ul{margin:.25em 0 0 0}
 .waterfall details.span summary{display:flex;gap:8px;align-items:center;cursor:pointer;list-style:none;padding:1px 0}
 .waterfall .label{width:38%;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .waterfall .lane{position:relative;flex:1;height:12px;background:#f0f2f6}
@@ -330,8 +332,9 @@ fn page(title: &str, view: Option<&View>, path: &str, body: String) -> Response 
     }
     .to_html();
     let html = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>{} · Burnwatch</title>{refresh}<style>{STYLE}</style></head><body>{nav}<main><div class=\"ranges muted\">{picker} {countdown}</div>{body}</main>{loader}</body></html>",
-        escape(title)
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>{} · Burnwatch</title>{refresh}<style>{STYLE}</style></head><body>{nav}<main>{banner}<div class=\"ranges muted\">{picker} {countdown}</div>{body}</main>{loader}</body></html>",
+        escape(title),
+        banner = crate::cluster::banner(),
     );
     Html(html).into_response()
 }

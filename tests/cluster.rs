@@ -1,0 +1,325 @@
+//! A cluster on one bucket (moto's S3 server on loopback): two ingest
+//! nodes and a query node, real processes.
+//!
+//! - Every span acknowledged by either ingest node is visible through the
+//!   query node within 2 s of its acknowledgement (the ingest nodes' rows
+//!   not yet in the bucket arrive over Arrow Flight), exactly once, while
+//!   the ingest nodes flush files and write manifest versions;
+//! - RED through the query node equals a single-node run over the same
+//!   input;
+//! - an ingest node that stops answering (SIGSTOP) is named in the query
+//!   node's answers (`missing_nodes` in JSON, a header, a page banner), and
+//!   queries do not hang; once it answers again, nothing is missing.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::s3::{BUCKET, S3};
+use common::{ServeProcess, start_serve};
+use prost::Message;
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn node(config: &Path, data: &Path, url: &str, id: &str, role: &str) -> ServeProcess {
+    start_serve(
+        &[
+            os("--config"),
+            config.as_os_str(),
+            os("--data-dir"),
+            data.as_os_str(),
+            os("--storage-url"),
+            os(url),
+            os("--node-id"),
+            os(id),
+            os("--role"),
+            os(role),
+            os("--flight-addr"),
+            os("127.0.0.1:0"),
+            os("--rules-dir"),
+            data.join("no-rules").as_os_str(),
+        ],
+        Stdio::inherit(),
+    )
+}
+
+async fn export(c: &reqwest::Client, p: &ServeProcess, first: u64, n: u64, service: &str) {
+    let r = c
+        .post(format!("http://{}/v1/traces", p.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .body(common::trace_request(first, n, service, 50).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn sql(c: &reqwest::Client, p: &ServeProcess, sql: &str) -> reqwest::Response {
+    c.post(p.api_url("/api/v1/query"))
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn signal(p: &ServeProcess, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+/// RED per service through the API, keyed by service, as
+/// `(requests, errors, p50 ms)`.
+async fn red(c: &reqwest::Client, p: &ServeProcess, from: u64) -> Vec<(String, u64, u64, f64)> {
+    let v: serde_json::Value = c
+        .get(p.api_url(&format!("/api/v1/red/services?from={from}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut rows: Vec<(String, u64, u64, f64)> = v["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no services in {v}"))
+        .iter()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap().to_string(),
+                s["requests"].as_u64().unwrap(),
+                s["errors"].as_u64().unwrap(),
+                s["p50_ms"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+#[test]
+fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3.config(dir.path());
+    // Flushes every 2 s, so files and manifest versions appear while the
+    // query node reads; the query node refreshes every 250 ms.
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml = toml.replace("flush_interval_secs = 0.5", "flush_interval_secs = 2.0");
+    toml.push_str("[cluster]\nrefresh_secs = 0.25\npeer_timeout_secs = 0.5\n");
+    std::fs::write(&config, toml).unwrap();
+    let url = format!("s3://{BUCKET}/cluster");
+    let a = node(&config, &dir.path().join("a"), &url, "a", "ingest");
+    let b = node(&config, &dir.path().join("b"), &url, "b", "ingest");
+    assert!(a.flight.is_some() && b.flight.is_some());
+    let q = node(&config, &dir.path().join("q"), &url, "q", "query");
+    let single = start_serve(
+        &[
+            os("--data-dir"),
+            dir.path().join("single").as_os_str(),
+            os("--rules-dir"),
+            dir.path().join("no-rules").as_os_str(),
+        ],
+        Stdio::inherit(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::new();
+
+    let mut total = 0u64;
+    let mut latencies = Vec::new();
+    rt.block_on(async {
+        for round in 0..12u64 {
+            let first = round * 100;
+            export(&c, &a, first, 50, "web").await;
+            export(&c, &b, first + 50, 50, "api").await;
+            export(&c, &single, first, 50, "web").await;
+            export(&c, &single, first + 50, 50, "api").await;
+            let acked = Instant::now();
+            total += 100;
+            loop {
+                let (n, d) = common::span_counts(&c, &q.api_url("/api/v1/query")).await;
+                assert_eq!(n, d, "a span seen twice through the query node");
+                assert!(n <= total, "{n} spans seen, {total} sent");
+                if n == total {
+                    break;
+                }
+                assert!(
+                    acked.elapsed() < Duration::from_secs(10),
+                    "{n} of {total} spans visible after 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            latencies.push(acked.elapsed());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    eprintln!(
+        "visible through the query node after: median {median:?}, max {:?}",
+        latencies.last().unwrap()
+    );
+    assert!(
+        median <= Duration::from_secs(2),
+        "acknowledged spans visible cluster-wide after {median:?} (median)"
+    );
+
+    // Everything reaches the bucket; the view stays exact across flushes.
+    let from = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        now - 12 * 3600 * 1_000_000_000
+    };
+    rt.block_on(async {
+        let t = Instant::now();
+        loop {
+            let r = sql(&c, &q, "SELECT count(*) AS n FROM spans").await;
+            assert_eq!(r.status(), 200);
+            let metrics = c
+                .get(q.api_url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(
+                metrics.contains("burnwatch_cluster_refreshes_total"),
+                "query node metrics: {metrics}"
+            );
+            let live: f64 = metrics
+                .lines()
+                .find(|l| l.starts_with("burnwatch_cluster_live_rows_received_total"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            assert!(live > 0.0, "no live rows came over Arrow Flight");
+            let ma = a_b_flushed(&s3).await;
+            if ma == total {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{ma} of {total} spans in the bucket"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            common::span_counts(&c, &q.api_url("/api/v1/query")).await,
+            (total, total)
+        );
+        // RED through the query node equals the single node's.
+        let (rq, rs) = (red(&c, &q, from).await, red(&c, &single, from).await);
+        assert_eq!(rq.len(), 2, "{rq:?}");
+        assert_eq!(rq, rs, "RED through the query node differs from one node's");
+    });
+
+    // An ingest node stops answering: the query node says so, and does not hang.
+    signal(&b, "-STOP");
+    rt.block_on(async {
+        let t = Instant::now();
+        loop {
+            let started = Instant::now();
+            let r = sql(&c, &q, "SELECT count(*) AS n FROM spans").await;
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "a query took {:?} with an ingest node frozen",
+                started.elapsed()
+            );
+            let header = r
+                .headers()
+                .get("burnwatch-missing-nodes")
+                .map(|v| v.to_str().unwrap().to_string());
+            let v: serde_json::Value = r.json().await.unwrap();
+            if let Some(m) = v["missing_nodes"].as_array() {
+                assert_eq!(m.len(), 1, "{v}");
+                assert_eq!(m[0]["node"], "b", "{v}");
+                assert!(m[0]["error"].as_str().unwrap().contains("no answer"), "{v}");
+                assert_eq!(header.as_deref(), Some("b"));
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "node b never reported missing"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let page = c
+            .get(q.api_url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("class=\"missing-nodes\""),
+            "no banner on the page"
+        );
+        assert!(page.contains("<b>b</b>"), "the banner names the node");
+        // Node a keeps being read while b is away.
+        export(&c, &a, 5000, 10, "web").await;
+        total += 10;
+        let t = Instant::now();
+        while common::span_counts(&c, &q.api_url("/api/v1/query")).await.0 != total {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "node a's new spans not visible"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    signal(&b, "-CONT");
+    rt.block_on(async {
+        let t = Instant::now();
+        loop {
+            let r = sql(&c, &q, "SELECT count(*) AS n FROM spans").await;
+            let missing = r.headers().get("burnwatch-missing-nodes").is_some();
+            let v: serde_json::Value = r.json().await.unwrap();
+            if !missing && v.get("missing_nodes").is_none() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "node b still missing"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            common::span_counts(&c, &q.api_url("/api/v1/query")).await,
+            (total, total)
+        );
+    });
+    for p in [q, a, b, single] {
+        p.terminate();
+    }
+}
+
+/// Spans named by the newest manifest versions of nodes `a` and `b`.
+async fn a_b_flushed(s3: &S3) -> u64 {
+    let r = store::remote::Remote::connect(&s3.storage("cluster", "reader"))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut n = 0;
+    for node in ["a", "b"] {
+        if let Some(m) = r.latest_manifest(node).await.unwrap() {
+            n += m
+                .files(store::Table::Spans)
+                .iter()
+                .map(|f| f.rows)
+                .sum::<u64>();
+        }
+    }
+    n
+}
