@@ -55,13 +55,17 @@ pub enum Role {
     Ingest,
     /// HTTP API, dashboard and SLO evaluation over every node's data.
     Query,
+    /// Merges every node's small files into hourly files and applies
+    /// retention across the bucket; runs as node id `compactor`, whose
+    /// lease lets one compactor act at a time (others wait).
+    Compact,
 }
 
 /// The `[cluster]` table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `all`, `ingest` or `query`.
+    /// `all`, `ingest`, `query` or `compact`.
     pub role: Role,
     /// Ingest role: where the Arrow Flight service for query nodes listens.
     pub flight_addr: SocketAddr,
@@ -88,6 +92,18 @@ impl Default for ClusterConfig {
             ingest_peers: Vec::new(),
             refresh_secs: 1.0,
             peer_timeout_secs: 1.0,
+        }
+    }
+}
+
+impl Role {
+    /// The role as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Ingest => "ingest",
+            Role::Query => "query",
+            Role::Compact => "compact",
         }
     }
 }
@@ -183,8 +199,8 @@ pub struct ServerFlags {
     /// This node's id in the bucket [default: the host name].
     #[arg(long, env = "BURNWATCH_NODE_ID")]
     pub node_id: Option<String>,
-    /// What this node does: `all` (default), `ingest` or `query`. The
-    /// ingest and query roles need --storage-url.
+    /// What this node does: `all` (default), `ingest`, `query` or
+    /// `compact`. The cluster roles need --storage-url.
     #[arg(long, env = "BURNWATCH_ROLE", value_enum)]
     pub role: Option<Role>,
     /// Ingest role: address of the Arrow Flight service for query nodes
@@ -288,10 +304,7 @@ impl ServerFlags {
             anyhow::ensure!(
                 config.storage.url.is_some(),
                 "--role {} needs a bucket shared by the nodes: set --storage-url (or storage.url)",
-                match config.cluster.role {
-                    Role::Ingest => "ingest",
-                    _ => "query",
-                }
+                config.cluster.role.name()
             );
         }
         for (name, v) in [

@@ -161,6 +161,49 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the compactor's store under node id `compactor`. While another
+/// compactor holds that id's lease, waits as a standby and tries again
+/// every third of the lease time.
+async fn open_compactor(config: &Config) -> anyhow::Result<store::Store> {
+    let mut cfg = config.store.clone();
+    cfg.role = store::StoreRole::Compactor;
+    if let Some(id) = &cfg.storage.node_id
+        && id != store::remote::COMPACTOR_NODE
+    {
+        tracing::warn!(node_id = %id, "the compact role always runs as node id \"compactor\" (its lease is the compaction lease)");
+    }
+    cfg.storage.node_id = Some(store::remote::COMPACTOR_NODE.into());
+    let wait = Duration::from_secs(
+        (cfg.storage
+            .lease_secs
+            .unwrap_or(store::remote::DEFAULT_LEASE_SECS)
+            / 3)
+        .max(1),
+    );
+    let mut said = false;
+    loop {
+        match store::Store::open(cfg.clone()).await {
+            Ok(s) => {
+                tracing::info!("this node is the active compactor");
+                return Ok(s);
+            }
+            Err(store::Error::LeaseHeld(m)) => {
+                if !said {
+                    tracing::info!(reason = %m, "another compactor is active; waiting as a standby");
+                    said = true;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot open the store in {}",
+                    config.data_dir.display()
+                )));
+            }
+        }
+    }
+}
+
 /// A running control center.
 pub struct Server {
     /// Address of the HTTP API and dashboard.
@@ -219,7 +262,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         Role::All => store::Store::open(config.store.clone())
             .await
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
+        Role::Compact => open_compactor(&config).await?,
         Role::Ingest => {
+            config.store.role = store::StoreRole::Ingest;
             let listener = tokio::net::TcpListener::bind(config.cluster.flight_addr)
                 .await
                 .with_context(|| {
@@ -261,7 +306,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
 
     let collector_metrics = Arc::new(collector::CollectorMetrics::default());
     let collector = match role {
-        Role::Query => None,
+        Role::Query | Role::Compact => None,
         Role::All | Role::Ingest => Some(
             collector::Collector::start(
                 config.collector.clone(),
@@ -277,7 +322,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     // One evaluator per cluster's data: ingest nodes leave SLOs to the
     // query role.
     let slo = match role {
-        Role::Ingest => None,
+        Role::Ingest | Role::Compact => None,
         Role::All | Role::Query => start_slo_engine(&config, &store, &token, &tracker).await?,
     };
     let ready = Arc::new(AtomicBool::new(false));
@@ -382,7 +427,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
                 .unwrap_or_default()
         ),
         None => println!(
-            "burnwatch: query node, HTTP API on {http_scheme}://{http_addr}, reading {}",
+            "burnwatch: {} node, HTTP API on {http_scheme}://{http_addr}, reading {}",
+            role.name(),
             config.storage.url.as_deref().unwrap_or_default()
         ),
     }

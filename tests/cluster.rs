@@ -9,7 +9,11 @@
 //!   input;
 //! - an ingest node that stops answering (SIGSTOP) is named in the query
 //!   node's answers (`missing_nodes` in JSON, a header, a page banner), and
-//!   queries do not hang; once it answers again, nothing is missing.
+//!   queries do not hang; once it answers again, nothing is missing;
+//! - two compactors started together: one acts, the other waits; every
+//!   node's files of the hour become one file, the ingest nodes let go of
+//!   theirs, and through the query node every span stays visible exactly
+//!   once all along; RED still equals the single node's.
 
 mod common;
 
@@ -113,7 +117,10 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
     // Flushes every 2 s, so files and manifest versions appear while the
     // query node reads; the query node refreshes every 250 ms.
     let mut toml = std::fs::read_to_string(&config).unwrap();
-    toml = toml.replace("flush_interval_secs = 0.5", "flush_interval_secs = 2.0");
+    toml = toml.replace(
+        "flush_interval_secs = 0.5",
+        "flush_interval_secs = 2.0\ncompaction_schedule = \"*/2 * * * * *\"",
+    );
     toml.push_str("[cluster]\nrefresh_secs = 0.25\npeer_timeout_secs = 0.5\n");
     std::fs::write(&config, toml).unwrap();
     let url = format!("s3://{BUCKET}/cluster");
@@ -269,6 +276,7 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
         assert!(page.contains("<b>b</b>"), "the banner names the node");
         // Node a keeps being read while b is away.
         export(&c, &a, 5000, 10, "web").await;
+        export(&c, &single, 5000, 10, "web").await;
         total += 10;
         let t = Instant::now();
         while common::span_counts(&c, &q.api_url("/api/v1/query")).await.0 != total {
@@ -300,9 +308,118 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
             (total, total)
         );
     });
+
+    // Two compactors start together: one acts, the other waits. Every
+    // node's files of the hour become one file; through the query node
+    // every span stays visible exactly once, all along.
+    let compactor = |name: &str| {
+        std::process::Command::new(common::EXE)
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--role", "compact"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join(name))
+            .args(["--storage-url", &url])
+            .arg("--rules-dir")
+            .arg(dir.path().join("no-rules"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut c1 = compactor("c1");
+    let mut c2 = compactor("c2");
+    rt.block_on(async {
+        let t = Instant::now();
+        loop {
+            assert_eq!(
+                common::span_counts(&c, &q.api_url("/api/v1/query")).await,
+                (total, total),
+                "every span exactly once while the cluster compacts"
+            );
+            let (compacted, leftover) = compacted(&s3).await;
+            if compacted == total && leftover == 0 {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "not compacted: {compacted} spans in the compactor's files, {leftover} files left on the ingest nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            common::span_counts(&c, &q.api_url("/api/v1/query")).await,
+            (total, total)
+        );
+        let (rq, rs) = (red(&c, &q, from).await, red(&c, &single, from).await);
+        assert_eq!(rq, rs, "RED after compaction differs from one node's");
+    });
+    // Exactly one compactor acted: the other is still waiting, without a
+    // port. Killed, the active one's lease is free and the standby takes
+    // over.
+    assert!(c1.try_wait().unwrap().is_none() && c2.try_wait().unwrap().is_none());
+    let (mut active, mut standby, standby_log) = if first_line(&mut c1).is_some() {
+        (c1, c2, dir.path().join("c2.log"))
+    } else {
+        (c2, c1, dir.path().join("c1.log"))
+    };
+    let log = std::fs::read_to_string(&standby_log).unwrap();
+    assert!(log.contains("waiting as a standby"), "standby log: {log}");
+    assert!(first_line(&mut standby).is_none(), "both compactors serve");
+    active.kill().unwrap();
+    active.wait().unwrap();
+    let t = Instant::now();
+    while !std::fs::read_to_string(&standby_log)
+        .unwrap()
+        .contains("this node is the active compactor")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the standby never took over"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = standby.kill();
+    let _ = standby.wait();
     for p in [q, a, b, single] {
         p.terminate();
     }
+}
+
+/// The first stdout line of a compactor, if it printed one within 2 s
+/// (only the active one does: it serves once it holds the lease).
+fn first_line(child: &mut std::process::Child) -> Option<String> {
+    use std::io::BufRead as _;
+    let out = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(Duration::from_secs(2))
+        .ok()
+        .filter(|l| !l.is_empty())
+}
+
+/// Spans in the compactor's newest version's files, and spans files still
+/// in the ingest nodes' newest versions.
+async fn compacted(s3: &S3) -> (u64, usize) {
+    let r = store::remote::Remote::connect(&s3.storage("cluster", "reader"))
+        .await
+        .unwrap()
+        .unwrap();
+    let rows = match r.latest_manifest("compactor").await.unwrap() {
+        Some(m) => m.files(store::Table::Spans).iter().map(|f| f.rows).sum(),
+        None => 0,
+    };
+    let mut left = 0;
+    for node in ["a", "b"] {
+        if let Some(m) = r.latest_manifest(node).await.unwrap() {
+            left += m.files(store::Table::Spans).len();
+        }
+    }
+    (rows, left)
 }
 
 /// Spans named by the newest manifest versions of nodes `a` and `b`.

@@ -24,7 +24,7 @@ use crate::cache::DiskCache;
 use crate::engine::{LiveRows, Store};
 use crate::error::{Error, Result};
 use crate::files::Manifest;
-use crate::remote::Remote;
+use crate::remote::{COMPACTOR_NODE, Remote};
 use crate::schema::Table;
 
 /// How a query node follows the cluster.
@@ -57,7 +57,7 @@ type Entries = Vec<(u64, RecordBatch)>;
 
 /// One node as the view holds it, per table: the manifest version the
 /// table's files come from and the live rows above it.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct NodeView {
     tables: [(Option<Arc<Manifest>>, Entries); 3],
 }
@@ -258,12 +258,14 @@ impl Cluster {
             }
         }
         let missing_ids: Vec<String> = missing.iter().map(|m| m.node.clone()).collect();
+        let prev = nodes.clone();
         let mut next: BTreeMap<String, NodeView> = BTreeMap::new();
         let mut ids: Vec<String> = heads.keys().cloned().collect();
         ids.extend(answered.keys().cloned());
         ids.extend(nodes.keys().cloned());
         ids.sort();
         ids.dedup();
+        ids.retain(|id| id != COMPACTOR_NODE);
         for id in ids {
             let mut view = nodes.remove(&id).unwrap_or_default();
             if let Some(rows) = answered.remove(&id) {
@@ -291,6 +293,8 @@ impl Cluster {
             }
             next.insert(id, view);
         }
+        self.choose_compactor_version(&heads, &prev, &mut next)
+            .await?;
         // Forget versions no table uses any more.
         {
             let used: std::collections::HashSet<(String, u64)> = next
@@ -313,8 +317,20 @@ impl Cluster {
     }
 }
 
-/// The union of every node's files per table, and the live rows.
+/// The union of every node's files per table (without the files the
+/// compactor's version tombstones), and the live rows.
 fn merge(nodes: &BTreeMap<String, NodeView>) -> (Manifest, [Entries; 3]) {
+    let gone: std::collections::HashSet<&str> = nodes
+        .get(COMPACTOR_NODE)
+        .and_then(|v| v.tables[0].0.as_ref())
+        .map(|m| {
+            m.tombstones
+                .values()
+                .flatten()
+                .map(String::as_str)
+                .collect()
+        })
+        .unwrap_or_default();
     let mut merged = Manifest {
         version: 1,
         ..Default::default()
@@ -326,9 +342,10 @@ fn merge(nodes: &BTreeMap<String, NodeView>) -> (Manifest, [Entries; 3]) {
             if let Some(m) = m {
                 let into = merged.tables.entry(table.name().to_string()).or_default();
                 for f in m.files(table) {
-                    if !into.iter().any(|g| g.path == f.path) {
-                        into.push(f.clone());
+                    if gone.contains(f.path.as_str()) || into.iter().any(|g| g.path == f.path) {
+                        continue;
                     }
+                    into.push(f.clone());
                     if let Some(d) = m.derived.get(&f.path) {
                         merged.derived.insert(f.path.clone(), d.clone());
                     }
@@ -338,4 +355,76 @@ fn merge(nodes: &BTreeMap<String, NodeView>) -> (Manifest, [Entries; 3]) {
         }
     }
     (merged, live)
+}
+
+/// The seq of a part's manifest version (0: none).
+fn seq_of(m: &Option<Arc<Manifest>>) -> u64 {
+    m.as_ref().map(|m| m.seq).unwrap_or(0)
+}
+
+/// The newest compactor version a node's part has applied.
+fn applied_of(view: &NodeView) -> u64 {
+    view.tables
+        .iter()
+        .filter_map(|(m, _)| m.as_ref())
+        .filter_map(|m| m.applied.get(COMPACTOR_NODE).copied())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether compactor version `c` can stand beside the other nodes' parts
+/// without a row counting twice or going missing: every node's part is
+/// from a version at least as new as the one `c` read. (An older part may
+/// hold as live rows, or still list, what `c` merged and no longer
+/// tombstones.) Parts built from the same listing always are; a part kept
+/// for a node reported missing may not be, and then `c` waits.
+fn fits(c: &Manifest, parts: &BTreeMap<String, NodeView>) -> bool {
+    c.inputs.iter().all(|(node, read)| match parts.get(node) {
+        None => true,
+        Some(v) => v.tables.iter().all(|(m, _)| seq_of(m) >= *read),
+    })
+}
+
+impl Cluster {
+    /// Pairs the compactor's version with the other nodes' parts: the
+    /// newest version listed, or a newer one some node already applied
+    /// (its tombstoned files are gone from that node's part); but a
+    /// version that merged files whose rows a node's part still holds as
+    /// live rows (a node reported missing keeps an older part) waits, and
+    /// so do the parts that applied it.
+    async fn choose_compactor_version(
+        &self,
+        heads: &BTreeMap<String, u64>,
+        prev: &BTreeMap<String, NodeView>,
+        next: &mut BTreeMap<String, NodeView>,
+    ) -> Result<()> {
+        let prev_c = prev.get(COMPACTOR_NODE).and_then(|v| v.tables[0].0.clone());
+        let needed = next
+            .values()
+            .map(applied_of)
+            .chain(heads.get(COMPACTOR_NODE).copied())
+            .max()
+            .unwrap_or(0);
+        let chosen = match self.version(COMPACTOR_NODE, needed).await? {
+            Some(c) if fits(&c, next) => Some(c),
+            Some(_) => {
+                let held = seq_of(&prev_c);
+                for (id, view) in next.iter_mut() {
+                    if applied_of(view) > held {
+                        *view = prev.get(id).cloned().unwrap_or_default();
+                    }
+                }
+                prev_c
+            }
+            None => None,
+        };
+        if let Some(c) = chosen {
+            let mut view = NodeView::default();
+            for t in view.tables.iter_mut() {
+                t.0 = Some(c.clone());
+            }
+            next.insert(COMPACTOR_NODE.to_string(), view);
+        }
+        Ok(())
+    }
 }

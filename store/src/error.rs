@@ -67,6 +67,9 @@ pub enum Error {
     /// credentials, missing bucket, a node id in use.
     #[error("object storage: {0}")]
     Storage(String),
+    /// Another live process holds this node id's lease.
+    #[error("object storage: {0}")]
+    LeaseHeld(String),
 
     // --- a bug ---
     /// An invariant was broken; this is a bug.

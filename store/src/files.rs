@@ -89,6 +89,22 @@ pub struct Manifest {
     /// `rollups/<kind>/<file path>` and leave with the file they belong to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub derived: BTreeMap<String, BTreeMap<String, DerivedMeta>>,
+    /// Written by the compactor (node id `compactor`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compactor: bool,
+    /// Compactor: per node id, paths of that node's files that this
+    /// version's files replace (or that retention removed). Readers leave
+    /// them out; the owner drops them from its own manifest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tombstones: BTreeMap<String, Vec<String>>,
+    /// Compactor: the manifest version of every node it read for this
+    /// version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, u64>,
+    /// Other nodes: the newest compactor version whose tombstones this
+    /// version applied.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied: BTreeMap<String, u64>,
 }
 
 /// One derived file, as written.

@@ -43,7 +43,9 @@ pub mod sql;
 pub mod synth;
 mod wal;
 
-pub use engine::{RetentionConfig, Snapshot, Store, StoreConfig, StoreMetrics, StoreStats, now_ns};
+pub use engine::{
+    RetentionConfig, Snapshot, Store, StoreConfig, StoreMetrics, StoreRole, StoreStats, now_ns,
+};
 pub use error::{Error, Result};
 pub use remote::StorageConfig;
 pub use schema::Table;

@@ -77,6 +77,10 @@ pub struct StorageConfig {
     pub advertise_url: Option<String>,
 }
 
+/// The node id of the compact role: its lease is the compaction lease, so
+/// exactly one compactor acts at a time.
+pub const COMPACTOR_NODE: &str = "compactor";
+
 /// How long a lease lasts unless renewed [default].
 pub const DEFAULT_LEASE_SECS: u64 = 30;
 /// Files up to this size go up in one PUT; larger ones as a multipart
@@ -136,6 +140,33 @@ fn pid_scope() -> String {
 
 fn now_ms() -> i64 {
     crate::engine::now_ns() / 1_000_000
+}
+
+/// The union of manifest versions of different nodes, without the files
+/// any of them tombstones.
+pub fn merge_versions<'a>(versions: impl Iterator<Item = &'a Manifest> + Clone) -> Manifest {
+    let gone: std::collections::HashSet<&str> = versions
+        .clone()
+        .flat_map(|m| m.tombstones.values().flatten().map(String::as_str))
+        .collect();
+    let mut merged = Manifest {
+        version: 1,
+        ..Default::default()
+    };
+    for m in versions {
+        for (table, files) in &m.tables {
+            let into = merged.tables.entry(table.clone()).or_default();
+            for f in files {
+                if !gone.contains(f.path.as_str()) && !into.iter().any(|g| g.path == f.path) {
+                    into.push(f.clone());
+                    if let Some(d) = m.derived.get(&f.path) {
+                        merged.derived.insert(f.path.clone(), d.clone());
+                    }
+                }
+            }
+        }
+    }
+    merged
 }
 
 /// A node id fit for object names: `[a-z0-9-]`, other characters become `-`.
@@ -604,27 +635,19 @@ impl Remote {
     }
 
     /// The union of every node's newest manifest version: what a reader of
-    /// the whole bucket sees. Paths are relative to the prefix.
+    /// the whole bucket sees. Paths are relative to the prefix. The
+    /// compactor's version is read last (so every file another node dropped
+    /// for it is in it), and the files it tombstones are left out.
     pub async fn merged_manifest(&self) -> Result<Manifest> {
-        let mut merged = Manifest {
-            version: 1,
-            ..Default::default()
-        };
-        for node in self.nodes().await? {
-            let Some(m) = self.latest_manifest(&node).await? else {
-                continue;
-            };
-            for (table, files) in m.tables {
-                let into = merged.tables.entry(table).or_default();
-                for f in files {
-                    if !into.iter().any(|g| g.path == f.path) {
-                        into.push(f);
-                    }
-                }
+        let mut nodes = self.nodes().await?;
+        nodes.sort_by_key(|n| n == COMPACTOR_NODE);
+        let mut versions = Vec::new();
+        for node in nodes {
+            if let Some(m) = self.latest_manifest(&node).await? {
+                versions.push(m);
             }
-            merged.derived.extend(m.derived);
         }
-        Ok(merged)
+        Ok(merge_versions(versions.iter()))
     }
 
     /// The prefix inside the bucket (`""` for none).
@@ -674,7 +697,7 @@ impl Remote {
             && l.expires_at_ms > now_ms()
             && !holder_is_dead(l)
         {
-            return Err(Error::Storage(format!(
+            return Err(Error::LeaseHeld(format!(
                 "node id {:?} is live in {}: process {} on host {:?} holds its lease for \
                  {} s more; give this process another --node-id, or stop the other one",
                 self.node_id,
@@ -729,7 +752,7 @@ impl Remote {
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => Err(Error::Storage(format!(
+            ) => Err(Error::LeaseHeld(format!(
                 "node id {:?} is live in {}: another process took its lease at the same \
                  time; give this process another --node-id",
                 self.node_id, self.url

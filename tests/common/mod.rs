@@ -163,13 +163,13 @@ pub fn start_serve(args: &[&std::ffi::OsStr], stderr: Stdio) -> ServeProcess {
         .read_line(&mut line)
         .unwrap();
     // "burnwatch: HTTP API on S://A, OTLP gRPC on B, OTLP HTTP on S://C[, Arrow Flight (live rows) on D]"
-    // or, for a query node, "burnwatch: query node, HTTP API on S://A, reading U"
+    // or, for query and compact nodes, "burnwatch: R node, HTTP API on S://A, reading U"
     let parts: Vec<&str> = line
         .trim()
         .split(", ")
         .map(|p| p.rsplit(" on ").next().unwrap())
         .collect();
-    if line.starts_with("burnwatch: query node") {
+    if line.contains(" node, HTTP API on ") {
         let (api_scheme, api) = parts[1].split_once("://").expect("API URL");
         return ServeProcess {
             child,

@@ -47,25 +47,39 @@ impl Store {
         let scheduler = tokio_cron_scheduler::JobScheduler::new()
             .await
             .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
-        let compaction = cron_job(
-            &self.inner.config.compaction_schedule,
-            "compaction",
-            self.clone(),
-            |s| async move { s.compact(now_ns()).await },
-        )?;
-        let retention = cron_job(
-            &self.inner.config.retention_schedule,
-            "retention",
-            self.clone(),
-            |s| async move { s.apply_retention(now_ns()).await },
-        )?;
-        let scrub = cron_job(
+        let schedule = &self.inner.config.compaction_schedule;
+        let mut jobs = vec![match self.inner.config.role {
+            StoreRole::Single => cron_job(schedule, "compaction", self.clone(), |s| async move {
+                s.compact(now_ns()).await
+            })?,
+            StoreRole::Ingest => cron_job(
+                schedule,
+                "letting go of compacted files",
+                self.clone(),
+                |s| async move { s.apply_tombstones().await },
+            )?,
+            StoreRole::Compactor => cron_job(
+                schedule,
+                "cluster compaction",
+                self.clone(),
+                |s| async move { s.compact_cluster(now_ns()).await },
+            )?,
+        }];
+        if self.inner.config.role == StoreRole::Single {
+            jobs.push(cron_job(
+                &self.inner.config.retention_schedule,
+                "retention",
+                self.clone(),
+                |s| async move { s.apply_retention(now_ns()).await },
+            )?);
+        }
+        jobs.push(cron_job(
             &self.inner.config.scrub_schedule,
             "scrub",
             self.clone(),
             |s| async move { s.scrub().await },
-        )?;
-        for job in [compaction, retention, scrub] {
+        )?);
+        for job in jobs {
             scheduler
                 .add(job)
                 .await

@@ -32,6 +32,7 @@ use crate::schema::Table;
 use crate::wal::{self, Durable, WalRequest, WalWriter};
 
 mod background;
+mod compactor;
 mod derived;
 mod flush;
 mod live;
@@ -84,6 +85,24 @@ pub struct StoreConfig {
     /// `[storage]` table, `--storage-url` and `--node-id`.
     #[serde(skip)]
     pub storage: crate::remote::StorageConfig,
+    /// What the background jobs maintain (set by `serve --role`).
+    #[serde(skip)]
+    pub role: StoreRole,
+}
+
+/// What a store's background jobs maintain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreRole {
+    /// Its own files: compaction and retention (one process, or one node
+    /// alone on a bucket).
+    #[default]
+    Single,
+    /// An ingest node of a cluster: the compactor merges and expires its
+    /// files; on the compaction schedule it lets go of those replaced.
+    Ingest,
+    /// The compactor (node id `compactor`): on the compaction schedule it
+    /// merges and expires every node's files.
+    Compactor,
 }
 
 /// Retention per table, in hours; 0 keeps data forever.
@@ -137,6 +156,7 @@ impl Default for StoreConfig {
             compaction_small_file_bytes: 32 << 20,
             delete_grace_secs: 600,
             storage: Default::default(),
+            role: StoreRole::Single,
         }
     }
 }

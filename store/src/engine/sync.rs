@@ -21,7 +21,7 @@ pub(super) enum Adopted {
 }
 
 /// A `/`-separated relative path with no `..`, `.` or empty segment.
-fn safe_rel_path(rel: &str) -> bool {
+pub(super) fn safe_rel_path(rel: &str) -> bool {
     !rel.is_empty()
         && !rel.starts_with('/')
         && !rel.contains('\\')

@@ -1,0 +1,349 @@
+//! The compact role: merges the small files of every node into hourly
+//! files and applies retention across the bucket; and, on ingest nodes,
+//! letting go of files the compactor replaced.
+//!
+//! The compactor runs as node id [`COMPACTOR_NODE`], so the node lease is
+//! the compaction lease: exactly one process compacts at a time. Its
+//! manifest versions list the files it wrote, carry `tombstones` (per node,
+//! the paths its files replace or retention removed) and `inputs` (the
+//! version of every node it read). An ingest node drops the files
+//! tombstoned for it from its own manifest (recording the compactor
+//! version it applied in `applied`) and deletes them after the grace
+//! period; the compactor forgets a tombstone once the owner no longer lists
+//! the file. Readers remove tombstoned paths from the union (see
+//! `store::cluster` for how versions are paired so no row counts twice).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::maintenance::plan_compaction;
+use super::*;
+use crate::remote::COMPACTOR_NODE;
+
+impl Store {
+    /// One cycle of the compactor: retention and compaction over every
+    /// node's files, and forgetting tombstones their owners applied.
+    /// Returns the number of files replaced or expired.
+    pub async fn compact_cluster(&self, now_ns: i64) -> Result<u64> {
+        self.writable()?;
+        let remote = self
+            .inner
+            .remote
+            .clone()
+            .ok_or_else(|| Error::Storage("the compact role needs storage.url".into()))?;
+        let heads = remote.manifest_heads().await?;
+        let mut others: BTreeMap<String, Manifest> = BTreeMap::new();
+        for (node, seq) in &heads {
+            if node != COMPACTOR_NODE {
+                others.insert(node.clone(), remote.manifest_version(node, *seq).await?);
+            }
+        }
+        let inputs: BTreeMap<String, u64> =
+            others.iter().map(|(n, m)| (n.clone(), m.seq)).collect();
+        let mut done = 0;
+        done += self.forget_applied_tombstones(&others, &inputs).await?;
+        done += self.expire_cluster(&others, &inputs, now_ns).await?;
+        for table in Table::ALL {
+            done += self
+                .compact_cluster_table(table, &others, &inputs, now_ns)
+                .await?;
+        }
+        self.delete_expired_pending(false);
+        Ok(done)
+    }
+
+    /// Every file of `table` the compactor may merge: its own, and the
+    /// other nodes' that it has not tombstoned; with each file's owner.
+    fn cluster_files(
+        &self,
+        table: Table,
+        others: &BTreeMap<String, Manifest>,
+    ) -> (Vec<FileMeta>, HashMap<String, String>) {
+        let s = read(&self.inner.state);
+        let me = COMPACTOR_NODE.to_string();
+        let mut owner = HashMap::new();
+        let mut files = Vec::new();
+        for f in s.manifest.files(table) {
+            owner.insert(f.path.clone(), me.clone());
+            files.push(f.clone());
+        }
+        for (node, m) in others {
+            let gone = s.manifest.tombstones.get(node);
+            for f in m.files(table) {
+                if gone.is_some_and(|g| g.contains(&f.path)) || owner.contains_key(&f.path) {
+                    continue;
+                }
+                owner.insert(f.path.clone(), node.clone());
+                files.push(f.clone());
+            }
+        }
+        (files, owner)
+    }
+
+    async fn compact_cluster_table(
+        &self,
+        table: Table,
+        others: &BTreeMap<String, Manifest>,
+        inputs: &BTreeMap<String, u64>,
+        now_ns: i64,
+    ) -> Result<u64> {
+        let (files, owner) = self.cluster_files(table, others);
+        let plans = plan_compaction(&self.inner.config, table, &files, now_ns);
+        let mut replaced = 0;
+        for group in plans {
+            replaced += self
+                .merge_cluster_group(table, group, &owner, inputs)
+                .await?;
+        }
+        Ok(replaced)
+    }
+
+    async fn merge_cluster_group(
+        &self,
+        table: Table,
+        group: Vec<FileMeta>,
+        owner: &HashMap<String, String>,
+        inputs: &BTreeMap<String, u64>,
+    ) -> Result<u64> {
+        let Some(first) = group.first() else {
+            return Ok(0);
+        };
+        let remote = self
+            .inner
+            .remote
+            .clone()
+            .ok_or_else(|| Error::Internal("no bucket".into()))?;
+        let data_dir = self.inner.data_dir.clone();
+        // Other nodes' files are fetched for the merge and removed after.
+        let mut fetched = Vec::new();
+        let result: Result<u64> = async {
+            for f in &group {
+                let local = data_dir.join(&f.path);
+                if owner.get(&f.path).map(String::as_str) != Some(COMPACTOR_NODE) {
+                    if !super::sync::safe_rel_path(&f.path) {
+                        return Err(Error::Storage(format!(
+                            "node {:?} lists a file outside the data directory: {:?}",
+                            owner.get(&f.path),
+                            f.path
+                        )));
+                    }
+                    remote.download(&f.path, &local).await?;
+                    fetched.push(local);
+                }
+            }
+            let damaged = self.verify(table, &group).await?;
+            if let Some((_, f, problem)) = damaged.first() {
+                return Err(Error::Corrupt {
+                    path: data_dir.join(&f.path),
+                    reason: format!("{problem}; not merged"),
+                });
+            }
+            let hour = first.hour;
+            let id = {
+                let _commit = self.inner.commit.lock().await;
+                write(&self.inner.state).manifest.take_file_id()
+            };
+            let rel = format!(
+                "{}/compact-{}{id:010}.parquet",
+                partition_dir(table, hour),
+                self.file_tag()
+            );
+            let paths: Vec<PathBuf> = group.iter().map(|f| data_dir.join(&f.path)).collect();
+            let row_group_rows = self.inner.config.row_group_rows;
+            let (dd, rel2) = (data_dir.clone(), rel.clone());
+            let written = tokio::task::spawn_blocking(move || -> Result<FileMeta> {
+                let merge = MergeIter::new(table, &paths, 8192)?;
+                write_file(
+                    &dd,
+                    table,
+                    hour,
+                    &rel2,
+                    writer_props(table, row_group_rows, crate::files::COMPACT_ZSTD_LEVEL),
+                    vec![],
+                    merge,
+                )
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
+            let input_rows: u64 = group.iter().map(|f| f.rows).sum();
+            if written.rows != input_rows {
+                let _ = std::fs::remove_file(data_dir.join(&written.path));
+                return Err(Error::Internal(format!(
+                    "compaction of {table} hour {hour} produced {} rows from {input_rows}",
+                    written.rows
+                )));
+            }
+            let _commit = self.inner.commit.lock().await;
+            let mut manifest = read(&self.inner.state).manifest.clone();
+            let mine: Vec<FileMeta> = group
+                .iter()
+                .filter(|f| owner.get(&f.path).map(String::as_str) == Some(COMPACTOR_NODE))
+                .cloned()
+                .collect();
+            let files = manifest.files_mut(table);
+            if !mine.iter().all(|i| files.contains(i)) {
+                let _ = std::fs::remove_file(data_dir.join(&written.path));
+                return Ok(0);
+            }
+            files.retain(|f| !mine.contains(f));
+            let output = written.path.clone();
+            files.push(written);
+            for f in &group {
+                if let Some(node) = owner.get(&f.path).filter(|n| *n != COMPACTOR_NODE) {
+                    manifest
+                        .tombstones
+                        .entry(node.clone())
+                        .or_default()
+                        .push(f.path.clone());
+                }
+            }
+            manifest.compactor = true;
+            manifest.inputs = inputs.clone();
+            if let Err(e) = self
+                .install_manifest(manifest, std::slice::from_ref(&output))
+                .await
+            {
+                let _ = std::fs::remove_file(data_dir.join(&output));
+                return Err(e);
+            }
+            self.schedule_deletes(mine.iter().map(|f| data_dir.join(&f.path)));
+            self.inner
+                .metrics
+                .compactions
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(table = %table, hour, inputs = group.len(), rows = input_rows, output = %rel, "compacted files of the cluster");
+            Ok(group.len() as u64)
+        }
+        .await;
+        for p in fetched {
+            let _ = std::fs::remove_file(p);
+        }
+        result
+    }
+
+    /// Retention over every node's files: this node's own expired files
+    /// leave its manifest; other nodes' are tombstoned.
+    async fn expire_cluster(
+        &self,
+        others: &BTreeMap<String, Manifest>,
+        inputs: &BTreeMap<String, u64>,
+        now_ns: i64,
+    ) -> Result<u64> {
+        let _commit = self.inner.commit.lock().await;
+        let mut manifest = read(&self.inner.state).manifest.clone();
+        let mut own = Vec::new();
+        let mut n = 0u64;
+        for table in Table::ALL {
+            let Some(keep) = self.inner.config.retention_hours.of(table) else {
+                continue;
+            };
+            let cutoff = now_ns - keep.as_nanos() as i64;
+            let old = |f: &FileMeta| (f.hour + 1) * HOUR_NS <= cutoff;
+            manifest.files_mut(table).retain(|f| {
+                if old(f) {
+                    own.push(f.clone());
+                }
+                !old(f)
+            });
+            for (node, m) in others {
+                for f in m.files(table).iter().filter(|f| old(f)) {
+                    let t = manifest.tombstones.entry(node.clone()).or_default();
+                    if !t.contains(&f.path) {
+                        t.push(f.path.clone());
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n += own.len() as u64;
+        if n == 0 {
+            return Ok(0);
+        }
+        manifest.compactor = true;
+        manifest.inputs = inputs.clone();
+        self.install_manifest(manifest, &[]).await?;
+        self.inner
+            .metrics
+            .files_expired
+            .fetch_add(n, Ordering::Relaxed);
+        tracing::info!(
+            files = n,
+            "retention removed expired partitions of the cluster"
+        );
+        self.schedule_deletes(own.iter().map(|f| self.inner.data_dir.join(&f.path)));
+        Ok(n)
+    }
+
+    /// Drops the tombstones whose owner no longer lists the file (it
+    /// applied them, and deletes the file itself after the grace period).
+    async fn forget_applied_tombstones(
+        &self,
+        others: &BTreeMap<String, Manifest>,
+        inputs: &BTreeMap<String, u64>,
+    ) -> Result<u64> {
+        let _commit = self.inner.commit.lock().await;
+        let mut manifest = read(&self.inner.state).manifest.clone();
+        let mut n = 0;
+        for (node, paths) in manifest.tombstones.iter_mut() {
+            let Some(m) = others.get(node) else {
+                continue;
+            };
+            let before = paths.len();
+            paths.retain(|p| {
+                Table::ALL
+                    .iter()
+                    .any(|t| m.files(*t).iter().any(|f| &f.path == p))
+            });
+            n += (before - paths.len()) as u64;
+        }
+        manifest.tombstones.retain(|_, p| !p.is_empty());
+        if n == 0 {
+            return Ok(0);
+        }
+        manifest.compactor = true;
+        manifest.inputs = inputs.clone();
+        self.install_manifest(manifest, &[]).await?;
+        Ok(0)
+    }
+
+    /// On an ingest node: drops from this node's manifest the files the
+    /// compactor's newest version tombstones for it (replaced by its merged
+    /// files, or expired), and deletes them after the grace period.
+    /// Returns the number of files dropped.
+    pub async fn apply_tombstones(&self) -> Result<u64> {
+        self.writable()?;
+        let Some(remote) = self.inner.remote.clone() else {
+            return Ok(0);
+        };
+        let Some(c) = remote.latest_manifest(COMPACTOR_NODE).await? else {
+            return Ok(0);
+        };
+        let Some(gone) = c.tombstones.get(remote.node_id()) else {
+            return Ok(0);
+        };
+        let _commit = self.inner.commit.lock().await;
+        let mut manifest = read(&self.inner.state).manifest.clone();
+        let mut dropped = Vec::new();
+        for table in Table::ALL {
+            manifest.files_mut(table).retain(|f| {
+                let g = gone.contains(&f.path);
+                if g {
+                    dropped.push(f.clone());
+                }
+                !g
+            });
+        }
+        if dropped.is_empty() {
+            return Ok(0);
+        }
+        manifest.applied.insert(COMPACTOR_NODE.to_string(), c.seq);
+        self.install_manifest(manifest, &[]).await?;
+        tracing::info!(
+            files = dropped.len(),
+            compactor_version = c.seq,
+            "let go of files the compactor replaced"
+        );
+        self.schedule_deletes(dropped.iter().map(|f| self.inner.data_dir.join(&f.path)));
+        self.delete_expired_pending(false);
+        Ok(dropped.len() as u64)
+    }
+}
