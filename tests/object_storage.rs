@@ -452,3 +452,80 @@ fn a_frozen_bucket_delays_flushes_and_loses_nothing() {
     p.terminate();
     assert_eq!(manifest_rows(&s3, "frozen", "f1").0, acked);
 }
+
+/// The bucket frozen long enough for the buffers to fill: ingest answers
+/// 503 with a Retry-After that names the bucket (not 429, which would
+/// blame the sender), and once the bucket answers everything acknowledged
+/// lands in it.
+#[test]
+fn a_bucket_down_past_the_buffer_answers_503_and_loses_nothing() {
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3.config(dir.path());
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("max_buffer_bytes = 3000000\n");
+    std::fs::write(&config, toml).unwrap();
+    let data = dir.path().join("data");
+    let url = format!("s3://{BUCKET}/down");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let p = serve(&config, &data, &url, "d1");
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &s3.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let mut acked = 0u64;
+    let mut next = 0u64;
+    let t = Instant::now();
+    let refusal = loop {
+        let r = rt.block_on(async {
+            c.post(format!("http://{}/v1/traces", p.otlp_http))
+                .header("content-type", "application/x-protobuf")
+                .body(common::trace_request(next, 100, "web", 50).encode_to_vec())
+                .send()
+                .await
+        });
+        next += 100;
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            200 => acked += 100,
+            429 => {}
+            503 => break r,
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "never answered 503 with the bucket down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let retry: u64 = refusal
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After header");
+    assert!(retry >= 1);
+    let body = rt.block_on(refusal.bytes()).unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("the bucket s3://"), "503 body: {text}");
+    assert!(acked > 0);
+    signal("-CONT");
+    wait_for(
+        "every acknowledged span in the bucket",
+        Duration::from_secs(120),
+        || manifest_rows(&s3, "down", "d1").0 == acked,
+    );
+    let counts = rt.block_on(common::span_counts(&c, &p.api_url("/api/v1/query")));
+    assert_eq!(counts, (acked, acked));
+    p.terminate();
+}

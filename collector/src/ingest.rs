@@ -301,6 +301,13 @@ impl Ingest {
                         message: format!("{e}"),
                         retry_after,
                     }),
+                    store::Error::BucketUnavailable { .. } => {
+                        tracing::warn!(error = %e, "refusing ingest: the bucket does not take files");
+                        Err(IngestError::Unavailable {
+                            message: format!("{e}"),
+                            retry_after,
+                        })
+                    }
                     store::Error::DiskFull { .. } => {
                         tracing::warn!(error = %e, "refusing ingest: disk full");
                         Err(IngestError::Unavailable {

@@ -17,6 +17,21 @@ pub enum Error {
         /// How long the caller should wait before retrying.
         retry_after: Duration,
     },
+    /// The buffers are full because the bucket (`storage.url`) does not
+    /// take the files: flushes fail, so rows wait in the WAL and memory.
+    #[error(
+        "the bucket {url} does not take files, so {buffered} bytes of acknowledged rows wait in the WAL (limit {limit}); retry later"
+    )]
+    BucketUnavailable {
+        /// The bucket.
+        url: String,
+        /// Bytes currently buffered.
+        buffered: usize,
+        /// The configured limit.
+        limit: usize,
+        /// How long the caller should wait before retrying.
+        retry_after: Duration,
+    },
     /// The disk is full; nothing from this write was acknowledged.
     #[error("disk full while writing {path}: retry later")]
     DiskFull {
@@ -101,16 +116,19 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Overloaded { .. } | Error::DiskFull { .. } | Error::Closed
+            Error::Overloaded { .. }
+                | Error::BucketUnavailable { .. }
+                | Error::DiskFull { .. }
+                | Error::Closed
         )
     }
 
     /// The delay to suggest to a client, for retryable errors.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Overloaded { retry_after, .. } | Error::DiskFull { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Error::Overloaded { retry_after, .. }
+            | Error::BucketUnavailable { retry_after, .. }
+            | Error::DiskFull { retry_after, .. } => Some(*retry_after),
             Error::Closed => Some(Duration::from_secs(1)),
             _ => None,
         }

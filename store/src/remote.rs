@@ -104,6 +104,9 @@ pub struct Remote {
     renewed_at_ms: std::sync::atomic::AtomicI64,
     /// Another process took the lease: nothing more may be written.
     lost: std::sync::atomic::AtomicBool,
+    /// Since when (ms since the epoch) flushes to the bucket have failed;
+    /// 0 while they succeed.
+    failing_since_ms: std::sync::atomic::AtomicI64,
     counts: Arc<Counts>,
     /// Written into the lease: where this node's live rows are served.
     advertise_url: Option<String>,
@@ -290,6 +293,7 @@ impl Remote {
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             lease: tokio::sync::Mutex::new(None),
             renewed_at_ms: std::sync::atomic::AtomicI64::new(0),
+            failing_since_ms: std::sync::atomic::AtomicI64::new(0),
             lost: std::sync::atomic::AtomicBool::new(false),
             advertise_url: cfg.advertise_url.clone(),
         };
@@ -371,13 +375,17 @@ impl Remote {
             self.path(rel),
             UPLOAD_PART_BYTES,
         );
-        let copied = tokio::io::copy(&mut file, &mut w).await;
-        let done = match copied {
+        let done = match tokio::io::copy(&mut file, &mut w).await {
+            // A writer whose shutdown failed is finished: it cannot be
+            // aborted (a multipart upload it began is left to the bucket's
+            // clean-up of incomplete uploads).
             Ok(_) => w.shutdown().await,
-            Err(e) => Err(e),
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e)
+            }
         };
         if let Err(e) = done {
-            let _ = w.abort().await;
             Counts::add(&self.counts.errors, 1);
             return Err(Error::Storage(format!(
                 "cannot upload {rel} to {}: {e}",
@@ -433,6 +441,30 @@ impl Remote {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         result
+    }
+
+    /// Records whether the last flush to the bucket succeeded.
+    pub fn note_flush(&self, ok: bool) {
+        use std::sync::atomic::Ordering;
+        if ok {
+            self.failing_since_ms.store(0, Ordering::Release);
+        } else {
+            let _ = self.failing_since_ms.compare_exchange(
+                0,
+                now_ms(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// Whether the bucket is failing now: the last flush to it failed, or
+    /// the lease has gone unrenewed for two renewal periods (requests hang).
+    pub fn is_failing(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let renewed = self.renewed_at_ms.load(Ordering::Acquire);
+        let overdue = renewed > 0 && now_ms() - renewed > 2 * self.renew_every().as_millis() as i64;
+        overdue || self.failing_since_ms.load(Ordering::Acquire) > 0
     }
 
     /// The whole object `rel`; `None` when it does not exist.

@@ -102,6 +102,13 @@ impl Store {
             },
             Err(e) => Err(e),
         };
+        if let Some(r) = &self.inner.remote {
+            match &result {
+                Ok(_) => r.note_flush(true),
+                Err(Error::Storage(_)) => r.note_flush(false),
+                Err(_) => {}
+            }
+        }
         let manifest = match result {
             Ok(m) => m,
             Err(e) => {

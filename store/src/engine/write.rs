@@ -32,6 +32,14 @@ impl Store {
                     .writes_overloaded
                     .fetch_add(1, Ordering::Relaxed);
                 self.inner.flush_wanted.notify_one();
+                if let Some(r) = self.inner.remote.as_ref().filter(|r| r.is_failing()) {
+                    return Err(Error::BucketUnavailable {
+                        url: r.url().to_string(),
+                        buffered: current,
+                        limit,
+                        retry_after: Duration::from_secs(5),
+                    });
+                }
                 return Err(Error::Overloaded {
                     buffered: current,
                     limit,
