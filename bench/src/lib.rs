@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub mod bucket;
 pub mod dataset;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

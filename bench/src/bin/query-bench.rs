@@ -11,6 +11,12 @@
 //! ```
 //! The data directory is kept; a second run with the same `--data-dir` and
 //! `--spans` reuses it (`--regenerate` forces a new dataset).
+//!
+//! With `--storage-url s3://bucket/prefix` (endpoint and credentials from
+//! the AWS_* variables), the dataset is also uploaded to the bucket and the
+//! RED and trace-by-id queries run both on local disk and as a query node
+//! reads the bucket, cold (a fresh store and caches) and warm, with the
+//! object-store requests of each.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -41,6 +47,10 @@ struct Args {
     /// Generate a new dataset even if one exists.
     #[arg(long)]
     regenerate: bool,
+    /// Also measure the queries through this bucket (`s3://...` or
+    /// `file:///...`), against local disk in the same run.
+    #[arg(long)]
+    storage_url: Option<String>,
     /// Python with DuckDB for the comparison.
     #[arg(long, env = "BURNWATCH_PYTHON", default_value = "python3")]
     python: String,
@@ -96,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let meta = load_or_generate(&args.data_dir, args.spans, args.regenerate).await?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    if let Some(url) = &args.storage_url {
+        return through_bucket(&args, url, &data_dir, &meta).await;
+    }
     let store = Store::open_read_only(store_config(&data_dir)).await?;
     let stats = store.stats();
     println!(
@@ -325,5 +338,126 @@ async fn main() -> anyhow::Result<()> {
         .await?,
         "baseline",
     );
+    Ok(())
+}
+
+/// Local disk against a query node reading the bucket, in one run.
+async fn through_bucket(
+    args: &Args,
+    url: &str,
+    data_dir: &Path,
+    meta: &burnwatch_bench::dataset::Meta,
+) -> anyhow::Result<()> {
+    use burnwatch_bench::bucket::{Measured, measure, query_node, upload, windows};
+    let storage = store::StorageConfig {
+        url: Some(url.to_string()),
+        node_id: Some("bench".into()),
+        ..Default::default()
+    };
+    let secs = upload(data_dir, &storage).await?;
+    println!(
+        "dataset: {} spans, {} logs; uploaded to {url} with its rollups and trace-id filters in {secs:.1} s",
+        meta.spans, meta.logs
+    );
+    let end = meta.end - 7_300_000_000;
+    let (hour, day) = windows(end)?;
+    let trace = meta.trace.clone();
+    let cache = tempfile::tempdir()?;
+    let mut rows: Vec<(String, Measured, Measured, String)> = Vec::new();
+    // Each query gets fresh stores, so its first run is cold on both sides.
+    for name in [
+        "RED per service, 1 h",
+        "RED per service, 24 h",
+        "trace by id, 24 h",
+    ] {
+        let local = Store::open_read_only(store_config(data_dir)).await?;
+        let lr = Rollups::new(local.clone(), analytics::rollup::DEFAULT_CACHE_BYTES);
+        let _ = std::fs::remove_dir_all(cache.path().join("q"));
+        let remote = query_node(&storage, &cache.path().join("q")).await?;
+        let rr = Rollups::new(remote.clone(), analytics::rollup::DEFAULT_CACHE_BYTES);
+        let files: usize = [store::Table::Spans, store::Table::Logs]
+            .iter()
+            .map(|t| remote.snapshot(*t).files.len())
+            .sum();
+        let skipped = || {
+            rr.traces
+                .metrics
+                .files_skipped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let (l, r, note) = match name {
+            "RED per service, 1 h" => (
+                measure(&local, args.runs, || async {
+                    Ok(lr.services(&hour).await.map(|_| ())?)
+                })
+                .await?,
+                measure(&remote, args.runs, || async {
+                    Ok(rr.services(&hour).await.map(|_| ())?)
+                })
+                .await?,
+                String::new(),
+            ),
+            "RED per service, 24 h" => (
+                measure(&local, args.runs, || async {
+                    Ok(lr.services(&day).await.map(|_| ())?)
+                })
+                .await?,
+                measure(&remote, args.runs, || async {
+                    Ok(rr.services(&day).await.map(|_| ())?)
+                })
+                .await?,
+                String::new(),
+            ),
+            _ => {
+                let l = measure(&local, args.runs, || async {
+                    Ok(analytics::search::trace(&lr.traces, &trace)
+                        .await
+                        .map(|_| ())?)
+                })
+                .await?;
+                let before = skipped();
+                let r = measure(&remote, 0, || async {
+                    Ok(analytics::search::trace(&rr.traces, &trace)
+                        .await
+                        .map(|_| ())?)
+                })
+                .await?;
+                let read = files.saturating_sub((skipped() - before) as usize).max(1);
+                let warm = measure(&remote, args.runs, || async {
+                    Ok(analytics::search::trace(&rr.traces, &trace)
+                        .await
+                        .map(|_| ())?)
+                })
+                .await?;
+                let r = Measured {
+                    warm_ms: warm.warm_ms,
+                    warm: warm.warm,
+                    ..r
+                };
+                let note = format!(
+                    "{files} files; the trace-id filters leave {read} to read: {:.1} GETs per file read, cold",
+                    r.cold.gets as f64 / read as f64
+                );
+                (l, r, note)
+            }
+        };
+        rows.push((name.to_string(), l, r, note));
+    }
+    println!(
+        "\n| query | local cold ms | local warm ms | bucket cold ms | bucket warm ms | bucket/local warm | GETs cold | GETs warm | LISTs cold | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for (name, l, r, note) in rows {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {note} |",
+            l.cold_ms,
+            l.warm_ms,
+            r.cold_ms,
+            r.warm_ms,
+            r.warm_ms / l.warm_ms.max(1e-9),
+            r.cold.gets,
+            r.warm.gets,
+            r.cold.lists
+        );
+    }
     Ok(())
 }
