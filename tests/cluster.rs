@@ -13,7 +13,9 @@
 //! - two compactors started together: one acts, the other waits; every
 //!   node's files of the hour become one file, the ingest nodes let go of
 //!   theirs, and through the query node every span stays visible exactly
-//!   once all along; RED still equals the single node's.
+//!   once all along; RED still equals the single node's; objects no
+//!   manifest version names are swept after the grace period;
+//! - SLO status through the query node equals the single node's.
 
 mod common;
 
@@ -30,7 +32,7 @@ fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
 
-fn node(config: &Path, data: &Path, url: &str, id: &str, role: &str) -> ServeProcess {
+fn node(config: &Path, data: &Path, url: &str, id: &str, role: &str, rules: &Path) -> ServeProcess {
     start_serve(
         &[
             os("--config"),
@@ -46,10 +48,56 @@ fn node(config: &Path, data: &Path, url: &str, id: &str, role: &str) -> ServePro
             os("--flight-addr"),
             os("127.0.0.1:0"),
             os("--rules-dir"),
-            data.join("no-rules").as_os_str(),
+            rules.as_os_str(),
+            os("--slo-interval"),
+            os("1"),
         ],
         Stdio::inherit(),
     )
+}
+
+/// One SLO over the test spans: service `web`, bad when the span id ends in
+/// 0 to 3 (a quarter of them).
+const SLO: &str = "apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: web-availability
+spec:
+  service: web
+  indicator:
+    metadata:
+      name: web-errors
+    spec:
+      ratioMetric:
+        counter: true
+        bad:
+          metricSource:
+            type: burnwatch
+            spec: {service: web, kind: SERVER, where: \"right(span_id, 1) IN ('0', '1', '2', '3')\"}
+        total:
+          metricSource:
+            type: burnwatch
+            spec: {service: web, kind: SERVER}
+  timeWindow:
+    - duration: 1d
+      isRolling: true
+  budgetingMethod: Occurrences
+  objectives:
+    - target: 0.99
+";
+
+/// `(total, bad)` of the SLO through `/api/v1/slos`, once evaluated.
+async fn slo(c: &reqwest::Client, p: &ServeProcess) -> Option<(u64, u64)> {
+    let v: serde_json::Value = c
+        .get(p.api_url("/api/v1/slos"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let s = v["slos"].as_array()?.first()?.clone();
+    Some((s["total"].as_u64()?, s["bad"].as_u64()?))
 }
 
 async fn export(c: &reqwest::Client, p: &ServeProcess, first: u64, n: u64, service: &str) {
@@ -121,19 +169,26 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
         "flush_interval_secs = 0.5",
         "flush_interval_secs = 2.0\ncompaction_schedule = \"*/2 * * * * *\"",
     );
-    toml.push_str("[cluster]\nrefresh_secs = 0.25\npeer_timeout_secs = 0.5\n");
+    toml.push_str(
+        "delete_grace_secs = 2\n[cluster]\nrefresh_secs = 0.25\npeer_timeout_secs = 0.5\n",
+    );
     std::fs::write(&config, toml).unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("slo.yaml"), SLO).unwrap();
     let url = format!("s3://{BUCKET}/cluster");
-    let a = node(&config, &dir.path().join("a"), &url, "a", "ingest");
-    let b = node(&config, &dir.path().join("b"), &url, "b", "ingest");
+    let a = node(&config, &dir.path().join("a"), &url, "a", "ingest", &rules);
+    let b = node(&config, &dir.path().join("b"), &url, "b", "ingest", &rules);
     assert!(a.flight.is_some() && b.flight.is_some());
-    let q = node(&config, &dir.path().join("q"), &url, "q", "query");
+    let q = node(&config, &dir.path().join("q"), &url, "q", "query", &rules);
     let single = start_serve(
         &[
             os("--data-dir"),
             dir.path().join("single").as_os_str(),
             os("--rules-dir"),
-            dir.path().join("no-rules").as_os_str(),
+            rules.as_os_str(),
+            os("--slo-interval"),
+            os("1"),
         ],
         Stdio::inherit(),
     );
@@ -229,6 +284,25 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
         let (rq, rs) = (red(&c, &q, from).await, red(&c, &single, from).await);
         assert_eq!(rq.len(), 2, "{rq:?}");
         assert_eq!(rq, rs, "RED through the query node differs from one node's");
+        // SLO status too, once both evaluated every span of `web`.
+        let web = total / 2;
+        let t = Instant::now();
+        let (sq, ss) = loop {
+            let (sq, ss) = (slo(&c, &q).await, slo(&c, &single).await);
+            if sq.is_some_and(|s| s.0 == web) && ss.is_some_and(|s| s.0 == web) {
+                break (sq.unwrap(), ss.unwrap());
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "SLO not evaluated over every span: query node {sq:?}, single node {ss:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(sq.1 > 0, "the SLO counts bad events: {sq:?}");
+        assert_eq!(
+            sq, ss,
+            "SLO status through the query node differs from one node's"
+        );
     });
 
     // An ingest node stops answering: the query node says so, and does not hang.
@@ -327,6 +401,26 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
             .spawn()
             .unwrap()
     };
+    // Objects no manifest version names (an upload whose version was never
+    // written) are swept by the compactor after the grace period; files the
+    // compactor replaced are deleted by their owners after it.
+    let ghosts = [
+        "cluster/spans/date=2020-01-01/hour=00/part-ghost-1.parquet",
+        "cluster/rollups/red-v1/spans/date=2020-01-01/hour=00/part-ghost-1.parquet",
+    ];
+    rt.block_on(async {
+        use object_store::ObjectStoreExt as _;
+        let r = store::remote::Remote::connect(&s3.storage("cluster", "reader"))
+            .await
+            .unwrap()
+            .unwrap();
+        for g in ghosts {
+            r.object_store()
+                .put(&object_store::path::Path::from(g), "orphan".into())
+                .await
+                .unwrap();
+        }
+    });
     let mut c1 = compactor("c1");
     let mut c2 = compactor("c2");
     rt.block_on(async {
@@ -353,6 +447,29 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
         );
         let (rq, rs) = (red(&c, &q, from).await, red(&c, &single, from).await);
         assert_eq!(rq, rs, "RED after compaction differs from one node's");
+    });
+    let t = Instant::now();
+    loop {
+        // The replaced files go too, after the grace period.
+        let keys = s3.keys("cluster/");
+        let replaced = keys
+            .iter()
+            .any(|k| k.starts_with("cluster/spans/") && k.contains("/part-"));
+        if !replaced && !ghosts.iter().any(|g| keys.iter().any(|k| k == g)) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "orphans or replaced files not deleted: {keys:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rt.block_on(async {
+        assert_eq!(
+            common::span_counts(&c, &q.api_url("/api/v1/query")).await,
+            (total, total),
+            "the sweep removed only orphans"
+        );
     });
     // Exactly one compactor acted: the other is still waiting, without a
     // port. Killed, the active one's lease is free and the standby takes

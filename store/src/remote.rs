@@ -566,6 +566,62 @@ impl Remote {
         }
     }
 
+    /// Every object under the table directories and the derived-file
+    /// directory, as paths relative to the prefix.
+    pub async fn data_objects(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let dirs = crate::schema::Table::ALL
+            .iter()
+            .map(|t| t.name())
+            .chain([crate::files::DERIVED_DIR]);
+        for dir in dirs {
+            let list: Vec<object_store::ObjectMeta> = self
+                .store
+                .list(Some(&self.path(dir)))
+                .try_collect()
+                .await
+                .map_err(|e| self.err("cannot list the files", e))?;
+            out.extend(list.into_iter().map(|o| self.rel_of(&o.location)));
+        }
+        Ok(out)
+    }
+
+    /// Every manifest version kept in the bucket, of every node.
+    pub async fn all_versions(&self) -> Result<Vec<Manifest>> {
+        let list: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.path("manifests")))
+            .try_collect()
+            .await
+            .map_err(|e| self.err("cannot list the manifests", e))?;
+        let mut out = Vec::new();
+        for o in list
+            .iter()
+            .filter(|o| o.location.as_ref().ends_with(".json"))
+        {
+            match self.get_manifest(&o.location).await {
+                Ok(m) => out.push(m),
+                // Deleted since the listing: a newer version exists.
+                Err(_) if self.store.head(&o.location).await.is_err() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `p` relative to the prefix.
+    fn rel_of(&self, p: &Path) -> String {
+        let full = p.as_ref();
+        let prefix = self.prefix.as_ref();
+        if prefix.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(prefix)
+                .map(|r| r.trim_start_matches('/').to_string())
+                .unwrap_or_else(|| full.to_string())
+        }
+    }
+
     /// The newest manifest version of `node`, if it has any.
     pub async fn latest_manifest(&self, node: &str) -> Result<Option<Manifest>> {
         let dir = self.manifest_dir(node);

@@ -19,6 +19,14 @@ use super::maintenance::plan_compaction;
 use super::*;
 use crate::remote::COMPACTOR_NODE;
 
+/// Objects in the bucket that no manifest version named when last looked
+/// at, and since when.
+#[derive(Debug, Default)]
+pub(super) struct Orphans {
+    last_sweep: Option<Instant>,
+    seen: HashMap<String, Instant>,
+}
+
 impl Store {
     /// One cycle of the compactor: retention and compaction over every
     /// node's files, and forgetting tombstones their owners applied.
@@ -48,7 +56,85 @@ impl Store {
                 .await?;
         }
         self.delete_expired_pending(false);
+        done += self.sweep_orphans(&remote).await?;
         Ok(done)
+    }
+
+    /// Deletes objects of the bucket (Parquet files, derived files) that no
+    /// kept manifest version of any node names, once they have gone
+    /// unnamed for `delete_grace_secs`: uploads of a flush or compaction
+    /// that crashed before its version was written, and files whose owner
+    /// dropped them but died before deleting them. Checked again right
+    /// before deleting; runs at most every half grace period. Returns the
+    /// number deleted.
+    async fn sweep_orphans(&self, remote: &crate::remote::Remote) -> Result<u64> {
+        let grace = Duration::from_secs(self.inner.config.delete_grace_secs);
+        {
+            let o = lock(&self.inner.orphans);
+            if o.last_sweep.is_some_and(|t| t.elapsed() < grace / 2) {
+                return Ok(0);
+            }
+        }
+        let objects = remote.data_objects().await?;
+        let named = self.named_objects(remote).await?;
+        let now = Instant::now();
+        let due: Vec<String> = {
+            let mut o = lock(&self.inner.orphans);
+            o.last_sweep = Some(now);
+            let unnamed: std::collections::HashSet<&String> =
+                objects.iter().filter(|p| !named.contains(*p)).collect();
+            o.seen.retain(|p, _| unnamed.contains(p));
+            for p in unnamed {
+                o.seen.entry(p.clone()).or_insert(now);
+            }
+            o.seen
+                .iter()
+                .filter(|(_, since)| now.duration_since(**since) >= grace)
+                .map(|(p, _)| p.clone())
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(0);
+        }
+        // Named by a version written meanwhile? Then it stays.
+        let named = self.named_objects(remote).await?;
+        let mut deleted = 0;
+        for p in due.iter().filter(|p| !named.contains(*p)) {
+            remote.delete(p).await?;
+            lock(&self.inner.orphans).seen.remove(p);
+            deleted += 1;
+        }
+        if deleted > 0 {
+            tracing::info!(
+                objects = deleted,
+                "deleted objects no manifest version names"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// Every object a kept manifest version of any node names (its files,
+    /// and their derived files), and those of this node's live manifest.
+    async fn named_objects(
+        &self,
+        remote: &crate::remote::Remote,
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut versions = remote.all_versions().await?;
+        versions.push(read(&self.inner.state).manifest.clone());
+        let mut named = std::collections::HashSet::new();
+        for m in &versions {
+            for files in m.tables.values() {
+                named.extend(files.iter().map(|f| f.path.clone()));
+            }
+            for (file, kinds) in &m.derived {
+                named.extend(
+                    kinds
+                        .keys()
+                        .map(|k| crate::files::derived_rel_path(k, file)),
+                );
+            }
+        }
+        Ok(named)
     }
 
     /// Every file of `table` the compactor may merge: its own, and the
@@ -311,6 +397,7 @@ impl Store {
     /// Returns the number of files dropped.
     pub async fn apply_tombstones(&self) -> Result<u64> {
         self.writable()?;
+        self.delete_expired_pending(false);
         let Some(remote) = self.inner.remote.clone() else {
             return Ok(0);
         };

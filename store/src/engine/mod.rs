@@ -272,6 +272,8 @@ struct Inner {
     flush_wanted: Notify,
     metrics: Arc<StoreMetrics>,
     pending_deletes: Mutex<Vec<(Instant, PathBuf)>>,
+    /// The compactor's sweep of objects no manifest version names.
+    orphans: Mutex<compactor::Orphans>,
     /// Derived files were listed or unlisted since the manifest was last
     /// written.
     derived_dirty: AtomicBool,

@@ -150,6 +150,7 @@ impl Store {
                 flush_wanted: Notify::new(),
                 metrics,
                 pending_deletes: Mutex::new(Vec::new()),
+                orphans: Default::default(),
                 derived_dirty: AtomicBool::new(false),
                 remote,
                 bucket_only: false,
@@ -239,6 +240,7 @@ impl Store {
                 flush_wanted: Notify::new(),
                 metrics: Arc::new(StoreMetrics::default()),
                 pending_deletes: Mutex::new(Vec::new()),
+                orphans: Default::default(),
                 derived_dirty: AtomicBool::new(false),
                 bucket_only: bucket.is_some(),
                 #[cfg(feature = "sql")]
