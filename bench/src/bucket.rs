@@ -62,8 +62,13 @@ pub fn link_copy(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// Uploads the dataset in `data_dir` (with its rollups and trace-id
 /// filters, computed first) to the bucket of `storage` as node `bench`.
-pub async fn upload(data_dir: &Path, storage: &store::StorageConfig) -> anyhow::Result<f64> {
-    let tmp = tempfile::tempdir()?;
+/// Returns the upload time and the local copy uploaded (its `data`
+/// directory has the same files and derived files as the bucket).
+pub async fn upload(
+    data_dir: &Path,
+    storage: &store::StorageConfig,
+) -> anyhow::Result<(f64, tempfile::TempDir)> {
+    let tmp = tempfile::tempdir_in(data_dir.parent().unwrap_or(data_dir))?;
     let copy = tmp.path().join("data");
     std::fs::create_dir_all(&copy)?;
     link_copy(data_dir, &copy)?;
@@ -81,7 +86,7 @@ pub async fn upload(data_dir: &Path, storage: &store::StorageConfig) -> anyhow::
     let s = Store::open(cfg).await?;
     let secs = t.elapsed().as_secs_f64();
     s.close().await?;
-    Ok(secs)
+    Ok((secs, tmp))
 }
 
 /// One measured query: cold (first run on a fresh store) and warm (median

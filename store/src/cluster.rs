@@ -37,7 +37,7 @@ pub struct ClusterOptions {
     pub refresh: Duration,
     /// How long an ingest node may take to answer.
     pub peer_timeout: Duration,
-    /// Local directory for the cache of derived files.
+    /// Local directory for the caches: derived files, and whole data files.
     pub cache_dir: PathBuf,
 }
 
@@ -89,6 +89,9 @@ pub struct Cluster {
     discovered: Mutex<Option<(Instant, Vec<String>)>>,
     /// Derived files read from the bucket.
     pub cache: DiskCache,
+    /// Whole data files read from the bucket (none with
+    /// `storage.file_cache_bytes = 0`).
+    pub files: Option<Arc<crate::cache::FileCache>>,
     /// Counters.
     pub metrics: ClusterMetrics,
 }
@@ -123,8 +126,17 @@ impl Store {
             .cloned()
             .ok_or_else(|| Error::Storage("no storage.url to read".into()))?;
         let cap = storage.cache_bytes.unwrap_or(1 << 30);
-        let cache = DiskCache::new(opts.cache_dir.clone(), cap)
-            .map_err(|e| Error::io(&opts.cache_dir, e))?;
+        let derived_dir = opts.cache_dir.join("derived");
+        let cache =
+            DiskCache::new(derived_dir.clone(), cap).map_err(|e| Error::io(&derived_dir, e))?;
+        let files_dir = opts.cache_dir.join("files");
+        let files = match storage.file_cache_bytes.unwrap_or(4 << 30) {
+            0 => None,
+            cap => Some(Arc::new(
+                crate::cache::FileCache::new(remote.object_store(), files_dir.clone(), cap)
+                    .map_err(|e| Error::io(&files_dir, e))?,
+            )),
+        };
         let cluster = Arc::new(Cluster {
             remote,
             opts,
@@ -134,6 +146,7 @@ impl Store {
             missing: Default::default(),
             discovered: Default::default(),
             cache,
+            files,
             metrics: Default::default(),
         });
         store.set_cluster(cluster.clone());

@@ -63,7 +63,12 @@ impl Store {
                 if let Some(remote) = self.read_from_bucket()
                     && let Ok(url) = url::Url::parse("file:///")
                 {
-                    runtime.register_object_store(&url, remote.object_store());
+                    let files: Arc<dyn object_store::ObjectStore> =
+                        match self.cluster().and_then(|c| c.files.clone()) {
+                            Some(cache) => cache,
+                            None => remote.object_store(),
+                        };
+                    runtime.register_object_store(&url, files);
                 }
                 runtime
             })

@@ -70,6 +70,10 @@ pub struct StorageConfig {
     /// Bytes of derived files (rollups, trace-id filters) a node that reads
     /// from the bucket keeps on its local disk [default: 1 GiB].
     pub cache_bytes: Option<u64>,
+    /// Bytes of whole Parquet files a query node keeps on its local disk
+    /// once read, so warm queries do not go to the bucket [default: 4 GiB;
+    /// 0 turns it off].
+    pub file_cache_bytes: Option<u64>,
     /// Where query nodes reach this node's rows not yet in the bucket (the
     /// ingest role's Arrow Flight service), written into its lease. Set by
     /// `serve` from `cluster.flight_addr` / `cluster.advertise_url`.

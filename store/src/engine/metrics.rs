@@ -163,6 +163,21 @@ impl Store {
                 "Bytes of derived files in the node's cache.",
                 cl.cache.bytes() as f64,
             )?;
+            if let Some(f) = &cl.files {
+                out.counters(
+                    "burnwatch_file_cache_requests_total",
+                    "Reads of data files through the node's file cache: from a local copy, or a whole file fetched from the bucket.",
+                    [
+                        (&[("result", "hit")][..], c(&f.hits)),
+                        (&[("result", "fetched")][..], c(&f.fetched)),
+                    ],
+                )?;
+                out.gauge(
+                    "burnwatch_file_cache_bytes",
+                    "Bytes of data files in the node's file cache.",
+                    f.bytes() as f64,
+                )?;
+            }
         }
         out.gauge(
             "burnwatch_store_buffered_bytes",
