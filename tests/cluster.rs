@@ -15,7 +15,8 @@
 //!   theirs, and through the query node every span stays visible exactly
 //!   once all along; RED still equals the single node's; objects no
 //!   manifest version names are swept after the grace period;
-//! - SLO status through the query node equals the single node's.
+//! - SLO status through the query node equals the single node's;
+//! - with the bucket frozen, the query node answers from its caches.
 
 mod common;
 
@@ -498,6 +499,32 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
     }
     let _ = standby.kill();
     let _ = standby.wait();
+    // The bucket stops answering: the query node answers from its view and
+    // caches (every file was read above), at once.
+    let moto = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &s3.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    moto("-STOP");
+    rt.block_on(async {
+        let t = Instant::now();
+        assert_eq!(
+            common::span_counts(&c, &q.api_url("/api/v1/query")).await,
+            (total, total)
+        );
+        let r = red(&c, &q, from).await;
+        assert_eq!(r.len(), 2);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "queries took {:?} with the bucket frozen",
+            t.elapsed()
+        );
+    });
+    moto("-CONT");
     for p in [q, a, b, single] {
         p.terminate();
     }
