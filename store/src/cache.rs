@@ -102,26 +102,37 @@ impl DiskCache {
         if !write_file(&path, bytes) {
             return;
         }
-        let mut ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        ix.clock += 1;
-        let now = ix.clock;
-        if let Some((old, _)) = ix.entries.insert(rel.to_string(), (len, now)) {
-            ix.total -= old;
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rel, len, self.cap, &self.dir);
+    }
+}
+
+impl Index {
+    /// Records `key` (`len` bytes, its file under `dir`) as just used, then
+    /// removes the least recently used other entries and their files while
+    /// over `cap`.
+    fn insert(&mut self, key: &str, len: u64, cap: u64, dir: &Path) {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some((old, _)) = self.entries.insert(key.to_string(), (len, now)) {
+            self.total -= old;
         }
-        ix.total += len;
-        while ix.total > self.cap {
-            let Some(victim) = ix
+        self.total += len;
+        while self.total > cap {
+            let Some(victim) = self
                 .entries
                 .iter()
-                .filter(|(k, _)| k.as_str() != rel)
+                .filter(|(k, _)| k.as_str() != key)
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(k, _)| k.clone())
             else {
                 break;
             };
-            if let Some((b, _)) = ix.entries.remove(&victim) {
-                ix.total -= b;
-                let _ = std::fs::remove_file(self.file(&victim));
+            if let Some((b, _)) = self.entries.remove(&victim) {
+                self.total -= b;
+                let _ = std::fs::remove_file(dir.join(&victim));
             }
         }
     }
@@ -346,29 +357,11 @@ impl FileCache {
         match result {
             Ok(size) => {
                 self.fetched.fetch_add(1, Ordering::Relaxed);
-                let mut ix = self.index.lock().unwrap_or_else(|p| p.into_inner());
-                ix.clock += 1;
-                let now = ix.clock;
-                if let Some((old, _)) = ix.entries.insert(key.clone(), (size, now)) {
-                    ix.total -= old;
-                }
-                ix.total += size;
-                while ix.total > self.cap {
-                    let Some(victim) = ix
-                        .entries
-                        .iter()
-                        .filter(|(k, _)| **k != key)
-                        .min_by_key(|(_, (_, used))| *used)
-                        .map(|(k, _)| k.clone())
-                    else {
-                        break;
-                    };
-                    if let Some((b, _)) = ix.entries.remove(&victim) {
-                        ix.total -= b;
-                        // A reader that has it open keeps reading it.
-                        let _ = std::fs::remove_file(self.dir.join(&victim));
-                    }
-                }
+                // A reader that has an evicted file open keeps reading it.
+                self.index
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(&key, size, self.cap, &self.dir);
                 true
             }
             Err(e) => {

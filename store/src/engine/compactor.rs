@@ -224,40 +224,9 @@ impl Store {
                 });
             }
             let hour = first.hour;
-            let id = {
-                let _commit = self.inner.commit.lock().await;
-                write(&self.inner.state).manifest.take_file_id()
-            };
-            let rel = format!(
-                "{}/compact-{}{id:010}.parquet",
-                partition_dir(table, hour),
-                self.file_tag()
-            );
-            let paths: Vec<PathBuf> = group.iter().map(|f| data_dir.join(&f.path)).collect();
-            let row_group_rows = self.inner.config.row_group_rows;
-            let (dd, rel2) = (data_dir.clone(), rel.clone());
-            let written = tokio::task::spawn_blocking(move || -> Result<FileMeta> {
-                let merge = MergeIter::new(table, &paths, 8192)?;
-                write_file(
-                    &dd,
-                    table,
-                    hour,
-                    &rel2,
-                    writer_props(table, row_group_rows, crate::files::COMPACT_ZSTD_LEVEL),
-                    vec![],
-                    merge,
-                )
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
-            let input_rows: u64 = group.iter().map(|f| f.rows).sum();
-            if written.rows != input_rows {
-                let _ = std::fs::remove_file(data_dir.join(&written.path));
-                return Err(Error::Internal(format!(
-                    "compaction of {table} hour {hour} produced {} rows from {input_rows}",
-                    written.rows
-                )));
-            }
+            let written = self.merge_into_new_file(table, &group).await?;
+            let input_rows = written.rows;
+            let rel = written.path.clone();
             let _commit = self.inner.commit.lock().await;
             let mut manifest = read(&self.inner.state).manifest.clone();
             let mine: Vec<FileMeta> = group

@@ -35,42 +35,9 @@ impl Store {
             return Ok(0);
         }
         let hour = first.hour;
-        let id = {
-            let _commit = self.inner.commit.lock().await;
-            let mut s = write(&self.inner.state);
-            s.manifest.take_file_id()
-        };
-        let rel = format!(
-            "{}/compact-{}{id:010}.parquet",
-            partition_dir(table, hour),
-            self.file_tag()
-        );
-        let data_dir = self.inner.data_dir.clone();
-        let row_group_rows = self.inner.config.row_group_rows;
-        let paths: Vec<PathBuf> = inputs.iter().map(|f| data_dir.join(&f.path)).collect();
-        let rel2 = rel.clone();
-        let written = tokio::task::spawn_blocking(move || -> Result<FileMeta> {
-            let merge = MergeIter::new(table, &paths, 8192)?;
-            write_file(
-                &data_dir,
-                table,
-                hour,
-                &rel2,
-                writer_props(table, row_group_rows, crate::files::COMPACT_ZSTD_LEVEL),
-                vec![],
-                merge,
-            )
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
-        let input_rows: u64 = inputs.iter().map(|f| f.rows).sum();
-        if written.rows != input_rows {
-            let _ = std::fs::remove_file(self.inner.data_dir.join(&written.path));
-            return Err(Error::Internal(format!(
-                "compaction of {table} hour {hour} produced {} rows from {input_rows}",
-                written.rows
-            )));
-        }
+        let written = self.merge_into_new_file(table, &inputs).await?;
+        let input_rows = written.rows;
+        let rel = written.path.clone();
         // Swap atomically: the manifest names either the inputs or the output.
         let _commit = self.inner.commit.lock().await;
         let mut manifest = read(&self.inner.state).manifest.clone();
@@ -97,6 +64,53 @@ impl Store {
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(table = %table, hour, inputs = inputs.len(), rows = input_rows, output = %rel, "compacted");
         Ok(inputs.len() as u64)
+    }
+
+    /// Merges `inputs` (local files of one table and hour, in the data
+    /// directory) into a new `compact-` file there, checking that it holds
+    /// exactly their rows. The file is not live yet.
+    pub(super) async fn merge_into_new_file(
+        &self,
+        table: Table,
+        inputs: &[FileMeta],
+    ) -> Result<FileMeta> {
+        let hour = inputs.first().map(|f| f.hour).unwrap_or_default();
+        let id = {
+            let _commit = self.inner.commit.lock().await;
+            write(&self.inner.state).manifest.take_file_id()
+        };
+        let rel = format!(
+            "{}/compact-{}{id:010}.parquet",
+            partition_dir(table, hour),
+            self.file_tag()
+        );
+        let data_dir = self.inner.data_dir.clone();
+        let row_group_rows = self.inner.config.row_group_rows;
+        let paths: Vec<PathBuf> = inputs.iter().map(|f| data_dir.join(&f.path)).collect();
+        let dd = data_dir.clone();
+        let written = tokio::task::spawn_blocking(move || -> Result<FileMeta> {
+            let merge = MergeIter::new(table, &paths, 8192)?;
+            write_file(
+                &dd,
+                table,
+                hour,
+                &rel,
+                writer_props(table, row_group_rows, crate::files::COMPACT_ZSTD_LEVEL),
+                vec![],
+                merge,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
+        let input_rows: u64 = inputs.iter().map(|f| f.rows).sum();
+        if written.rows != input_rows {
+            let _ = std::fs::remove_file(data_dir.join(&written.path));
+            return Err(Error::Internal(format!(
+                "compaction of {table} hour {hour} produced {} rows from {input_rows}",
+                written.rows
+            )));
+        }
+        Ok(written)
     }
 
     /// Removes whole partitions older than each table's retention. Returns the
