@@ -16,7 +16,10 @@
 //!   once all along; RED still equals the single node's; objects no
 //!   manifest version names are swept after the grace period;
 //! - SLO status through the query node equals the single node's;
-//! - with the bucket frozen, the query node answers from its caches.
+//! - with the bucket frozen, the query node answers from its caches;
+//! - a query node given `--ingest-peers` sees the same as one that finds
+//!   the ingest nodes through their leases;
+//! - the compactor applies retention to every node's files.
 
 mod common;
 
@@ -182,6 +185,34 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
     let b = node(&config, &dir.path().join("b"), &url, "b", "ingest", &rules);
     assert!(a.flight.is_some() && b.flight.is_some());
     let q = node(&config, &dir.path().join("q"), &url, "q", "query", &rules);
+    // A second query node that is given the ingest nodes instead of
+    // finding them through their leases.
+    let q2 = {
+        let peers = format!(
+            "http://{},http://{}",
+            a.flight.as_deref().unwrap(),
+            b.flight.as_deref().unwrap()
+        );
+        start_serve(
+            &[
+                os("--config"),
+                config.as_os_str(),
+                os("--data-dir"),
+                dir.path().join("q2").as_os_str(),
+                os("--storage-url"),
+                os(&url),
+                os("--node-id"),
+                os("q2"),
+                os("--role"),
+                os("query"),
+                os("--ingest-peers"),
+                os(&peers),
+                os("--rules-dir"),
+                rules.as_os_str(),
+            ],
+            Stdio::inherit(),
+        )
+    };
     let single = start_serve(
         &[
             os("--data-dir"),
@@ -221,6 +252,15 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             latencies.push(acked.elapsed());
+            // The node with static peers sees the same, soon.
+            let t = Instant::now();
+            while common::span_counts(&c, &q2.api_url("/api/v1/query")).await != (total, total) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "the query node with --ingest-peers lags"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
@@ -525,9 +565,91 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
         );
     });
     moto("-CONT");
-    for p in [q, a, b, single] {
+    for p in [q, q2, a, b, single] {
         p.terminate();
     }
+}
+
+/// The compactor applies retention to every node's files: an ingest
+/// node's expired spans leave the bucket's view at once (tombstoned), then
+/// the node's own manifest, then the bucket.
+#[test]
+fn the_compactor_expires_every_nodes_old_partitions() {
+    let s3 = S3::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let config = s3.config(dir.path());
+    // The test spans are six hours old: a retention of one hour expires them.
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(
+        "compaction_schedule = \"*/1 * * * * *\"\ndelete_grace_secs = 1\n\
+         [store.retention_hours]\nspans = 1\n",
+    );
+    std::fs::write(&config, toml).unwrap();
+    let url = format!("s3://{BUCKET}/retention");
+    let rules = dir.path().join("no-rules");
+    let a = node(&config, &dir.path().join("a"), &url, "a", "ingest", &rules);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::new();
+    rt.block_on(export(&c, &a, 0, 100, "web"));
+    let spans_in_bucket = || {
+        rt.block_on(async {
+            let r = store::remote::Remote::connect(&s3.storage("retention", "reader"))
+                .await
+                .unwrap()
+                .unwrap();
+            let m = r.merged_manifest().await.unwrap();
+            let a = r.latest_manifest("a").await.unwrap();
+            (
+                m.files(store::Table::Spans)
+                    .iter()
+                    .map(|f| f.rows)
+                    .sum::<u64>(),
+                a.map(|m| m.files(store::Table::Spans).len()).unwrap_or(0),
+            )
+        })
+    };
+    let t = Instant::now();
+    while spans_in_bucket().0 != 100 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the spans never reached the bucket"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut compactor = std::process::Command::new(common::EXE)
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--role", "compact"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("c"))
+        .args(["--storage-url", &url])
+        .arg("--rules-dir")
+        .arg(&rules)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        let (rows, a_files) = spans_in_bucket();
+        let left = s3
+            .keys("retention/spans/")
+            .into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .count();
+        if rows == 0 && a_files == 0 && left == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not expired: {rows} rows in the view, {a_files} files in a's manifest, {left} objects"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = compactor.kill();
+    let _ = compactor.wait();
+    a.terminate();
 }
 
 /// The first stdout line of a compactor, if it printed one within 2 s
