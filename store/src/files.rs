@@ -92,6 +92,11 @@ pub struct Manifest {
     /// Written by the compactor (node id `compactor`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compactor: bool,
+    /// `ingest` when the writer runs in the ingest role: only such a node's
+    /// files are compacted and expired by the compactor (a node in role
+    /// `all` maintains its own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub role: String,
     /// Compactor: per node id, paths of that node's files that this
     /// version's files replace (or that retention removed). Readers leave
     /// them out; the owner drops them from its own manifest.

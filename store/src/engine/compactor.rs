@@ -42,7 +42,11 @@ impl Store {
         let mut others: BTreeMap<String, Manifest> = BTreeMap::new();
         for (node, seq) in &heads {
             if node != COMPACTOR_NODE {
-                others.insert(node.clone(), remote.manifest_version(node, *seq).await?);
+                let m = remote.manifest_version(node, *seq).await?;
+                // A node in role `all` compacts and expires its own files.
+                if m.role == "ingest" {
+                    others.insert(node.clone(), m);
+                }
             }
         }
         let inputs: BTreeMap<String, u64> =

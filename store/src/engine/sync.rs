@@ -201,6 +201,10 @@ impl Store {
             manifest.lineage = uuid::Uuid::new_v4().simple().to_string();
         }
         manifest.seq += 1;
+        manifest.role = match self.inner.config.role {
+            StoreRole::Ingest => "ingest".into(),
+            StoreRole::Single | StoreRole::Compactor => String::new(),
+        };
         if let Err(e) = remote.put_manifest(manifest).await {
             // The version may exist even so (its answer lost): its number
             // and the names of the files it may list are never used again.
