@@ -440,6 +440,7 @@ fn two_ingest_nodes_and_a_query_node_see_every_span_once() {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap())
             .spawn()
+            .map(Proc)
             .unwrap()
     };
     // Objects no manifest version names (an upload whose version was never
@@ -634,6 +635,7 @@ fn the_compactor_expires_every_nodes_old_partitions() {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
+        .map(Proc)
         .unwrap();
     let t = Instant::now();
     loop {
@@ -656,6 +658,30 @@ fn the_compactor_expires_every_nodes_old_partitions() {
     let _ = compactor.wait();
     a.terminate();
     s.terminate();
+}
+
+/// A child process killed when dropped, so a failed assertion never leaves
+/// a compactor running.
+struct Proc(std::process::Child);
+
+impl std::ops::Deref for Proc {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The first stdout line of a compactor, if it printed one within 2 s
