@@ -570,6 +570,15 @@ impl Remote {
         }
     }
 
+    /// Every object under `dir` (recursively); `what` names them in errors.
+    async fn list_all(&self, dir: &Path, what: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        self.store
+            .list(Some(dir))
+            .try_collect()
+            .await
+            .map_err(|e| self.err(&format!("cannot list {what}"), e))
+    }
+
     /// Every object under the table directories and the derived-file
     /// directory, as paths relative to the prefix.
     pub async fn data_objects(&self) -> Result<Vec<String>> {
@@ -579,12 +588,7 @@ impl Remote {
             .map(|t| t.name())
             .chain([crate::files::DERIVED_DIR]);
         for dir in dirs {
-            let list: Vec<object_store::ObjectMeta> = self
-                .store
-                .list(Some(&self.path(dir)))
-                .try_collect()
-                .await
-                .map_err(|e| self.err("cannot list the files", e))?;
+            let list = self.list_all(&self.path(dir), "the files").await?;
             out.extend(list.into_iter().map(|o| self.rel_of(&o.location)));
         }
         Ok(out)
@@ -592,12 +596,9 @@ impl Remote {
 
     /// Every manifest version kept in the bucket, of every node.
     pub async fn all_versions(&self) -> Result<Vec<Manifest>> {
-        let list: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&self.path("manifests")))
-            .try_collect()
-            .await
-            .map_err(|e| self.err("cannot list the manifests", e))?;
+        let list = self
+            .list_all(&self.path("manifests"), "the manifests")
+            .await?;
         let mut out = Vec::new();
         for o in list
             .iter()
@@ -629,12 +630,7 @@ impl Remote {
     /// The newest manifest version of `node`, if it has any.
     pub async fn latest_manifest(&self, node: &str) -> Result<Option<Manifest>> {
         let dir = self.manifest_dir(node);
-        let list: Vec<object_store::ObjectMeta> =
-            self.store
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|e| self.err("cannot list the manifests", e))?;
+        let list = self.list_all(&dir, "the manifests").await?;
         let Some(newest) = list
             .iter()
             .filter(|o| o.location.as_ref().ends_with(".json"))
@@ -647,12 +643,9 @@ impl Remote {
 
     /// The newest manifest version number of every node, from one listing.
     pub async fn manifest_heads(&self) -> Result<BTreeMap<String, u64>> {
-        let list: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&self.path("manifests")))
-            .try_collect()
-            .await
-            .map_err(|e| self.err("cannot list the manifests", e))?;
+        let list = self
+            .list_all(&self.path("manifests"), "the manifests")
+            .await?;
         let mut heads = BTreeMap::new();
         for o in list {
             let parts: Vec<&str> = o.location.as_ref().rsplitn(3, '/').collect();
@@ -680,12 +673,9 @@ impl Remote {
     /// Nodes whose lease is unexpired and that advertise where they serve
     /// their live rows: `(node id, URL)`.
     pub async fn advertised_nodes(&self) -> Result<Vec<(String, String)>> {
-        let list: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&self.path("nodes")))
-            .try_collect()
-            .await
-            .map_err(|e| self.err("cannot list the node leases", e))?;
+        let list = self
+            .list_all(&self.path("nodes"), "the node leases")
+            .await?;
         let mut out = Vec::new();
         for o in list {
             let Some(node) = o
@@ -712,32 +702,17 @@ impl Remote {
         Ok(out)
     }
 
-    /// Every node id with manifest versions in the bucket.
-    pub async fn nodes(&self) -> Result<Vec<String>> {
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&self.path("manifests")))
-            .await
-            .map_err(|e| self.err("cannot list the manifests", e))?;
-        Ok(listed
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect())
-    }
-
     /// The union of every node's newest manifest version: what a reader of
-    /// the whole bucket sees. Paths are relative to the prefix. The
-    /// compactor's version is read last (so every file another node dropped
-    /// for it is in it), and the files it tombstones are left out.
+    /// the whole bucket sees, from one listing. Paths are relative to the
+    /// prefix. The compactor's version is merged last, and the files it
+    /// tombstones are left out (a version that applied its tombstones was
+    /// written after them, so the same listing has them).
     pub async fn merged_manifest(&self) -> Result<Manifest> {
-        let mut nodes = self.nodes().await?;
-        nodes.sort_by_key(|n| n == COMPACTOR_NODE);
+        let mut heads: Vec<(String, u64)> = self.manifest_heads().await?.into_iter().collect();
+        heads.sort_by_key(|(n, _)| n == COMPACTOR_NODE);
         let mut versions = Vec::new();
-        for node in nodes {
-            if let Some(m) = self.latest_manifest(&node).await? {
-                versions.push(m);
-            }
+        for (node, seq) in heads {
+            versions.push(self.manifest_version(&node, seq).await?);
         }
         Ok(merge_versions(versions.iter()))
     }
