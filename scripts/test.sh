@@ -3,7 +3,9 @@
 # a Python virtualenv with pyarrow and DuckDB (independent Parquet readers) and
 # the OpenTelemetry Python SDK with its OTLP exporters (an independent client),
 # moto's S3-compatible server (the object-storage tests),
-# Chromium for the dashboard tests and Alertmanager for the notification tests.
+# Chromium for the dashboard tests, Alertmanager for the notification tests
+# and PostgreSQL for the shared state database (each test runs a throwaway
+# server in a temporary directory; nothing is started as a service).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,9 @@ fi
 if [ -z "${BURNWATCH_ALERTMANAGER:-}" ] && ! command -v prometheus-alertmanager >/dev/null 2>&1 \
   && ! command -v alertmanager >/dev/null 2>&1; then
   missing+=(prometheus-alertmanager)
+fi
+if [ -z "${BURNWATCH_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -41,6 +41,31 @@ pub struct Config {
     pub auth: web::auth::AuthConfig,
     /// The node's role when several nodes share one bucket.
     pub cluster: ClusterConfig,
+    /// Where incidents, silences, alert instances and dashboard sessions
+    /// live: SQLite under the data directory, or a PostgreSQL shared by the
+    /// query nodes.
+    pub state: StateConfig,
+}
+
+/// The `[state]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Empty (the default): SQLite files under `<data_dir>/state`.
+    /// `postgres://user:password@host:port/database`: one PostgreSQL
+    /// database shared by every query node (same incidents everywhere, one
+    /// evaluator elected by a lease). May be `${env:NAME}` or `${file:/path}`.
+    pub url: String,
+}
+
+impl Config {
+    /// Where the state database of `file` (`alerts.sqlite` or `sessions.db`)
+    /// is: that SQLite file under `<data_dir>/state`, or the shared
+    /// PostgreSQL database of `state.url`.
+    pub fn state_target(&self, file: &str) -> anyhow::Result<statedb::Target> {
+        statedb::Target::parse(&self.state.url, &self.data_dir.join("state").join(file))
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 /// What a node does when several share one bucket.
@@ -138,6 +163,7 @@ impl Default for Config {
             rollups: analytics::rollup::RollupConfig::default(),
             auth: web::auth::AuthConfig::default(),
             cluster: ClusterConfig::default(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -211,6 +237,10 @@ pub struct ServerFlags {
     /// [default: those advertised in the bucket].
     #[arg(long, env = "BURNWATCH_INGEST_PEERS", value_delimiter = ',')]
     pub ingest_peers: Option<Vec<String>>,
+    /// State database: `postgres://user:password@host:port/db` shared by
+    /// the query nodes [default: SQLite under --data-dir/state].
+    #[arg(long, env = "BURNWATCH_STATE_URL", hide_env_values = true)]
+    pub state_url: Option<String>,
     /// Check the configuration and the SLO and rule files, print what
     /// would run, and exit: non-zero if anything is invalid or the rules
     /// directory is missing. Opens no port and writes nothing.
@@ -300,6 +330,9 @@ impl ServerFlags {
         if let Some(p) = &self.ingest_peers {
             config.cluster.ingest_peers = p.iter().filter(|s| !s.is_empty()).cloned().collect();
         }
+        if let Some(u) = &self.state_url {
+            config.state.url = u.clone();
+        }
         if config.cluster.role != Role::All {
             anyhow::ensure!(
                 config.storage.url.is_some(),
@@ -354,6 +387,10 @@ fn resolve_secrets(config: &mut Config) -> anyhow::Result<()> {
                 .into_owned();
         }
     }
+    config.state.url = slo_engine::secret::resolve(&config.state.url)
+        .context("state.url")?
+        .into_owned();
+    config.state_target("alerts.sqlite")?;
     for (i, t) in config.auth.tokens.iter_mut().enumerate() {
         t.sha256 = slo_engine::secret::resolve(&t.sha256)
             .with_context(|| format!("auth.tokens[{i}].sha256"))?

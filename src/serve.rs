@@ -104,12 +104,23 @@ async fn start_slo_engine(
         };
         slo_config.external_url = format!("{scheme}://{}", config.http_addr);
     }
-    let engine = slo_engine::engine::SloEngine::open_with_rules(
+    let target = config.state_target("alerts.sqlite")?;
+    let shown = target.describe();
+    let db = {
+        tokio::task::spawn_blocking(move || slo_engine::incidents::open_state(&target))
+            .await?
+            .with_context(|| format!("cannot open the state database {}", shown))?
+    };
+    // A name for this process in the evaluator lease: the node id and a
+    // random suffix, so two processes never share one.
+    let holder = format!("{}:{:08x}", config.storage.node_id(), rand::random::<u32>());
+    let engine = slo_engine::engine::SloEngine::open_with_state(
         store.clone(),
         slos,
         groups,
         slo_config,
-        &config.data_dir.join("state"),
+        db,
+        &holder,
     )
     .context("cannot open the incident database")?;
     engine.spawn(token.clone(), tracker).await?;
@@ -228,15 +239,24 @@ pub async fn run(
 
 /// Opens the store and starts the receivers and the HTTP side.
 pub async fn start(mut config: Config) -> anyhow::Result<Server> {
-    // Dashboard sessions live in the state directory, beside the incident
-    // database, so that a restart does not sign everyone out.
-    let sessions_db = config.data_dir.join("state").join("sessions.db");
-    let auth = web::auth::Auth::new(&config.auth)
-        .map_err(anyhow::Error::msg)?
-        .map(|a| a.persist(&sessions_db, store::now_ns()))
-        .transpose()
-        .map_err(anyhow::Error::msg)?
-        .map(Arc::new);
+    // Dashboard sessions live in the state database (beside the incidents),
+    // so that a restart does not sign everyone out; a shared one lets every
+    // query node honour a session.
+    let auth = match web::auth::Auth::new(&config.auth).map_err(anyhow::Error::msg)? {
+        Some(a) => {
+            let target = config.state_target("sessions.db")?;
+            let shown = target.describe();
+            let db = {
+                tokio::task::spawn_blocking(move || web::auth::open_sessions(&target))
+                    .await?
+                    .with_context(|| format!("cannot open the sessions database {shown}"))?
+            };
+            Some(Arc::new(
+                a.persist(db, store::now_ns()).map_err(anyhow::Error::msg)?,
+            ))
+        }
+        None => None,
+    };
     if let Some(a) = &auth {
         // The OTLP receivers take the tokens that may ingest; with auth on
         // and none of them, nothing could send telemetry.

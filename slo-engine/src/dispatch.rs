@@ -214,6 +214,32 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Forgets every group and pushed alert (this node stopped evaluating,
+    /// or is about to rebuild them from the database).
+    pub fn clear(&self) {
+        *self.lock() = State::default();
+    }
+
+    /// SLO incidents this dispatcher still holds as firing (in a group, or
+    /// pushed to Alertmanager).
+    pub fn firing_incidents(&self) -> Vec<i64> {
+        let st = self.lock();
+        let mut ids: Vec<i64> = st
+            .groups
+            .values()
+            .flat_map(|g| g.alerts.values())
+            .filter(|p| p.alert.status == "firing")
+            .filter_map(|p| p.incident)
+            .chain(st.pushed.iter().filter_map(|(k, p)| {
+                let id = k.strip_prefix("slo/")?.rsplit_once('/')?.1.parse().ok()?;
+                (p.resolved_ns.is_none()).then_some(id)
+            }))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Hands over an alert that started, changed or resolved at `now_ns`.
     pub fn push(&self, p: Pending, now_ns: i64) {
         let resolved = (p.alert.status == "resolved").then_some(now_ns);
@@ -455,6 +481,10 @@ impl SloEngine {
     /// Sends what the dispatcher has due at `at_ns`: grouped webhook
     /// notifications (in the background, retried) and the Alertmanager push.
     pub fn flush_notifications(self: &Arc<Self>, at_ns: i64) {
+        // Only the evaluating node notifies.
+        if !self.is_evaluator() {
+            return;
+        }
         let external = self.config.external_url.trim_end_matches('/').to_string();
         let (out, held) = self
             .dispatcher

@@ -1,10 +1,19 @@
 //! The SLO engine: evaluates every SLO on a schedule (tokio-cron-scheduler),
-//! keeps one incident per SLO in SQLite, and notifies webhooks when an
-//! incident opens, changes severity or resolves (never on every evaluation).
+//! keeps one incident per SLO in the state database, and notifies webhooks
+//! when an incident opens, changes severity or resolves (never on every
+//! evaluation).
+//!
+//! With a shared (PostgreSQL) state database, several query nodes run the
+//! engine but one evaluates: it holds the `evaluator` lease. The others
+//! compute statuses for their dashboards, follow the rule instances the
+//! evaluator saves, and take over within one lease time-to-live of its loss
+//! (the lease lasts one evaluation interval and is renewed four times per
+//! interval), rebuilding notification state from the database first so
+//! incidents already notified are not notified again.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -103,14 +112,28 @@ pub struct SloEngine {
     evaluations: std::sync::atomic::AtomicU64,
     evaluation_failures: std::sync::atomic::AtomicU64,
     pub(crate) deliveries: TaskTracker,
+    db: Arc<statedb::StateDb>,
+    /// This node's name in the evaluator lease.
+    holder: String,
+    /// Whether this node evaluates (always with an unshared database).
+    evaluator: AtomicBool,
+    /// When the lease was last renewed (ns).
+    renewed_ns: AtomicI64,
+    /// Times this node took evaluation over.
+    takeovers: AtomicU64,
+    /// Held by a scheduled round, so two never run at once.
+    round: tokio::sync::Mutex<()>,
 }
+
+/// The lease that elects the evaluating node in a shared state database.
+pub const EVALUATOR_LEASE: &str = "evaluator";
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The incident database.
-    #[error("incident database: {0}")]
-    Db(#[from] rusqlite::Error),
+    /// The state database.
+    #[error("state database: {0}")]
+    Db(#[from] statedb::Error),
     /// A query.
     #[error("{0}")]
     Query(#[from] store::sql::QueryError),
@@ -141,8 +164,8 @@ impl SloEngine {
         SloEngine::open_with_rules(store, slos, Vec::new(), config, state_dir)
     }
 
-    /// Opens the incident database under `state_dir`, with alert rule groups
-    /// (their instances are read back from the same database).
+    /// Opens the incident database (SQLite) under `state_dir`, with alert
+    /// rule groups (their instances are read back from the same database).
     pub fn open_with_rules(
         store: Store,
         slos: Vec<Slo>,
@@ -150,10 +173,26 @@ impl SloEngine {
         config: SloConfig,
         state_dir: &std::path::Path,
     ) -> Result<Arc<SloEngine>, EngineError> {
-        let db = state_dir.join("alerts.sqlite");
-        let incidents = Incidents::open(&db)?;
-        let rules = RuleRunner::open(groups, &db)?;
-        let silences = Silences::open(&db)?;
+        let db = crate::incidents::open_state(&statedb::Target::Sqlite(
+            state_dir.join("alerts.sqlite"),
+        ))?;
+        SloEngine::open_with_state(store, slos, groups, config, db, "local")
+    }
+
+    /// The engine over state database `db` (migrated by
+    /// [`crate::incidents::open_state`]); `holder` names this node in the
+    /// evaluator lease when `db` is shared.
+    pub fn open_with_state(
+        store: Store,
+        slos: Vec<Slo>,
+        groups: Vec<RuleGroup>,
+        config: SloConfig,
+        db: Arc<statedb::StateDb>,
+        holder: &str,
+    ) -> Result<Arc<SloEngine>, EngineError> {
+        let incidents = Incidents::new(db.clone());
+        let rules = RuleRunner::open(groups, db.clone())?;
+        let silences = Silences::new(db.clone());
         for s in &slos {
             for w in &s.warnings {
                 tracing::warn!(slo = %s.name, "{w}");
@@ -179,14 +218,108 @@ impl SloEngine {
             evaluations: Default::default(),
             evaluation_failures: Default::default(),
             deliveries: TaskTracker::new(),
+            evaluator: AtomicBool::new(!db.is_shared()),
+            db,
+            holder: holder.to_string(),
+            renewed_ns: AtomicI64::new(0),
+            takeovers: AtomicU64::new(0),
+            round: tokio::sync::Mutex::new(()),
         });
-        engine.restore()?;
+        if engine.is_evaluator() {
+            engine.restore()?;
+        }
         Ok(engine)
     }
 
-    /// After a restart: open incidents and firing rule instances were
-    /// notified before; they rejoin their groups as sent at their last
-    /// change (repeated after `repeat_interval`, not notified again now).
+    /// Whether this node evaluates (holds the evaluator lease, or the state
+    /// database is its own).
+    pub fn is_evaluator(&self) -> bool {
+        self.evaluator.load(Ordering::Acquire)
+    }
+
+    /// This node's name in the evaluator lease.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The lease's time-to-live: one evaluation interval (at least 1 s).
+    fn lease_ttl_ns(&self) -> i64 {
+        (self.config.evaluation_interval_secs.max(1.0) * 1e9) as i64
+    }
+
+    /// One lease round at `now_ns` (blocking: it talks to the database):
+    /// takes or renews the evaluator lease; takes evaluation over when the
+    /// lease was just won, steps down when another node holds it or it could
+    /// not be renewed for a whole time-to-live. True when this node evaluates
+    /// after the round. Always true with an unshared database.
+    pub fn lease_round(&self, now_ns: i64) -> bool {
+        if !self.db.is_shared() {
+            return true;
+        }
+        let ttl = self.lease_ttl_ns();
+        let was = self.is_evaluator();
+        match self
+            .db
+            .try_lease(EVALUATOR_LEASE, &self.holder, now_ns, ttl)
+        {
+            Ok(true) => {
+                self.renewed_ns.store(now_ns, Ordering::Release);
+                if !was {
+                    self.take_over();
+                }
+            }
+            Ok(false) => {
+                if was {
+                    self.step_down("another node holds the evaluator lease");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the evaluator lease");
+                if was && now_ns - self.renewed_ns.load(Ordering::Acquire) >= ttl {
+                    self.step_down("the evaluator lease could not be renewed in time");
+                }
+            }
+        }
+        self.is_evaluator()
+    }
+
+    /// This node starts evaluating: rule instances and notification state are
+    /// read back from the database (what the previous evaluator saved).
+    fn take_over(&self) {
+        if let Err(e) = self.rules.reload() {
+            tracing::error!(error = %e, "cannot read the alert instances back");
+        }
+        self.dispatcher.clear();
+        if let Err(e) = self.restore() {
+            tracing::error!(error = %e, "cannot read the open incidents back");
+        }
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+        self.evaluator.store(true, Ordering::Release);
+        tracing::info!(node = %self.holder, "this node now evaluates SLOs and alert rules (evaluator lease taken)");
+    }
+
+    fn step_down(&self, why: &str) {
+        self.evaluator.store(false, Ordering::Release);
+        self.dispatcher.clear();
+        tracing::warn!(node = %self.holder, "this node stopped evaluating: {why}");
+    }
+
+    /// Gives the lease up (a clean shutdown), so another node takes over at
+    /// once instead of after the time-to-live.
+    pub fn release_lease(&self) {
+        if self.db.is_shared() && self.is_evaluator() {
+            self.evaluator.store(false, Ordering::Release);
+            if let Err(e) = self.db.release_lease(EVALUATOR_LEASE, &self.holder) {
+                tracing::warn!(error = %e, "cannot release the evaluator lease");
+            }
+        }
+    }
+
+    /// After a restart or a takeover: open incidents notified since their
+    /// last change, and firing rule instances, rejoin their groups as sent at
+    /// their last change (repeated after `repeat_interval`, not notified
+    /// again now); open incidents whose notification is still owed are
+    /// notified.
     fn restore(&self) -> Result<(), EngineError> {
         let external = self.config.external_url.trim_end_matches('/').to_string();
         for inc in self.incidents.list(10_000)? {
@@ -202,7 +335,29 @@ impl SloEngine {
                 ("incident_id".to_string(), inc.id.to_string()),
             ]
             .into();
-            self.dispatcher.restore(
+            // Notified since its last change (delivered, failed after every
+            // attempt, or held by a silence)? Then it joins its group as sent;
+            // otherwise the notification is still owed (e.g. the previous
+            // evaluator stopped during the group wait) and goes out now.
+            let changed = inc
+                .timeline
+                .iter()
+                .rposition(|t| matches!(t.event.as_str(), "opened" | "escalated" | "deescalated"));
+            let notified = inc.timeline.iter().enumerate().any(|(i, t)| {
+                changed.is_none_or(|c| i > c)
+                    && matches!(
+                        t.event.as_str(),
+                        "notified" | "notification_failed" | "silenced"
+                    )
+            });
+            let put = |p: Pending, at: i64| {
+                if notified {
+                    self.dispatcher.restore(p, at)
+                } else {
+                    self.dispatcher.push(p, now_ns())
+                }
+            };
+            put(
                 Pending {
                     key: format!("slo/{}/{}", slo.name, inc.id),
                     alert: WebhookAlert {
@@ -252,7 +407,15 @@ impl SloEngine {
     /// Evaluates alert rule group `index` at `at_ns` and notifies the
     /// webhooks of every instance that started or stopped firing (in the
     /// background). The clock is a parameter so tests can drive it.
+    /// A node that does not evaluate reads the instances the evaluator saved
+    /// instead.
     pub async fn evaluate_rules_at(self: &Arc<Self>, index: usize, at_ns: i64) -> Vec<Change> {
+        if !self.is_evaluator() {
+            if let Err(e) = self.rules.reload() {
+                tracing::warn!(error = %e, "cannot read the alert instances back");
+            }
+            return Vec::new();
+        }
         let limits = QueryLimits {
             timeout_secs: self
                 .rules
@@ -321,8 +484,28 @@ impl SloEngine {
         let (slo_name, severity, opened_ns, summary) =
             self.incidents.resolve(id, by, note, at_ns)?;
         tracing::info!(incident = id, slo = %slo_name, by, "incident resolved by hand");
+        // Another node evaluates: it notices at its next round and sends the
+        // resolved notification (see `sync_resolved`).
+        if self.is_evaluator() {
+            self.push_resolved(&slo_name, id, severity, opened_ns, summary, by, at_ns);
+        }
+        Ok(())
+    }
+
+    /// Sends the resolved notification of incident `id`, resolved by hand.
+    #[allow(clippy::too_many_arguments)]
+    fn push_resolved(
+        &self,
+        slo_name: &str,
+        id: i64,
+        severity: AlertState,
+        opened_ns: i64,
+        summary: String,
+        by: &str,
+        at_ns: i64,
+    ) {
         let Some(slo) = self.slos.iter().find(|s| s.name == slo_name) else {
-            return Ok(());
+            return;
         };
         let external = self.config.external_url.trim_end_matches('/').to_string();
         let labels = slo_labels(slo, severity.as_str());
@@ -349,13 +532,48 @@ impl SloEngine {
             },
             at_ns,
         );
-        Ok(())
+    }
+
+    /// On the evaluator: incidents it holds as firing that were resolved by
+    /// hand on another node get their resolved notification.
+    fn sync_resolved(&self) {
+        for id in self.dispatcher.firing_incidents() {
+            let inc = match self.incidents.get(id) {
+                Ok(Some(inc)) if inc.state == "resolved" => inc,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read an incident back");
+                    return;
+                }
+            };
+            let by = inc
+                .timeline
+                .iter()
+                .rev()
+                .find(|t| t.event == "resolved")
+                .and_then(|t| t.detail.get("by")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| "another node".into());
+            let severity = if inc.severity == "page" {
+                AlertState::Page
+            } else {
+                AlertState::Ticket
+            };
+            let at = inc.resolved_ns.unwrap_or(inc.updated_ns);
+            self.push_resolved(&inc.slo, id, severity, inc.opened_ns, inc.summary, &by, at);
+        }
     }
 
     /// One evaluation round at `at_ns`: statuses, incident transitions,
     /// notifications (sent in the background). The clock is a parameter so
     /// tests can drive it.
+    /// On a node that does not evaluate (a shared state database whose
+    /// lease another node holds), statuses are computed for the dashboard but
+    /// incidents and notifications are left to the evaluator.
     pub async fn evaluate_at(self: &Arc<Self>, at_ns: i64) -> Vec<SloStatus> {
+        let evaluator = self.is_evaluator();
+        if evaluator {
+            self.sync_resolved();
+        }
         let mut statuses = Vec::with_capacity(self.slos.len());
         for slo in &self.slos {
             // In its own task, so a panic fails this SLO, not the round.
@@ -363,6 +581,10 @@ impl SloEngine {
             let outcome = tokio::spawn(async move { evaluate(&sli, &def, at_ns).await }).await;
             match outcome {
                 Ok(Ok(status)) => {
+                    if !evaluator {
+                        statuses.push(status);
+                        continue;
+                    }
                     if let Err(e) = self.apply(slo, &status).await {
                         tracing::error!(slo = %slo.name, error = %e, "cannot record the incident");
                     }
@@ -463,6 +685,15 @@ impl SloEngine {
         }
     }
 
+    /// A round on the wall clock, unless one is running (a slow round skips
+    /// a tick).
+    async fn scheduled_round(self: &Arc<Self>) {
+        let Ok(_guard) = self.round.try_lock() else {
+            return;
+        };
+        self.evaluate_at(now_ns()).await;
+    }
+
     /// Evaluates every `evaluation_interval_secs` until `token` is cancelled.
     pub async fn spawn(
         self: &Arc<Self>,
@@ -473,17 +704,11 @@ impl SloEngine {
             .await
             .map_err(|e| EngineError::Scheduler(e.to_string()))?;
         let engine = self.clone();
-        let running = Arc::new(tokio::sync::Mutex::new(()));
         let every = Duration::from_secs_f64(self.config.evaluation_interval_secs.max(0.5));
         let job = tokio_cron_scheduler::Job::new_repeated_async(every, move |_id, _l| {
             let engine = engine.clone();
-            let running = running.clone();
             Box::pin(async move {
-                // Never two rounds at once (a slow round skips a tick).
-                let Ok(_guard) = running.try_lock() else {
-                    return;
-                };
-                engine.evaluate_at(now_ns()).await;
+                engine.scheduled_round().await;
             })
         })
         .map_err(|e| EngineError::Scheduler(e.to_string()))?;
@@ -516,10 +741,47 @@ impl SloEngine {
             .start()
             .await
             .map_err(|e| EngineError::Scheduler(e.to_string()))?;
+        // With a shared state database: the evaluator lease, taken before the
+        // first round and renewed four times per time-to-live. Winning it
+        // starts a round at once, so a takeover does not wait for the next
+        // tick.
+        if self.db.is_shared() {
+            let won = {
+                let e = self.clone();
+                tokio::task::spawn_blocking(move || e.lease_round(now_ns()))
+                    .await
+                    .unwrap_or(false)
+            };
+            if !won {
+                tracing::info!(node = %self.holder, "another node evaluates SLOs and alert rules; this one follows (it takes over if that node stops renewing the evaluator lease)");
+            }
+            let lease = self.clone();
+            let stop = token.clone();
+            let renew = Duration::from_nanos((self.lease_ttl_ns() / 4).max(100_000_000) as u64);
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(renew) => {}
+                    }
+                    let was = lease.is_evaluator();
+                    let e = lease.clone();
+                    let now = tokio::task::spawn_blocking(move || e.lease_round(now_ns()))
+                        .await
+                        .unwrap_or(false);
+                    if now && !was {
+                        let e = lease.clone();
+                        tokio::spawn(async move { e.scheduled_round().await });
+                    }
+                }
+                let e = lease.clone();
+                let _ = tokio::task::spawn_blocking(move || e.release_lease()).await;
+            });
+        }
         // A first round right away, so status is there from the start.
         let first = self.clone();
         tracker.spawn(async move {
-            first.evaluate_at(now_ns()).await;
+            first.scheduled_round().await;
         });
         // Group waits and intervals run on the wall clock between rounds.
         let ticker = self.clone();
@@ -556,6 +818,16 @@ impl SloEngine {
             "burnwatch_slo_evaluation_failures_total",
             "SLO evaluations that failed.",
             self.evaluation_failures.load(Ordering::Relaxed),
+        )?;
+        out.gauge(
+            "burnwatch_slo_evaluator",
+            "1 when this node evaluates SLOs and alert rules (it holds the evaluator lease, or the state database is its own), else 0.",
+            if self.is_evaluator() { 1.0 } else { 0.0 },
+        )?;
+        out.counter(
+            "burnwatch_slo_evaluator_takeovers_total",
+            "Times this node took evaluation over from another (shared state database).",
+            self.takeovers.load(Ordering::Relaxed),
         )?;
         let receivers = [
             ("webhook", &self.notify_metrics.webhook),

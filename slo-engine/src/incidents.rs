@@ -1,13 +1,13 @@
-//! Incidents in an embedded SQLite database (`<data_dir>/state/alerts.sqlite`):
+//! Incidents in the state database (embedded SQLite at
+//! `<data_dir>/state/alerts.sqlite`, or a shared PostgreSQL):
 //! one open incident per SLO at most, which escalates ticket -> page,
 //! de-escalates, can be acknowledged, and resolves; every change is a
 //! timeline entry; every notification attempt is recorded.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::Serialize;
+use statedb::{Conn, Migration, StateDb, params};
 
 use crate::evaluate::AlertState;
 
@@ -81,10 +81,17 @@ pub struct TimelineEntry {
 
 /// The incident database.
 pub struct Incidents {
-    conn: Mutex<Connection>,
+    db: Arc<StateDb>,
 }
 
-const SCHEMA: &str = "
+/// The alerting tables, as versioned migrations of the `alerts` component.
+/// SQLite's first version is the schema of earlier releases (`IF NOT
+/// EXISTS`), so their files upgrade in place.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "incidents, timelines, silences, alert instances",
+        sqlite: "
 CREATE TABLE IF NOT EXISTS incidents (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     slo TEXT NOT NULL,
@@ -104,7 +111,76 @@ CREATE TABLE IF NOT EXISTS timeline (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS timeline_incident ON timeline (incident_id);
-";
+CREATE TABLE IF NOT EXISTS silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    matchers TEXT NOT NULL,
+    starts_ns INTEGER NOT NULL,
+    ends_ns INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_instances (
+    grp TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (grp, alert, fingerprint, state)
+);",
+        postgres: "
+CREATE TABLE incidents (
+    id BIGSERIAL PRIMARY KEY,
+    slo TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    opened_ns BIGINT NOT NULL,
+    updated_ns BIGINT NOT NULL,
+    resolved_ns BIGINT,
+    acknowledged_by TEXT,
+    summary TEXT NOT NULL
+);
+CREATE INDEX incidents_open ON incidents (slo) WHERE state <> 'resolved';
+CREATE TABLE timeline (
+    id BIGSERIAL PRIMARY KEY,
+    incident_id BIGINT NOT NULL REFERENCES incidents (id),
+    at_ns BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX timeline_incident ON timeline (incident_id);
+CREATE TABLE silences (
+    id BIGSERIAL PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_ns BIGINT NOT NULL,
+    ends_ns BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_ns BIGINT NOT NULL
+);
+CREATE TABLE alert_instances (
+    grp TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (grp, alert, fingerprint, state)
+);",
+    },
+    Migration {
+        version: 2,
+        name: "at most one open incident per SLO",
+        sqlite: "CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (slo) WHERE state <> 'resolved';",
+        postgres: "CREATE UNIQUE INDEX incidents_one_open ON incidents (slo) WHERE state <> 'resolved';",
+    },
+];
+
+/// Opens the state database at `target` with the alerting tables migrated.
+pub fn open_state(target: &statedb::Target) -> statedb::Result<Arc<StateDb>> {
+    let db = StateDb::open(target)?;
+    db.migrate("alerts", MIGRATIONS)?;
+    Ok(Arc::new(db))
+}
 
 fn severity_state(s: &str) -> AlertState {
     if s == "page" {
@@ -115,49 +191,34 @@ fn severity_state(s: &str) -> AlertState {
 }
 
 impl Incidents {
-    /// Opens (or creates) the database.
-    pub fn open(path: &Path) -> rusqlite::Result<Incidents> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Incidents {
-            conn: Mutex::new(conn),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The incidents in `db` (migrated by [`open_state`]).
+    pub fn new(db: Arc<StateDb>) -> Incidents {
+        Incidents { db }
     }
 
     /// The open (or acknowledged) incident of `slo`: id and severity.
-    pub fn open_for(&self, slo: &str) -> rusqlite::Result<Option<(i64, AlertState)>> {
-        self.lock()
-            .query_row(
+    pub fn open_for(&self, slo: &str) -> statedb::Result<Option<(i64, AlertState)>> {
+        self.db
+            .query_opt(
                 "SELECT id, severity FROM incidents WHERE slo = ?1 AND state <> 'resolved' ORDER BY id DESC LIMIT 1",
                 params![slo],
-                |r| Ok((r.get::<_, i64>(0)?, severity_state(&r.get::<_, String>(1)?))),
-            )
-            .optional()
+            )?
+            .map(|r| Ok((r.int(0)?, severity_state(&r.text(1)?))))
+            .transpose()
     }
 
     /// When incident `id` opened.
-    pub fn opened_ns(&self, id: i64) -> rusqlite::Result<Option<i64>> {
-        self.lock()
-            .query_row(
-                "SELECT opened_ns FROM incidents WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
+    pub fn opened_ns(&self, id: i64) -> statedb::Result<Option<i64>> {
+        self.db
+            .query_opt("SELECT opened_ns FROM incidents WHERE id = ?1", params![id])?
+            .map(|r| r.int(0))
+            .transpose()
     }
 
     /// Applies `t` to `slo`'s incident at `at_ns`; returns the incident id
-    /// touched, if any.
+    /// touched, if any. The open incident is read in the same transaction,
+    /// and a unique index allows one open incident per SLO, so two writers
+    /// cannot open two.
     pub fn apply(
         &self,
         slo: &str,
@@ -165,76 +226,85 @@ impl Incidents {
         at_ns: i64,
         summary: &str,
         detail: &serde_json::Value,
-    ) -> rusqlite::Result<Option<i64>> {
-        let open = self.open_for(slo)?;
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let id = match (t, open) {
-            (Transition::None, _) => return Ok(None),
-            (Transition::Open(sev), _) => {
-                tx.execute(
-                    "INSERT INTO incidents (slo, severity, state, opened_ns, updated_ns, summary) VALUES (?1, ?2, 'open', ?3, ?3, ?4)",
-                    params![slo, sev.as_str(), at_ns, summary],
-                )?;
-                let id = tx.last_insert_rowid();
-                timeline(&tx, id, at_ns, "opened", detail)?;
-                id
-            }
-            (Transition::Escalate(sev) | Transition::Deescalate(sev), Some((id, _))) => {
-                tx.execute(
-                    "UPDATE incidents SET severity = ?2, updated_ns = ?3, summary = ?4 WHERE id = ?1",
-                    params![id, sev.as_str(), at_ns, summary],
-                )?;
-                let event = if matches!(t, Transition::Escalate(_)) {
-                    "escalated"
-                } else {
-                    "deescalated"
-                };
-                timeline(&tx, id, at_ns, event, detail)?;
-                id
-            }
-            (Transition::Resolve, Some((id, _))) => {
-                tx.execute(
-                    "UPDATE incidents SET state = 'resolved', updated_ns = ?2, resolved_ns = ?2 WHERE id = ?1",
-                    params![id, at_ns],
-                )?;
-                timeline(&tx, id, at_ns, "resolved", detail)?;
-                id
-            }
-            (_, None) => return Ok(None),
-        };
-        tx.commit()?;
-        Ok(Some(id))
+    ) -> statedb::Result<Option<i64>> {
+        if t == Transition::None {
+            return Ok(None);
+        }
+        self.db.transaction(|tx| {
+            let open = tx
+                .query_opt(
+                    "SELECT id FROM incidents WHERE slo = ?1 AND state <> 'resolved' ORDER BY id DESC LIMIT 1",
+                    params![slo],
+                )?
+                .map(|r| r.int(0))
+                .transpose()?;
+            let id = match (t, open) {
+                (Transition::None, _) => return Ok(None),
+                (Transition::Open(sev), _) => {
+                    let id = tx
+                        .query_opt(
+                            "INSERT INTO incidents (slo, severity, state, opened_ns, updated_ns, summary) VALUES (?1, ?2, 'open', ?3, ?3, ?4) RETURNING id",
+                            params![slo, sev.as_str(), at_ns, summary],
+                        )?
+                        .ok_or_else(|| statedb::Error::Other("INSERT returned no id".into()))?
+                        .int(0)?;
+                    timeline(tx, id, at_ns, "opened", detail)?;
+                    id
+                }
+                (Transition::Escalate(sev) | Transition::Deescalate(sev), Some(id)) => {
+                    tx.execute(
+                        "UPDATE incidents SET severity = ?2, updated_ns = ?3, summary = ?4 WHERE id = ?1",
+                        params![id, sev.as_str(), at_ns, summary],
+                    )?;
+                    let event = if matches!(t, Transition::Escalate(_)) {
+                        "escalated"
+                    } else {
+                        "deescalated"
+                    };
+                    timeline(tx, id, at_ns, event, detail)?;
+                    id
+                }
+                (Transition::Resolve, Some(id)) => {
+                    tx.execute(
+                        "UPDATE incidents SET state = 'resolved', updated_ns = ?2, resolved_ns = ?2 WHERE id = ?1",
+                        params![id, at_ns],
+                    )?;
+                    timeline(tx, id, at_ns, "resolved", detail)?;
+                    id
+                }
+                (_, None) => return Ok(None),
+            };
+            Ok(Some(id))
+        })
     }
 
     /// Marks an incident acknowledged by `by`. Errors if it is unknown or
     /// resolved.
     pub fn acknowledge(&self, id: i64, by: &str, at_ns: i64) -> Result<(), String> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
-        let n = tx
-            .execute(
-                "UPDATE incidents SET state = 'acknowledged', acknowledged_by = ?2, updated_ns = ?3 WHERE id = ?1 AND state = 'open'",
-                params![id, by, at_ns],
-            )
+        let done = self
+            .db
+            .transaction(|tx| {
+                let n = tx.execute(
+                    "UPDATE incidents SET state = 'acknowledged', acknowledged_by = ?2, updated_ns = ?3 WHERE id = ?1 AND state = 'open'",
+                    params![id, by, at_ns],
+                )?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                timeline(tx, id, at_ns, "acknowledged", &serde_json::json!({ "by": by }))?;
+                Ok(true)
+            })
             .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!("incident {id} is not open"));
+        if done {
+            Ok(())
+        } else {
+            Err(format!("incident {id} is not open"))
         }
-        timeline(
-            &tx,
-            id,
-            at_ns,
-            "acknowledged",
-            &serde_json::json!({ "by": by }),
-        )
-        .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())
     }
 
     /// Resolves an open or acknowledged incident by hand (`by`, with an
-    /// optional note); returns its SLO, severity and opening time. Errors if
-    /// it is unknown or already resolved.
+    /// optional note); returns its SLO, severity, opening time and summary.
+    /// Errors if it is unknown or already resolved.
     pub fn resolve(
         &self,
         id: i64,
@@ -242,30 +312,32 @@ impl Incidents {
         note: &str,
         at_ns: i64,
     ) -> Result<(String, AlertState, i64, String), String> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
-        let row: Option<(String, String, i64, String)> = tx
-            .query_row(
-                "SELECT slo, severity, opened_ns, summary FROM incidents WHERE id = ?1 AND state <> 'resolved'",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()
+        let row = self
+            .db
+            .transaction(|tx| {
+                let Some(r) = tx.query_opt(
+                    "SELECT slo, severity, opened_ns, summary FROM incidents WHERE id = ?1 AND state <> 'resolved'",
+                    params![id],
+                )?
+                else {
+                    return Ok(None);
+                };
+                let row = (r.text(0)?, r.text(1)?, r.int(2)?, r.text(3)?);
+                tx.execute(
+                    "UPDATE incidents SET state = 'resolved', updated_ns = ?2, resolved_ns = ?2 WHERE id = ?1",
+                    params![id, at_ns],
+                )?;
+                let mut detail = serde_json::json!({ "by": by, "manual": true });
+                if !note.is_empty() {
+                    detail["note"] = serde_json::Value::String(note.to_string());
+                }
+                timeline(tx, id, at_ns, "resolved", &detail)?;
+                Ok(Some(row))
+            })
             .map_err(|e| e.to_string())?;
         let Some((slo, severity, opened_ns, summary)) = row else {
             return Err(format!("incident {id} is not open"));
         };
-        tx.execute(
-            "UPDATE incidents SET state = 'resolved', updated_ns = ?2, resolved_ns = ?2 WHERE id = ?1",
-            params![id, at_ns],
-        )
-        .map_err(|e| e.to_string())?;
-        let mut detail = serde_json::json!({ "by": by, "manual": true });
-        if !note.is_empty() {
-            detail["note"] = serde_json::Value::String(note.to_string());
-        }
-        timeline(&tx, id, at_ns, "resolved", &detail).map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
         Ok((slo, severity_state(&severity), opened_ns, summary))
     }
 
@@ -276,71 +348,84 @@ impl Incidents {
         at_ns: i64,
         event: &str,
         detail: &serde_json::Value,
-    ) -> rusqlite::Result<()> {
-        let conn = self.lock();
-        timeline(&conn, id, at_ns, event, detail)
+    ) -> statedb::Result<()> {
+        self.db
+            .transaction(|tx| timeline(tx, id, at_ns, event, detail))
     }
 
     /// Incidents, newest first (at most `limit`), with their timelines.
-    pub fn list(&self, limit: usize) -> rusqlite::Result<Vec<Incident>> {
+    pub fn list(&self, limit: usize) -> statedb::Result<Vec<Incident>> {
         self.select("ORDER BY id DESC LIMIT ?1", limit as i64)
     }
 
     /// One incident with its timeline.
-    pub fn get(&self, id: i64) -> rusqlite::Result<Option<Incident>> {
+    pub fn get(&self, id: i64) -> statedb::Result<Option<Incident>> {
         Ok(self.select("WHERE id = ?1", id)?.pop())
     }
 
     /// Incidents chosen by `tail` (SQL after `FROM incidents`, with one
     /// parameter), with their timelines.
-    fn select(&self, tail: &str, param: i64) -> rusqlite::Result<Vec<Incident>> {
-        let conn = self.lock();
-        let mut st = conn.prepare(&format!(
-            "SELECT id, slo, severity, state, opened_ns, updated_ns, resolved_ns, acknowledged_by, summary FROM incidents {tail}"
-        ))?;
-        let mut incidents = st
-            .query_map(params![param], |r| {
-                Ok(Incident {
-                    id: r.get(0)?,
-                    slo: r.get(1)?,
-                    severity: r.get(2)?,
-                    state: r.get(3)?,
-                    opened_ns: r.get(4)?,
-                    updated_ns: r.get(5)?,
-                    resolved_ns: r.get(6)?,
-                    acknowledged_by: r.get(7)?,
-                    summary: r.get(8)?,
-                    timeline: Vec::new(),
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut tl = conn.prepare(
-            "SELECT at_ns, event, detail FROM timeline WHERE incident_id = ?1 ORDER BY rowid",
-        )?;
-        for inc in &mut incidents {
-            inc.timeline = tl
-                .query_map(params![inc.id], |r| {
-                    let detail: String = r.get(2)?;
-                    Ok(TimelineEntry {
-                        at_ns: r.get(0)?,
-                        event: r.get(1)?,
-                        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+    fn select(&self, tail: &str, param: i64) -> statedb::Result<Vec<Incident>> {
+        // Insertion order of timeline entries: SQLite's rowid, PostgreSQL's
+        // serial id.
+        let order = match self.db.dialect() {
+            statedb::Dialect::Sqlite => "rowid",
+            statedb::Dialect::Postgres => "id",
+        };
+        self.db.transaction(|tx| {
+            let mut incidents = tx
+                .query(
+                    &format!(
+                        "SELECT id, slo, severity, state, opened_ns, updated_ns, resolved_ns, acknowledged_by, summary FROM incidents {tail}"
+                    ),
+                    params![param],
+                )?
+                .iter()
+                .map(|r| {
+                    Ok(Incident {
+                        id: r.int(0)?,
+                        slo: r.text(1)?,
+                        severity: r.text(2)?,
+                        state: r.text(3)?,
+                        opened_ns: r.int(4)?,
+                        updated_ns: r.int(5)?,
+                        resolved_ns: r.opt_int(6)?,
+                        acknowledged_by: r.opt_text(7)?,
+                        summary: r.text(8)?,
+                        timeline: Vec::new(),
                     })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-        }
-        Ok(incidents)
+                })
+                .collect::<statedb::Result<Vec<_>>>()?;
+            let sql = format!(
+                "SELECT at_ns, event, detail FROM timeline WHERE incident_id = ?1 ORDER BY {order}"
+            );
+            for inc in &mut incidents {
+                inc.timeline = tx
+                    .query(&sql, params![inc.id])?
+                    .iter()
+                    .map(|r| {
+                        Ok(TimelineEntry {
+                            at_ns: r.int(0)?,
+                            event: r.text(1)?,
+                            detail: serde_json::from_str(&r.text(2)?)
+                                .unwrap_or(serde_json::Value::Null),
+                        })
+                    })
+                    .collect::<statedb::Result<Vec<_>>>()?;
+            }
+            Ok(incidents)
+        })
     }
 }
 
 fn timeline(
-    conn: &Connection,
+    tx: &mut dyn Conn,
     id: i64,
     at_ns: i64,
     event: &str,
     detail: &serde_json::Value,
-) -> rusqlite::Result<()> {
-    conn.execute(
+) -> statedb::Result<()> {
+    tx.execute(
         "INSERT INTO timeline (incident_id, at_ns, event, detail) VALUES (?1, ?2, ?3, ?4)",
         params![id, at_ns, event, detail.to_string()],
     )?;
@@ -367,13 +452,12 @@ mod tests {
         assert_eq!(transition(Some(Ticket), Ok), Transition::Resolve);
     }
 
-    #[test]
-    fn one_incident_escalates_resolves_and_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state/alerts.sqlite");
+    /// The incident lifecycle on one backend: open, escalate, acknowledge,
+    /// reopen the database (a restart), resolve.
+    fn lifecycle(target: &statedb::Target) {
         let d = serde_json::json!({});
         {
-            let db = Incidents::open(&path).unwrap();
+            let db = Incidents::new(open_state(target).unwrap());
             let id = db
                 .apply("checkout", Transition::Open(Ticket), 1, "slow burn", &d)
                 .unwrap()
@@ -386,8 +470,13 @@ mod tests {
             );
             db.acknowledge(id, "alice", 3).unwrap();
             assert!(db.acknowledge(id, "bob", 4).is_err());
+            // A second writer with a stale view cannot open a second one.
+            let e = db
+                .apply("checkout", Transition::Open(Page), 4, "again", &d)
+                .unwrap_err();
+            assert!(e.is_unique_violation(), "{e}");
         }
-        let db = Incidents::open(&path).unwrap();
+        let db = Incidents::new(open_state(target).unwrap());
         let (id, sev) = db.open_for("checkout").unwrap().unwrap();
         assert_eq!(sev, Page);
         db.apply("checkout", Transition::Resolve, 5, "", &d)
@@ -400,7 +489,34 @@ mod tests {
         assert_eq!(inc.state, "resolved");
         assert_eq!(inc.acknowledged_by.as_deref(), Some("alice"));
         assert_eq!(inc.resolved_ns, Some(5));
+        assert_eq!(inc.opened_ns, 1);
         let events: Vec<&str> = inc.timeline.iter().map(|t| t.event.as_str()).collect();
         assert_eq!(events, ["opened", "escalated", "acknowledged", "resolved"]);
+        assert_eq!(db.get(id).unwrap().as_ref(), Some(inc));
+        let (slo, _, _, _) = {
+            let id2 = db
+                .apply("checkout", Transition::Open(Ticket), 6, "x", &d)
+                .unwrap()
+                .unwrap();
+            db.resolve(id2, "bob", "fixed", 7).unwrap()
+        };
+        assert_eq!(slo, "checkout");
+        assert_eq!(db.list(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn one_incident_escalates_resolves_and_survives_a_restart_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        lifecycle(&statedb::Target::Sqlite(
+            dir.path().join("state/alerts.sqlite"),
+        ));
+    }
+
+    #[test]
+    fn one_incident_escalates_resolves_and_survives_a_restart_postgres() {
+        let pg = statedb::testing::TestPostgres::start().unwrap();
+        lifecycle(&statedb::Target::Postgres(
+            pg.database("incidents").unwrap(),
+        ));
     }
 }

@@ -4,11 +4,10 @@
 //! its matchers are not sent (incidents and alert states still change, and
 //! the suppression is recorded).
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use statedb::{StateDb, params};
 
 use crate::rules::Labels;
 
@@ -142,9 +141,9 @@ pub struct NewSilence {
     pub comment: String,
 }
 
-/// Silences in SQLite.
+/// Silences in the state database.
 pub struct Silences {
-    conn: Mutex<Connection>,
+    db: Arc<StateDb>,
 }
 
 impl std::fmt::Debug for Silences {
@@ -153,38 +152,13 @@ impl std::fmt::Debug for Silences {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS silences (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    matchers TEXT NOT NULL,
-    starts_ns INTEGER NOT NULL,
-    ends_ns INTEGER NOT NULL,
-    created_by TEXT NOT NULL,
-    comment TEXT NOT NULL,
-    created_ns INTEGER NOT NULL
-);";
-
 /// Most matchers per silence.
 pub const MAX_MATCHERS: usize = 32;
 
 impl Silences {
-    /// Opens (or creates) the table in the database at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<Silences> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Silences {
-            conn: Mutex::new(conn),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The silences in `db` (migrated by [`crate::incidents::open_state`]).
+    pub fn new(db: Arc<StateDb>) -> Silences {
+        Silences { db }
     }
 
     /// Creates a silence; the error says what is wrong with it.
@@ -205,69 +179,62 @@ impl Silences {
         if s.ends_at_ns <= starts.max(now_ns) {
             return Err("endsAtNs must be after the start and in the future".into());
         }
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO silences (matchers, starts_ns, ends_ns, created_by, comment, created_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![
-                serde_json::to_string(&s.matchers).map_err(|e| e.to_string())?,
-                starts,
-                s.ends_at_ns,
-                s.created_by.trim(),
-                s.comment.trim(),
-                now_ns
-            ],
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(conn.last_insert_rowid())
+        self.db
+            .query_opt(
+                "INSERT INTO silences (matchers, starts_ns, ends_ns, created_by, comment, created_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                params![
+                    serde_json::to_string(&s.matchers).map_err(|e| e.to_string())?,
+                    starts,
+                    s.ends_at_ns,
+                    s.created_by.trim(),
+                    s.comment.trim(),
+                    now_ns
+                ],
+            )
+            .and_then(|r| {
+                r.ok_or_else(|| statedb::Error::Other("INSERT returned no id".into()))?
+                    .int(0)
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// Ends a silence now. `Ok(false)` when there is no such silence or it
     /// already ended.
-    pub fn expire(&self, id: i64, now_ns: i64) -> rusqlite::Result<bool> {
-        let conn = self.lock();
-        let ends: Option<i64> = conn
-            .query_row("SELECT ends_ns FROM silences WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match ends {
-            Some(e) if e > now_ns => {
-                conn.execute(
-                    "UPDATE silences SET ends_ns = ?2 WHERE id = ?1",
-                    rusqlite::params![id, now_ns],
-                )?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+    pub fn expire(&self, id: i64, now_ns: i64) -> statedb::Result<bool> {
+        let n = self.db.execute(
+            "UPDATE silences SET ends_ns = ?2 WHERE id = ?1 AND ends_ns > ?2",
+            params![id, now_ns],
+        )?;
+        Ok(n > 0)
     }
 
     /// Every silence (newest first), with its state at `now_ns`.
-    pub fn list(&self, now_ns: i64) -> rusqlite::Result<Vec<Silence>> {
-        let conn = self.lock();
-        let mut st = conn.prepare(
+    pub fn list(&self, now_ns: i64) -> statedb::Result<Vec<Silence>> {
+        let rows = self.db.query(
             "SELECT id, matchers, starts_ns, ends_ns, created_by, comment FROM silences ORDER BY id DESC LIMIT 1000",
+            &[],
         )?;
-        let rows = st.query_map([], |r| {
-            let matchers: String = r.get(1)?;
-            let (starts, ends): (i64, i64) = (r.get(2)?, r.get(3)?);
-            Ok(Silence {
-                id: r.get(0)?,
-                matchers: serde_json::from_str(&matchers).unwrap_or_default(),
-                starts_at_ns: starts,
-                ends_at_ns: ends,
-                created_by: r.get(4)?,
-                comment: r.get(5)?,
-                state: if now_ns < starts {
-                    "pending"
-                } else if now_ns < ends {
-                    "active"
-                } else {
-                    "expired"
-                },
+        rows.iter()
+            .map(|r| {
+                let matchers = r.text(1)?;
+                let (starts, ends) = (r.int(2)?, r.int(3)?);
+                Ok(Silence {
+                    id: r.int(0)?,
+                    matchers: serde_json::from_str(&matchers).unwrap_or_default(),
+                    starts_at_ns: starts,
+                    ends_at_ns: ends,
+                    created_by: r.text(4)?,
+                    comment: r.text(5)?,
+                    state: if now_ns < starts {
+                        "pending"
+                    } else if now_ns < ends {
+                        "active"
+                    } else {
+                        "expired"
+                    },
+                })
             })
-        })?;
-        rows.collect()
+            .collect()
     }
 
     /// The first active silence that silences `labels` at `now_ns`.
@@ -315,11 +282,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn silences_start_end_expire_and_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alerts.sqlite");
-        let s = Silences::open(&path).unwrap();
+    fn silences_start_end_expire_and_survive_a_reopen(target: &statedb::Target) {
+        let open = || Silences::new(crate::incidents::open_state(target).unwrap());
+        let s = open();
         let new = |ends: i64| NewSilence {
             matchers: vec![Matcher::parse("service=\"gateway\"").unwrap()],
             starts_at_ns: Some(100),
@@ -333,7 +298,7 @@ mod tests {
         assert_eq!(s.silenced_by(&l, 100), Some(id));
         assert_eq!(s.silenced_by(&labels(&[("service", "cart")]), 100), None);
         drop(s);
-        let s = Silences::open(&path).unwrap();
+        let s = open();
         assert_eq!(s.list(500).unwrap()[0].state, "active");
         assert!(s.expire(id, 500).unwrap());
         assert!(!s.expire(id, 600).unwrap(), "already expired");
@@ -347,5 +312,21 @@ mod tests {
         let mut anon = new(1_000);
         anon.created_by = " ".into();
         assert!(s.create(&anon, 50).unwrap_err().contains("createdBy"));
+    }
+
+    #[test]
+    fn silences_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        silences_start_end_expire_and_survive_a_reopen(&statedb::Target::Sqlite(
+            dir.path().join("alerts.sqlite"),
+        ));
+    }
+
+    #[test]
+    fn silences_on_postgres() {
+        let pg = statedb::testing::TestPostgres::start().unwrap();
+        silences_start_end_expire_and_survive_a_reopen(&statedb::Target::Postgres(
+            pg.database("silences").unwrap(),
+        ));
     }
 }

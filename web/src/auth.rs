@@ -21,7 +21,7 @@
 //! too low gets 403.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Form, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -137,8 +137,8 @@ struct Session {
 pub struct Auth {
     tokens: Vec<(String, Role, [u8; 32])>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
-    /// Where sessions outlive a restart (SQLite), when set.
-    db: Mutex<Option<rusqlite::Connection>>,
+    /// Where sessions outlive a restart (the state database), when set.
+    db: Mutex<Option<Arc<statedb::StateDb>>>,
     session_ns: i64,
     secure_cookie: bool,
 }
@@ -146,12 +146,29 @@ pub struct Auth {
 /// A saved session: SHA-256 of its id, SHA-256 of its token, expiry.
 type SavedSession = ([u8; 32], [u8; 32], i64);
 
-const SESSIONS_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sessions (
+/// The sessions table, as versioned migrations of the `sessions` component
+/// (SQLite's first version is the schema of earlier releases).
+pub const MIGRATIONS: &[statedb::Migration] = &[statedb::Migration {
+    version: 1,
+    name: "dashboard sessions",
+    sqlite: "CREATE TABLE IF NOT EXISTS sessions (
     id_sha256 BLOB PRIMARY KEY,
     token_sha256 BLOB NOT NULL,
     expires_ns INTEGER NOT NULL
-);";
+);",
+    postgres: "CREATE TABLE sessions (
+    id_sha256 BYTEA PRIMARY KEY,
+    token_sha256 BYTEA NOT NULL,
+    expires_ns BIGINT NOT NULL
+);",
+}];
+
+/// Opens the state database at `target` with the sessions table migrated.
+pub fn open_sessions(target: &statedb::Target) -> statedb::Result<Arc<statedb::StateDb>> {
+    let db = statedb::StateDb::open(target)?;
+    db.migrate("sessions", MIGRATIONS)?;
+    Ok(Arc::new(db))
+}
 
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,61 +228,53 @@ impl Auth {
         }))
     }
 
-    /// Keeps sessions in the SQLite file `path` so that they outlive a
-    /// restart, and loads the live ones saved there. Only the SHA-256 of a
-    /// session id is stored. A saved session whose token is no longer
-    /// configured (removed or rotated) is dropped; one whose token changed
-    /// role takes the new role.
-    pub fn persist(self, path: &std::path::Path, now_ns: i64) -> Result<Auth, String> {
-        let open = || -> rusqlite::Result<(rusqlite::Connection, Vec<SavedSession>)> {
-            let conn = rusqlite::Connection::open(path)?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            conn.execute_batch(SESSIONS_SCHEMA)?;
-            conn.execute("DELETE FROM sessions WHERE expires_ns <= ?1", [now_ns])?;
-            let rows = conn
-                .prepare("SELECT id_sha256, token_sha256, expires_ns FROM sessions")?
-                .query_map([], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let rows = rows
-                .into_iter()
-                .filter_map(|(id, token, expires)| {
-                    Some((id.try_into().ok()?, token.try_into().ok()?, expires))
-                })
-                .collect();
-            Ok((conn, rows))
-        };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let (conn, rows) = open()
-            .map_err(|e| format!("cannot open the sessions database {}: {e}", path.display()))?;
+    /// Keeps sessions in the state database `db` (see [`open_sessions`]) so
+    /// that they outlive a restart, and loads the live ones saved there. Only
+    /// the SHA-256 of a session id is stored. A saved session whose token is
+    /// no longer configured (removed or rotated) is dropped; one whose token
+    /// changed role takes the new role. With a shared database (PostgreSQL)
+    /// every node reads sessions from it, so a session opened on one node
+    /// works on the others and signing out ends it everywhere.
+    pub fn persist(self, db: Arc<statedb::StateDb>, now_ns: i64) -> Result<Auth, String> {
+        let where_ = db.describe().to_string();
+        let rows = db
+            .execute(
+                "DELETE FROM sessions WHERE expires_ns <= ?1",
+                statedb::params![now_ns],
+            )
+            .and_then(|_| {
+                db.query(
+                    "SELECT id_sha256, token_sha256, expires_ns FROM sessions",
+                    &[],
+                )
+            })
+            .map_err(|e| format!("cannot open the sessions database {where_}: {e}"))?;
+        let rows: Vec<SavedSession> = rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.blob(0).ok()?.try_into().ok()?,
+                    r.blob(1).ok()?.try_into().ok()?,
+                    r.int(2).ok()?,
+                ))
+            })
+            .collect();
         let mut kept = HashMap::new();
         let mut dropped = Vec::new();
         for (id, token, expires_ns) in rows {
-            match self.tokens.iter().find(|(_, _, h)| same(h, &token)) {
-                Some((name, role, _)) => {
-                    kept.insert(
-                        id,
-                        Session {
-                            name: name.clone(),
-                            role: *role,
-                            expires_ns,
-                            token,
-                        },
-                    );
+            match self.session_of(&token, expires_ns) {
+                Some(session) => {
+                    kept.insert(id, session);
                 }
                 None => dropped.push(id),
             }
         }
         for id in &dropped {
-            if let Err(e) = conn.execute("DELETE FROM sessions WHERE id_sha256 = ?1", [&id[..]]) {
-                return Err(format!(
-                    "cannot update the sessions database {}: {e}",
-                    path.display()
-                ));
+            if let Err(e) = db.execute(
+                "DELETE FROM sessions WHERE id_sha256 = ?1",
+                statedb::params![&id[..]],
+            ) {
+                return Err(format!("cannot update the sessions database {where_}: {e}"));
             }
         }
         if !kept.is_empty() || !dropped.is_empty() {
@@ -276,16 +285,32 @@ impl Auth {
             );
         }
         *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = kept;
-        *self.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+        *self.db.lock().unwrap_or_else(|e| e.into_inner()) = Some(db);
         Ok(self)
     }
 
+    /// A session of the configured token whose SHA-256 is `token`.
+    fn session_of(&self, token: &[u8; 32], expires_ns: i64) -> Option<Session> {
+        self.tokens
+            .iter()
+            .find(|(_, _, h)| same(h, token))
+            .map(|(name, role, _)| Session {
+                name: name.clone(),
+                role: *role,
+                expires_ns,
+                token: *token,
+            })
+    }
+
+    fn database(&self) -> Option<Arc<statedb::StateDb>> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Runs `f` on the sessions database, if there is one; a failure is
-    /// logged (the session still works until the next restart).
-    fn save(&self, what: &str, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<usize>) {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(conn) = db.as_ref()
-            && let Err(e) = f(conn)
+    /// logged (the session still works on this node until its restart).
+    fn save(&self, what: &str, f: impl FnOnce(&statedb::StateDb) -> statedb::Result<()>) {
+        if let Some(db) = self.database()
+            && let Err(e) = f(&db)
         {
             tracing::warn!(error = %e, "cannot {what} in the sessions database; it will not outlive a restart");
         }
@@ -339,21 +364,54 @@ impl Auth {
         s.insert(key, session.clone());
         drop(s);
         self.save("save the session", |db| {
-            db.execute("DELETE FROM sessions WHERE expires_ns <= ?1", [now_ns])?;
-            if let Some(k) = oldest {
-                db.execute("DELETE FROM sessions WHERE id_sha256 = ?1", [&k[..]])?;
-            }
-            db.execute(
-                "INSERT OR REPLACE INTO sessions (id_sha256, token_sha256, expires_ns) VALUES (?1, ?2, ?3)",
-                rusqlite::params![&key[..], &session.token[..], session.expires_ns],
-            )
+            db.transaction(|tx| {
+                tx.execute(
+                    "DELETE FROM sessions WHERE expires_ns <= ?1",
+                    statedb::params![now_ns],
+                )?;
+                if let Some(k) = oldest {
+                    tx.execute(
+                        "DELETE FROM sessions WHERE id_sha256 = ?1",
+                        statedb::params![&k[..]],
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO sessions (id_sha256, token_sha256, expires_ns) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id_sha256) DO UPDATE SET token_sha256 = excluded.token_sha256, expires_ns = excluded.expires_ns",
+                    statedb::params![&key[..], &session.token[..], session.expires_ns],
+                )?;
+                Ok(())
+            })
         });
         id
     }
 
     fn session(&self, id: &str, now_ns: i64) -> Option<Principal> {
+        let key = digest(id);
+        // A shared database is the truth: sessions opened or ended on other
+        // nodes count here too.
+        if let Some(db) = self.database().filter(|db| db.is_shared()) {
+            match db.query_opt(
+                "SELECT token_sha256, expires_ns FROM sessions WHERE id_sha256 = ?1 AND expires_ns > ?2",
+                statedb::params![&key[..], now_ns],
+            ) {
+                Ok(row) => {
+                    let found = row.and_then(|r| {
+                        let token: [u8; 32] = r.blob(0).ok()?.try_into().ok()?;
+                        self.session_of(&token, r.int(1).ok()?)
+                    });
+                    return found.map(|v| Principal {
+                        name: v.name,
+                        role: v.role,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read sessions from the shared database; using this node's");
+                }
+            }
+        }
         let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        s.get(&digest(id))
+        s.get(&key)
             .filter(|v| v.expires_ns > now_ns)
             .map(|v| Principal {
                 name: v.name.clone(),
@@ -367,7 +425,11 @@ impl Auth {
         s.remove(&key);
         drop(s);
         self.save("end the session", |db| {
-            db.execute("DELETE FROM sessions WHERE id_sha256 = ?1", [&key[..]])
+            db.execute(
+                "DELETE FROM sessions WHERE id_sha256 = ?1",
+                statedb::params![&key[..]],
+            )
+            .map(|_| ())
         });
     }
 
@@ -679,10 +741,10 @@ mod tests {
         assert_eq!(local(Some("/slos?range=1h")), "/slos?range=1h");
     }
 
-    #[test]
-    fn sessions_outlive_a_restart_unless_their_token_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state").join("sessions.db");
+    fn sessions_outlive_a_restart_unless_their_token_is_gone(
+        target: &statedb::Target,
+    ) -> (String, AuthConfig) {
+        let db = || open_sessions(target).unwrap();
         let config = |tokens: &[(&str, Role, &str)]| AuthConfig {
             tokens: tokens
                 .iter()
@@ -704,7 +766,7 @@ mod tests {
         let auth = Auth::new(&config(&both))
             .unwrap()
             .unwrap()
-            .persist(&db, 0)
+            .persist(db(), 0)
             .unwrap();
         let alice = auth.open_session(&auth.check_token("ta").unwrap(), "ta", 0);
         let bob = auth.open_session(&auth.check_token("tb").unwrap(), "tb", 0);
@@ -716,7 +778,7 @@ mod tests {
         let auth = Auth::new(&config(&both))
             .unwrap()
             .unwrap()
-            .persist(&db, 10)
+            .persist(db(), 10)
             .unwrap();
         assert_eq!(
             auth.principal(&cookie_of(&alice), 10).unwrap().name,
@@ -736,7 +798,7 @@ mod tests {
         let auth = Auth::new(&config(&changed))
             .unwrap()
             .unwrap()
-            .persist(&db, 20)
+            .persist(db(), 20)
             .unwrap();
         assert_eq!(auth.principal(&cookie_of(&bob), 20), None);
         assert_eq!(
@@ -747,7 +809,7 @@ mod tests {
         let auth = Auth::new(&config(&both))
             .unwrap()
             .unwrap()
-            .persist(&db, 30)
+            .persist(db(), 30)
             .unwrap();
         assert_eq!(
             auth.principal(&cookie_of(&bob), 30),
@@ -760,13 +822,52 @@ mod tests {
         let auth = Auth::new(&config(&both))
             .unwrap()
             .unwrap()
-            .persist(&db, 3_600_000_000_001)
+            .persist(db(), 3_600_000_000_001)
             .unwrap();
         assert_eq!(auth.sessions(), 0);
-        let bytes = std::fs::read(&db).unwrap();
+        (alice, config(&both))
+    }
+
+    #[test]
+    fn sessions_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state").join("sessions.db");
+        let (alice, _) = sessions_outlive_a_restart_unless_their_token_is_gone(
+            &statedb::Target::Sqlite(file.clone()),
+        );
+        let bytes = std::fs::read(&file).unwrap();
         assert!(
             !bytes.windows(alice.len()).any(|w| w == alice.as_bytes()),
             "the session id itself is never stored"
+        );
+    }
+
+    #[test]
+    fn sessions_on_postgres_are_shared_between_nodes() {
+        let pg = statedb::testing::TestPostgres::start().unwrap();
+        let target = statedb::Target::Postgres(pg.database("sessions").unwrap());
+        let (_, config) = sessions_outlive_a_restart_unless_their_token_is_gone(&target);
+        let node = || {
+            Auth::new(&config)
+                .unwrap()
+                .unwrap()
+                .persist(open_sessions(&target).unwrap(), 5_000_000_000_000)
+                .unwrap()
+        };
+        let (a, b) = (node(), node());
+        let mut cookie = HeaderMap::new();
+        let id = a.open_session(&a.check_token("ta").unwrap(), "ta", 5_000_000_000_000);
+        cookie.insert(header::COOKIE, format!("{COOKIE}={id}").parse().unwrap());
+        assert_eq!(
+            b.principal(&cookie, 5_000_000_000_001).unwrap().name,
+            "alice",
+            "opened on one node, valid on the other"
+        );
+        b.close_session(&id);
+        assert_eq!(
+            a.principal(&cookie, 5_000_000_000_002),
+            None,
+            "signed out on one node, ended on the other"
         );
     }
 }

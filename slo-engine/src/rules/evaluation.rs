@@ -4,7 +4,6 @@
 //! evaluation, its duration and error).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Instant;
@@ -60,24 +59,38 @@ impl std::fmt::Debug for RuleRunner {
 }
 
 impl RuleRunner {
-    /// Opens the instance table in the database at `db_path` and reads back
-    /// the instances of every rule.
-    pub fn open(groups: Vec<RuleGroup>, db_path: &Path) -> rusqlite::Result<RuleRunner> {
-        let db = InstanceStore::open(db_path)?;
-        let mut instances = HashMap::new();
-        for g in &groups {
-            for r in &g.rules {
-                instances.insert((g.name.clone(), r.name.clone()), db.load(&g.name, &r.name)?);
-            }
-        }
-        Ok(RuleRunner {
+    /// The rules over the instance table in `db`, with the instances of
+    /// every rule read back.
+    pub fn open(
+        groups: Vec<RuleGroup>,
+        db: std::sync::Arc<statedb::StateDb>,
+    ) -> statedb::Result<RuleRunner> {
+        let runner = RuleRunner {
             groups,
-            instances: Mutex::new(instances),
+            instances: Mutex::new(HashMap::new()),
             health: RwLock::new(HashMap::new()),
-            db,
+            db: InstanceStore::new(db),
             evaluations: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-        })
+        };
+        runner.reload()?;
+        Ok(runner)
+    }
+
+    /// Reads every rule's instances back from the database (at start, and
+    /// when this node takes over evaluation or follows the evaluating one).
+    pub fn reload(&self) -> statedb::Result<()> {
+        let mut instances = HashMap::new();
+        for g in &self.groups {
+            for r in &g.rules {
+                instances.insert(
+                    (g.name.clone(), r.name.clone()),
+                    self.db.load(&g.name, &r.name)?,
+                );
+            }
+        }
+        *self.instances.lock().unwrap_or_else(|e| e.into_inner()) = instances;
+        Ok(())
     }
 
     /// The rule groups.

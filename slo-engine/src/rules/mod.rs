@@ -595,10 +595,10 @@ pub fn step(
     changes
 }
 
-/// Alert instances in SQLite (the incidents database), so a restart keeps
-/// `for` progress and does not notify again.
+/// Alert instances in the state database, so a restart (or another node
+/// taking over evaluation) keeps `for` progress and does not notify again.
 pub struct InstanceStore {
-    db: std::sync::Mutex<rusqlite::Connection>,
+    db: std::sync::Arc<statedb::StateDb>,
 }
 
 impl std::fmt::Debug for InstanceStore {
@@ -607,44 +607,21 @@ impl std::fmt::Debug for InstanceStore {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS alert_instances (
-    grp TEXT NOT NULL,
-    alert TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (grp, alert, fingerprint, state)
-);";
-
 impl InstanceStore {
-    /// Opens (or creates) the table in the database at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<InstanceStore> {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let db = rusqlite::Connection::open(path)?;
-        db.busy_timeout(Duration::from_secs(5))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(SCHEMA)?;
-        Ok(InstanceStore {
-            db: std::sync::Mutex::new(db),
-        })
+    /// The instances in `db` (migrated by [`crate::incidents::open_state`]).
+    pub fn new(db: std::sync::Arc<statedb::StateDb>) -> InstanceStore {
+        InstanceStore { db }
     }
 
     /// The stored instances of a rule.
-    pub fn load(&self, group: &str, alert: &str) -> rusqlite::Result<Vec<Instance>> {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        let mut st = db.prepare(
+    pub fn load(&self, group: &str, alert: &str) -> statedb::Result<Vec<Instance>> {
+        let rows = self.db.query(
             "SELECT state, body FROM alert_instances WHERE grp = ?1 AND alert = ?2 ORDER BY fingerprint",
+            statedb::params![group, alert],
         )?;
-        let rows = st.query_map([group, alert], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (state, body) = row?;
+            let (state, body) = (row.text(0)?, row.text(1)?);
             if InstanceState::parse(&state).is_some()
                 && let Ok(i) = serde_json::from_str::<Instance>(&body)
             {
@@ -655,26 +632,27 @@ impl InstanceStore {
     }
 
     /// Replaces the stored instances of a rule, in one transaction.
-    pub fn save(&self, group: &str, alert: &str, instances: &[Instance]) -> rusqlite::Result<()> {
-        let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = db.transaction()?;
-        tx.execute(
-            "DELETE FROM alert_instances WHERE grp = ?1 AND alert = ?2",
-            [group, alert],
-        )?;
-        for i in instances {
+    pub fn save(&self, group: &str, alert: &str, instances: &[Instance]) -> statedb::Result<()> {
+        self.db.transaction(|tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO alert_instances (grp, alert, fingerprint, state, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![
-                    group,
-                    alert,
-                    i.fingerprint(),
-                    i.state.as_str(),
-                    serde_json::to_string(i).unwrap_or_default()
-                ],
+                "DELETE FROM alert_instances WHERE grp = ?1 AND alert = ?2",
+                statedb::params![group, alert],
             )?;
-        }
-        tx.commit()
+            for i in instances {
+                tx.execute(
+                    "INSERT INTO alert_instances (grp, alert, fingerprint, state, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (grp, alert, fingerprint, state) DO UPDATE SET body = excluded.body",
+                    statedb::params![
+                        group,
+                        alert,
+                        i.fingerprint(),
+                        i.state.as_str(),
+                        serde_json::to_string(i).unwrap_or_default()
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -858,18 +836,13 @@ mod tests {
     #[test]
     fn instances_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alerts.sqlite");
+        let target = statedb::Target::Sqlite(dir.path().join("alerts.sqlite"));
+        let open = || InstanceStore::new(crate::incidents::open_state(&target).unwrap());
         let r = rule(0, 0);
         let mut inst = Vec::new();
         step("g", &r, &mut inst, vec![row("a", 1.0)], 0);
-        InstanceStore::open(&path)
-            .unwrap()
-            .save("g", "HighErrors", &inst)
-            .unwrap();
-        let back = InstanceStore::open(&path)
-            .unwrap()
-            .load("g", "HighErrors")
-            .unwrap();
+        open().save("g", "HighErrors", &inst).unwrap();
+        let back = open().load("g", "HighErrors").unwrap();
         assert_eq!(back, inst);
     }
 }
