@@ -47,6 +47,24 @@ pub struct Config {
     pub state: StateConfig,
 }
 
+/// `--query-engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// DataFusion in this process.
+    Local,
+    /// A Ballista cluster.
+    Ballista,
+}
+
+impl From<EngineArg> for store::sql::QueryEngine {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Local => store::sql::QueryEngine::Local,
+            EngineArg::Ballista => store::sql::QueryEngine::Ballista,
+        }
+    }
+}
+
 /// The `[state]` table.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -237,6 +255,13 @@ pub struct ServerFlags {
     /// [default: those advertised in the bucket].
     #[arg(long, env = "BURNWATCH_INGEST_PEERS", value_delimiter = ',')]
     pub ingest_peers: Option<Vec<String>>,
+    /// Where user SQL runs: `local` (default) or `ballista` (a Ballista
+    /// cluster reading the bucket; needs --ballista-url and --storage-url).
+    #[arg(long, env = "BURNWATCH_QUERY_ENGINE", value_enum)]
+    pub query_engine: Option<EngineArg>,
+    /// The Ballista scheduler for --query-engine ballista, `df://host:50050`.
+    #[arg(long, env = "BURNWATCH_BALLISTA_URL")]
+    pub ballista_url: Option<String>,
     /// State database: `postgres://user:password@host:port/db` shared by
     /// the query nodes [default: SQLite under --data-dir/state].
     #[arg(long, env = "BURNWATCH_STATE_URL", hide_env_values = true)]
@@ -332,6 +357,22 @@ impl ServerFlags {
         }
         if let Some(u) = &self.state_url {
             config.state.url = u.clone();
+        }
+        if let Some(e) = self.query_engine {
+            config.query.engine = e.into();
+        }
+        if let Some(u) = &self.ballista_url {
+            config.query.ballista_url = Some(u.clone()).filter(|u| !u.trim().is_empty());
+        }
+        if config.query.engine == store::sql::QueryEngine::Ballista {
+            let url = config.query.ballista_url.as_deref().ok_or_else(|| {
+                anyhow::anyhow!("query.engine = \"ballista\" needs query.ballista_url (--ballista-url df://host:50050)")
+            })?;
+            distributed::BallistaEngine::new(url, None).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                config.storage.url.is_some(),
+                "query.engine = \"ballista\" runs SQL on executors that read the bucket: set --storage-url (or storage.url)"
+            );
         }
         if config.cluster.role != Role::All {
             anyhow::ensure!(

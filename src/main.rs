@@ -5,6 +5,7 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod ballista_cmd;
 mod config;
 mod demo;
 mod query_cmd;
@@ -41,6 +42,9 @@ enum Command {
     /// API tokens: make a new one, or hash one for the configuration.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Distributed SQL: a Ballista scheduler or executor over the bucket.
+    #[command(subcommand)]
+    Ballista(ballista_cmd::BallistaCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +127,14 @@ fn run() -> anyhow::Result<()> {
             runtime()?.block_on(rules_cmd::run(cmd))
         }
         Command::Token(cmd) => token(cmd),
+        Command::Ballista(cmd) => {
+            let log = match &cmd {
+                ballista_cmd::BallistaCommand::Scheduler { common, .. }
+                | ballista_cmd::BallistaCommand::Executor { common, .. } => common.log.clone(),
+            };
+            serve::init_logging(&log);
+            runtime()?.block_on(ballista_cmd::run(cmd))
+        }
     }
 }
 

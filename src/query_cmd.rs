@@ -42,6 +42,25 @@ pub struct QueryArgs {
     /// Most rows to return.
     #[arg(long, default_value_t = 10_000)]
     pub max_rows: usize,
+    /// Where the query runs: `local` (this process) or `ballista` (a
+    /// Ballista cluster reading the bucket of --storage-url).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "local",
+        requires_if("ballista", "storage_url")
+    )]
+    pub engine: crate::config::EngineArg,
+    /// The Ballista scheduler for --engine ballista, `df://host:50050`.
+    #[arg(
+        long,
+        env = "BURNWATCH_BALLISTA_URL",
+        required_if_eq("engine", "ballista")
+    )]
+    pub ballista_url: Option<String>,
+    /// Time limit, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
 }
 
 fn render(result: &store::sql::QueryResult, format: OutputFormat) -> anyhow::Result<Vec<u8>> {
@@ -67,6 +86,7 @@ fn render(result: &store::sql::QueryResult, format: OutputFormat) -> anyhow::Res
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let limits = store::sql::QueryLimits {
         max_rows: args.max_rows,
+        timeout_secs: args.timeout,
         ..Default::default()
     };
     let result = match (&args.url, &args.storage_url) {
@@ -78,7 +98,16 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             })
             .await
             .with_context(|| format!("cannot read {storage_url}"))?;
-            store::sql::run(&store, &args.sql, &limits).await?
+            match (args.engine, &args.ballista_url) {
+                (crate::config::EngineArg::Ballista, Some(url)) => {
+                    use store::sql::RemoteEngine as _;
+                    distributed::BallistaEngine::new(url, store.remote().map(|r| r.as_ref()))
+                        .map_err(anyhow::Error::msg)?
+                        .run(&store, &args.sql, &limits)
+                        .await?
+                }
+                _ => store::sql::run(&store, &args.sql, &limits).await?,
+            }
         }
         (None, None) => {
             let data_dir = args

@@ -237,6 +237,26 @@ pub async fn run(
     server.shutdown().await
 }
 
+/// The engine user SQL runs on: `None` for the local one; the Ballista
+/// client for `[query] engine = "ballista"` (which needs the bucket).
+fn sql_engine(
+    config: &Config,
+    store: &store::Store,
+) -> anyhow::Result<Option<Arc<dyn store::sql::RemoteEngine>>> {
+    if config.query.engine != store::sql::QueryEngine::Ballista {
+        return Ok(None);
+    }
+    let url = config.query.ballista_url.as_deref().context(
+        "query.engine = \"ballista\" needs query.ballista_url (--ballista-url df://host:50050)",
+    )?;
+    let remote = store.remote().context(
+        "query.engine = \"ballista\" runs SQL on executors that read the bucket: set --storage-url (or storage.url)",
+    )?;
+    let engine = distributed::BallistaEngine::new(url, Some(remote)).map_err(anyhow::Error::msg)?;
+    tracing::info!(scheduler = url, "user SQL runs on the Ballista cluster");
+    Ok(Some(Arc::new(engine)))
+}
+
 /// Opens the store and starts the receivers and the HTTP side.
 pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     // Dashboard sessions live in the state database (beside the incidents),
@@ -384,6 +404,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         query_limits: config.query.clone(),
         slo,
         auth,
+        sql_engine: sql_engine(&config, &store)?,
     };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

@@ -166,6 +166,28 @@ pub async fn collect(store: &Store, sql: &str) -> DfResult<Vec<arrow::array::Rec
     session_context(store).sql(sql).await?.collect().await
 }
 
+/// The objects in the bucket a scan of `table` with `filters` reads, as
+/// URLs (`s3://bucket/prefix/<node>/<table>/date=.../hour=.../<file>.parquet`
+/// or `file:///...`): exactly the files of the store's current view (never
+/// one a compaction replaced and not yet deleted), pruned to the hours the
+/// filters' time bounds allow. `None` without a bucket. Rows not yet
+/// flushed to the bucket are not among them.
+pub fn bucket_file_urls(store: &Store, table: Table, filters: &[Expr]) -> Option<Vec<String>> {
+    let remote = store.remote()?;
+    let base = remote.url().trim_end_matches('/').to_string();
+    let (lo, hi) = time_bounds(table.time_column(), filters);
+    let files: Vec<(std::path::PathBuf, FileMeta)> = store
+        .file_metas(table)
+        .into_iter()
+        .map(|f| (std::path::PathBuf::from(&f.path), f))
+        .collect();
+    Some(
+        prune_files(&files, lo, hi)
+            .map(|(_, f)| format!("{base}/{}", f.path))
+            .collect(),
+    )
+}
+
 /// Bounds `[lo, hi]` (ns, inclusive) on a time column implied by the filters.
 pub(crate) fn time_bounds(column: &str, filters: &[Expr]) -> (i64, i64) {
     let mut lo = i64::MIN;

@@ -62,6 +62,24 @@ pub struct WebState {
     pub rollups: Arc<analytics::rollup::Rollups>,
     /// API tokens and dashboard sessions; `None`: auth is off.
     pub auth: Option<Arc<auth::Auth>>,
+    /// Where user SQL (the query API and the SQL console) runs: `None` is
+    /// the local engine; `Some` the distributed one (`[query] engine =
+    /// "ballista"`), never silently replaced by the local one.
+    pub sql_engine: Option<Arc<dyn store::sql::RemoteEngine>>,
+}
+
+impl WebState {
+    /// Runs user SQL on the configured engine, with the guard and `limits`.
+    pub async fn run_sql(
+        &self,
+        sql: &str,
+        limits: &store::sql::QueryLimits,
+    ) -> Result<store::sql::QueryResult, store::sql::QueryError> {
+        match &self.sql_engine {
+            Some(engine) => engine.run(&self.store, sql, limits).await,
+            None => store::sql::run(&self.store, sql, limits).await,
+        }
+    }
 }
 
 impl WebState {
@@ -77,6 +95,7 @@ impl WebState {
             query_limits: Default::default(),
             slo: None,
             auth: None,
+            sql_engine: None,
         }
     }
 }

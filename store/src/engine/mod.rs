@@ -395,6 +395,12 @@ impl Store {
         &self.inner.metrics
     }
 
+    /// The table's live files (paths relative to the data directory, which
+    /// are also their keys under the bucket's prefix).
+    pub fn file_metas(&self, table: Table) -> Vec<FileMeta> {
+        read(&self.inner.state).manifest.files(table).to_vec()
+    }
+
     /// A consistent view of a table for a query.
     pub fn snapshot(&self, table: Table) -> Snapshot {
         let s = read(&self.inner.state);

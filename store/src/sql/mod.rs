@@ -55,6 +55,23 @@ pub struct QueryLimits {
     /// Largest result, bytes (the Arrow size of the returned rows); past it
     /// the query fails.
     pub max_result_bytes: usize,
+    /// Where user SQL (`POST /api/v1/query`, the SQL console) runs: `local`
+    /// (this process) or `ballista` (a Ballista cluster at `ballista_url`
+    /// reading the bucket).
+    pub engine: QueryEngine,
+    /// The Ballista scheduler, `df://host:port`, for `engine = "ballista"`.
+    pub ballista_url: Option<String>,
+}
+
+/// The engine user SQL runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryEngine {
+    /// DataFusion in this process.
+    #[default]
+    Local,
+    /// A Ballista cluster (`burnwatch ballista scheduler|executor`).
+    Ballista,
 }
 
 impl Default for QueryLimits {
@@ -64,6 +81,8 @@ impl Default for QueryLimits {
             timeout_secs: 30.0,
             memory_bytes: 512 << 20,
             max_result_bytes: 64 << 20,
+            engine: QueryEngine::Local,
+            ballista_url: None,
         }
     }
 }
@@ -89,6 +108,25 @@ pub enum QueryError {
     /// Reading data failed.
     #[error("query failed: {0}")]
     Execution(String),
+    /// The engine the query must run on cannot be reached (e.g. the
+    /// distributed engine's scheduler); the query did not run.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// An engine other than the local one that runs user SQL over the store's
+/// tables (the distributed engine), with the same guard and limits.
+#[async_trait::async_trait]
+pub trait RemoteEngine: Send + Sync + std::fmt::Debug {
+    /// The engine's name and address, for messages (`ballista df://host:port`).
+    fn describe(&self) -> String;
+    /// Runs one read-only query, like [`run`].
+    async fn run(
+        &self,
+        store: &Store,
+        sql: &str,
+        limits: &QueryLimits,
+    ) -> Result<QueryResult, QueryError>;
 }
 
 /// A finished query.
@@ -405,12 +443,39 @@ pub async fn run(
     })
 }
 
-type Rows = (SchemaRef, Vec<RecordBatch>, bool);
+/// A result: schema, batches, whether rows were cut off.
+pub type Rows = (SchemaRef, Vec<RecordBatch>, bool);
 
 /// Plans and executes a checked query: at most `max_rows` rows (one more
 /// is read to know whether rows were cut off) and `max_result_bytes`.
 async fn execute(store: &Store, sql: &str, limits: &QueryLimits) -> Result<Rows, QueryError> {
     let ctx = limited_context(store, limits)?;
+    execute_on(&ctx, sql, limits, |_| {}).await
+}
+
+/// The logical plan of a checked query on `ctx`, planned with DDL, DML and
+/// statements refused (for engines that look at it before running it).
+pub async fn plan_on(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, QueryError> {
+    check_read_only(sql)?;
+    let options = datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
+    df.into_optimized_plan().map_err(classify)
+}
+
+/// Plans and executes a checked query on `ctx` (whatever engine its
+/// planner targets) with the row and result-size limits of `limits`;
+/// `on_plan` sees the physical plan before it runs (e.g. to keep a handle
+/// for cancelling it).
+pub async fn execute_on(
+    ctx: &SessionContext,
+    sql: &str,
+    limits: &QueryLimits,
+    on_plan: impl FnOnce(&Arc<dyn datafusion::physical_plan::ExecutionPlan>),
+) -> Result<Rows, QueryError> {
+    check_read_only(sql)?;
     let options = datafusion::execution::context::SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -428,7 +493,11 @@ async fn execute(store: &Store, sql: &str, limits: &QueryLimits) -> Result<Rows,
             .map_err(classify)?
     };
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let mut stream: SendableRecordBatchStream = df.execute_stream().await.map_err(classify)?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.map_err(classify)?;
+    on_plan(&plan);
+    let mut stream: SendableRecordBatchStream =
+        datafusion::physical_plan::execute_stream(plan, task).map_err(classify)?;
     let mut batches = Vec::new();
     let mut rows = 0usize;
     let mut bytes = 0usize;

@@ -164,6 +164,7 @@ impl From<QueryError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "query_result_too_large")
             }
             QueryError::Execution(_) => (StatusCode::INTERNAL_SERVER_ERROR, "execution_error"),
+            QueryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable"),
         };
         ApiError {
             status,

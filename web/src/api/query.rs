@@ -157,7 +157,7 @@ pub async fn query(
     if let Some(n) = req.max_rows {
         limits.max_rows = limits.max_rows.min(n);
     }
-    let result = store::sql::run(&s.store, &req.sql, &limits).await?;
+    let result = s.run_sql(&req.sql, &limits).await?;
     let truncated = result.truncated;
     let missing = crate::cluster::missing();
     let bytes = tokio::task::spawn_blocking(move || encode_noting(&result, format, &missing))

@@ -213,6 +213,7 @@ fn status_of(e: &QueryError) -> StatusCode {
         | QueryError::ResourcesExhausted(_)
         | QueryError::ResultTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
         QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -244,7 +245,7 @@ pub async fn console(
             let bound = bind_window(text, view.window.from_ns, view.window.to_ns);
             let mut limits = s.query_limits.clone();
             limits.max_rows = limits.max_rows.min(SHOWN_ROWS);
-            match store::sql::run(&s.store, &bound, &limits).await {
+            match s.run_sql(&bound, &limits).await {
                 Err(e) => {
                     status = status_of(&e);
                     view! { <p class="error" id="query-error">{e.to_string()}</p> }.into_any()
