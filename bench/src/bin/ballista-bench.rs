@@ -60,6 +60,9 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// A query's name, (cold, warm) ms on local / 1 executor / 2 executors, rows.
+type Row = (String, [(f64, f64); 3], usize);
+
 struct Executor(Child);
 
 impl Drop for Executor {
@@ -204,7 +207,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         "dataset: {} spans, {} logs over 24 h; {} warm runs per query; executors run {} tasks at once",
         meta.spans, meta.logs, args.runs, args.concurrent_tasks
     );
-    let mut rows: Vec<(String, [(f64, f64); 3], usize)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for (name, sql) in &queries {
         let local = dataset::time(args.runs, || async {
             Ok(store::sql::run(&store, sql, &limits).await?.num_rows())
