@@ -47,6 +47,10 @@ pub enum DemoCommand {
     /// Run one shop service (what `burnwatch demo` starts eight of; also
     /// the container command in docker-compose.yml).
     Service(demo_services::service::ServiceArgs),
+    /// Run the shop's eight services and the load generator against
+    /// Burnwatch running elsewhere (e.g. a cluster's ingest nodes): the
+    /// services take turns over the given OTLP/gRPC endpoints.
+    Shop(ShopArgs),
     /// Run the load generator against a running shop.
     Load(LoadArgs),
     /// Inject or clear faults in a running shop service.
@@ -60,6 +64,77 @@ fn loopback_if_unspecified(mut addr: SocketAddr) -> SocketAddr {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     addr
+}
+
+/// `burnwatch demo shop`.
+#[derive(Debug, clap::Args)]
+pub struct ShopArgs {
+    /// OTLP/gRPC endpoint(s) of the control center, e.g.
+    /// http://127.0.0.1:4317; repeat (or separate with commas) to spread the
+    /// services over several ingest nodes.
+    #[arg(long = "otlp-endpoint", required = true, value_delimiter = ',')]
+    pub otlp_endpoints: Vec<String>,
+    /// `authorization=Bearer <token>` when the ingest nodes have tokens.
+    #[arg(long, env = "BURNWATCH_SHOP_OTLP_HEADERS", hide_env_values = true)]
+    pub otlp_headers: Option<String>,
+    /// Where the services' databases and `demo/shop.json` go (so that
+    /// `burnwatch demo chaos --data-dir` finds them).
+    #[arg(long, default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub run: DemoRunFlags,
+}
+
+/// The shop and the load generator only, until ctrl-c or SIGTERM.
+pub async fn run_shop(args: ShopArgs) -> anyhow::Result<()> {
+    let opts = ShopOptions {
+        program: std::env::current_exe().context("cannot find the burnwatch executable")?,
+        dir: args.data_dir.join("demo"),
+        port_base: (args.run.shop_port_base != 0).then_some(args.run.shop_port_base),
+        otlp_endpoints: args.otlp_endpoints.clone(),
+        otlp_headers: args.otlp_headers.clone(),
+        log: args.run.shop_log.clone(),
+    };
+    let mut shop = Shop::start(&opts)
+        .await
+        .context("the demo shop did not start")?;
+    let gateway = shop.urls["gateway"].clone();
+    let stop_load = CancellationToken::new();
+    let load = (!args.run.no_load).then(|| {
+        let la = LoadArgs {
+            target: gateway.clone(),
+            duration: None,
+            shape: args.run.load.clone(),
+        };
+        let stop = stop_load.clone();
+        tokio::spawn(async move {
+            if let Err(e) = demo_services::load::run(la, stop).await {
+                tracing::error!(error = %e, "load generator failed");
+            }
+        })
+    });
+    println!(
+        "burnwatch demo shop: gateway {gateway}, exporting to {}",
+        args.otlp_endpoints.join(", ")
+    );
+    let mut check = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = serve::shutdown_signal() => break,
+            _ = check.tick() => {
+                if let Some((name, status)) = shop.exited() {
+                    tracing::error!(service = name, %status, "a shop service exited; stopping");
+                    break;
+                }
+            }
+        }
+    }
+    stop_load.cancel();
+    if let Some(load) = load {
+        let _ = load.await;
+    }
+    shop.stop().await;
+    Ok(())
 }
 
 /// Everything at once, until ctrl-c or SIGTERM.
@@ -79,7 +154,7 @@ pub async fn run_all(server_flags: &ServerFlags, flags: DemoRunFlags) -> anyhow:
         program: std::env::current_exe().context("cannot find the burnwatch executable")?,
         dir: data_dir.join("demo"),
         port_base: (flags.shop_port_base != 0).then_some(flags.shop_port_base),
-        otlp_endpoint: endpoint,
+        otlp_endpoints: vec![endpoint],
         otlp_headers: token.map(|t| format!("authorization=Bearer {t}")),
         log: flags.shop_log.clone(),
     };
@@ -152,6 +227,10 @@ pub fn main(args: DemoArgs) -> anyhow::Result<()> {
         }
         // The service installs its own subscriber (stderr + OTLP logs).
         Some(DemoCommand::Service(a)) => rt.block_on(demo_services::service::run(a)),
+        Some(DemoCommand::Shop(a)) => {
+            serve::init_logging("warn");
+            rt.block_on(run_shop(a))
+        }
         Some(DemoCommand::Load(a)) => {
             serve::init_logging("warn");
             rt.block_on(async move {

@@ -23,8 +23,9 @@ pub struct ShopOptions {
     /// First port (services take consecutive ports in topology order of
     /// [`crate::SERVICES`]); `None` lets the OS choose free ports.
     pub port_base: Option<u16>,
-    /// OTLP endpoint for the services (`http://127.0.0.1:4317`).
-    pub otlp_endpoint: String,
+    /// OTLP endpoints for the services (`http://127.0.0.1:4317`); with
+    /// several, the services take turns over them.
+    pub otlp_endpoints: Vec<String>,
     /// `OTEL_EXPORTER_OTLP_HEADERS` value (an ingest token), if any.
     pub otlp_headers: Option<String>,
     /// Log filter for the services.
@@ -92,7 +93,13 @@ impl Shop {
             children: Vec::new(),
             urls: BTreeMap::new(),
         };
-        for name in start_order() {
+        anyhow::ensure!(
+            !opts.otlp_endpoints.is_empty(),
+            "the shop needs an OTLP endpoint"
+        );
+        for (i, name) in start_order().into_iter().enumerate() {
+            // Several endpoints (ingest nodes): the services take turns.
+            let endpoint = &opts.otlp_endpoints[i % opts.otlp_endpoints.len()];
             let spec = crate::service(name).expect("start order lists known services");
             let port = match opts.port_base {
                 Some(base) => {
@@ -112,7 +119,7 @@ impl Shop {
                 .arg(opts.dir.join(format!("{name}.sqlite")))
                 .arg("--log")
                 .arg(&opts.log)
-                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &opts.otlp_endpoint)
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
                 .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
                 .env("OTEL_SERVICE_NAME", name)
                 .env_remove("SHOP_LISTEN")
