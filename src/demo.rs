@@ -66,6 +66,53 @@ fn loopback_if_unspecified(mut addr: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// The load generator against `shop`'s gateway (unless `flags.no_load`).
+fn start_load(
+    gateway: &str,
+    flags: &DemoRunFlags,
+    stop: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    (!flags.no_load).then(|| {
+        let args = LoadArgs {
+            target: gateway.to_string(),
+            duration: None,
+            shape: flags.load.clone(),
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = demo_services::load::run(args, stop).await {
+                tracing::error!(error = %e, "load generator failed");
+            }
+        })
+    })
+}
+
+/// Waits for ctrl-c, SIGTERM or a shop service exiting; then stops the
+/// load and the shop (its services flush their last telemetry).
+async fn run_until_stopped(
+    mut shop: Shop,
+    load: Option<tokio::task::JoinHandle<()>>,
+    stop_load: CancellationToken,
+) {
+    let mut check = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = serve::shutdown_signal() => break,
+            _ = check.tick() => {
+                if let Some((name, status)) = shop.exited() {
+                    tracing::error!(service = name, %status, "a shop service exited; stopping");
+                    break;
+                }
+            }
+        }
+    }
+    stop_load.cancel();
+    if let Some(load) = load {
+        let _ = load.await;
+    }
+    shop.stop().await;
+}
+
 /// `burnwatch demo shop`.
 #[derive(Debug, clap::Args)]
 pub struct ShopArgs {
@@ -95,45 +142,17 @@ pub async fn run_shop(args: ShopArgs) -> anyhow::Result<()> {
         otlp_headers: args.otlp_headers.clone(),
         log: args.run.shop_log.clone(),
     };
-    let mut shop = Shop::start(&opts)
+    let shop = Shop::start(&opts)
         .await
         .context("the demo shop did not start")?;
     let gateway = shop.urls["gateway"].clone();
     let stop_load = CancellationToken::new();
-    let load = (!args.run.no_load).then(|| {
-        let la = LoadArgs {
-            target: gateway.clone(),
-            duration: None,
-            shape: args.run.load.clone(),
-        };
-        let stop = stop_load.clone();
-        tokio::spawn(async move {
-            if let Err(e) = demo_services::load::run(la, stop).await {
-                tracing::error!(error = %e, "load generator failed");
-            }
-        })
-    });
+    let load = start_load(&gateway, &args.run, &stop_load);
     println!(
         "burnwatch demo shop: gateway {gateway}, exporting to {}",
         args.otlp_endpoints.join(", ")
     );
-    let mut check = tokio::time::interval(std::time::Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = serve::shutdown_signal() => break,
-            _ = check.tick() => {
-                if let Some((name, status)) = shop.exited() {
-                    tracing::error!(service = name, %status, "a shop service exited; stopping");
-                    break;
-                }
-            }
-        }
-    }
-    stop_load.cancel();
-    if let Some(load) = load {
-        let _ = load.await;
-    }
-    shop.stop().await;
+    run_until_stopped(shop, load, stop_load).await;
     Ok(())
 }
 
@@ -158,7 +177,7 @@ pub async fn run_all(server_flags: &ServerFlags, flags: DemoRunFlags) -> anyhow:
         otlp_headers: token.map(|t| format!("authorization=Bearer {t}")),
         log: flags.shop_log.clone(),
     };
-    let mut shop = match Shop::start(&opts).await {
+    let shop = match Shop::start(&opts).await {
         Ok(shop) => shop,
         Err(e) => {
             let _ = server.shutdown().await;
@@ -167,19 +186,7 @@ pub async fn run_all(server_flags: &ServerFlags, flags: DemoRunFlags) -> anyhow:
     };
     let gateway = shop.urls["gateway"].clone();
     let stop_load = CancellationToken::new();
-    let load = (!flags.no_load).then(|| {
-        let args = LoadArgs {
-            target: gateway.clone(),
-            duration: None,
-            shape: flags.load.clone(),
-        };
-        let stop = stop_load.clone();
-        tokio::spawn(async move {
-            if let Err(e) = demo_services::load::run(args, stop).await {
-                tracing::error!(error = %e, "load generator failed");
-            }
-        })
-    });
+    let load = start_load(&gateway, &flags, &stop_load);
     println!(
         "burnwatch demo: dashboard http://{} | shop gateway {gateway} | services: {}",
         loopback_if_unspecified(server.http_addr),
@@ -193,26 +200,9 @@ pub async fn run_all(server_flags: &ServerFlags, flags: DemoRunFlags) -> anyhow:
         "burnwatch demo: try `burnwatch demo chaos payments --error-rate 0.5 --for 10m --data-dir {}`; ctrl-c stops everything",
         data_dir.display()
     );
-
-    let mut check = tokio::time::interval(std::time::Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = serve::shutdown_signal() => break,
-            _ = check.tick() => {
-                if let Some((name, status)) = shop.exited() {
-                    tracing::error!(service = name, %status, "a shop service exited; stopping the demo");
-                    break;
-                }
-            }
-        }
-    }
-    println!("burnwatch demo: stopping");
-    stop_load.cancel();
-    if let Some(load) = load {
-        let _ = load.await;
-    }
     // The services flush their last telemetry into the still-running collector.
-    shop.stop().await;
+    run_until_stopped(shop, load, stop_load).await;
+    println!("burnwatch demo: stopped the shop; stopping the control center");
     server.shutdown().await
 }
 

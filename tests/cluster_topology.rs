@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{EXE, chaos_payments};
+use common::{EXE, chaos_payments, wait};
 
 fn env_file(dir: &Path) -> BTreeMap<String, String> {
     std::fs::read_to_string(dir.join("cluster.env"))
@@ -37,17 +37,6 @@ fn get(http: &reqwest::blocking::Client, url: &str) -> Value {
         .send()
         .and_then(|r| r.json())
         .unwrap_or(Value::Null)
-}
-
-fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return (v, start.elapsed());
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn evaluator(http: &reqwest::blocking::Client, api: &str) -> Option<u8> {

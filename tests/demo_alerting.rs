@@ -13,11 +13,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{EXE, chaos_payments};
+use common::{EXE, chaos_payments, wait};
 
 const RULES: &str = r#"
 apiVersion: openslo/v1
@@ -54,17 +54,6 @@ spec:
 
 fn get(http: &reqwest::blocking::Client, url: &str) -> Value {
     http.get(url).send().unwrap().json().unwrap()
-}
-
-fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return (v, start.elapsed());
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// Firing notifications that page for `slo`.

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::s3::{BUCKET, S3};
-use common::{ServeProcess, start_serve};
+use common::{ServeProcess, start_serve, wait};
 use prost::Message;
 use serde_json::Value;
 
@@ -145,17 +145,6 @@ fn evaluator(http: &reqwest::blocking::Client, p: &ServeProcess) -> Option<u8> {
     text.lines()
         .find(|l| l.starts_with("burnwatch_slo_evaluator "))
         .map(|l| u8::from(l.ends_with(" 1")))
-}
-
-fn wait<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return (v, start.elapsed());
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn count(got: &testkit::webhook::Received, status: &str) -> usize {

@@ -251,3 +251,20 @@ pub async fn span_counts(c: &reqwest::Client, query_url: &str) -> (u64, u64) {
         v["rows"][0]["d"].as_u64().unwrap(),
     )
 }
+
+/// Polls `f` every 100 ms until it returns a value (and how long that
+/// took); panics naming `what` past `limit`.
+pub fn wait<T>(
+    what: &str,
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> (T, std::time::Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
