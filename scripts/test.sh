@@ -32,6 +32,9 @@ if [ -z "${BURNWATCH_ALERTMANAGER:-}" ] && ! command -v prometheus-alertmanager 
   && ! command -v alertmanager >/dev/null 2>&1; then
   missing+=(prometheus-alertmanager)
 fi
+# scripts/cluster.sh (tests/cluster_topology.rs) uses curl and setpriv.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 if [ -z "${BURNWATCH_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
