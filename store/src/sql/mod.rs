@@ -456,13 +456,24 @@ async fn execute(store: &Store, sql: &str, limits: &QueryLimits) -> Result<Rows,
 /// The logical plan of a checked query on `ctx`, planned with DDL, DML and
 /// statements refused (for engines that look at it before running it).
 pub async fn plan_on(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, QueryError> {
+    guarded_frame(ctx, sql)
+        .await?
+        .into_optimized_plan()
+        .map_err(classify)
+}
+
+/// A checked query planned on `ctx` with DDL, DML and statements refused
+/// (the guard before planning, DataFusion's own options during it).
+async fn guarded_frame(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<datafusion::dataframe::DataFrame, QueryError> {
     check_read_only(sql)?;
     let options = datafusion::execution::context::SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
-    df.into_optimized_plan().map_err(classify)
+    ctx.sql_with_options(sql, options).await.map_err(classify)
 }
 
 /// Plans and executes a checked query on `ctx` (whatever engine its
@@ -475,12 +486,7 @@ pub async fn execute_on(
     limits: &QueryLimits,
     on_plan: impl FnOnce(&Arc<dyn datafusion::physical_plan::ExecutionPlan>),
 ) -> Result<Rows, QueryError> {
-    check_read_only(sql)?;
-    let options = datafusion::execution::context::SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    let df = ctx.sql_with_options(sql, options).await.map_err(classify)?;
+    let df = guarded_frame(ctx, sql).await?;
     // An EXPLAIN must stay the root of its plan (its answer is a few rows).
     let explain = matches!(
         df.logical_plan(),
