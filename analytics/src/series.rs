@@ -170,7 +170,7 @@ impl Plan<'_> {
             .collect();
         format!(
             "SELECT time, temporality, service_name, attributes, {columns}{groups} \
-             FROM metric_points WHERE metric_name = {} AND metric_type = {} \
+             FROM metric_points WHERE metric_name = {} AND metric_type = {} AND (flags & 1) = 0 \
              AND time >= to_timestamp_nanos({}) AND time < to_timestamp_nanos({}){} ORDER BY time",
             quote(self.metric),
             quote(self.metric_type),

@@ -89,6 +89,46 @@ impl Cardinality {
         }
     }
 
+    /// Admits series given as (service, series key) pairs at `now_ns`:
+    /// one verdict per pair, true when its service and series were seen
+    /// this hour or fit under the limits. Used by receivers that do not
+    /// carry OTLP requests (Prometheus remote write).
+    pub fn admit_series<'a>(
+        &self,
+        now_ns: i64,
+        series: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Vec<bool> {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let hour = now_ns.div_euclid(HOUR_NS);
+        if w.hour != hour {
+            *w = Window {
+                hour,
+                ..Window::default()
+            };
+        }
+        series
+            .into_iter()
+            .map(|(service, key)| {
+                let sh = hash_of(service);
+                let service_ok = self.max_services == 0
+                    || w.services.contains(&sh)
+                    || (w.services.len() < self.max_services && w.services.insert(sh));
+                if !service_ok {
+                    return false;
+                }
+                let h = hash_of((service, key));
+                self.max_series == 0
+                    || w.series.contains(&h)
+                    || (w.series.len() < self.max_series && w.series.insert(h))
+            })
+            .collect()
+    }
+
+    /// The limits: (services, series) per hour, 0 for none.
+    pub fn limits(&self) -> (usize, usize) {
+        (self.max_services, self.max_series)
+    }
+
     /// Removes from `req` the items past the limits at `now_ns`.
     pub fn prune(&self, req: &mut ExportRequest, now_ns: i64) -> Pruned {
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());

@@ -142,6 +142,10 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/traces", post(traces).fallback(method_not_allowed))
         .route("/v1/metrics", post(metrics).fallback(method_not_allowed))
         .route("/v1/logs", post(logs).fallback(method_not_allowed))
+        .route(
+            "/api/v1/write",
+            post(crate::remote_write::write).fallback(method_not_allowed),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .with_state(ingest)
@@ -380,6 +384,66 @@ async fn handle(ingest: Arc<Ingest>, signal: Signal, headers: HeaderMap, body: B
     resp
 }
 
+/// Why a body was not received.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    /// 413, 408, 400, or 429/503 when there is no capacity.
+    pub status: StatusCode,
+    /// What was wrong.
+    pub message: String,
+    /// Seconds to wait before retrying (429/503).
+    pub retry_after: Option<u64>,
+}
+
+/// Takes a request slot and reads the body within the body deadline and
+/// the size limit (`collector.max_body_bytes`), for every HTTP receiver.
+pub(crate) async fn receive(
+    ingest: &Ingest,
+    body: Body,
+) -> Result<(crate::ingest::Admission, Bytes), Refusal> {
+    let config = ingest.config();
+    let limit = config.max_body_bytes;
+    let admission = ingest.admit().await.map_err(|e| Refusal {
+        status: match e {
+            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::TOO_MANY_REQUESTS,
+        },
+        retry_after: e.retry_after().map(|d| d.as_secs().max(1)),
+        message: e.to_string(),
+    })?;
+    // The admission is held while the body arrives: a slow sender must not
+    // keep it for ever.
+    let body_timeout = std::time::Duration::from_millis(config.body_timeout_ms);
+    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| Refusal {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the body did not arrive within {} ms (collector.body_timeout_ms)",
+                config.body_timeout_ms
+            ),
+            retry_after: None,
+        })?;
+    let raw = read.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            Refusal {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("body exceeds the limit of {limit} bytes"),
+                retry_after: None,
+            }
+        } else {
+            Refusal {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("cannot read the body: {e}"),
+                retry_after: None,
+            }
+        }
+    })?;
+    Ok((admission, raw))
+}
+
 async fn process(
     ingest: &Ingest,
     signal: Signal,
@@ -437,45 +501,22 @@ async fn process(
             0,
         ));
     }
-    let mut admission = match ingest.admit().await {
-        Ok(a) => a,
-        Err(e) => {
-            ingest.metrics().refused(signal, Transport::Http);
-            return Err((from_ingest(e, encoding), 0));
-        }
-    };
-    // The admission is held while the body arrives: a slow sender must not
-    // keep it for ever.
-    let body_timeout = std::time::Duration::from_millis(config.body_timeout_ms);
-    let read = tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await;
-    let Ok(read) = read else {
-        let e = HttpError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            code::INVALID_ARGUMENT,
-            format!(
-                "the body did not arrive within {} ms (collector.body_timeout_ms)",
-                config.body_timeout_ms
-            ),
-            encoding,
-        );
-        return Err((e, 0));
-    };
-    let raw = match read {
-        Ok(b) => b,
-        Err(e) => {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            let err = if over {
-                too_large(format!("body exceeds the limit of {limit} bytes"))
-            } else {
-                HttpError::new(
-                    StatusCode::BAD_REQUEST,
-                    code::INVALID_ARGUMENT,
-                    format!("cannot read the body: {e}"),
-                    encoding,
-                )
+    let (mut admission, raw) = match receive(ingest, body).await {
+        Ok(r) => r,
+        Err(r) => {
+            if r.status == StatusCode::TOO_MANY_REQUESTS
+                || r.status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                ingest.metrics().refused(signal, Transport::Http);
+            }
+            let code = match r.status {
+                StatusCode::TOO_MANY_REQUESTS => code::RESOURCE_EXHAUSTED,
+                StatusCode::SERVICE_UNAVAILABLE => code::UNAVAILABLE,
+                _ => code::INVALID_ARGUMENT,
             };
-            return Err((err, 0));
+            let mut e = HttpError::new(r.status, code, r.message, encoding);
+            e.retry_after = r.retry_after;
+            return Err((e, 0));
         }
     };
     let n = raw.len();

@@ -148,6 +148,7 @@ pub struct Ingest {
     bytes: Arc<Semaphore>,
     byte_permits: usize,
     cardinality: Arc<crate::cardinality::Cardinality>,
+    remote_write_metadata: Arc<crate::remote_write::MetadataCache>,
 }
 
 impl Ingest {
@@ -164,6 +165,7 @@ impl Ingest {
                 config.max_services_per_hour,
                 config.max_series_per_hour,
             )),
+            remote_write_metadata: Arc::default(),
             config,
         }
     }
@@ -282,6 +284,33 @@ impl Ingest {
             rejected,
             message,
         })
+    }
+
+    /// The per-hour service and series limits.
+    pub fn cardinality(&self) -> &Arc<crate::cardinality::Cardinality> {
+        &self.cardinality
+    }
+
+    /// Metric family metadata learned from remote write 1.0.
+    pub fn remote_write_metadata(&self) -> &Arc<crate::remote_write::MetadataCache> {
+        &self.remote_write_metadata
+    }
+
+    /// Stores rows converted by a receiver of its own (Prometheus remote
+    /// write): returns once they are durable, counting `accepted` items.
+    pub async fn write_rows(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        table: Table,
+        batch: RecordBatch,
+        accepted: u64,
+    ) -> Result<(), IngestError> {
+        if batch.num_rows() > 0 {
+            self.write(signal, transport, table, batch).await?;
+        }
+        self.metrics.accepted(signal, transport, accepted);
+        Ok(())
     }
 
     async fn write(

@@ -7,6 +7,8 @@
 //! - [`ingest`]: what both share: admission control (request slots and a
 //!   memory budget), conversion off the async workers, the durable write, and
 //!   store errors mapped to "retry later".
+//! - [`remote_write`]: Prometheus remote write 1.0 and 2.0 on the OTLP/HTTP
+//!   listener (`POST /api/v1/write`), into `metric_points`.
 //! - [`json`]: the proto3 JSON number forms (doubles and integers written as
 //!   strings, `"NaN"`, `"Infinity"`) for OTLP JSON bodies.
 //! - [`cardinality`]: limits on new services and metric series per hour,
@@ -31,6 +33,7 @@ pub mod http;
 pub mod ingest;
 pub mod json;
 pub mod metrics;
+pub mod remote_write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

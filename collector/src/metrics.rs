@@ -35,6 +35,8 @@ pub enum Transport {
     Grpc,
     /// OTLP/HTTP.
     Http,
+    /// Prometheus remote write (1.0 and 2.0) on the OTLP/HTTP listener.
+    RemoteWrite,
 }
 
 impl Transport {
@@ -43,6 +45,7 @@ impl Transport {
         match self {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
+            Transport::RemoteWrite => "prometheus_remote_write",
         }
     }
     fn idx(self) -> usize {
@@ -54,7 +57,7 @@ impl Transport {
 type Labels<const N: usize> = [(&'static str, &'static str); N];
 
 const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
-const TRANSPORTS: [Transport; 2] = [Transport::Grpc, Transport::Http];
+const TRANSPORTS: [Transport; 3] = [Transport::Grpc, Transport::Http, Transport::RemoteWrite];
 /// Upper bounds of the request-duration histogram, seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -79,7 +82,7 @@ struct PerLabel {
 /// Counters per signal and transport.
 #[derive(Debug, Default)]
 pub struct CollectorMetrics {
-    by: [[PerLabel; 2]; 3],
+    by: [[PerLabel; 3]; 3],
     unauthorized: AtomicU64,
 }
 
