@@ -4,7 +4,7 @@
 # the OpenTelemetry Python SDK with its OTLP exporters (an independent client),
 # moto's S3-compatible server (the object-storage tests),
 # Chromium for the dashboard tests, Alertmanager for the notification tests
-# and PostgreSQL for the shared state database (each test runs a throwaway
+# PostgreSQL for the shared state database, Prometheus (the PromQL oracle) (each test runs a throwaway
 # server in a temporary directory; nothing is started as a service).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,11 @@ fi
 # scripts/cluster.sh (tests/cluster_topology.rs) uses curl and setpriv.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+# The PromQL oracle (tests/promql_oracle.rs) compares against a real
+# Prometheus 2.42 (Debian's prometheus, which brings promtool).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  missing+=(prometheus)
+fi
 if [ -z "${BURNWATCH_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi

@@ -21,6 +21,7 @@
 //! analytics -> `slo-engine` and `web`.
 
 pub mod cache;
+pub mod prom;
 pub mod red;
 pub mod rollup;
 pub mod search;

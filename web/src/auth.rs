@@ -474,11 +474,13 @@ pub fn required(method: &Method, path: &str) -> Option<Role> {
         return None;
     }
     let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    Some(if reads || path == "/api/v1/query" {
-        Role::Viewer
-    } else {
-        Role::Editor
-    })
+    Some(
+        if reads || path == "/api/v1/query" || path.starts_with("/prometheus/api/v1/") {
+            Role::Viewer
+        } else {
+            Role::Editor
+        },
+    )
 }
 
 fn now_ns() -> i64 {
@@ -496,7 +498,7 @@ pub async fn guard(State(s): State<WebState>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     };
     let path = req.uri().path().to_string();
-    let api = path.starts_with("/api/") || path == "/metrics";
+    let api = path.starts_with("/api/") || path.starts_with("/prometheus/") || path == "/metrics";
     match auth.principal(req.headers(), now_ns()) {
         Some(p) if p.role.allows(need) => SIGNED_IN.scope(p, next.run(req)).await,
         Some(p) => {

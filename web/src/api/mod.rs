@@ -10,6 +10,8 @@
 //! - [`explore`]: `GET /api/v1/traces/{id}`, `GET /api/v1/traces`,
 //!   `GET /api/v1/logs`.
 //! - [`slos`]: SLOs, incidents, alert rules and silences.
+//! - [`prometheus`]: the Prometheus HTTP API under `/prometheus/api/v1/`
+//!   (PromQL, series, labels, metadata, exemplars, build info).
 //!
 //! Shared here: [`ApiError`], the [`ApiQuery`] extractor, the [`Engine`]
 //! extractor (the SLO engine, or a 404 when none runs) and the time
@@ -31,6 +33,7 @@ use store::sql::QueryError;
 use crate::WebState;
 
 pub mod explore;
+pub mod prometheus;
 pub mod query;
 pub mod red;
 pub mod series;
@@ -66,6 +69,7 @@ pub fn routes() -> Router<WebState> {
         )
         .route("/api/v1/silences/{id}", delete(slos::expire_silence))
         .route("/api/v1/openapi.json", get(openapi))
+        .merge(prometheus::routes())
 }
 
 /// The OpenAPI 3 document of the API.

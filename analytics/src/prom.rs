@@ -1,0 +1,920 @@
+//! `metric_points` as Prometheus sees it: the series source of the PromQL
+//! engine and the catalogue behind the Prometheus HTTP API's `series`,
+//! `labels`, `label values` and `metadata` endpoints.
+//!
+//! Rows written by Prometheus remote write (scope
+//! `prometheus.remote_write`) keep their name and labels as sent. OTLP
+//! metrics get the names the OpenTelemetry Prometheus-compatibility
+//! specification gives them:
+//! - the name with characters outside `[a-zA-Z0-9_:]` replaced by `_`
+//!   (runs of `_` collapsed), the unit as a suffix (`s` → `_seconds`,
+//!   `By` → `_bytes`, `By/s` → `_bytes_per_second`, `1` → `_ratio` for
+//!   gauges, `{...}` units dropped) and `_total` for monotonic cumulative
+//!   sums;
+//! - explicit-bucket histograms as `_bucket` series with `le` (cumulative
+//!   counts, `+Inf` the total), `_sum` and `_count`; summaries as the
+//!   series with `quantile`, `_sum` and `_count`; exponential histograms as
+//!   `_sum` and `_count`;
+//! - attribute keys sanitised the same way, `job` from `service.namespace`
+//!   and `service.name` (`namespace/name`), `instance` from
+//!   `service.instance.id`;
+//! - `target_info` (value 1) per resource, with its other resource
+//!   attributes as labels, at every time the resource reported a point.
+//!
+//! Delta sums and histograms have no Prometheus form and are left out.
+//! The metric name and the equality matchers on remote-write labels are
+//! pushed into the scan (the name prunes row groups: it is the first sort
+//! key); everything else is matched on the rows read.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+use promql::{Error, Labels, MatchOp, Matcher, Queryable, Selection, Series};
+use store::Store;
+
+use crate::red::quote;
+
+/// The scope of rows written by Prometheus remote write.
+pub const REMOTE_WRITE_SCOPE: &str = "prometheus.remote_write";
+
+/// Most raw samples one selection may read.
+const MAX_SELECT_SAMPLES: usize = 50_000_000;
+
+/// How a stored metric appears to Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// The stored `metric_name`.
+    pub stored: String,
+    /// `metric_type` as stored.
+    pub metric_type: String,
+    /// Written by remote write (name and labels kept as sent).
+    pub remote_write: bool,
+    /// Monotonic (sums).
+    pub monotonic: bool,
+    /// `cumulative`, `delta` or `unspecified`.
+    pub temporality: String,
+    /// Unit as stored.
+    pub unit: String,
+    /// Description as stored.
+    pub help: String,
+    /// The Prometheus family name (without `_bucket`, `_sum`, `_count`).
+    pub name: String,
+    /// The Prometheus type: `counter`, `gauge`, `histogram`, `summary` or
+    /// `unknown`.
+    pub prom_type: &'static str,
+}
+
+impl Family {
+    /// Every series name the family yields.
+    pub fn series_names(&self) -> Vec<String> {
+        if self.remote_write {
+            return vec![self.name.clone()];
+        }
+        match self.metric_type.as_str() {
+            "histogram" => vec![
+                format!("{}_bucket", self.name),
+                format!("{}_sum", self.name),
+                format!("{}_count", self.name),
+            ],
+            "exponential_histogram" => {
+                vec![format!("{}_sum", self.name), format!("{}_count", self.name)]
+            }
+            "summary" => vec![
+                self.name.clone(),
+                format!("{}_sum", self.name),
+                format!("{}_count", self.name),
+            ],
+            _ => vec![self.name.clone()],
+        }
+    }
+
+    /// Whether Prometheus can represent it.
+    fn representable(&self) -> bool {
+        self.remote_write
+            || match self.metric_type.as_str() {
+                "gauge" | "summary" => true,
+                "sum" => !self.monotonic || self.temporality == "cumulative",
+                "histogram" | "exponential_histogram" => self.temporality == "cumulative",
+                _ => false,
+            }
+    }
+}
+
+/// A metric or label name with characters outside `[a-zA-Z0-9_:]`
+/// replaced by `_` and runs of `_` collapsed.
+pub fn sanitize(name: &str, colons: bool) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        let ok = c.is_ascii_alphanumeric() || c == '_' || (colons && c == ':');
+        let c = if ok { c } else { '_' };
+        if c == '_' && out.ends_with('_') {
+            continue;
+        }
+        out.push(c);
+    }
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn unit_word(u: &str) -> Option<&'static str> {
+    Some(match u {
+        "d" => "days",
+        "h" => "hours",
+        "min" => "minutes",
+        "s" => "seconds",
+        "ms" => "milliseconds",
+        "us" => "microseconds",
+        "ns" => "nanoseconds",
+        "By" => "bytes",
+        "KiBy" => "kibibytes",
+        "MiBy" => "mebibytes",
+        "GiBy" => "gibibytes",
+        "TiBy" => "tebibytes",
+        "KBy" => "kilobytes",
+        "MBy" => "megabytes",
+        "GBy" => "gigabytes",
+        "TBy" => "terabytes",
+        "m" => "meters",
+        "V" => "volts",
+        "A" => "amperes",
+        "J" => "joules",
+        "W" => "watts",
+        "g" => "grams",
+        "Cel" => "celsius",
+        "Hz" => "hertz",
+        "%" => "percent",
+        _ => return None,
+    })
+}
+
+fn per_word(u: &str) -> Option<&'static str> {
+    Some(match u {
+        "s" => "second",
+        "m" => "minute",
+        "h" => "hour",
+        "d" => "day",
+        "w" => "week",
+        "mo" => "month",
+        "y" => "year",
+        _ => return None,
+    })
+}
+
+/// The Prometheus family name of an OTLP metric.
+pub fn otlp_name(name: &str, unit: &str, metric_type: &str, monotonic: bool) -> String {
+    let mut base = sanitize(name, true);
+    let counter = metric_type == "sum" && monotonic;
+    if counter && let Some(b) = base.strip_suffix("_total") {
+        base = b.to_string();
+    }
+    // Units in braces are annotations, not units.
+    let unit = unit.trim();
+    let suffix = if unit.is_empty() || unit.starts_with('{') {
+        None
+    } else if unit == "1" {
+        (metric_type == "gauge").then(|| "ratio".to_string())
+    } else if let Some((a, b)) = unit.split_once('/') {
+        let a = unit_word(a)
+            .map(str::to_string)
+            .unwrap_or_else(|| sanitize(a, false));
+        let b = per_word(b)
+            .map(str::to_string)
+            .unwrap_or_else(|| sanitize(b, false));
+        Some(if a.is_empty() {
+            format!("per_{b}")
+        } else {
+            format!("{a}_per_{b}")
+        })
+    } else {
+        Some(
+            unit_word(unit)
+                .map(str::to_string)
+                .unwrap_or_else(|| sanitize(unit, false)),
+        )
+    };
+    if let Some(s) = suffix {
+        let s = s.trim_matches('_').to_string();
+        if !s.is_empty() && !base.ends_with(&format!("_{s}")) {
+            base = format!("{base}_{s}");
+        }
+    }
+    if counter {
+        base.push_str("_total");
+    }
+    base
+}
+
+/// The Prometheus form of a number in `le` and `quantile` labels.
+pub fn format_bound(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn to_promql(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("reading the store: {e}"))
+}
+
+fn ns_range(start_ms: i64, end_ms: i64) -> String {
+    format!(
+        "time >= to_timestamp_nanos({}) AND time <= to_timestamp_nanos({})",
+        start_ms.saturating_mul(1_000_000),
+        end_ms.saturating_mul(1_000_000).saturating_add(999_999)
+    )
+}
+
+/// Reads series for PromQL from the store.
+#[derive(Debug, Clone)]
+pub struct PromSource {
+    store: Store,
+}
+
+impl PromSource {
+    /// A source over `store`.
+    pub fn new(store: Store) -> PromSource {
+        PromSource { store }
+    }
+
+    /// The stored metrics with points in `[start_ms, end_ms]`, as
+    /// Prometheus families.
+    pub async fn catalog(&self, start_ms: i64, end_ms: i64) -> Result<Vec<Family>, Error> {
+        let sql = format!(
+            "SELECT metric_name, metric_type, scope_name = {rw} AS rw, \
+             coalesce(bool_or(is_monotonic), false) AS mono, coalesce(max(temporality), '') AS temp, \
+             coalesce(max(unit), '') AS unit, coalesce(max(description), '') AS help \
+             FROM metric_points WHERE {range} AND (flags & 1) = 0 \
+             GROUP BY metric_name, metric_type, scope_name = {rw} ORDER BY metric_name",
+            rw = quote(REMOTE_WRITE_SCOPE),
+            range = ns_range(start_ms, end_ms)
+        );
+        let batches = store::query::collect(&self.store, &sql)
+            .await
+            .map_err(to_promql)?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let s = |name: &str| -> Result<StringArray, Error> { strings(b, name) };
+            let (names, types, temps, units, helps) = (
+                s("metric_name")?,
+                s("metric_type")?,
+                s("temp")?,
+                s("unit")?,
+                s("help")?,
+            );
+            let rw = b
+                .column_by_name("rw")
+                .and_then(|c| c.as_boolean_opt().cloned());
+            let mono = b
+                .column_by_name("mono")
+                .and_then(|c| c.as_boolean_opt().cloned());
+            for i in 0..b.num_rows() {
+                let remote_write = rw.as_ref().is_some_and(|a| !a.is_null(i) && a.value(i));
+                let monotonic = mono.as_ref().is_some_and(|a| !a.is_null(i) && a.value(i));
+                let stored = names.value(i).to_string();
+                let metric_type = types.value(i).to_string();
+                let unit = str_at(&units, i).to_string();
+                let name = if remote_write {
+                    stored.clone()
+                } else {
+                    otlp_name(&stored, &unit, &metric_type, monotonic)
+                };
+                let prom_type = match (metric_type.as_str(), monotonic) {
+                    ("sum", true) => "counter",
+                    ("sum", false) | ("gauge", _) => "gauge",
+                    ("histogram" | "exponential_histogram", _) => "histogram",
+                    ("summary", _) => "summary",
+                    _ => "unknown",
+                };
+                let f = Family {
+                    stored,
+                    metric_type,
+                    remote_write,
+                    monotonic,
+                    temporality: str_at(&temps, i).to_string(),
+                    unit,
+                    help: str_at(&helps, i).to_string(),
+                    name,
+                    prom_type,
+                };
+                if f.representable() {
+                    out.push(f);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The series matching `matchers` in `[start_ms, end_ms]`: labels
+    /// only when `with_samples` is false.
+    pub async fn series(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        with_samples: bool,
+    ) -> Result<Vec<Series>, Error> {
+        let catalog = self.catalog(start_ms, end_ms).await?;
+        let name_matchers: Vec<&Matcher> =
+            matchers.iter().filter(|m| m.name == "__name__").collect();
+        let target_info = name_matchers.iter().all(|m| m.matches("target_info"));
+        let families: Vec<&Family> = catalog
+            .iter()
+            .filter(|f| {
+                f.series_names()
+                    .iter()
+                    .any(|n| name_matchers.iter().all(|m| m.matches(n)))
+            })
+            .collect();
+        let mut wanted: Vec<&str> = families.iter().map(|f| f.stored.as_str()).collect();
+        if target_info {
+            // Every OTLP family's resources report `target_info`.
+            wanted.extend(
+                catalog
+                    .iter()
+                    .filter(|f| !f.remote_write)
+                    .map(|f| f.stored.as_str()),
+            );
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let only_remote_write = !target_info && families.iter().all(|f| f.remote_write);
+        let mut filter = String::new();
+        if only_remote_write {
+            for m in matchers
+                .iter()
+                .filter(|m| m.name != "__name__" && m.op == MatchOp::Equal)
+            {
+                if m.value.is_empty() {
+                    continue;
+                }
+                filter.push_str(&format!(
+                    " AND attributes[{}] = {}",
+                    quote(&m.name),
+                    quote(&m.value)
+                ));
+            }
+        }
+        let names: Vec<String> = wanted.iter().map(|n| quote(n)).collect();
+        let by_name: HashMap<(&str, &str, bool), &Family> = catalog
+            .iter()
+            .map(|f| {
+                (
+                    (f.stored.as_str(), f.metric_type.as_str(), f.remote_write),
+                    f,
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT metric_name, metric_type, scope_name = {rw} AS rw, service_name, attributes, \
+             resource_attributes, CAST(time AS BIGINT) AS t, value, count, sum, bucket_counts, \
+             explicit_bounds, quantiles FROM metric_points \
+             WHERE metric_name IN ({names}) AND {range} AND (flags & 1) = 0{filter}",
+            rw = quote(REMOTE_WRITE_SCOPE),
+            names = names.join(", "),
+            range = ns_range(start_ms, end_ms),
+        );
+        let batches = store::query::collect(&self.store, &sql)
+            .await
+            .map_err(to_promql)?;
+        let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut total = 0usize;
+        let mut emit = |labels: Labels, t: i64, v: f64| -> Result<(), Error> {
+            if !matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+            {
+                return Ok(());
+            }
+            total += 1;
+            if total > MAX_SELECT_SAMPLES {
+                return Err(Error::Execution(
+                    "query processing would load too many samples into memory in query execution"
+                        .into(),
+                ));
+            }
+            let samples = out.entry(labels).or_default();
+            if with_samples {
+                samples.push((t, v));
+            }
+            Ok(())
+        };
+        for b in &batches {
+            let rows = Rows::new(b)?;
+            for i in 0..b.num_rows() {
+                let Some(f) = by_name.get(&(rows.names.value(i), rows.types.value(i), rows.rw(i)))
+                else {
+                    continue;
+                };
+                let t = rows.t.value(i).div_euclid(1_000_000);
+                if f.remote_write {
+                    let mut pairs = rows.attributes(i, false);
+                    pairs.push(("__name__".into(), f.name.clone()));
+                    emit(Labels::new(pairs), t, rows.f64(&rows.value, i))?;
+                    continue;
+                }
+                let mut base = rows.attributes(i, true);
+                rows.job_instance(i, &mut base);
+                if target_info {
+                    let mut info = rows.resource(i);
+                    rows.job_instance(i, &mut info);
+                    info.push(("__name__".into(), "target_info".into()));
+                    emit(Labels::new(info), t, 1.0)?;
+                }
+                if !families.iter().any(|x| std::ptr::eq(*x, *f)) {
+                    continue;
+                }
+                let with = |name: String, extra: Option<(&str, String)>| {
+                    let mut l = base.clone();
+                    l.push(("__name__".into(), name));
+                    if let Some((k, v)) = extra {
+                        l.retain(|(x, _)| x != k);
+                        l.push((k.to_string(), v));
+                    }
+                    Labels::new(l)
+                };
+                match f.metric_type.as_str() {
+                    "gauge" | "sum" => {
+                        emit(with(f.name.clone(), None), t, rows.f64(&rows.value, i))?
+                    }
+                    "histogram" | "exponential_histogram" | "summary" => {
+                        let count = rows.count(i);
+                        let sum = rows.f64(&rows.sum, i);
+                        emit(with(format!("{}_count", f.name), None), t, count)?;
+                        if !sum.is_nan() || f.metric_type == "summary" {
+                            emit(with(format!("{}_sum", f.name), None), t, sum)?;
+                        }
+                        if f.metric_type == "histogram" {
+                            let (bounds, counts) = rows.buckets(i);
+                            let mut acc = 0u64;
+                            for (j, c) in counts.iter().enumerate() {
+                                acc = acc.saturating_add(*c);
+                                let le = bounds.get(j).copied().unwrap_or(f64::INFINITY);
+                                emit(
+                                    with(
+                                        format!("{}_bucket", f.name),
+                                        Some(("le", format_bound(le))),
+                                    ),
+                                    t,
+                                    acc as f64,
+                                )?;
+                            }
+                            if counts.is_empty() {
+                                emit(
+                                    with(format!("{}_bucket", f.name), Some(("le", "+Inf".into()))),
+                                    t,
+                                    count,
+                                )?;
+                            }
+                        } else if f.metric_type == "summary" {
+                            for (q, v) in rows.quantiles(i) {
+                                emit(
+                                    with(f.name.clone(), Some(("quantile", format_bound(q)))),
+                                    t,
+                                    v,
+                                )?;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                // Sorted by time; a timestamp written twice keeps one sample.
+                samples.sort_by_key(|s| s.0);
+                samples.dedup_by_key(|s| s.0);
+                Series { labels, samples }
+            })
+            .collect())
+    }
+}
+
+/// One exemplar as the Prometheus API returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    /// `trace_id`, `span_id` and the filtered attributes.
+    pub labels: Labels,
+    /// The observed value.
+    pub value: f64,
+    /// Unix ms.
+    pub t: i64,
+}
+
+impl PromSource {
+    /// Exemplars with times in `[start_ms, end_ms]` of the series matching
+    /// `matchers`, by series. A histogram's exemplar belongs to the
+    /// `_bucket` series whose bucket holds its value.
+    pub async fn exemplars(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<(Labels, Vec<Exemplar>)>, Error> {
+        const HOUR_MS: i64 = 3_600_000;
+        let catalog = self
+            .catalog(
+                start_ms.saturating_sub(HOUR_MS),
+                end_ms.saturating_add(HOUR_MS),
+            )
+            .await?;
+        let name_matchers: Vec<&Matcher> =
+            matchers.iter().filter(|m| m.name == "__name__").collect();
+        let families: HashMap<(&str, &str, bool), &Family> = catalog
+            .iter()
+            .filter(|f| {
+                f.series_names()
+                    .iter()
+                    .any(|n| name_matchers.iter().all(|m| m.matches(n)))
+            })
+            .map(|f| {
+                (
+                    (f.stored.as_str(), f.metric_type.as_str(), f.remote_write),
+                    f,
+                )
+            })
+            .collect();
+        if families.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = families.keys().map(|k| quote(k.0)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let sql = format!(
+            "SELECT metric_name, metric_type, rw, service_name, attributes, resource_attributes, t, value, count, sum, \
+             bucket_counts, explicit_bounds, quantiles, CAST(ex['time'] AS BIGINT) AS et, ex['value'] AS ev, \
+             ex['trace_id'] AS tid, ex['span_id'] AS sid FROM (\
+             SELECT metric_name, metric_type, scope_name = {rw} AS rw, service_name, attributes, resource_attributes, \
+             CAST(time AS BIGINT) AS t, value, count, sum, bucket_counts, explicit_bounds, quantiles, unnest(exemplars) AS ex \
+             FROM metric_points WHERE metric_name IN ({names}) AND {range} AND cardinality(exemplars) > 0) \
+             WHERE ex['time'] >= to_timestamp_nanos({from}) AND ex['time'] <= to_timestamp_nanos({to})",
+            rw = quote(REMOTE_WRITE_SCOPE),
+            names = names.join(", "),
+            range = ns_range(
+                start_ms.saturating_sub(HOUR_MS),
+                end_ms.saturating_add(HOUR_MS)
+            ),
+            from = start_ms.saturating_mul(1_000_000),
+            to = end_ms.saturating_mul(1_000_000).saturating_add(999_999),
+        );
+        let batches = store::query::collect(&self.store, &sql)
+            .await
+            .map_err(to_promql)?;
+        let mut out: BTreeMap<Labels, Vec<Exemplar>> = BTreeMap::new();
+        for b in &batches {
+            let rows = Rows::new(b)?;
+            let et = b
+                .column_by_name("et")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>().cloned());
+            let ev = b
+                .column_by_name("ev")
+                .and_then(|c| c.as_primitive_opt::<Float64Type>().cloned());
+            let (Some(et), Some(ev)) = (et, ev) else {
+                return Err(Error::Internal(
+                    "exemplar columns have unexpected types".into(),
+                ));
+            };
+            let (tid, sid) = (strings(b, "tid")?, strings(b, "sid")?);
+            for i in 0..b.num_rows() {
+                let Some(f) = families.get(&(rows.names.value(i), rows.types.value(i), rows.rw(i)))
+                else {
+                    continue;
+                };
+                let value = if ev.is_null(i) { f64::NAN } else { ev.value(i) };
+                let mut pairs = if f.remote_write {
+                    rows.attributes(i, false)
+                } else {
+                    let mut p = rows.attributes(i, true);
+                    rows.job_instance(i, &mut p);
+                    p
+                };
+                let name = if f.remote_write {
+                    f.name.clone()
+                } else if f.metric_type == "histogram" {
+                    let (bounds, _) = rows.buckets(i);
+                    let le = bounds
+                        .iter()
+                        .copied()
+                        .find(|b| value <= *b)
+                        .unwrap_or(f64::INFINITY);
+                    pairs.push(("le".into(), format_bound(le)));
+                    format!("{}_bucket", f.name)
+                } else {
+                    f.name.clone()
+                };
+                pairs.push(("__name__".into(), name));
+                let labels = Labels::new(pairs);
+                if !matchers
+                    .iter()
+                    .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+                {
+                    continue;
+                }
+                let mut ex = Vec::new();
+                if !tid.is_null(i) && !tid.value(i).is_empty() {
+                    ex.push(("trace_id".to_string(), tid.value(i).to_string()));
+                }
+                if !sid.is_null(i) && !sid.value(i).is_empty() {
+                    ex.push(("span_id".to_string(), sid.value(i).to_string()));
+                }
+                out.entry(labels).or_default().push(Exemplar {
+                    labels: Labels::new(ex),
+                    value,
+                    t: et.value(i).div_euclid(1_000_000),
+                });
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Queryable for PromSource {
+    async fn select(&self, selection: &Selection) -> Result<Vec<Series>, Error> {
+        self.series(
+            &selection.matchers,
+            selection.start_ms,
+            selection.end_ms,
+            true,
+        )
+        .await
+    }
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, Error> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| Error::Internal(format!("column {name} missing")))?;
+    let c = arrow::compute::cast(c, &DataType::Utf8).map_err(to_promql)?;
+    Ok(c.as_string::<i32>().clone())
+}
+
+fn str_at(a: &StringArray, i: usize) -> &str {
+    if a.is_null(i) { "" } else { a.value(i) }
+}
+
+/// The columns of one batch of points.
+struct Rows {
+    names: StringArray,
+    types: StringArray,
+    rw: arrow::array::BooleanArray,
+    service: StringArray,
+    attributes: MapArray,
+    resource: MapArray,
+    t: arrow::array::Int64Array,
+    value: arrow::array::Float64Array,
+    count: arrow::array::UInt64Array,
+    sum: arrow::array::Float64Array,
+    bucket_counts: ListArray,
+    explicit_bounds: ListArray,
+    quantiles: ListArray,
+}
+
+impl Rows {
+    fn new(b: &RecordBatch) -> Result<Rows, Error> {
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("column {n} missing")))
+        };
+        let bad = |n: &str| Error::Internal(format!("column {n} has an unexpected type"));
+        Ok(Rows {
+            names: strings(b, "metric_name")?,
+            types: strings(b, "metric_type")?,
+            rw: col("rw")?
+                .as_boolean_opt()
+                .cloned()
+                .ok_or_else(|| bad("rw"))?,
+            service: strings(b, "service_name")?,
+            attributes: col("attributes")?
+                .as_map_opt()
+                .cloned()
+                .ok_or_else(|| bad("attributes"))?,
+            resource: col("resource_attributes")?
+                .as_map_opt()
+                .cloned()
+                .ok_or_else(|| bad("resource_attributes"))?,
+            t: col("t")?
+                .as_primitive_opt::<Int64Type>()
+                .cloned()
+                .ok_or_else(|| bad("t"))?,
+            value: col("value")?
+                .as_primitive_opt::<Float64Type>()
+                .cloned()
+                .ok_or_else(|| bad("value"))?,
+            count: col("count")?
+                .as_primitive_opt::<UInt64Type>()
+                .cloned()
+                .ok_or_else(|| bad("count"))?,
+            sum: col("sum")?
+                .as_primitive_opt::<Float64Type>()
+                .cloned()
+                .ok_or_else(|| bad("sum"))?,
+            bucket_counts: col("bucket_counts")?
+                .as_list_opt::<i32>()
+                .cloned()
+                .ok_or_else(|| bad("bucket_counts"))?,
+            explicit_bounds: col("explicit_bounds")?
+                .as_list_opt::<i32>()
+                .cloned()
+                .ok_or_else(|| bad("explicit_bounds"))?,
+            quantiles: col("quantiles")?
+                .as_list_opt::<i32>()
+                .cloned()
+                .ok_or_else(|| bad("quantiles"))?,
+        })
+    }
+
+    fn rw(&self, i: usize) -> bool {
+        !self.rw.is_null(i) && self.rw.value(i)
+    }
+
+    fn f64(&self, a: &arrow::array::Float64Array, i: usize) -> f64 {
+        if a.is_null(i) { f64::NAN } else { a.value(i) }
+    }
+
+    fn count(&self, i: usize) -> f64 {
+        if self.count.is_null(i) {
+            f64::NAN
+        } else {
+            self.count.value(i) as f64
+        }
+    }
+
+    fn map_pairs(m: &MapArray, i: usize) -> Vec<(String, String)> {
+        if m.is_null(i) {
+            return Vec::new();
+        }
+        let e = m.value(i);
+        let (Some(k), Some(v)) = (
+            e.column(0).as_string_opt::<i32>(),
+            e.column(1).as_string_opt::<i32>(),
+        ) else {
+            return Vec::new();
+        };
+        (0..e.len())
+            .filter(|&j| !v.is_null(j))
+            .map(|j| (k.value(j).to_string(), v.value(j).to_string()))
+            .collect()
+    }
+
+    /// Point attributes; sanitised keys (OTLP) or as stored (remote write).
+    fn attributes(&self, i: usize, sanitise: bool) -> Vec<(String, String)> {
+        let mut pairs = Self::map_pairs(&self.attributes, i);
+        if sanitise {
+            let mut merged: BTreeMap<String, String> = BTreeMap::new();
+            for (k, v) in pairs {
+                let k = label_name(&k);
+                if k == "job" || k == "instance" || k == "__name__" {
+                    continue;
+                }
+                // Keys that sanitise alike are joined with `;`, sorted.
+                merged
+                    .entry(k)
+                    .and_modify(|old| {
+                        let mut parts: Vec<&str> =
+                            old.split(';').chain(std::iter::once(v.as_str())).collect();
+                        parts.sort_unstable();
+                        *old = parts.join(";");
+                    })
+                    .or_insert(v);
+            }
+            pairs = merged.into_iter().collect();
+        }
+        pairs
+    }
+
+    /// Resource attributes other than the ones `job` and `instance` come from.
+    fn resource(&self, i: usize) -> Vec<(String, String)> {
+        Self::map_pairs(&self.resource, i)
+            .into_iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "service.name" | "service.namespace" | "service.instance.id"
+                )
+            })
+            .map(|(k, v)| (label_name(&k), v))
+            .filter(|(k, _)| k != "job" && k != "instance")
+            .collect()
+    }
+
+    fn job_instance(&self, i: usize, out: &mut Vec<(String, String)>) {
+        let res = Self::map_pairs(&self.resource, i);
+        let get = |k: &str| res.iter().find(|(x, _)| x == k).map(|(_, v)| v.as_str());
+        let service = get("service.name").unwrap_or_else(|| str_at(&self.service, i));
+        let job = match get("service.namespace") {
+            Some(ns) if !ns.is_empty() => format!("{ns}/{service}"),
+            _ => service.to_string(),
+        };
+        out.push(("job".into(), job));
+        if let Some(inst) = get("service.instance.id") {
+            out.push(("instance".into(), inst.to_string()));
+        }
+    }
+
+    fn buckets(&self, i: usize) -> (Vec<f64>, Vec<u64>) {
+        let bounds = if self.explicit_bounds.is_null(i) {
+            Vec::new()
+        } else {
+            let a = self.explicit_bounds.value(i);
+            a.as_primitive_opt::<Float64Type>()
+                .map(|p| p.values().to_vec())
+                .unwrap_or_default()
+        };
+        let counts = if self.bucket_counts.is_null(i) {
+            Vec::new()
+        } else {
+            let a = self.bucket_counts.value(i);
+            a.as_primitive_opt::<UInt64Type>()
+                .map(|p| p.values().to_vec())
+                .unwrap_or_default()
+        };
+        (bounds, counts)
+    }
+
+    fn quantiles(&self, i: usize) -> Vec<(f64, f64)> {
+        if self.quantiles.is_null(i) {
+            return Vec::new();
+        }
+        let a = self.quantiles.value(i);
+        let Some(s) = a.as_struct_opt() else {
+            return Vec::new();
+        };
+        let (Some(q), Some(v)) = (
+            s.column(0).as_primitive_opt::<Float64Type>(),
+            s.column(1).as_primitive_opt::<Float64Type>(),
+        ) else {
+            return Vec::new();
+        };
+        (0..s.len()).map(|j| (q.value(j), v.value(j))).collect()
+    }
+}
+
+/// A label name for an attribute key: invalid characters as `_`, a
+/// leading digit prefixed with `key_`.
+pub fn label_name(key: &str) -> String {
+    let mut s: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert_str(0, "key_");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otlp_names_follow_the_compatibility_spec() {
+        assert_eq!(
+            otlp_name("http.server.request.duration", "s", "histogram", false),
+            "http_server_request_duration_seconds"
+        );
+        assert_eq!(
+            otlp_name("http.server.requests", "{request}", "sum", true),
+            "http_server_requests_total"
+        );
+        assert_eq!(otlp_name("jobs_total", "", "sum", true), "jobs_total");
+        assert_eq!(
+            otlp_name("cpu.utilization", "1", "gauge", false),
+            "cpu_utilization_ratio"
+        );
+        assert_eq!(
+            otlp_name("net.io", "By/s", "gauge", false),
+            "net_io_bytes_per_second"
+        );
+        assert_eq!(otlp_name("queue.size", "", "sum", false), "queue_size");
+        assert_eq!(
+            otlp_name("latency_seconds", "s", "gauge", false),
+            "latency_seconds"
+        );
+        assert_eq!(otlp_name("2xx..count", "", "gauge", false), "_2xx_count");
+        assert_eq!(label_name("http.request.method"), "http_request_method");
+        assert_eq!(label_name("1a"), "key_1a");
+        assert_eq!(format_bound(0.005), "0.005");
+        assert_eq!(format_bound(1.0), "1");
+        assert_eq!(format_bound(f64::INFINITY), "+Inf");
+    }
+}
