@@ -622,12 +622,12 @@ fn extrapolated_rate(
     let (first, last) = (p[0], p[p.len() - 1]);
     let mut result = last.1 - first.1;
     if counter {
-        let mut last_value = 0.0;
-        for &(_, v) in p {
-            if v < last_value {
-                result += last_value;
+        let mut prev = first.1;
+        for &(_, v) in &p[1..] {
+            if v < prev {
+                result += prev;
             }
-            last_value = v;
+            prev = v;
         }
     }
     let mut to_start = (first.0 - ctx.range_start) as f64 / 1000.0;
@@ -652,11 +652,13 @@ fn extrapolated_rate(
     } else {
         avg / 2.0
     };
-    result *= interval / sampled;
+    // One factor, divided by the range for rates, as 2.42 computes it
+    // (the order of the operations shows in the last bits).
+    let mut factor = interval / sampled;
     if rate {
-        result /= duration_seconds(ctx.range);
+        factor /= duration_seconds(ctx.range);
     }
-    Some(result)
+    Some(result * factor)
 }
 
 /// Prometheus's `instantValue` (irate, idelta).

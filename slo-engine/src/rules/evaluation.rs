@@ -115,6 +115,21 @@ impl RuleRunner {
         for rule in &group.rules {
             let key = (group.name.clone(), rule.name.clone());
             let started = Instant::now();
+            if rule.record {
+                let result = crate::rules::record(store, rule, at_ns).await;
+                self.evaluations.fetch_add(1, Ordering::Relaxed);
+                let error = result.err();
+                if let Some(e) = &error {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(group = %group.name, record = %rule.name, error = %e, "recording rule evaluation failed");
+                }
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                self.health
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, (error, at_ns, ms));
+                continue;
+            }
             let result = query(store, rule, at_ns, limits).await;
             let ms = started.elapsed().as_secs_f64() * 1e3;
             self.evaluations.fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,16 @@
 //!           summary: "{{ $labels.service }}: {{ $value }} failed requests in 5 minutes"
 //! ```
 //!
-//! `expr` is one read-only query; each row it returns is one active alert
+//! `expr` is one read-only SQL query (it starts with `SELECT` or `WITH`) or
+//! a PromQL expression (anything else), so Prometheus rule files load as
+//! they are. A SQL query's rows are its alert instances; a PromQL
+//! expression's samples are (their labels without `__name__`, their
+//! value). Recording rules (`record:`) take PromQL: each evaluation writes
+//! the expression's samples back to `metric_points` under the recorded
+//! name (scope `prometheus.remote_write`, version `recording-rule`), where
+//! PromQL and later rules of the group read them.
+//!
+//! For SQL, each row it returns is one active alert
 //! instance: the `value` column is its value, every other column a label
 //! (NULL leaves the label out). `now()` is the evaluation instant, so rules
 //! evaluate the same in tests and backtests as live. An instance is
@@ -75,12 +84,53 @@ pub struct RuleGroup {
     pub rules: Vec<AlertRule>,
 }
 
-/// An alerting rule.
+/// The language of a rule's expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// A read-only SQL query (starts with `SELECT` or `WITH`).
+    Sql,
+    /// A PromQL expression.
+    Promql,
+}
+
+impl Lang {
+    /// The language of `expr`: SQL when its first word is a SQL statement
+    /// keyword (`SELECT`, `WITH`, ... in any case; the SQL guard then
+    /// refuses all but queries), otherwise PromQL.
+    pub fn of(expr: &str) -> Lang {
+        const SQL: [&str; 14] = [
+            "select", "with", "values", "explain", "insert", "update", "delete", "drop", "create",
+            "alter", "copy", "set", "truncate", "show",
+        ];
+        let rest = expr.trim_start().trim_start_matches('(');
+        let first: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let after = rest[first.len()..].chars().next();
+        let word_ends = after.is_none_or(|c| c.is_whitespace() || c == '(' || c == '*');
+        if word_ends && SQL.iter().any(|k| first.eq_ignore_ascii_case(k)) {
+            Lang::Sql
+        } else {
+            Lang::Promql
+        }
+    }
+}
+
+/// An alerting or recording rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertRule {
-    /// `alert`: the alert name (`alertname` label).
+    /// `alert`: the alert name (`alertname` label); `record`: the name of
+    /// the recorded series.
     pub name: String,
-    /// One read-only SQL query: a `value` column and label columns.
+    /// A recording rule (`record:`) rather than an alerting rule.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub record: bool,
+    /// The expression's language.
+    pub lang: Lang,
+    /// The expression: one read-only SQL query (a `value` column and label
+    /// columns) or PromQL.
     pub expr: String,
     /// How long an instance must be active before it fires.
     #[serde(rename = "for", with = "humantime_serde_secs")]
@@ -166,6 +216,13 @@ fn duration(
     }
 }
 
+fn valid_metric_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
 fn valid_label_name(s: &str) -> bool {
     let mut c = s.chars();
     c.next()
@@ -223,31 +280,74 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<RuleGroup>, LoadError> {
         let mut rules = Vec::new();
         for (ri, r) in g.rules.into_iter().enumerate() {
             let robj = format!("{gobj}, rule {}", ri + 1);
-            if r.record.is_some() {
+            let record = r.record.is_some();
+            if record && r.alert.is_some() {
                 return Err(err(
                     file,
                     &robj,
                     "record",
-                    "recording rules are not supported; write an alerting rule (alert) or query the tables directly",
+                    "a rule has either alert or record, not both",
                 ));
             }
-            let name = r
-                .alert
-                .ok_or_else(|| err(file, &robj, "alert", "is required"))?;
-            if !valid_label_name(&name) {
-                return Err(err(
-                    file,
-                    &robj,
-                    "alert",
-                    format!("{name:?} must match [a-zA-Z_][a-zA-Z0-9_]*"),
-                ));
-            }
+            let name = match (r.record, r.alert) {
+                (Some(n), _) => {
+                    if !valid_metric_name(&n) {
+                        return Err(err(
+                            file,
+                            &robj,
+                            "record",
+                            format!("{n:?} must match [a-zA-Z_:][a-zA-Z0-9_:]*"),
+                        ));
+                    }
+                    n
+                }
+                (None, Some(n)) => {
+                    if !valid_label_name(&n) {
+                        return Err(err(
+                            file,
+                            &robj,
+                            "alert",
+                            format!("{n:?} must match [a-zA-Z_][a-zA-Z0-9_]*"),
+                        ));
+                    }
+                    n
+                }
+                (None, None) => return Err(err(file, &robj, "alert", "is required (or record)")),
+            };
             let robj = format!("{gobj}, rule {name}");
             let expr = r
                 .expr
                 .filter(|e| !e.trim().is_empty())
                 .ok_or_else(|| err(file, &robj, "expr", "is required"))?;
-            store::sql::pin_now(&expr, 0).map_err(|e| err(file, &robj, "expr", e.to_string()))?;
+            let lang = Lang::of(&expr);
+            match lang {
+                Lang::Sql if record => {
+                    return Err(err(
+                        file,
+                        &robj,
+                        "expr",
+                        "recording rules take PromQL; a SQL query can be an alerting rule or queried directly",
+                    ));
+                }
+                Lang::Sql => {
+                    store::sql::pin_now(&expr, 0)
+                        .map_err(|e| err(file, &robj, "expr", e.to_string()))?;
+                }
+                Lang::Promql => {
+                    promql::Engine::parse(&expr)
+                        .map_err(|e| err(file, &robj, "expr", format!("invalid PromQL: {e}")))?;
+                }
+            }
+            if record
+                && (r.for_.is_some() || r.keep_firing_for.is_some() || !r.annotations.is_empty())
+            {
+                return Err(err(
+                    file,
+                    &robj,
+                    "for",
+                    "recording rules take no for, keep_firing_for or annotations",
+                ));
+            }
             for (k, v) in &r.labels {
                 if !valid_label_name(k) {
                     return Err(err(
@@ -264,6 +364,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Vec<RuleGroup>, LoadError> {
             }
             rules.push(AlertRule {
                 name,
+                record,
+                lang,
                 for_: duration(file, &robj, "for", &r.for_)?,
                 keep_firing_for: duration(file, &robj, "keep_firing_for", &r.keep_firing_for)?,
                 expr,
@@ -332,8 +434,49 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
+/// A value as Go's `%v` writes it (what Prometheus's templates show):
+/// the shortest form, in exponent form below 1e-4 and from 1e6 on.
+pub fn go_value(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    let e = format!("{v:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap_or((e.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{v}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
+}
+
 /// Renders a template with an instance's labels and value.
 pub fn render(t: &str, labels: &BTreeMap<String, String>, value: f64) -> Result<String, String> {
+    render_lang(t, labels, value, Lang::Sql)
+}
+
+/// Renders a template; `$value` as Prometheus writes it for PromQL rules.
+pub fn render_lang(
+    t: &str,
+    labels: &BTreeMap<String, String>,
+    value: f64,
+    lang: Lang,
+) -> Result<String, String> {
     let mut out = String::with_capacity(t.len());
     let mut rest = t;
     while let Some(start) = rest.find("{{") {
@@ -344,6 +487,7 @@ pub fn render(t: &str, labels: &BTreeMap<String, String>, value: f64) -> Result<
             .ok_or_else(|| format!("unclosed {{{{ in template {t:?}"))?;
         let expr = after[..end].trim();
         match expr {
+            "$value" if lang == Lang::Promql => out.push_str(&go_value(value)),
             "$value" => out.push_str(&fmt_value(value)),
             "$labels" => out.push_str(
                 &labels
@@ -455,6 +599,18 @@ pub async fn query(
     at_ns: i64,
     limits: &QueryLimits,
 ) -> Result<Vec<Row>, String> {
+    if rule.lang == Lang::Promql {
+        let mut rows = promql_rows(store, &rule.expr, at_ns).await?;
+        for (labels, _) in &mut rows {
+            labels.remove("__name__");
+        }
+        if rows.len() > MAX_INSTANCES {
+            return Err(format!(
+                "the expression returned more than {MAX_INSTANCES} samples (alert instances)"
+            ));
+        }
+        return Ok(rows);
+    }
     let sql = store::sql::pin_now(&rule.expr, at_ns).map_err(|e| e.to_string())?;
     let mut limits = limits.clone();
     limits.max_rows = limits.max_rows.min(MAX_INSTANCES);
@@ -467,6 +623,77 @@ pub async fn query(
         ));
     }
     rows(&result.batches)
+}
+
+/// The samples of a PromQL expression at `at_ns` (a scalar is one sample
+/// without labels), with their full labels.
+pub async fn promql_rows(store: &Store, expr: &str, at_ns: i64) -> Result<Vec<Row>, String> {
+    let engine = promql::Engine::new(promql::EngineOptions::default());
+    let source = analytics::prom::PromSource::new(store.clone());
+    match engine
+        .instant(&source, expr, at_ns.div_euclid(1_000_000))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        promql::Value::Vector(samples) => Ok(samples
+            .into_iter()
+            .map(|s| (s.labels.0.into_iter().collect(), s.v))
+            .collect()),
+        promql::Value::Scalar(_, v) => Ok(vec![(BTreeMap::new(), v)]),
+        _ => Err("the expression must give an instant vector or a scalar".into()),
+    }
+}
+
+/// Evaluates a recording rule at `at_ns` and writes its samples (named
+/// `rule.name`, the rule's labels added) to `metric_points`; returns how
+/// many were written.
+pub async fn record(store: &Store, rule: &AlertRule, at_ns: i64) -> Result<usize, String> {
+    use store::rows::{Attr, MetricPointRecord, MetricPointsBuilder, Number, Origin, PointData};
+    let rows = promql_rows(store, &rule.expr, at_ns).await?;
+    let mut b = MetricPointsBuilder::new();
+    let at_ms = at_ns.div_euclid(1_000_000);
+    for (mut labels, value) in rows {
+        labels.remove("__name__");
+        for (k, v) in &rule.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+        let job = labels.get("job").cloned();
+        let mut resource = Vec::new();
+        if let Some(j) = &job {
+            resource.push(Attr::new("service.name", j.as_str()));
+        }
+        let origin = Origin {
+            service_name: job.as_deref().unwrap_or("unknown_service"),
+            resource_attributes: &resource,
+            scope_name: analytics::prom::REMOTE_WRITE_SCOPE,
+            scope_version: "recording-rule",
+        };
+        b.append(
+            &origin,
+            &MetricPointRecord {
+                time_ns: at_ms * 1_000_000,
+                start_time_ns: None,
+                metric_name: &rule.name,
+                unit: "",
+                description: "",
+                attributes: labels
+                    .iter()
+                    .map(|(k, v)| Attr::new(k.as_str(), v.as_str()))
+                    .collect(),
+                flags: 0,
+                data: PointData::Gauge(Number::F64(value)),
+                exemplars: Vec::new(),
+            },
+        );
+    }
+    let n = b.len();
+    if n > 0 {
+        store
+            .write(store::Table::MetricPoints, b.finish())
+            .await
+            .map_err(|e| format!("cannot write the recorded series: {e}"))?;
+    }
+    Ok(n)
 }
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>, String> {
@@ -528,14 +755,19 @@ pub fn step(
     for (row_labels, value) in active {
         let mut labels = row_labels;
         for (k, v) in &rule.labels {
-            let rendered = render(v, &labels, value).unwrap_or_else(|_| v.clone());
+            let rendered = render_lang(v, &labels, value, rule.lang).unwrap_or_else(|_| v.clone());
             labels.insert(k.clone(), rendered);
         }
         labels.insert("alertname".into(), rule.name.clone());
         let annotations: BTreeMap<String, String> = rule
             .annotations
             .iter()
-            .map(|(k, t)| (k.clone(), render(t, &labels, value).unwrap_or_else(|e| e)))
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    render_lang(t, &labels, value, rule.lang).unwrap_or_else(|e| e),
+                )
+            })
             .collect();
         let live = instances
             .iter_mut()
@@ -664,6 +896,8 @@ mod tests {
 
     fn rule(for_m: u64, keep_m: u64) -> AlertRule {
         AlertRule {
+            record: false,
+            lang: Lang::Sql,
             name: "HighErrors".into(),
             expr: "SELECT 'a' AS service, 1 AS value".into(),
             for_: Duration::from_secs(for_m * 60),
@@ -790,8 +1024,18 @@ mod tests {
             ),
             (
                 "groups:\n  - name: g\n    rules:\n      - record: x\n        expr: SELECT 1\n",
+                "expr",
+                "recording rules take PromQL",
+            ),
+            (
+                "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: sum(rate(x[5m]) > \n",
+                "expr",
+                "invalid PromQL",
+            ),
+            (
+                "groups:\n  - name: g\n    rules:\n      - record: 'a-b'\n        expr: sum(x)\n",
                 "record",
-                "not supported",
+                "must match",
             ),
             (
                 "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: DROP TABLE spans\n",
@@ -844,5 +1088,21 @@ mod tests {
         open().save("g", "HighErrors", &inst).unwrap();
         let back = open().load("g", "HighErrors").unwrap();
         assert_eq!(back, inst);
+    }
+
+    #[test]
+    fn values_render_as_go_writes_them_for_promql_rules() {
+        assert_eq!(go_value(0.16), "0.16");
+        assert_eq!(go_value(4.200000000000002), "4.200000000000002");
+        assert_eq!(go_value(100.0), "100");
+        assert_eq!(go_value(123456.0), "123456");
+        assert_eq!(go_value(1234567.0), "1.234567e+06");
+        assert_eq!(go_value(0.00001), "1e-05");
+        assert_eq!(go_value(0.0001), "0.0001");
+        assert_eq!(go_value(f64::NAN), "NaN");
+        assert_eq!(Lang::of("  select 1 AS value"), Lang::Sql);
+        assert_eq!(Lang::of("WITH x AS (SELECT 1) SELECT * FROM x"), Lang::Sql);
+        assert_eq!(Lang::of("sum(rate(x[5m])) > 1"), Lang::Promql);
+        assert_eq!(Lang::of("selected_total > 1"), Lang::Promql);
     }
 }

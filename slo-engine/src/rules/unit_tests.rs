@@ -29,6 +29,13 @@
 //!             exp_annotations: { summary: "gateway: 50 failed requests in 5 minutes" }
 //! ```
 //!
+//! promtool's own test files work too: `input_series` (a series selector
+//! such as `'up{job="api"}'` and its `values`), `alert_rule_test`
+//! against PromQL alerting rules and `promql_expr_test` (`expr`,
+//! `eval_time`, `exp_samples` with `labels` and `value`). A test with
+//! `input_series` or `promql_expr_test` starts at the Unix epoch, as
+//! promtool's do, so `time()` agrees; values may be `stale`, `NaN`, `Inf`.
+//!
 //! Series use promtool's notation: `a+bxn` is `a, a+b, ..., a+n*b` (n+1
 //! values), `axn` is `a` n+1 times, `_` is no sample, `_xn` n no-samples.
 //! Sample `k` of a series is at `k * interval` after the test's start;
@@ -60,6 +67,9 @@ struct TestFile {
     rule_files: Vec<PathBuf>,
     evaluation_interval: Option<String>,
     tests: Vec<TestCase>,
+    /// promtool's; accepted when it lists the groups in file order.
+    #[serde(default)]
+    group_eval_order: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +83,37 @@ struct TestCase {
     input_points: Vec<PointSeries>,
     #[serde(default)]
     alert_rule_test: Vec<AlertTest>,
+    #[serde(default)]
+    input_series: Vec<InputSeries>,
+    #[serde(default)]
+    promql_expr_test: Vec<ExprTest>,
+    /// promtool's; only `[]` or absent is accepted.
+    #[serde(default)]
+    external_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputSeries {
+    series: String,
+    values: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExprTest {
+    expr: String,
+    eval_time: String,
+    #[serde(default)]
+    exp_samples: Vec<ExpSample>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpSample {
+    #[serde(default)]
+    labels: String,
+    value: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +189,11 @@ pub fn expand(series: &str) -> Result<Vec<Option<f64>>, String> {
         }
         if head == "_" {
             out.extend(std::iter::repeat_n(None, times.unwrap_or(1)));
+            continue;
+        }
+        if head == "stale" {
+            let stale = f64::from_bits(promql::STALE_NAN_BITS);
+            out.extend(std::iter::repeat_n(Some(stale), times.unwrap_or(1)));
             continue;
         }
         let (a, b) = match head[1..].find(['+', '-']).map(|i| i + 1) {
@@ -296,6 +342,83 @@ fn points(series: &PointSeries, interval_ns: i64) -> Result<arrow::array::Record
     Ok(b.finish())
 }
 
+/// Labels of a series selector such as `up{job="api"}` (equality
+/// matchers only).
+fn selector_labels(s: &str) -> Result<Vec<(String, String)>, String> {
+    let expr = promql::Engine::parse(s).map_err(|e| format!("series {s:?}: {e}"))?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(format!("series {s:?} is not a series selector"));
+    };
+    let mut out = Vec::new();
+    if let Some(n) = vs.name {
+        out.push(("__name__".to_string(), n));
+    }
+    for m in vs.matchers.matchers {
+        if !matches!(m.op, promql_parser::label::MatchOp::Equal) {
+            return Err(format!(
+                "series {s:?}: only = matchers can give a series its labels"
+            ));
+        }
+        out.push((m.name, m.value));
+    }
+    Ok(out)
+}
+
+/// promtool input series as rows with Prometheus labels, `start_ns` the
+/// test's start.
+fn input_series(
+    series: &InputSeries,
+    interval_ns: i64,
+    start_ns: i64,
+) -> Result<arrow::array::RecordBatch, String> {
+    let labels = selector_labels(&series.series)?;
+    let name = labels
+        .iter()
+        .find(|(k, _)| k == "__name__")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| format!("series {:?} has no metric name", series.series))?;
+    let attrs: Vec<(String, String)> = labels
+        .into_iter()
+        .filter(|(k, _)| k != "__name__")
+        .collect();
+    let job = attrs
+        .iter()
+        .find(|(k, _)| k == "job")
+        .map(|(_, v)| v.clone());
+    let res: Vec<Attr<'_>> = job
+        .iter()
+        .map(|j| Attr::new("service.name", j.as_str()))
+        .collect();
+    let origin = Origin {
+        service_name: job.as_deref().unwrap_or("unknown_service"),
+        resource_attributes: &res,
+        scope_name: analytics::prom::REMOTE_WRITE_SCOPE,
+        scope_version: "rule-test",
+    };
+    let mut b = MetricPointsBuilder::new();
+    for (k, v) in expand(&series.values)?.iter().enumerate() {
+        let Some(v) = v else { continue };
+        b.append(
+            &origin,
+            &MetricPointRecord {
+                time_ns: start_ns + k as i64 * interval_ns,
+                start_time_ns: None,
+                metric_name: &name,
+                unit: "",
+                description: "",
+                attributes: attrs
+                    .iter()
+                    .map(|(k, v)| Attr::new(k.as_str(), v.as_str()))
+                    .collect(),
+                flags: 0,
+                data: PointData::Gauge(Number::F64(*v)),
+                exemplars: vec![],
+            },
+        );
+    }
+    Ok(b.finish())
+}
+
 /// Runs every test of one test file.
 pub async fn run_file(path: &Path) -> Result<Report, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -304,6 +427,20 @@ pub async fn run_file(path: &Path) -> Result<Report, String> {
     let base = path.parent().unwrap_or(Path::new("."));
     let rule_files: Vec<PathBuf> = file.rule_files.iter().map(|f| base.join(f)).collect();
     let groups = load_files(&rule_files).map_err(|e| e.to_string())?;
+    if !file.group_eval_order.is_empty() {
+        let order: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        if file
+            .group_eval_order
+            .iter()
+            .map(String::as_str)
+            .ne(order.iter().copied())
+        {
+            return Err(format!(
+                "{}: group_eval_order other than the file order ({order:?}) is not supported",
+                path.display()
+            ));
+        }
+    }
     if groups.is_empty() {
         return Err(format!(
             "{}: rule_files hold no rule groups",
@@ -354,8 +491,23 @@ async fn run_case(
     })
     .await
     .map_err(|e| e.to_string())?;
+    let promtool = !case.input_series.is_empty() || !case.promql_expr_test.is_empty();
+    // promtool's tests start at the Unix epoch.
+    let start_ns = if promtool { 0 } else { START_NS };
+    if !case.external_labels.is_empty() {
+        return Err("external_labels are not supported".into());
+    }
     let outcome = async {
         let mut seq = 0u64;
+        for s in &case.input_series {
+            let b = input_series(s, interval, start_ns)?;
+            if b.num_rows() > 0 {
+                store
+                    .write(Table::MetricPoints, b)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         for s in &case.input_spans {
             store
                 .write(Table::Spans, spans(s, interval, &mut seq)?)
@@ -377,6 +529,15 @@ async fn run_case(
             })
             .collect::<Result<_, _>>()?;
         checks.sort_by_key(|(t, _)| *t);
+        let mut expr_checks: Vec<(i64, &ExprTest)> = case
+            .promql_expr_test
+            .iter()
+            .map(|t| {
+                dur("eval_time", &Some(t.eval_time.clone()), Duration::ZERO)
+                    .map(|d| (d.as_nanos() as i64, t))
+            })
+            .collect::<Result<_, _>>()?;
+        expr_checks.sort_by_key(|(t, _)| *t);
         let known: Vec<&str> = groups
             .iter()
             .flat_map(|g| g.rules.iter().map(|r| r.name.as_str()))
@@ -390,7 +551,10 @@ async fn run_case(
                 ));
             }
         }
-        let last = checks.last().map_or(0, |(t, _)| *t);
+        let last = checks
+            .last()
+            .map_or(0, |(t, _)| *t)
+            .max(expr_checks.last().map_or(0, |(t, _)| *t));
         let limits = store::sql::QueryLimits::default();
         let mut state: BTreeMap<(usize, usize), Vec<Instance>> = BTreeMap::new();
         let mut next = checks.iter().peekable();
@@ -398,7 +562,13 @@ async fn run_case(
         while at <= last {
             for (gi, g) in groups.iter().enumerate() {
                 for (ri, r) in g.rules.iter().enumerate() {
-                    let rows = query(&store, r, START_NS + at, &limits)
+                    if r.record {
+                        crate::rules::record(&store, r, start_ns + at)
+                            .await
+                            .map_err(|e| format!("{} at {}: {e}", r.name, fmt_time(at)))?;
+                        continue;
+                    }
+                    let rows = query(&store, r, start_ns + at, &limits)
                         .await
                         .map_err(|e| format!("{} at {}: {e}", r.name, fmt_time(at)))?;
                     step(
@@ -406,7 +576,7 @@ async fn run_case(
                         r,
                         state.entry((gi, ri)).or_default(),
                         rows,
-                        START_NS + at,
+                        start_ns + at,
                     );
                 }
             }
@@ -418,6 +588,14 @@ async fn run_case(
                 problems.extend(compare(check, *t, &state));
                 next.next();
             }
+            // Expression checks see every rule evaluated up to their time.
+            while let Some((t, check)) = expr_checks.first().copied() {
+                if t >= at + every {
+                    break;
+                }
+                problems.extend(compare_expr(&store, check, start_ns + t, t).await?);
+                expr_checks.remove(0);
+            }
             at += every;
         }
         Ok::<_, String>(problems)
@@ -425,6 +603,60 @@ async fn run_case(
     .await;
     let _ = store.close().await;
     outcome
+}
+
+/// Compares a `promql_expr_test` at `at_ns` (`rel` from the start).
+async fn compare_expr(
+    store: &Store,
+    check: &ExprTest,
+    at_ns: i64,
+    rel: i64,
+) -> Result<Vec<String>, String> {
+    let got = crate::rules::promql_rows(store, &check.expr, at_ns)
+        .await
+        .map_err(|e| format!("expr {:?} at {}: {e}", check.expr, fmt_time(rel)))?;
+    let mut got: Vec<(Labels, f64)> = got;
+    let mut want: Vec<(Labels, f64)> = check
+        .exp_samples
+        .iter()
+        .map(|s| {
+            let labels = if s.labels.trim().is_empty() || s.labels.trim() == "{}" {
+                Vec::new()
+            } else {
+                selector_labels(&s.labels)?
+            };
+            Ok((labels.into_iter().collect::<Labels>(), s.value))
+        })
+        .collect::<Result<_, String>>()?;
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    // promtool's tolerance.
+    let close = |a: f64, b: f64| {
+        (a.is_nan() && b.is_nan())
+            || a == b
+            || (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1e-300)
+    };
+    let same = got.len() == want.len()
+        && got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.0 == w.0 && close(g.1, w.1));
+    if same {
+        return Ok(vec![]);
+    }
+    let show = |v: &[(Labels, f64)]| {
+        v.iter()
+            .map(|(l, x)| format!("{l:?} {x}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Ok(vec![format!(
+        "expr {:?} at {}:\n      expected: {}\n      got:      {}",
+        check.expr,
+        fmt_time(rel),
+        show(&want),
+        show(&got)
+    )])
 }
 
 /// An alert as compared: labels (without `alertname`) and annotations.
