@@ -25,6 +25,15 @@
 //!   spec: {sql: "SELECT time, value FROM metric_points WHERE metric_name = 'jobs.done'"}
 //! ```
 //!
+//! A Prometheus metric source (`type: Prometheus`, `spec.query` in PromQL)
+//! is evaluated with Burnwatch's PromQL engine over the same store (remote
+//! write and OTLP metrics alike) at one-minute steps. With `ratioMetric.
+//! counter: true` the query returns counters and the events of a minute are
+//! their increases (resets handled); otherwise each step's value, summed
+//! over the series, is the events of the minute before it (write e.g.
+//! `sum(increase(http_requests_total{code=~"5.."}[1m]))`). Good/bad and
+//! total must both be Prometheus sources.
+//!
 //! Span and log sources count rows; metric sources count counter increases
 //! (ratio SLIs) or histogram observations (threshold SLIs); an SQL source
 //! returns a `time` (timestamp) and a `value` (events) column.
@@ -630,6 +639,8 @@ enum Selector {
     Metric(MetricSelector),
     /// A query returning `time` and `value`.
     Sql(String),
+    /// A PromQL query.
+    Promql(String),
 }
 
 /// Log severity names and their lowest severity number (OpenTelemetry).
@@ -657,15 +668,23 @@ fn selector(cx: &Ctx<'_>, source: &V, field: &str) -> Result<Selector, LoadError
     let ms = get(source, "metricSource")
         .ok_or_else(|| cx.err(&format!("{field}.metricSource"), "is required"))?;
     let ty = req_str(cx, ms, "type", &format!("{field}.metricSource."))?;
-    if !ty.eq_ignore_ascii_case("burnwatch") {
-        return Err(cx.err(
-            &format!("{field}.metricSource.type"),
-            format!("{ty:?}: only the burnwatch source is supported"),
-        ));
-    }
     let spec = get(ms, "spec")
         .ok_or_else(|| cx.err(&format!("{field}.metricSource.spec"), "is required"))?;
     let sf = format!("{field}.metricSource.spec.");
+    if ty.eq_ignore_ascii_case("prometheus") {
+        let query = get_str(cx, spec, "query", &sf)?
+            .filter(|q| !q.trim().is_empty())
+            .ok_or_else(|| cx.err(&format!("{sf}query"), "is required: a PromQL query"))?;
+        promql::Engine::parse(&query)
+            .map_err(|e| cx.err(&format!("{sf}query"), format!("invalid PromQL: {e}")))?;
+        return Ok(Selector::Promql(query));
+    }
+    if !ty.eq_ignore_ascii_case("burnwatch") {
+        return Err(cx.err(
+            &format!("{field}.metricSource.type"),
+            format!("{ty:?}: use burnwatch or Prometheus"),
+        ));
+    }
     if let Some(sql) = get_str(cx, spec, "sql", &sf)? {
         let keys = spec.as_mapping().map_or(0, |m| m.len());
         if keys != 1 {
@@ -837,10 +856,16 @@ fn compile_sli(
                 other,
                 other_is_good,
             },
+            (Selector::Promql(total), Selector::Promql(other)) => SliSource::Promql {
+                total,
+                other,
+                other_is_good,
+                counter: get(ratio, "counter").and_then(V::as_bool).unwrap_or(false),
+            },
             _ => {
                 return Err(cx.err(
                     field,
-                    "must read the same kind of source as total (spans, logs, metrics or sql)",
+                    "must read the same kind of source as total (spans, logs, metrics, sql or Prometheus)",
                 ));
             }
         };

@@ -17,7 +17,7 @@
 //! the `value` column of the user's query by its `time` column. Both are
 //! read from the store at each evaluation (metric points are few).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +84,19 @@ pub enum SliSource {
         /// `lte` rather than `lt`.
         inclusive: bool,
     },
+    /// Two PromQL queries evaluated at one-minute steps: counters whose
+    /// increases are the events (`counter`), or the events of the minute
+    /// before each step.
+    Promql {
+        /// All events.
+        total: String,
+        /// Good or bad events.
+        other: String,
+        /// Whether `other` counts good events.
+        other_is_good: bool,
+        /// The queries return cumulative counters.
+        counter: bool,
+    },
     /// Two queries returning `time` and `value` columns.
     Sql {
         /// All events.
@@ -125,6 +138,93 @@ fn time_column(table: Table) -> &'static str {
         Table::Spans => "start_time",
         _ => "time",
     }
+}
+
+/// PromQL SLI minutes ending longer ago than this are cached (later
+/// samples for them are not expected).
+pub const PROMQL_SETTLE_NS: i64 = 5 * MINUTE_NS;
+
+/// Cached events per minute of one PromQL SLI query over `[from, until)`.
+#[derive(Debug, Default)]
+struct PromqlMinutes {
+    from: i64,
+    until: i64,
+    minutes: BTreeMap<i64, f64>,
+}
+
+/// Most steps one PromQL range evaluation takes (Prometheus's limit is
+/// 11,000 points per series).
+const PROMQL_CHUNK_STEPS: i64 = 10_000;
+
+/// Events per minute of a PromQL query over `[from, to)` (ns): the query
+/// is evaluated at every minute boundary; the value at minute end `m`
+/// (summed over series) is the events of the minute starting `m - 1 min`,
+/// or, for counters, each series' increase since the step before (a drop
+/// is a reset: the new value counts from zero).
+async fn promql_minutes(
+    store: &Store,
+    query: &str,
+    from: i64,
+    to: i64,
+    counter: bool,
+) -> Result<BTreeMap<i64, f64>, QueryError> {
+    let first = from.div_euclid(MINUTE_NS) * MINUTE_NS;
+    // Counters need the step before the first minute as a baseline.
+    let start = first + MINUTE_NS - if counter { MINUTE_NS } else { 0 };
+    let end = to.div_euclid(MINUTE_NS) * MINUTE_NS;
+    let mut out = BTreeMap::new();
+    if end < start {
+        return Ok(out);
+    }
+    let engine = promql::Engine::new(promql::EngineOptions::default());
+    let source = analytics::prom::PromSource::new(store.clone());
+    // Each series' last (step, value), across chunks, for counters.
+    let mut prev: HashMap<promql::Labels, (i64, f64)> = HashMap::new();
+    let mut chunk_start = start;
+    while chunk_start <= end {
+        let chunk_end = end.min(chunk_start + (PROMQL_CHUNK_STEPS - 1) * MINUTE_NS);
+        let value = engine
+            .range(
+                &source,
+                query,
+                chunk_start / 1_000_000,
+                chunk_end / 1_000_000,
+                MINUTE_NS / 1_000_000,
+            )
+            .await
+            .map_err(|e| QueryError::Execution(format!("PromQL {query:?}: {e}")))?;
+        let promql::Value::Matrix(series) = value else {
+            return Err(QueryError::Execution(format!(
+                "PromQL {query:?}: not a range result"
+            )));
+        };
+        for s in series {
+            for (t_ms, v) in s.samples {
+                let t = t_ms * 1_000_000;
+                let events = if counter {
+                    let last = prev.insert(s.labels.clone(), (t, v));
+                    match last {
+                        Some((pt, pv)) if pt == t - MINUTE_NS => {
+                            if v < pv {
+                                v
+                            } else {
+                                v - pv
+                            }
+                        }
+                        _ => continue,
+                    }
+                } else {
+                    v
+                };
+                let minute = t - MINUTE_NS;
+                if minute >= from && minute < to && events.is_finite() {
+                    *out.entry(minute).or_insert(0.0) += events;
+                }
+            }
+        }
+        chunk_start = chunk_end + MINUTE_NS;
+    }
+    Ok(out)
 }
 
 /// Event weights summed per minute, plus events kept one by one.
@@ -228,6 +328,9 @@ pub struct SliMetrics {
 pub struct SliCounter {
     store: Store,
     cache: FileCache<MinuteRollup>,
+    /// Events per minute of PromQL SLIs, for minutes old enough not to
+    /// change, by (query, counter).
+    promql: std::sync::Mutex<HashMap<(String, bool), PromqlMinutes>>,
     /// Counters.
     pub metrics: SliMetrics,
 }
@@ -279,8 +382,52 @@ impl SliCounter {
         Arc::new(SliCounter {
             store,
             cache: FileCache::new(budget),
+            promql: std::sync::Mutex::new(HashMap::new()),
             metrics: SliMetrics::default(),
         })
+    }
+
+    /// Events per minute of a PromQL SLI query over `[from, to)`: closed
+    /// minutes (ended over [`PROMQL_SETTLE_NS`] ago) come from memory once
+    /// computed; the rest is evaluated.
+    async fn promql_minutes(
+        &self,
+        query: &str,
+        from: i64,
+        to: i64,
+        counter: bool,
+    ) -> Result<BTreeMap<i64, f64>, QueryError> {
+        let key = (query.to_string(), counter);
+        let settled = (store::now_ns() - PROMQL_SETTLE_NS).div_euclid(MINUTE_NS) * MINUTE_NS;
+        let (mut known, computed_until) = {
+            let cache = self.promql.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&key) {
+                Some(c) if c.from <= from => (
+                    c.minutes
+                        .range(from..to)
+                        .map(|(m, v)| (*m, *v))
+                        .collect::<BTreeMap<_, _>>(),
+                    c.until.max(from),
+                ),
+                _ => (BTreeMap::new(), from),
+            }
+        };
+        if computed_until < to {
+            let fresh = promql_minutes(&self.store, query, computed_until, to, counter).await?;
+            known.extend(fresh);
+        }
+        let until = settled.min(to).max(from);
+        let mut cache = self.promql.lock().unwrap_or_else(|e| e.into_inner());
+        let keep: BTreeMap<i64, f64> = known.range(from..until).map(|(m, v)| (*m, *v)).collect();
+        cache.insert(
+            key,
+            PromqlMinutes {
+                from,
+                until,
+                minutes: keep,
+            },
+        );
+        Ok(known)
     }
 
     /// The store.
@@ -517,6 +664,27 @@ impl SliCounter {
                 )
                 .await
                 .map_err(query_error)?;
+                Ok(g)
+            }
+            SliSource::Promql {
+                total,
+                other,
+                other_is_good,
+                counter,
+            } => {
+                let mut g = Gathered {
+                    other_is_good: *other_is_good,
+                    ..Default::default()
+                };
+                for (query, is_total) in [(total, true), (other, false)] {
+                    for (minute, events) in self.promql_minutes(query, from, to, *counter).await? {
+                        if is_total {
+                            g.add_minute(minute, events, 0.0);
+                        } else {
+                            g.add_minute(minute, 0.0, events);
+                        }
+                    }
+                }
                 Ok(g)
             }
             SliSource::Sql {

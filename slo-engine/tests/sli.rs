@@ -438,3 +438,110 @@ async fn sql_slis_agree_with_the_structured_filter() {
     assert!(a.total > 3000 && a.bad > 300, "{a:?}");
     assert_eq!(a.windows, b.windows);
 }
+
+/// Prometheus counters as remote write stores them: `http_requests_total`
+/// with `code` 200 (45 per 15 s) and 500 (15 per 15 s) for two hours from
+/// `start`, both reset to zero after the first hour.
+async fn prometheus_counters(store: &Store, start: i64) {
+    let res = vec![Attr::new("service.name", "api")];
+    let origin = Origin {
+        service_name: "api",
+        resource_attributes: &res,
+        scope_name: analytics::prom::REMOTE_WRITE_SCOPE,
+        scope_version: "1.0",
+    };
+    let mut b = MetricPointsBuilder::new();
+    for k in 0..480i64 {
+        for (code, per) in [("200", 45.0), ("500", 15.0)] {
+            b.append(
+                &origin,
+                &MetricPointRecord {
+                    time_ns: start + k * 15 * SEC,
+                    start_time_ns: None,
+                    metric_name: "http_requests_total",
+                    unit: "",
+                    description: "",
+                    attributes: vec![
+                        Attr::new("code", code),
+                        Attr::new("instance", "a:80"),
+                        Attr::new("job", "api"),
+                    ],
+                    flags: 0,
+                    data: PointData::Sum {
+                        value: Number::F64(per * (k % 240) as f64),
+                        is_monotonic: true,
+                        temporality: Temporality::Cumulative,
+                    },
+                    exemplars: vec![],
+                },
+            );
+        }
+    }
+    store.write(Table::MetricPoints, b.finish()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_slis_count_counter_increases_and_per_minute_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let counters = slo(
+        dir.path(),
+        r#"      ratioMetric:
+        counter: true
+        good: {metricSource: {type: Prometheus, spec: {query: 'http_requests_total{job="api",code="200"}'}}}
+        total: {metricSource: {type: Prometheus, spec: {query: 'http_requests_total{job="api"}'}}}"#,
+        ROLLING_30D,
+        OCCURRENCES,
+    );
+    let per_minute = slo(
+        dir.path(),
+        r#"      ratioMetric:
+        bad: {metricSource: {type: prometheus, spec: {query: 'sum(increase(http_requests_total{code=~"5.."}[1m]))'}}}
+        total: {metricSource: {type: prometheus, spec: {query: 'sum(increase(http_requests_total[1m]))'}}}"#,
+        ROLLING_30D,
+        OCCURRENCES,
+    );
+    let store = open(dir.path()).await;
+    let start = T0 - 2 * HOUR;
+    prometheus_counters(&store, start).await;
+    store.flush().await.unwrap();
+    let counter = SliCounter::new(store.clone(), 1 << 20);
+    // Minute steps see each series at 180 (200) or 60 (500) per minute;
+    // the reset step counts the new value (0), the last step the 3
+    // samples after the step before it: 118 * 180 + 135 and a third of it.
+    let s = evaluate(&counter, &counters, T0 + 10 * MIN).await.unwrap();
+    assert_eq!((s.total, s.bad), (21_375 + 7_125, 7_125), "{s:?}");
+    // Asked again (minutes from memory), the same.
+    let again = evaluate(&counter, &counters, T0 + 10 * MIN).await.unwrap();
+    assert_eq!((again.total, again.bad), (s.total, s.bad));
+    // increase() over each minute extrapolates; the ratio holds.
+    let p = evaluate(&counter, &per_minute, T0 + 10 * MIN)
+        .await
+        .unwrap();
+    assert!(p.total > 25_000, "{p:?}");
+    let ratio = p.bad as f64 / p.total as f64;
+    assert!((ratio - 0.25).abs() < 0.005, "{p:?}");
+    // A Prometheus source beside a burnwatch one is refused.
+    let rules = dir.path().join("mixed");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("slo.yaml"),
+        r#"
+apiVersion: openslo/v1
+kind: SLO
+metadata: {name: m}
+spec:
+  service: shop
+  indicator:
+    metadata: {name: i}
+    spec:
+      ratioMetric:
+        bad: {metricSource: {type: Prometheus, spec: {query: 'sum(x'}}}
+        total: {metricSource: {type: burnwatch, spec: {service: gateway}}}
+  timeWindow: [{duration: 30d, isRolling: true}]
+  objectives: [{target: 0.99}]
+"#,
+    )
+    .unwrap();
+    let e = load_dir(&rules).unwrap_err();
+    assert!(e.to_string().contains("invalid PromQL"), "{e}");
+}
