@@ -387,28 +387,20 @@ impl PromSource {
         let batches = store::query::collect(&self.store, &sql)
             .await
             .map_err(to_promql)?;
-        let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
-        let mut total = 0usize;
-        let mut emit = |labels: Labels, t: i64, v: f64| -> Result<(), Error> {
-            if !matchers
-                .iter()
-                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-            {
-                return Ok(());
-            }
-            total += 1;
-            if total > MAX_SELECT_SAMPLES {
-                return Err(Error::Execution(
-                    "query processing would load too many samples into memory in query execution"
-                        .into(),
-                ));
-            }
-            let samples = out.entry(labels).or_default();
-            if with_samples {
-                samples.push((t, v));
-            }
-            Ok(())
+        let mut out = Collect {
+            matchers,
+            with_samples,
+            series: Vec::new(),
+            by_labels: HashMap::new(),
+            slots: HashMap::new(),
+            total: 0,
         };
+        // Sub-series of one row identity.
+        const VALUE: u32 = 0;
+        const COUNT: u32 = 1;
+        const SUM: u32 = 2;
+        const INFO: u32 = 3;
+        const BUCKET: u32 = 16;
         for b in &batches {
             let rows = Rows::new(b)?;
             for i in 0..b.num_rows() {
@@ -417,25 +409,35 @@ impl PromSource {
                     continue;
                 };
                 let t = rows.t.value(i).div_euclid(1_000_000);
+                let id = rows.identity(i, f, !f.remote_write);
                 if f.remote_write {
-                    let mut pairs = rows.attributes(i, false);
-                    pairs.push(("__name__".into(), f.name.clone()));
-                    emit(Labels::new(pairs), t, rows.f64(&rows.value, i))?;
+                    let slot = out.slot((id, VALUE), || {
+                        let mut pairs = rows.attributes(i, false);
+                        pairs.push(("__name__".into(), f.name.clone()));
+                        Labels::new(pairs)
+                    });
+                    out.push(slot, t, rows.f64(&rows.value, i))?;
                     continue;
                 }
-                let mut base = rows.attributes(i, true);
-                rows.job_instance(i, &mut base);
+                let base = || {
+                    let mut base = rows.attributes(i, true);
+                    rows.job_instance(i, &mut base);
+                    base
+                };
                 if target_info {
-                    let mut info = rows.resource(i);
-                    rows.job_instance(i, &mut info);
-                    info.push(("__name__".into(), "target_info".into()));
-                    emit(Labels::new(info), t, 1.0)?;
+                    let slot = out.slot((id, INFO), || {
+                        let mut info = rows.resource(i);
+                        rows.job_instance(i, &mut info);
+                        info.push(("__name__".into(), "target_info".into()));
+                        Labels::new(info)
+                    });
+                    out.push(slot, t, 1.0)?;
                 }
                 if !families.iter().any(|x| std::ptr::eq(*x, *f)) {
                     continue;
                 }
                 let with = |name: String, extra: Option<(&str, String)>| {
-                    let mut l = base.clone();
+                    let mut l = base();
                     l.push(("__name__".into(), name));
                     if let Some((k, v)) = extra {
                         l.retain(|(x, _)| x != k);
@@ -445,14 +447,19 @@ impl PromSource {
                 };
                 match f.metric_type.as_str() {
                     "gauge" | "sum" => {
-                        emit(with(f.name.clone(), None), t, rows.f64(&rows.value, i))?
+                        let slot = out.slot((id, VALUE), || with(f.name.clone(), None));
+                        out.push(slot, t, rows.f64(&rows.value, i))?;
                     }
                     "histogram" | "exponential_histogram" | "summary" => {
                         let count = rows.count(i);
                         let sum = rows.f64(&rows.sum, i);
-                        emit(with(format!("{}_count", f.name), None), t, count)?;
+                        let slot =
+                            out.slot((id, COUNT), || with(format!("{}_count", f.name), None));
+                        out.push(slot, t, count)?;
                         if !sum.is_nan() || f.metric_type == "summary" {
-                            emit(with(format!("{}_sum", f.name), None), t, sum)?;
+                            let slot =
+                                out.slot((id, SUM), || with(format!("{}_sum", f.name), None));
+                            out.push(slot, t, sum)?;
                         }
                         if f.metric_type == "histogram" {
                             let (bounds, counts) = rows.buckets(i);
@@ -460,29 +467,26 @@ impl PromSource {
                             for (j, c) in counts.iter().enumerate() {
                                 acc = acc.saturating_add(*c);
                                 let le = bounds.get(j).copied().unwrap_or(f64::INFINITY);
-                                emit(
+                                let slot = out.slot((id, BUCKET + j as u32), || {
                                     with(
                                         format!("{}_bucket", f.name),
                                         Some(("le", format_bound(le))),
-                                    ),
-                                    t,
-                                    acc as f64,
-                                )?;
+                                    )
+                                });
+                                out.push(slot, t, acc as f64)?;
                             }
                             if counts.is_empty() {
-                                emit(
-                                    with(format!("{}_bucket", f.name), Some(("le", "+Inf".into()))),
-                                    t,
-                                    count,
-                                )?;
+                                let slot = out.slot((id, BUCKET), || {
+                                    with(format!("{}_bucket", f.name), Some(("le", "+Inf".into())))
+                                });
+                                out.push(slot, t, count)?;
                             }
                         } else if f.metric_type == "summary" {
-                            for (q, v) in rows.quantiles(i) {
-                                emit(
-                                    with(f.name.clone(), Some(("quantile", format_bound(q)))),
-                                    t,
-                                    v,
-                                )?;
+                            for (j, (q, v)) in rows.quantiles(i).into_iter().enumerate() {
+                                let slot = out.slot((id, BUCKET + j as u32), || {
+                                    with(f.name.clone(), Some(("quantile", format_bound(q))))
+                                });
+                                out.push(slot, t, v)?;
                             }
                         }
                     }
@@ -490,7 +494,8 @@ impl PromSource {
                 }
             }
         }
-        Ok(out
+        let mut series: Vec<Series> = out
+            .series
             .into_iter()
             .map(|(labels, mut samples)| {
                 // Sorted by time; a timestamp written twice keeps one sample.
@@ -498,7 +503,61 @@ impl PromSource {
                 samples.dedup_by_key(|s| s.0);
                 Series { labels, samples }
             })
-            .collect())
+            .collect();
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(series)
+    }
+}
+
+/// The series one selection gathers: each row identity's sub-series is
+/// given its labels, and checked against the matchers, once.
+struct Collect<'m> {
+    matchers: &'m [Matcher],
+    with_samples: bool,
+    series: Vec<(Labels, Vec<(i64, f64)>)>,
+    by_labels: HashMap<Labels, usize>,
+    /// (row identity, sub-series) -> its series, `None` when filtered out.
+    slots: HashMap<(u64, u32), Option<usize>>,
+    total: usize,
+}
+
+impl Collect<'_> {
+    fn slot(&mut self, key: (u64, u32), labels: impl FnOnce() -> Labels) -> Option<usize> {
+        if let Some(s) = self.slots.get(&key) {
+            return *s;
+        }
+        let labels = labels();
+        let slot = self
+            .matchers
+            .iter()
+            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+            .then(|| match self.by_labels.get(&labels) {
+                Some(i) => *i,
+                None => {
+                    self.series.push((labels.clone(), Vec::new()));
+                    self.by_labels.insert(labels, self.series.len() - 1);
+                    self.series.len() - 1
+                }
+            });
+        self.slots.insert(key, slot);
+        slot
+    }
+
+    fn push(&mut self, slot: Option<usize>, t: i64, v: f64) -> Result<(), Error> {
+        let Some(i) = slot else {
+            return Ok(());
+        };
+        self.total += 1;
+        if self.total > MAX_SELECT_SAMPLES {
+            return Err(Error::Execution(
+                "query processing would load too many samples into memory in query execution"
+                    .into(),
+            ));
+        }
+        if self.with_samples {
+            self.series[i].1.push((t, v));
+        }
+        Ok(())
     }
 }
 
@@ -739,6 +798,50 @@ impl Rows {
 
     fn rw(&self, i: usize) -> bool {
         !self.rw.is_null(i) && self.rw.value(i)
+    }
+
+    /// A hash of what makes a row's series: its family, its attributes,
+    /// the resource (OTLP rows) and its bucket bounds or quantiles.
+    fn identity(&self, i: usize, f: &Family, otlp: bool) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (f as *const Family as usize).hash(&mut h);
+        let entries = |m: &MapArray, h: &mut std::collections::hash_map::DefaultHasher| {
+            if m.is_null(i) {
+                return;
+            }
+            let offsets = m.value_offsets();
+            let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+            if let (Some(k), Some(v)) = (
+                m.keys().as_string_opt::<i32>(),
+                m.values().as_string_opt::<i32>(),
+            ) {
+                for j in a..b {
+                    k.value(j).hash(h);
+                    if v.is_null(j) {
+                        "\u{0}null".hash(h)
+                    } else {
+                        v.value(j).hash(h)
+                    }
+                }
+            }
+            (b - a).hash(h);
+        };
+        entries(&self.attributes, &mut h);
+        if otlp {
+            entries(&self.resource, &mut h);
+            str_at(&self.service, i).hash(&mut h);
+            if f.metric_type == "histogram" {
+                for b in self.buckets(i).0 {
+                    b.to_bits().hash(&mut h);
+                }
+            } else if f.metric_type == "summary" {
+                for (q, _) in self.quantiles(i) {
+                    q.to_bits().hash(&mut h);
+                }
+            }
+        }
+        h.finish()
     }
 
     fn f64(&self, a: &arrow::array::Float64Array, i: usize) -> f64 {

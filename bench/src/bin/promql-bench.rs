@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -58,8 +59,10 @@ struct Args {
     /// Measure Burnwatch alone.
     #[arg(long)]
     skip_prometheus: bool,
-    /// Samples per remote-write throughput phase (each request shape).
-    #[arg(long, default_value_t = 2_400_000)]
+    /// Samples per remote-write throughput phase (each request shape);
+    /// the default is about four times what the store buffers in memory,
+    /// so the phase measures the sustained rate.
+    #[arg(long, default_value_t = 9_600_000)]
     rw_samples: usize,
     /// Repetitions of each throughput phase (each on fresh servers).
     #[arg(long, default_value_t = 3)]
@@ -476,6 +479,7 @@ struct SendStats {
     failed_requests: u64,
     failed_samples: u64,
     first_error: Option<String>,
+    first_refusal: Option<String>,
 }
 
 impl SendStats {
@@ -487,6 +491,9 @@ impl SendStats {
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
+        if self.first_refusal.is_none() {
+            self.first_refusal = o.first_refusal;
+        }
     }
 }
 
@@ -497,7 +504,12 @@ fn http_client() -> Result<reqwest::Client> {
 }
 
 /// Posts bodies one after the other, in order.
-async fn send_all(client: &reqwest::Client, url: &str, bodies: &[Body]) -> Result<SendStats> {
+async fn send_all(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: &[Body],
+    progress: Option<&AtomicU64>,
+) -> Result<SendStats> {
     let mut st = SendStats::default();
     for (b, n) in bodies {
         loop {
@@ -515,10 +527,16 @@ async fn send_all(client: &reqwest::Client, url: &str, bodies: &[Body]) -> Resul
             match status {
                 200..=299 => {
                     st.accepted_samples += *n as u64;
+                    if let Some(p) = progress {
+                        p.fetch_add(*n as u64, Ordering::Relaxed);
+                    }
                     break;
                 }
                 429 | 503 => {
                     st.refused += 1;
+                    if st.first_refusal.is_none() {
+                        st.first_refusal = Some(format!("{status}: {}", text.trim()));
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 _ => {
@@ -537,6 +555,9 @@ async fn send_all(client: &reqwest::Client, url: &str, bodies: &[Body]) -> Resul
 
 struct Phase {
     samples_per_s: f64,
+    /// Accepted samples/s over the second half of the phase's time, when
+    /// the store's buffer is no longer empty.
+    second_half_per_s: f64,
     seconds: f64,
     stats: SendStats,
     /// CPU seconds of this process (Burnwatch: server and senders).
@@ -557,12 +578,33 @@ async fn throughput(
     let cpu0 = cpu_time("self");
     let server0 = server_pid.map(cpu_time);
     let started = Instant::now();
+    let progress = Arc::new(AtomicU64::new(0));
+    let done = CancellationToken::new();
+    // (seconds since the start, samples accepted so far), every 50 ms.
+    let timeline = {
+        let (progress, done) = (progress.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut points = vec![(0.0, 0u64)];
+            loop {
+                tokio::select! {
+                    _ = done.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                points.push((
+                    started.elapsed().as_secs_f64(),
+                    progress.load(Ordering::Relaxed),
+                ));
+            }
+            points
+        })
+    };
     let mut tasks = Vec::new();
     for (s, client) in clients.into_iter().enumerate() {
         let url = url.to_string();
         let bodies = per_sender.clone();
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
-            send_all(&client, &url, &bodies[s]).await
+            send_all(&client, &url, &bodies[s], Some(&progress)).await
         }));
     }
     let mut stats = SendStats::default();
@@ -570,12 +612,25 @@ async fn throughput(
         stats.add(t.await??);
     }
     let seconds = started.elapsed().as_secs_f64();
+    done.cancel();
+    let timeline = timeline.await?;
+    let (t_half, n_half) = timeline
+        .iter()
+        .copied()
+        .find(|(t, _)| *t >= seconds / 2.0)
+        .unwrap_or((0.0, 0));
+    let second_half_per_s = if seconds > t_half {
+        (stats.accepted_samples - n_half) as f64 / (seconds - t_half)
+    } else {
+        f64::NAN
+    };
     let self_cpu = (cpu_time("self") - cpu0).as_secs_f64();
     let server_cpu = server_pid
         .zip(server0)
         .map(|(p, c0)| (cpu_time(p) - c0).as_secs_f64());
     Ok(Phase {
         samples_per_s: stats.accepted_samples as f64 / seconds,
+        second_half_per_s,
         seconds,
         stats,
         self_cpu,
@@ -616,9 +671,11 @@ fn ceilings(bodies: &[Body]) -> (f64, f64) {
     (median(&mut decode), median(&mut convert))
 }
 
-/// `Store::write` alone (WAL + fsync, background flushes), `writers`
-/// tasks, rows converted before timing: samples/s acknowledged.
-async fn store_ceiling(parent: &Path, bodies: &[Body], writers: usize) -> Result<f64> {
+/// The store alone, rows converted before timing, background jobs off:
+/// `Store::write` from `writers` tasks (WAL + fsync, rows buffered, no
+/// flush) in samples/s, then one `Store::flush` of all of them to Parquet
+/// (rows/s), and the buffered bytes per sample.
+async fn store_ceiling(parent: &Path, bodies: &[Body], writers: usize) -> Result<(f64, f64, f64)> {
     let meta = collector::remote_write::MetadataCache::default();
     let batches: Vec<arrow::array::RecordBatch> = bodies
         .iter()
@@ -632,6 +689,7 @@ async fn store_ceiling(parent: &Path, bodies: &[Body], writers: usize) -> Result
         })
         .collect();
     let bw = Burnwatch::start(parent).await?;
+    bw.stop_background().await;
     let batches = Arc::new(batches);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -660,8 +718,12 @@ async fn store_ceiling(parent: &Path, bodies: &[Body], writers: usize) -> Result
         n += t.await??;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
+    let buffered = bw.store.stats().buffered_bytes as f64 / n as f64;
+    let t = Instant::now();
+    let flushed = bw.store.flush().await?;
+    let flush_rate = flushed as f64 / t.elapsed().as_secs_f64();
     bw.shutdown().await?;
-    Ok(rate)
+    Ok((rate, flush_rate, buffered))
 }
 
 // ---------------------------------------------------------------- queries
@@ -915,15 +977,19 @@ async fn run(args: Args) -> Result<()> {
         .cloned()
         .collect();
     let (dec, conv) = ceilings(&sample);
-    let store_rate = store_ceiling(root.path(), &sample, args.senders).await?;
+    let (store_rate, flush_rate, buffered) =
+        store_ceiling(root.path(), &sample, args.senders).await?;
     println!(
         "ceilings ({} samples of shape 1): one core, no I/O: snappy + protobuf decode {} samples/s; \
-         + conversion to Arrow rows {} samples/s; Store::write alone ({} writers, WAL fsync): {} samples/s",
+         + conversion to Arrow rows {} samples/s; Store::write alone ({} writers, WAL fsync, no flush): {} samples/s, \
+         {:.0} bytes buffered per sample; Store::flush of those rows to Parquet alone: {} samples/s",
         fmt_int(sample.iter().map(|(_, n)| *n as f64).sum()),
         fmt_int(dec),
         fmt_int(conv),
         args.senders,
-        fmt_int(store_rate)
+        fmt_int(store_rate),
+        buffered,
+        fmt_int(flush_rate)
     );
 
     // (server, shape) → runs
@@ -934,17 +1000,21 @@ async fn run(args: Args) -> Result<()> {
             let p = throughput(&bw.write_url, &shape_bodies[si], None).await?;
             bw.shutdown().await?;
             println!(
-                "run {} Burnwatch, {}: {} samples/s ({:.2} s), process CPU {:.2} s, refused {}, failed {}",
+                "run {} Burnwatch, {}: {} samples/s ({:.2} s; second half {}), process CPU {:.2} s, refused {}, failed {}",
                 rep + 1,
                 shape.name,
                 fmt_int(p.samples_per_s),
                 p.seconds,
+                fmt_int(p.second_half_per_s),
                 p.self_cpu,
                 p.stats.refused,
                 p.stats.failed_requests
             );
             if let Some(e) = &p.stats.first_error {
                 println!("  first error: {e}");
+            }
+            if let Some(e) = &p.stats.first_refusal {
+                println!("  first refusal: {e}");
             }
             results.entry((0, si)).or_default().push(p);
             if !args.skip_prometheus {
@@ -957,11 +1027,12 @@ async fn run(args: Args) -> Result<()> {
                 )
                 .await?;
                 println!(
-                    "run {} Prometheus, {}: {} samples/s ({:.2} s), Prometheus CPU {:.2} s, senders CPU {:.2} s, refused {}, failed {}, peak RSS {} MiB",
+                    "run {} Prometheus, {}: {} samples/s ({:.2} s; second half {}), Prometheus CPU {:.2} s, senders CPU {:.2} s, refused {}, failed {}, peak RSS {} MiB",
                     rep + 1,
                     shape.name,
                     fmt_int(p.samples_per_s),
                     p.seconds,
+                    fmt_int(p.second_half_per_s),
                     p.server_cpu.unwrap_or(0.0),
                     p.self_cpu,
                     p.stats.refused,
@@ -1001,7 +1072,7 @@ async fn run(args: Args) -> Result<()> {
     let timed = |url: String, bodies: Arc<Vec<Body>>| async move {
         let c = http_client()?;
         let t = Instant::now();
-        let st = send_all(&c, &url, &bodies).await?;
+        let st = send_all(&c, &url, &bodies, None).await?;
         anyhow::Ok((st, t.elapsed().as_secs_f64()))
     };
     let bw_load = timed(bw.write_url.clone(), bodies.clone());
@@ -1097,8 +1168,33 @@ async fn run(args: Args) -> Result<()> {
     let source = analytics::prom::PromSource::new(bw.store.clone());
     let engine = promql::Engine::new(promql::EngineOptions::default());
     let mut fetch_ms = Vec::new();
+    let mut catalog_ms = Vec::new();
+    let mut sql_ms = Vec::new();
+    let mut sql_rows = 0;
     let mut engine_ms: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // The statement PromSource::series runs for `x_total` (after its
+    // catalog query), as it builds it.
+    let sql = format!(
+        "SELECT metric_name, metric_type, scope_name = 'prometheus.remote_write' AS rw, service_name, attributes, \
+         resource_attributes, CAST(time AS BIGINT) AS t, value, count, sum, bucket_counts, \
+         explicit_bounds, quantiles FROM metric_points \
+         WHERE metric_name IN ('x_total') AND time >= to_timestamp_nanos({}) AND time <= to_timestamp_nanos({}) AND (flags & 1) = 0",
+        (start - 300_000) * 1_000_000,
+        end * 1_000_000 + 999_999
+    );
     for i in 0..=args.runs.min(3) {
+        let t = Instant::now();
+        source.catalog(start - 300_000, end).await?;
+        if i > 0 {
+            catalog_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let t = Instant::now();
+        let batches = store::query::collect(&bw.store, &sql).await?;
+        if i > 0 {
+            sql_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        sql_rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        drop(batches);
         let t = Instant::now();
         let s = source
             .series(
@@ -1154,9 +1250,9 @@ async fn run(args: Args) -> Result<()> {
         args.senders, args.rw_runs
     );
     println!(
-        "| server | request shape | samples/s | samples/s per core ({cores} cores) | CPU s per run | cores busy | samples per CPU-second | refused (429/503) | failed requests |"
+        "| server | request shape | samples/s | samples/s, second half | samples/s per core ({cores} cores) | CPU s per run | cores busy | samples per CPU-second | refused (429/503) | failed requests |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut bw_rates = Vec::new();
     for ((sys, si), runs) in &mut results {
         let mut rate: Vec<f64> = runs.iter().map(|p| p.samples_per_s).collect();
@@ -1175,11 +1271,12 @@ async fn run(args: Args) -> Result<()> {
         let refused: u64 = runs.iter().map(|p| p.stats.refused).sum();
         let failed: u64 = runs.iter().map(|p| p.stats.failed_requests).sum();
         let r = median(&mut rate);
+        let mut half: Vec<f64> = runs.iter().map(|p| p.second_half_per_s).collect();
         if *sys == 0 {
             bw_rates.push(r);
         }
         println!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} |",
             if *sys == 0 {
                 "Burnwatch (server + senders in one process)"
             } else {
@@ -1187,6 +1284,7 @@ async fn run(args: Args) -> Result<()> {
             },
             SHAPES[*si].name,
             fmt_int(r),
+            fmt_int(median(&mut half)),
             fmt_int(r / cores as f64),
             median(&mut cpu),
             median(&mut busy),
@@ -1256,10 +1354,13 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     println!(
-        "\nBurnwatch breakdown (in process, medians of {}): reading the {} x_total series' samples (PromSource::series) {:.1} ms; engine alone (no HTTP/JSON): {}",
+        "\nBurnwatch breakdown (in process, medians of {}): reading the {} x_total series' samples (PromSource::series) {:.1} ms, of which its catalog query {:.1} ms and its sample query alone ({} rows, DataFusion, collected) {:.1} ms; engine alone (no HTTP/JSON): {}",
         fetch_ms.len(),
         args.series,
         median(&mut fetch_ms),
+        median(&mut catalog_ms),
+        fmt_int(sql_rows as f64),
+        median(&mut sql_ms),
         queries
             .iter()
             .map(|q| format!(

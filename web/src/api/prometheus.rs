@@ -78,6 +78,19 @@ fn success(data: Json) -> Response {
 #[derive(Debug, Default)]
 struct Params(Vec<(String, String)>);
 
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = PromError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Params, PromError> {
+        let (parts, body) = req.into_parts();
+        let req = axum::extract::Request::from_parts(parts.clone(), body);
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| bad(format!("cannot read the body: {e}")))?;
+        Params::read(&parts.method, &parts.uri, &parts.headers, &body)
+    }
+}
+
 impl Params {
     fn read(
         method: &Method,
@@ -255,14 +268,7 @@ fn source(s: &WebState) -> analytics::prom::PromSource {
     analytics::prom::PromSource::new(s.store.clone())
 }
 
-async fn query(
-    State(s): State<WebState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PromError> {
-    let p = Params::read(&method, &uri, &headers, &body)?;
+async fn query(State(s): State<WebState>, p: Params) -> Result<Response, PromError> {
     let q = p
         .get("query")
         .ok_or_else(|| bad("invalid parameter \"query\": query must not be empty"))?;
@@ -271,14 +277,7 @@ async fn query(
     Ok(success(result_json(&v)))
 }
 
-async fn query_range(
-    State(s): State<WebState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PromError> {
-    let p = Params::read(&method, &uri, &headers, &body)?;
+async fn query_range(State(s): State<WebState>, p: Params) -> Result<Response, PromError> {
     let q = p
         .get("query")
         .ok_or_else(|| bad("invalid parameter \"query\": query must not be empty"))?;
@@ -380,14 +379,7 @@ async fn matching_series(
     Ok(Some(out))
 }
 
-async fn series(
-    State(s): State<WebState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PromError> {
-    let p = Params::read(&method, &uri, &headers, &body)?;
+async fn series(State(s): State<WebState>, p: Params) -> Result<Response, PromError> {
     let set = matching_series(&s, &p, true).await?.unwrap_or_default();
     Ok(success(Json::Array(set.iter().map(labels_json).collect())))
 }
@@ -410,14 +402,7 @@ async fn all_series(s: &WebState, p: &Params) -> Result<BTreeSet<promql::Labels>
         .collect())
 }
 
-async fn labels(
-    State(s): State<WebState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PromError> {
-    let p = Params::read(&method, &uri, &headers, &body)?;
+async fn labels(State(s): State<WebState>, p: Params) -> Result<Response, PromError> {
     let names: BTreeSet<String> = all_series(&s, &p)
         .await?
         .iter()
@@ -429,12 +414,8 @@ async fn labels(
 async fn label_values(
     State(s): State<WebState>,
     Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    p: Params,
 ) -> Result<Response, PromError> {
-    let p = Params::read(&method, &uri, &headers, &body)?;
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(bad(format!("invalid label name: {name:?}")));
     }
@@ -457,8 +438,7 @@ async fn label_values(
     Ok(success(json!(values)))
 }
 
-async fn metadata(State(s): State<WebState>, uri: Uri) -> Result<Response, PromError> {
-    let p = Params::read(&Method::GET, &uri, &HeaderMap::new(), &Bytes::new())?;
+async fn metadata(State(s): State<WebState>, p: Params) -> Result<Response, PromError> {
     let limit = match p.get("limit") {
         Some(l) if !l.is_empty() => l
             .parse::<i64>()
@@ -486,14 +466,7 @@ async fn metadata(State(s): State<WebState>, uri: Uri) -> Result<Response, PromE
     Ok(success(json!(out)))
 }
 
-async fn query_exemplars(
-    State(s): State<WebState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, PromError> {
-    let p = Params::read(&method, &uri, &headers, &body)?;
+async fn query_exemplars(State(s): State<WebState>, p: Params) -> Result<Response, PromError> {
     let q = p
         .get("query")
         .ok_or_else(|| bad("invalid parameter \"query\": query must not be empty"))?;
