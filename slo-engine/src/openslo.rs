@@ -1062,11 +1062,19 @@ spec:
 
         let bad_source = CHECKOUT.replace(
             "type: burnwatch\n        spec: {service: gateway, route: /api/checkout}",
-            "type: prometheus\n        spec: {query: x}",
+            "type: datadog\n        spec: {query: x}",
         );
         let e = load(&bad_source).unwrap_err();
         assert_eq!(e.object, "SLI/checkout-errors");
         assert_eq!(e.field, "spec.ratioMetric.total.metricSource.type");
+        assert!(e.message.contains("use burnwatch or Prometheus"), "{e}");
+        // A Prometheus total beside a burnwatch bad: not the same kind.
+        let mixed = CHECKOUT.replace(
+            "type: burnwatch\n        spec: {service: gateway, route: /api/checkout}",
+            "type: prometheus\n        spec: {query: x}",
+        );
+        let e = load(&mixed).unwrap_err();
+        assert_eq!(e.field, "spec.ratioMetric.bad");
     }
 
     #[test]
