@@ -467,6 +467,22 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Counts one step's result against the sample limit (kept in
+    /// `temp_samples` across the steps of one node), refusing a vector
+    /// with two samples of the same labels.
+    fn account_step(&mut self, result: &Vector, temp_samples: &mut i64) -> Result<(), Error> {
+        if has_duplicate_labels(result.iter().map(|s| &s.labels)) {
+            return Err(same_labelset_error());
+        }
+        let n = result.len() as i64;
+        self.current_samples += n;
+        *temp_samples += n;
+        if self.current_samples > self.max_samples {
+            return Err(too_many_samples());
+        }
+        Ok(())
+    }
+
     fn check_deadline(&self) -> Result<(), Error> {
         if self.deadline.is_some_and(|d| Instant::now() > d) {
             return Err(Error::Timeout("expression evaluation".into()));
@@ -580,15 +596,7 @@ impl<'a> Evaluator<'a> {
                 bufs.push(buf);
             }
             let result = f(&vectors, &bufs, ts)?;
-            if has_duplicate_labels(result.iter().map(|s| &s.labels)) {
-                return Err(same_labelset_error());
-            }
-            let n = result.len() as i64;
-            self.current_samples += n;
-            temp_samples += n;
-            if self.current_samples > self.max_samples {
-                return Err(too_many_samples());
-            }
+            self.account_step(&result, &mut temp_samples)?;
             if self.start == self.end {
                 let mat: Matrix = result
                     .into_iter()
@@ -597,7 +605,7 @@ impl<'a> Evaluator<'a> {
                         points: vec![(ts, s.v)],
                     })
                     .collect();
-                self.current_samples = original_samples + n;
+                self.current_samples = original_samples + mat.len() as i64;
                 return Ok(mat);
             }
             out.add(ts, result);
@@ -1096,17 +1104,9 @@ impl<'a> Evaluator<'a> {
                     v: s.t as f64 / 1000.0,
                 })
                 .collect();
-            if has_duplicate_labels(result.iter().map(|s| &s.labels)) {
-                return Err(same_labelset_error());
-            }
-            let n = result.len() as i64;
-            self.current_samples += n;
-            temp_samples += n;
-            if self.current_samples > self.max_samples {
-                return Err(too_many_samples());
-            }
+            self.account_step(&result, &mut temp_samples)?;
             if single {
-                self.current_samples = original + n;
+                self.current_samples = original + result.len() as i64;
                 return Ok(result
                     .into_iter()
                     .map(|s| ESeries {

@@ -178,5 +178,40 @@ impl Error {
     }
 }
 
+/// A Prometheus duration (`model.ParseDuration`: `1m30s`, `5m`, `250ms`;
+/// units y, w, d, h, m, s, ms) in milliseconds; `None` when malformed or
+/// out of range.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut total: i64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "y" => 31_536_000_000,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v))?;
+    }
+    Some(total)
+}
+
 /// Shared handle to a source.
 pub type Source = Arc<dyn Queryable>;

@@ -787,19 +787,13 @@ fn exemplar<'a>(e: &ExemplarView<'a>, name: &str) -> Result<ExemplarRecord<'a>, 
     for (k, v) in &e.labels {
         match *k {
             "trace_id" | "traceID" | "traceId" => {
-                if let Some(id) = hex::decode(v)
-                    .ok()
-                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                {
+                if let Some(id) = hex_id::<16>(v) {
                     trace_id = Some(id);
                     continue;
                 }
             }
             "span_id" | "spanID" | "spanId" => {
-                if let Some(id) = hex::decode(v)
-                    .ok()
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                {
+                if let Some(id) = hex_id::<8>(v) {
                     span_id = Some(id);
                     continue;
                 }
@@ -815,6 +809,13 @@ fn exemplar<'a>(e: &ExemplarView<'a>, name: &str) -> Result<ExemplarRecord<'a>, 
         span_id,
         filtered_attributes: filtered,
     })
+}
+
+/// A trace or span id in hex, when it is one.
+fn hex_id<const N: usize>(v: &str) -> Option<[u8; N]> {
+    hex::decode(v)
+        .ok()
+        .and_then(|b| <[u8; N]>::try_from(b).ok())
 }
 
 fn key_of(name: &str, labels: &[(&str, &str)]) -> u64 {

@@ -31,32 +31,7 @@ impl Queryable for Store {
     }
 }
 
-/// Prometheus's `model.ParseDuration` (units y, w, d, h, m, s, ms).
-fn parse_duration(s: &str) -> Option<i64> {
-    let mut total = 0i64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let n: i64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let ms = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "y" => 31_536_000_000,
-            _ => return None,
-        };
-        total += n * ms;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
-}
+use crate::types::parse_duration;
 
 fn parse_number(s: &str) -> Option<f64> {
     match s.to_ascii_lowercase().as_str() {
