@@ -12,6 +12,8 @@
 //!   edges.
 //! - [`trace_index`]: per-file trace-id filters, so a trace lookup opens
 //!   only the files that can hold it.
+//! - [`jaeger`]: spans in Jaeger's query model (services, operations,
+//!   trace search, one trace, dependencies) for `/jaeger`.
 //! - [`search`]: trace search, log search and one trace with its logs, for
 //!   the API and the dashboard.
 //! - [`sketch`]: mergeable duration sketches (1% relative accuracy).
@@ -21,6 +23,7 @@
 //! analytics -> `slo-engine` and `web`.
 
 pub mod cache;
+pub mod jaeger;
 pub mod prom;
 pub mod red;
 pub mod rollup;

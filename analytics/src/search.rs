@@ -93,7 +93,7 @@ pub async fn trace(
 /// span attribute is its typed column (compared as text), `service.name`
 /// the service column, any other key the record's attributes or, failing
 /// those, its resource's.
-fn attribute_condition(table: store::Table, key: &str, value: &str) -> String {
+pub(crate) fn attribute_condition(table: store::Table, key: &str, value: &str) -> String {
     if key == "service.name" {
         return format!("service_name = {}", quote(value));
     }

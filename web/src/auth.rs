@@ -498,7 +498,10 @@ pub async fn guard(State(s): State<WebState>, req: Request, next: Next) -> Respo
         return next.run(req).await;
     };
     let path = req.uri().path().to_string();
-    let api = path.starts_with("/api/") || path.starts_with("/prometheus/") || path == "/metrics";
+    let api = path.starts_with("/api/")
+        || path.starts_with("/prometheus/")
+        || path.starts_with("/jaeger/")
+        || path == "/metrics";
     match auth.principal(req.headers(), now_ns()) {
         Some(p) if p.role.allows(need) => SIGNED_IN.scope(p, next.run(req)).await,
         Some(p) => {

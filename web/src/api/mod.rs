@@ -12,6 +12,8 @@
 //! - [`slos`]: SLOs, incidents, alert rules and silences.
 //! - [`prometheus`]: the Prometheus HTTP API under `/prometheus/api/v1/`
 //!   (PromQL, series, labels, metadata, exemplars, build info).
+//! - [`jaeger`]: the Jaeger query API under `/jaeger/api/` (services,
+//!   operations, trace search, one trace, dependencies).
 //!
 //! Shared here: [`ApiError`], the [`ApiQuery`] extractor, the [`Engine`]
 //! extractor (the SLO engine, or a 404 when none runs) and the time
@@ -33,6 +35,7 @@ use store::sql::QueryError;
 use crate::WebState;
 
 pub mod explore;
+pub mod jaeger;
 pub mod prometheus;
 pub mod query;
 pub mod red;
@@ -70,6 +73,7 @@ pub fn routes() -> Router<WebState> {
         .route("/api/v1/silences/{id}", delete(slos::expire_silence))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(prometheus::routes())
+        .merge(jaeger::routes())
 }
 
 /// The OpenAPI 3 document of the API.
