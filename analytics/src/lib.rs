@@ -16,6 +16,8 @@
 //!   trace search, one trace, dependencies) for `/jaeger`.
 //! - [`search`]: trace search, log search and one trace with its logs, for
 //!   the API and the dashboard.
+//! - [`spanmetrics`]: the spanmetrics connector's series
+//!   (`traces_spanmetrics_*`) for PromQL, from the rollups.
 //! - [`sketch`]: mergeable duration sketches (1% relative accuracy).
 //! - [`cache`]: the byte-bounded LRU cache of decoded per-file data.
 //!
@@ -30,4 +32,5 @@ pub mod rollup;
 pub mod search;
 pub mod series;
 pub mod sketch;
+pub mod spanmetrics;
 pub mod trace_index;

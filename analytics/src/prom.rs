@@ -232,21 +232,64 @@ fn ns_range(start_ms: i64, end_ms: i64) -> String {
     )
 }
 
-/// Reads series for PromQL from the store.
+/// Reads series for PromQL from the store (and, with rollups, the span
+/// metrics of [`crate::spanmetrics`]).
 #[derive(Debug, Clone)]
 pub struct PromSource {
     store: Store,
+    rollups: Option<std::sync::Arc<crate::rollup::Rollups>>,
 }
 
 impl PromSource {
     /// A source over `store`.
     pub fn new(store: Store) -> PromSource {
-        PromSource { store }
+        PromSource {
+            store,
+            rollups: None,
+        }
+    }
+
+    /// A source over the rollups' store that also answers span metrics.
+    pub fn with_rollups(rollups: std::sync::Arc<crate::rollup::Rollups>) -> PromSource {
+        PromSource {
+            store: rollups.store().clone(),
+            rollups: Some(rollups),
+        }
+    }
+
+    /// The metrics with points in `[start_ms, end_ms]` as Prometheus
+    /// families: the stored ones, and the span metrics when this source has
+    /// rollups.
+    pub async fn catalog(&self, start_ms: i64, end_ms: i64) -> Result<Vec<Family>, Error> {
+        let mut out = self.stored_catalog(start_ms, end_ms).await?;
+        if self.rollups.is_some() {
+            out.extend(crate::spanmetrics::families());
+        }
+        Ok(out)
+    }
+
+    /// Span-metric rows of the minutes overlapping `[start_ms, end_ms]`.
+    async fn span_metric_rows(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<crate::rollup::SpanMetricRow>, Error> {
+        let Some(r) = &self.rollups else {
+            return Ok(Vec::new());
+        };
+        let w = crate::red::Window::new(
+            start_ms.saturating_mul(1_000_000),
+            end_ms.saturating_mul(1_000_000).saturating_add(1),
+        )
+        .map_err(|e| Error::BadData(e.to_string()))?;
+        r.span_metrics(&w)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// The stored metrics with points in `[start_ms, end_ms]`, as
     /// Prometheus families.
-    pub async fn catalog(&self, start_ms: i64, end_ms: i64) -> Result<Vec<Family>, Error> {
+    async fn stored_catalog(&self, start_ms: i64, end_ms: i64) -> Result<Vec<Family>, Error> {
         let sql = format!(
             "SELECT metric_name, metric_type, scope_name = {rw} AS rw, \
              coalesce(bool_or(is_monotonic), false) AS mono, coalesce(max(temporality), '') AS temp, \
@@ -321,7 +364,32 @@ impl PromSource {
         end_ms: i64,
         with_samples: bool,
     ) -> Result<Vec<Series>, Error> {
-        let catalog = self.catalog(start_ms, end_ms).await?;
+        let mut out = self
+            .stored_series(matchers, start_ms, end_ms, with_samples)
+            .await?;
+        let name_matchers: Vec<&Matcher> =
+            matchers.iter().filter(|m| m.name == "__name__").collect();
+        if self.rollups.is_some() && crate::spanmetrics::wanted(&name_matchers) {
+            let rows = self.span_metric_rows(start_ms, end_ms).await?;
+            out.extend(crate::spanmetrics::series(
+                &rows,
+                matchers,
+                start_ms,
+                end_ms,
+                with_samples,
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn stored_series(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        with_samples: bool,
+    ) -> Result<Vec<Series>, Error> {
+        let catalog = self.stored_catalog(start_ms, end_ms).await?;
         let name_matchers: Vec<&Matcher> =
             matchers.iter().filter(|m| m.name == "__name__").collect();
         let target_info = name_matchers.iter().all(|m| m.matches("target_info"));
@@ -582,9 +650,27 @@ impl PromSource {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<(Labels, Vec<Exemplar>)>, Error> {
+        let mut synthetic = Vec::new();
+        let name_matchers: Vec<&Matcher> =
+            matchers.iter().filter(|m| m.name == "__name__").collect();
+        if self.rollups.is_some() && crate::spanmetrics::wanted(&name_matchers) {
+            let rows = self.span_metric_rows(start_ms, end_ms).await?;
+            synthetic = crate::spanmetrics::exemplars(&rows, matchers, start_ms, end_ms);
+        }
+        let mut stored = self.stored_exemplars(matchers, start_ms, end_ms).await?;
+        stored.extend(synthetic);
+        Ok(stored)
+    }
+
+    async fn stored_exemplars(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<(Labels, Vec<Exemplar>)>, Error> {
         const HOUR_MS: i64 = 3_600_000;
         let catalog = self
-            .catalog(
+            .stored_catalog(
                 start_ms.saturating_sub(HOUR_MS),
                 end_ms.saturating_add(HOUR_MS),
             )

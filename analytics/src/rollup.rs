@@ -27,9 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::{
-    ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray, UInt64Array,
+    ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray, UInt8Array, UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampNanosecondType, UInt64Type};
+use arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, TimestampNanosecondType, UInt8Type, UInt64Type,
+};
 use store::files::FileMeta;
 use store::{Snapshot, Store, Table};
 
@@ -37,10 +39,12 @@ use crate::red::{
     ERROR, MAX_POINTS, Red, RedError, RedPoint, RedSource, SERIES_QUANTILES, Window, quote,
 };
 
-/// Columns of the raw-span scans: service, operation, start, failed (0/1), duration.
+/// Columns of the raw-span scans: service, operation, start, failed (0/1),
+/// duration, kind, status, trace and span id.
 fn raw_columns() -> String {
     format!(
-        "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns"
+        "SELECT service_name, name, start_time, CASE WHEN {ERROR} THEN 1 ELSE 0 END AS err, duration_ns, \
+         kind, status_code, trace_id, span_id"
     )
 }
 use crate::cache::{FileCache, Weigh};
@@ -52,9 +56,130 @@ use crate::trace_index::TraceIndex;
 const MINUTE_NS: i64 = 60_000_000_000;
 
 /// The rollups' kind of derived file in the store.
-pub const ROLLUP_KIND: &str = "red-v1";
+pub const ROLLUP_KIND: &str = "red-v2";
 /// Directory of rollup files, relative to the data directory.
-pub const ROLLUP_DIR: &str = "rollups/red-v1";
+pub const ROLLUP_DIR: &str = "rollups/red-v2";
+/// The previous kind (SERVER spans only), removed at the first maintenance.
+const OLD_ROLLUP_KIND: &str = "red-v1";
+
+/// Upper bounds (seconds) of the span-metric duration buckets: the
+/// OpenTelemetry Collector spanmetrics connector's defaults. Each rollup
+/// row counts its spans per bucket (`le` semantics), plus one for +Inf.
+pub const SPAN_METRIC_BOUNDS: [f64; 16] = [
+    0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
+];
+const BUCKETS: usize = SPAN_METRIC_BOUNDS.len() + 1;
+
+/// The bucket of a duration (ns): the first bound it does not exceed.
+fn bucket_of_duration(ns: f64) -> usize {
+    let s = ns / 1e9;
+    SPAN_METRIC_BOUNDS
+        .iter()
+        .position(|b| s <= *b)
+        .unwrap_or(SPAN_METRIC_BOUNDS.len())
+}
+
+/// OTLP span kinds, as stored in a rollup row (OTLP's numbering).
+pub const KINDS: [&str; 6] = [
+    "UNSPECIFIED",
+    "INTERNAL",
+    "SERVER",
+    "CLIENT",
+    "PRODUCER",
+    "CONSUMER",
+];
+const SERVER: u8 = 2;
+/// OTLP status codes, as stored in a rollup row.
+pub const STATUSES: [&str; 3] = ["UNSET", "OK", "ERROR"];
+
+fn kind_code(k: &str) -> u8 {
+    KINDS.iter().position(|x| *x == k).unwrap_or(0) as u8
+}
+
+fn status_code(k: &str) -> u8 {
+    STATUSES.iter().position(|x| *x == k).unwrap_or(0) as u8
+}
+
+/// The latest span of a rollup row in one duration bucket: the exemplar
+/// span metrics carry for that bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketExemplar {
+    /// Bucket index into [`SPAN_METRIC_BOUNDS`] (the last is +Inf).
+    pub bucket: u8,
+    /// 32 hex characters.
+    pub trace_id: String,
+    /// 16 hex characters.
+    pub span_id: String,
+    /// Span start, ns.
+    pub time_ns: i64,
+    /// Span duration, ns.
+    pub duration_ns: i64,
+}
+
+const EXEMPLAR_BYTES: usize = 1 + 32 + 16 + 8 + 8;
+
+fn encode_exemplars(ex: &[BucketExemplar]) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(ex.len() * EXEMPLAR_BYTES);
+    for e in ex {
+        out.push(e.bucket);
+        let mut t = [b'0'; 32];
+        let tb = e.trace_id.as_bytes();
+        t[..tb.len().min(32)].copy_from_slice(&tb[..tb.len().min(32)]);
+        out.extend_from_slice(&t);
+        let mut sp = [b'0'; 16];
+        let sb = e.span_id.as_bytes();
+        sp[..sb.len().min(16)].copy_from_slice(&sb[..sb.len().min(16)]);
+        out.extend_from_slice(&sp);
+        out.extend_from_slice(&e.time_ns.to_le_bytes());
+        out.extend_from_slice(&e.duration_ns.to_le_bytes());
+    }
+    out.into_boxed_slice()
+}
+
+fn decode_exemplars(b: &[u8]) -> Result<Vec<BucketExemplar>, String> {
+    if !b.len().is_multiple_of(EXEMPLAR_BYTES) {
+        return Err("exemplar column has a partial record".into());
+    }
+    b.chunks_exact(EXEMPLAR_BYTES)
+        .map(|c| {
+            let text = |r: &[u8]| {
+                std::str::from_utf8(r)
+                    .map(str::to_string)
+                    .map_err(|_| "exemplar id is not text".to_string())
+            };
+            let i64_at = |o: usize| i64::from_le_bytes(c[o..o + 8].try_into().expect("8 bytes"));
+            if c[0] as usize >= BUCKETS {
+                return Err(format!("exemplar bucket {} out of range", c[0]));
+            }
+            Ok(BucketExemplar {
+                bucket: c[0],
+                trace_id: text(&c[1..33])?,
+                span_id: text(&c[33..49])?,
+                time_ns: i64_at(49),
+                duration_ns: i64_at(57),
+            })
+        })
+        .collect()
+}
+
+fn encode_buckets(b: &[u64; BUCKETS]) -> Box<[u8]> {
+    b.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn decode_buckets(b: &[u8]) -> Result<[u64; BUCKETS], String> {
+    if b.len() != BUCKETS * 8 {
+        return Err(format!(
+            "bucket column has {} bytes, not {}",
+            b.len(),
+            BUCKETS * 8
+        ));
+    }
+    let mut out = [0u64; BUCKETS];
+    for (i, c) in b.chunks_exact(8).enumerate() {
+        out[i] = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    }
+    Ok(out)
+}
 
 /// Default memory budget of the rollup cache.
 pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
@@ -111,8 +236,13 @@ struct FileRollup {
 struct Row {
     minute_ns: i64,
     key: u32,
+    kind: u8,
+    status: u8,
     requests: u64,
     errors: u64,
+    sum_ns: i64,
+    buckets: [u64; BUCKETS],
+    exemplars: Box<[u8]>,
     sketch: Box<[u8]>,
 }
 
@@ -147,6 +277,8 @@ pub struct Rollups {
     pub traces: TraceIndex,
     /// Spans files that had a rollup at the last maintenance.
     with_rollup: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Whether rollups of [`OLD_ROLLUP_KIND`] were removed.
+    old_removed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Rollups {
@@ -162,7 +294,11 @@ impl std::fmt::Debug for Rollups {
 enum Group {
     Service,
     Operation,
-    Bucket { step_ns: i64 },
+    Bucket {
+        step_ns: i64,
+    },
+    /// Per minute, service, operation, kind and status, every span kind.
+    SpanMetrics,
 }
 
 #[derive(Default)]
@@ -170,9 +306,49 @@ struct Acc {
     requests: u64,
     errors: u64,
     sketch: Sketch,
+    sum_ns: i64,
+    buckets: [u64; BUCKETS],
+    exemplars: Vec<BucketExemplar>,
 }
 
-type AccKey = (i64, Arc<str>, Arc<str>);
+impl Acc {
+    /// Keeps `e` as its bucket's exemplar when it is the latest seen.
+    fn exemplar(&mut self, e: BucketExemplar) {
+        match self.exemplars.iter_mut().find(|x| x.bucket == e.bucket) {
+            Some(x) if x.time_ns <= e.time_ns => *x = e,
+            Some(_) => {}
+            None => self.exemplars.push(e),
+        }
+    }
+}
+
+/// (minute or bucket, service, operation, kind, status).
+type AccKey = (i64, Arc<str>, Arc<str>, u8, u8);
+
+/// One minute of span metrics: spans of one service, operation, kind and
+/// status code that started in the minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanMetricRow {
+    /// Minute start, ns.
+    pub minute_ns: i64,
+    /// Service.
+    pub service: Arc<str>,
+    /// Span name.
+    pub operation: Arc<str>,
+    /// OTLP kind (`SERVER`, ...).
+    pub kind: &'static str,
+    /// OTLP status code (`UNSET`, `OK`, `ERROR`).
+    pub status: &'static str,
+    /// Spans.
+    pub calls: u64,
+    /// Sum of their durations, ns.
+    pub sum_ns: i64,
+    /// Spans per bucket of [`SPAN_METRIC_BOUNDS`] (not cumulative; the
+    /// last is above every bound).
+    pub buckets: [u64; SPAN_METRIC_BOUNDS.len() + 1],
+    /// The latest span per non-empty bucket.
+    pub exemplars: Vec<BucketExemplar>,
+}
 
 impl Rollups {
     /// Rollups over `store` with a memory cache of `budget` bytes.
@@ -191,6 +367,7 @@ impl Rollups {
             metrics: RollupMetrics::default(),
             traces: TraceIndex::new(store.clone(), crate::trace_index::DEFAULT_CACHE_BYTES),
             with_rollup: Default::default(),
+            old_removed: Default::default(),
         })
     }
 
@@ -290,6 +467,12 @@ impl Rollups {
     /// number of rollups computed.
     pub async fn maintain(&self) -> Result<u64, RedError> {
         self.traces.maintain().await?;
+        if !self.store.is_read_only()
+            && !self.old_removed.swap(true, Ordering::Relaxed)
+            && let Err(e) = self.store.remove_derived(OLD_ROLLUP_KIND, |_| false).await
+        {
+            tracing::warn!(error = %e, "could not remove rollups of the previous format");
+        }
         let snap = self.store.snapshot(Table::Spans);
         let before = self.metrics.computed.load(Ordering::Relaxed);
         for (path, meta) in &snap.files {
@@ -443,7 +626,7 @@ impl Rollups {
             .await;
         }
         let mut by_bucket: HashMap<i64, Acc> = HashMap::new();
-        for ((b, _, _), a) in acc {
+        for ((b, _, _, _, _), a) in acc {
             let e = by_bucket.entry(b).or_default();
             e.requests += a.requests;
             e.errors += a.errors;
@@ -461,6 +644,42 @@ impl Rollups {
                 )
             })
             .collect())
+    }
+
+    /// Span metrics per minute, service, operation, kind and status code
+    /// for the whole minutes that overlap `w` (every span kind), from the
+    /// rollups and raw rows as RED is. Sorted by minute, then key.
+    pub async fn span_metrics(&self, w: &Window) -> Result<Vec<SpanMetricRow>, RedError> {
+        let from = w.from_ns.div_euclid(MINUTE_NS) * MINUTE_NS;
+        let to = (w.to_ns.saturating_add(MINUTE_NS - 1)).div_euclid(MINUTE_NS) * MINUTE_NS;
+        let w = Window::new(from, to.max(from + MINUTE_NS))?;
+        let acc = self.query(&w, None, None, Group::SpanMetrics).await?;
+        let mut out: Vec<SpanMetricRow> = acc
+            .into_iter()
+            .map(
+                |((minute_ns, service, operation, kind, status), a)| SpanMetricRow {
+                    minute_ns,
+                    service,
+                    operation,
+                    kind: KINDS[kind as usize % KINDS.len()],
+                    status: STATUSES[status as usize % STATUSES.len()],
+                    calls: a.requests,
+                    sum_ns: a.sum_ns,
+                    buckets: a.buckets,
+                    exemplars: a.exemplars,
+                },
+            )
+            .collect();
+        out.sort_by(|a, b| {
+            (a.minute_ns, &a.service, &a.operation, a.kind, a.status).cmp(&(
+                b.minute_ns,
+                &b.service,
+                &b.operation,
+                b.kind,
+                b.status,
+            ))
+        });
+        Ok(out)
     }
 
     async fn query(
@@ -497,11 +716,19 @@ impl Rollups {
         };
         let empty: Arc<str> = Arc::from("");
         let mut acc: HashMap<AccKey, Acc> = HashMap::new();
-        let key_of = |svc: &Arc<str>, op: &Arc<str>, b: i64| -> AccKey {
+        let all_kinds = group == Group::SpanMetrics;
+        let key_of = |svc: &Arc<str>, op: &Arc<str>, t: i64, kind: u8, status: u8| -> AccKey {
             match group {
-                Group::Service => (0, svc.clone(), empty.clone()),
-                Group::Operation => (0, svc.clone(), op.clone()),
-                Group::Bucket { .. } => (b, empty.clone(), empty.clone()),
+                Group::Service => (0, svc.clone(), empty.clone(), 0, 0),
+                Group::Operation => (0, svc.clone(), op.clone(), 0, 0),
+                Group::Bucket { .. } => (bucket_of(t), empty.clone(), empty.clone(), 0, 0),
+                Group::SpanMetrics => (
+                    t.div_euclid(MINUTE_NS) * MINUTE_NS,
+                    svc.clone(),
+                    op.clone(),
+                    kind,
+                    status,
+                ),
             }
         };
 
@@ -529,18 +756,33 @@ impl Rollups {
                 })
                 .collect();
             for row in &r.rows {
-                if row.minute_ns < from_m || row.minute_ns >= to_m || !wanted[row.key as usize] {
+                if row.minute_ns < from_m
+                    || row.minute_ns >= to_m
+                    || !wanted[row.key as usize]
+                    || (!all_kinds && row.kind != SERVER)
+                {
                     continue;
                 }
                 let (s, o) = &r.keys[row.key as usize];
                 let a = acc
-                    .entry(key_of(s, o, bucket_of(row.minute_ns)))
+                    .entry(key_of(s, o, row.minute_ns, row.kind, row.status))
                     .or_default();
                 a.requests += row.requests;
                 a.errors += row.errors;
                 a.sketch
                     .merge_encoded(&row.sketch)
                     .map_err(|e| RedError::Query(format!("corrupt rollup: {e}")))?;
+                if all_kinds {
+                    a.sum_ns += row.sum_ns;
+                    for (x, y) in a.buckets.iter_mut().zip(row.buckets.iter()) {
+                        *x += y;
+                    }
+                    for e in decode_exemplars(&row.exemplars)
+                        .map_err(|e| RedError::Query(format!("corrupt rollup: {e}")))?
+                    {
+                        a.exemplar(e);
+                    }
+                }
             }
         }
 
@@ -558,6 +800,9 @@ impl Rollups {
                 "start_time >= to_timestamp_nanos({a}) AND start_time < to_timestamp_nanos({b})"
             )
         };
+        if !all_kinds {
+            filter.push_str(" AND kind = 'SERVER'");
+        }
         let mut parts = Vec::new();
         let ctx = self.store.session();
         if !edge_files.is_empty() {
@@ -573,19 +818,19 @@ impl Rollups {
             if from_m < to_m {
                 if w.from_ns < from_m {
                     parts.push(format!(
-                        "{cols} FROM f WHERE kind = 'SERVER' AND {}{filter}",
+                        "{cols} FROM f WHERE {}{filter}",
                         between(w.from_ns, from_m)
                     ));
                 }
                 if to_m < w.to_ns {
                     parts.push(format!(
-                        "{cols} FROM f WHERE kind = 'SERVER' AND {}{filter}",
+                        "{cols} FROM f WHERE {}{filter}",
                         between(to_m, w.to_ns)
                     ));
                 }
             } else {
                 parts.push(format!(
-                    "{cols} FROM f WHERE kind = 'SERVER' AND {}{filter}",
+                    "{cols} FROM f WHERE {}{filter}",
                     between(w.from_ns, w.to_ns)
                 ));
             }
@@ -601,7 +846,7 @@ impl Rollups {
                 },
             )?;
             parts.push(format!(
-                "{cols} FROM m WHERE kind = 'SERVER' AND {}{filter}",
+                "{cols} FROM m WHERE {}{filter}",
                 between(w.from_ns, w.to_ns)
             ));
         }
@@ -616,13 +861,13 @@ impl Rollups {
             .await
             .map_err(|e| RedError::Query(e.to_string()))?;
         let mut keys = KeyTable::with_limit(self.max_operations);
-        for_each_span(&batches, |svc, op, t, err, dur| {
-            let k = keys.key(svc, op);
+        for_each_span(&batches, |x| {
+            let k = keys.key(x.service, x.operation);
             let (s, o) = keys.get(k);
-            let a = acc.entry(key_of(s, o, bucket_of(t))).or_default();
-            a.requests += 1;
-            a.errors += err;
-            a.sketch.add(dur);
+            let a = acc
+                .entry(key_of(s, o, x.start_ns, x.kind, x.status))
+                .or_default();
+            a.add(&x, all_kinds);
         })?;
         Ok(acc)
     }
@@ -634,11 +879,32 @@ fn string_column(b: &RecordBatch, i: usize) -> Result<StringArray, RedError> {
     Ok(c.as_string::<i32>().clone())
 }
 
+impl Acc {
+    /// Counts one raw span (the span-metric parts only when `all`).
+    fn add(&mut self, x: &SpanRow<'_>, all: bool) {
+        self.requests += 1;
+        self.errors += x.err;
+        self.sketch.add(x.duration_ns as f64);
+        if all {
+            self.sum_ns += x.duration_ns;
+            let b = bucket_of_duration(x.duration_ns as f64);
+            self.buckets[b] += 1;
+            self.exemplar(BucketExemplar {
+                bucket: b as u8,
+                trace_id: x.trace_id.to_string(),
+                span_id: x.span_id.to_string(),
+                time_ns: x.start_ns,
+                duration_ns: x.duration_ns,
+            });
+        }
+    }
+}
+
 fn reds(acc: HashMap<AccKey, Acc>, w: &Window, per_operation: bool) -> Vec<Red> {
     let secs = (w.to_ns - w.from_ns) as f64 / 1e9;
     let mut out: Vec<Red> = acc
         .into_iter()
-        .map(|((_, s, o), a)| {
+        .map(|((_, s, o, _, _), a)| {
             let q = |q: f64| a.sketch.quantile(q).map_or(f64::NAN, |v| v / 1e6);
             Red {
                 service: s.to_string(),
@@ -677,7 +943,7 @@ async fn compute(
             batches: vec![],
         },
     )?;
-    let sql = format!("{} FROM f WHERE kind = 'SERVER'", raw_columns());
+    let sql = format!("{} FROM f", raw_columns());
     let batches = ctx
         .sql(&sql)
         .await
@@ -692,25 +958,31 @@ async fn compute(
 
 fn build(batches: &[RecordBatch], max_operations: usize) -> Result<FileRollup, RedError> {
     let mut keys = KeyTable::with_limit(max_operations);
-    let mut groups: HashMap<(i64, u32), Acc> = HashMap::new();
-    for_each_span(batches, |svc, op, t, err, dur| {
-        let minute = t.div_euclid(MINUTE_NS) * MINUTE_NS;
-        let a = groups.entry((minute, keys.key(svc, op))).or_default();
-        a.requests += 1;
-        a.errors += err;
-        a.sketch.add(dur);
+    let mut groups: HashMap<(i64, u32, u8, u8), Acc> = HashMap::new();
+    for_each_span(batches, |x| {
+        let minute = x.start_ns.div_euclid(MINUTE_NS) * MINUTE_NS;
+        let key = keys.key(x.service, x.operation);
+        groups
+            .entry((minute, key, x.kind, x.status))
+            .or_default()
+            .add(&x, true);
     })?;
     let mut rows: Vec<Row> = groups
         .into_iter()
-        .map(|((minute_ns, key), a)| Row {
+        .map(|((minute_ns, key, kind, status), a)| Row {
             minute_ns,
             key,
+            kind,
+            status,
             requests: a.requests,
             errors: a.errors,
+            sum_ns: a.sum_ns,
+            buckets: a.buckets,
+            exemplars: encode_exemplars(&a.exemplars),
             sketch: a.sketch.encode().into_boxed_slice(),
         })
         .collect();
-    rows.sort_by_key(|r| (r.minute_ns, r.key));
+    rows.sort_by_key(|r| (r.minute_ns, r.key, r.kind, r.status));
     let folded = keys.folded;
     let mut r = with_size(keys.keys, rows);
     r.folded = folded;
@@ -787,26 +1059,43 @@ impl KeyTable {
     }
 }
 
-/// Calls `f(service, operation, start_ns, failed, duration_ns)` for every
-/// row of a [`raw_columns`] scan.
-fn for_each_span(
-    batches: &[RecordBatch],
-    mut f: impl FnMut(&str, &str, i64, u64, f64),
-) -> Result<(), RedError> {
+/// One row of a [`raw_columns`] scan.
+struct SpanRow<'a> {
+    service: &'a str,
+    operation: &'a str,
+    start_ns: i64,
+    err: u64,
+    duration_ns: i64,
+    kind: u8,
+    status: u8,
+    trace_id: &'a str,
+    span_id: &'a str,
+}
+
+/// Calls `f` for every row of a [`raw_columns`] scan.
+fn for_each_span(batches: &[RecordBatch], mut f: impl FnMut(SpanRow<'_>)) -> Result<(), RedError> {
     for b in batches {
         let svc = string_column(b, 0)?;
         let op = string_column(b, 1)?;
         let t = b.column(2).as_primitive::<TimestampNanosecondType>();
         let err = b.column(3).as_primitive::<Int64Type>();
         let dur = b.column(4).as_primitive::<Int64Type>();
+        let kind = string_column(b, 5)?;
+        let status = string_column(b, 6)?;
+        let tid = string_column(b, 7)?;
+        let sid = string_column(b, 8)?;
         for i in 0..b.num_rows() {
-            f(
-                svc.value(i),
-                op.value(i),
-                t.value(i),
-                err.value(i) as u64,
-                dur.value(i) as f64,
-            );
+            f(SpanRow {
+                service: svc.value(i),
+                operation: op.value(i),
+                start_ns: t.value(i),
+                err: err.value(i) as u64,
+                duration_ns: dur.value(i),
+                kind: kind_code(kind.value(i)),
+                status: status_code(status.value(i)),
+                trace_id: tid.value(i),
+                span_id: sid.value(i),
+            });
         }
     }
     Ok(())
@@ -820,7 +1109,7 @@ fn with_size(keys: Vec<(Arc<str>, Arc<str>)>, rows: Vec<Row>) -> FileRollup {
             .sum::<usize>()
         + rows
             .iter()
-            .map(|r| std::mem::size_of::<Row>() + r.sketch.len())
+            .map(|r| std::mem::size_of::<Row>() + r.sketch.len() + r.exemplars.len())
             .sum::<usize>();
     FileRollup {
         keys,
@@ -835,8 +1124,13 @@ fn rollup_schema() -> Arc<Schema> {
         Field::new("minute", DataType::Int64, false),
         Field::new("service_name", DataType::Utf8, false),
         Field::new("operation", DataType::Utf8, false),
+        Field::new("kind", DataType::UInt8, false),
+        Field::new("status", DataType::UInt8, false),
         Field::new("requests", DataType::UInt64, false),
         Field::new("errors", DataType::UInt64, false),
+        Field::new("duration_sum_ns", DataType::Int64, false),
+        Field::new("duration_buckets", DataType::Binary, false),
+        Field::new("exemplars", DataType::Binary, false),
         Field::new("duration_sketch", DataType::Binary, false),
     ]))
 }
@@ -852,11 +1146,24 @@ fn to_batch(r: &FileRollup) -> RecordBatch {
         Arc::new(StringArray::from_iter_values(
             r.rows.iter().map(|x| &*r.keys[x.key as usize].1),
         )),
+        Arc::new(UInt8Array::from_iter_values(r.rows.iter().map(|x| x.kind))),
+        Arc::new(UInt8Array::from_iter_values(
+            r.rows.iter().map(|x| x.status),
+        )),
         Arc::new(UInt64Array::from_iter_values(
             r.rows.iter().map(|x| x.requests),
         )),
         Arc::new(UInt64Array::from_iter_values(
             r.rows.iter().map(|x| x.errors),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            r.rows.iter().map(|x| x.sum_ns),
+        )),
+        Arc::new(BinaryArray::from_iter_values(
+            r.rows.iter().map(|x| encode_buckets(&x.buckets)),
+        )),
+        Arc::new(BinaryArray::from_iter_values(
+            r.rows.iter().map(|x| &*x.exemplars),
         )),
         Arc::new(BinaryArray::from_iter_values(
             r.rows.iter().map(|x| &*x.sketch),
@@ -894,17 +1201,28 @@ fn read_rollup(bytes: Vec<u8>) -> Result<FileRollup, String> {
         let minute = b.column(0).as_primitive::<Int64Type>();
         let svc = b.column(1).as_string::<i32>();
         let op = b.column(2).as_string::<i32>();
-        let req = b.column(3).as_primitive::<UInt64Type>();
-        let err = b.column(4).as_primitive::<UInt64Type>();
-        let sk = b.column(5).as_binary::<i32>();
+        let kind = b.column(3).as_primitive::<UInt8Type>();
+        let status = b.column(4).as_primitive::<UInt8Type>();
+        let req = b.column(5).as_primitive::<UInt64Type>();
+        let err = b.column(6).as_primitive::<UInt64Type>();
+        let sum = b.column(7).as_primitive::<Int64Type>();
+        let buckets = b.column(8).as_binary::<i32>();
+        let ex = b.column(9).as_binary::<i32>();
+        let sk = b.column(10).as_binary::<i32>();
         for i in 0..b.num_rows() {
             let key = keys.key(svc.value(i), op.value(i));
             Sketch::decode(sk.value(i))?;
+            decode_exemplars(ex.value(i))?;
             rows.push(Row {
                 minute_ns: minute.value(i),
                 key,
+                kind: kind.value(i),
+                status: status.value(i),
                 requests: req.value(i),
                 errors: err.value(i),
+                sum_ns: sum.value(i),
+                buckets: decode_buckets(buckets.value(i))?,
+                exemplars: ex.value(i).into(),
                 sketch: sk.value(i).into(),
             });
         }
@@ -951,6 +1269,32 @@ mod tests {
                     1_000_000, n,
                 ))) as ArrayRef,
             ),
+            (
+                "kind",
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    "SERVER", n,
+                ))) as ArrayRef,
+            ),
+            (
+                "status_code",
+                Arc::new(StringArray::from_iter_values(
+                    spans
+                        .iter()
+                        .map(|s| if s.2 == 1 { "ERROR" } else { "UNSET" }),
+                )) as ArrayRef,
+            ),
+            (
+                "trace_id",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("{i:032x}")),
+                )) as ArrayRef,
+            ),
+            (
+                "span_id",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("{i:016x}")),
+                )) as ArrayRef,
+            ),
         ])
         .unwrap()
     }
@@ -987,6 +1331,7 @@ mod tests {
         assert_eq!(total("api", |x| x.requests), 12);
         assert_eq!(total("api", |x| x.errors), 2);
         assert_eq!(total("db", |x| x.requests), 1);
+        // Each (minute, key, kind, status) is one row.
         let other = r
             .rows
             .iter()
@@ -994,6 +1339,37 @@ mod tests {
             .map(|x| (x.requests, x.errors))
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         assert_eq!(other, (8, 1));
+        // Buckets, sums and exemplars: every span took 1 ms (bucket 0).
+        assert!(r.rows.iter().all(|x| x.buckets[0] == x.requests
+            && x.sum_ns == x.requests as i64 * 1_000_000
+            && decode_exemplars(&x.exemplars).unwrap().len() == 1));
+        // The file round-trips.
+        let back = read_rollup(encode_rollup(&to_batch(&r)).unwrap()).unwrap();
+        assert_eq!(back.rows.len(), r.rows.len());
+        for (a, b) in back.rows.iter().zip(&r.rows) {
+            assert_eq!(
+                (
+                    a.minute_ns,
+                    a.kind,
+                    a.status,
+                    a.requests,
+                    a.errors,
+                    a.sum_ns,
+                    a.buckets,
+                    &a.exemplars
+                ),
+                (
+                    b.minute_ns,
+                    b.kind,
+                    b.status,
+                    b.requests,
+                    b.errors,
+                    b.sum_ns,
+                    b.buckets,
+                    &b.exemplars
+                )
+            );
+        }
         // Without a limit nothing folds.
         let all = build(&[scan(&spans)], usize::MAX).unwrap();
         assert_eq!((all.keys.len(), all.folded), (11, 0));

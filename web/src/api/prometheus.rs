@@ -233,7 +233,7 @@ fn engine(p: &Params) -> Result<Engine, PromError> {
 }
 
 fn source(s: &WebState) -> analytics::prom::PromSource {
-    analytics::prom::PromSource::new(s.store.clone())
+    analytics::prom::PromSource::with_rollups(s.rollups.clone())
 }
 
 async fn query(State(s): State<WebState>, p: Params) -> Result<Response, PromError> {
