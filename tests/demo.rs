@@ -250,6 +250,11 @@ fn demo_shop_end_to_end_with_chaos() {
         "after clearing: {e}/{n} failed"
     );
 
+    // Grafana: every query of the provisioned dashboards returns data, and
+    // every call Grafana's Jaeger data source makes answers.
+    grafana_dashboards_answer(&demo);
+    grafana_jaeger_calls_answer(&demo);
+
     // ctrl-c semantics: SIGTERM stops the shop and the control center.
     let pid = demo.proc.child.id().to_string();
     assert!(
@@ -275,4 +280,173 @@ fn demo_shop_end_to_end_with_chaos() {
         .filter(|l| l.contains("demo service") && l.contains(dir.path().to_str().unwrap()))
         .count();
     assert_eq!(leftover, 0, "shop services still running");
+}
+
+/// Every PromQL expression (`expr`) in a dashboard's panels and variables.
+fn dashboard_queries(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                match (k.as_str(), x) {
+                    ("expr", Value::String(e)) => out.push(e.clone()),
+                    _ => dashboard_queries(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| dashboard_queries(x, out)),
+        _ => {}
+    }
+}
+
+/// Runs every PromQL query of deploy/grafana/dashboards (variables
+/// substituted as Grafana would, over the last 15 minutes, with the data
+/// source's 60 s scrape interval) against the running demo; each must
+/// return data. Variable queries (`label_values(...)`) must list values.
+fn grafana_dashboards_answer(demo: &Demo) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/dashboards");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "dashboards in {}", dir.display());
+    // Label values answer GET only (as in Prometheus); queries go by POST
+    // (the data source's httpMethod).
+    let prom = |path: &str, params: &[(&str, String)]| -> Value {
+        let url = format!("{}/prometheus/api/v1/{path}", demo.api);
+        let r = if path.starts_with("label/") {
+            let q = serde_urlencoded::to_string(params).unwrap();
+            demo.http.get(format!("{url}?{q}")).send().unwrap()
+        } else {
+            demo.http.post(url).form(params).send().unwrap()
+        };
+        let status = r.status();
+        let v: Value = r.json().unwrap();
+        assert!(status.is_success(), "{path} {params:?} -> {status} {v}");
+        v
+    };
+    let mut checked = 0;
+    for f in &files {
+        let d: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        // Variables: label_values(selector, label).
+        for var in d["templating"]["list"].as_array().unwrap() {
+            let q = var["definition"].as_str().unwrap();
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{}: variable query {q}", f.display()));
+            let (sel, label) = inner.rsplit_once(',').unwrap();
+            let end = now_ns() / 1_000_000_000;
+            let v = prom(
+                &format!("label/{}/values", label.trim()),
+                &[
+                    ("match[]", sel.trim().to_string()),
+                    ("start", (end - 3600).to_string()),
+                    ("end", end.to_string()),
+                ],
+            );
+            assert!(
+                !v["data"].as_array().unwrap().is_empty(),
+                "{}: variable {q} has no values",
+                f.display()
+            );
+        }
+        let mut queries = Vec::new();
+        dashboard_queries(&d["panels"], &mut queries);
+        for q in queries {
+            let q = q
+                .replace("$__rate_interval", "4m")
+                .replace("$__interval", "60s")
+                .replace("$__range", "15m")
+                .replace("=~\"$service\"", "=~\".+\"")
+                .replace("$service", "gateway");
+            assert!(!q.contains('$'), "unsubstituted variable in {q}");
+            // Span metrics and SLO series have one sample per minute: the
+            // series need two minutes of data; wait for them.
+            let deadline = Instant::now() + Duration::from_secs(150);
+            loop {
+                let end = now_ns() / 1_000_000_000;
+                let v = prom(
+                    "query_range",
+                    &[
+                        ("query", q.clone()),
+                        ("start", (end - 900).to_string()),
+                        ("end", end.to_string()),
+                        ("step", "60".to_string()),
+                    ],
+                );
+                let n = v["data"]["result"].as_array().map_or(0, Vec::len);
+                if n > 0 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: no data for {q}\n{v}",
+                    f.display()
+                );
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            checked += 1;
+        }
+    }
+    println!("grafana dashboards: {checked} queries returned data");
+    assert!(checked >= 15, "{checked} dashboard queries");
+}
+
+/// The calls Grafana's Jaeger data source makes (services, operations,
+/// search, one trace, the dependency graph) answer with data.
+fn grafana_jaeger_calls_answer(demo: &Demo) {
+    let get = |path: &str| -> Value {
+        let r = demo
+            .http
+            .get(format!("{}/jaeger{path}", demo.api))
+            .send()
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().unwrap();
+        assert!(status.is_success(), "{path} -> {status} {v}");
+        assert!(v["errors"].is_null(), "{path}: {v}");
+        v
+    };
+    let services = get("/api/services");
+    let services: Vec<&str> = services["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(services.contains(&"gateway"), "{services:?}");
+    let ops = get("/api/services/gateway/operations");
+    assert!(!ops["data"].as_array().unwrap().is_empty());
+    let end_us = now_ns() / 1000;
+    let found = get(&format!(
+        "/api/traces?service=gateway&start={}&end={end_us}&limit=20&minDuration=1us&tags=%7B%7D",
+        end_us - 900_000_000
+    ));
+    let traces = found["data"].as_array().unwrap();
+    assert!(!traces.is_empty() && traces.len() <= 20);
+    let id = traces[0]["traceID"].as_str().unwrap();
+    let one = get(&format!("/api/traces/{id}"));
+    let spans = one["data"][0]["spans"].as_array().unwrap();
+    let services_in_trace: std::collections::HashSet<&str> = spans
+        .iter()
+        .map(|s| {
+            one["data"][0]["processes"][s["processID"].as_str().unwrap()]["serviceName"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert!(services_in_trace.contains("gateway"));
+    let deps = get(&format!(
+        "/api/dependencies?endTs={}&lookback=900000",
+        end_us / 1000
+    ));
+    let edges = deps["data"].as_array().unwrap();
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["parent"] == "gateway" && e["callCount"].as_u64().unwrap_or(0) > 0),
+        "{deps}"
+    );
 }

@@ -35,4 +35,5 @@ pub mod rules;
 pub mod secret;
 pub mod silences;
 pub mod sli;
+pub mod sloth;
 pub mod window;

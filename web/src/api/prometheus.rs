@@ -232,8 +232,93 @@ fn engine(p: &Params) -> Result<Engine, PromError> {
     Ok(Engine::new(options))
 }
 
-fn source(s: &WebState) -> analytics::prom::PromSource {
-    analytics::prom::PromSource::with_rollups(s.rollups.clone())
+fn source(s: &WebState) -> Source {
+    Source {
+        prom: analytics::prom::PromSource::with_rollups(s.rollups.clone()),
+        slo: s.slo.clone(),
+    }
+}
+
+/// Everything PromQL reads: stored metrics and span metrics
+/// ([`analytics::prom::PromSource`]) and, with an SLO engine, the SLOs as
+/// Sloth's series ([`slo_engine::sloth`]).
+struct Source {
+    prom: analytics::prom::PromSource,
+    slo: Option<std::sync::Arc<slo_engine::engine::SloEngine>>,
+}
+
+impl Source {
+    async fn series(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        with_samples: bool,
+    ) -> Result<Vec<promql::Series>, Error> {
+        let mut out = self
+            .prom
+            .series(matchers, start_ms, end_ms, with_samples)
+            .await?;
+        if let Some(engine) = &self.slo {
+            let names: Vec<&Matcher> = matchers.iter().filter(|m| m.name == "__name__").collect();
+            if slo_engine::sloth::wanted(engine.slos(), &names) {
+                out.extend(
+                    slo_engine::sloth::series(engine, matchers, start_ms, end_ms, with_samples)
+                        .await
+                        .map_err(Error::Execution)?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn catalog(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<analytics::prom::Family>, Error> {
+        let mut out = self.prom.catalog(start_ms, end_ms).await?;
+        if let Some(engine) = &self.slo {
+            out.extend(
+                slo_engine::sloth::names(engine.slos())
+                    .into_iter()
+                    .map(|(name, help)| analytics::prom::Family {
+                        stored: String::new(),
+                        metric_type: "gauge".into(),
+                        remote_write: false,
+                        monotonic: false,
+                        temporality: String::new(),
+                        unit: String::new(),
+                        help: help.into(),
+                        name,
+                        prom_type: "gauge",
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn exemplars(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<(promql::Labels, Vec<analytics::prom::Exemplar>)>, Error> {
+        self.prom.exemplars(matchers, start_ms, end_ms).await
+    }
+}
+
+#[async_trait::async_trait]
+impl promql::Queryable for Source {
+    async fn select(&self, selection: &promql::Selection) -> Result<Vec<promql::Series>, Error> {
+        self.series(
+            &selection.matchers,
+            selection.start_ms,
+            selection.end_ms,
+            true,
+        )
+        .await
+    }
 }
 
 async fn query(State(s): State<WebState>, p: Params) -> Result<Response, PromError> {
