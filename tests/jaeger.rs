@@ -3,7 +3,10 @@
 //! an error, two services in one trace, a 64-bit trace id) and
 //! `/jaeger/api/...` gives them back in Jaeger's model, as docs/jaeger.md
 //! maps them; searches by tags and durations pick the right traces; bad
-//! parameters get Jaeger's error envelope with a 400.
+//! parameters get Jaeger's error envelope with a 400. The SDK's latency
+//! histogram, recorded inside a span, carries an exemplar that
+//! `query_exemplars` answers with the span's trace id (the Rust SDK in use,
+//! opentelemetry_sdk 0.33, records no exemplars; this proves the path).
 
 mod common;
 
@@ -21,6 +24,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode, Link
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
 class Ids(RandomIdGenerator):
     """Random ids; the next trace id only 64 bits wide when asked."""
@@ -40,6 +46,12 @@ def provider(service, extra):
     return tp
 
 shop = provider("py-shop", {"service.version": "1.2.3", "deployment.environment.name": "test"})
+# The SDK's default exemplar filter keeps measurements made in a sampled span.
+reader = PeriodicExportingMetricReader(
+    OTLPMetricExporter(endpoint=sys.argv[1] + "/v1/metrics"), export_interval_millis=3600000)
+meters = MeterProvider(resource=Resource.create({"service.name": "py-shop"}), metric_readers=[reader])
+latency = meters.get_meter("shop.http").create_histogram(
+    "http.server.request.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 0.25, 0.5, 1.0])
 pay = provider("py-pay", {"service.version": "0.9"})
 t_shop = shop.get_tracer("shop.http", "2.0")
 t_pay = pay.get_tracer("pay.http")
@@ -58,6 +70,7 @@ with t_shop.start_as_current_span("GET /checkout", kind=SpanKind.SERVER,
                 context=trace.set_span_in_context(client)) as server:
             server.set_status(Status(StatusCode.ERROR, "card declined"))
     root.set_status(Status(StatusCode.ERROR, "payment failed"))
+    latency.record(0.31, {"http.route": "/checkout"})
 out["checkout"] = {"trace": format(root.context.trace_id, "032x"),
                    "root": format(root.context.span_id, "016x"), **times(root),
                    "client": format(client.context.span_id, "016x"),
@@ -74,6 +87,7 @@ with t_shop.start_as_current_span("GET /health", kind=SpanKind.SERVER) as health
     pass
 out["health"] = {"trace": format(health.context.trace_id, "032x"), **times(health)}
 
+meters.force_flush(); meters.shutdown()
 shop.shutdown(); pay.shutdown()
 print(json.dumps(out))
 "#;
@@ -306,6 +320,40 @@ fn jaeger_api_serves_python_sdk_traces() {
     assert_eq!(v["data"][0]["parent"], "py-shop");
     assert_eq!(v["data"][0]["child"], "py-pay");
     assert_eq!(v["data"][0]["callCount"], 1);
+
+    // Exemplars end to end: the Python SDK recorded the latency inside
+    // the checkout span; the exemplar on the bucket series names that
+    // trace, which the Jaeger API then opens (Grafana's exemplar link).
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let q = "query=http_server_request_duration_seconds_bucket%7Bjob%3D%22py-shop%22%7D";
+    let (s, v) = get(
+        &c,
+        &p.api_url(&format!(
+            "/prometheus/api/v1/query_exemplars?{q}&start={}&end={}",
+            now_s - 600,
+            now_s + 60
+        )),
+    );
+    assert_eq!(s, 200, "{v}");
+    let series = v["data"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{v}");
+    assert_eq!(series[0]["seriesLabels"]["le"], "0.5");
+    let ex = &series[0]["exemplars"][0];
+    assert_eq!(ex["labels"]["trace_id"], checkout, "{v}");
+    assert_eq!(ex["labels"]["span_id"], ids["checkout"]["root"]);
+    assert_eq!(ex["value"], "0.31");
+    let (s, v) = get(
+        &c,
+        &api(&format!(
+            "/traces/{}",
+            ex["labels"]["trace_id"].as_str().unwrap()
+        )),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(v["data"][0]["spans"].as_array().unwrap().len(), 3);
 
     // Errors: Jaeger's envelope and the status code.
     for (q, status, says) in [
