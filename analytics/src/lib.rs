@@ -18,6 +18,8 @@
 //!   the API and the dashboard.
 //! - [`spanmetrics`]: the spanmetrics connector's series
 //!   (`traces_spanmetrics_*`) for PromQL, from the rollups.
+//! - [`servicegraph`]: the service-graph connector's series
+//!   (`traces_service_graph_*`) from the service map's edges, per minute.
 //! - [`sketch`]: mergeable duration sketches (1% relative accuracy).
 //! - [`cache`]: the byte-bounded LRU cache of decoded per-file data.
 //!
@@ -31,6 +33,7 @@ pub mod red;
 pub mod rollup;
 pub mod search;
 pub mod series;
+pub mod servicegraph;
 pub mod sketch;
 pub mod spanmetrics;
 pub mod trace_index;

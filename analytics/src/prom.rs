@@ -264,6 +264,7 @@ impl PromSource {
         let mut out = self.stored_catalog(start_ms, end_ms).await?;
         if self.rollups.is_some() {
             out.extend(crate::spanmetrics::families());
+            out.extend(crate::servicegraph::families());
         }
         Ok(out)
     }
@@ -373,6 +374,26 @@ impl PromSource {
             let rows = self.span_metric_rows(start_ms, end_ms).await?;
             out.extend(crate::spanmetrics::series(
                 &rows,
+                matchers,
+                start_ms,
+                end_ms,
+                with_samples,
+            ));
+        }
+        if let Some(r) = &self.rollups
+            && crate::servicegraph::wanted(&name_matchers)
+        {
+            let edges = r
+                .graph
+                .minutes(
+                    &self.store,
+                    start_ms.saturating_mul(1_000_000),
+                    end_ms.saturating_mul(1_000_000).saturating_add(1),
+                )
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            out.extend(crate::servicegraph::series(
+                &edges,
                 matchers,
                 start_ms,
                 end_ms,

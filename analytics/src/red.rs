@@ -376,6 +376,46 @@ pub async fn service_map_of(
     w: &Window,
     service: Option<&str>,
 ) -> Result<Vec<Edge>, RedError> {
+    let sql = format!(
+        "WITH edges AS ({}) \
+         SELECT caller, callee, kind, count(*) AS requests, sum(err) AS errors, \
+                percentile_cont(d, 0.5) / 1e6 AS p50, percentile_cont(d, 0.95) / 1e6 AS p95, \
+                percentile_cont(d, 0.99) / 1e6 AS p99 \
+         FROM edges GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        edge_rows_sql(w, service)
+    );
+    let mut out = Vec::new();
+    for b in run(store, &sql).await? {
+        let caller = b.column(0).as_string::<i32>();
+        let callee = b.column(1).as_string::<i32>();
+        let kind = b.column(2).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            let calls = i64_at(&b, "requests", i) as u64;
+            let errors = i64_at(&b, "errors", i) as u64;
+            out.push(Edge {
+                caller: caller.value(i).to_string(),
+                callee: callee.value(i).to_string(),
+                kind: kind.value(i).to_string(),
+                calls,
+                errors,
+                rate: calls as f64 / w.seconds(),
+                error_ratio: errors as f64 / calls.max(1) as f64,
+                p50_ms: f64_at(&b, "p50", i),
+                p95_ms: f64_at(&b, "p95", i),
+                p99_ms: f64_at(&b, "p99", i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of the service map's edges in `w`, one per call (for one
+/// service's edges, or all): `caller`, `callee`, `kind` (`call`,
+/// `message`, `unobserved`), `d` (the callee span's duration, ns), `err`
+/// (0/1 by the RED error rule, on the callee span), `t` (the callee span's
+/// start, ns; the CLIENT span's for `unobserved`) and `dc` (the caller
+/// span's duration, ns).
+pub fn edge_rows_sql(w: &Window, service: Option<&str>) -> String {
     let err = |t: &str| {
         format!(
             "CASE WHEN ({t}.status_code = 'ERROR' OR coalesce({t}.http_response_status_code, 0) >= 500) THEN 1 ELSE 0 END"
@@ -392,7 +432,8 @@ pub async fn service_map_of(
         format!(
             "SELECT c.service_name AS caller, s.service_name AS callee, \
                   CASE WHEN c.kind = 'PRODUCER' THEN 'message' ELSE 'call' END AS kind, \
-                  s.duration_ns AS d, {err_s} AS err \
+                  s.duration_ns AS d, {err_s} AS err, arrow_cast(s.start_time, 'Int64') AS t, \
+                  c.duration_ns AS dc \
            FROM spans s JOIN spans c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id \
            WHERE s.kind IN ('SERVER', 'CONSUMER') AND c.kind IN ('CLIENT', 'PRODUCER') \
              AND s.service_name <> c.service_name AND {within_s} \
@@ -419,11 +460,10 @@ pub async fn service_map_of(
             )
         }
     };
-    let sql = format!(
-        "WITH edges AS ( \
-           {calls} \
+    format!(
+        "{calls} \
          UNION ALL \
-           SELECT p.service_name, s.service_name, 'message', s.duration_ns, {err_s} \
+           SELECT p.service_name, s.service_name, 'message', s.duration_ns, {err_s}, arrow_cast(s.start_time, 'Int64'), p.duration_ns \
            FROM (SELECT service_name, parent_span_id, duration_ns, status_code, http_response_status_code, \
                         start_time, unnest(links) AS l \
                  FROM spans s WHERE kind = 'CONSUMER' AND cardinality(links) > 0 AND {within_s}) s \
@@ -432,47 +472,19 @@ pub async fn service_map_of(
              AND p.span_id <> coalesce(s.parent_span_id, ''){link_filter} \
              AND p.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND p.start_time < to_timestamp_nanos({to}) \
          UNION ALL \
-           SELECT c.service_name, c.peer_service, 'unobserved', c.duration_ns, {err_c} \
+           SELECT c.service_name, c.peer_service, 'unobserved', c.duration_ns, {err_c}, arrow_cast(c.start_time, 'Int64'), c.duration_ns AS dc \
            FROM spans c \
            WHERE c.kind = 'CLIENT' AND c.peer_service IS NOT NULL AND c.peer_service <> '' \
              AND c.peer_service <> c.service_name AND {within_c}{peer_filter} \
              AND c.peer_service NOT IN ( \
                SELECT DISTINCT service_name FROM spans \
                WHERE kind IN ('SERVER', 'CONSUMER') AND start_time >= to_timestamp_nanos({from}) \
-                 AND start_time < to_timestamp_nanos({to}) + {PAIR_SLACK}) \
-         ) \
-         SELECT caller, callee, kind, count(*) AS requests, sum(err) AS errors, \
-                percentile_cont(d, 0.5) / 1e6 AS p50, percentile_cont(d, 0.95) / 1e6 AS p95, \
-                percentile_cont(d, 0.99) / 1e6 AS p99 \
-         FROM edges GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                 AND start_time < to_timestamp_nanos({to}) + {PAIR_SLACK})",
         err_s = err("s"),
         err_c = err("c"),
         within_s = within("s"),
         within_c = within("c"),
-    );
-    let mut out = Vec::new();
-    for b in run(store, &sql).await? {
-        let caller = b.column(0).as_string::<i32>();
-        let callee = b.column(1).as_string::<i32>();
-        let kind = b.column(2).as_string::<i32>();
-        for i in 0..b.num_rows() {
-            let calls = i64_at(&b, "requests", i) as u64;
-            let errors = i64_at(&b, "errors", i) as u64;
-            out.push(Edge {
-                caller: caller.value(i).to_string(),
-                callee: callee.value(i).to_string(),
-                kind: kind.value(i).to_string(),
-                calls,
-                errors,
-                rate: calls as f64 / w.seconds(),
-                error_ratio: errors as f64 / calls.max(1) as f64,
-                p50_ms: f64_at(&b, "p50", i),
-                p95_ms: f64_at(&b, "p95", i),
-                p99_ms: f64_at(&b, "p99", i),
-            });
-        }
-    }
-    Ok(out)
+    )
 }
 
 /// Registers a fixed snapshot of a table as `name` in `ctx`.

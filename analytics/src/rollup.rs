@@ -279,6 +279,8 @@ pub struct Rollups {
     with_rollup: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Whether rollups of [`OLD_ROLLUP_KIND`] were removed.
     old_removed: std::sync::atomic::AtomicBool,
+    /// Service-graph edges per minute (settled hours cached).
+    pub graph: crate::servicegraph::ServiceGraph,
 }
 
 impl std::fmt::Debug for Rollups {
@@ -368,6 +370,7 @@ impl Rollups {
             traces: TraceIndex::new(store.clone(), crate::trace_index::DEFAULT_CACHE_BYTES),
             with_rollup: Default::default(),
             old_removed: Default::default(),
+            graph: Default::default(),
         })
     }
 

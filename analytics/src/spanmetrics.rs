@@ -81,7 +81,7 @@ fn base_labels(r: &SpanMetricRow) -> Vec<(String, String)> {
     ]
 }
 
-fn with_name(mut pairs: Vec<(String, String)>, name: &str, le: Option<f64>) -> Labels {
+pub(crate) fn with_name(mut pairs: Vec<(String, String)>, name: &str, le: Option<f64>) -> Labels {
     pairs.push(("__name__".into(), name.into()));
     if let Some(le) = le {
         pairs.push(("le".into(), format_bound(le)));
@@ -151,6 +151,18 @@ pub fn series(
             *inc.entry(labels).or_default().entry(minute).or_default() += v;
         }
     }
+    cumulative(inc, start_ms, end_ms, with_samples)
+}
+
+/// Counter series from increments per minute start (ms): one sample per
+/// minute boundary in `[start_ms, end_ms]`, the sum of the minutes before
+/// it (labels only when `with_samples` is false).
+pub(crate) fn cumulative(
+    inc: BTreeMap<Labels, BTreeMap<i64, f64>>,
+    start_ms: i64,
+    end_ms: i64,
+    with_samples: bool,
+) -> Vec<Series> {
     let first = start_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
     let last = end_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
     inc.into_iter()
@@ -161,7 +173,6 @@ pub fn series(
                     samples: Vec::new(),
                 };
             }
-            // The value at boundary t counts the spans of minutes before t.
             let mut samples = Vec::new();
             let mut total: f64 = by_minute.range(..first).map(|(_, v)| v).sum();
             let mut t = first;

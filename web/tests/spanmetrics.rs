@@ -281,3 +281,103 @@ async fn span_metrics_equal_red() {
         assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
     }
 }
+
+/// Service-graph series equal the service map's edges over the same
+/// window: calls and failures per client and server, for calls and for
+/// an uninstrumented callee (`peer.service`), twice (the second time from
+/// the cache of settled hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_graph_equals_service_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
+    let res_f = vec![store::rows::Attr::new("service.name", "frontend")];
+    let frontend = Origin {
+        service_name: "frontend",
+        resource_attributes: &res_f,
+        scope_name: "",
+        scope_version: "",
+    };
+    let res_c = vec![store::rows::Attr::new("service.name", "checkout")];
+    let checkout = Origin {
+        service_name: "checkout",
+        resource_attributes: &res_c,
+        scope_name: "",
+        scope_version: "",
+    };
+    let mut b = SpansBuilder::new();
+    for m in 0..13i64 {
+        for k in 0..15i64 {
+            let i = m * 1000 + k;
+            let mut client = span(SpanKind::Client, "POST /checkout", i, m);
+            client.span_id = (i as u64 + 1_000_000).to_be_bytes();
+            client.status_code = St::Unset;
+            let mut server = span(SpanKind::Server, "POST /checkout", i, m);
+            server.trace_id = client.trace_id;
+            server.parent_span_id = Some(client.span_id);
+            server.status_code = if k % 4 == 0 { St::Error } else { St::Unset };
+            b.append(&frontend, &client);
+            b.append(&checkout, &server);
+            if k % 5 == 0 {
+                let mut legacy = span(SpanKind::Client, "GET /legacy", i + 500, m);
+                legacy.attributes = vec![store::rows::Attr::new("peer.service", "legacy-pricing")];
+                legacy.status_code = St::Unset;
+                b.append(&frontend, &legacy);
+            }
+        }
+    }
+    store.write(Table::Spans, b.finish()).await.unwrap();
+    store.flush().await.unwrap();
+    let state = WebState::new(store.clone());
+
+    let end = T0 + 12 * MIN;
+    let w = analytics::red::Window::new(end - 10 * MIN, end).unwrap();
+    let edges = analytics::red::service_map(&store, &w).await.unwrap();
+    assert_eq!(edges.len(), 2, "{edges:?}");
+    for round in 0..2 {
+        let calls = instant(
+            &state,
+            "sum by (client, server, connection_type) (increase(traces_service_graph_request_total[10m]))",
+            end,
+        )
+        .await;
+        let failed = instant(
+            &state,
+            "sum by (client, server) (increase(traces_service_graph_request_failed_total[10m]))",
+            end,
+        )
+        .await;
+        let count = instant(
+            &state,
+            "sum by (client, server) (increase(traces_service_graph_request_server_seconds_count[10m]))",
+            end,
+        )
+        .await;
+        for e in &edges {
+            let find = |rows: &[(Value, f64)]| {
+                rows.iter()
+                    .find(|(m, _)| {
+                        m["client"] == e.caller.as_str() && m["server"] == e.callee.as_str()
+                    })
+                    .map(|(m, v)| (m.clone(), *v))
+                    .unwrap_or_else(|| panic!("no series for {e:?} in {rows:?}"))
+            };
+            let (labels, n) = find(&calls);
+            assert_eq!(n, e.calls as f64, "round {round}: {e:?}");
+            let expected_type = if e.kind == "unobserved" {
+                Value::from("virtual_node")
+            } else {
+                Value::Null
+            };
+            assert_eq!(labels["connection_type"], expected_type);
+            assert_eq!(find(&failed).1, e.errors as f64, "{e:?}");
+            assert_eq!(find(&count).1, e.calls as f64, "{e:?}");
+        }
+        assert_eq!(
+            state.rollups.graph.cached_hours(),
+            1,
+            "the settled hour is cached"
+        );
+    }
+}
