@@ -990,3 +990,62 @@ pub async fn red_series_from_histogram(
         })
         .collect())
 }
+
+/// One stored exemplar of a metric: when, the value, and its trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricExemplar {
+    /// Exemplar time, ns.
+    pub time_ns: i64,
+    /// The measured value.
+    pub value: f64,
+    /// 32 hex characters.
+    pub trace_id: String,
+}
+
+/// Exemplars with a trace id of metric `name` (as stored) in the window,
+/// newest first, at most `limit`.
+pub async fn exemplars(
+    store: &Store,
+    name: &str,
+    w: &Window,
+    limit: usize,
+) -> Result<Vec<MetricExemplar>, RedError> {
+    let sql = format!(
+        "SELECT CAST(ex['time'] AS BIGINT) AS t, ex['value'] AS v, ex['trace_id'] AS tid FROM ( \
+           SELECT unnest(exemplars) AS ex FROM metric_points \
+           WHERE metric_name = {} AND time >= to_timestamp_nanos({}) - INTERVAL '1 hour' \
+             AND time < to_timestamp_nanos({}) + INTERVAL '1 hour' AND cardinality(exemplars) > 0) \
+         WHERE ex['time'] >= to_timestamp_nanos({}) AND ex['time'] < to_timestamp_nanos({}) \
+           AND ex['trace_id'] IS NOT NULL AND ex['trace_id'] <> '' \
+         ORDER BY t DESC LIMIT {limit}",
+        quote(name),
+        w.from_ns,
+        w.to_ns,
+        w.from_ns,
+        w.to_ns,
+    );
+    let batches = store::query::collect(store, &sql)
+        .await
+        .map_err(|e| RedError::Query(e.to_string()))?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let t = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+        let v = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Float64)
+            .map_err(|e| RedError::Query(e.to_string()))?;
+        let v = v.as_primitive::<arrow::datatypes::Float64Type>();
+        let tid = arrow::compute::cast(b.column(2), &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| RedError::Query(e.to_string()))?;
+        let tid = tid.as_string::<i32>();
+        for i in 0..b.num_rows() {
+            if v.is_null(i) {
+                continue;
+            }
+            out.push(MetricExemplar {
+                time_ns: t.value(i),
+                value: v.value(i),
+                trace_id: tid.value(i).to_string(),
+            });
+        }
+    }
+    Ok(out)
+}

@@ -265,6 +265,18 @@ async fn pages_render_in_chromium() {
             "{id}"
         );
     }
+    // The latency chart carries exemplars (the slowest span per minute),
+    // each a link to its trace.
+    let latency = &service[service.find("id=\"latency-chart\"").unwrap()..];
+    let latency = &latency[..latency.find("</figure>").unwrap()];
+    let marks = latency.matches("class=\"exemplar\"").count();
+    assert!(marks >= 30, "{marks} exemplars on the latency chart");
+    let href = &latency[latency.find("href=\"/traces/").unwrap() + 14..];
+    assert!(
+        href[..32].bytes().all(|b| b.is_ascii_hexdigit()) && href.as_bytes()[32] == b'"',
+        "{}",
+        &href[..40]
+    );
     let ops = &service[service.find("id=\"operations-table\"").unwrap()..];
     assert!(ops.contains("POST /api/checkout"), "{ops}");
     let callees = &service[service.find("id=\"callees-table\"").unwrap()..];
@@ -322,6 +334,13 @@ async fn pages_render_in_chromium() {
     assert!(
         histogram.contains("http.server.request.duration (p99)"),
         "{histogram}"
+    );
+    // Its stored exemplars, linked to their traces.
+    let chart = &histogram[histogram.find("id=\"metric-chart\"").unwrap()..];
+    let chart = &chart[..chart.find("</figure>").unwrap()];
+    assert!(
+        chart.contains(&format!("href=\"/traces/{}\"", "ab".repeat(16))),
+        "{chart}"
     );
     let heat = &histogram[histogram.find("id=\"metric-heatmap\"").expect("heatmap")..];
     assert!(

@@ -129,6 +129,20 @@ pub struct Line {
     pub points: Vec<(i64, Option<f64>)>,
 }
 
+/// A point drawn over a [`TimeSeries`] that links somewhere: an exemplar
+/// (a span behind the value) that opens its trace.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    /// Time, ns.
+    pub t_ns: i64,
+    /// Value in the chart's unit (drawn at the top edge when above it).
+    pub value: f64,
+    /// Where a click goes.
+    pub href: String,
+    /// Tooltip.
+    pub title: String,
+}
+
 /// The polylines of `points` (split at gaps) in a plot of `w` x `h`.
 fn segments(
     points: &[(i64, Option<f64>)],
@@ -181,6 +195,9 @@ pub fn TimeSeries(
     /// the largest value].
     #[prop(optional)]
     y_range: Option<(f64, f64)>,
+    /// Linked points over the lines (exemplars), not part of the y range.
+    #[prop(optional)]
+    marks: Vec<Mark>,
 ) -> impl IntoView {
     let (left, top, w, h) = (52.0, 8.0, 720.0, 140.0);
     let max = lines
@@ -246,6 +263,23 @@ pub fn TimeSeries(
                 .collect_view()
         })
         .collect_view();
+    let span_f = (to_ns - from_ns).max(1) as f64;
+    let mark_count = marks.len();
+    let marks = marks
+        .into_iter()
+        .filter(|m| m.value.is_finite() && m.t_ns >= from_ns && m.t_ns < to_ns)
+        .map(|m| {
+            let x = left + (m.t_ns - from_ns) as f64 / span_f * w;
+            let y = top + h - ((m.value - lo) / (hi - lo).max(f64::MIN_POSITIVE)).clamp(0.0, 1.0) * h;
+            view! {
+                <a href=m.href class="exemplar">
+                    <rect x=x - 3.0 y=y - 3.0 width="6" height="6" transform=format!("rotate(45 {x:.1} {y:.1})")
+                        fill="#ffffff" stroke="#6b21a8" stroke-width="1.5"/>
+                    <title>{m.title}</title>
+                </a>
+            }
+        })
+        .collect_view();
     let legend = lines
         .iter()
         .enumerate()
@@ -262,9 +296,12 @@ pub fn TimeSeries(
                 {grid}
                 {ticks}
                 {paths}
+                {marks}
                 {(!has_data).then(|| view! { <text x="380" y="80" text-anchor="middle">"no data in this range"</text> })}
             </svg>
-            <div class="legend">{legend}</div>
+            <div class="legend">{legend}
+                {(mark_count > 0).then(|| view! { <span class="muted">"◇ exemplars: a click opens the trace"</span> })}
+            </div>
         </figure>
     }
 }

@@ -11,7 +11,7 @@ use axum::response::Response;
 use leptos::prelude::*;
 use serde::Deserialize;
 
-use super::charts::{COLORS, Heatmap, Line, TimeSeries, short};
+use super::charts::{COLORS, Heatmap, Line, Mark, TimeSeries, short};
 use super::services::aligned;
 use super::{View, error_page, non_empty, own_path, page};
 use crate::WebState;
@@ -175,12 +175,32 @@ pub async fn explore(
                         ().into_any()
                     };
                     let title = format!("{} ({label})", info.name);
+                    // Exemplars of a histogram: the value and the trace behind it.
+                    let marks: Vec<Mark> = if info.metric_type == "histogram" {
+                        analytics::series::exemplars(&s.store, &info.name, &cw, 200)
+                            .await
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|e| Mark {
+                                t_ns: e.time_ns,
+                                value: e.value,
+                                href: format!("/traces/{}", e.trace_id),
+                                title: format!(
+                                    "exemplar {} {unit}, trace {}",
+                                    short(e.value),
+                                    e.trace_id
+                                ),
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     let table: Vec<(String, Option<f64>)> = lines
                         .iter()
                         .map(|l| (l.name.clone(), l.points.iter().rev().find_map(|p| p.1)))
                         .collect();
                     view! {
-                        <TimeSeries id="metric-chart".to_string() title=title unit=unit from_ns=cw.from_ns to_ns=cw.to_ns lines=lines/>
+                        <TimeSeries id="metric-chart".to_string() title=title unit=unit from_ns=cw.from_ns to_ns=cw.to_ns lines=lines marks=marks/>
                         {(hidden > 0).then(|| view! { <p class="muted">{hidden} " smaller groups not drawn."</p> })}
                         {heatmap}
                         <table id="metric-groups">

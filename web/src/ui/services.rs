@@ -10,7 +10,7 @@ use axum::response::Response;
 use leptos::prelude::*;
 use web_islands::{Cell, SortableTable};
 
-use super::charts::{GraphEdge, GraphNode, Line, ServiceGraph, TimeSeries, short};
+use super::charts::{GraphEdge, GraphNode, Line, Mark, ServiceGraph, TimeSeries, short};
 use super::logs::log_table;
 use super::traces::trace_table;
 use super::{View, error_page, page, pct, url_encode};
@@ -34,8 +34,40 @@ pub(crate) fn aligned(w: &Window, buckets: i64) -> (Window, i64) {
     )
 }
 
-/// RED series as three charts: rate, errors, latency percentiles.
-fn red_charts(points: &[RedPoint], w: &Window) -> impl IntoView + use<> {
+/// Exemplars of a service's latency chart: per minute, the slowest SERVER
+/// span (from the span-metric rollups), linked to its trace.
+fn latency_marks(rows: &[analytics::rollup::SpanMetricRow], service: &str) -> Vec<Mark> {
+    let mut slowest: std::collections::BTreeMap<i64, &analytics::rollup::BucketExemplar> =
+        Default::default();
+    for r in rows
+        .iter()
+        .filter(|r| &*r.service == service && r.kind == "SERVER")
+    {
+        for e in &r.exemplars {
+            let cur = slowest.entry(r.minute_ns).or_insert(e);
+            if e.duration_ns > cur.duration_ns {
+                *cur = e;
+            }
+        }
+    }
+    slowest
+        .into_values()
+        .map(|e| Mark {
+            t_ns: e.time_ns,
+            value: e.duration_ns as f64 / 1e6,
+            href: format!("/traces/{}", e.trace_id),
+            title: format!(
+                "slowest span of the minute: {:.1} ms, trace {}",
+                e.duration_ns as f64 / 1e6,
+                e.trace_id
+            ),
+        })
+        .collect()
+}
+
+/// RED series as three charts: rate, errors, latency percentiles (with
+/// exemplar `marks`).
+fn red_charts(points: &[RedPoint], w: &Window, marks: Vec<Mark>) -> impl IntoView + use<> {
     let line = |name: &str, f: &dyn Fn(&RedPoint) -> Option<f64>| Line {
         name: name.to_string(),
         points: points.iter().map(|p| (p.time_ns, f(p))).collect(),
@@ -54,7 +86,7 @@ fn red_charts(points: &[RedPoint], w: &Window) -> impl IntoView + use<> {
         <div class="charts">
             <TimeSeries id="rate-chart".to_string() title="Request rate".to_string() unit="req/s".to_string() from_ns=from to_ns=to lines=rate/>
             <TimeSeries id="error-chart".to_string() title="Errors".to_string() unit="% of requests".to_string() from_ns=from to_ns=to lines=errors/>
-            <TimeSeries id="latency-chart".to_string() title="Duration".to_string() unit="ms".to_string() from_ns=from to_ns=to lines=latency/>
+            <TimeSeries id="latency-chart".to_string() title="Duration".to_string() unit="ms".to_string() from_ns=from to_ns=to lines=latency marks=marks/>
         </div>
     }
 }
@@ -138,7 +170,7 @@ pub async fn service(State(s): State<WebState>, Path(name): Path<String>, view: 
         limit: Some(20),
         ..Default::default()
     };
-    let (totals, series, ops, edges, errors, slow, logs) = tokio::join!(
+    let (totals, series, ops, edges, errors, slow, logs, span_rows) = tokio::join!(
         s.rollups.services(&w),
         s.rollups.series(&name, None, &series_window, step),
         s.rollups.operations(&name, &w),
@@ -146,7 +178,11 @@ pub async fn service(State(s): State<WebState>, Path(name): Path<String>, view: 
         explore::search_traces(&s.store, &errors_search, &[], w.from_ns, w.to_ns),
         explore::search_traces(&s.store, &slow_search, &[], w.from_ns, w.to_ns),
         explore::search_logs(&s.store, &log_search, &[], w.from_ns, w.to_ns),
+        s.rollups.span_metrics(&series_window),
     );
+    let marks = span_rows
+        .map(|rows| latency_marks(&rows, &name))
+        .unwrap_or_default();
     let q = view.query.clone();
     let enc = url_encode(&name);
     let me: Option<Red> = totals
@@ -174,7 +210,7 @@ pub async fn service(State(s): State<WebState>, Path(name): Path<String>, view: 
         .into_any(),
     };
     let charts = match series {
-        Ok(points) => red_charts(&points, &series_window).into_any(),
+        Ok(points) => red_charts(&points, &series_window, marks).into_any(),
         Err(e) => view! { <p class="error">"RED series could not be loaded: " {e.to_string()}</p> }
             .into_any(),
     };
