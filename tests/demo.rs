@@ -449,4 +449,37 @@ fn grafana_jaeger_calls_answer(demo: &Demo) {
             .any(|e| e["parent"] == "gateway" && e["callCount"].as_u64().unwrap_or(0) > 0),
         "{deps}"
     );
+
+    // Trace to logs: the Loki query Grafana builds for a span of a trace
+    // with logs returns them.
+    let rows = demo.sql(
+        "SELECT trace_id, service_name, count(*) AS n FROM logs WHERE trace_id IS NOT NULL AND trace_id <> '' \
+         GROUP BY 1, 2 ORDER BY n DESC LIMIT 1",
+    );
+    let (tid, svc, n) = (
+        rows[0]["trace_id"].as_str().unwrap(),
+        rows[0]["service_name"].as_str().unwrap(),
+        rows[0]["n"].as_i64().unwrap(),
+    );
+    let q = serde_urlencoded::to_string([
+        ("query", format!("{{service_name=\"{svc}\"}} |= \"{tid}\"")),
+        ("start", ((now_ns() - 1_800_000_000_000).to_string())),
+        ("end", now_ns().to_string()),
+        ("limit", "1000".to_string()),
+    ])
+    .unwrap();
+    let r = demo
+        .http
+        .get(format!("{}/loki/api/v1/query_range?{q}", demo.api))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    let v: Value = r.json().unwrap();
+    let lines: usize = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["values"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(lines as i64, n, "{v}");
 }

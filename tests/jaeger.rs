@@ -27,6 +27,10 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+import logging
 
 class Ids(RandomIdGenerator):
     """Random ids; the next trace id only 64 bits wide when asked."""
@@ -50,6 +54,11 @@ shop = provider("py-shop", {"service.version": "1.2.3", "deployment.environment.
 reader = PeriodicExportingMetricReader(
     OTLPMetricExporter(endpoint=sys.argv[1] + "/v1/metrics"), export_interval_millis=3600000)
 meters = MeterProvider(resource=Resource.create({"service.name": "py-shop"}), metric_readers=[reader])
+logs = LoggerProvider(resource=Resource.create({"service.name": "py-shop"}))
+logs.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=sys.argv[1] + "/v1/logs")))
+log = logging.getLogger("shop")
+log.addHandler(LoggingHandler(logger_provider=logs))
+log.setLevel(logging.INFO)
 latency = meters.get_meter("shop.http").create_histogram(
     "http.server.request.duration", unit="s", explicit_bucket_boundaries_advisory=[0.1, 0.25, 0.5, 1.0])
 pay = provider("py-pay", {"service.version": "0.9"})
@@ -71,6 +80,8 @@ with t_shop.start_as_current_span("GET /checkout", kind=SpanKind.SERVER,
             server.set_status(Status(StatusCode.ERROR, "card declined"))
     root.set_status(Status(StatusCode.ERROR, "payment failed"))
     latency.record(0.31, {"http.route": "/checkout"})
+    log.error("payment declined for cart 7")
+log.info("checkout page served")
 out["checkout"] = {"trace": format(root.context.trace_id, "032x"),
                    "root": format(root.context.span_id, "016x"), **times(root),
                    "client": format(client.context.span_id, "016x"),
@@ -87,7 +98,7 @@ with t_shop.start_as_current_span("GET /health", kind=SpanKind.SERVER) as health
     pass
 out["health"] = {"trace": format(health.context.trace_id, "032x"), **times(health)}
 
-meters.force_flush(); meters.shutdown()
+meters.force_flush(); meters.shutdown(); logs.shutdown()
 shop.shutdown(); pay.shutdown()
 print(json.dumps(out))
 "#;
@@ -354,6 +365,80 @@ fn jaeger_api_serves_python_sdk_traces() {
     );
     assert_eq!(s, 200);
     assert_eq!(v["data"][0]["spans"].as_array().unwrap().len(), 3);
+
+    // Trace to logs: Grafana's Loki query for the trace finds its log (the
+    // line filter matches the record's trace id), and only that one.
+    let loki = |q: &str| -> (u16, Value, String) {
+        let r = c
+            .get(p.api_url(&format!("/loki/api/v1/{q}")))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        )
+    };
+    let enc = |s: &str| serde_urlencoded::to_string([("query", s)]).unwrap();
+    let now_ns = now_s as i64 * 1_000_000_000;
+    let window = format!(
+        "start={}&end={}",
+        now_ns - 600_000_000_000,
+        now_ns + 60_000_000_000
+    );
+    let (s, v, _) = loki(&format!(
+        "query_range?{}&{window}&limit=100",
+        enc(&format!("{{service_name=\"py-shop\"}} |= \"{checkout}\""))
+    ));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["resultType"], "streams");
+    let streams = v["data"]["result"].as_array().unwrap();
+    assert_eq!(streams.len(), 1, "{v}");
+    assert_eq!(streams[0]["stream"]["service_name"], "py-shop");
+    assert_eq!(streams[0]["stream"]["level"], "error");
+    assert_eq!(streams[0]["values"].as_array().unwrap().len(), 1);
+    assert_eq!(streams[0]["values"][0][1], "payment declined for cart 7");
+    let (_, v, _) = loki(&format!(
+        "query_range?{}&{window}&direction=forward",
+        enc("{service_name=\"py-shop\", level=~\"info|error\"} != \"declined\"")
+    ));
+    assert_eq!(
+        v["data"]["result"][0]["values"][0][1], "checkout page served",
+        "{v}"
+    );
+    let (_, v, _) = loki(&format!(
+        "query_range?{}&{window}",
+        enc(&format!(
+            "{{service_name=\"py-shop\"}} | trace_id=\"{}\"",
+            checkout.to_uppercase()
+        ))
+    ));
+    assert_eq!(
+        v["data"]["result"][0]["values"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
+    let (_, v, _) = loki(&format!("label/service_name/values?{window}"));
+    assert_eq!(v["data"], serde_json::json!(["py-shop"]));
+    let (_, v, _) = loki("labels");
+    assert_eq!(v["data"], serde_json::json!(["level", "service_name"]));
+    let (s, v, _) = loki(&format!("query?{}", enc("vector(1)+1")));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][1], "2");
+    for (q, says) in [
+        (
+            "count_over_time({service_name=\"py-shop\"}[5m])",
+            "not supported",
+        ),
+        ("{service_name=\"py-shop\"} | json", "not supported"),
+        ("{service_name=\"py-shop\"", "expected"),
+    ] {
+        let (s, _, text) = loki(&format!("query_range?{}&{window}", enc(q)));
+        assert_eq!(s, 400, "{q}: {text}");
+        assert!(text.contains(says), "{q}: {text}");
+    }
 
     // Errors: Jaeger's envelope and the status code.
     for (q, status, says) in [

@@ -14,6 +14,8 @@
 //!   only the files that can hold it.
 //! - [`jaeger`]: spans in Jaeger's query model (services, operations,
 //!   trace search, one trace, dependencies) for `/jaeger`.
+//! - [`loki`]: LogQL log queries (stream selector, line and field
+//!   filters) over `logs`, for `/loki`.
 //! - [`search`]: trace search, log search and one trace with its logs, for
 //!   the API and the dashboard.
 //! - [`spanmetrics`]: the spanmetrics connector's series
@@ -28,6 +30,7 @@
 
 pub mod cache;
 pub mod jaeger;
+pub mod loki;
 pub mod prom;
 pub mod red;
 pub mod rollup;

@@ -501,6 +501,7 @@ pub async fn guard(State(s): State<WebState>, req: Request, next: Next) -> Respo
     let api = path.starts_with("/api/")
         || path.starts_with("/prometheus/")
         || path.starts_with("/jaeger/")
+        || path.starts_with("/loki/")
         || path == "/metrics";
     match auth.principal(req.headers(), now_ns()) {
         Some(p) if p.role.allows(need) => SIGNED_IN.scope(p, next.run(req)).await,

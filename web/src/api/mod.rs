@@ -14,6 +14,8 @@
 //!   (PromQL, series, labels, metadata, exemplars, build info).
 //! - [`jaeger`]: the Jaeger query API under `/jaeger/api/` (services,
 //!   operations, trace search, one trace, dependencies).
+//! - [`loki`]: a read-only Loki query API under `/loki/api/v1/` (log
+//!   queries, labels), the target of Grafana's trace-to-logs.
 //!
 //! Shared here: [`ApiError`], the [`ApiQuery`] extractor, the [`Engine`]
 //! extractor (the SLO engine, or a 404 when none runs) and the time
@@ -36,6 +38,7 @@ use crate::WebState;
 
 pub mod explore;
 pub mod jaeger;
+pub mod loki;
 pub mod prometheus;
 pub mod query;
 pub mod red;
@@ -74,6 +77,7 @@ pub fn routes() -> Router<WebState> {
         .route("/api/v1/openapi.json", get(openapi))
         .merge(prometheus::routes())
         .merge(jaeger::routes())
+        .merge(loki::routes())
 }
 
 /// The OpenAPI 3 document of the API.
