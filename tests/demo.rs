@@ -254,6 +254,7 @@ fn demo_shop_end_to_end_with_chaos() {
     // every call Grafana's Jaeger data source makes answers.
     grafana_dashboards_answer(&demo);
     grafana_jaeger_calls_answer(&demo);
+    sloth_series_equal_the_engine(&demo);
 
     // ctrl-c semantics: SIGTERM stops the shop and the control center.
     let pid = demo.proc.child.id().to_string();
@@ -482,4 +483,67 @@ fn grafana_jaeger_calls_answer(demo: &Demo) {
         .map(|s| s["values"].as_array().unwrap().len())
         .sum();
     assert_eq!(lines as i64, n, "{v}");
+}
+
+/// The Sloth-named budget series equal the SLO engine's own evaluation at
+/// the same minute boundary (Occurrences SLOs: the same events counted).
+fn sloth_series_equal_the_engine(demo: &Demo) {
+    // At the latest minute boundary at least 5 s old (its spans have
+    // arrived), once at least two SLOs have events.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let now_s = now_ns() / 1_000_000_000;
+        let t = (now_s - 5) / 60 * 60;
+        if sloth_compare_at(demo, t) >= 2 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "SLOs without events");
+        std::thread::sleep(Duration::from_secs(15));
+    }
+}
+
+/// Compares every Occurrences SLO with events at `t` (seconds); returns
+/// how many were compared.
+fn sloth_compare_at(demo: &Demo, t: i64) -> usize {
+    let slos: Value = demo
+        .http
+        .get(format!("{}/api/v1/slos?at={}", demo.api, t * 1_000_000_000))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut compared = 0;
+    for st in slos["slos"].as_array().unwrap() {
+        if st["budgeting"] != "Occurrences" || st["total"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        let name = st["name"].as_str().unwrap();
+        let q = serde_urlencoded::to_string([
+            (
+                "query",
+                format!("slo:period_error_budget_remaining:ratio{{sloth_slo=\"{name}\"}}"),
+            ),
+            ("time", t.to_string()),
+        ])
+        .unwrap();
+        let v: Value = demo
+            .http
+            .get(format!("{}/prometheus/api/v1/query?{q}", demo.api))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let got: f64 = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: {v}"))
+            .parse()
+            .unwrap();
+        let want = st["budget_remaining"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-9,
+            "{name}: Sloth series {got}, engine {want}"
+        );
+        compared += 1;
+    }
+    compared
 }

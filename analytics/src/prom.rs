@@ -383,15 +383,21 @@ impl PromSource {
         if let Some(r) = &self.rollups
             && crate::servicegraph::wanted(&name_matchers)
         {
+            let end_ns = end_ms.saturating_mul(1_000_000).saturating_add(1);
+            let mut start_ns = start_ms.saturating_mul(1_000_000);
+            if !with_samples {
+                // Labels only (series, labels, label values): the edges of
+                // the last day of the range are enough.
+                start_ns = start_ns.max(end_ns.saturating_sub(24 * 3_600_000_000_000));
+            }
             let edges = r
                 .graph
-                .minutes(
-                    &self.store,
-                    start_ms.saturating_mul(1_000_000),
-                    end_ms.saturating_mul(1_000_000).saturating_add(1),
-                )
+                .minutes(&self.store, start_ns, end_ns)
                 .await
-                .map_err(|e| Error::Internal(e.to_string()))?;
+                .map_err(|e| match e {
+                    crate::red::RedError::BadRequest(m) => Error::Execution(m),
+                    other => Error::Internal(other.to_string()),
+                })?;
             out.extend(crate::servicegraph::series(
                 &edges,
                 matchers,

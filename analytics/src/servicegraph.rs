@@ -149,14 +149,54 @@ pub struct ServiceGraph {
     settled: Mutex<BTreeMap<i64, Arc<Vec<EdgeMinute>>>>,
 }
 
+/// Most hours one selection may join (beyond the cache): the two weeks
+/// the cache holds.
+pub const MAX_SELECTION_HOURS: i64 = MAX_CACHED_HOURS as i64;
+
+/// The time range the spans table holds (files and rows in memory), ns.
+fn span_extent(store: &Store) -> Option<(i64, i64)> {
+    let snap = store.snapshot(store::Table::Spans);
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for (_, m) in &snap.files {
+        lo = lo.min(m.min_time_ns);
+        hi = hi.max(m.max_time_ns);
+    }
+    for b in &snap.batches {
+        if let Some(c) = b.column_by_name("start_time")
+            && let Some(t) = c.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>()
+            && let (Some(a), Some(z)) = (arrow::compute::min(t), arrow::compute::max(t))
+        {
+            lo = lo.min(a);
+            hi = hi.max(z);
+        }
+    }
+    (lo <= hi).then_some((lo, hi))
+}
+
 impl ServiceGraph {
-    /// Edges per minute for the minutes overlapping `[from_ns, to_ns)`.
+    /// Edges per minute for the minutes overlapping `[from_ns, to_ns)`,
+    /// where the store holds spans. A range over more than
+    /// [`MAX_SELECTION_HOURS`] hours of spans is refused.
     pub async fn minutes(
         &self,
         store: &Store,
         from_ns: i64,
         to_ns: i64,
     ) -> Result<Vec<EdgeMinute>, RedError> {
+        let Some((lo, hi)) = span_extent(store) else {
+            return Ok(Vec::new());
+        };
+        let (from_ns, to_ns) = (from_ns.max(lo), to_ns.min(hi.saturating_add(1)));
+        if from_ns >= to_ns {
+            return Ok(Vec::new());
+        }
+        let first = from_ns.div_euclid(HOUR_NS);
+        let last = (to_ns - 1).div_euclid(HOUR_NS);
+        if last - first >= MAX_SELECTION_HOURS {
+            return Err(RedError::BadRequest(format!(
+                "service-graph series cover at most {MAX_SELECTION_HOURS} hours of spans per query; narrow the range"
+            )));
+        }
         let now = store::now_ns();
         let mut out = Vec::new();
         let mut h = from_ns.div_euclid(HOUR_NS) * HOUR_NS;

@@ -173,9 +173,15 @@ pub(crate) fn cumulative(
                     samples: Vec::new(),
                 };
             }
+            // Samples from the first minute with data (the counter is zero
+            // before it) to the end of the range, never past the next
+            // minute boundary after now.
+            let data_start = by_minute.keys().next().copied().unwrap_or(first);
+            let now_ms = store::now_ns().div_euclid(1_000_000);
+            let last = last.min(now_ms.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS);
             let mut samples = Vec::new();
             let mut total: f64 = by_minute.range(..first).map(|(_, v)| v).sum();
-            let mut t = first;
+            let mut t = first.max(data_start);
             while t <= last {
                 samples.push((t, total));
                 total += by_minute.get(&t).copied().unwrap_or(0.0);

@@ -29,6 +29,25 @@ pub struct Tier {
     pub short: Duration,
     /// Both windows must burn faster than this.
     pub factor: f64,
+    /// Whether a burn equal to `factor` fires too (the condition's `op`:
+    /// `gte`; `gt` when false).
+    pub inclusive: bool,
+}
+
+impl Tier {
+    /// Whether a burn rate crosses this tier's threshold.
+    pub fn crossed(&self, burn: f64) -> bool {
+        if self.inclusive {
+            burn >= self.factor
+        } else {
+            burn > self.factor
+        }
+    }
+
+    /// The condition's operator as written in OpenSLO.
+    pub fn op(&self) -> &'static str {
+        if self.inclusive { "gte" } else { "gt" }
+    }
 }
 
 const HOUR: u64 = 3600;
@@ -43,6 +62,7 @@ pub fn standard_tiers(slo_window: Duration) -> [Tier; 4] {
             long,
             short: Duration::from_secs(short_min * 60),
             factor: share * w / long.as_secs_f64(),
+            inclusive: false,
         }
     };
     [
@@ -70,7 +90,7 @@ pub fn burn_rate(bad: u64, total: u64, objective: f64) -> Option<f64> {
 /// rate (every event bad) is `1 / (1 - objective)`.
 pub fn tier_can_fire(tier: &Tier, objective: f64) -> bool {
     let budget = 1.0 - objective;
-    budget <= 0.0 || 1.0 / budget > tier.factor
+    budget <= 0.0 || tier.crossed(1.0 / budget)
 }
 
 #[cfg(test)]

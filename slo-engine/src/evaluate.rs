@@ -36,8 +36,10 @@ pub struct TierStatus {
     pub long_secs: u64,
     /// Short window, seconds.
     pub short_secs: u64,
-    /// Both windows must burn faster than this.
+    /// Both windows must burn faster than this (or as fast, for `gte`).
     pub factor: f64,
+    /// `gte` (a burn equal to `factor` fires) or `gt`.
+    pub op: &'static str,
     /// Burn over the long window.
     pub long_burn: Option<f64>,
     /// Burn over the short window.
@@ -256,7 +258,7 @@ pub fn status_from_counts(
             let long = window(t.long);
             let short = window(t.short);
             let insufficient = long.total < slo.min_events;
-            let above = |b: Option<f64>| b.is_some_and(|b| b > t.factor);
+            let above = |b: Option<f64>| b.is_some_and(|b| t.crossed(b));
             TierStatus {
                 severity: match t.severity {
                     Severity::Page => "page",
@@ -265,6 +267,7 @@ pub fn status_from_counts(
                 long_secs: t.long.as_secs(),
                 short_secs: t.short.as_secs(),
                 factor: t.factor,
+                op: t.op(),
                 long_burn: long.burn_rate,
                 short_burn: short.burn_rate,
                 long_events: long.total,

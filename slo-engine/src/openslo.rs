@@ -572,6 +572,26 @@ fn compile_policy(
                     "must be a positive number",
                 )
             })?;
+        // `gte`: a burn equal to the threshold fires; `gt` (and, for
+        // files without `op`, the default): only above it.
+        let inclusive = match get_str(cx, cond, "op", "")?.as_deref() {
+            None | Some("gt") => false,
+            Some("gte") => true,
+            Some(other @ ("lt" | "lte")) => {
+                return Err(cx.err(
+                    &format!("{cf}.condition.op"),
+                    format!(
+                        "{other:?}: a burn-rate condition fires when the burn rate reaches the threshold: use gt or gte"
+                    ),
+                ));
+            }
+            Some(other) => {
+                return Err(cx.err(
+                    &format!("{cf}.condition.op"),
+                    format!("{other:?}: use gt or gte"),
+                ));
+            }
+        };
         let long = duration(
             cx,
             &req_str(cx, cond, "lookbackWindow", &format!("{cf}.condition."))?,
@@ -593,6 +613,7 @@ fn compile_policy(
             long,
             short,
             factor,
+            inclusive,
         });
     }
     if let Some(targets) = get(spec, "notificationTargets").and_then(V::as_sequence) {
@@ -1043,6 +1064,53 @@ spec:
         assert_eq!(s.sli.kind, "latency lte 0.3 s");
     }
 
+    /// A burn rate exactly at the threshold fires a `gte` condition and not
+    /// a `gt` one; `lt` is refused.
+    #[test]
+    fn condition_op_is_honoured_at_exactly_the_threshold() {
+        let text = r#"
+apiVersion: openslo/v1
+kind: SLO
+metadata: {name: at-threshold}
+spec:
+  service: shop
+  indicator:
+    metadata: {name: at-threshold}
+    spec:
+      thresholdMetric:
+        metricSource: {type: burnwatch, spec: {service: catalog}}
+  timeWindow: [{duration: 28d, isRolling: true}]
+  objectives: [{target: 0.75, op: lte, value: 0.3}]
+  alertPolicies:
+    - kind: AlertPolicy
+      metadata: {name: both}
+      spec:
+        conditions:
+          - spec: {severity: page, condition: {kind: burnrate, op: gte, threshold: 2, lookbackWindow: 1h, alertAfter: 5m}}
+          - spec: {severity: ticket, condition: {kind: burnrate, op: gt, threshold: 2, lookbackWindow: 6h, alertAfter: 30m}}
+"#;
+        let slo = &load(text).unwrap()[0];
+        assert_eq!(slo.tiers.len(), 2);
+        assert!(slo.tiers[0].inclusive && !slo.tiers[1].inclusive);
+        // 50 of 100 events bad against a 25% budget: a burn of exactly 2.
+        let burn = crate::burn::burn_rate(50, 100, 0.75);
+        assert_eq!(burn, Some(2.0));
+        let counts = |d: Duration| crate::evaluate::WindowCounts {
+            window_secs: d.as_secs(),
+            total: 100,
+            bad: 50,
+            burn_rate: burn,
+        };
+        let whole = counts(slo.window);
+        let st = crate::evaluate::status_from_counts(slo, 0, &whole, &[], counts);
+        assert!(st.tiers[0].firing, "gte fires at the threshold");
+        assert_eq!(st.tiers[0].op, "gte");
+        assert!(!st.tiers[1].firing, "gt does not");
+        assert_eq!(st.tiers[1].op, "gt");
+        let e = load(&text.replace("op: gt,", "op: lt,")).unwrap_err();
+        assert!(e.message.contains("use gt or gte"), "{e}");
+    }
+
     #[test]
     fn errors_name_file_object_and_field() {
         let bad_target = CHECKOUT.replace("target: 0.999", "target: 99.9");
@@ -1098,8 +1166,16 @@ spec:
         for s in &slos {
             assert!(s.warnings.is_empty(), "{}: {:?}", s.name, s.warnings);
         }
+        // The shipped conditions are the standard tiers, written with `gte`.
         let payments = &slos[4];
-        assert_eq!(payments.tiers, standard_tiers(payments.window).to_vec());
+        let standard: Vec<Tier> = standard_tiers(payments.window)
+            .into_iter()
+            .map(|t| Tier {
+                inclusive: true,
+                ..t
+            })
+            .collect();
+        assert_eq!(payments.tiers, standard);
     }
 
     #[test]

@@ -15,7 +15,12 @@
 //!
 //! Every series has `sloth_service`, `sloth_slo` and `sloth_id`
 //! (`<service>-<slo>`), and one sample per minute boundary in the
-//! selection. Counts are the SLO's own (the [`crate::sli::SliCounter`]
+//! selection.
+//!
+//! Pyrra's generic recording rules are answered too, labelled `slo` (the
+//! SLO's name): `pyrra_objective`, `pyrra_window` (seconds),
+//! `pyrra_availability` (good / total over the SLO window),
+//! `pyrra_requests:rate5m` and `pyrra_errors:rate5m` (events per second). Counts are the SLO's own (the [`crate::sli::SliCounter`]
 //! minutes the engine evaluates), as occurrences: a timeslice SLO's ratios
 //! here are of events, not slices.
 
@@ -40,7 +45,7 @@ const RATE_WINDOWS: [(&str, i64); 7] = [
     ("3d", 4320),
 ];
 
-/// Most minutes one selection may evaluate per SLO.
+/// Most minutes one selection evaluates per SLO (the latest ones).
 const MAX_MINUTES: i64 = 11_000;
 
 /// Every series name this module answers, as (name, help).
@@ -77,6 +82,26 @@ pub fn names(slos: &[Slo]) -> Vec<(String, &'static str)> {
             "Share of the window's error budget left.",
         ),
         ("sloth_slo_info".to_string(), "One per SLO."),
+        (
+            "pyrra_objective".to_string(),
+            "The SLO objective (Pyrra's name).",
+        ),
+        (
+            "pyrra_window".to_string(),
+            "The SLO window, seconds (Pyrra's name).",
+        ),
+        (
+            "pyrra_availability".to_string(),
+            "Good / total events over the SLO window (Pyrra's name).",
+        ),
+        (
+            "pyrra_requests:rate5m".to_string(),
+            "Events per second over 5m (Pyrra's name).",
+        ),
+        (
+            "pyrra_errors:rate5m".to_string(),
+            "Bad events per second over 5m (Pyrra's name).",
+        ),
     ]);
     out
 }
@@ -117,10 +142,13 @@ pub async fn series(
     if last < first {
         return Ok(Vec::new());
     }
-    if (last - first) / MINUTE_MS > MAX_MINUTES {
-        return Err(format!(
-            "SLO series: at most {MAX_MINUTES} minutes per selection; narrow the range"
-        ));
+    // Never past the next minute after now, and at most MAX_MINUTES
+    // samples: a longer selection gets its last MAX_MINUTES minutes.
+    let now_ms = crate::engine::now_ns().div_euclid(1_000_000);
+    let last = last.min(now_ms.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS);
+    let first = first.max(last - MAX_MINUTES * MINUTE_MS);
+    if last < first {
+        return Ok(Vec::new());
     }
     let matches = |l: &Labels| {
         matchers
@@ -195,6 +223,19 @@ pub async fn series(
                 Value::Const(1.0),
             ),
         ]);
+        let pyrra = |name: &str| {
+            Labels::new(vec![
+                ("__name__".to_string(), name.to_string()),
+                ("slo".to_string(), slo.name.clone()),
+            ])
+        };
+        wanted.extend([
+            (pyrra("pyrra_objective"), Value::Const(slo.objective)),
+            (pyrra("pyrra_window"), Value::Const(period_m as f64 * 60.0)),
+            (pyrra("pyrra_availability"), Value::Availability(period_m)),
+            (pyrra("pyrra_requests:rate5m"), Value::PerSecond(5, false)),
+            (pyrra("pyrra_errors:rate5m"), Value::PerSecond(5, true)),
+        ]);
         wanted.retain(|(l, _)| matches(l));
         if wanted.is_empty() {
             continue;
@@ -248,13 +289,21 @@ enum Value {
     Burn(i64, f64),
     /// 1 - burn.
     Remaining(i64, f64),
+    /// 1 - error ratio over the minutes.
+    Availability(i64),
+    /// Events (or bad events, when true) per second over the minutes.
+    PerSecond(i64, bool),
 }
 
 impl Value {
     fn minutes(&self) -> i64 {
         match self {
             Value::Const(_) => 0,
-            Value::Ratio(m) | Value::Burn(m, _) | Value::Remaining(m, _) => *m,
+            Value::Ratio(m)
+            | Value::Burn(m, _)
+            | Value::Remaining(m, _)
+            | Value::Availability(m)
+            | Value::PerSecond(m, _) => *m,
         }
     }
 
@@ -268,6 +317,12 @@ impl Value {
             Value::Ratio(m) => ratio(m),
             Value::Burn(m, budget) => ratio(m).map(|r| r / budget),
             Value::Remaining(m, budget) => ratio(m).map(|r| 1.0 - r / budget),
+            Value::Availability(m) => ratio(m).map(|r| 1.0 - r),
+            Value::PerSecond(m, bad) => {
+                let (total, b) = p.between(t_ns - m * MINUTE_NS, t_ns);
+                let n = if bad { b } else { total };
+                Some(n as f64 / (m as f64 * 60.0))
+            }
         }
     }
 }
@@ -322,5 +377,13 @@ mod tests {
         let got = v.at(&p, 10 * MINUTE_NS).unwrap();
         assert!((got - (5.0 / 50.0) / 0.1).abs() < 1e-12);
         assert_eq!(Value::Ratio(5).at(&p, 100 * MINUTE_NS), None);
+        assert_eq!(
+            Value::PerSecond(5, true).at(&p, 10 * MINUTE_NS),
+            Some(5.0 / 300.0)
+        );
+        assert_eq!(
+            Value::Availability(10).at(&p, 10 * MINUTE_NS),
+            Some(1.0 - 9.0 / 100.0)
+        );
     }
 }

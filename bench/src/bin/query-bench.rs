@@ -211,6 +211,54 @@ async fn main() -> anyhow::Result<()> {
         .await?,
         "1440 points",
     );
+    // Span metrics and service-graph metrics through the PromQL engine, as
+    // Grafana asks for them (24 h, 1-minute steps).
+    let engine = promql::Engine::new(promql::EngineOptions::default());
+    let source = analytics::prom::PromSource::with_rollups(rollups.clone());
+    let (day_start_ms, day_end_ms) = (day_m.from_ns / 1_000_000, day_m.to_ns / 1_000_000);
+    for (name, q, note) in [
+        (
+            "span metrics: sum by (service) (rate(calls[5m])), 24 h, 1-min steps",
+            "sum by (service) (rate(traces_spanmetrics_calls_total{span_kind=\"SPAN_KIND_SERVER\"}[5m]))",
+            "from the rollups",
+        ),
+        (
+            "span metrics: p95 by service (histogram_quantile), 24 h, 1-min steps",
+            "histogram_quantile(0.95, sum by (service, le) (rate(traces_spanmetrics_duration_seconds_bucket{span_kind=\"SPAN_KIND_SERVER\"}[5m])))",
+            "from the rollups",
+        ),
+        (
+            "service graph: sum by (client, server) (rate(request_total[5m])), 24 h, 1-min steps",
+            "sum by (client, server) (rate(traces_service_graph_request_total[5m]))",
+            "first run joins 25 hours of spans; later runs: settled hours cached",
+        ),
+    ] {
+        let (e, src) = (&engine, &source);
+        row(
+            name,
+            time(args.runs, || async {
+                Ok(e.range(src, q, day_start_ms, day_end_ms, 60_000).await?)
+            })
+            .await?,
+            note,
+        );
+    }
+    let jq = analytics::jaeger::TraceQuery {
+        service: Some("payments".into()),
+        tags: vec![("error".into(), "true".into())],
+        start_ns: hour.from_ns,
+        end_ns: hour.to_ns,
+        limit: 20,
+        ..Default::default()
+    };
+    row(
+        "Jaeger API search: payments, error=true, last hour, 20 traces (whole traces)",
+        time(args.runs, || async {
+            Ok(analytics::jaeger::find_traces(s, &jq).await?)
+        })
+        .await?,
+        "",
+    );
     let trace = meta.trace.clone();
     let n = analytics::search::trace(&r.traces, &trace).await?["spans"]
         .as_array()
