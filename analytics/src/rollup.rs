@@ -71,7 +71,7 @@ pub const SPAN_METRIC_BOUNDS: [f64; 16] = [
 const BUCKETS: usize = SPAN_METRIC_BOUNDS.len() + 1;
 
 /// The bucket of a duration (ns): the first bound it does not exceed.
-fn bucket_of_duration(ns: f64) -> usize {
+pub(crate) fn bucket_of_duration(ns: f64) -> usize {
     let s = ns / 1e9;
     SPAN_METRIC_BOUNDS
         .iter()

@@ -29,8 +29,8 @@ use promql::{Labels, Matcher, Series};
 use store::Store;
 
 use crate::red::{RedError, Window};
-use crate::rollup::SPAN_METRIC_BOUNDS;
-use crate::spanmetrics::{cumulative, with_name};
+use crate::rollup::{SPAN_METRIC_BOUNDS, bucket_of_duration};
+use crate::spanmetrics::{bucket_bounds, cumulative, matches_all, with_name};
 
 const MINUTE_NS: i64 = 60_000_000_000;
 const HOUR_NS: i64 = 3_600_000_000_000;
@@ -133,14 +133,6 @@ pub fn families() -> Vec<crate::prom::Family> {
             "Duration of the client side of calls.",
         ),
     ]
-}
-
-fn bucket(ns: i64) -> usize {
-    let s = ns as f64 / 1e9;
-    SPAN_METRIC_BOUNDS
-        .iter()
-        .position(|b| s <= *b)
-        .unwrap_or(SPAN_METRIC_BOUNDS.len())
 }
 
 /// Per-minute edges, joined once per settled hour.
@@ -304,9 +296,9 @@ async fn hour(store: &Store, h: i64) -> Result<Vec<EdgeMinute>, RedError> {
             e.failed += u64::from(!err.is_null(i) && err.value(i) != 0);
             let (sd, cd) = (d.value(i), dc.value(i));
             e.server_sum_ns += sd;
-            e.server_buckets[bucket(sd)] += 1;
+            e.server_buckets[bucket_of_duration(sd as f64)] += 1;
             e.client_sum_ns += cd;
-            e.client_buckets[bucket(cd)] += 1;
+            e.client_buckets[bucket_of_duration(cd as f64)] += 1;
         }
     }
     Ok(acc.into_values().collect())
@@ -320,17 +312,9 @@ pub fn series(
     end_ms: i64,
     with_samples: bool,
 ) -> Vec<Series> {
-    let bounds: Vec<f64> = SPAN_METRIC_BOUNDS
-        .iter()
-        .copied()
-        .chain([f64::INFINITY])
-        .collect();
+    let bounds = bucket_bounds();
     let mut inc: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
-    let matches = |l: &Labels| {
-        matchers
-            .iter()
-            .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
-    };
+    let matches = |l: &Labels| matches_all(matchers, l);
     for e in edges {
         let mut base = vec![
             ("client".to_string(), e.client.to_string()),

@@ -89,6 +89,22 @@ pub(crate) fn with_name(mut pairs: Vec<(String, String)>, name: &str, le: Option
     Labels::new(pairs)
 }
 
+/// The `le` bounds of the duration buckets: [`SPAN_METRIC_BOUNDS`] and +Inf.
+pub(crate) fn bucket_bounds() -> Vec<f64> {
+    SPAN_METRIC_BOUNDS
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .collect()
+}
+
+/// Whether `labels` satisfy every matcher (an absent label is empty).
+pub(crate) fn matches_all(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+}
+
 /// What one label set accumulates per minute.
 enum Part {
     Calls,
@@ -107,18 +123,10 @@ pub fn series(
     end_ms: i64,
     with_samples: bool,
 ) -> Vec<Series> {
-    let bounds: Vec<f64> = SPAN_METRIC_BOUNDS
-        .iter()
-        .copied()
-        .chain([f64::INFINITY])
-        .collect();
+    let bounds = bucket_bounds();
     // Per series: increments per minute start (ms).
     let mut inc: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
-    let matches = |l: &Labels| {
-        matchers
-            .iter()
-            .all(|m| m.matches(l.get(&m.name).unwrap_or("")))
-    };
+    let matches = |l: &Labels| matches_all(matchers, l);
     for r in rows {
         let base = base_labels(r);
         let minute = r.minute_ns.div_euclid(1_000_000);
@@ -213,10 +221,7 @@ pub fn exemplars(
                 .copied()
                 .unwrap_or(f64::INFINITY);
             let labels = with_name(base_labels(r), &format!("{DURATION}_bucket"), Some(le));
-            if !matchers
-                .iter()
-                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-            {
+            if !matches_all(matchers, &labels) {
                 continue;
             }
             out.entry(labels).or_default().push(Exemplar {
