@@ -16,6 +16,95 @@ pub enum SloCommand {
     /// Replay stored history through the SLOs' alerting: when each tier
     /// would have fired and reset, and what the incident would have done.
     Backtest(BacktestArgs),
+    /// Convert Sloth or Pyrra SLO files to OpenSLO files with Prometheus
+    /// SLIs, reporting what could not be carried over.
+    Import(ImportArgs),
+}
+
+/// Arguments of `burnwatch slo import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The tool the files come from.
+    #[arg(long, value_enum)]
+    pub from: ImportFrom,
+    /// Sloth (`prometheus/v1` or `sloth.slok.dev/v1`) or Pyrra
+    /// (`pyrra.dev/v1alpha1`) files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write `<name>.yaml` per input file here (e.g. alert-rules)
+    /// [default: print to standard output].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The SLO period of Sloth specs, which carry none (Sloth's
+    /// `--default-slo-period`).
+    #[arg(long, default_value = "30d")]
+    pub sloth_period: humantime::Duration,
+}
+
+/// Formats `burnwatch slo import` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ImportFrom {
+    /// Sloth.
+    Sloth,
+    /// Pyrra.
+    Pyrra,
+}
+
+/// `burnwatch slo import`: converts every file, or fails without writing
+/// anything when one cannot be converted.
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    use slo_engine::import::{Options, Source, convert};
+    let source = match args.from {
+        ImportFrom::Sloth => Source::Sloth,
+        ImportFrom::Pyrra => Source::Pyrra,
+    };
+    let options = Options {
+        sloth_period: *args.sloth_period,
+    };
+    let mut done = Vec::new();
+    for f in &args.files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let c = convert(source, f, &text, &options)?;
+        done.push((f, c));
+    }
+    let path_of = |dir: &std::path::Path, f: &std::path::Path| {
+        let stem = f
+            .file_stem()
+            .map_or_else(|| "imported".into(), |s| s.to_string_lossy().into_owned());
+        dir.join(format!("{stem}.yaml"))
+    };
+    if let Some(dir) = &args.out {
+        for (f, _) in &done {
+            let path = path_of(dir, f);
+            if path.exists() {
+                bail!("{} exists: nothing was written", path.display());
+            }
+        }
+    }
+    for (f, c) in &done {
+        for n in &c.notes {
+            eprintln!("{}: not carried over: {n}", f.display());
+        }
+        match &args.out {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let path = path_of(dir, f);
+                std::fs::write(&path, &c.yaml)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!(
+                    "{}: {} SLO(s) written to {}: {}",
+                    f.display(),
+                    c.slos.len(),
+                    path.display(),
+                    c.slos.join(", ")
+                );
+            }
+            None => print!("{}", c.yaml),
+        }
+    }
+    Ok(())
 }
 
 /// Arguments of `burnwatch slo backtest`.
@@ -91,6 +180,7 @@ pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
     let args = match cmd {
         SloCommand::Status(args) => args,
         SloCommand::Backtest(args) => return backtest(args).await,
+        SloCommand::Import(args) => return import(args),
     };
     let slos: Value = match &args.url {
         Some(url) => {
@@ -194,6 +284,9 @@ fn table(slos: &Value) -> String {
             s["total"],
             s["state"].as_str().unwrap_or("?"),
         );
+        if let Some(n) = s["coverage_note"].as_str() {
+            let _ = writeln!(out, "    partial window: {n}");
+        }
         for t in s["tiers"].as_array().unwrap_or(&empty) {
             let _ = writeln!(
                 out,

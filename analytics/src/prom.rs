@@ -27,11 +27,12 @@
 //! key); everything else is matched on the rows read.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, ListArray, MapArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
 use promql::{Error, Labels, MatchOp, Matcher, Queryable, Selection, Series};
-use store::Store;
+use store::{Snapshot, Store, Table};
 
 use crate::red::quote;
 
@@ -238,6 +239,7 @@ fn ns_range(start_ms: i64, end_ms: i64) -> String {
 pub struct PromSource {
     store: Store,
     rollups: Option<std::sync::Arc<crate::rollup::Rollups>>,
+    catalog: Arc<CatalogCache>,
 }
 
 impl PromSource {
@@ -246,6 +248,7 @@ impl PromSource {
         PromSource {
             store,
             rollups: None,
+            catalog: Arc::default(),
         }
     }
 
@@ -253,6 +256,7 @@ impl PromSource {
     pub fn with_rollups(rollups: std::sync::Arc<crate::rollup::Rollups>) -> PromSource {
         PromSource {
             store: rollups.store().clone(),
+            catalog: rollups.prom_catalog.clone(),
             rollups: Some(rollups),
         }
     }
@@ -289,71 +293,82 @@ impl PromSource {
     }
 
     /// The stored metrics with points in `[start_ms, end_ms]`, as
-    /// Prometheus families.
+    /// Prometheus families, sorted by stored name.
     async fn stored_catalog(&self, start_ms: i64, end_ms: i64) -> Result<Vec<Family>, Error> {
-        let sql = format!(
-            "SELECT metric_name, metric_type, scope_name = {rw} AS rw, \
-             coalesce(bool_or(is_monotonic), false) AS mono, coalesce(max(temporality), '') AS temp, \
-             coalesce(max(unit), '') AS unit, coalesce(max(description), '') AS help \
-             FROM metric_points WHERE {range} AND (flags & 1) = 0 \
-             GROUP BY metric_name, metric_type, scope_name = {rw} ORDER BY metric_name",
-            rw = quote(REMOTE_WRITE_SCOPE),
-            range = ns_range(start_ms, end_ms)
-        );
-        let batches = store::query::collect(&self.store, &sql)
-            .await
-            .map_err(to_promql)?;
-        let mut out = Vec::new();
-        for b in &batches {
-            let s = |name: &str| -> Result<StringArray, Error> { strings(b, name) };
-            let (names, types, temps, units, helps) = (
-                s("metric_name")?,
-                s("metric_type")?,
-                s("temp")?,
-                s("unit")?,
-                s("help")?,
-            );
-            let rw = b
-                .column_by_name("rw")
-                .and_then(|c| c.as_boolean_opt().cloned());
-            let mono = b
-                .column_by_name("mono")
-                .and_then(|c| c.as_boolean_opt().cloned());
-            for i in 0..b.num_rows() {
-                let remote_write = rw.as_ref().is_some_and(|a| !a.is_null(i) && a.value(i));
-                let monotonic = mono.as_ref().is_some_and(|a| !a.is_null(i) && a.value(i));
-                let stored = names.value(i).to_string();
-                let metric_type = types.value(i).to_string();
-                let unit = str_at(&units, i).to_string();
-                let name = if remote_write {
-                    stored.clone()
-                } else {
-                    otlp_name(&stored, &unit, &metric_type, monotonic)
-                };
-                let prom_type = match (metric_type.as_str(), monotonic) {
-                    ("sum", true) => "counter",
-                    ("sum", false) | ("gauge", _) => "gauge",
-                    ("histogram" | "exponential_histogram", _) => "histogram",
-                    ("summary", _) => "summary",
-                    _ => "unknown",
-                };
-                let f = Family {
-                    stored,
-                    metric_type,
-                    remote_write,
-                    monotonic,
-                    temporality: str_at(&temps, i).to_string(),
-                    unit,
-                    help: str_at(&helps, i).to_string(),
-                    name,
-                    prom_type,
-                };
-                if f.representable() {
-                    out.push(f);
+        let start_ns = start_ms.saturating_mul(1_000_000);
+        let end_ns = end_ms.saturating_mul(1_000_000).saturating_add(999_999);
+        let snap = self.store.snapshot(Table::MetricPoints);
+        let mut merged: BTreeMap<(String, String, bool), CatalogEntry> = BTreeMap::new();
+        let mut edges = Vec::new();
+        for (path, meta) in &snap.files {
+            if meta.max_time_ns < start_ns || meta.min_time_ns > end_ns {
+                continue;
+            }
+            if meta.min_time_ns < start_ns || meta.max_time_ns > end_ns {
+                edges.push((path.clone(), meta.clone()));
+                continue;
+            }
+            let key = (meta.path.clone(), meta.rows);
+            let entries = match self.catalog.get(&key) {
+                Some(e) => e,
+                None => {
+                    let one = Snapshot {
+                        table: Table::MetricPoints,
+                        files: vec![(path.clone(), meta.clone())],
+                        batches: vec![],
+                    };
+                    let e = Arc::new(catalog_entries(
+                        &self.catalog_query(one, &catalog_sql("c", "")).await?,
+                    )?);
+                    self.catalog.put(key, e.clone());
+                    e
                 }
+            };
+            for e in entries.iter() {
+                merge_entry(&mut merged, e);
             }
         }
-        Ok(out)
+        let range = format!(" AND {}", ns_range(start_ms, end_ms));
+        let parts = [
+            Snapshot {
+                table: Table::MetricPoints,
+                files: edges,
+                batches: vec![],
+            },
+            Snapshot {
+                table: Table::MetricPoints,
+                files: vec![],
+                batches: snap.batches.clone(),
+            },
+        ];
+        for part in parts {
+            if part.files.is_empty() && part.batches.is_empty() {
+                continue;
+            }
+            for e in catalog_entries(&self.catalog_query(part, &catalog_sql("c", &range)).await?)? {
+                merge_entry(&mut merged, &e);
+            }
+        }
+        let live: std::collections::HashSet<(&str, u64)> = snap
+            .files
+            .iter()
+            .map(|(_, m)| (m.path.as_str(), m.rows))
+            .collect();
+        self.catalog.retain_live(&live);
+        Ok(merged.into_values().filter_map(family_of).collect())
+    }
+
+    /// Runs a catalogue query over one part of `metric_points`, registered
+    /// as `c`.
+    async fn catalog_query(&self, part: Snapshot, sql: &str) -> Result<Vec<RecordBatch>, Error> {
+        let ctx = self.store.session();
+        crate::red::register(&ctx, "c", part).map_err(|e| Error::Internal(e.to_string()))?;
+        ctx.sql(sql)
+            .await
+            .map_err(to_promql)?
+            .collect()
+            .await
+            .map_err(to_promql)
     }
 
     /// The series matching `matchers` in `[start_ms, end_ms]`: labels
@@ -470,10 +485,16 @@ impl PromSource {
                 )
             })
             .collect();
+        // Remote-write series are a name, labels and values: the other
+        // columns (resources, histogram and summary parts) are not read.
+        let columns = if only_remote_write {
+            "attributes, CAST(time AS BIGINT) AS t, value"
+        } else {
+            "service_name, attributes, resource_attributes, CAST(time AS BIGINT) AS t, value, \
+             count, sum, bucket_counts, explicit_bounds, quantiles"
+        };
         let sql = format!(
-            "SELECT metric_name, metric_type, scope_name = {rw} AS rw, service_name, attributes, \
-             resource_attributes, CAST(time AS BIGINT) AS t, value, count, sum, bucket_counts, \
-             explicit_bounds, quantiles FROM metric_points \
+            "SELECT metric_name, metric_type, scope_name = {rw} AS rw, {columns} FROM metric_points \
              WHERE metric_name IN ({names}) AND {range} AND (flags & 1) = 0{filter}",
             rw = quote(REMOTE_WRITE_SCOPE),
             names = names.join(", "),
@@ -487,9 +508,11 @@ impl PromSource {
             with_samples,
             series: Vec::new(),
             by_labels: HashMap::new(),
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             total: 0,
         };
+        let hasher = foldhash::quality::RandomState::default();
+        let mut last: Option<(usize, &Family)>;
         // Sub-series of one row identity.
         const VALUE: u32 = 0;
         const COUNT: u32 = 1;
@@ -498,13 +521,30 @@ impl PromSource {
         const BUCKET: u32 = 16;
         for b in &batches {
             let rows = Rows::new(b)?;
+            last = None;
             for i in 0..b.num_rows() {
-                let Some(f) = by_name.get(&(rows.names.value(i), rows.types.value(i), rows.rw(i)))
-                else {
-                    continue;
+                // Rows come sorted by name: the previous row's family is
+                // checked first.
+                let f = match last {
+                    Some((j, f))
+                        if rows.names.value(j) == rows.names.value(i)
+                            && rows.types.value(j) == rows.types.value(i)
+                            && rows.rw(j) == rows.rw(i) =>
+                    {
+                        f
+                    }
+                    _ => {
+                        let Some(f) =
+                            by_name.get(&(rows.names.value(i), rows.types.value(i), rows.rw(i)))
+                        else {
+                            continue;
+                        };
+                        last = Some((i, f));
+                        f
+                    }
                 };
                 let t = rows.t.value(i).div_euclid(1_000_000);
-                let id = rows.identity(i, f, !f.remote_write);
+                let id = rows.identity(&hasher, i, f, !f.remote_write);
                 if f.remote_write {
                     let slot = out.slot((id, VALUE), || {
                         let mut pairs = rows.attributes(i, false);
@@ -528,7 +568,7 @@ impl PromSource {
                     });
                     out.push(slot, t, 1.0)?;
                 }
-                if !families.iter().any(|x| std::ptr::eq(*x, *f)) {
+                if !families.iter().any(|x| std::ptr::eq(*x, f)) {
                     continue;
                 }
                 let with = |name: String, extra: Option<(&str, String)>| {
@@ -604,6 +644,163 @@ impl PromSource {
     }
 }
 
+/// One family in one part of `metric_points` (a file, or the rows in
+/// memory): what the catalogue query gives per name, type and origin.
+#[derive(Debug, Clone)]
+struct CatalogEntry {
+    stored: String,
+    metric_type: String,
+    remote_write: bool,
+    monotonic: bool,
+    temporality: String,
+    unit: String,
+    help: String,
+}
+
+/// The catalogue of each `metric_points` file, computed once per file:
+/// files never change once written, so a window's catalogue is the merge
+/// of the cached catalogues of the files inside it, and a query only over
+/// the files at the window's edges and the rows in memory. The merge is
+/// exact: the per-file aggregates (`bool_or`, `max`) fold like the
+/// whole-window ones. Entries of files no longer live are dropped at
+/// each use, so the cache holds at most the live files' families.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    files: std::sync::Mutex<HashMap<FileKey, Arc<Vec<CatalogEntry>>>>,
+}
+
+/// A file: its path and row count.
+type FileKey = (String, u64);
+
+impl CatalogCache {
+    fn get(&self, key: &FileKey) -> Option<Arc<Vec<CatalogEntry>>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, key: FileKey, entries: Arc<Vec<CatalogEntry>>) {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, entries);
+    }
+
+    fn retain_live(&self, live: &std::collections::HashSet<(&str, u64)>) {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(p, r), _| live.contains(&(p.as_str(), *r)));
+    }
+
+    /// Files whose catalogue is held.
+    pub fn len(&self) -> usize {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no file's catalogue is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The catalogue query over `table`, restricted by `filter`.
+fn catalog_sql(table: &str, filter: &str) -> String {
+    format!(
+        "SELECT metric_name, metric_type, scope_name = {rw} AS rw, \
+         coalesce(bool_or(is_monotonic), false) AS mono, coalesce(max(temporality), '') AS temp, \
+         coalesce(max(unit), '') AS unit, coalesce(max(description), '') AS help \
+         FROM {table} WHERE (flags & 1) = 0{filter} \
+         GROUP BY metric_name, metric_type, scope_name = {rw}",
+        rw = quote(REMOTE_WRITE_SCOPE),
+    )
+}
+
+/// The catalogue entries of a query's batches.
+fn catalog_entries(batches: &[RecordBatch]) -> Result<Vec<CatalogEntry>, Error> {
+    let mut out = Vec::new();
+    for b in batches {
+        let s = |name: &str| -> Result<StringArray, Error> { strings(b, name) };
+        let (names, types, temps, units, helps) = (
+            s("metric_name")?,
+            s("metric_type")?,
+            s("temp")?,
+            s("unit")?,
+            s("help")?,
+        );
+        let rw = b
+            .column_by_name("rw")
+            .and_then(|c| c.as_boolean_opt().cloned());
+        let mono = b
+            .column_by_name("mono")
+            .and_then(|c| c.as_boolean_opt().cloned());
+        for i in 0..b.num_rows() {
+            out.push(CatalogEntry {
+                stored: str_at(&names, i).to_string(),
+                metric_type: str_at(&types, i).to_string(),
+                remote_write: rw.as_ref().is_some_and(|a| !a.is_null(i) && a.value(i)),
+                monotonic: mono.as_ref().is_some_and(|a| !a.is_null(i) && a.value(i)),
+                temporality: str_at(&temps, i).to_string(),
+                unit: str_at(&units, i).to_string(),
+                help: str_at(&helps, i).to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Folds `e` into `into` as the whole-window aggregates would.
+fn merge_entry(into: &mut BTreeMap<(String, String, bool), CatalogEntry>, e: &CatalogEntry) {
+    let key = (e.stored.clone(), e.metric_type.clone(), e.remote_write);
+    match into.get_mut(&key) {
+        None => {
+            into.insert(key, e.clone());
+        }
+        Some(x) => {
+            x.monotonic |= e.monotonic;
+            for (a, b) in [
+                (&mut x.temporality, &e.temporality),
+                (&mut x.unit, &e.unit),
+                (&mut x.help, &e.help),
+            ] {
+                if b > a {
+                    a.clone_from(b);
+                }
+            }
+        }
+    }
+}
+
+/// The Prometheus family of a merged catalogue entry, if it has one.
+fn family_of(e: CatalogEntry) -> Option<Family> {
+    let name = if e.remote_write {
+        e.stored.clone()
+    } else {
+        otlp_name(&e.stored, &e.unit, &e.metric_type, e.monotonic)
+    };
+    let prom_type = match (e.metric_type.as_str(), e.monotonic) {
+        ("sum", true) => "counter",
+        ("sum", false) | ("gauge", _) => "gauge",
+        ("histogram" | "exponential_histogram", _) => "histogram",
+        ("summary", _) => "summary",
+        _ => "unknown",
+    };
+    let f = Family {
+        stored: e.stored,
+        metric_type: e.metric_type,
+        remote_write: e.remote_write,
+        monotonic: e.monotonic,
+        temporality: e.temporality,
+        unit: e.unit,
+        help: e.help,
+        name,
+        prom_type,
+    };
+    f.representable().then_some(f)
+}
+
 /// The series one selection gathers: each row identity's sub-series is
 /// given its labels, and checked against the matchers, once.
 struct Collect<'m> {
@@ -612,7 +809,7 @@ struct Collect<'m> {
     series: Vec<(Labels, Vec<(i64, f64)>)>,
     by_labels: HashMap<Labels, usize>,
     /// (row identity, sub-series) -> its series, `None` when filtered out.
-    slots: HashMap<(u64, u32), Option<usize>>,
+    slots: HashMap<(u64, u32), Option<usize>, foldhash::fast::RandomState>,
     total: usize,
 }
 
@@ -856,10 +1053,17 @@ struct Rows {
 
 impl Rows {
     fn new(b: &RecordBatch) -> Result<Rows, Error> {
-        let col = |n: &str| {
-            b.column_by_name(n)
-                .cloned()
-                .ok_or_else(|| Error::Internal(format!("column {n} missing")))
+        // Columns a selection of remote-write series does not read come
+        // as nulls of the table's type.
+        let schema = Table::MetricPoints.schema();
+        let col = |n: &str| -> Result<arrow::array::ArrayRef, Error> {
+            if let Some(c) = b.column_by_name(n) {
+                return Ok(c.clone());
+            }
+            schema
+                .field_with_name(n)
+                .map(|f| arrow::array::new_null_array(f.data_type(), b.num_rows()))
+                .map_err(|_| Error::Internal(format!("column {n} missing")))
         };
         let bad = |n: &str| Error::Internal(format!("column {n} has an unexpected type"));
         Ok(Rows {
@@ -869,7 +1073,10 @@ impl Rows {
                 .as_boolean_opt()
                 .cloned()
                 .ok_or_else(|| bad("rw"))?,
-            service: strings(b, "service_name")?,
+            service: match b.column_by_name("service_name") {
+                Some(_) => strings(b, "service_name")?,
+                None => StringArray::new_null(b.num_rows()),
+            },
             attributes: col("attributes")?
                 .as_map_opt()
                 .cloned()
@@ -915,11 +1122,17 @@ impl Rows {
 
     /// A hash of what makes a row's series: its family, its attributes,
     /// the resource (OTLP rows) and its bucket bounds or quantiles.
-    fn identity(&self, i: usize, f: &Family, otlp: bool) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+    fn identity(
+        &self,
+        hasher: &foldhash::quality::RandomState,
+        i: usize,
+        f: &Family,
+        otlp: bool,
+    ) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = hasher.build_hasher();
         (f as *const Family as usize).hash(&mut h);
-        let entries = |m: &MapArray, h: &mut std::collections::hash_map::DefaultHasher| {
+        let entries = |m: &MapArray, h: &mut foldhash::quality::FoldHasher| {
             if m.is_null(i) {
                 return;
             }

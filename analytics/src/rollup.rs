@@ -281,6 +281,8 @@ pub struct Rollups {
     old_removed: std::sync::atomic::AtomicBool,
     /// Service-graph edges per minute (settled hours cached).
     pub graph: crate::servicegraph::ServiceGraph,
+    /// The PromQL catalogue of each metric_points file.
+    pub prom_catalog: Arc<crate::prom::CatalogCache>,
 }
 
 impl std::fmt::Debug for Rollups {
@@ -371,6 +373,7 @@ impl Rollups {
             with_rollup: Default::default(),
             old_removed: Default::default(),
             graph: Default::default(),
+            prom_catalog: Default::default(),
         })
     }
 

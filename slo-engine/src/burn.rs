@@ -18,6 +18,18 @@ pub enum Severity {
     Ticket,
 }
 
+impl Severity {
+    /// The tier severity of an incident's severity (`page`; anything else
+    /// is a ticket).
+    pub fn of_incident(severity: &str) -> Severity {
+        if severity == "page" {
+            Severity::Page
+        } else {
+            Severity::Ticket
+        }
+    }
+}
+
 /// One multiwindow alert condition.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tier {

@@ -648,6 +648,11 @@ impl SloEngine {
                 );
             }
         }
+        // The SLO's and its policies' annotations (e.g. `runbook_url`);
+        // Burnwatch's own above take precedence.
+        for (k, v) in slo.annotations_for(crate::burn::Severity::of_incident(severity.as_str())) {
+            annotations.entry(k).or_insert(v);
+        }
         let alert = WebhookAlert {
             status: if firing { "firing" } else { "resolved" }.into(),
             fingerprint: fingerprint(&labels),

@@ -330,11 +330,14 @@ impl SloEngine {
                 continue;
             };
             let labels = slo_labels(slo, &inc.severity);
-            let annotations: BTreeMap<String, String> = [
+            let mut annotations: BTreeMap<String, String> = [
                 ("summary".to_string(), inc.summary.clone()),
                 ("incident_id".to_string(), inc.id.to_string()),
             ]
             .into();
+            for (k, v) in slo.annotations_for(crate::burn::Severity::of_incident(&inc.severity)) {
+                annotations.entry(k).or_insert(v);
+            }
             // Notified since its last change (delivered, failed after every
             // attempt, or held by a silence)? Then it joins its group as sent;
             // otherwise the notification is still owed (e.g. the previous

@@ -128,6 +128,59 @@ pub struct SloStatus {
     pub state: AlertState,
     /// Load-time warnings.
     pub warnings: Vec<String>,
+    /// The first event (or slice with events) in the SLO window, ns;
+    /// `None` without events.
+    pub data_from_ns: Option<i64>,
+    /// Seconds of the counted window that hold data: from the first event
+    /// to the evaluation time.
+    pub coverage_secs: u64,
+    /// Set when the data covers less than 99% of the counted window, e.g.
+    /// "budget over 3 h 12 min of a 30-day window": budget and burn are
+    /// then over that much history only.
+    pub coverage_note: Option<String>,
+}
+
+/// `3 h 12 min`, `2 d 4 h`, `45 min`, `30 s`.
+pub fn human_span(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs} s"),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, 0, _) => format!("{d} d"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+impl SloStatus {
+    /// Fills the coverage fields from the first event's time.
+    fn set_coverage(&mut self, first_ns: Option<i64>) {
+        self.data_from_ns = first_ns;
+        let counted = (self.at_ns - self.window_from_ns).max(0);
+        let covered = first_ns.map_or(0, |f| (self.at_ns - f.max(self.window_from_ns)).max(0));
+        self.coverage_secs = (covered / 1_000_000_000) as u64;
+        self.coverage_note = (counted > 0 && (covered as f64) < 0.99 * counted as f64).then(|| {
+            let of = if self.window.starts_with("rolling") {
+                let w = self.window_secs;
+                if w.is_multiple_of(86_400) {
+                    format!("a {}-day window", w / 86_400)
+                } else {
+                    format!("a {} window", human_span(w))
+                }
+            } else {
+                format!(
+                    "the {} of this period so far",
+                    human_span((counted / 1_000_000_000) as u64)
+                )
+            };
+            if first_ns.is_none() {
+                format!("no events yet in {of}")
+            } else {
+                format!("budget over {} of {of}", human_span(self.coverage_secs))
+            }
+        });
+    }
 }
 
 /// Slices of `slice_ns` in `[from, to)` (both multiples of `slice_ns`) that
@@ -157,15 +210,16 @@ fn slices(
 }
 
 /// Counts per window `[from, to)`: events, or for Timeslices slices with
-/// events (only whole slices ending by `at_ns` count).
+/// events (only whole slices ending by `at_ns` count); and the time of the
+/// first event (slice with events) of the first window.
 async fn count_windows(
     counter: &SliCounter,
     slo: &Slo,
     windows: &[(i64, i64)],
     at_ns: i64,
-) -> Result<Vec<(u64, u64)>, QueryError> {
+) -> Result<(Vec<(u64, u64)>, Option<i64>), QueryError> {
     match slo.budgeting {
-        Budgeting::Occurrences => counter.windows(&slo.sli.source, windows).await,
+        Budgeting::Occurrences => counter.windows_and_first(&slo.sli.source, windows).await,
         Budgeting::Timeslices {
             slice,
             slice_target,
@@ -176,7 +230,11 @@ async fn count_windows(
             let from = windows.iter().map(|w| up(w.0)).min().unwrap_or(to).min(to);
             let minutes = counter.minutes(&slo.sli.source, from, to).await?;
             let all = slices(&minutes, from, to, s, slice_target);
-            Ok(windows
+            let first = windows
+                .first()
+                .and_then(|w| all.iter().find(|(start, _)| *start >= up(w.0)))
+                .map(|(start, _)| *start);
+            let counts = windows
                 .iter()
                 .map(|&(a, _)| {
                     let a = up(a);
@@ -188,7 +246,8 @@ async fn count_windows(
                     }
                     (t, b)
                 })
-                .collect())
+                .collect();
+            Ok((counts, first))
         }
     }
 }
@@ -208,7 +267,7 @@ pub async fn evaluate(
     let slo_range = slo.time_window.range_at(at_ns);
     let mut ranges: Vec<(i64, i64)> = vec![slo_range];
     ranges.extend(lengths.iter().map(|w| (at_ns - w.as_nanos() as i64, at_ns)));
-    let counts = count_windows(counter, slo, &ranges, at_ns).await?;
+    let (counts, first) = count_windows(counter, slo, &ranges, at_ns).await?;
     let counted = |(total, bad): (u64, u64), secs: u64| WindowCounts {
         window_secs: secs,
         total,
@@ -236,6 +295,7 @@ pub async fn evaluate(
     status.windows = windows;
     status.window_from_ns = slo_range.0;
     status.period_secs = slo.time_window.period_at(at_ns).as_secs();
+    status.set_coverage(first);
     if let Some(ttx) = status.time_to_exhaustion_secs.as_mut() {
         // Rescale from the nominal window to this period's length.
         *ttx *= status.period_secs as f64 / slo.window.as_secs_f64();
@@ -325,6 +385,9 @@ pub fn status_from_counts(
         tiers,
         state,
         warnings: slo.warnings.clone(),
+        data_from_ns: None,
+        coverage_secs: 0,
+        coverage_note: None,
     }
 }
 

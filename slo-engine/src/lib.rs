@@ -28,6 +28,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod evaluate;
 pub mod evidence;
+pub mod import;
 pub mod incidents;
 pub mod notify;
 pub mod openslo;

@@ -77,6 +77,13 @@ pub struct Slo {
     pub min_events: u64,
     /// Webhook URLs from the SLO's notification targets.
     pub webhooks: Vec<String>,
+    /// The SLO's `metadata.annotations` (e.g. `runbook_url`), sent with
+    /// every notification of the SLO.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// Each alert policy's `metadata.annotations` with the severities of
+    /// its conditions: sent with notifications of those severities,
+    /// over the SLO's.
+    pub policy_annotations: Vec<(Vec<Severity>, std::collections::BTreeMap<String, String>)>,
     /// File it came from.
     pub file: PathBuf,
     /// Problems that do not stop loading (e.g. a tier that can never fire).
@@ -121,6 +128,8 @@ struct Document {
 struct Metadata {
     name: Option<String>,
     display_name: Option<String>,
+    #[serde(default)]
+    annotations: serde_norway::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +137,7 @@ struct Object {
     kind: String,
     name: String,
     display_name: Option<String>,
+    annotations: std::collections::BTreeMap<String, String>,
     spec: serde_norway::Value,
     file: PathBuf,
 }
@@ -179,6 +189,60 @@ fn duration(cx: &Ctx<'_>, text: &str, field: &str) -> Result<Duration, LoadError
         return Err(cx.err(field, "must be longer than zero"));
     }
     Ok(d)
+}
+
+/// Annotations: a map of strings (numbers and booleans are taken as
+/// text); `runbook_url`, when given, must be an http(s) URL.
+fn annotations(
+    cx: &Ctx<'_>,
+    v: &V,
+    field: &str,
+) -> Result<std::collections::BTreeMap<String, String>, LoadError> {
+    let mut out = std::collections::BTreeMap::new();
+    if v.is_null() {
+        return Ok(out);
+    }
+    let m = v
+        .as_mapping()
+        .ok_or_else(|| cx.err(field, "must be a map of names to strings"))?;
+    for (k, val) in m {
+        let k = k
+            .as_str()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| cx.err(field, "names must be non-empty strings"))?;
+        let text = match val {
+            V::String(s) => s.clone(),
+            V::Number(n) => n.to_string(),
+            V::Bool(b) => b.to_string(),
+            _ => return Err(cx.err(&format!("{field}.{k}"), "must be a string")),
+        };
+        if k == "runbook_url" && !(text.starts_with("http://") || text.starts_with("https://")) {
+            return Err(cx.err(
+                &format!("{field}.{k}"),
+                format!("{text:?}: a runbook URL (http:// or https://) is expected"),
+            ));
+        }
+        out.insert(k.to_string(), text);
+    }
+    Ok(out)
+}
+
+impl Slo {
+    /// The annotations of a notification of `severity`: the SLO's, with
+    /// those of the alert policies that have conditions of that severity
+    /// over them.
+    pub fn annotations_for(
+        &self,
+        severity: Severity,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut out = self.annotations.clone();
+        for (sev, notes) in &self.policy_annotations {
+            if sev.contains(&severity) {
+                out.extend(notes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        out
+    }
 }
 
 /// Reads every `.yaml`/`.yml` file of `dir` (not recursive) and resolves
@@ -267,10 +331,16 @@ fn parse_documents(file: &Path, text: &str) -> Result<Vec<Object>, LoadError> {
         ) {
             return Err(cx.err("kind", format!("unknown OpenSLO kind {kind:?}")));
         }
+        let cx = Ctx {
+            file,
+            object: format!("{kind}/{name}"),
+        };
+        let annotations = annotations(&cx, &meta.annotations, "metadata.annotations")?;
         out.push(Object {
             kind,
             name,
             display_name: meta.display_name,
+            annotations,
             spec: doc.spec,
             file: file.to_path_buf(),
         });
@@ -468,17 +538,39 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
     // Alerting.
     let mut tiers = Vec::new();
     let mut webhooks = Vec::new();
+    let mut policy_annotations = Vec::new();
     if let Some(policies) = get(spec, "alertPolicies").and_then(V::as_sequence) {
         for (i, p) in policies.iter().enumerate() {
             let field = format!("spec.alertPolicies[{i}]");
-            let policy_spec = match (get(p, "kind"), get_str(&cx, p, "alertPolicyRef", "")?) {
-                (_, Some(r)) => lookup(&cx, index, "AlertPolicy", &r, &field)?.spec.clone(),
-                (Some(_), None) => get(p, "spec")
-                    .cloned()
-                    .ok_or_else(|| cx.err(&format!("{field}.spec"), "is required"))?,
-                _ => return Err(cx.err(&field, "give alertPolicyRef or an inline AlertPolicy")),
-            };
+            let (policy_spec, notes) =
+                match (get(p, "kind"), get_str(&cx, p, "alertPolicyRef", "")?) {
+                    (_, Some(r)) => {
+                        let policy = lookup(&cx, index, "AlertPolicy", &r, &field)?;
+                        (policy.spec.clone(), policy.annotations.clone())
+                    }
+                    (Some(_), None) => (
+                        get(p, "spec")
+                            .cloned()
+                            .ok_or_else(|| cx.err(&format!("{field}.spec"), "is required"))?,
+                        match get(p, "metadata").and_then(|m| get(m, "annotations")) {
+                            Some(a) => {
+                                annotations(&cx, a, &format!("{field}.metadata.annotations"))?
+                            }
+                            None => Default::default(),
+                        },
+                    ),
+                    _ => {
+                        return Err(cx.err(&field, "give alertPolicyRef or an inline AlertPolicy"));
+                    }
+                };
+            let before = tiers.len();
             compile_policy(&cx, index, &policy_spec, &field, &mut tiers, &mut webhooks)?;
+            if !notes.is_empty() {
+                let mut severities: Vec<Severity> =
+                    tiers[before..].iter().map(|t| t.severity).collect();
+                severities.dedup();
+                policy_annotations.push((severities, notes));
+            }
         }
     }
     if tiers.is_empty() {
@@ -520,6 +612,8 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
         tiers,
         min_events,
         webhooks,
+        annotations: o.annotations.clone(),
+        policy_annotations,
         file: o.file.clone(),
         warnings,
     })
@@ -1109,6 +1203,68 @@ spec:
         assert_eq!(st.tiers[1].op, "gt");
         let e = load(&text.replace("op: gt,", "op: lt,")).unwrap_err();
         assert!(e.message.contains("use gt or gte"), "{e}");
+    }
+
+    /// Runbooks: the SLO's annotations go with every severity, a policy's
+    /// with the severities of its conditions (over the SLO's); a runbook
+    /// that is not a URL is refused.
+    #[test]
+    fn annotations_follow_severity() {
+        let text = r##"
+apiVersion: openslo/v1
+kind: AlertPolicy
+metadata:
+  name: wake-up
+  annotations: {runbook_url: "https://runbooks.example/checkout-page", team: payments}
+spec:
+  conditions:
+    - spec: {severity: page, condition: {kind: burnrate, op: gte, threshold: 14.4, lookbackWindow: 1h, alertAfter: 5m}}
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: annotated
+  annotations: {runbook_url: "https://runbooks.example/checkout", owner: shop}
+spec:
+  service: shop
+  indicator:
+    metadata: {name: annotated}
+    spec:
+      thresholdMetric:
+        metricSource: {type: burnwatch, spec: {service: catalog}}
+  timeWindow: [{duration: 28d, isRolling: true}]
+  objectives: [{target: 0.99, op: lte, value: 0.3}]
+  alertPolicies:
+    - alertPolicyRef: wake-up
+    - kind: AlertPolicy
+      metadata: {name: later, annotations: {channel: "#shop"}}
+      spec:
+        conditions:
+          - spec: {severity: ticket, condition: {kind: burnrate, op: gte, threshold: 3, lookbackWindow: 1d, alertAfter: 2h}}
+"##;
+        let slo = &load(text).unwrap()[0];
+        let page = slo.annotations_for(Severity::Page);
+        assert_eq!(
+            page.get("runbook_url").map(String::as_str),
+            Some("https://runbooks.example/checkout-page")
+        );
+        assert_eq!(page.get("team").map(String::as_str), Some("payments"));
+        assert_eq!(page.get("owner").map(String::as_str), Some("shop"));
+        assert!(!page.contains_key("channel"));
+        let ticket = slo.annotations_for(Severity::Ticket);
+        assert_eq!(
+            ticket.get("runbook_url").map(String::as_str),
+            Some("https://runbooks.example/checkout")
+        );
+        assert_eq!(ticket.get("channel").map(String::as_str), Some("#shop"));
+        assert!(!ticket.contains_key("team"));
+
+        let e = load(&text.replace("https://runbooks.example/checkout\"", "see the wiki\""))
+            .unwrap_err();
+        assert_eq!(e.object, "SLO/annotated");
+        assert_eq!(e.field, "metadata.annotations.runbook_url");
+        let e = load(&text.replace("team: payments", "team: [a, b]")).unwrap_err();
+        assert_eq!(e.field, "metadata.annotations.team");
     }
 
     #[test]

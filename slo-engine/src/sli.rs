@@ -276,6 +276,26 @@ impl Gathered {
         rounded(t, o, self.other_is_good)
     }
 
+    /// The time of the first event in `[from, to)`: the start of the first
+    /// whole minute with events, or a single event's time.
+    fn first(&self, from: i64, to: i64) -> Option<i64> {
+        let minute = self
+            .minutes
+            .range(from..to.max(from))
+            .find(|(_, (a, _))| *a > 0.0)
+            .map(|(m, _)| *m);
+        let single = self
+            .raw
+            .iter()
+            .filter(|(time, a, _)| *time >= from && *time < to && *a > 0.0)
+            .map(|(time, _, _)| *time)
+            .min();
+        match (minute, single) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// (total, bad) per minute of `[from, to)` (minute starts).
     fn per_minute(&self, from: i64, to: i64) -> BTreeMap<i64, (u64, u64)> {
         let mut sums: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
@@ -552,8 +572,18 @@ impl SliCounter {
         source: &SliSource,
         windows: &[(i64, i64)],
     ) -> Result<Vec<(u64, u64)>, QueryError> {
+        Ok(self.windows_and_first(source, windows).await?.0)
+    }
+
+    /// [`SliCounter::windows`], and the time of the first event in the
+    /// first window (how much of it holds data).
+    pub async fn windows_and_first(
+        &self,
+        source: &SliSource,
+        windows: &[(i64, i64)],
+    ) -> Result<(Vec<(u64, u64)>, Option<i64>), QueryError> {
         let Some(from) = windows.iter().map(|w| w.0).min() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let to = windows.iter().map(|w| w.1).max().unwrap_or(from);
         let mut edges = BTreeSet::new();
@@ -565,7 +595,11 @@ impl SliCounter {
             }
         }
         let g = self.gather(source, from, to, &edges).await?;
-        Ok(windows.iter().map(|&(a, b)| g.window(a, b)).collect())
+        let first = g.first(windows[0].0, windows[0].1);
+        Ok((
+            windows.iter().map(|&(a, b)| g.window(a, b)).collect(),
+            first,
+        ))
     }
 
     /// (total, bad) per minute over `[from, to)`, keyed by minute start;

@@ -153,6 +153,22 @@ async fn ten_requests_an_hour_with_one_failure() {
         s.budget_consumed
     );
     assert!((s.budget_consumed.unwrap() * 1000.0).round() == 139.0);
+    // Data over the whole window (the first request is at its start).
+    assert_eq!(s.data_from_ns, Some(start));
+    assert_eq!(s.coverage_secs, 30 * 24 * 3600);
+    assert_eq!(s.coverage_note, None);
+
+    // Seen 3 h 12 min after the first request (a brand-new SLO): the
+    // budget is over that much history, and says so.
+    let early = start + 3 * HOUR + 12 * 60 * SEC;
+    let s = evaluate(&counter(&store), &slo, early).await.unwrap();
+    assert_eq!(s.total, 32);
+    assert_eq!(s.data_from_ns, Some(start));
+    assert_eq!(s.coverage_secs, 3 * 3600 + 12 * 60);
+    assert_eq!(
+        s.coverage_note.as_deref(),
+        Some("budget over 3 h 12 min of a 30-day window")
+    );
 
     // With a minimum of 20 events per long window there is not enough data
     // to page on one failure: an explicit state, not NaN or a false page.
@@ -168,6 +184,11 @@ async fn ten_requests_an_hour_with_one_failure() {
     assert_eq!(s.state, AlertState::InsufficientData);
     assert_eq!(s.current_burn, None);
     assert_eq!(s.sli, None);
+    assert_eq!(s.data_from_ns, None);
+    assert_eq!(
+        s.coverage_note.as_deref(),
+        Some("no events yet in a 30-day window")
+    );
 }
 
 /// Resolving by hand closes the incident (who and why on its timeline) and
@@ -643,7 +664,18 @@ async fn alerts_are_pushed_to_a_real_alertmanager_which_notifies_and_resolves() 
 
     // Alertmanager judges startsAt/endsAt by its own clock: use the real one.
     let now = slo_engine::engine::now_ns();
-    let slo = load_slo(dir.path(), 0.999, 10);
+    // The SLO carries a runbook, which Alertmanager passes on.
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("slo.yaml"),
+        slo_yaml(0.999, 10).replace(
+            "  displayName: Checkout availability\n",
+            "  displayName: Checkout availability\n  annotations: {runbook_url: \"https://runbooks.example/checkout\"}\n",
+        ),
+    )
+    .unwrap();
+    let slo = load_dir(&rules).unwrap().remove(0);
     let store = open_store(dir.path()).await;
     // An hour of good traffic and a last minute of failures: a fast burn.
     write_traffic(&store, now - HOUR, now - 60 * SEC, |_| false).await;
@@ -669,6 +701,10 @@ async fn alerts_are_pushed_to_a_real_alertmanager_which_notifies_and_resolves() 
             .as_str()
             .unwrap()
             .contains("Checkout availability"),
+        "{p}"
+    );
+    assert_eq!(
+        p["alerts"][0]["annotations"]["runbook_url"], "https://runbooks.example/checkout",
         "{p}"
     );
     let listed: serde_json::Value = http

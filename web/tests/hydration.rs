@@ -394,7 +394,7 @@ async fn islands_hydrate_and_the_on_call_path_works_by_clicking() {
     let mark = s
         .js("return document.querySelector('#services-table th:nth-child(2)').textContent")
         .await;
-    assert_eq!(mark, json!("req/s ▼"));
+    assert_eq!(mark, json!("req/s (5m) ▼"));
 
     // The countdown runs, and pauses on click.
     s.wait_for(

@@ -127,7 +127,25 @@ async fn pages_render_in_chromium() {
         &std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
     )
     .join("../alert-rules");
-    let slos = slo_engine::openslo::load_dir(&rules).unwrap();
+    // The shop's SLOs, checkout availability with a runbook.
+    let copy = dir.path().join("rules");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in std::fs::read_dir(&rules).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&f).unwrap().replace(
+                "  name: checkout-availability\n  displayName: Checkout availability\n",
+                "  name: checkout-availability\n  displayName: Checkout availability\n  annotations: {runbook_url: \"https://runbooks.example/checkout\", owner: shop-team}\n",
+            );
+            std::fs::write(copy.join(f.file_name().unwrap()), text).unwrap();
+        }
+    }
+    let slos = slo_engine::openslo::load_dir(&copy).unwrap();
+    assert!(
+        slos.iter()
+            .any(|s| s.annotations.get("owner").is_some_and(|o| o == "shop-team")),
+        "the runbook was added"
+    );
     let engine = slo_engine::engine::SloEngine::open(
         store.clone(),
         slos,
@@ -154,7 +172,7 @@ async fn pages_render_in_chromium() {
     let abs_to = slo_engine::notify::rfc3339(now - 1800 * SEC);
     let pages = tokio::task::spawn_blocking(move || {
         [
-            ("overview", "/?refresh=0".to_string()),
+            ("overview", "/?refresh=0&range=24h".to_string()),
             ("slo", "/slos/checkout-availability?refresh=0".to_string()),
             ("slos", "/slos?refresh=0".to_string()),
             ("incidents", "/incidents?refresh=0".to_string()),
@@ -205,10 +223,39 @@ async fn pages_render_in_chromium() {
     assert!(open.contains("badge page"), "{open}");
     assert!(overview.contains("Checkout availability"));
     assert!(
-        overview.contains("<a href=\"/services/gateway?range=1h&amp;refresh=0\">gateway</a>"),
+        overview.contains("<a href=\"/services/gateway?range=24h&amp;refresh=0\">gateway</a>"),
         "{overview}"
     );
     assert!(overview.contains("class=\"sparkline\""), "{overview}");
+    // One request a second for the last hour of a 24 h range: the current
+    // rate reads about 1 req/s, the range's average (labelled) 3600 / 86400.
+    let table = &overview[overview.find("id=\"services-table\"").unwrap()..];
+    assert!(
+        table.contains("req/s (5m)") && table.contains("avg req/s (range)"),
+        "{table}"
+    );
+    let row = &table[table.find(">gateway</a>").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let cells: Vec<String> = row
+        .split("</td>")
+        .map(|c| {
+            // The cell's text: everything outside tags and comments.
+            let (mut text, mut depth) = (String::new(), 0);
+            for ch in c.chars() {
+                match ch {
+                    '<' => depth += 1,
+                    '>' => depth -= 1,
+                    _ if depth == 0 => text.push(ch),
+                    _ => {}
+                }
+            }
+            text
+        })
+        .collect();
+    // (The page is rendered seconds after the last request.)
+    let current: f64 = cells[1].parse().unwrap();
+    assert!((0.85..=1.0).contains(&current), "{row}");
+    assert_eq!(cells.get(2).map(String::as_str), Some("0.04"), "{row}");
 
     // SLO page: burn-rate table with the fast tier firing, budget, chart.
     assert!(slo.contains("Burn rate per alert window"), "{slo}");
@@ -236,6 +283,13 @@ async fn pages_render_in_chromium() {
     // example traces), the timeline, the actions.
     assert!(incident.contains("id=\"burn-now\""), "{incident}");
     assert!(incident.contains("14.40x"), "{incident}");
+    // The runbook and the other annotations of the SLO.
+    let runbook = &incident[incident.find("id=\"runbook\"").expect("runbook section")..];
+    assert!(
+        runbook.contains("href=\"https://runbooks.example/checkout\""),
+        "{runbook}"
+    );
+    assert!(runbook.contains("shop-team"), "{runbook}");
     let ops = &incident[incident
         .find("id=\"evidence-operations\"")
         .expect("evidence")..];

@@ -1,6 +1,7 @@
 //! Aggregation operators (Prometheus 2.42's `aggregation`), including the
 //! exact heap behaviour of `topk`/`bottomk` (which series win ties).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::ast::AggOp;
@@ -183,27 +184,30 @@ pub(crate) fn aggregate(
     }
 
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    // Keys are borrowed from the precomputed ones unless recomputed.
+    let mut index: HashMap<Cow<'_, [u8]>, usize, foldhash::fast::RandomState> = HashMap::default();
+    let mut counted: Lbls;
     for (si, s) in vec.iter().enumerate() {
-        let mut metric = s.labels.clone();
+        let mut metric = &s.labels;
         if op == AggOp::CountValues {
-            metric = Builder::new(&metric)
+            counted = Builder::new(metric)
                 .set(value_label, &format_float(s.v))
                 .labels();
+            metric = &counted;
             recompute_key = true;
         }
-        let key: Vec<u8> = if recompute_key {
-            labels::grouping_key(&metric, &grouping, without)
+        let key: Cow<'_, [u8]> = if recompute_key {
+            Cow::Owned(labels::grouping_key(metric, &grouping, without))
         } else {
-            keys.get(si).map(|k| k.to_vec()).unwrap_or_default()
+            Cow::Borrowed(keys.get(si).copied().unwrap_or_default())
         };
-        let Some(&gi) = index.get(&key) else {
+        let Some(&gi) = index.get(key.as_ref()) else {
             let m = if without {
-                let mut b = Builder::new(&metric);
+                let mut b = Builder::new(metric);
                 b.del(&grouping).del(&[labels::METRIC_NAME]);
                 b.labels()
             } else if !grouping.is_empty() {
-                Builder::new(&metric).keep(&grouping).labels()
+                Builder::new(metric).keep(&grouping).labels()
             } else {
                 labels::empty()
             };

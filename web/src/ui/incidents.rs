@@ -9,6 +9,7 @@ use axum::response::Response;
 use leptos::prelude::*;
 use serde_json::Value;
 use slo_engine::notify::rfc3339;
+
 use web_islands::IncidentAction;
 
 use super::View;
@@ -152,11 +153,35 @@ pub async fn incident(State(s): State<WebState>, Path(id): Path<i64>, view: View
         .last_statuses()
         .into_iter()
         .find(|st| st.name == inc.slo);
-    let display = engine
-        .slos()
-        .iter()
-        .find(|d| d.name == inc.slo)
+    let definition = engine.slos().iter().find(|d| d.name == inc.slo).cloned();
+    let display = definition
+        .as_ref()
         .map_or_else(|| inc.slo.clone(), |d| d.display_name.clone());
+    // The runbook and other annotations of the SLO and its alert policy.
+    let notes = definition
+        .map(|d| d.annotations_for(slo_engine::burn::Severity::of_incident(&inc.severity)))
+        .unwrap_or_default();
+    let runbook = notes.get("runbook_url").cloned();
+    let other_notes: Vec<(String, String)> = notes
+        .into_iter()
+        .filter(|(k, _)| k != "runbook_url")
+        .collect();
+    let notes_view = (runbook.is_some() || !other_notes.is_empty()).then(|| {
+        view! {
+            <section id="runbook">
+                <h2>"Runbook"</h2>
+                {match runbook {
+                    Some(u) => view! { <p><a class="runbook" href=u.clone() rel="noopener">{u.clone()}</a></p> }.into_any(),
+                    None => view! { <p class="muted">"No runbook_url is annotated on this SLO or its alert policy."</p> }.into_any(),
+                }}
+                {(!other_notes.is_empty()).then(|| view! {
+                    <table class="annotations">
+                        {other_notes.into_iter().map(|(k, v)| view! { <tr><th>{k}</th><td>{v}</td></tr> }).collect_view()}
+                    </table>
+                })}
+            </section>
+        }
+    });
     let evidence_list = evidence(&inc.timeline);
     let newest = evidence_list.first().map(|v| (*v).clone());
     let slo_href = format!("/slos/{}?{q}", inc.slo);
@@ -193,6 +218,7 @@ pub async fn incident(State(s): State<WebState>, Path(id): Path<i64>, view: View
                 </p>
             })}
         </section>
+        {notes_view}
         <section id="burn-now"><h2>"Burn now"</h2>{burn}</section>
         <section id="evidence"><h2>"Evidence"</h2>{evidence_view(newest.as_ref(), &q)}</section>
         <section id="timeline">

@@ -495,7 +495,7 @@ fn SloRows(slos: Vec<SloStatus>, query: String) -> impl IntoView {
                             <td class="num">{pct(Some(s.objective))}</td>
                             <td>{s.window.clone()}</td>
                             <td class="num">{pct(s.sli)}</td>
-                            <td class="num">{pct(s.budget_remaining)}</td>
+                            <td class="num">{pct(s.budget_remaining)}{s.coverage_note.clone().map(|n| view! { <br/><span class="muted coverage">{n}</span> })}</td>
                             <td class="num">{num(s.current_burn)}</td>
                             <td><StateBadge state=s.state.as_str().to_string()/></td>
                         </tr>

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The span of "current" rates: the last five minutes.
+const RECENT_NS: i64 = 5 * 60 * 1_000_000_000;
+
 /// `GET /`: the overview.
 pub async fn overview(
     State(s): State<WebState>,
@@ -28,6 +31,18 @@ pub async fn overview(
             t.items
         })
         .map_err(|e| e.to_string());
+    // The current rate: the last five minutes of the range (its average
+    // over the whole range is the next column, labelled as such: a range
+    // that starts before the data would otherwise read as a low rate).
+    let recent_ns = (view.window.to_ns - view.window.from_ns).min(RECENT_NS);
+    let mut recent: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    if let Ok(list) = &services
+        && !list.is_empty()
+        && let Ok(w) = analytics::red::Window::new(view.window.to_ns - recent_ns, view.window.to_ns)
+        && let Ok(now) = s.rollups.services(&w).await
+    {
+        recent = now.into_iter().map(|r| (r.service, r.rate)).collect();
+    }
     // Sparklines in whole-minute buckets from a minute boundary, so they
     // come from rollups rather than raw spans.
     let (spark_window, step) = services::aligned(&view.window, 30);
@@ -71,6 +86,10 @@ pub async fn overview(
                     vec![
                         Cell::text(r.service.clone())
                             .link(format!("/services/{}?{q}", url_encode(&r.service))),
+                        {
+                            let now = recent.get(&r.service).copied().unwrap_or(0.0);
+                            Cell::num(format!("{now:.2}"), Some(now))
+                        },
                         Cell::num(format!("{:.2}", r.rate), Some(r.rate)),
                         if r.error_ratio > 0.01 { errors.class("firing") } else { errors },
                         Cell::num(format!("{:.1}", r.p95_ms), Some(r.p95_ms)),
@@ -79,7 +98,15 @@ pub async fn overview(
                     ]
                 })
                 .collect();
-            let headers = ["service", "req/s", "errors", "p95 ms", "p99 ms", "rate"]
+            let headers = [
+                "service",
+                "req/s (5m)",
+                "avg req/s (range)",
+                "errors",
+                "p95 ms",
+                "p99 ms",
+                "rate",
+            ]
                 .map(String::from)
                 .to_vec();
             view! { <SortableTable id="services-table".to_string() headers=headers rows=rows/> }

@@ -76,6 +76,9 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
                     <td class="num">{tte}</td>
                 </tr>
             </table>
+            {status.coverage_note.clone().map(|n| view! {
+                <p class="coverage" id="coverage">{format!("Partial window: {n}. Budget and burn are over that much history only.")}</p>
+            })}
             <p class="muted">{def.description.clone()}</p>
             {status.warnings.iter().map(|w| view! { <p class="error">{w.clone()}</p> }).collect_view()}
         </section>
