@@ -19,6 +19,161 @@ pub enum SloCommand {
     /// Convert Sloth or Pyrra SLO files to OpenSLO files with Prometheus
     /// SLIs, reporting what could not be carried over.
     Import(ImportArgs),
+    /// A calendar month of each SLO: attainment, budget used, incidents
+    /// with the budget each spent, top bad operations.
+    Report(ReportArgs),
+}
+
+/// Arguments of `burnwatch slo report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The month, `YYYY-MM`, in each SLO's time zone [default: the previous month].
+    #[arg(long)]
+    pub month: Option<String>,
+    /// Only this SLO [default: every SLO].
+    #[arg(long)]
+    pub slo: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ReportFormat,
+    /// Read this data directory (read-only; fine beside a server).
+    #[arg(long, env = "BURNWATCH_DATA_DIR", conflicts_with = "url")]
+    pub data_dir: Option<PathBuf>,
+    /// Ask a running server instead, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// API token for --url (role viewer or more).
+    #[arg(long, env = "BURNWATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// SLO definitions (with --data-dir) [default: ./alert-rules].
+    #[arg(long, env = "BURNWATCH_RULES_DIR", conflicts_with = "url")]
+    pub rules_dir: Option<PathBuf>,
+}
+
+/// Formats of `burnwatch slo report`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown.
+    Md,
+    /// CSV: a month row, then a row per incident.
+    Csv,
+    /// The API's JSON.
+    Json,
+}
+
+async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    use slo_engine::report::{MonthReport, to_csv, to_markdown};
+    let mut reports: Vec<MonthReport> = Vec::new();
+    match &args.url {
+        Some(url) => {
+            let base = url.trim_end_matches('/').to_string();
+            let client = reqwest::Client::new();
+            let get = |endpoint: String| {
+                let mut req = client.get(&endpoint);
+                if let Some(t) = &args.token {
+                    req = req.bearer_auth(t);
+                }
+                async move {
+                    let resp = req
+                        .send()
+                        .await
+                        .with_context(|| format!("cannot reach {endpoint}"))?;
+                    let status = resp.status();
+                    let body: Value = resp.json().await.unwrap_or(Value::Null);
+                    if !status.is_success() {
+                        bail!("{status}: {}", body["error"]["message"]);
+                    }
+                    Ok::<Value, anyhow::Error>(body)
+                }
+            };
+            let names: Vec<String> = match &args.slo {
+                Some(n) => vec![n.clone()],
+                None => get(format!("{base}/api/v1/slos")).await?["slos"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s["name"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            for n in names {
+                let mut endpoint = format!("{base}/api/v1/slos/{n}/report");
+                if let Some(m) = &args.month {
+                    endpoint.push_str(&format!("?month={m}"));
+                }
+                reports.push(serde_json::from_value(get(endpoint).await?)?);
+            }
+        }
+        None => {
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data"));
+            let rules = args
+                .rules_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("alert-rules"));
+            let defs: Vec<_> = slo_engine::openslo::load_dir(&rules)?
+                .into_iter()
+                .filter(|s| args.slo.as_ref().is_none_or(|n| *n == s.name))
+                .collect();
+            if defs.is_empty() {
+                bail!("no such SLO in {}", rules.display());
+            }
+            let store = store::Store::open_read_only(store::StoreConfig {
+                data_dir: data_dir.clone(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot open {}", data_dir.display()))?;
+            // The incidents of a server on this data directory, if any.
+            let state = data_dir.join("state").join("alerts.sqlite");
+            let incidents = if state.exists() {
+                let db = slo_engine::incidents::open_state(&statedb::Target::Sqlite(state))?;
+                slo_engine::incidents::Incidents::new(db).list(100_000)?
+            } else {
+                Vec::new()
+            };
+            let counter = slo_engine::sli::SliCounter::new(store.clone(), 64 << 20);
+            let now = chrono::Utc::now()
+                .timestamp_nanos_opt()
+                .context("clock out of range")?;
+            for slo in &defs {
+                let month = args.month.clone().unwrap_or_else(|| {
+                    slo_engine::report::previous_month(now, slo_engine::report::time_zone(slo))
+                });
+                reports.push(
+                    slo_engine::report::month_report(
+                        &store, &counter, slo, &incidents, &month, now,
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", slo.name))?,
+                );
+            }
+        }
+    }
+    match args.format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+        ReportFormat::Md => {
+            for r in &reports {
+                println!("{}", to_markdown(r));
+            }
+        }
+        ReportFormat::Csv => {
+            for (i, r) in reports.iter().enumerate() {
+                let csv = to_csv(r);
+                // One header for all SLOs.
+                let body = if i == 0 {
+                    csv.as_str()
+                } else {
+                    csv.split_once('\n').map_or("", |x| x.1)
+                };
+                print!("{body}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Arguments of `burnwatch slo import`.
@@ -181,6 +336,7 @@ pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
         SloCommand::Status(args) => args,
         SloCommand::Backtest(args) => return backtest(args).await,
         SloCommand::Import(args) => return import(args),
+        SloCommand::Report(args) => return report(args).await,
     };
     let slos: Value = match &args.url {
         Some(url) => {

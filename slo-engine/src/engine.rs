@@ -452,6 +452,27 @@ impl SloEngine {
         Ok(out)
     }
 
+    /// The monthly report of SLO `name` for `month` (`YYYY-MM`; `None`:
+    /// the previous month in the SLO's time zone).
+    pub async fn month_report(
+        &self,
+        name: &str,
+        month: Option<&str>,
+    ) -> Result<crate::report::MonthReport, String> {
+        let slo = self
+            .slos
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("no SLO named {name:?}"))?;
+        let now = now_ns();
+        let month = month.map_or_else(
+            || crate::report::previous_month(now, crate::report::time_zone(slo)),
+            str::to_string,
+        );
+        let incidents = self.incidents.list(100_000).map_err(|e| e.to_string())?;
+        crate::report::month_report(&self.store, &self.sli, slo, &incidents, &month, now).await
+    }
+
     /// Incidents, newest first.
     pub fn incidents(&self, limit: usize) -> Result<Vec<Incident>, EngineError> {
         Ok(self.incidents.list(limit)?)

@@ -116,6 +116,7 @@ pub fn app(state: WebState) -> Router {
         .route("/", get(ui::overview::overview))
         .route("/slos", get(ui::slos::slo_list))
         .route("/slos/{name}", get(ui::slos::slo_page))
+        .route("/slos/{name}/report", get(ui::slos::slo_report))
         .route("/incidents", get(ui::incidents::incident_list))
         .route("/incidents/{id}", get(ui::incidents::incident))
         .route("/services/{name}", get(ui::services::service))

@@ -170,6 +170,15 @@ async fn pages_render_in_chromium() {
     let base2 = base.clone();
     let abs_from = slo_engine::notify::rfc3339(now - 2 * 3600 * SEC);
     let abs_to = slo_engine::notify::rfc3339(now - 1800 * SEC);
+    // This month (UTC: the shop's SLOs have rolling windows).
+    let month_of = |ns: i64| {
+        chrono::DateTime::from_timestamp_nanos(ns)
+            .format("%Y-%m")
+            .to_string()
+    };
+    let month = month_of(now);
+    let whole_hour_in_month = month_of(now - 3600 * SEC) == month;
+    let report_month = month.clone();
     let pages = tokio::task::spawn_blocking(move || {
         [
             ("overview", "/?refresh=0&range=24h".to_string()),
@@ -193,6 +202,7 @@ async fn pages_render_in_chromium() {
                 "/explore/metrics?refresh=0&name=http.server.request.duration&stat=p99".to_string(),
             ),
             ("absolute", format!("/services/gateway?refresh=0&from={abs_from}&to={abs_to}")),
+            ("report", format!("/slos/checkout-availability/report?refresh=0&month={report_month}")),
         ]
         .map(|(name, path)| browse(&b, &format!("{base2}{path}"), name))
     })
@@ -214,6 +224,7 @@ async fn pages_render_in_chromium() {
         logs_page,
         histogram,
         absolute,
+        report,
     ] = pages;
 
     // Overview: the open page incident on top, SLOs, services with RED.
@@ -256,6 +267,39 @@ async fn pages_render_in_chromium() {
     let current: f64 = cells[1].parse().unwrap();
     assert!((0.85..=1.0).contains(&current), "{row}");
     assert_eq!(cells.get(2).map(String::as_str), Some("0.04"), "{row}");
+
+    // The monthly report: this month's checkouts, the open page incident.
+    assert!(
+        report.contains(&format!("Checkout availability: {month}")),
+        "{report}"
+    );
+    assert!(report.contains("id=\"report-incidents\""), "{report}");
+    assert!(report.contains("href=\"/incidents/1?"), "{report}");
+    if whole_hour_in_month {
+        // 3600 checkouts, the last 600 failed: 83.333% against 99.9%.
+        assert!(
+            report.contains("83.333%") || report.contains("83.33%"),
+            "{report}"
+        );
+    }
+    let csv = reqwest::get(format!(
+        "{base}/api/v1/slos/checkout-availability/report?month={month}&format=csv"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(csv.status(), 200);
+    let csv = csv.text().await.unwrap();
+    assert!(csv.starts_with("row,slo,month,"), "{csv}");
+    assert!(
+        csv.contains(&format!("month,checkout-availability,{month},UTC,0.999,")),
+        "{csv}"
+    );
+    let bad = reqwest::get(format!(
+        "{base}/api/v1/slos/checkout-availability/report?month=2026-13"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
 
     // SLO page: burn-rate table with the fast tier firing, budget, chart.
     assert!(slo.contains("Burn rate per alert window"), "{slo}");

@@ -71,6 +71,60 @@ pub async fn one(
         })
 }
 
+/// Query of `GET /api/v1/slos/{name}/report`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    /// `YYYY-MM` [default: the previous month in the SLO's time zone].
+    pub month: Option<String>,
+    /// `json` (default), `md` or `csv`.
+    pub format: Option<String>,
+}
+
+/// `GET /api/v1/slos/{name}/report`: the SLO's month (attainment, budget
+/// used, incidents with their budget, top bad operations).
+pub async fn report(
+    Engine(engine): Engine,
+    Path(name): Path<String>,
+    Query(p): Query<ReportParams>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if !engine.slos().iter().any(|s| s.name == name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no SLO named {name:?}"),
+        ));
+    }
+    let r = engine
+        .month_report(&name, p.month.as_deref())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
+    Ok(match p.format.as_deref().unwrap_or("json") {
+        "json" => Json(r).into_response(),
+        "md" => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/markdown; charset=utf-8",
+            )],
+            slo_engine::report::to_markdown(&r),
+        )
+            .into_response(),
+        "csv" => (
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            slo_engine::report::to_csv(&r),
+        )
+            .into_response(),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("format {other:?}: use json, md or csv"),
+            ));
+        }
+    })
+}
+
 /// Query of `GET /api/v1/incidents`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -91,7 +91,8 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
             <BurnDown points=burn objective=status.objective/>
         </section>
         <section id="sli-chart">{sli_chart}</section>
-        <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q/></section>
+        <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q.clone()/></section>
+        <p><a id="report-link" href=format!("/slos/{}/report?{q}", url_encode(&name))>"Monthly report"</a></p>
     }
     .to_html();
     page(
@@ -179,4 +180,113 @@ pub(super) fn sli_chart(burn: &[BurnPoint], objective: f64) -> impl IntoView + u
             from_ns=from to_ns=to lines=lines y_range=(lo.max(0.0), 100.0)/>
     }
     .into_any()
+}
+
+/// Query of the report page.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReportQuery {
+    /// `YYYY-MM` [default: the previous month].
+    pub month: Option<String>,
+}
+
+/// `GET /slos/{name}/report?month=YYYY-MM`: the SLO's month: attainment,
+/// budget used, incidents with the budget each spent, top bad operations,
+/// with Markdown and CSV downloads.
+pub async fn slo_report(
+    State(s): State<WebState>,
+    Path(name): Path<String>,
+    axum::extract::Query(rq): axum::extract::Query<ReportQuery>,
+    view: View,
+) -> Response {
+    let engine = match engine(&s, "No SLOs") {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    if !engine.slos().iter().any(|d| d.name == name) {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "Unknown SLO",
+            format!("No SLO named {name:?}."),
+        );
+    }
+    let r = match engine
+        .month_report(&name, rq.month.as_deref().filter(|m| !m.is_empty()))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, "Report", e),
+    };
+    let tz = r.time_zone.clone();
+    let when = move |ns: i64| {
+        let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::UTC);
+        use chrono::TimeZone;
+        tz.timestamp_nanos(ns)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    };
+    let api = format!(
+        "/api/v1/slos/{}/report?month={}",
+        url_encode(&name),
+        url_encode(&r.month)
+    );
+    let q = view.query.clone();
+    let incidents_view = if r.incidents.is_empty() {
+        view! { <p class="muted">"No incidents this month."</p> }.into_any()
+    } else {
+        view! {
+            <table id="report-incidents">
+                <tr><th>"#"</th><th>"severity"</th><th>"opened"</th><th>"resolved"</th><th>"duration"</th><th>"bad"</th><th>"events"</th><th>"budget spent"</th></tr>
+                {r.incidents.iter().map(|i| view! {
+                    <tr>
+                        <td><a href=format!("/incidents/{}?{q}", i.id)>{i.id}</a></td>
+                        <td>{i.severity.clone()}</td>
+                        <td>{when(i.opened_ns)}</td>
+                        <td>{i.resolved_ns.map_or_else(|| "open".to_string(), &when)}</td>
+                        <td class="num">{slo_engine::evaluate::human_span(i.duration_secs)}</td>
+                        <td class="num">{i.bad}</td>
+                        <td class="num">{i.total}</td>
+                        <td class="num">{pct(i.budget_spent)}</td>
+                    </tr>
+                }).collect_view()}
+            </table>
+        }
+        .into_any()
+    };
+    let body = view! {
+        <h1>{format!("{}: {}", r.display_name, r.month)}</h1>
+        <form method="get" class="search">
+            <input name="month" value=r.month.clone() placeholder="YYYY-MM"/>
+            " "<button type="submit">"Show"</button>
+            " "<a href=format!("{api}&format=md")>"Markdown"</a>
+            " "<a href=format!("{api}&format=csv")>"CSV"</a>
+        </form>
+        <p class="muted">{format!("{} to {} ({})", when(r.from_ns), when(r.to_ns), r.time_zone)}</p>
+        <table id="report-summary">
+            <tr><th>"objective"</th><th>"attainment"</th><th>"met"</th><th>"events"</th><th>"bad"</th><th>"budget used"</th></tr>
+            <tr>
+                <td class="num">{pct(Some(r.objective))}</td>
+                <td class="num" id="attainment">{pct(r.attainment)}</td>
+                <td>{r.met.map_or("–", |m| if m { "yes" } else { "no" })}</td>
+                <td class="num">{r.total}</td>
+                <td class="num">{r.bad}</td>
+                <td class="num" id="budget-used">{pct(r.budget_used)}</td>
+            </tr>
+        </table>
+        <h2>"Incidents"</h2>
+        {incidents_view}
+        <h2>"Top bad operations"</h2>
+        <table>
+            <tr><th>"service"</th><th>"operation"</th><th>"bad"</th><th>"events"</th><th>"share of bad"</th></tr>
+            {r.top_operations.iter().map(|o| view! {
+                <tr><td>{o.service.clone()}</td><td>{o.operation.clone()}</td><td class="num">{o.bad}</td><td class="num">{o.total}</td><td class="num">{pct(Some(o.share_of_bad))}</td></tr>
+            }).collect_view()}
+        </table>
+    }
+    .to_html();
+    page(
+        &format!("{} report", r.display_name),
+        Some(&view),
+        &format!("/slos/{name}/report"),
+        body,
+    )
 }
