@@ -473,6 +473,67 @@ impl SloEngine {
         crate::report::month_report(&self.store, &self.sli, slo, &incidents, &month, now).await
     }
 
+    /// A postmortem draft of incident `id` in Markdown (`None`: no such
+    /// incident): timeline, burn over the incident, impact, evidence.
+    pub async fn postmortem(&self, id: i64) -> Result<Option<String>, String> {
+        use crate::postmortem::{BurnStep, Impact, render};
+        let Some(inc) = self.incidents.get(id).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let slo = self
+            .slos
+            .iter()
+            .find(|s| s.name == inc.slo)
+            .ok_or_else(|| format!("incident #{id}'s SLO {:?} is no longer defined", inc.slo))?;
+        let to = inc.resolved_ns.unwrap_or_else(now_ns).max(inc.opened_ns);
+        // The burn chart: the first page tier's long window (else the
+        // first tier's), from an hour before the incident to its end.
+        let window = slo
+            .tiers
+            .iter()
+            .find(|t| t.severity == crate::burn::Severity::Page)
+            .or(slo.tiers.first())
+            .map_or(Duration::from_secs(3600), |t| t.long);
+        let window_ns = window.as_nanos() as i64;
+        let chart_from = inc.opened_ns - 3_600_000_000_000;
+        let step = ((to - chart_from) / 24).max(60_000_000_000);
+        let mut times: Vec<i64> = (1..=24)
+            .map(|k| chart_from + k * step)
+            .take_while(|t| *t < to)
+            .collect();
+        times.push(to);
+        let mut ranges = vec![(inc.opened_ns, to), slo.time_window.range_at(to)];
+        ranges.extend(times.iter().map(|t| (t - window_ns, *t)));
+        let counts = self
+            .sli
+            .windows(&slo.sli.source, &ranges)
+            .await
+            .map_err(|e| e.to_string())?;
+        let impact = Impact {
+            from_ns: inc.opened_ns,
+            to_ns: to,
+            total: counts[0].0,
+            bad: counts[0].1,
+            budget_events: (1.0 - slo.objective) * counts[1].0 as f64,
+        };
+        let burn: Vec<BurnStep> = times
+            .iter()
+            .zip(&counts[2..])
+            .map(|(t, (total, bad))| BurnStep {
+                at_ns: *t,
+                burn: crate::burn::burn_rate(*bad, *total, slo.objective),
+            })
+            .collect();
+        Ok(Some(render(
+            slo,
+            &inc,
+            &impact,
+            &burn,
+            window.as_secs(),
+            &self.config.external_url,
+        )))
+    }
+
     /// Incidents, newest first.
     pub fn incidents(&self, limit: usize) -> Result<Vec<Incident>, EngineError> {
         Ok(self.incidents.list(limit)?)

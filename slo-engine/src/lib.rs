@@ -32,6 +32,7 @@ pub mod import;
 pub mod incidents;
 pub mod notify;
 pub mod openslo;
+pub mod postmortem;
 pub mod report;
 pub mod rules;
 pub mod secret;

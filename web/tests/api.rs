@@ -319,6 +319,8 @@ async fn openapi_document_lists_every_endpoint() {
         "/api/v1/incidents",
         "/api/v1/incidents/{id}/ack",
         "/api/v1/incidents/{id}/resolve",
+        "/api/v1/incidents/{id}/postmortem",
+        "/api/v1/slos/{name}/report",
     ] {
         assert!(
             paths.iter().any(|x| x.as_str() == p),

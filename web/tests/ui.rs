@@ -294,6 +294,52 @@ async fn pages_render_in_chromium() {
         csv.contains(&format!("month,checkout-availability,{month},UTC,0.999,")),
         "{csv}"
     );
+    // The postmortem draft of the open page incident.
+    assert!(incident.contains("id=\"postmortem-link\""), "{incident}");
+    let pm = reqwest::get(format!("{base}/api/v1/incidents/1/postmortem"))
+        .await
+        .unwrap();
+    assert_eq!(pm.status(), 200);
+    assert!(
+        pm.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("postmortem-1.md")
+    );
+    let pm = pm.text().await.unwrap();
+    for section in [
+        "# Postmortem (draft): Checkout availability page incident #1",
+        "- **Runbook**: https://runbooks.example/checkout",
+        "## Timeline (UTC)",
+        "| opened |",
+        "## Impact",
+        "## Burn rate (1 h window)",
+        "## Evidence",
+        "| gateway | POST /api/checkout |",
+        "## Cause",
+        "## Action items",
+    ] {
+        assert!(pm.contains(section), "{section:?} missing:\n{pm}");
+    }
+    // Opened at the evaluation: every checkout since is bad.
+    let impact = &pm[pm.find("## Impact").unwrap()..pm.find("## Burn rate").unwrap()];
+    let line = impact
+        .lines()
+        .find(|l| l.starts_with("- **Events while open**"))
+        .unwrap();
+    let (total, bad) = line
+        .trim_start_matches("- **Events while open**: ")
+        .split_once(", of them bad: ")
+        .unwrap();
+    let bad = bad.split(' ').next().unwrap();
+    assert_eq!(total, bad, "{impact}");
+    assert_eq!(
+        reqwest::get(format!("{base}/api/v1/incidents/99/postmortem"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     let bad = reqwest::get(format!(
         "{base}/api/v1/slos/checkout-availability/report?month=2026-13"
     ))

@@ -67,6 +67,7 @@ pub fn routes() -> Router<WebState> {
         .route("/api/v1/slos/{name}/report", get(slos::report))
         .route("/api/v1/incidents", get(slos::incidents))
         .route("/api/v1/incidents/{id}/ack", post(slos::acknowledge))
+        .route("/api/v1/incidents/{id}/postmortem", get(slos::postmortem))
         .route("/api/v1/incidents/{id}/resolve", post(slos::resolve))
         .route("/api/v1/alerts", get(slos::alerts))
         .route("/api/v1/rules", get(slos::rules))

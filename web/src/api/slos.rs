@@ -125,6 +125,41 @@ pub async fn report(
     })
 }
 
+/// `GET /api/v1/incidents/{id}/postmortem`: a postmortem draft in
+/// Markdown (timeline, burn, impact, evidence, empty cause and action
+/// items), as a download.
+pub async fn postmortem(
+    Engine(engine): Engine,
+    Path(id): Path<i64>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let md = engine
+        .postmortem(id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no incident #{id}"),
+            )
+        })?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/markdown; charset=utf-8".to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"postmortem-{id}.md\""),
+            ),
+        ],
+        md,
+    )
+        .into_response())
+}
+
 /// Query of `GET /api/v1/incidents`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

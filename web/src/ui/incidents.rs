@@ -210,6 +210,7 @@ pub async fn incident(State(s): State<WebState>, Path(id): Path<i64>, view: View
                 {inc.resolved_ns.map(|r| format!(", resolved {}", rfc3339(r)))}
                 {inc.acknowledged_by.clone().map(|by| format!(", acknowledged by {by}"))}
             </p>
+            <p><a id="postmortem-link" href=format!("/api/v1/incidents/{}/postmortem", inc.id)>"Postmortem draft (Markdown)"</a></p>
             {(inc.state == "open").then(|| view! { <p><IncidentAction id=inc.id action="ack".to_string()/></p> })}
             {open.then(|| view! {
                 <p>
