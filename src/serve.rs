@@ -95,6 +95,9 @@ async fn start_slo_engine(
     let groups = slo_engine::rules::yaml_files(dir)
         .and_then(|files| slo_engine::rules::load_files(&files))
         .with_context(|| format!("invalid alert rules in {}", dir.display()))?;
+    let adjustments = slo_engine::corrections::load_dir(dir)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("invalid budget adjustments in {}", dir.display()))?;
     let mut slo_config = config.slo.clone();
     if slo_config.external_url.is_empty() {
         let scheme = if config.http_tls.is_some() {
@@ -123,6 +126,7 @@ async fn start_slo_engine(
         &holder,
     )
     .context("cannot open the incident database")?;
+    engine.set_yaml_corrections(adjustments);
     engine.spawn(token.clone(), tracker).await?;
     tracing::info!(
         slos = engine.slos().len(),
@@ -148,6 +152,9 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     let groups = slo_engine::rules::yaml_files(dir)
         .and_then(|files| slo_engine::rules::load_files(&files))
         .with_context(|| format!("invalid alert rules in {}", dir.display()))?;
+    let adjustments = slo_engine::corrections::load_dir(dir)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("invalid budget adjustments in {}", dir.display()))?;
     let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
     println!("configuration is valid");
     println!("data directory: {}", config.data_dir.display());
@@ -163,11 +170,12 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
         config.collector.grpc_addr, config.collector.http_addr, config.http_addr
     );
     println!(
-        "rules directory: {} ({} SLOs, {} rule groups, {} rules)",
+        "rules directory: {} ({} SLOs, {} rule groups, {} rules, {} budget adjustments)",
         dir.display(),
         slos.len(),
         groups.len(),
-        rules
+        rules,
+        adjustments.len()
     );
     Ok(())
 }

@@ -22,6 +22,56 @@ pub enum SloCommand {
     /// A calendar month of each SLO: attainment, budget used, incidents
     /// with the budget each spent, top bad operations.
     Report(ReportArgs),
+    /// Exclude a time range from SLOs (a correction) or declare a
+    /// maintenance window (excluded, and alerts held), on a running server.
+    Correct(CorrectArgs),
+}
+
+/// Arguments of `burnwatch slo correct`.
+#[derive(Debug, clap::Args)]
+pub struct CorrectArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API token (role editor; viewer for --list).
+    #[arg(long, env = "BURNWATCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Start: RFC 3339 or ns since the epoch.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End: RFC 3339 or ns since the epoch.
+    #[arg(long, conflicts_with = "duration")]
+    pub to: Option<String>,
+    /// Length from --from, e.g. 2h.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Why (required to create or edit).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who (required to create, edit or delete).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Only this SLO.
+    #[arg(long)]
+    pub slo: Option<String>,
+    /// Only the SLOs of this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only the SLOs with this label (name=value; repeatable).
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// A maintenance window: also hold the alerts while it runs.
+    #[arg(long)]
+    pub maintenance: bool,
+    /// Replace correction ID instead of creating one.
+    #[arg(long, conflicts_with_all = ["delete", "list"])]
+    pub edit: Option<i64>,
+    /// Delete correction ID (with --by).
+    #[arg(long, conflicts_with = "list")]
+    pub delete: Option<i64>,
+    /// List every correction.
+    #[arg(long)]
+    pub list: bool,
 }
 
 /// Arguments of `burnwatch slo report`.
@@ -330,6 +380,90 @@ fn parse_at(at: &str) -> anyhow::Result<i64> {
     t.timestamp_nanos_opt().context("--at is out of range")
 }
 
+/// The corrections a server on `data_dir` with `rules` applies: those
+/// declared in YAML and those stored in its state database.
+fn offline_corrections(
+    rules: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Vec<slo_engine::corrections::Correction>> {
+    let mut out = slo_engine::corrections::load_dir(rules).map_err(anyhow::Error::msg)?;
+    let state = data_dir.join("state").join("alerts.sqlite");
+    if state.exists() {
+        let db = slo_engine::incidents::open_state(&statedb::Target::Sqlite(state))?;
+        out.extend(slo_engine::corrections::Corrections::new(db).list()?);
+    }
+    Ok(out)
+}
+
+/// `burnwatch slo correct`: creates, lists or deletes corrections and
+/// maintenance windows on a running server.
+async fn correct(args: CorrectArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/').to_string();
+    let client = reqwest::Client::new();
+    let auth = |r: reqwest::RequestBuilder| match &args.token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let resp = if args.list {
+        auth(client.get(format!("{base}/api/v1/corrections")))
+            .send()
+            .await
+    } else if let Some(id) = args.delete {
+        let by = args.by.clone().context("--by is required")?;
+        auth(client.delete(format!("{base}/api/v1/corrections/{id}")))
+            .query(&[("by", by)])
+            .send()
+            .await
+    } else {
+        let mut labels = serde_json::Map::new();
+        for l in &args.label {
+            let (k, v) = l
+                .split_once('=')
+                .with_context(|| format!("--label {l:?}: expected name=value"))?;
+            labels.insert(k.to_string(), Value::from(v));
+        }
+        let mut scope = serde_json::Map::new();
+        if let Some(s) = &args.slo {
+            scope.insert("slo".into(), Value::from(s.as_str()));
+        }
+        if let Some(s) = &args.service {
+            scope.insert("service".into(), Value::from(s.as_str()));
+        }
+        if !labels.is_empty() {
+            scope.insert("labels".into(), Value::Object(labels));
+        }
+        let body = serde_json::json!({
+            "kind": if args.maintenance { "maintenance" } else { "correction" },
+            "scope": scope,
+            "from": args.from.clone().context("--from is required")?,
+            "to": args.to,
+            "duration": args.duration,
+            "reason": args.reason.clone().context("--reason is required")?,
+            "createdBy": args.by.clone().context("--by is required")?,
+        });
+        let body = match body {
+            Value::Object(mut m) => {
+                m.retain(|_, v| !v.is_null());
+                Value::Object(m)
+            }
+            v => v,
+        };
+        let req = match args.edit {
+            Some(id) => client.put(format!("{base}/api/v1/corrections/{id}")),
+            None => client.post(format!("{base}/api/v1/corrections")),
+        };
+        auth(req).json(&body).send().await
+    }
+    .with_context(|| format!("cannot reach {base}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{status}: {}", body["error"]["message"]);
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
 /// Runs the command.
 pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
     let args = match cmd {
@@ -337,6 +471,7 @@ pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
         SloCommand::Backtest(args) => return backtest(args).await,
         SloCommand::Import(args) => return import(args),
         SloCommand::Report(args) => return report(args).await,
+        SloCommand::Correct(args) => return correct(args).await,
     };
     let slos: Value = match &args.url {
         Some(url) => {
@@ -385,9 +520,13 @@ pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
                 store.clone(),
                 slo_engine::sli::DEFAULT_CACHE_BYTES,
             );
+            let corrections = offline_corrections(&rules, &data_dir)?;
             let mut out = Vec::new();
             for slo in &defs {
-                out.push(slo_engine::evaluate::evaluate(&counter, slo, at).await?);
+                out.push(
+                    slo_engine::evaluate::evaluate_corrected(&counter, slo, at, &corrections)
+                        .await?,
+                );
             }
             serde_json::to_value(out)?
         }
@@ -500,11 +639,19 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
     })
     .await
     .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+    let corrections = offline_corrections(&args.rules_dir, &args.data_dir)?;
     let mut all = Vec::new();
     for slo in &defs {
-        let b = slo_engine::backtest::run(&store, slo, from, to, args.step.as_secs())
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", slo.name))?;
+        let b = slo_engine::backtest::run_corrected(
+            &store,
+            slo,
+            from,
+            to,
+            args.step.as_secs(),
+            &corrections,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", slo.name))?;
         all.push(b);
     }
     match args.format {

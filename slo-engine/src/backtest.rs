@@ -9,7 +9,7 @@ use store::Store;
 
 use crate::sli::SliCounter;
 
-use crate::evaluate::{AlertState, evaluate};
+use crate::evaluate::AlertState;
 use crate::incidents::{Transition, transition};
 use crate::openslo::Slo;
 
@@ -74,6 +74,19 @@ pub async fn run(
     to_ns: i64,
     step_secs: u64,
 ) -> Result<Backtest, String> {
+    run_corrected(store, slo, from_ns, to_ns, step_secs, &[]).await
+}
+
+/// [`run`] with corrections: their events are left out, and a running
+/// maintenance window holds incident changes, as live.
+pub async fn run_corrected(
+    store: &Store,
+    slo: &Slo,
+    from_ns: i64,
+    to_ns: i64,
+    step_secs: u64,
+    corrections: &[crate::corrections::Correction],
+) -> Result<Backtest, String> {
     if from_ns >= to_ns {
         return Err("the backtest window is empty: --from must be before --to".into());
     }
@@ -103,7 +116,7 @@ pub async fn run(
     let mut incident: Option<AlertState> = None;
     let mut at = from_ns;
     while at < to_ns {
-        let status = evaluate(&counter, slo, at)
+        let status = crate::evaluate::evaluate_corrected(&counter, slo, at, corrections)
             .await
             .map_err(|e| e.to_string())?;
         out.evaluations += 1;
@@ -138,7 +151,12 @@ pub async fn run(
             .filter(|t| t.firing || status.state == AlertState::Ok)
             .filter_map(|t| t.long_burn)
             .fold(None, |m: Option<f64>, b| Some(m.map_or(b, |m| m.max(b))));
-        let event = match transition(incident, status.state) {
+        let held = status.held_by.is_some();
+        let event = match if held {
+            Transition::None
+        } else {
+            transition(incident, status.state)
+        } {
             Transition::None => None,
             Transition::Open(s) => {
                 incident = Some(s);

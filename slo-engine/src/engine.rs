@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dispatch::{Dispatcher, Grouping, Pending, slo_labels, summary};
-use crate::evaluate::{AlertState, SloStatus, evaluate};
+use crate::evaluate::{AlertState, SloStatus};
 use crate::evidence::{self, Evidence};
 use crate::incidents::{Incident, Incidents, Transition, transition};
 use crate::notify::{NotifyMetrics, WebhookAlert, ZERO_TIME, fingerprint, rfc3339};
@@ -101,6 +101,10 @@ pub struct SloEngine {
     slos: Vec<Slo>,
     rules: RuleRunner,
     pub(crate) silences: Silences,
+    /// Corrections and maintenance windows made through the API.
+    corrections: crate::corrections::Corrections,
+    /// Those declared in YAML beside the SLOs.
+    yaml_corrections: RwLock<Vec<crate::corrections::Correction>>,
     pub(crate) silenced: std::sync::atomic::AtomicU64,
     pub(crate) config: SloConfig,
     pub(crate) incidents: Incidents,
@@ -193,6 +197,7 @@ impl SloEngine {
         let incidents = Incidents::new(db.clone());
         let rules = RuleRunner::open(groups, db.clone())?;
         let silences = Silences::new(db.clone());
+        let corrections = crate::corrections::Corrections::new(db.clone());
         for s in &slos {
             for w in &s.warnings {
                 tracing::warn!(slo = %s.name, "{w}");
@@ -205,6 +210,8 @@ impl SloEngine {
             slos,
             rules,
             silences,
+            corrections,
+            yaml_corrections: RwLock::new(Vec::new()),
             silenced: Default::default(),
             config,
             dispatcher: Dispatcher::new(grouping),
@@ -445,11 +452,50 @@ impl SloEngine {
 
     /// Statuses at `at_ns` without touching incidents (for `?at=` queries).
     pub async fn statuses_at(&self, at_ns: i64) -> Result<Vec<SloStatus>, EngineError> {
+        let corrections = self.all_corrections();
         let mut out = Vec::new();
         for slo in &self.slos {
-            out.push(evaluate(&self.sli, slo, at_ns).await?);
+            out.push(
+                crate::evaluate::evaluate_corrected(&self.sli, slo, at_ns, &corrections).await?,
+            );
         }
         Ok(out)
+    }
+
+    /// One SLO's status at `at_ns` (corrections applied), without touching
+    /// incidents.
+    pub async fn status_of(&self, slo: &Slo, at_ns: i64) -> Result<SloStatus, EngineError> {
+        Ok(
+            crate::evaluate::evaluate_corrected(&self.sli, slo, at_ns, &self.all_corrections())
+                .await?,
+        )
+    }
+
+    /// The corrections stored through the API.
+    pub fn corrections(&self) -> &crate::corrections::Corrections {
+        &self.corrections
+    }
+
+    /// Sets the corrections declared in YAML (on load and reload).
+    pub fn set_yaml_corrections(&self, list: Vec<crate::corrections::Correction>) {
+        *self
+            .yaml_corrections
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = list;
+    }
+
+    /// Every correction: those from YAML, then the stored ones.
+    pub fn all_corrections(&self) -> Vec<crate::corrections::Correction> {
+        let mut out = self
+            .yaml_corrections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match self.corrections.list() {
+            Ok(list) => out.extend(list),
+            Err(e) => tracing::error!(error = %e, "cannot read the corrections"),
+        }
+        out
     }
 
     /// The monthly report of SLO `name` for `month` (`YYYY-MM`; `None`:
@@ -660,13 +706,19 @@ impl SloEngine {
             self.sync_resolved();
         }
         let mut statuses = Vec::with_capacity(self.slos.len());
+        let corrections = Arc::new(self.all_corrections());
         for slo in &self.slos {
             // In its own task, so a panic fails this SLO, not the round.
-            let (sli, def) = (self.sli.clone(), slo.clone());
-            let outcome = tokio::spawn(async move { evaluate(&sli, &def, at_ns).await }).await;
+            let (sli, def, fixes) = (self.sli.clone(), slo.clone(), corrections.clone());
+            let outcome = tokio::spawn(async move {
+                crate::evaluate::evaluate_corrected(&sli, &def, at_ns, &fixes).await
+            })
+            .await;
             match outcome {
                 Ok(Ok(status)) => {
-                    if !evaluator {
+                    // A maintenance window holds the SLO's alerts: no
+                    // incident changes and nothing is sent until it ends.
+                    if !evaluator || status.held_by.is_some() {
                         statuses.push(status);
                         continue;
                     }

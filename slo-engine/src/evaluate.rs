@@ -138,6 +138,12 @@ pub struct SloStatus {
     /// "budget over 3 h 12 min of a 30-day window": budget and burn are
     /// then over that much history only.
     pub coverage_note: Option<String>,
+    /// Corrections and maintenance windows that overlap the SLO window
+    /// (their events are not counted).
+    pub corrections: Vec<crate::corrections::Correction>,
+    /// Set while a maintenance window holds the SLO's alerts: tiers may
+    /// fire, but no incident opens and nothing is sent.
+    pub held_by: Option<String>,
 }
 
 /// `3 h 12 min`, `2 d 4 h`, `45 min`, `30 s`.
@@ -217,9 +223,41 @@ async fn count_windows(
     slo: &Slo,
     windows: &[(i64, i64)],
     at_ns: i64,
+    excluded: &[(i64, i64)],
 ) -> Result<(Vec<(u64, u64)>, Option<i64>), QueryError> {
     match slo.budgeting {
-        Budgeting::Occurrences => counter.windows_and_first(&slo.sli.source, windows).await,
+        Budgeting::Occurrences => {
+            // Each window less its overlap with every (disjoint) excluded
+            // range: counts add up over disjoint ranges, so this is exact.
+            let mut ranges = windows.to_vec();
+            let mut parts: Vec<Vec<usize>> = Vec::with_capacity(windows.len());
+            for &(a, b) in windows {
+                let mut mine = Vec::new();
+                for &(x, y) in excluded {
+                    let (lo, hi) = (a.max(x), b.min(y));
+                    if lo < hi {
+                        mine.push(ranges.len());
+                        ranges.push((lo, hi));
+                    }
+                }
+                parts.push(mine);
+            }
+            let (counts, first) = counter.windows_and_first(&slo.sli.source, &ranges).await?;
+            let out = parts
+                .iter()
+                .enumerate()
+                .map(|(w, idx)| {
+                    let (mut t, mut b) = counts[w];
+                    for &i in idx {
+                        t = t.saturating_sub(counts[i].0);
+                        b = b.saturating_sub(counts[i].1);
+                    }
+                    (t, b)
+                })
+                .collect();
+            let first = first.filter(|f| !excluded.iter().any(|(x, y)| f >= x && f < y));
+            Ok((out, first))
+        }
         Budgeting::Timeslices {
             slice,
             slice_target,
@@ -229,7 +267,11 @@ async fn count_windows(
             let to = at_ns.div_euclid(s) * s;
             let from = windows.iter().map(|w| up(w.0)).min().unwrap_or(to).min(to);
             let minutes = counter.minutes(&slo.sli.source, from, to).await?;
-            let all = slices(&minutes, from, to, s, slice_target);
+            // Slices that overlap an excluded range do not count.
+            let all: Vec<(i64, bool)> = slices(&minutes, from, to, s, slice_target)
+                .into_iter()
+                .filter(|(start, _)| !excluded.iter().any(|(x, y)| *start < *y && start + s > *x))
+                .collect();
             let first = windows
                 .first()
                 .and_then(|w| all.iter().find(|(start, _)| *start >= up(w.0)))
@@ -258,6 +300,19 @@ pub async fn evaluate(
     slo: &Slo,
     at_ns: i64,
 ) -> Result<SloStatus, QueryError> {
+    evaluate_corrected(counter, slo, at_ns, &[]).await
+}
+
+/// Evaluates `slo` at `at_ns` with `corrections` (those whose scope takes
+/// in `slo` apply): their events are left out of every window, and a
+/// running maintenance window holds the alerts.
+pub async fn evaluate_corrected(
+    counter: &SliCounter,
+    slo: &Slo,
+    at_ns: i64,
+    corrections: &[crate::corrections::Correction],
+) -> Result<SloStatus, QueryError> {
+    let excluded = crate::corrections::excluded_ranges(slo, corrections);
     let mut lengths: BTreeSet<Duration> = BTreeSet::new();
     for t in &slo.tiers {
         lengths.insert(t.long);
@@ -267,7 +322,7 @@ pub async fn evaluate(
     let slo_range = slo.time_window.range_at(at_ns);
     let mut ranges: Vec<(i64, i64)> = vec![slo_range];
     ranges.extend(lengths.iter().map(|w| (at_ns - w.as_nanos() as i64, at_ns)));
-    let (counts, first) = count_windows(counter, slo, &ranges, at_ns).await?;
+    let (counts, first) = count_windows(counter, slo, &ranges, at_ns, &excluded).await?;
     let counted = |(total, bad): (u64, u64), secs: u64| WindowCounts {
         window_secs: secs,
         total,
@@ -296,6 +351,23 @@ pub async fn evaluate(
     status.window_from_ns = slo_range.0;
     status.period_secs = slo.time_window.period_at(at_ns).as_secs();
     status.set_coverage(first);
+    let mine = corrections.iter().filter(|c| c.scope.matches(slo));
+    status.corrections = mine
+        .clone()
+        .filter(|c| c.to_ns > slo_range.0 && c.from_ns < at_ns)
+        .cloned()
+        .collect();
+    status.held_by = mine
+        .filter(|c| c.holds(at_ns))
+        .map(|c| {
+            format!(
+                "maintenance #{} until {}: {}",
+                c.id,
+                crate::notify::rfc3339(c.to_ns),
+                c.reason
+            )
+        })
+        .next();
     if let Some(ttx) = status.time_to_exhaustion_secs.as_mut() {
         // Rescale from the nominal window to this period's length.
         *ttx *= status.period_secs as f64 / slo.window.as_secs_f64();
@@ -388,6 +460,8 @@ pub fn status_from_counts(
         data_from_ns: None,
         coverage_secs: 0,
         coverage_note: None,
+        corrections: Vec::new(),
+        held_by: None,
     }
 }
 

@@ -173,6 +173,52 @@ CREATE TABLE alert_instances (
         sqlite: "CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (slo) WHERE state <> 'resolved';",
         postgres: "CREATE UNIQUE INDEX incidents_one_open ON incidents (slo) WHERE state <> 'resolved';",
     },
+    Migration {
+        version: 3,
+        name: "SLO corrections and maintenance windows, with their audit trail",
+        sqlite: "
+CREATE TABLE IF NOT EXISTS corrections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    from_ns INTEGER NOT NULL,
+    to_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    deleted INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS correction_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    correction INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    by_whom TEXT NOT NULL,
+    at_ns INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS correction_audit_of ON correction_audit (correction);",
+        postgres: "
+CREATE TABLE corrections (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    from_ns BIGINT NOT NULL,
+    to_ns BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_ns BIGINT NOT NULL,
+    deleted BIGINT NOT NULL
+);
+CREATE TABLE correction_audit (
+    id BIGSERIAL PRIMARY KEY,
+    correction BIGINT NOT NULL,
+    action TEXT NOT NULL,
+    by_whom TEXT NOT NULL,
+    at_ns BIGINT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX correction_audit_of ON correction_audit (correction);",
+    },
 ];
 
 /// Opens the state database at `target` with the alerting tables migrated.

@@ -24,6 +24,7 @@
 
 pub mod backtest;
 pub mod burn;
+pub mod corrections;
 pub mod dispatch;
 pub mod engine;
 pub mod evaluate;

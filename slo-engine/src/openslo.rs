@@ -77,6 +77,9 @@ pub struct Slo {
     pub min_events: u64,
     /// Webhook URLs from the SLO's notification targets.
     pub webhooks: Vec<String>,
+    /// The SLO's `metadata.labels` (a list value joined with `,`): what
+    /// corrections select SLOs by.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The SLO's `metadata.annotations` (e.g. `runbook_url`), sent with
     /// every notification of the SLO.
     pub annotations: std::collections::BTreeMap<String, String>,
@@ -130,6 +133,8 @@ struct Metadata {
     display_name: Option<String>,
     #[serde(default)]
     annotations: serde_norway::Value,
+    #[serde(default)]
+    labels: serde_norway::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +143,7 @@ struct Object {
     name: String,
     display_name: Option<String>,
     annotations: std::collections::BTreeMap<String, String>,
+    labels: std::collections::BTreeMap<String, String>,
     spec: serde_norway::Value,
     file: PathBuf,
 }
@@ -227,6 +233,36 @@ fn annotations(
     Ok(out)
 }
 
+/// OpenSLO labels: a map of names to a string or a list of strings.
+fn labels(cx: &Ctx<'_>, v: &V) -> Result<std::collections::BTreeMap<String, String>, LoadError> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(m) = v.as_mapping() else {
+        return if v.is_null() {
+            Ok(out)
+        } else {
+            Err(cx.err("metadata.labels", "must be a map"))
+        };
+    };
+    for (k, val) in m {
+        let Some(k) = k.as_str() else {
+            return Err(cx.err("metadata.labels", "names must be strings"));
+        };
+        let text = match val {
+            V::String(s) => s.clone(),
+            V::Number(n) => n.to_string(),
+            V::Bool(b) => b.to_string(),
+            V::Sequence(items) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => return Err(cx.err(&format!("metadata.labels.{k}"), "must be a string")),
+        };
+        out.insert(k.to_string(), text);
+    }
+    Ok(out)
+}
+
 impl Slo {
     /// The annotations of a notification of `severity`: the SLO's, with
     /// those of the alert policies that have conditions of that severity
@@ -297,6 +333,9 @@ fn parse_documents(file: &Path, text: &str) -> Result<Vec<Object>, LoadError> {
         if value.as_mapping().is_some_and(|m| m.contains_key("groups")) {
             continue; // a rule-group file: crate::rules loads it
         }
+        if crate::corrections::is_adjustment(&value) {
+            continue; // a budget adjustment: crate::corrections loads it
+        }
         let doc: Document = serde_norway::from_value(value)
             .map_err(|e| cx.err("-", format!("not an OpenSLO object: {e}")))?;
         let Some(api) = doc.api_version.as_deref() else {
@@ -336,11 +375,13 @@ fn parse_documents(file: &Path, text: &str) -> Result<Vec<Object>, LoadError> {
             object: format!("{kind}/{name}"),
         };
         let annotations = annotations(&cx, &meta.annotations, "metadata.annotations")?;
+        let labels = labels(&cx, &meta.labels)?;
         out.push(Object {
             kind,
             name,
             display_name: meta.display_name,
             annotations,
+            labels,
             spec: doc.spec,
             file: file.to_path_buf(),
         });
@@ -613,6 +654,7 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
         min_events,
         webhooks,
         annotations: o.annotations.clone(),
+        labels: o.labels.clone(),
         policy_annotations,
         file: o.file.clone(),
         warnings,

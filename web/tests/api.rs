@@ -321,6 +321,9 @@ async fn openapi_document_lists_every_endpoint() {
         "/api/v1/incidents/{id}/resolve",
         "/api/v1/incidents/{id}/postmortem",
         "/api/v1/slos/{name}/report",
+        "/api/v1/corrections",
+        "/api/v1/corrections/{id}",
+        "/api/v1/corrections/{id}/audit",
     ] {
         assert!(
             paths.iter().any(|x| x.as_str() == p),
@@ -359,7 +362,8 @@ async fn openapi_document_lists_every_endpoint() {
                     || uri.contains("/incidents")
                     || uri.ends_with("/alerts")
                     || uri.ends_with("/rules")
-                    || uri.ends_with("/silences"))
+                    || uri.ends_with("/silences")
+                    || uri.contains("/corrections"))
                     && st == 404),
             "{uri}: {st}"
         );
@@ -560,5 +564,104 @@ async fn slo_and_incident_endpoints() {
             .unwrap()
             .contains("who resolves"),
         "{v}"
+    );
+
+    // Corrections over HTTP: create, list, the status reflects it, edit,
+    // audit, delete; bad input is a 400 that says why.
+    let send = |method: &'static str, path: String, body: Option<serde_json::Value>| {
+        let s = s.clone();
+        async move {
+            let mut req = Request::builder().method(method).uri(path);
+            if body.is_some() {
+                req = req.header("content-type", "application/json");
+            }
+            let resp = app(s)
+                .oneshot(
+                    req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let st = resp.status();
+            let b = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                st,
+                serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default(),
+            )
+        }
+    };
+    let body = serde_json::json!({
+        "kind": "correction",
+        "scope": {"slo": "checkout-availability"},
+        "from": (at - 600_000_000_000).to_string(),
+        "duration": "5m",
+        "reason": "synthetic load test",
+        "createdBy": "alice",
+    });
+    let (st, c) = send("POST", "/api/v1/corrections".into(), Some(body.clone())).await;
+    assert_eq!(st, 201, "{c}");
+    let id = c["id"].as_i64().unwrap();
+    assert_eq!(
+        c["to_ns"].as_i64().unwrap() - c["from_ns"].as_i64().unwrap(),
+        300_000_000_000
+    );
+    let (st, v) = get(&s, "/api/v1/corrections").await;
+    assert_eq!(st, 200);
+    assert_eq!(v["corrections"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = get(&s, &format!("/api/v1/slos/checkout-availability?at={at}")).await;
+    assert_eq!(v["corrections"][0]["id"], id, "{v}");
+    let mut edited = body.clone();
+    edited["kind"] = "maintenance".into();
+    edited["createdBy"] = "bob".into();
+    let (st, v) = send("PUT", format!("/api/v1/corrections/{id}"), Some(edited)).await;
+    assert_eq!(
+        (st, v["kind"].as_str()),
+        (StatusCode::OK, Some("maintenance")),
+        "{v}"
+    );
+    let (st, v) = send("DELETE", format!("/api/v1/corrections/{id}?by=carol"), None).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = send("DELETE", format!("/api/v1/corrections/{id}?by=carol"), None).await;
+    assert_eq!(st, 404, "{v}");
+    let (_, v) = get(&s, &format!("/api/v1/corrections/{id}/audit")).await;
+    let trail: Vec<(String, String)> = v["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().into(),
+                a["by"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("created", "alice"),
+            ("edited", "bob"),
+            ("deleted", "carol")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let mut wrong = body.clone();
+    wrong["duration"] = serde_json::Value::Null;
+    let (st, v) = send("POST", "/api/v1/corrections".into(), Some(wrong)).await;
+    assert_eq!(st, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exactly one of to and duration"),
+        "{v}"
+    );
+    let mut wrong = body;
+    wrong["reason"] = " ".into();
+    let (st, v) = send("POST", "/api/v1/corrections".into(), Some(wrong)).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_correction"))
     );
 }

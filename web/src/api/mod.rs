@@ -76,6 +76,18 @@ pub fn routes() -> Router<WebState> {
             get(slos::silences).post(slos::create_silence),
         )
         .route("/api/v1/silences/{id}", delete(slos::expire_silence))
+        .route(
+            "/api/v1/corrections",
+            get(slos::corrections).post(slos::create_correction),
+        )
+        .route(
+            "/api/v1/corrections/{id}",
+            axum::routing::put(slos::edit_correction).delete(slos::delete_correction),
+        )
+        .route(
+            "/api/v1/corrections/{id}/audit",
+            get(slos::correction_audit),
+        )
         .route("/api/v1/openapi.json", get(openapi))
         .merge(prometheus::routes())
         .merge(jaeger::routes())

@@ -307,6 +307,135 @@ pub async fn silences(Engine(engine): Engine) -> Result<Json<serde_json::Value>,
     Ok(Json(serde_json::json!({ "silences": list })))
 }
 
+/// Body of `POST /api/v1/corrections` and `PUT /api/v1/corrections/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorrectionRequest {
+    /// `correction` (events excluded, the default) or `maintenance`
+    /// (excluded, and alerts held while it runs).
+    pub kind: Option<String>,
+    /// `{slo}`, `{service}`, `{labels: {k: v}}`; empty: every SLO.
+    #[serde(default)]
+    pub scope: slo_engine::corrections::Scope,
+    /// Start: RFC 3339 or ns.
+    pub from: String,
+    /// End: RFC 3339 or ns (or give `duration`).
+    pub to: Option<String>,
+    /// Length from the start, e.g. `2h`.
+    pub duration: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Who creates or edits it.
+    pub created_by: String,
+}
+
+fn correction(req: CorrectionRequest) -> Result<slo_engine::corrections::NewCorrection, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_correction", m);
+    let from = parse_time("from", &req.from)?;
+    let to = match (&req.to, &req.duration) {
+        (Some(t), None) => parse_time("to", t)?,
+        (None, Some(d)) => {
+            let d =
+                humantime::parse_duration(d).map_err(|e| bad(format!("duration {d:?}: {e}")))?;
+            from.saturating_add(d.as_nanos().min(i64::MAX as u128) as i64)
+        }
+        _ => return Err(bad("give exactly one of to and duration".into())),
+    };
+    let n = slo_engine::corrections::NewCorrection {
+        kind: req.kind,
+        scope: req.scope,
+        from_ns: from,
+        to_ns: to,
+        reason: req.reason,
+        created_by: req.created_by,
+    };
+    n.check().map_err(bad)?;
+    Ok(n)
+}
+
+/// `GET /api/v1/corrections`: every correction and maintenance window
+/// (from YAML, negative ids, and through the API).
+pub async fn corrections(Engine(engine): Engine) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "corrections": engine.all_corrections() }))
+}
+
+/// `POST /api/v1/corrections`: 201 with the correction.
+pub async fn create_correction(
+    Engine(engine): Engine,
+    body: Result<Json<CorrectionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<slo_engine::corrections::Correction>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let n = correction(req)?;
+    let c = engine
+        .corrections()
+        .create(&n, slo_engine::engine::now_ns())
+        .map_err(|e| ApiError::bad_request("invalid_correction", e))?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+/// `PUT /api/v1/corrections/{id}`: replaces one (audited as edited).
+pub async fn edit_correction(
+    Engine(engine): Engine,
+    Path(id): Path<i64>,
+    body: Result<Json<CorrectionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<slo_engine::corrections::Correction>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let n = correction(req)?;
+    engine
+        .corrections()
+        .edit(id, &n, slo_engine::engine::now_ns())
+        .map_err(|e| ApiError::bad_request("invalid_correction", e))?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no correction #{id} (those from YAML are edited in their file)"),
+            )
+        })
+}
+
+/// Query of `DELETE /api/v1/corrections/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Who deletes it.
+    pub by: String,
+}
+
+/// `DELETE /api/v1/corrections/{id}?by=NAME`: deletes one (kept in its
+/// audit trail).
+pub async fn delete_correction(
+    Engine(engine): Engine,
+    Path(id): Path<i64>,
+    Query(p): Query<DeleteParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let deleted = engine
+        .corrections()
+        .delete(id, &p.by, slo_engine::engine::now_ns())
+        .map_err(|e| ApiError::bad_request("invalid_correction", e))?;
+    if !deleted {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no correction #{id}"),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "id": id, "deleted": true })))
+}
+
+/// `GET /api/v1/corrections/{id}/audit`: created, edited, deleted, by whom.
+pub async fn correction_audit(
+    Engine(engine): Engine,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let a = engine
+        .corrections()
+        .audit(id)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database", e.to_string()))?;
+    Ok(Json(serde_json::json!({ "audit": a })))
+}
+
 /// `POST /api/v1/silences`: creates a silence; 201 with its id.
 pub async fn create_silence(
     Engine(engine): Engine,

@@ -29,11 +29,11 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
     };
     let at = view.window.to_ns;
     let status = if view.to.is_some() {
-        slo_engine::evaluate::evaluate(engine.sli_counter(), &def, at).await
+        engine.status_of(&def, at).await
     } else {
         match engine.last_statuses().into_iter().find(|x| x.name == name) {
             Some(st) => Ok(st),
-            None => slo_engine::evaluate::evaluate(engine.sli_counter(), &def, at).await,
+            None => engine.status_of(&def, at).await,
         }
     };
     let status = match status {
@@ -79,6 +79,9 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
             {status.coverage_note.clone().map(|n| view! {
                 <p class="coverage" id="coverage">{format!("Partial window: {n}. Budget and burn are over that much history only.")}</p>
             })}
+            {status.held_by.clone().map(|h| view! {
+                <p class="held" id="held">{format!("Alerts held: {h}")}</p>
+            })}
             <p class="muted">{def.description.clone()}</p>
             {status.warnings.iter().map(|w| view! { <p class="error">{w.clone()}</p> }).collect_view()}
         </section>
@@ -91,6 +94,30 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
             <BurnDown points=burn objective=status.objective/>
         </section>
         <section id="sli-chart">{sli_chart}</section>
+        <section id="slo-corrections">
+            <h2>"Corrections and maintenance windows"</h2>
+            {if status.corrections.is_empty() {
+                view! { <p class="muted">"None in this window. Events inside a correction do not count; a maintenance window also holds the alerts (API: /api/v1/corrections, CLI: burnwatch slo correct, YAML: kind BudgetAdjustment)."</p> }.into_any()
+            } else {
+                view! {
+                    <table id="corrections">
+                        <tr><th>"#"</th><th>"kind"</th><th>"from"</th><th>"to"</th><th>"reason"</th><th>"by"</th><th>"source"</th></tr>
+                        {status.corrections.iter().map(|c| view! {
+                            <tr>
+                                <td>{c.id}</td>
+                                <td>{c.kind.clone()}</td>
+                                <td>{slo_engine::notify::rfc3339(c.from_ns)}</td>
+                                <td>{slo_engine::notify::rfc3339(c.to_ns)}</td>
+                                <td>{c.reason.clone()}</td>
+                                <td>{c.created_by.clone()}</td>
+                                <td>{c.source.clone()}</td>
+                            </tr>
+                        }).collect_view()}
+                    </table>
+                }
+                .into_any()
+            }}
+        </section>
         <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q.clone()/></section>
         <p><a id="report-link" href=format!("/slos/{}/report?{q}", url_encode(&name))>"Monthly report"</a></p>
     }
