@@ -186,6 +186,7 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 Vec::new()
             };
             let counter = slo_engine::sli::SliCounter::new(store.clone(), 64 << 20);
+            let corrections = offline_corrections(&rules, &data_dir)?;
             let now = chrono::Utc::now()
                 .timestamp_nanos_opt()
                 .context("clock out of range")?;
@@ -195,7 +196,13 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 });
                 reports.push(
                     slo_engine::report::month_report(
-                        &store, &counter, slo, &incidents, &month, now,
+                        &store,
+                        &counter,
+                        slo,
+                        &incidents,
+                        &corrections,
+                        &month,
+                        now,
                     )
                     .await
                     .map_err(|e| anyhow::anyhow!("{}: {e}", slo.name))?,

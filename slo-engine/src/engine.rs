@@ -471,6 +471,43 @@ impl SloEngine {
         )
     }
 
+    /// Each tier's burn rates over `[from_ns, to_ns]` at `points` times,
+    /// corrections applied.
+    pub async fn burn_history(
+        &self,
+        slo: &Slo,
+        from_ns: i64,
+        to_ns: i64,
+        points: usize,
+    ) -> Result<Vec<crate::evaluate::TierHistory>, EngineError> {
+        Ok(crate::evaluate::burn_history(
+            &self.sli,
+            slo,
+            &self.all_corrections(),
+            from_ns,
+            to_ns,
+            points,
+        )
+        .await?)
+    }
+
+    /// The budget burn-down of `slo` at `at_ns`, corrections applied.
+    pub async fn burndown(
+        &self,
+        slo: &Slo,
+        at_ns: i64,
+        points: usize,
+    ) -> Result<Vec<crate::evaluate::BurnPoint>, EngineError> {
+        Ok(crate::evaluate::burndown_corrected(
+            &self.sli,
+            slo,
+            at_ns,
+            points,
+            &self.all_corrections(),
+        )
+        .await?)
+    }
+
     /// The corrections stored through the API.
     pub fn corrections(&self) -> &crate::corrections::Corrections {
         &self.corrections
@@ -516,7 +553,16 @@ impl SloEngine {
             str::to_string,
         );
         let incidents = self.incidents.list(100_000).map_err(|e| e.to_string())?;
-        crate::report::month_report(&self.store, &self.sli, slo, &incidents, &month, now).await
+        crate::report::month_report(
+            &self.store,
+            &self.sli,
+            slo,
+            &incidents,
+            &self.all_corrections(),
+            &month,
+            now,
+        )
+        .await
     }
 
     /// A postmortem draft of incident `id` in Markdown (`None`: no such
@@ -541,8 +587,10 @@ impl SloEngine {
             .or(slo.tiers.first())
             .map_or(Duration::from_secs(3600), |t| t.long);
         let window_ns = window.as_nanos() as i64;
-        let chart_from = inc.opened_ns - 3_600_000_000_000;
-        let step = ((to - chart_from) / 24).max(60_000_000_000);
+        // Whole minutes, so the windows need no raw rows at their edges.
+        const MINUTE: i64 = 60_000_000_000;
+        let chart_from = (inc.opened_ns - 3_600_000_000_000).div_euclid(MINUTE) * MINUTE;
+        let step = (((to - chart_from) / 24).max(MINUTE) + MINUTE - 1) / MINUTE * MINUTE;
         let mut times: Vec<i64> = (1..=24)
             .map(|k| chart_from + k * step)
             .take_while(|t| *t < to)

@@ -215,6 +215,46 @@ fn slices(
     out
 }
 
+/// Events and bad events per window `[from, to)`, each window less its
+/// overlap with every (disjoint) `excluded` range (counts add up over
+/// disjoint ranges, so this is exact); and the first event of the first
+/// window outside the excluded ranges.
+pub(crate) async fn count_events(
+    counter: &SliCounter,
+    slo: &Slo,
+    windows: &[(i64, i64)],
+    excluded: &[(i64, i64)],
+) -> Result<(Vec<(u64, u64)>, Option<i64>), QueryError> {
+    let mut ranges = windows.to_vec();
+    let mut parts: Vec<Vec<usize>> = Vec::with_capacity(windows.len());
+    for &(a, b) in windows {
+        let mut mine = Vec::new();
+        for &(x, y) in excluded {
+            let (lo, hi) = (a.max(x), b.min(y));
+            if lo < hi {
+                mine.push(ranges.len());
+                ranges.push((lo, hi));
+            }
+        }
+        parts.push(mine);
+    }
+    let (counts, first) = counter.windows_and_first(&slo.sli.source, &ranges).await?;
+    let out = parts
+        .iter()
+        .enumerate()
+        .map(|(w, idx)| {
+            let (mut t, mut b) = counts[w];
+            for &i in idx {
+                t = t.saturating_sub(counts[i].0);
+                b = b.saturating_sub(counts[i].1);
+            }
+            (t, b)
+        })
+        .collect();
+    let first = first.filter(|f| !excluded.iter().any(|(x, y)| f >= x && f < y));
+    Ok((out, first))
+}
+
 /// Counts per window `[from, to)`: events, or for Timeslices slices with
 /// events (only whole slices ending by `at_ns` count); and the time of the
 /// first event (slice with events) of the first window.
@@ -226,38 +266,7 @@ async fn count_windows(
     excluded: &[(i64, i64)],
 ) -> Result<(Vec<(u64, u64)>, Option<i64>), QueryError> {
     match slo.budgeting {
-        Budgeting::Occurrences => {
-            // Each window less its overlap with every (disjoint) excluded
-            // range: counts add up over disjoint ranges, so this is exact.
-            let mut ranges = windows.to_vec();
-            let mut parts: Vec<Vec<usize>> = Vec::with_capacity(windows.len());
-            for &(a, b) in windows {
-                let mut mine = Vec::new();
-                for &(x, y) in excluded {
-                    let (lo, hi) = (a.max(x), b.min(y));
-                    if lo < hi {
-                        mine.push(ranges.len());
-                        ranges.push((lo, hi));
-                    }
-                }
-                parts.push(mine);
-            }
-            let (counts, first) = counter.windows_and_first(&slo.sli.source, &ranges).await?;
-            let out = parts
-                .iter()
-                .enumerate()
-                .map(|(w, idx)| {
-                    let (mut t, mut b) = counts[w];
-                    for &i in idx {
-                        t = t.saturating_sub(counts[i].0);
-                        b = b.saturating_sub(counts[i].1);
-                    }
-                    (t, b)
-                })
-                .collect();
-            let first = first.filter(|f| !excluded.iter().any(|(x, y)| f >= x && f < y));
-            Ok((out, first))
-        }
+        Budgeting::Occurrences => count_events(counter, slo, windows, excluded).await,
         Budgeting::Timeslices {
             slice,
             slice_target,
@@ -465,6 +474,101 @@ pub fn status_from_counts(
     }
 }
 
+/// One alert tier's burn rates over time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierHistory {
+    /// `page` or `ticket`.
+    pub severity: &'static str,
+    /// Long window, seconds.
+    pub long_secs: u64,
+    /// Short window, seconds.
+    pub short_secs: u64,
+    /// The threshold both windows must cross.
+    pub factor: f64,
+    /// (time ns, long-window burn, short-window burn).
+    pub points: Vec<(i64, Option<f64>, Option<f64>)>,
+}
+
+/// Each tier's burn rates at `points` evenly spaced times ending at
+/// `to_ns` (the first after `from_ns`), with `corrections` applied.
+pub async fn burn_history(
+    counter: &SliCounter,
+    slo: &Slo,
+    corrections: &[crate::corrections::Correction],
+    from_ns: i64,
+    to_ns: i64,
+    points: usize,
+) -> Result<Vec<TierHistory>, QueryError> {
+    let excluded = crate::corrections::excluded_ranges(slo, corrections);
+    // Whole minutes (windows of whole minutes then need no raw rows at
+    // their edges).
+    const MINUTE: i64 = 60_000_000_000;
+    let n = points.clamp(1, 500) as i64;
+    let step = (((to_ns - from_ns) / n).max(MINUTE) + MINUTE - 1) / MINUTE * MINUTE;
+    let end = to_ns.div_euclid(MINUTE) * MINUTE;
+    let times: Vec<i64> = (1..=n)
+        .map(|k| end - (n - k) * step)
+        .filter(|t| *t > from_ns)
+        .collect();
+    let per_time = |t: i64| -> Vec<(i64, i64)> {
+        slo.tiers
+            .iter()
+            .flat_map(|tier| {
+                [
+                    (t - tier.long.as_nanos() as i64, t),
+                    (t - tier.short.as_nanos() as i64, t),
+                ]
+            })
+            .collect()
+    };
+    // Occurrences: one count over every window; Timeslices align slices
+    // to each evaluation time, so one count per time.
+    let mut counts: Vec<Vec<(u64, u64)>> = Vec::with_capacity(times.len());
+    match slo.budgeting {
+        Budgeting::Occurrences => {
+            let all: Vec<(i64, i64)> = times.iter().flat_map(|t| per_time(*t)).collect();
+            let (c, _) = count_windows(counter, slo, &all, to_ns, &excluded).await?;
+            let k = slo.tiers.len() * 2;
+            counts.extend(c.chunks(k.max(1)).map(<[(u64, u64)]>::to_vec));
+        }
+        Budgeting::Timeslices { .. } => {
+            for t in &times {
+                counts.push(
+                    count_windows(counter, slo, &per_time(*t), *t, &excluded)
+                        .await?
+                        .0,
+                );
+            }
+        }
+    }
+    Ok(slo
+        .tiers
+        .iter()
+        .enumerate()
+        .map(|(i, tier)| TierHistory {
+            severity: match tier.severity {
+                Severity::Page => "page",
+                Severity::Ticket => "ticket",
+            },
+            long_secs: tier.long.as_secs(),
+            short_secs: tier.short.as_secs(),
+            factor: tier.factor,
+            points: times
+                .iter()
+                .zip(&counts)
+                .map(|(t, c)| {
+                    let (l, s) = (c[2 * i], c[2 * i + 1]);
+                    (
+                        *t,
+                        burn_rate(l.1, l.0, slo.objective),
+                        burn_rate(s.1, s.0, slo.objective),
+                    )
+                })
+                .collect(),
+        })
+        .collect())
+}
+
 /// Cumulative events and bad events of an SLO over its window, in `points`
 /// equal buckets ending at `at_ns` (for the error-budget burn-down chart).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -485,10 +589,31 @@ pub async fn burndown(
     at_ns: i64,
     points: usize,
 ) -> Result<Vec<BurnPoint>, QueryError> {
+    burndown_corrected(counter, slo, at_ns, points, &[]).await
+}
+
+/// [`burndown`] without the minutes (slices) that corrections exclude.
+pub async fn burndown_corrected(
+    counter: &SliCounter,
+    slo: &Slo,
+    at_ns: i64,
+    points: usize,
+    corrections: &[crate::corrections::Correction],
+) -> Result<Vec<BurnPoint>, QueryError> {
+    let excluded = crate::corrections::excluded_ranges(slo, corrections);
     let points = points.clamp(2, 500) as i64;
     let (from, _) = slo.time_window.range_at(at_ns);
     let step = ((at_ns - from) / points).max(1);
-    let minutes = counter.minutes(&slo.sli.source, from, at_ns).await?;
+    let mut minutes = counter.minutes(&slo.sli.source, from, at_ns).await?;
+    if !excluded.is_empty() {
+        // Whole minutes inside an excluded range (the chart's resolution;
+        // the status counts the edges exactly).
+        minutes.retain(|m, _| {
+            !excluded
+                .iter()
+                .any(|(x, y)| *m >= *x && m + 60_000_000_000 <= *y)
+        });
+    }
     let mut per = vec![(0u64, 0u64); points as usize];
     let bucket = |t: i64| ((t.max(from) - from) / step).clamp(0, points - 1) as usize;
     match slo.budgeting {

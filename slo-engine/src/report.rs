@@ -116,6 +116,7 @@ pub async fn month_report(
     counter: &SliCounter,
     slo: &Slo,
     incidents: &[Incident],
+    corrections: &[crate::corrections::Correction],
     month: &str,
     now_ns: i64,
 ) -> Result<MonthReport, String> {
@@ -134,8 +135,9 @@ pub async fn month_report(
     for i in &mine {
         ranges.push((i.opened_ns.max(from), i.resolved_ns.unwrap_or(to).min(to)));
     }
-    let counts = counter
-        .windows(&slo.sli.source, &ranges)
+    // Corrections and maintenance windows are left out, as live.
+    let excluded = crate::corrections::excluded_ranges(slo, corrections);
+    let (counts, _) = crate::evaluate::count_events(counter, slo, &ranges, &excluded)
         .await
         .map_err(|e| e.to_string())?;
     let (total, bad) = counts[0];

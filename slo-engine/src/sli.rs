@@ -843,10 +843,34 @@ impl SliCounter {
     }
 }
 
+/// Past this many edge minutes, a predicate is one flat `IN` list on the
+/// minute instead of a chain of ranges (a long `OR` chain nests deeply in
+/// the SQL planner).
+const FLAT_EDGES: usize = 32;
+
+fn minute_list(edges: &BTreeSet<i64>) -> String {
+    edges
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `time` inside one of the edge minutes.
 fn edge_predicate(time: &str, edges: &BTreeSet<i64>) -> String {
     if edges.is_empty() {
         return "false".into();
+    }
+    if edges.len() > FLAT_EDGES {
+        let (lo, hi) = (
+            edges.first().copied().unwrap_or_default(),
+            edges.last().copied().unwrap_or_default() + MINUTE_NS,
+        );
+        return format!(
+            "({time} >= to_timestamp_nanos({lo}) AND {time} < to_timestamp_nanos({hi}) \
+             AND (CAST({time} AS BIGINT) / {MINUTE_NS}) * {MINUTE_NS} IN ({}))",
+            minute_list(edges)
+        );
     }
     edges
         .iter()
@@ -865,6 +889,11 @@ fn edge_predicate(time: &str, edges: &BTreeSet<i64>) -> String {
 fn split(x: &str, edges: &BTreeSet<i64>) -> (String, Option<String>) {
     let in_edge = if edges.is_empty() {
         "false".to_string()
+    } else if edges.len() > FLAT_EDGES {
+        format!(
+            "(t / {MINUTE_NS}) * {MINUTE_NS} IN ({})",
+            minute_list(edges)
+        )
     } else {
         edges
             .iter()

@@ -329,3 +329,40 @@ spec:
         "{e}"
     );
 }
+
+/// Many windows with edges inside minutes (e.g. a burn history at odd
+/// times): one count over all of them equals each counted alone, and the
+/// flat edge predicate past 32 edge minutes plans without deep nesting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_unaligned_windows_count_like_one_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(testkit::store_config(&dir.path().join("data")))
+        .await
+        .unwrap();
+    // Every 20 s for 3 h, one in seven bad.
+    let times: Vec<(i64, bool)> = (0..540)
+        .map(|i| (T0 - 3 * HOUR + i * 20 * SEC, i % 7 == 0))
+        .collect();
+    store
+        .write(
+            Table::Spans,
+            store::synth::http_requests("gateway", "POST", "/api/checkout", &times),
+        )
+        .await
+        .unwrap();
+    let slo = slo();
+    let counter = SliCounter::new(store.clone(), 1 << 20);
+    let windows: Vec<(i64, i64)> = (1..=120)
+        .map(|k| (T0 - 2 * HOUR + k * 37 * SEC, T0 - HOUR + k * 41 * SEC))
+        .collect();
+    let together = counter.windows(&slo.sli.source, &windows).await.unwrap();
+    for (w, got) in windows.iter().zip(&together) {
+        let by_hand = times
+            .iter()
+            .filter(|(t, _)| *t >= w.0 && *t < w.1)
+            .fold((0u64, 0u64), |(n, b), (_, bad)| {
+                (n + 1, b + u64::from(*bad))
+            });
+        assert_eq!(*got, by_hand, "window {w:?}");
+    }
+}

@@ -134,7 +134,7 @@ async fn a_month_with_two_incidents_equals_the_hand_computation() {
     ];
     let counter = SliCounter::new(store.clone(), 1 << 20);
     let now = utc("2026-12-07T08:00:00Z");
-    let r = month_report(&store, &counter, &slo, &incidents, "2026-11", now)
+    let r = month_report(&store, &counter, &slo, &incidents, &[], "2026-11", now)
         .await
         .unwrap();
 
@@ -182,11 +182,11 @@ async fn a_month_with_two_incidents_equals_the_hand_computation() {
 
     // A month that has not begun, and a malformed one.
     assert!(
-        month_report(&store, &counter, &slo, &incidents, "2027-01", now)
+        month_report(&store, &counter, &slo, &incidents, &[], "2027-01", now)
             .await
             .is_err()
     );
-    let e = month_report(&store, &counter, &slo, &incidents, "2026-13", now)
+    let e = month_report(&store, &counter, &slo, &incidents, &[], "2026-13", now)
         .await
         .unwrap_err();
     assert!(e.contains("YYYY-MM"), "{e}");

@@ -34,31 +34,52 @@ pub fn Sparkline(values: Vec<f64>) -> impl IntoView {
 /// Error budget left over the SLO window: 100% at the start, falling with
 /// every bad event; the zero line marks exhaustion.
 #[component]
-pub fn BurnDown(points: Vec<BurnPoint>, objective: f64) -> impl IntoView {
-    let (w, h) = (800.0, 200.0);
+pub fn BurnDown(
+    points: Vec<BurnPoint>,
+    objective: f64,
+    /// Corrections and maintenance windows to shade.
+    #[prop(optional)]
+    bands: Vec<Band>,
+) -> impl IntoView {
     let allowed_total = points
         .last()
         .map(|p| (1.0 - objective) * p.total as f64)
         .unwrap_or(0.0);
-    if points.is_empty() || allowed_total <= 0.0 {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return view! { <p class="muted">"No events in the window yet."</p> }.into_any();
+    };
+    if allowed_total <= 0.0 || last.time_ns <= first.time_ns {
         return view! { <p class="muted">"No events in the window yet."</p> }.into_any();
     }
-    // Remaining share of the window's budget after each bucket.
-    let remaining: Vec<f64> = points
+    // Remaining share of the window's budget after each bucket, in %.
+    let remaining: Vec<(i64, Option<f64>)> = points
         .iter()
-        .map(|p| 1.0 - p.bad as f64 / allowed_total)
+        .map(|p| {
+            (
+                p.time_ns,
+                Some(100.0 * (1.0 - p.bad as f64 / allowed_total)),
+            )
+        })
         .collect();
-    let lo = remaining.iter().copied().fold(0.0, f64::min);
-    let line = polyline(&remaining, w, h, lo, 1.0);
-    let zero_y = h - ((0.0 - lo) / (1.0 - lo).max(1e-9)) * h;
-    let last = remaining.last().copied().unwrap_or(1.0);
+    let lo = remaining.iter().filter_map(|p| p.1).fold(0.0, f64::min);
+    let lo = if lo < 0.0 { -nice_max(-lo) } else { 0.0 };
+    let (from, to) = (first.time_ns, last.time_ns);
+    let lines = vec![
+        Line {
+            name: "budget left".into(),
+            points: remaining,
+        },
+        Line {
+            name: "exhausted".into(),
+            points: vec![(from, Some(0.0)), (to, Some(0.0))],
+        },
+    ];
     view! {
-        <svg class="burndown" width="800" height="220" viewBox="0 0 800 220" role="img">
-            <line x1="0" x2="800" y1=format!("{zero_y:.1}") y2=format!("{zero_y:.1}") stroke="#b3261e" stroke-dasharray="4 4"/>
-            <polyline points=line fill="none" stroke="#3b6fd8" stroke-width="2"/>
-            <text x="4" y="214" font-size="12" fill="#5b6475">"window start"</text>
-            <text x="700" y="214" font-size="12" fill="#5b6475">"now: " {format!("{:.1}%", last * 100.0)}</text>
-        </svg>
+        <div class="burndown">
+            <TimeSeries id="budget-chart".to_string() title="Error budget left".to_string()
+                unit="% of the window's budget".to_string() from_ns=from to_ns=to lines=lines
+                y_range=(lo, 100.0) bands=bands x_label="time (UTC)".to_string()/>
+        </div>
     }
     .into_any()
 }
@@ -143,6 +164,18 @@ pub struct Mark {
     pub title: String,
 }
 
+/// A shaded time range over a [`TimeSeries`] (e.g. a correction or a
+/// maintenance window), with its tooltip.
+#[derive(Debug, Clone)]
+pub struct Band {
+    /// Start, ns.
+    pub from_ns: i64,
+    /// End, ns.
+    pub to_ns: i64,
+    /// Tooltip.
+    pub title: String,
+}
+
 /// The polylines of `points` (split at gaps) in a plot of `w` x `h`.
 fn segments(
     points: &[(i64, Option<f64>)],
@@ -198,8 +231,15 @@ pub fn TimeSeries(
     /// Linked points over the lines (exemplars), not part of the y range.
     #[prop(optional)]
     marks: Vec<Mark>,
+    /// Shaded time ranges under the lines.
+    #[prop(optional)]
+    bands: Vec<Band>,
+    /// The x axis' caption [default: none].
+    #[prop(optional)]
+    x_label: Option<String>,
 ) -> impl IntoView {
     let (left, top, w, h) = (52.0, 8.0, 720.0, 140.0);
+    let unit_axis = unit.clone();
     let max = lines
         .iter()
         .flat_map(|l| l.points.iter().filter_map(|p| p.1))
@@ -264,6 +304,21 @@ pub fn TimeSeries(
         })
         .collect_view();
     let span_f = (to_ns - from_ns).max(1) as f64;
+    let band_count = bands.len();
+    let bands = bands
+        .into_iter()
+        .filter(|b| b.to_ns > from_ns && b.from_ns < to_ns)
+        .map(|b| {
+            let x0 = left + ((b.from_ns.max(from_ns) - from_ns) as f64 / span_f) * w;
+            let x1 = left + ((b.to_ns.min(to_ns) - from_ns) as f64 / span_f) * w;
+            view! {
+                <rect class="band" x=format!("{x0:.1}") y=top width=format!("{:.1}", (x1 - x0).max(1.0)) height=h
+                    fill="#f2e6c9" fill-opacity="0.7">
+                    <title>{b.title}</title>
+                </rect>
+            }
+        })
+        .collect_view();
     let mark_count = marks.len();
     let marks = marks
         .into_iter()
@@ -292,15 +347,19 @@ pub fn TimeSeries(
     view! {
         <figure class="chart" id=id>
             <figcaption>{title} <span class="muted">" (" {unit} ")"</span></figcaption>
-            <svg width="780" height="172" viewBox="0 0 780 172" role="img">
+            <svg width="780" height="186" viewBox="0 0 780 186" role="img">
+                {bands}
                 {grid}
                 {ticks}
                 {paths}
                 {marks}
                 {(!has_data).then(|| view! { <text x="380" y="80" text-anchor="middle">"no data in this range"</text> })}
+                <text class="axis-label" x="14" y=top + h / 2.0 text-anchor="middle" transform=format!("rotate(-90 14 {:.1})", top + h / 2.0)>{unit_axis}</text>
+                {x_label.map(|x| view! { <text class="axis-label" x=left + w / 2.0 y=top + h + 32.0 text-anchor="middle">{x}</text> })}
             </svg>
             <div class="legend">{legend}
                 {(mark_count > 0).then(|| view! { <span class="muted">"◇ exemplars: a click opens the trace"</span> })}
+                {(band_count > 0).then(|| view! { <span class="muted">"shaded: corrections and maintenance windows (not counted)"</span> })}
             </div>
         </figure>
     }
@@ -768,10 +827,12 @@ mod tests {
         ];
         let html = view! { <BurnDown points=pts objective=0.999/> }.to_html();
         assert!(html.contains("<polyline"), "{html}");
-        assert!(
-            html.contains("now: <!>0.0%") || html.contains("now: 0.0%"),
-            "{html}"
-        );
+        // Labelled axes, the remaining budget (1 bad of 1 allowed: 0%)
+        // and the exhaustion line.
+        assert!(html.contains("% of the window's budget"), "{html}");
+        assert!(html.contains("time (UTC)"), "{html}");
+        assert!(html.contains("budget left <b>0</b>"), "{html}");
+        assert!(html.contains("exhausted"), "{html}");
         let empty = view! { <BurnDown points=vec![] objective=0.999/> }.to_html();
         assert!(empty.contains("No events"), "{empty}");
     }

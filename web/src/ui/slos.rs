@@ -46,11 +46,66 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
             );
         }
     };
-    let burn: Vec<BurnPoint> =
-        slo_engine::evaluate::burndown(engine.sli_counter(), &def, status.at_ns, 120)
-            .await
-            .unwrap_or_default();
-    let sli_chart = sli_chart(&burn, status.objective);
+    let burn: Vec<BurnPoint> = engine
+        .burndown(&def, status.at_ns, 120)
+        .await
+        .unwrap_or_default();
+    let bands: Vec<charts::Band> = status
+        .corrections
+        .iter()
+        .map(|c| charts::Band {
+            from_ns: c.from_ns,
+            to_ns: c.to_ns,
+            title: format!("{} #{}: {} ({})", c.kind, c.id, c.reason, c.created_by),
+        })
+        .collect();
+    let sli_chart = sli_chart(&burn, status.objective, bands.clone());
+    // Each tier's burn over the page's range, with its threshold.
+    let history = engine
+        .burn_history(
+            &def,
+            view.window.from_ns,
+            view.window.to_ns.min(status.at_ns),
+            60,
+        )
+        .await
+        .unwrap_or_default();
+    let burn_charts = history
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (from, to) = (view.window.from_ns, view.window.to_ns.min(status.at_ns));
+            let span = |secs: u64| humantime::format_duration(Duration::from_secs(secs)).to_string();
+            let title = format!(
+                "{} tier: burn over {} and {} (fires above {:.2}x)",
+                t.severity,
+                span(t.long_secs),
+                span(t.short_secs),
+                t.factor
+            );
+            let lines = vec![
+                charts::Line {
+                    name: format!("{} window", span(t.long_secs)),
+                    points: t.points.iter().map(|p| (p.0, p.1)).collect(),
+                },
+                charts::Line {
+                    name: format!("{} window", span(t.short_secs)),
+                    points: t.points.iter().map(|p| (p.0, p.2)).collect(),
+                },
+                charts::Line {
+                    name: "threshold".into(),
+                    points: vec![(from, Some(t.factor)), (to, Some(t.factor))],
+                },
+            ];
+            // Rendered apart: one deep view per tier would make the page's
+            // view type (and its stack use) grow with the tiers.
+            view! {
+                <TimeSeries id=format!("burn-tier-{i}") title=title unit="burn rate (x budget)".to_string()
+                    from_ns=from to_ns=to lines=lines bands=bands.clone() x_label="time (UTC)".to_string()/>
+            }
+            .to_html()
+        })
+        .collect::<String>();
     let mine: Vec<Incident> = incidents(&s, 500)
         .into_iter()
         .filter(|i| i.slo == name)
@@ -60,6 +115,12 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
         .time_to_exhaustion_secs
         .map(|t| humantime::format_duration(Duration::from_secs(t as u64)).to_string())
         .unwrap_or_else(|| "–".into());
+    // The charts and the corrections are rendered apart, so the page's
+    // view stays small (a deep view type costs stack in debug builds).
+    let budget_chart =
+        view! { <BurnDown points=burn objective=status.objective bands=bands.clone()/> }.to_html();
+    let sli_chart = sli_chart.to_html();
+    let corrections_html = corrections_view(&status.corrections).to_html();
     let body = view! {
         <h1>{status.display_name.clone()} " " <StateBadge state=status.state.as_str().to_string()/></h1>
         <section id="summary">
@@ -91,33 +152,14 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
         </section>
         <section id="burndown">
             <h2>"Error budget over the window"</h2>
-            <BurnDown points=burn objective=status.objective/>
+            <div inner_html=budget_chart></div>
         </section>
-        <section id="sli-chart">{sli_chart}</section>
-        <section id="slo-corrections">
-            <h2>"Corrections and maintenance windows"</h2>
-            {if status.corrections.is_empty() {
-                view! { <p class="muted">"None in this window. Events inside a correction do not count; a maintenance window also holds the alerts (API: /api/v1/corrections, CLI: burnwatch slo correct, YAML: kind BudgetAdjustment)."</p> }.into_any()
-            } else {
-                view! {
-                    <table id="corrections">
-                        <tr><th>"#"</th><th>"kind"</th><th>"from"</th><th>"to"</th><th>"reason"</th><th>"by"</th><th>"source"</th></tr>
-                        {status.corrections.iter().map(|c| view! {
-                            <tr>
-                                <td>{c.id}</td>
-                                <td>{c.kind.clone()}</td>
-                                <td>{slo_engine::notify::rfc3339(c.from_ns)}</td>
-                                <td>{slo_engine::notify::rfc3339(c.to_ns)}</td>
-                                <td>{c.reason.clone()}</td>
-                                <td>{c.created_by.clone()}</td>
-                                <td>{c.source.clone()}</td>
-                            </tr>
-                        }).collect_view()}
-                    </table>
-                }
-                .into_any()
-            }}
+        <section id="burn-history">
+            <h2>"Burn rate over time, per alert tier"</h2>
+            <div inner_html=burn_charts></div>
         </section>
+        <section id="sli-chart" inner_html=sli_chart></section>
+        <section id="slo-corrections" inner_html=corrections_html></section>
         <section id="slo-incidents"><h2>"Incidents"</h2><IncidentRows incidents=mine query=q.clone()/></section>
         <p><a id="report-link" href=format!("/slos/{}/report?{q}", url_encode(&name))>"Monthly report"</a></p>
     }
@@ -167,7 +209,11 @@ pub(super) fn BurnTable(tiers: Vec<slo_engine::evaluate::TierStatus>) -> impl In
 
 /// The SLI per burn-down bucket (good share of that bucket's events, %)
 /// against the objective, over the SLO window.
-pub(super) fn sli_chart(burn: &[BurnPoint], objective: f64) -> impl IntoView + use<> {
+pub(super) fn sli_chart(
+    burn: &[BurnPoint],
+    objective: f64,
+    bands: Vec<charts::Band>,
+) -> impl IntoView + use<> {
     let points: Vec<(i64, Option<f64>)> = burn
         .windows(2)
         .map(|w| {
@@ -204,7 +250,7 @@ pub(super) fn sli_chart(burn: &[BurnPoint], objective: f64) -> impl IntoView + u
     ];
     view! {
         <TimeSeries id="sli".to_string() title="SLI over the window".to_string() unit="% good per bucket".to_string()
-            from_ns=from to_ns=to lines=lines y_range=(lo.max(0.0), 100.0)/>
+            from_ns=from to_ns=to lines=lines y_range=(lo.max(0.0), 100.0) bands=bands x_label="time (UTC)".to_string()/>
     }
     .into_any()
 }
@@ -316,4 +362,34 @@ pub async fn slo_report(
         &format!("/slos/{name}/report"),
         body,
     )
+}
+
+/// The corrections and maintenance windows of an SLO's window.
+fn corrections_view(list: &[slo_engine::corrections::Correction]) -> impl IntoView + use<> {
+    let list = list.to_vec();
+    let status_corrections = list;
+    view! {
+        <h2>"Corrections and maintenance windows"</h2>
+            {if status_corrections.is_empty() {
+                view! { <p class="muted">"None in this window. Events inside a correction do not count; a maintenance window also holds the alerts (API: /api/v1/corrections, CLI: burnwatch slo correct, YAML: kind BudgetAdjustment)."</p> }.into_any()
+            } else {
+                view! {
+                    <table id="corrections">
+                        <tr><th>"#"</th><th>"kind"</th><th>"from"</th><th>"to"</th><th>"reason"</th><th>"by"</th><th>"source"</th></tr>
+                        {status_corrections.iter().map(|c| view! {
+                            <tr>
+                                <td>{c.id}</td>
+                                <td>{c.kind.clone()}</td>
+                                <td>{slo_engine::notify::rfc3339(c.from_ns)}</td>
+                                <td>{slo_engine::notify::rfc3339(c.to_ns)}</td>
+                                <td>{c.reason.clone()}</td>
+                                <td>{c.created_by.clone()}</td>
+                                <td>{c.source.clone()}</td>
+                            </tr>
+                        }).collect_view()}
+                    </table>
+                }
+                .into_any()
+            }}
+    }
 }
