@@ -55,10 +55,9 @@ pub fn BurnDown(
     let remaining: Vec<(i64, Option<f64>)> = points
         .iter()
         .map(|p| {
-            (
-                p.time_ns,
-                Some(100.0 * (1.0 - p.bad as f64 / allowed_total)),
-            )
+            let left = 100.0 * (1.0 - p.bad as f64 / allowed_total);
+            // No float dust (1e-13 %) on the axis and in the legend.
+            (p.time_ns, Some((left * 1e6).round() / 1e6))
         })
         .collect();
     let lo = remaining.iter().filter_map(|p| p.1).fold(0.0, f64::min);
@@ -831,7 +830,9 @@ mod tests {
         // and the exhaustion line.
         assert!(html.contains("% of the window's budget"), "{html}");
         assert!(html.contains("time (UTC)"), "{html}");
-        assert!(html.contains("budget left <b>0</b>"), "{html}");
+        let legend = &html[html.find("class=\"legend\"").unwrap()..];
+        assert!(legend.contains("budget left"), "{legend}");
+        assert!(legend.contains("<b>0</b>"), "{legend}");
         assert!(html.contains("exhausted"), "{html}");
         let empty = view! { <BurnDown points=vec![] objective=0.999/> }.to_html();
         assert!(empty.contains("No events"), "{empty}");
