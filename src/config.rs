@@ -228,6 +228,10 @@ pub struct ServerFlags {
     /// Seconds between SLO evaluations [default: 30].
     #[arg(long, env = "BURNWATCH_SLO_INTERVAL")]
     pub slo_interval: Option<f64>,
+    /// SLO evaluations look at windows ending this many seconds ago, so
+    /// batched telemetry is in [default: 10].
+    #[arg(long, env = "BURNWATCH_SLO_DELAY")]
+    pub slo_delay: Option<f64>,
     /// TLS certificate chain (PEM) for all three listeners (OTLP gRPC, OTLP
     /// HTTP, the API and dashboard); needs --tls-key.
     #[arg(long, env = "BURNWATCH_TLS_CERT", requires = "tls_key")]
@@ -339,6 +343,13 @@ impl ServerFlags {
                 "--slo-interval must be at least 0.5 seconds, got {i}"
             );
             config.slo.evaluation_interval_secs = i;
+        }
+        if let Some(d) = self.slo_delay {
+            anyhow::ensure!(
+                d.is_finite() && (0.0..=3600.0).contains(&d),
+                "--slo-delay must be 0 to 3600 seconds, got {d}"
+            );
+            config.slo.evaluation_delay_secs = d;
         }
         if let Some(u) = &self.storage_url {
             config.storage.url = Some(u.clone()).filter(|u| !u.trim().is_empty());

@@ -42,6 +42,12 @@ pub struct SloConfig {
     pub rules_dir: PathBuf,
     /// Seconds between evaluations.
     pub evaluation_interval_secs: f64,
+    /// Scheduled evaluations look at windows ending this many seconds
+    /// before now, so telemetry still in exporters' batches (5 s in the
+    /// OpenTelemetry SDKs by default) is in: without it a window can be
+    /// judged clean, resolve an incident, and turn bad again when the late
+    /// spans arrive.
+    pub evaluation_delay_secs: f64,
     /// Webhooks every notification goes to (besides the SLOs' own targets).
     pub webhook_urls: Vec<String>,
     /// Burnwatch's URL as users reach it, for links in notifications
@@ -81,6 +87,7 @@ impl Default for SloConfig {
         SloConfig {
             rules_dir: PathBuf::from("alert-rules"),
             evaluation_interval_secs: 30.0,
+            evaluation_delay_secs: 10.0,
             webhook_urls: Vec::new(),
             external_url: String::new(),
             delivery_attempts: 5,
@@ -876,7 +883,8 @@ impl SloEngine {
         let Ok(_guard) = self.round.try_lock() else {
             return;
         };
-        self.evaluate_at(now_ns()).await;
+        let delay = (self.config.evaluation_delay_secs.clamp(0.0, 3600.0) * 1e9) as i64;
+        self.evaluate_at(now_ns() - delay).await;
     }
 
     /// Evaluates every `evaluation_interval_secs` until `token` is cancelled.
