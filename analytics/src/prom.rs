@@ -246,9 +246,9 @@ impl PromSource {
     /// A source over `store`.
     pub fn new(store: Store) -> PromSource {
         PromSource {
+            catalog: shared_catalog(&store),
             store,
             rollups: None,
-            catalog: Arc::default(),
         }
     }
 
@@ -308,7 +308,7 @@ impl PromSource {
                 edges.push((path.clone(), meta.clone()));
                 continue;
             }
-            let key = (meta.path.clone(), meta.rows);
+            let key = (meta.path.clone(), meta.rows, meta.crc32);
             let entries = match self.catalog.get(&key) {
                 Some(e) => e,
                 None => {
@@ -349,10 +349,10 @@ impl PromSource {
                 merge_entry(&mut merged, &e);
             }
         }
-        let live: std::collections::HashSet<(&str, u64)> = snap
+        let live: std::collections::HashSet<(&str, u64, Option<u32>)> = snap
             .files
             .iter()
-            .map(|(_, m)| (m.path.as_str(), m.rows))
+            .map(|(_, m)| (m.path.as_str(), m.rows, m.crc32))
             .collect();
         self.catalog.retain_live(&live);
         Ok(merged.into_values().filter_map(family_of).collect())
@@ -669,8 +669,25 @@ pub struct CatalogCache {
     files: std::sync::Mutex<HashMap<FileKey, Arc<Vec<CatalogEntry>>>>,
 }
 
-/// A file: its path and row count.
-type FileKey = (String, u64);
+/// A file: its path, row count and checksum.
+type FileKey = (String, u64, Option<u32>);
+
+/// The catalogue cache of the store at a data directory, shared by every
+/// source made with [`PromSource::new`] (rules and SLIs make one per
+/// evaluation). The entry of each store holds at most its live files'
+/// families.
+fn shared_catalog(store: &Store) -> Arc<CatalogCache> {
+    static CACHES: std::sync::OnceLock<
+        std::sync::Mutex<HashMap<std::path::PathBuf, Arc<CatalogCache>>>,
+    > = std::sync::OnceLock::new();
+    CACHES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(store.data_dir().to_path_buf())
+        .or_default()
+        .clone()
+}
 
 impl CatalogCache {
     fn get(&self, key: &FileKey) -> Option<Arc<Vec<CatalogEntry>>> {
@@ -688,11 +705,11 @@ impl CatalogCache {
             .insert(key, entries);
     }
 
-    fn retain_live(&self, live: &std::collections::HashSet<(&str, u64)>) {
+    fn retain_live(&self, live: &std::collections::HashSet<(&str, u64, Option<u32>)>) {
         self.files
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(p, r), _| live.contains(&(p.as_str(), *r)));
+            .retain(|(p, r, c), _| live.contains(&(p.as_str(), *r, *c)));
     }
 
     /// Files whose catalogue is held.
