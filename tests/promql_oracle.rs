@@ -460,21 +460,25 @@ async fn promql_agrees_with_prometheus() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let end = now - 5_000;
+    // `offset -10s` at `end` reads up to `end + 10 s`: that too must be in
+    // the past and caught up (remote write lags Prometheus's own scrapes
+    // by its batch deadline, 5 s).
+    let end = now - 15_000;
     let end_s = format!("{:.3}", end as f64 / 1000.0);
+    let caught_up_at = format!("{:.3}", (end + 10_000) as f64 / 1000.0);
     let check = "count_over_time(oracle_temperature[10m])";
     let mut caught_up = false;
     for _ in 0..60 {
         let p = get(
             &c,
             &format!("{prom}/api/v1/query"),
-            &[("query", check.into()), ("time", end_s.clone())],
+            &[("query", check.into()), ("time", caught_up_at.clone())],
         )
         .await;
         let b = get(
             &c,
             &format!("{bw}/api/v1/query"),
-            &[("query", check.into()), ("time", end_s.clone())],
+            &[("query", check.into()), ("time", caught_up_at.clone())],
         )
         .await;
         if p.1["data"] == b.1["data"] && p.1["status"] == "success" {
