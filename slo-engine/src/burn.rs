@@ -19,6 +19,14 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// `page` or `ticket`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Page => "page",
+            Severity::Ticket => "ticket",
+        }
+    }
+
     /// The tier severity of an incident's severity (`page`; anything else
     /// is a ticket).
     pub fn of_incident(severity: &str) -> Severity {

@@ -401,10 +401,7 @@ pub fn status_from_counts(
             let insufficient = long.total < slo.min_events;
             let above = |b: Option<f64>| b.is_some_and(|b| t.crossed(b));
             TierStatus {
-                severity: match t.severity {
-                    Severity::Page => "page",
-                    Severity::Ticket => "ticket",
-                },
+                severity: t.severity.as_str(),
                 long_secs: t.long.as_secs(),
                 short_secs: t.short.as_secs(),
                 factor: t.factor,
@@ -546,10 +543,7 @@ pub async fn burn_history(
         .iter()
         .enumerate()
         .map(|(i, tier)| TierHistory {
-            severity: match tier.severity {
-                Severity::Page => "page",
-                Severity::Ticket => "ticket",
-            },
+            severity: tier.severity.as_str(),
             long_secs: tier.long.as_secs(),
             short_secs: tier.short.as_secs(),
             factor: tier.factor,
