@@ -19,6 +19,12 @@ use statedb::{StateDb, params};
 
 use crate::openslo::Slo;
 
+/// Longest reason, author or scope name, in bytes.
+pub const MAX_TEXT: usize = 1024;
+
+/// Most labels in a scope.
+pub const MAX_LABELS: usize = 32;
+
 /// Longest correction: a year.
 pub const MAX_LENGTH_NS: i64 = 366 * 86_400 * 1_000_000_000;
 
@@ -115,6 +121,23 @@ impl NewCorrection {
         }
         if self.reason.trim().is_empty() || self.created_by.trim().is_empty() {
             return Err("reason and createdBy are required".into());
+        }
+        // Every evaluation round reads them all: each one stays small.
+        if self.reason.len() > MAX_TEXT || self.created_by.len() > MAX_TEXT {
+            return Err(format!(
+                "reason and createdBy may be at most {MAX_TEXT} bytes"
+            ));
+        }
+        let scope_text = self.scope.slo.iter().chain(&self.scope.service);
+        if self.scope.labels.len() > MAX_LABELS
+            || scope_text
+                .chain(self.scope.labels.keys())
+                .chain(self.scope.labels.values())
+                .any(|t| t.len() > MAX_TEXT)
+        {
+            return Err(format!(
+                "a scope has at most {MAX_LABELS} labels and names of at most {MAX_TEXT} bytes"
+            ));
         }
         Ok(kind)
     }

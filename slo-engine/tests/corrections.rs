@@ -274,6 +274,23 @@ async fn a_maintenance_window_holds_the_page_and_releases_it_after() {
         )
         .unwrap_err();
     assert!(e.contains("use correction or maintenance"), "{e}");
+    // Oversized text is refused, not stored.
+    let e = engine
+        .corrections()
+        .create(
+            &NewCorrection {
+                kind: None,
+                scope: Scope::default(),
+                from_ns: m0,
+                to_ns: m1,
+                reason: "x".repeat(5000),
+                created_by: "y".into(),
+            },
+            m1,
+        )
+        .unwrap_err();
+    assert!(e.contains("at most 1024 bytes"), "{e}");
+    assert!(engine.corrections().list().unwrap().is_empty());
 }
 
 #[test]
