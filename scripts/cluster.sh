@@ -67,9 +67,33 @@ command -v "$MOTO" >/dev/null || { echo "moto_server not found: pip install 'mot
 PG_BIN="${BURNWATCH_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL not found: apt-get install postgresql (or set BURNWATCH_PG_BIN)" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_http() { # url, seconds
-  for _ in $(seq 1 $(( $2 * 10 ))); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
+# Ports come from below the kernel's ephemeral range (32768-60999 on Linux):
+# a port picked there can be taken by any outgoing connection (a node's
+# client to the bucket, PostgreSQL or the scheduler) before its server
+# binds it.
+free_port() {
+  python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(p)
+    break
+else:
+    raise SystemExit("no free port in 20000-32000")'
+}
+wait_http() { # url, seconds[, pid: give up as soon as it exits]
+  for _ in $(seq 1 $(( $2 * 10 ))); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then
+      echo "the process behind $1 exited before it was ready" >&2; return 1
+    fi
+    sleep 0.1
+  done
   echo "no answer from $1 in $2 s" >&2; return 1
 }
 wait_port() { # port, seconds
@@ -115,16 +139,24 @@ STATE_URL="postgres://burnwatch@127.0.0.1:$PG_PORT/burnwatch"
 note STATE_URL "$STATE_URL"
 
 # Ingest nodes and the compactor.
+# A node that exits before it is ready (a port taken in the meantime) is
+# started again on fresh ports, up to three times.
 for i in 1 2; do
-  grpc=$(free_port); http=$(free_port); api=$(free_port); flight=$(free_port)
-  "$BW" serve --role ingest --storage-url "$STORAGE" --node-id "ingest-$i" --data-dir "$DIR/ingest-$i" \
-    --otlp-grpc-addr "127.0.0.1:$grpc" --otlp-http-addr "127.0.0.1:$http" --http-addr "127.0.0.1:$api" \
-    --flight-addr "127.0.0.1:$flight" > "$DIR/logs/ingest-$i.out" 2> "$DIR/logs/ingest-$i.log" &
-  note "PID_INGEST_$i" $!
+  for attempt in 1 2 3; do
+    grpc=$(free_port); http=$(free_port); api=$(free_port); flight=$(free_port)
+    "$BW" serve --role ingest --storage-url "$STORAGE" --node-id "ingest-$i" --data-dir "$DIR/ingest-$i" \
+      --otlp-grpc-addr "127.0.0.1:$grpc" --otlp-http-addr "127.0.0.1:$http" --http-addr "127.0.0.1:$api" \
+      --flight-addr "127.0.0.1:$flight" > "$DIR/logs/ingest-$i.out" 2>> "$DIR/logs/ingest-$i.log" &
+    pid=$!
+    wait_http "http://127.0.0.1:$api/readyz" 60 "$pid" && break
+    kill -KILL "$pid" 2>/dev/null || true
+    [ "$attempt" = 3 ] && false
+    echo "ingest-$i: starting again on other ports" >&2
+  done
+  note "PID_INGEST_$i" "$pid"
   note "INGEST_${i}_OTLP" "http://127.0.0.1:$grpc"
   note "INGEST_${i}_OTLP_HTTP" "http://127.0.0.1:$http"
   note "INGEST_${i}_API" "http://127.0.0.1:$api"
-  wait_http "http://127.0.0.1:$api/readyz" 60
 done
 api=$(free_port)
 "$BW" serve --role compact --storage-url "$STORAGE" --data-dir "$DIR/compactor" --http-addr "127.0.0.1:$api" \
@@ -147,14 +179,20 @@ done
 
 # Query nodes: shared state, one evaluator, SQL on Ballista.
 for i in 1 2; do
-  api=$(free_port)
-  "$BW" serve --role query --storage-url "$STORAGE" --node-id "query-$i" --data-dir "$DIR/query-$i" \
-    --http-addr "127.0.0.1:$api" --state-url "$STATE_URL" \
-    --query-engine ballista --ballista-url "df://127.0.0.1:$SCHED" \
-    > "$DIR/logs/query-$i.out" 2> "$DIR/logs/query-$i.log" &
-  note "PID_QUERY_$i" $!
+  for attempt in 1 2 3; do
+    api=$(free_port)
+    "$BW" serve --role query --storage-url "$STORAGE" --node-id "query-$i" --data-dir "$DIR/query-$i" \
+      --http-addr "127.0.0.1:$api" --state-url "$STATE_URL" \
+      --query-engine ballista --ballista-url "df://127.0.0.1:$SCHED" \
+      > "$DIR/logs/query-$i.out" 2>> "$DIR/logs/query-$i.log" &
+    pid=$!
+    wait_http "http://127.0.0.1:$api/readyz" 60 "$pid" && break
+    kill -KILL "$pid" 2>/dev/null || true
+    [ "$attempt" = 3 ] && false
+    echo "query-$i: starting again on other ports" >&2
+  done
+  note "PID_QUERY_$i" "$pid"
   note "QUERY_$i" "http://127.0.0.1:$api"
-  wait_http "http://127.0.0.1:$api/readyz" 60
 done
 
 # The shop, its services taking turns over the two ingest nodes.

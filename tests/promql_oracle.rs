@@ -120,16 +120,9 @@ async fn start_exporter() -> (String, Arc<AtomicU64>) {
     (addr, scrapes)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start_prometheus(dir: &std::path::Path, exporter: &str, remote_write: &str) -> (Kill, String) {
-    let port = free_port();
+    let port = common::s3::free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,

@@ -29,12 +29,20 @@ pub fn python() -> PathBuf {
     )
 }
 
+/// A free port for a child process to listen on, picked below the kernel's
+/// ephemeral range (32768-60999 on Linux): a port picked inside it can be
+/// taken by any outgoing connection before the child binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    for attempt in 0u64..1000 {
+        seed.write_u64(attempt);
+        let port = 20_000 + (seed.finish() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-32000")
 }
 
 impl S3 {
