@@ -110,7 +110,20 @@ fn the_cluster_topology_serves_alerts_once_and_fails_over() {
         )
         .status()
         .unwrap();
-    assert!(status.success(), "scripts/cluster.sh start failed");
+    if !status.success() {
+        // The logs live in the temporary directory: print their ends first.
+        if let Ok(entries) = std::fs::read_dir(cdir.join("logs")) {
+            for e in entries.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                eprintln!("--- {} (last lines)", e.path().display());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        panic!("scripts/cluster.sh start failed");
+    }
     println!("cluster started in {:?}", started.elapsed());
     let env = env_file(&cdir);
     let (q1, q2) = (env["QUERY_1"].clone(), env["QUERY_2"].clone());
