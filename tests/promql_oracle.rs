@@ -120,7 +120,6 @@ async fn start_exporter() -> (String, Arc<AtomicU64>) {
     (addr, scrapes)
 }
 
-
 fn start_prometheus(dir: &std::path::Path, exporter: &str, remote_write: &str) -> (Kill, String) {
     let port = common::s3::free_port();
     let config = dir.join("prometheus.yml");
