@@ -448,6 +448,12 @@ fn resolve_secrets(config: &mut Config) -> anyhow::Result<()> {
             .with_context(|| format!("auth.tokens[{i}].sha256"))?
             .into_owned();
     }
+    anyhow::ensure!(
+        (1..=slo_engine::sli::FILE_GROUPS).contains(&config.slo.max_instances_per_slo),
+        "slo.max_instances_per_slo = {}: give 1 to {}",
+        config.slo.max_instances_per_slo,
+        slo_engine::sli::FILE_GROUPS
+    );
     for (what, urls) in [
         ("webhook", &config.slo.webhook_urls),
         ("alertmanager", &config.slo.alertmanager_urls),

@@ -164,10 +164,12 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 .rules_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("alert-rules"));
-            let defs: Vec<_> = slo_engine::openslo::load_dir(&rules)?
-                .into_iter()
-                .filter(|s| args.slo.as_ref().is_none_or(|n| *n == s.name))
-                .collect();
+            let all = slo_engine::openslo::load_dir(&rules)?;
+            let defs: Vec<_> = match &args.slo {
+                // A defined SLO or an instance of a grouped one.
+                Some(n) => slo_engine::openslo::find_slo(&all, n).into_iter().collect(),
+                None => all,
+            };
             if defs.is_empty() {
                 bail!("no such SLO in {}", rules.display());
             }
@@ -373,6 +375,10 @@ pub struct StatusArgs {
     /// Evaluation time: RFC 3339 or ns since the epoch [default: now].
     #[arg(long)]
     pub at: Option<String>,
+    /// Most instances shown per grouped SLO (with --data-dir), those with
+    /// the most events.
+    #[arg(long, default_value_t = 500, conflicts_with = "url")]
+    pub max_instances: usize,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -530,10 +536,33 @@ pub async fn run(cmd: SloCommand) -> anyhow::Result<()> {
             let corrections = offline_corrections(&rules, &data_dir)?;
             let mut out = Vec::new();
             for slo in &defs {
-                out.push(
-                    slo_engine::evaluate::evaluate_corrected(&counter, slo, at, &corrections)
-                        .await?,
-                );
+                if slo.group_by.is_empty() {
+                    out.push(
+                        slo_engine::evaluate::evaluate_corrected(&counter, slo, at, &corrections)
+                            .await?,
+                    );
+                } else {
+                    // Each instance, worst first.
+                    let g = slo_engine::evaluate::evaluate_group(
+                        &counter,
+                        slo,
+                        at,
+                        &corrections,
+                        args.max_instances,
+                    )
+                    .await?;
+                    if g.over_cap > 0 {
+                        eprintln!(
+                            "{}: {}{} more values of {} beyond the {} instances shown (--max-instances)",
+                            slo.name,
+                            if g.saturated { "at least " } else { "" },
+                            g.over_cap,
+                            slo.group_by.join(", "),
+                            g.cap
+                        );
+                    }
+                    out.extend(g.instances);
+                }
             }
             serde_json::to_value(out)?
         }

@@ -46,7 +46,9 @@ pub struct Scope {
 impl Scope {
     /// Whether `slo` is in the scope.
     pub fn matches(&self, slo: &Slo) -> bool {
-        self.slo.as_ref().is_none_or(|n| *n == slo.name)
+        self.slo
+            .as_ref()
+            .is_none_or(|n| *n == slo.name || *n == slo.base_name())
             && self.service.as_ref().is_none_or(|s| *s == slo.service)
             && self
                 .labels

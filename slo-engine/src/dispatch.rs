@@ -679,8 +679,11 @@ impl SloEngine {
 }
 
 /// The labels of an SLO's alert.
+/// An instance of a grouped SLO also carries `slo_group` (the grouped
+/// SLO's name) and each `groupBy` attribute as a label (`http.route` as
+/// `http_route`).
 pub(crate) fn slo_labels(slo: &Slo, severity: &str) -> BTreeMap<String, String> {
-    [
+    let mut labels: BTreeMap<String, String> = [
         ("alertname", "SLOBurnRate".to_string()),
         ("slo", slo.name.clone()),
         ("service", slo.service.clone()),
@@ -688,7 +691,18 @@ pub(crate) fn slo_labels(slo: &Slo, severity: &str) -> BTreeMap<String, String> 
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    .collect();
+    if let Some((base, values)) = &slo.instance_of {
+        labels.insert("slo_group".into(), base.clone());
+        for (attr, value) in values {
+            let name: String = attr
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            labels.entry(name).or_insert_with(|| value.clone());
+        }
+    }
+    labels
 }
 
 fn fmt_burn(b: Option<f64>) -> String {

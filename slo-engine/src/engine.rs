@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dispatch::{Dispatcher, Grouping, Pending, slo_labels, summary};
-use crate::evaluate::{AlertState, SloStatus};
+use crate::evaluate::{AlertState, GroupStatus, SloStatus};
 use crate::evidence::{self, Evidence};
 use crate::incidents::{Incident, Incidents, Transition, transition};
 use crate::notify::{NotifyMetrics, WebhookAlert, ZERO_TIME, fingerprint, rfc3339};
@@ -67,6 +67,10 @@ pub struct SloConfig {
     pub alertmanager_urls: Vec<String>,
     /// Seconds between pushes of unchanged alerts to Alertmanager.
     pub alertmanager_resend_secs: f64,
+    /// Most instances one grouped SLO (`groupBy`) keeps: those with the
+    /// most events in the SLO window. Values beyond it are reported on the
+    /// SLO page and in `/metrics`, not tracked.
+    pub max_instances_per_slo: usize,
 }
 
 impl SloConfig {
@@ -97,6 +101,7 @@ impl Default for SloConfig {
             repeat_interval_secs: 4.0 * 3600.0,
             alertmanager_urls: Vec::new(),
             alertmanager_resend_secs: 60.0,
+            max_instances_per_slo: 500,
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct SloEngine {
     pub(crate) incidents: Incidents,
     pub(crate) dispatcher: Dispatcher,
     last: RwLock<Vec<SloStatus>>,
+    /// Each grouped SLO's instances at the last evaluation.
+    last_groups: RwLock<Vec<GroupStatus>>,
     pub(crate) http: reqwest::Client,
     /// Delivery counters.
     pub notify_metrics: NotifyMetrics,
@@ -224,6 +231,7 @@ impl SloEngine {
             dispatcher: Dispatcher::new(grouping),
             incidents,
             last: RwLock::new(Vec::new()),
+            last_groups: RwLock::new(Vec::new()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -406,9 +414,42 @@ impl SloEngine {
         &self.sli
     }
 
-    /// The SLOs.
+    /// The SLOs as defined (a grouped SLO once, not its instances).
     pub fn slos(&self) -> &[Slo] {
         &self.slos
+    }
+
+    /// The SLO named `name`: a defined one, or an instance of a grouped
+    /// one (`checkout{http.route="/cart"}`, whether or not it is among the
+    /// instances kept).
+    pub fn find_slo(&self, name: &str) -> Option<Slo> {
+        crate::openslo::find_slo(&self.slos, name)
+    }
+
+    /// The `max_instances_per_slo` setting.
+    pub fn instance_cap(&self) -> usize {
+        self.config.max_instances_per_slo.max(1)
+    }
+
+    /// Each grouped SLO's instances at the last evaluation.
+    pub fn last_groups(&self) -> Vec<GroupStatus> {
+        self.last_groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Grouped SLO `slo`'s instances at `at_ns` (corrections applied),
+    /// without touching incidents.
+    pub async fn group_at(&self, slo: &Slo, at_ns: i64) -> Result<GroupStatus, EngineError> {
+        Ok(crate::evaluate::evaluate_group(
+            &self.sli,
+            slo,
+            at_ns,
+            &self.all_corrections(),
+            self.instance_cap(),
+        )
+        .await?)
     }
 
     /// The alert rules and their instances.
@@ -462,9 +503,22 @@ impl SloEngine {
         let corrections = self.all_corrections();
         let mut out = Vec::new();
         for slo in &self.slos {
-            out.push(
-                crate::evaluate::evaluate_corrected(&self.sli, slo, at_ns, &corrections).await?,
-            );
+            if slo.group_by.is_empty() {
+                out.push(
+                    crate::evaluate::evaluate_corrected(&self.sli, slo, at_ns, &corrections)
+                        .await?,
+                );
+            } else {
+                let g = crate::evaluate::evaluate_group(
+                    &self.sli,
+                    slo,
+                    at_ns,
+                    &corrections,
+                    self.instance_cap(),
+                )
+                .await?;
+                out.extend(g.instances);
+            }
         }
         Ok(out)
     }
@@ -550,10 +604,9 @@ impl SloEngine {
         month: Option<&str>,
     ) -> Result<crate::report::MonthReport, String> {
         let slo = self
-            .slos
-            .iter()
-            .find(|s| s.name == name)
+            .find_slo(name)
             .ok_or_else(|| format!("no SLO named {name:?}"))?;
+        let slo = &slo;
         let now = now_ns();
         let month = month.map_or_else(
             || crate::report::previous_month(now, crate::report::time_zone(slo)),
@@ -580,10 +633,9 @@ impl SloEngine {
             return Ok(None);
         };
         let slo = self
-            .slos
-            .iter()
-            .find(|s| s.name == inc.slo)
+            .find_slo(&inc.slo)
             .ok_or_else(|| format!("incident #{id}'s SLO {:?} is no longer defined", inc.slo))?;
+        let slo = &slo;
         let to = inc.resolved_ns.unwrap_or_else(now_ns).max(inc.opened_ns);
         // The burn chart: the first page tier's long window (else the
         // first tier's), from an hour before the incident to its end.
@@ -690,9 +742,10 @@ impl SloEngine {
         by: &str,
         at_ns: i64,
     ) {
-        let Some(slo) = self.slos.iter().find(|s| s.name == slo_name) else {
+        let Some(slo) = self.find_slo(slo_name) else {
             return;
         };
+        let slo = &slo;
         let external = self.config.external_url.trim_end_matches('/').to_string();
         let labels = slo_labels(slo, severity.as_str());
         let annotations: BTreeMap<String, String> = [
@@ -761,26 +814,47 @@ impl SloEngine {
             self.sync_resolved();
         }
         let mut statuses = Vec::with_capacity(self.slos.len());
+        let mut groups = Vec::new();
         let corrections = Arc::new(self.all_corrections());
+        let cap = self.instance_cap();
         for slo in &self.slos {
             // In its own task, so a panic fails this SLO, not the round.
             let (sli, def, fixes) = (self.sli.clone(), slo.clone(), corrections.clone());
             let outcome = tokio::spawn(async move {
-                crate::evaluate::evaluate_corrected(&sli, &def, at_ns, &fixes).await
+                if def.group_by.is_empty() {
+                    crate::evaluate::evaluate_corrected(&sli, &def, at_ns, &fixes)
+                        .await
+                        .map(|s| (vec![(def, s)], None))
+                } else {
+                    let g = crate::evaluate::evaluate_group(&sli, &def, at_ns, &fixes, cap).await?;
+                    let each = g
+                        .instances
+                        .iter()
+                        .map(|s| (def.instance_for(s), s.clone()))
+                        .collect();
+                    Ok((each, Some(g)))
+                }
             })
             .await;
             match outcome {
-                Ok(Ok(status)) => {
-                    // A maintenance window holds the SLO's alerts: no
-                    // incident changes and nothing is sent until it ends.
-                    if !evaluator || status.held_by.is_some() {
+                Ok(Ok((each, group))) => {
+                    for (inst, status) in each {
+                        // A maintenance window holds the SLO's alerts: no
+                        // incident changes and nothing is sent until it ends.
+                        if evaluator
+                            && status.held_by.is_none()
+                            && let Err(e) = self.apply(&inst, &status).await
+                        {
+                            tracing::error!(slo = %inst.name, error = %e, "cannot record the incident");
+                        }
                         statuses.push(status);
-                        continue;
                     }
-                    if let Err(e) = self.apply(slo, &status).await {
-                        tracing::error!(slo = %slo.name, error = %e, "cannot record the incident");
+                    if let Some(g) = group {
+                        if evaluator {
+                            self.close_vanished(slo, &g, at_ns).await;
+                        }
+                        groups.push(g);
                     }
-                    statuses.push(status);
                 }
                 Ok(Err(e)) => {
                     self.evaluation_failures.fetch_add(1, Ordering::Relaxed);
@@ -794,16 +868,65 @@ impl SloEngine {
         }
         let round = self.evaluations.fetch_add(1, Ordering::Relaxed);
         if round % SWEEP_EVERY == SWEEP_EVERY - 1 && !self.store.is_read_only() {
-            let sources: Vec<&crate::sli::SliSource> =
-                self.slos.iter().map(|s| &s.sli.source).collect();
+            let sources: Vec<(&crate::sli::SliSource, Vec<String>)> = self
+                .slos
+                .iter()
+                .map(|s| (&s.sli.source, s.group_exprs()))
+                .collect();
             let deleted = self.sli.sweep(&sources).await;
             if deleted > 0 {
                 tracing::debug!(deleted, "deleted stale SLI rollups");
             }
         }
         *self.last.write().unwrap_or_else(|p| p.into_inner()) = statuses.clone();
+        *self.last_groups.write().unwrap_or_else(|p| p.into_inner()) = groups;
         self.flush_notifications(at_ns);
         statuses
+    }
+
+    /// Resolves the open incidents of grouped SLO `slo`'s instances that
+    /// are no longer kept (no events in the window any more, or pushed out
+    /// by the cap): nothing would ever close them otherwise.
+    async fn close_vanished(self: &Arc<Self>, slo: &Slo, g: &GroupStatus, at_ns: i64) {
+        let open = match self.incidents.open_slos() {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the open incidents");
+                return;
+            }
+        };
+        let prefix = format!("{}{{", slo.name);
+        for name in open {
+            if !name.starts_with(&prefix) || g.instances.iter().any(|s| s.name == name) {
+                continue;
+            }
+            let Some(inst) = self.find_slo(&name) else {
+                continue;
+            };
+            // An empty status: no tier fires; the incident resolves.
+            let mut status = crate::evaluate::status_from_counts(
+                &inst,
+                at_ns,
+                &crate::evaluate::WindowCounts {
+                    window_secs: inst.window.as_secs(),
+                    total: 0,
+                    bad: 0,
+                    burn_rate: None,
+                },
+                &[],
+                |d| crate::evaluate::WindowCounts {
+                    window_secs: d.as_secs(),
+                    total: 0,
+                    bad: 0,
+                    burn_rate: None,
+                },
+            );
+            status.state = AlertState::Ok;
+            tracing::info!(slo = %name, "instance no longer tracked; resolving its incident");
+            if let Err(e) = self.apply(&inst, &status).await {
+                tracing::error!(slo = %name, error = %e, "cannot resolve the incident");
+            }
+        }
     }
 
     async fn apply(self: &Arc<Self>, slo: &Slo, status: &SloStatus) -> Result<(), EngineError> {
@@ -1121,6 +1244,34 @@ impl SloEngine {
             "burnwatch_alerts",
             "Alert instances by state.",
             states.iter().map(|(l, v)| (&l[..], *v)),
+        )?;
+        let groups = self.last_groups();
+        let counts: Vec<([(&str, &str); 1], f64)> = groups
+            .iter()
+            .map(|g| ([("slo", g.name.as_str())], g.instances.len() as f64))
+            .collect();
+        out.gauges(
+            "burnwatch_slo_instances",
+            "Instances a grouped SLO tracks (distinct values of its groupBy attributes, up to the cap).",
+            counts.iter().map(|(l, v)| (&l[..], *v)),
+        )?;
+        let over: Vec<([(&str, &str); 1], f64)> = groups
+            .iter()
+            .map(|g| ([("slo", g.name.as_str())], g.over_cap as f64))
+            .collect();
+        out.gauges(
+            "burnwatch_slo_instances_over_cap",
+            "Distinct values of a grouped SLO's groupBy attributes beyond max_instances_per_slo, not tracked (a lower bound when burnwatch_slo_instances_saturated is 1).",
+            over.iter().map(|(l, v)| (&l[..], *v)),
+        )?;
+        let saturated: Vec<([(&str, &str); 1], f64)> = groups
+            .iter()
+            .map(|g| ([("slo", g.name.as_str())], f64::from(u8::from(g.saturated))))
+            .collect();
+        out.gauges(
+            "burnwatch_slo_instances_saturated",
+            "1 when a grouped SLO had more distinct values than could be held to rank them.",
+            saturated.iter().map(|(l, v)| (&l[..], *v)),
         )?;
         let last = self.last_statuses();
         let budgets: Vec<([(&str, &str); 1], f64)> = last

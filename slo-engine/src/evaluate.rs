@@ -144,6 +144,13 @@ pub struct SloStatus {
     /// Set while a maintenance window holds the SLO's alerts: tiers may
     /// fire, but no incident opens and nothing is sent.
     pub held_by: Option<String>,
+    /// For an instance of a grouped SLO: the grouped SLO's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_of: Option<String>,
+    /// For an instance of a grouped SLO: its value of each `groupBy`
+    /// attribute.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub group: std::collections::BTreeMap<String, String>,
 }
 
 /// `3 h 12 min`, `2 d 4 h`, `45 min`, `30 s`.
@@ -215,16 +222,13 @@ fn slices(
     out
 }
 
-/// Events and bad events per window `[from, to)`, each window less its
-/// overlap with every (disjoint) `excluded` range (counts add up over
-/// disjoint ranges, so this is exact); and the first event of the first
-/// window outside the excluded ranges.
-pub(crate) async fn count_events(
-    counter: &SliCounter,
-    slo: &Slo,
+/// The ranges to count for `windows` less `excluded` (disjoint): the
+/// windows themselves, then each window's overlap with each excluded
+/// range; and, per window, the indices of its overlaps.
+fn with_overlaps(
     windows: &[(i64, i64)],
     excluded: &[(i64, i64)],
-) -> Result<(Vec<(u64, u64)>, Option<i64>), QueryError> {
+) -> (Vec<(i64, i64)>, Vec<Vec<usize>>) {
     let mut ranges = windows.to_vec();
     let mut parts: Vec<Vec<usize>> = Vec::with_capacity(windows.len());
     for &(a, b) in windows {
@@ -238,8 +242,12 @@ pub(crate) async fn count_events(
         }
         parts.push(mine);
     }
-    let (counts, first) = counter.windows_and_first(&slo.sli.source, &ranges).await?;
-    let out = parts
+    (ranges, parts)
+}
+
+/// Each window's counts less those of its overlaps (see [`with_overlaps`]).
+fn less_overlaps(counts: &[(u64, u64)], parts: &[Vec<usize>]) -> Vec<(u64, u64)> {
+    parts
         .iter()
         .enumerate()
         .map(|(w, idx)| {
@@ -250,9 +258,68 @@ pub(crate) async fn count_events(
             }
             (t, b)
         })
-        .collect();
+        .collect()
+}
+
+/// Events and bad events per window `[from, to)`, each window less its
+/// overlap with every (disjoint) `excluded` range (counts add up over
+/// disjoint ranges, so this is exact); and the first event of the first
+/// window outside the excluded ranges.
+pub(crate) async fn count_events(
+    counter: &SliCounter,
+    slo: &Slo,
+    windows: &[(i64, i64)],
+    excluded: &[(i64, i64)],
+) -> Result<(Vec<(u64, u64)>, Option<i64>), QueryError> {
+    let (ranges, parts) = with_overlaps(windows, excluded);
+    let (counts, first) = counter.windows_and_first(&slo.sli.source, &ranges).await?;
     let first = first.filter(|f| !excluded.iter().any(|(x, y)| f >= x && f < y));
-    Ok((out, first))
+    Ok((less_overlaps(&counts, &parts), first))
+}
+
+/// Where Timeslices are counted: slice-aligned `[from, to)` covering the
+/// windows up to `at_ns`.
+fn slice_range(windows: &[(i64, i64)], at_ns: i64, s: i64) -> (i64, i64) {
+    let up = |t: i64| t.div_euclid(s) * s + if t.rem_euclid(s) == 0 { 0 } else { s };
+    let to = at_ns.div_euclid(s) * s;
+    let from = windows.iter().map(|w| up(w.0)).min().unwrap_or(to).min(to);
+    (from, to)
+}
+
+/// Timeslice counts per window from events per minute over
+/// [`slice_range`]: slices with events (bad ones), slices that overlap an
+/// excluded range left out; and the first slice with events of the first
+/// window.
+fn slice_counts(
+    minutes: &std::collections::BTreeMap<i64, (u64, u64)>,
+    windows: &[(i64, i64)],
+    (from, to): (i64, i64),
+    s: i64,
+    slice_target: f64,
+    excluded: &[(i64, i64)],
+) -> (Vec<(u64, u64)>, Option<i64>) {
+    let up = |t: i64| t.div_euclid(s) * s + if t.rem_euclid(s) == 0 { 0 } else { s };
+    let all: Vec<(i64, bool)> = slices(minutes, from, to, s, slice_target)
+        .into_iter()
+        .filter(|(start, _)| !excluded.iter().any(|(x, y)| *start < *y && start + s > *x))
+        .collect();
+    let first = windows
+        .first()
+        .and_then(|w| all.iter().find(|(start, _)| *start >= up(w.0)))
+        .map(|(start, _)| *start);
+    let counts = windows
+        .iter()
+        .map(|&(a, _)| {
+            let a = up(a);
+            let (mut t, mut b) = (0, 0);
+            for (_, bad) in all.iter().filter(|(start, _)| *start >= a) {
+                t += 1;
+                b += u64::from(*bad);
+            }
+            (t, b)
+        })
+        .collect();
+    (counts, first)
 }
 
 /// Counts per window `[from, to)`: events, or for Timeslices slices with
@@ -272,33 +339,16 @@ async fn count_windows(
             slice_target,
         } => {
             let s = slice.as_nanos() as i64;
-            let up = |t: i64| t.div_euclid(s) * s + if t.rem_euclid(s) == 0 { 0 } else { s };
-            let to = at_ns.div_euclid(s) * s;
-            let from = windows.iter().map(|w| up(w.0)).min().unwrap_or(to).min(to);
-            let minutes = counter.minutes(&slo.sli.source, from, to).await?;
-            // Slices that overlap an excluded range do not count.
-            let all: Vec<(i64, bool)> = slices(&minutes, from, to, s, slice_target)
-                .into_iter()
-                .filter(|(start, _)| !excluded.iter().any(|(x, y)| *start < *y && start + s > *x))
-                .collect();
-            let first = windows
-                .first()
-                .and_then(|w| all.iter().find(|(start, _)| *start >= up(w.0)))
-                .map(|(start, _)| *start);
-            let counts = windows
-                .iter()
-                .map(|&(a, _)| {
-                    let a = up(a);
-                    let inside = all.iter().filter(|(start, _)| *start >= a);
-                    let (mut t, mut b) = (0, 0);
-                    for (_, bad) in inside {
-                        t += 1;
-                        b += u64::from(*bad);
-                    }
-                    (t, b)
-                })
-                .collect();
-            Ok((counts, first))
+            let range = slice_range(windows, at_ns, s);
+            let minutes = counter.minutes(&slo.sli.source, range.0, range.1).await?;
+            Ok(slice_counts(
+                &minutes,
+                windows,
+                range,
+                s,
+                slice_target,
+                excluded,
+            ))
         }
     }
 }
@@ -322,16 +372,44 @@ pub async fn evaluate_corrected(
     corrections: &[crate::corrections::Correction],
 ) -> Result<SloStatus, QueryError> {
     let excluded = crate::corrections::excluded_ranges(slo, corrections);
+    let (lengths, ranges) = evaluation_windows(slo, at_ns);
+    let (counts, first) = count_windows(counter, slo, &ranges, at_ns, &excluded).await?;
+    Ok(finish(
+        slo,
+        at_ns,
+        &lengths,
+        &ranges,
+        &counts,
+        first,
+        corrections,
+    ))
+}
+
+/// The windows one evaluation counts: the SLO window, then one per
+/// distinct tier window length (returned first, ascending).
+fn evaluation_windows(slo: &Slo, at_ns: i64) -> (Vec<Duration>, Vec<(i64, i64)>) {
     let mut lengths: BTreeSet<Duration> = BTreeSet::new();
     for t in &slo.tiers {
         lengths.insert(t.long);
         lengths.insert(t.short);
     }
     let lengths: Vec<Duration> = lengths.into_iter().collect();
-    let slo_range = slo.time_window.range_at(at_ns);
-    let mut ranges: Vec<(i64, i64)> = vec![slo_range];
+    let mut ranges: Vec<(i64, i64)> = vec![slo.time_window.range_at(at_ns)];
     ranges.extend(lengths.iter().map(|w| (at_ns - w.as_nanos() as i64, at_ns)));
-    let (counts, first) = count_windows(counter, slo, &ranges, at_ns, &excluded).await?;
+    (lengths, ranges)
+}
+
+/// The status from the counts of [`evaluation_windows`].
+fn finish(
+    slo: &Slo,
+    at_ns: i64,
+    lengths: &[Duration],
+    ranges: &[(i64, i64)],
+    counts: &[(u64, u64)],
+    first: Option<i64>,
+    corrections: &[crate::corrections::Correction],
+) -> SloStatus {
+    let slo_range = ranges[0];
     let counted = |(total, bad): (u64, u64), secs: u64| WindowCounts {
         window_secs: secs,
         total,
@@ -381,7 +459,127 @@ pub async fn evaluate_corrected(
         // Rescale from the nominal window to this period's length.
         *ttx *= status.period_secs as f64 / slo.window.as_secs_f64();
     }
-    Ok(status)
+    status
+}
+
+/// The instances of a grouped SLO at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupStatus {
+    /// The grouped SLO's name.
+    pub name: String,
+    /// Its `groupBy` attributes.
+    pub group_by: Vec<String>,
+    /// The instances kept (at most the cap), worst first: page, ticket,
+    /// ok, insufficient data; then by budget left, least first.
+    pub instances: Vec<SloStatus>,
+    /// Distinct values seen beyond the cap, left out (their events are
+    /// counted by no instance).
+    pub over_cap: usize,
+    /// More values than could even be held to rank: `over_cap` is a lower
+    /// bound.
+    pub saturated: bool,
+    /// The cap.
+    pub cap: usize,
+}
+
+/// Values held at most, to choose the instances kept, per instance allowed.
+const HELD_PER_INSTANCE: usize = 4;
+
+/// Evaluates every instance of grouped `slo` at `at_ns` in one pass over
+/// the store: each distinct value of its `group_by` attributes is an
+/// instance (see [`Slo::instance`]) with the status [`evaluate_corrected`]
+/// would give it. At most `cap` instances are kept: those with the most
+/// events in the SLO window.
+pub async fn evaluate_group(
+    counter: &SliCounter,
+    slo: &Slo,
+    at_ns: i64,
+    corrections: &[crate::corrections::Correction],
+    cap: usize,
+) -> Result<GroupStatus, QueryError> {
+    let (lengths, ranges) = evaluation_windows(slo, at_ns);
+    // Events in every correction's bounds are counted exactly, whichever
+    // instances it turns out to apply to.
+    let bounds: Vec<i64> = corrections
+        .iter()
+        .flat_map(|c| [c.from_ns, c.to_ns])
+        .collect();
+    let held = cap.saturating_mul(HELD_PER_INSTANCE).max(cap);
+    let (span, slice) = match slo.budgeting {
+        Budgeting::Occurrences => {
+            let from = ranges.iter().map(|r| r.0).min().unwrap_or(at_ns);
+            ((from, at_ns), None)
+        }
+        Budgeting::Timeslices {
+            slice,
+            slice_target,
+        } => {
+            let s = slice.as_nanos() as i64;
+            (slice_range(&ranges, at_ns, s), Some((s, slice_target)))
+        }
+    };
+    let (groups, saturated) = counter
+        .grouped_events(
+            &slo.sli.source,
+            &slo.group_exprs(),
+            span.0,
+            span.1,
+            &bounds,
+            held,
+        )
+        .await?;
+    let mut instances: Vec<SloStatus> = groups
+        .iter()
+        .map(|(values, events)| {
+            let inst = slo.instance(values);
+            let excluded = crate::corrections::excluded_ranges(&inst, corrections);
+            let (counts, first) = match slice {
+                None => {
+                    let (all, parts) = with_overlaps(&ranges, &excluded);
+                    let counts: Vec<(u64, u64)> =
+                        all.iter().map(|&(a, b)| events.window(a, b)).collect();
+                    let first = events
+                        .first(all[0].0, all[0].1)
+                        .filter(|f| !excluded.iter().any(|(x, y)| f >= x && f < y));
+                    (less_overlaps(&counts, &parts), first)
+                }
+                Some((s, target)) => {
+                    let minutes = events.per_minute(span.0, span.1);
+                    slice_counts(&minutes, &ranges, span, s, target, &excluded)
+                }
+            };
+            finish(&inst, at_ns, &lengths, &ranges, &counts, first, corrections)
+        })
+        .collect();
+    // Keep the instances with the most events in the SLO window.
+    instances.sort_by(|a, b| b.total.cmp(&a.total).then(a.name.cmp(&b.name)));
+    let over_cap = instances.len().saturating_sub(cap);
+    instances.truncate(cap);
+    instances.sort_by(worst_first);
+    Ok(GroupStatus {
+        name: slo.name.clone(),
+        group_by: slo.group_by.clone(),
+        instances,
+        over_cap,
+        saturated,
+        cap,
+    })
+}
+
+/// Worst first: page, ticket, ok, insufficient data; then the least
+/// budget left; then by name.
+pub fn worst_first(a: &SloStatus, b: &SloStatus) -> std::cmp::Ordering {
+    let rank = |s: &SloStatus| match s.state {
+        AlertState::Page => 0,
+        AlertState::Ticket => 1,
+        AlertState::Ok => 2,
+        AlertState::InsufficientData => 3,
+    };
+    let left = |s: &SloStatus| s.budget_remaining.unwrap_or(f64::INFINITY);
+    rank(a)
+        .cmp(&rank(b))
+        .then(left(a).total_cmp(&left(b)))
+        .then(a.name.cmp(&b.name))
 }
 
 /// The pure part of [`evaluate`]: status from window counts.
@@ -468,6 +666,12 @@ pub fn status_from_counts(
         coverage_note: None,
         corrections: Vec::new(),
         held_by: None,
+        instance_of: slo.instance_of.as_ref().map(|(base, _)| base.clone()),
+        group: slo
+            .instance_of
+            .iter()
+            .flat_map(|(_, values)| values.iter().cloned())
+            .collect(),
     }
 }
 

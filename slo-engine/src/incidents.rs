@@ -253,6 +253,18 @@ impl Incidents {
             .transpose()
     }
 
+    /// The SLOs with an open (or acknowledged) incident.
+    pub fn open_slos(&self) -> statedb::Result<Vec<String>> {
+        self.db
+            .query(
+                "SELECT DISTINCT slo FROM incidents WHERE state <> 'resolved'",
+                params![],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
+    }
+
     /// When incident `id` opened.
     pub fn opened_ns(&self, id: i64) -> statedb::Result<Option<i64>> {
         self.db

@@ -87,6 +87,13 @@ pub struct Slo {
     /// its conditions: sent with notifications of those severities,
     /// over the SLO's.
     pub policy_annotations: Vec<(Vec<Severity>, std::collections::BTreeMap<String, String>)>,
+    /// `spec.groupBy`: attributes (span or log attributes, else resource
+    /// attributes) whose every distinct value is an instance of this SLO
+    /// with its own budget, burn, alerts and incidents. Empty: one SLO.
+    pub group_by: Vec<String>,
+    /// Set on an instance of a grouped SLO: the grouped SLO's name, and
+    /// each `group_by` attribute with the instance's value.
+    pub instance_of: Option<(String, Vec<(String, String)>)>,
     /// File it came from.
     pub file: PathBuf,
     /// Problems that do not stop loading (e.g. a tier that can never fire).
@@ -575,6 +582,7 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
         object: sli_cx_object,
     };
     let sli = compile_sli(&sli_cx, &sli_spec, obj, &cx)?;
+    let group_by = group_by(&cx, spec, &sli)?;
 
     // Alerting.
     let mut tiers = Vec::new();
@@ -656,9 +664,211 @@ fn compile_slo(o: &Object, index: &HashMap<(&str, &str), &Object>) -> Result<Slo
         annotations: o.annotations.clone(),
         labels: o.labels.clone(),
         policy_annotations,
+        group_by,
+        instance_of: None,
         file: o.file.clone(),
         warnings,
     })
+}
+
+/// Most attributes in one `groupBy`.
+pub const MAX_GROUP_BY: usize = 8;
+
+/// `spec.groupBy`: one attribute name or a list of them.
+fn group_by(cx: &Ctx<'_>, spec: &V, sli: &SliQuery) -> Result<Vec<String>, LoadError> {
+    let Some(v) = get(spec, "groupBy") else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = match v {
+        V::String(s) => vec![s.clone()],
+        V::Sequence(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| cx.err("spec.groupBy", "must list attribute names (strings)"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(cx.err(
+                "spec.groupBy",
+                "must be an attribute name or a list of them (e.g. [http.route])",
+            ));
+        }
+    };
+    if names.is_empty() || names.len() > MAX_GROUP_BY {
+        return Err(cx.err(
+            "spec.groupBy",
+            format!("give 1 to {MAX_GROUP_BY} attribute names"),
+        ));
+    }
+    for (i, n) in names.iter().enumerate() {
+        let ok = !n.is_empty()
+            && n.len() <= 128
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':'));
+        if !ok {
+            return Err(cx.err(
+                &format!("spec.groupBy[{i}]"),
+                format!("{n:?} is not an attribute name (letters, digits, . _ - / :, at most 128)"),
+            ));
+        }
+        if names[..i].contains(n) {
+            return Err(cx.err(
+                &format!("spec.groupBy[{i}]"),
+                format!("{n:?} is listed twice"),
+            ));
+        }
+    }
+    if !matches!(sli.source, SliSource::Rows { .. }) {
+        return Err(cx.err(
+            "spec.groupBy",
+            "grouped SLOs count spans or log records (a burnwatch metric source with table spans or logs);              for metrics, write one SLO per label value",
+        ));
+    }
+    Ok(names)
+}
+
+/// The SQL value of attribute `name` of a span or log record: its own
+/// attribute, else its resource's, else `''` (one instance holds the
+/// events without the attribute).
+pub fn group_expr(name: &str) -> String {
+    let key = lit(name);
+    format!("coalesce(attributes[{key}], resource_attributes[{key}], '')")
+}
+
+/// `name{a="x",b="y"}`: an instance's name, label values quoted like
+/// PromQL's.
+pub fn instance_name(base: &str, attrs: &[String], values: &[String]) -> String {
+    let inner: Vec<String> = attrs
+        .iter()
+        .zip(values)
+        .map(|(a, v)| {
+            let quoted = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{a}=\"{quoted}\"")
+        })
+        .collect();
+    format!("{base}{{{}}}", inner.join(","))
+}
+
+/// The grouped SLO's name and the values of an instance name made by
+/// [`instance_name`] (`None`: not an instance name).
+pub fn parse_instance_name(name: &str) -> Option<(String, Vec<(String, String)>)> {
+    let open = name.find('{')?;
+    let body = name.strip_suffix('}')?.get(open + 1..)?;
+    let base = &name[..open];
+    let mut out = Vec::new();
+    let mut chars = body.chars().peekable();
+    while chars.peek().is_some() {
+        let mut attr = String::new();
+        for c in chars.by_ref() {
+            if c == '=' {
+                break;
+            }
+            attr.push(c);
+        }
+        if chars.next() != Some('"') {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.push((attr, value));
+        match chars.next() {
+            None => break,
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+    (!base.is_empty() && !out.is_empty()).then(|| (base.to_string(), out))
+}
+
+/// The SLO named `name` among `slos`: a defined one, or an instance of a
+/// grouped one (`checkout{http.route="/cart"}`, whether or not it is among
+/// the instances kept).
+pub fn find_slo(slos: &[Slo], name: &str) -> Option<Slo> {
+    if let Some(s) = slos.iter().find(|s| s.name == name) {
+        return Some(s.clone());
+    }
+    let (base, pairs) = parse_instance_name(name)?;
+    let slo = slos
+        .iter()
+        .find(|s| s.name == base && !s.group_by.is_empty())?;
+    if pairs.len() != slo.group_by.len() {
+        return None;
+    }
+    let values: Option<Vec<String>> = slo
+        .group_by
+        .iter()
+        .map(|a| pairs.iter().find(|(k, _)| k == a).map(|(_, v)| v.clone()))
+        .collect();
+    Some(slo.instance(&values?))
+}
+
+impl Slo {
+    /// The instance of this grouped SLO for `values` (one per `group_by`
+    /// attribute): named `<slo>{attr="value"}`, counting only its events,
+    /// labelled with its values (corrections select instances by them).
+    pub fn instance(&self, values: &[String]) -> Slo {
+        let mut slo = self.clone();
+        slo.name = instance_name(&self.name, &self.group_by, values);
+        let inner = slo.name[self.name.len()..].to_string();
+        slo.display_name = format!("{}{inner}", self.display_name);
+        if let SliSource::Rows { total, .. } = &mut slo.sli.source {
+            let conds: Vec<String> = self
+                .group_by
+                .iter()
+                .zip(values)
+                .map(|(a, v)| format!("{} = {}", group_expr(a), lit(v)))
+                .collect();
+            *total = format!("({total}) AND {}", conds.join(" AND "));
+        }
+        for (a, v) in self.group_by.iter().zip(values) {
+            slo.labels.insert(a.clone(), v.clone());
+        }
+        slo.instance_of = Some((
+            self.name.clone(),
+            self.group_by
+                .iter()
+                .cloned()
+                .zip(values.iter().cloned())
+                .collect(),
+        ));
+        slo.group_by = Vec::new();
+        slo
+    }
+
+    /// The instance of this grouped SLO that `status` (from
+    /// [`crate::evaluate::evaluate_group`]) is about.
+    pub fn instance_for(&self, status: &crate::evaluate::SloStatus) -> Slo {
+        let values: Vec<String> = self
+            .group_by
+            .iter()
+            .map(|a| status.group.get(a).cloned().unwrap_or_default())
+            .collect();
+        self.instance(&values)
+    }
+
+    /// The SQL expressions of the `group_by` attributes.
+    pub fn group_exprs(&self) -> Vec<String> {
+        self.group_by.iter().map(|a| group_expr(a)).collect()
+    }
+
+    /// The grouped SLO's name for an instance, else the SLO's own.
+    pub fn base_name(&self) -> &str {
+        self.instance_of.as_ref().map_or(&self.name, |(b, _)| b)
+    }
 }
 
 fn compile_policy(

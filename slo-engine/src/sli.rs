@@ -123,9 +123,14 @@ impl SliSource {
 
     /// A stable 64-bit fingerprint of a row source (FNV-1a), naming its
     /// rollup directory.
-    fn fingerprint(table: Table, total: &str, bad: &str) -> u64 {
+    fn fingerprint(table: Table, total: &str, bad: &str, group: &[String]) -> u64 {
+        let mut text = format!("{}\u{0}{total}\u{0}{bad}", table.name());
+        if !group.is_empty() {
+            text.push_str("\u{0}group\u{0}");
+            text.push_str(&group.join("\u{0}"));
+        }
         let mut h: u64 = 0xcbf29ce484222325;
-        for b in format!("{}\u{0}{total}\u{0}{bad}", table.name()).bytes() {
+        for b in text.bytes() {
             h ^= b as u64;
             h = h.wrapping_mul(0x100000001b3);
         }
@@ -319,15 +324,99 @@ impl Gathered {
     }
 }
 
-/// The rollup of one (SLI, file): (minute, total, bad), sorted by minute.
+/// Events per group of a grouped SLI (the key is the group's attribute
+/// values; an ungrouped SLI has one group, the empty key).
+#[derive(Debug, Default)]
+struct Groups {
+    by: HashMap<Vec<String>, Gathered>,
+    /// At most this many groups are kept: the events of others are left out.
+    max: usize,
+    /// Some group was left out (or a file's rollup kept only its largest).
+    saturated: bool,
+}
+
+impl Groups {
+    fn new(max: usize) -> Groups {
+        Groups {
+            max,
+            ..Default::default()
+        }
+    }
+
+    fn group(&mut self, key: &[String]) -> Option<&mut Gathered> {
+        if !self.by.contains_key(key) {
+            if self.by.len() >= self.max {
+                self.saturated = true;
+                return None;
+            }
+            self.by.insert(key.to_vec(), Gathered::default());
+        }
+        self.by.get_mut(key)
+    }
+
+    fn add_minute(&mut self, key: &[String], m: i64, t: f64, o: f64) {
+        if let Some(g) = self.group(key) {
+            g.add_minute(m, t, o);
+        }
+    }
+
+    fn add_raw(&mut self, key: &[String], time: i64, t: f64, o: f64) {
+        if let Some(g) = self.group(key) {
+            g.raw.push((time, t, o));
+        }
+    }
+
+    /// The one group of an ungrouped SLI.
+    fn single(mut self) -> Gathered {
+        self.by.remove(&Vec::new()).unwrap_or_default()
+    }
+}
+
+/// The events of one group of a grouped SLI (see
+/// [`SliCounter::grouped_events`]).
+#[derive(Debug, Default)]
+pub struct GroupEvents(Gathered);
+
+impl GroupEvents {
+    /// (total, bad) over `[from, to)`.
+    pub fn window(&self, from: i64, to: i64) -> (u64, u64) {
+        self.0.window(from, to)
+    }
+
+    /// The first event in `[from, to)`.
+    pub fn first(&self, from: i64, to: i64) -> Option<i64> {
+        self.0.first(from, to)
+    }
+
+    /// (total, bad) per minute of `[from, to)`.
+    pub fn per_minute(&self, from: i64, to: i64) -> BTreeMap<i64, (u64, u64)> {
+        self.0.per_minute(from, to)
+    }
+}
+
+/// Most groups one file's rollup of a grouped SLI keeps (its largest by
+/// events); a file with more marks the SLI's groups as saturated.
+pub const FILE_GROUPS: usize = 10_000;
+
+/// The rollup of one (SLI, file): the groups' keys (one empty key for an
+/// ungrouped SLI) and (group, minute, total, bad), sorted by minute.
 #[derive(Debug)]
 struct MinuteRollup {
-    rows: Vec<(i64, u64, u64)>,
+    keys: Vec<Vec<String>>,
+    rows: Vec<(u32, i64, u64, u64)>,
+    /// Groups of the file beyond [`FILE_GROUPS`], left out.
+    dropped_keys: u64,
 }
 
 impl Weigh for MinuteRollup {
     fn weight(&self) -> usize {
-        64 + self.rows.len() * 24
+        let keys: usize = self
+            .keys
+            .iter()
+            .flatten()
+            .map(|k| k.len() + std::mem::size_of::<String>())
+            .sum();
+        64 + keys + self.keys.len() * 24 + self.rows.len() * 32
     }
 }
 
@@ -366,12 +455,33 @@ fn query_error(e: impl std::fmt::Display) -> QueryError {
 }
 
 const MAGIC: &[u8; 8] = b"BWSLI02\n";
+const GROUPED_MAGIC: &[u8; 8] = b"BWSLG01\n";
 
-fn encode(rows: &[(i64, u64, u64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20 + rows.len() * 24);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
-    for (m, t, b) in rows {
+fn encode(r: &MinuteRollup) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + r.rows.len() * 28);
+    if r.keys.len() == 1 && r.keys[0].is_empty() && r.dropped_keys == 0 {
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(r.rows.len() as u64).to_le_bytes());
+        for (_, m, t, b) in &r.rows {
+            out.extend_from_slice(&m.to_le_bytes());
+            out.extend_from_slice(&t.to_le_bytes());
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        return out;
+    }
+    out.extend_from_slice(GROUPED_MAGIC);
+    out.extend_from_slice(&r.dropped_keys.to_le_bytes());
+    out.extend_from_slice(&(r.keys.len() as u64).to_le_bytes());
+    for key in &r.keys {
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        for v in key {
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v.as_bytes());
+        }
+    }
+    out.extend_from_slice(&(r.rows.len() as u64).to_le_bytes());
+    for (k, m, t, b) in &r.rows {
+        out.extend_from_slice(&k.to_le_bytes());
         out.extend_from_slice(&m.to_le_bytes());
         out.extend_from_slice(&t.to_le_bytes());
         out.extend_from_slice(&b.to_le_bytes());
@@ -379,21 +489,89 @@ fn encode(rows: &[(i64, u64, u64)]) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<(i64, u64, u64)>, String> {
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+/// Reads little-endian words off a byte slice, refusing truncation.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated".into());
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<MinuteRollup, String> {
+    if bytes.len() < 16 {
         return Err("not an SLI rollup file of this version".into());
     }
-    let body = bytes;
-    let n = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
-    let rest = &body[16..];
-    if rest.len() != n.saturating_mul(24) {
+    let mut r = Reader(&bytes[8..]);
+    if &bytes[..8] == MAGIC {
+        let n = r.u64()? as usize;
+        if r.0.len() != n.saturating_mul(24) {
+            return Err("truncated".into());
+        }
+        let mut rows = Vec::with_capacity(n);
+        for _ in 0..n {
+            rows.push((0, r.u64()? as i64, r.u64()?, r.u64()?));
+        }
+        return Ok(MinuteRollup {
+            keys: vec![Vec::new()],
+            rows,
+            dropped_keys: 0,
+        });
+    }
+    if &bytes[..8] != GROUPED_MAGIC {
+        return Err("not an SLI rollup file of this version".into());
+    }
+    let dropped_keys = r.u64()?;
+    let nkeys = r.u64()? as usize;
+    if nkeys > bytes.len() {
         return Err("truncated".into());
     }
-    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("8 bytes"));
-    Ok(rest
-        .chunks_exact(24)
-        .map(|c| (word(&c[..8]) as i64, word(&c[8..16]), word(&c[16..24])))
-        .collect())
+    let mut keys = Vec::with_capacity(nkeys);
+    for _ in 0..nkeys {
+        let parts = r.u32()? as usize;
+        if parts > crate::openslo::MAX_GROUP_BY {
+            return Err("a key with too many attributes".into());
+        }
+        let mut key = Vec::with_capacity(parts);
+        for _ in 0..parts {
+            let len = r.u32()? as usize;
+            let text = std::str::from_utf8(r.take(len)?).map_err(|_| "a key that is not UTF-8")?;
+            key.push(text.to_string());
+        }
+        keys.push(key);
+    }
+    let n = r.u64()? as usize;
+    if r.0.len() != n.saturating_mul(28) {
+        return Err("truncated".into());
+    }
+    let mut rows = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = r.u32()?;
+        if k as usize >= keys.len() {
+            return Err("a row of a key that is not there".into());
+        }
+        rows.push((k, r.u64()? as i64, r.u64()?, r.u64()?));
+    }
+    Ok(MinuteRollup {
+        keys,
+        rows,
+        dropped_keys,
+    })
 }
 
 impl SliCounter {
@@ -465,10 +643,11 @@ impl SliCounter {
         table: Table,
         total: &str,
         bad: &str,
+        group: &[String],
         data_path: &Path,
         meta: &FileMeta,
     ) -> Result<Arc<MinuteRollup>, QueryError> {
-        let kind = Self::kind(SliSource::fingerprint(table, total, bad));
+        let kind = Self::kind(SliSource::fingerprint(table, total, bad, group));
         let path = self.store.derived_path(&kind, &meta.path);
         if let Some(r) = self.cache.get(&path) {
             self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -487,31 +666,32 @@ impl SliCounter {
             }
             Err(e) => Err(e.to_string()),
         };
-        let rows = match read {
-            Ok(Some(rows)) => {
+        let rollup = match read {
+            Ok(Some(rollup)) => {
                 self.metrics.loaded.fetch_add(1, Ordering::Relaxed);
-                rows
+                rollup
             }
             other => {
                 if let Err(e) = other {
                     self.metrics.unreadable.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(path = %path.display(), error = %e, "unreadable SLI rollup; recomputing it");
                 }
-                let rows = compute(&self.store, table, total, bad, data_path, meta).await?;
+                let rollup =
+                    compute(&self.store, table, total, bad, group, data_path, meta).await?;
                 self.metrics.computed.fetch_add(1, Ordering::Relaxed);
                 if !self.store.is_read_only() {
                     let saved = self
                         .store
-                        .write_derived(&kind, &meta.path, encode(&rows))
+                        .write_derived(&kind, &meta.path, encode(&rollup))
                         .await;
                     if let Err(e) = saved {
                         tracing::warn!(path = %path.display(), error = %e, "could not save an SLI rollup");
                     }
                 }
-                rows
+                rollup
             }
         };
-        let r = Arc::new(MinuteRollup { rows });
+        let r = Arc::new(rollup);
         self.cache.insert(path, r.clone());
         Ok(r)
     }
@@ -519,13 +699,15 @@ impl SliCounter {
     /// Deletes rollups of SLIs not in `sources` (an SLO was changed or
     /// removed); the store removes those of files that are gone. Returns
     /// the files deleted.
-    pub async fn sweep(&self, sources: &[&SliSource]) -> u64 {
+    /// A grouped SLO's rollups are kept by its source and `group_by`
+    /// expressions.
+    pub async fn sweep(&self, sources: &[(&SliSource, Vec<String>)]) -> u64 {
         let keep: HashSet<String> = sources
             .iter()
-            .filter_map(|s| match s {
-                SliSource::Rows { table, total, bad } => {
-                    Some(Self::kind(SliSource::fingerprint(*table, total, bad)))
-                }
+            .filter_map(|(s, group)| match s {
+                SliSource::Rows { table, total, bad } => Some(Self::kind(SliSource::fingerprint(
+                    *table, total, bad, group,
+                ))),
                 _ => None,
             })
             .collect();
@@ -621,6 +803,40 @@ impl SliCounter {
         Ok(g.per_minute(from.div_euclid(MINUTE_NS) * MINUTE_NS, to))
     }
 
+    /// The events of a span or log SLI over `[from, to)` per group of
+    /// `group` (SQL expressions over its rows), counted exactly for any
+    /// window whose ends are minute starts, `from`, `to` or one of
+    /// `boundaries`; at most `max_groups` groups, the first met in time
+    /// order (the flag says others were left out). Sorted by key.
+    pub async fn grouped_events(
+        &self,
+        source: &SliSource,
+        group: &[String],
+        from: i64,
+        to: i64,
+        boundaries: &[i64],
+        max_groups: usize,
+    ) -> Result<(Vec<(Vec<String>, GroupEvents)>, bool), QueryError> {
+        let SliSource::Rows { table, total, bad } = source else {
+            return Err(QueryError::Execution(
+                "only span and log SLIs can be grouped".into(),
+            ));
+        };
+        let mut edges = BTreeSet::new();
+        for &t in boundaries.iter().chain([&from, &to]) {
+            if (from..=to).contains(&t) && t.rem_euclid(MINUTE_NS) != 0 {
+                edges.insert(t.div_euclid(MINUTE_NS) * MINUTE_NS);
+            }
+        }
+        let g = self
+            .gather_rows(*table, total, bad, group, max_groups, from, to, &edges)
+            .await?;
+        let mut out: Vec<(Vec<String>, GroupEvents)> =
+            g.by.into_iter().map(|(k, g)| (k, GroupEvents(g))).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out, g.saturated))
+    }
+
     async fn gather(
         &self,
         source: &SliSource,
@@ -629,9 +845,10 @@ impl SliCounter {
         edges: &BTreeSet<i64>,
     ) -> Result<Gathered, QueryError> {
         match source {
-            SliSource::Rows { table, total, bad } => {
-                self.gather_rows(*table, total, bad, from, to, edges).await
-            }
+            SliSource::Rows { table, total, bad } => Ok(self
+                .gather_rows(*table, total, bad, &[], usize::MAX, from, to, edges)
+                .await?
+                .single()),
             SliSource::Counters {
                 total,
                 other,
@@ -737,33 +954,38 @@ impl SliCounter {
                     range(total),
                     range(other)
                 );
-                let mut g = Gathered {
+                let g = Gathered {
                     other_is_good: *other_is_good,
                     ..Default::default()
                 };
-                let (grouped, raw) = split(&x, edges);
-                absorb_minutes(&run_store(&self.store, &grouped).await?, &mut g)?;
+                let (grouped, raw) = split(&x, edges, 0);
+                let mut groups = Groups::new(1);
+                groups.by.insert(Vec::new(), g);
+                absorb_minutes(&run_store(&self.store, &grouped).await?, &mut groups)?;
                 if let Some(raw) = raw {
                     for b in run_store(&self.store, &raw).await? {
-                        push_raw(&b, &mut g.raw)?;
+                        push_raw(&b, &mut groups)?;
                     }
                 }
-                Ok(g)
+                Ok(groups.single())
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn gather_rows(
         &self,
         table: Table,
         total: &str,
         bad: &str,
+        group: &[String],
+        max_groups: usize,
         from: i64,
         to: i64,
         edges: &BTreeSet<i64>,
-    ) -> Result<Gathered, QueryError> {
+    ) -> Result<Groups, QueryError> {
         let snap = self.store.snapshot(table);
-        let mut g = Gathered::default();
+        let mut g = Groups::new(max_groups);
         let mut edge_files = Vec::new();
         let last_whole = to.saturating_sub(MINUTE_NS - 1);
         for (path, meta) in &snap.files {
@@ -779,18 +1001,28 @@ impl SliCounter {
             if first >= last_whole {
                 continue;
             }
-            let r = self.file_rollup(table, total, bad, path, meta).await?;
-            let start = r.rows.partition_point(|row| row.0 < from);
-            for &(m, t, b) in &r.rows[start..] {
+            let r = self
+                .file_rollup(table, total, bad, group, path, meta)
+                .await?;
+            if r.dropped_keys > 0 {
+                g.saturated = true;
+            }
+            let start = r.rows.partition_point(|row| row.1 < from);
+            for &(k, m, t, b) in &r.rows[start..] {
                 if m >= last_whole {
                     break;
                 }
                 if !edges.contains(&m) {
-                    g.add_minute(m, t as f64, b as f64);
+                    g.add_minute(&r.keys[k as usize], m, t as f64, b as f64);
                 }
             }
         }
         let time = time_column(table);
+        let keys: String = group
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!(", CAST({e} AS VARCHAR) AS k{i}"))
+            .collect();
         let x = |src: &str, only_edges: bool| {
             let mut w = format!(
                 "({total}) AND {time} >= to_timestamp_nanos({from}) AND {time} < to_timestamp_nanos({to})"
@@ -800,7 +1032,7 @@ impl SliCounter {
             }
             format!(
                 "SELECT CAST({time} AS BIGINT) AS t, CAST(1 AS DOUBLE) AS tw, \
-                 CAST(CASE WHEN ({bad}) THEN 1 ELSE 0 END AS DOUBLE) AS ow FROM {src} WHERE {w}"
+                 CAST(CASE WHEN ({bad}) THEN 1 ELSE 0 END AS DOUBLE) AS ow{keys} FROM {src} WHERE {w}"
             )
         };
         let ctx = self.store.session();
@@ -817,7 +1049,7 @@ impl SliCounter {
             .map_err(query_error)?;
             // Edge minutes only: the others came from rollups.
             for b in run_ctx(&ctx, &x("f", true)).await? {
-                push_raw(&b, &mut g.raw)?;
+                push_raw(&b, &mut g)?;
             }
         }
         if !snap.batches.is_empty() {
@@ -831,11 +1063,11 @@ impl SliCounter {
                 },
             )
             .map_err(query_error)?;
-            let (grouped, raw) = split(&x("m", false), edges);
+            let (grouped, raw) = split(&x("m", false), edges, group.len());
             absorb_minutes(&run_ctx(&ctx, &grouped).await?, &mut g)?;
             if let Some(raw) = raw {
                 for b in run_ctx(&ctx, &raw).await? {
-                    push_raw(&b, &mut g.raw)?;
+                    push_raw(&b, &mut g)?;
                 }
             }
         }
@@ -886,7 +1118,10 @@ fn edge_predicate(time: &str, edges: &BTreeSet<i64>) -> String {
 
 /// The two queries over `x` (columns `t` ns, `tw`, `ow`): summed per
 /// minute outside the edges, and row by row inside them (if any).
-fn split(x: &str, edges: &BTreeSet<i64>) -> (String, Option<String>) {
+fn split(x: &str, edges: &BTreeSet<i64>, keys: usize) -> (String, Option<String>) {
+    let key_cols: String = (0..keys).map(|i| format!(", k{i}")).collect();
+    // Grouped by position: the minute, then the keys (columns 4 on).
+    let group_cols: String = (0..keys).map(|i| format!(", {}", i + 4)).collect();
     let in_edge = if edges.is_empty() {
         "false".to_string()
     } else if edges.len() > FLAT_EDGES {
@@ -902,19 +1137,40 @@ fn split(x: &str, edges: &BTreeSet<i64>) -> (String, Option<String>) {
             .join(" OR ")
     };
     let grouped = format!(
-        "SELECT (t / {MINUTE_NS}) * {MINUTE_NS} AS m, sum(tw) AS tw, sum(ow) AS ow FROM ({x}) AS x \
-         WHERE NOT ({in_edge}) GROUP BY 1"
+        "SELECT (t / {MINUTE_NS}) * {MINUTE_NS} AS m, sum(tw) AS tw, sum(ow) AS ow{key_cols} FROM ({x}) AS x \
+         WHERE NOT ({in_edge}) GROUP BY 1{group_cols}"
     );
-    let raw =
-        (!edges.is_empty()).then(|| format!("SELECT t, tw, ow FROM ({x}) AS x WHERE {in_edge}"));
+    let raw = (!edges.is_empty())
+        .then(|| format!("SELECT t, tw, ow{key_cols} FROM ({x}) AS x WHERE {in_edge}"));
     (grouped, raw)
 }
 
-fn absorb_minutes(batches: &[RecordBatch], g: &mut Gathered) -> Result<(), QueryError> {
+/// The group key columns (3 onwards) of a batch, as strings (NULL: `''`).
+fn key_columns(b: &RecordBatch) -> Result<Vec<arrow::array::StringArray>, QueryError> {
+    (3..b.num_columns())
+        .map(|i| {
+            let c = arrow::compute::cast(b.column(i), &DataType::Utf8).map_err(query_error)?;
+            Ok(c.as_string::<i32>().clone())
+        })
+        .collect()
+}
+
+fn key_of(cols: &[arrow::array::StringArray], i: usize, key: &mut Vec<String>) {
+    key.clear();
+    key.extend(
+        cols.iter()
+            .map(|c| if c.is_null(i) { "" } else { c.value(i) }.to_string()),
+    );
+}
+
+fn absorb_minutes(batches: &[RecordBatch], g: &mut Groups) -> Result<(), QueryError> {
+    let mut key = Vec::new();
     for b in batches {
         let (m, t, o) = (ints(b, 0)?, floats(b, 1)?, floats(b, 2)?);
+        let cols = key_columns(b)?;
         for i in 0..b.num_rows() {
-            g.add_minute(m.value(i), t.value(i), o.value(i));
+            key_of(&cols, i, &mut key);
+            g.add_minute(&key, m.value(i), t.value(i), o.value(i));
         }
     }
     Ok(())
@@ -950,25 +1206,29 @@ fn floats(b: &RecordBatch, i: usize) -> Result<arrow::array::Float64Array, Query
     Ok(a.iter().map(|v| Some(v.unwrap_or(0.0))).collect())
 }
 
-fn push_raw(b: &RecordBatch, raw: &mut Vec<(i64, f64, f64)>) -> Result<(), QueryError> {
+fn push_raw(b: &RecordBatch, g: &mut Groups) -> Result<(), QueryError> {
     let (t, tw, ow) = (ints(b, 0)?, floats(b, 1)?, floats(b, 2)?);
+    let cols = key_columns(b)?;
+    let mut key = Vec::new();
     for i in 0..b.num_rows() {
         if !t.is_null(i) {
-            raw.push((t.value(i), tw.value(i), ow.value(i)));
+            key_of(&cols, i, &mut key);
+            g.add_raw(&key, t.value(i), tw.value(i), ow.value(i));
         }
     }
     Ok(())
 }
 
-/// Computes the per-minute rollup of one file.
+/// Computes the per-minute rollup of one file (per group of `group`).
 async fn compute(
     store: &store::Store,
     table: Table,
     total: &str,
     bad: &str,
+    group: &[String],
     data_path: &Path,
     meta: &FileMeta,
-) -> Result<Vec<(i64, u64, u64)>, QueryError> {
+) -> Result<MinuteRollup, QueryError> {
     let ctx = store.session();
     analytics::red::register(
         &ctx,
@@ -981,24 +1241,78 @@ async fn compute(
     )
     .map_err(query_error)?;
     let time = time_column(table);
+    let keys: String = group
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!(", CAST({e} AS VARCHAR) AS k{i}"))
+        .collect();
+    let group_cols: String = (0..group.len()).map(|i| format!(", {}", i + 4)).collect();
     let sql = format!(
         "SELECT (CAST({time} AS BIGINT) / {MINUTE_NS}) * {MINUTE_NS} AS m, count(*) AS t, \
-         sum(CASE WHEN ({bad}) THEN 1 ELSE 0 END) AS b FROM f WHERE ({total}) GROUP BY 1 ORDER BY 1"
+         sum(CASE WHEN ({bad}) THEN 1 ELSE 0 END) AS b{keys} FROM f WHERE ({total}) \
+         GROUP BY 1{group_cols} ORDER BY 1"
     );
     let batches = run_ctx(&ctx, &sql).await?;
+    let mut index: HashMap<Vec<String>, u32> = HashMap::new();
+    let mut keys: Vec<Vec<String>> = Vec::new();
+    let mut events: Vec<u64> = Vec::new();
     let mut rows = Vec::new();
+    let mut key = Vec::new();
     for b in &batches {
         let (m, t, e) = (ints(b, 0)?, ints(b, 1)?, ints(b, 2)?);
+        let cols = key_columns(b)?;
         for i in 0..b.num_rows() {
             let bad = if e.is_null(i) {
                 0
             } else {
                 e.value(i).max(0) as u64
             };
-            rows.push((m.value(i), t.value(i).max(0) as u64, bad));
+            key_of(&cols, i, &mut key);
+            let k = match index.get(&key) {
+                Some(k) => *k,
+                None => {
+                    let k = keys.len() as u32;
+                    index.insert(key.clone(), k);
+                    keys.push(key.clone());
+                    events.push(0);
+                    k
+                }
+            };
+            let total = t.value(i).max(0) as u64;
+            events[k as usize] += total;
+            rows.push((k, m.value(i), total, bad));
         }
     }
-    Ok(rows)
+    if keys.is_empty() && group.is_empty() {
+        keys.push(Vec::new());
+    }
+    let mut dropped_keys = 0;
+    if keys.len() > FILE_GROUPS {
+        // Keep the largest groups; renumber them.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|a, b| events[*b].cmp(&events[*a]).then(keys[*a].cmp(&keys[*b])));
+        let mut renumber = vec![u32::MAX; keys.len()];
+        for (new, old) in order.iter().take(FILE_GROUPS).enumerate() {
+            renumber[*old] = new as u32;
+        }
+        dropped_keys = (keys.len() - FILE_GROUPS) as u64;
+        let kept: Vec<Vec<String>> = order
+            .iter()
+            .take(FILE_GROUPS)
+            .map(|o| std::mem::take(&mut keys[*o]))
+            .collect();
+        rows = rows
+            .into_iter()
+            .filter(|r| renumber[r.0 as usize] != u32::MAX)
+            .map(|(k, m, t, b)| (renumber[k as usize], m, t, b))
+            .collect();
+        keys = kept;
+    }
+    Ok(MinuteRollup {
+        keys,
+        rows,
+        dropped_keys,
+    })
 }
 
 /// Deletes rollup files whose SLI is not kept or whose data file is gone.
@@ -1011,13 +1325,53 @@ mod tests {
     /// rollup of this version.
     #[test]
     fn rollup_files_round_trip_and_foreign_bytes_are_refused() {
-        let rows = vec![(60_000_000_000, 10, 1), (120_000_000_000, 7, 0)];
-        let bytes = encode(&rows);
-        assert_eq!(decode(&bytes).unwrap(), rows);
+        let single = MinuteRollup {
+            keys: vec![Vec::new()],
+            rows: vec![(0, 60_000_000_000, 10, 1), (0, 120_000_000_000, 7, 0)],
+            dropped_keys: 0,
+        };
+        let bytes = encode(&single);
+        assert_eq!(&bytes[..8], MAGIC);
+        let back = decode(&bytes).unwrap();
+        assert_eq!((back.keys, back.rows), (single.keys, single.rows));
         assert!(decode(&bytes[..bytes.len() - 3]).is_err());
         let mut old = bytes.clone();
         old[6] = b'1';
         assert!(decode(&old).unwrap_err().contains("version"));
+
+        let grouped = MinuteRollup {
+            keys: vec![
+                vec!["/cart".into(), "gold".into()],
+                vec!["".into(), "é".into()],
+            ],
+            rows: vec![(1, 60_000_000_000, 3, 1), (0, 60_000_000_000, 5, 0)],
+            dropped_keys: 7,
+        };
+        let bytes = encode(&grouped);
+        assert_eq!(&bytes[..8], GROUPED_MAGIC);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.keys, grouped.keys);
+        assert_eq!(back.rows, grouped.rows);
+        assert_eq!(back.dropped_keys, 7);
+        for cut in [9, 20, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn groups_past_the_limit_are_left_out_and_reported() {
+        let mut g = Groups::new(2);
+        g.add_minute(&["a".into()], 0, 1.0, 0.0);
+        g.add_raw(&["b".into()], 5, 1.0, 1.0);
+        assert!(!g.saturated);
+        g.add_minute(&["c".into()], 0, 4.0, 4.0);
+        assert!(g.saturated);
+        g.add_minute(&["a".into()], MINUTE_NS, 2.0, 1.0);
+        assert_eq!(g.by.len(), 2);
+        assert_eq!(
+            g.by[&vec!["a".to_string()]].window(0, 2 * MINUTE_NS),
+            (3, 1)
+        );
     }
 
     #[test]

@@ -117,6 +117,14 @@ pub fn app(state: WebState) -> Router {
         .route("/slos", get(ui::slos::slo_list))
         .route("/slos/{name}", get(ui::slos::slo_page))
         .route("/slos/{name}/report", get(ui::slos::slo_report))
+        .route(
+            "/slos/{name}/corrections",
+            post(ui::slos::create_correction),
+        )
+        .route(
+            "/slos/{name}/corrections/{id}/delete",
+            post(ui::slos::delete_correction),
+        )
         .route("/incidents", get(ui::incidents::incident_list))
         .route("/incidents/{id}", get(ui::incidents::incident))
         .route("/services/{name}", get(ui::services::service))

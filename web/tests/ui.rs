@@ -140,6 +140,26 @@ async fn pages_render_in_chromium() {
             std::fs::write(copy.join(f.file_name().unwrap()), text).unwrap();
         }
     }
+    // A grouped SLO: one instance per gateway route (evaluated last).
+    std::fs::write(
+        copy.join("zz-routes.yaml"),
+        r#"apiVersion: openslo/v1
+kind: SLO
+metadata: {name: gateway-routes, displayName: Gateway routes}
+spec:
+  service: gateway
+  groupBy: [http.route]
+  indicator:
+    metadata: {name: gateway-route-errors}
+    spec:
+      ratioMetric:
+        bad: {metricSource: {type: burnwatch, spec: {service: gateway, errors: true}}}
+        total: {metricSource: {type: burnwatch, spec: {service: gateway}}}
+  timeWindow: [{duration: 1d, isRolling: true}]
+  objectives: [{target: 0.99}]
+"#,
+    )
+    .unwrap();
     let slos = slo_engine::openslo::load_dir(&copy).unwrap();
     assert!(
         slos.iter()
@@ -391,6 +411,143 @@ async fn pages_render_in_chromium() {
     assert!(sli.contains("objective"), "{sli}");
     // 600 bad of 3600, less the correction's 300 good ones: 81.82%.
     assert!(slo.contains("81.82%"), "{slo}");
+
+    // A grouped SLO: its page lists the instances (one per gateway route
+    // that has requests), an instance has its own page and incident.
+    let b = browser.clone();
+    let base2 = base.clone();
+    let [grouped, instance] = tokio::task::spawn_blocking(move || {
+        [
+            ("grouped", "/slos/gateway-routes?refresh=0".to_string()),
+            (
+                "instance",
+                "/slos/gateway-routes%7Bhttp.route%3D%22%2Fapi%2Fcheckout%22%7D?refresh=0"
+                    .to_string(),
+            ),
+        ]
+        .map(|(name, path)| browse(&b, &format!("{base2}{path}"), name))
+    })
+    .await
+    .unwrap();
+    let list = &grouped[grouped
+        .find("id=\"slo-instances\"")
+        .expect("instances section")..];
+    assert!(list.contains("Instances by http.route"), "{list}");
+    assert!(
+        list.contains("gateway-routes{http.route=\"/api/checkout\"}")
+            || list.contains("gateway-routes{http.route=&quot;/api/checkout&quot;}"),
+        "{list}"
+    );
+    assert!(list.contains("badge page"), "{list}");
+    assert!(
+        instance.contains("Burn rate per alert window"),
+        "{instance}"
+    );
+    assert!(instance.contains("badge page"), "{instance}");
+    assert!(
+        !instance.contains("id=\"slo-instances\">Instances"),
+        "{instance}"
+    );
+    assert!(slos.contains("1 instances by http.route"), "{slos}");
+    let api: serde_json::Value =
+        reqwest::get(format!("{base}/api/v1/slos/gateway-routes/instances"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        api["instances"][0]["group"]["http.route"], "/api/checkout",
+        "{api}"
+    );
+    assert_eq!(api["over_cap"], 0, "{api}");
+
+    // The correction form on the SLO page: add a maintenance window
+    // (303 back to the page, listed at once), a bad one is a 400 saying
+    // why, delete it (kept in the audit trail).
+    assert!(slo.contains("id=\"correction-form\""), "{slo}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let field = |ns: i64| {
+        chrono::DateTime::from_timestamp_nanos(ns)
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    let form = [
+        ("kind", "maintenance".to_string()),
+        ("from", field(now + 3600 * SEC)),
+        ("duration", "30m".to_string()),
+        ("to", String::new()),
+        ("reason", "database upgrade".to_string()),
+        ("created_by", "bob".to_string()),
+    ];
+    let r = http
+        .post(format!(
+            "{base}/slos/checkout-availability/corrections?refresh=0"
+        ))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(to.starts_with("/slos/checkout-availability?"), "{to}");
+    let id: i64 = to.rsplit("#correction-").next().unwrap().parse().unwrap();
+    let page = http
+        .get(format!("{base}/slos/checkout-availability?refresh=0"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = &page[page
+        .find(&format!("id=\"correction-{id}\""))
+        .expect("listed")..];
+    assert!(
+        row.contains("database upgrade") && row.contains("bob"),
+        "{row}"
+    );
+    assert!(row.contains("maintenance"), "{row}");
+    let mut bad = form.clone();
+    bad[4].1 = " ".into();
+    let r = http
+        .post(format!("{base}/slos/checkout-availability/corrections"))
+        .form(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("reason and createdBy are required")
+    );
+    let r = http
+        .post(format!(
+            "{base}/slos/checkout-availability/corrections/{id}/delete"
+        ))
+        .form(&[("by", "carol")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let audit: serde_json::Value = reqwest::get(format!("{base}/api/v1/corrections/{id}/audit"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let trail: Vec<(&str, &str)> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["by"].as_str().unwrap()))
+        .collect();
+    assert_eq!(trail, [("created", "bob"), ("deleted", "carol")], "{audit}");
 
     // SLO list: least budget left first.
     let first = slos.find("Checkout availability").unwrap();

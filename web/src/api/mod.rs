@@ -65,6 +65,7 @@ pub fn routes() -> Router<WebState> {
         .route("/api/v1/slos", get(slos::list))
         .route("/api/v1/slos/{name}", get(slos::one))
         .route("/api/v1/slos/{name}/report", get(slos::report))
+        .route("/api/v1/slos/{name}/instances", get(slos::instances))
         .route("/api/v1/incidents", get(slos::incidents))
         .route("/api/v1/incidents/{id}/ack", post(slos::acknowledge))
         .route("/api/v1/incidents/{id}/postmortem", get(slos::postmortem))

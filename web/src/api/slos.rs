@@ -1,7 +1,10 @@
 //! SLO and incident endpoints:
 //! - `GET /api/v1/slos[?at=TIME]`: every SLO's status (the last scheduled
 //!   evaluation, or a fresh one at `at` without touching incidents).
-//! - `GET /api/v1/slos/{name}`: one SLO.
+//! - `GET /api/v1/slos/{name}`: one SLO (a defined one, or an instance of
+//!   a grouped one, `checkout{http.route="/cart"}` URL-encoded).
+//! - `GET /api/v1/slos/{name}/instances[?at=TIME]`: a grouped SLO's
+//!   instances, worst first, and the values beyond the cap.
 //! - `GET /api/v1/incidents[?limit=N]`: incidents with their timelines.
 //! - `POST /api/v1/incidents/{id}/ack` `{"by": "alice"}`: acknowledge.
 //! - `GET /api/v1/alerts`: alert rule instances; `GET /api/v1/rules`: rule
@@ -48,7 +51,68 @@ pub async fn list(
     Query(p): Query<AtParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let statuses = statuses(&engine, p.at.as_deref()).await?;
-    Ok(Json(serde_json::json!({ "slos": statuses })))
+    let groups: Vec<serde_json::Value> = engine
+        .last_groups()
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "name": g.name,
+                "group_by": g.group_by,
+                "instances": g.instances.len(),
+                "over_cap": g.over_cap,
+                "saturated": g.saturated,
+                "cap": g.cap,
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "slos": statuses, "groups": groups }),
+    ))
+}
+
+/// `GET /api/v1/slos/{name}/instances`.
+pub async fn instances(
+    Engine(engine): Engine,
+    Path(name): Path<String>,
+    Query(p): Query<AtParams>,
+) -> Result<Json<slo_engine::evaluate::GroupStatus>, ApiError> {
+    let def = engine
+        .slos()
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no SLO named {name:?}"),
+            )
+        })?;
+    if def.group_by.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("SLO {name:?} has no groupBy: it has no instances"),
+        ));
+    }
+    let last = engine.last_groups().into_iter().find(|g| g.name == name);
+    let group = match (p.at.as_deref(), last) {
+        (None, Some(g)) => g,
+        (at, _) => {
+            let at = match at {
+                Some(at) => parse_time("at", at)?,
+                None => slo_engine::engine::now_ns(),
+            };
+            engine.group_at(&def, at).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "evaluation_failed",
+                    e.to_string(),
+                )
+            })?
+        }
+    };
+    Ok(Json(group))
 }
 
 /// `GET /api/v1/slos/{name}`.
@@ -57,18 +121,33 @@ pub async fn one(
     Path(name): Path<String>,
     Query(p): Query<AtParams>,
 ) -> Result<Json<SloStatus>, ApiError> {
-    statuses(&engine, p.at.as_deref())
+    if let Some(st) = statuses(&engine, p.at.as_deref())
         .await?
         .into_iter()
         .find(|st| st.name == name)
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no SLO named {name:?}"),
-            )
-        })
+    {
+        return Ok(Json(st));
+    }
+    // A grouped SLO as a whole (all its events), or an instance not among
+    // those kept.
+    let def = engine.find_slo(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no SLO named {name:?}"),
+        )
+    })?;
+    let at = match p.at.as_deref() {
+        Some(at) => parse_time("at", at)?,
+        None => slo_engine::engine::now_ns(),
+    };
+    engine.status_of(&def, at).await.map(Json).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "evaluation_failed",
+            e.to_string(),
+        )
+    })
 }
 
 /// Query of `GET /api/v1/slos/{name}/report`.
@@ -89,7 +168,7 @@ pub async fn report(
     Query(p): Query<ReportParams>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    if !engine.slos().iter().any(|s| s.name == name) {
+    if engine.find_slo(&name).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

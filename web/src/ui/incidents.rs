@@ -153,7 +153,7 @@ pub async fn incident(State(s): State<WebState>, Path(id): Path<i64>, view: View
         .last_statuses()
         .into_iter()
         .find(|st| st.name == inc.slo);
-    let definition = engine.slos().iter().find(|d| d.name == inc.slo).cloned();
+    let definition = engine.find_slo(&inc.slo);
     let display = definition
         .as_ref()
         .map_or_else(|| inc.slo.clone(), |d| d.display_name.clone());

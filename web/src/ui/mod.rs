@@ -488,7 +488,7 @@ fn SloRows(slos: Vec<SloStatus>, query: String) -> impl IntoView {
             {slos
                 .into_iter()
                 .map(|s| {
-                    let href = format!("/slos/{}?{query}", s.name);
+                    let href = format!("/slos/{}?{query}", url_encode(&s.name));
                     view! {
                         <tr>
                             <td><a href=href>{s.display_name.clone()}</a></td>
@@ -507,12 +507,37 @@ fn SloRows(slos: Vec<SloStatus>, query: String) -> impl IntoView {
     .into_any()
 }
 
+/// Every SLO's status; a grouped SLO is one row: its worst instance's
+/// status under the grouped SLO's name (its page lists every instance).
 fn slo_statuses(s: &WebState) -> Vec<SloStatus> {
-    let mut v = s
-        .slo
-        .as_ref()
-        .map(|e| e.last_statuses())
-        .unwrap_or_default();
+    let Some(engine) = s.slo.as_ref() else {
+        return Vec::new();
+    };
+    let mut v: Vec<SloStatus> = engine
+        .last_statuses()
+        .into_iter()
+        .filter(|st| st.instance_of.is_none())
+        .collect();
+    for g in engine.last_groups() {
+        let Some(worst) = g.instances.first() else {
+            continue;
+        };
+        let mut row = worst.clone();
+        let over = if g.over_cap > 0 {
+            format!(", {} more values not tracked", g.over_cap)
+        } else {
+            String::new()
+        };
+        row.display_name = format!(
+            "{} ({} instances by {}{over})",
+            g.name,
+            g.instances.len(),
+            g.group_by.join(", ")
+        );
+        row.coverage_note = Some(format!("worst instance: {}", worst.name));
+        row.name = g.name.clone();
+        v.push(row);
+    }
     // Least budget left first.
     v.sort_by(|a, b| {
         a.budget_remaining

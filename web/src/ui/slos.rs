@@ -20,7 +20,7 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
         Ok(e) => e,
         Err(r) => return r,
     };
-    let Some(def) = engine.slos().iter().find(|d| d.name == name).cloned() else {
+    let Some(def) = engine.find_slo(&name) else {
         return error_page(
             StatusCode::NOT_FOUND,
             "Unknown SLO",
@@ -108,7 +108,7 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
         .collect::<String>();
     let mine: Vec<Incident> = incidents(&s, 500)
         .into_iter()
-        .filter(|i| i.slo == name)
+        .filter(|i| i.slo == name || i.slo.starts_with(&format!("{name}{{")))
         .collect();
     let q = view.query.clone();
     let tte = status
@@ -120,7 +120,30 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
     let budget_chart =
         view! { <BurnDown points=burn objective=status.objective bands=bands.clone()/> }.to_html();
     let sli_chart = sli_chart.to_html();
-    let corrections_html = corrections_view(&status.corrections).to_html();
+    // Listed from the store, not the last evaluation, so one just added
+    // (or planned for later) shows at once.
+    let listed: Vec<slo_engine::corrections::Correction> = engine
+        .all_corrections()
+        .into_iter()
+        .filter(|c| c.scope.matches(&def) && c.to_ns > status.window_from_ns)
+        .collect();
+    let corrections_html = corrections_view(&name, &listed, &q).to_html();
+    let instances_html = if def.group_by.is_empty() {
+        String::new()
+    } else {
+        let last = engine.last_groups().into_iter().find(|g| g.name == name);
+        let group = match last {
+            Some(g) if view.to.is_none() => Ok(g),
+            _ => engine.group_at(&def, at).await,
+        };
+        match group {
+            Ok(g) => instances_view(&g, &q).to_html(),
+            Err(e) => format!(
+                "<p class=\"error\">{}</p>",
+                escape(&format!("cannot evaluate the instances: {e}"))
+            ),
+        }
+    };
     let body = view! {
         <h1>{status.display_name.clone()} " " <StateBadge state=status.state.as_str().to_string()/></h1>
         <section id="summary">
@@ -146,6 +169,7 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
             <p class="muted">{def.description.clone()}</p>
             {status.warnings.iter().map(|w| view! { <p class="error">{w.clone()}</p> }).collect_view()}
         </section>
+        <section id="slo-instances" inner_html=instances_html></section>
         <section id="burn-rates">
             <h2>"Burn rate per alert window"</h2>
             <BurnTable tiers=status.tiers.clone()/>
@@ -170,6 +194,26 @@ pub async fn slo_page(State(s): State<WebState>, Path(name): Path<String>, view:
         &format!("/slos/{name}"),
         body,
     )
+}
+
+/// A grouped SLO's instances, worst first, and the values beyond the cap.
+fn instances_view(g: &slo_engine::evaluate::GroupStatus, query: &str) -> impl IntoView + use<> {
+    let over = (g.over_cap > 0).then(|| {
+        format!(
+            "{}{} more values of {} beyond the cap of {} instances are not tracked \
+             (the instances kept have the most events; raise [slo] max_instances_per_slo to track more).",
+            if g.saturated { "At least " } else { "" },
+            g.over_cap,
+            g.group_by.join(", "),
+            g.cap
+        )
+    });
+    view! {
+        <h2>{format!("Instances by {} ({}), worst first", g.group_by.join(", "), g.instances.len())}</h2>
+        {over.map(|o| view! { <p class="coverage" id="over-cap">{o}</p> })}
+        <p class="muted">"The page above counts every event of the SLO together; each instance has its own budget, alerts and incidents."</p>
+        <SloRows slos=g.instances.clone() query=query.to_string()/>
+    }
 }
 
 /// The burn rate of every alert tier: windows, threshold, burns, state.
@@ -275,7 +319,7 @@ pub async fn slo_report(
         Ok(e) => e,
         Err(r) => return r,
     };
-    if !engine.slos().iter().any(|d| d.name == name) {
+    if engine.find_slo(&name).is_none() {
         return error_page(
             StatusCode::NOT_FOUND,
             "Unknown SLO",
@@ -365,31 +409,204 @@ pub async fn slo_report(
 }
 
 /// The corrections and maintenance windows of an SLO's window.
-fn corrections_view(list: &[slo_engine::corrections::Correction]) -> impl IntoView + use<> {
-    let list = list.to_vec();
-    let status_corrections = list;
+fn corrections_view(
+    slo: &str,
+    list: &[slo_engine::corrections::Correction],
+    query: &str,
+) -> impl IntoView + use<> {
+    let status_corrections = list.to_vec();
+    let base = format!("/slos/{}/corrections", url_encode(slo));
+    let action = format!("{base}?{query}");
+    let now = field_time(slo_engine::engine::now_ns());
+    let by = crate::auth::signed_in().map(|p| p.name).unwrap_or_default();
+    let delete_base = base.clone();
+    let delete_query = query.to_string();
+    let delete_by = by.clone();
     view! {
         <h2>"Corrections and maintenance windows"</h2>
             {if status_corrections.is_empty() {
-                view! { <p class="muted">"None in this window. Events inside a correction do not count; a maintenance window also holds the alerts (API: /api/v1/corrections, CLI: burnwatch slo correct, YAML: kind BudgetAdjustment)."</p> }.into_any()
+                view! { <p class="muted">"None in this window. Events inside a correction do not count; a maintenance window also holds the alerts (also through /api/v1/corrections, burnwatch slo correct, or YAML kind BudgetAdjustment)."</p> }.into_any()
             } else {
                 view! {
                     <table id="corrections">
-                        <tr><th>"#"</th><th>"kind"</th><th>"from"</th><th>"to"</th><th>"reason"</th><th>"by"</th><th>"source"</th></tr>
-                        {status_corrections.iter().map(|c| view! {
-                            <tr>
-                                <td>{c.id}</td>
-                                <td>{c.kind.clone()}</td>
-                                <td>{slo_engine::notify::rfc3339(c.from_ns)}</td>
-                                <td>{slo_engine::notify::rfc3339(c.to_ns)}</td>
-                                <td>{c.reason.clone()}</td>
-                                <td>{c.created_by.clone()}</td>
-                                <td>{c.source.clone()}</td>
-                            </tr>
+                        <tr><th>"#"</th><th>"kind"</th><th>"from"</th><th>"to"</th><th>"reason"</th><th>"by"</th><th>"source"</th><th></th></tr>
+                        {status_corrections.iter().map(|c| {
+                            // Stored ones can be deleted here; YAML ones live in their file.
+                            let delete = (c.id > 0).then(|| {
+                                let action = format!("{delete_base}/{}/delete?{delete_query}", c.id);
+                                view! {
+                                    <form method="post" action=action class="expire">
+                                        <input type="hidden" name="by" value=delete_by.clone()/>
+                                        <button type="submit">"Delete"</button>
+                                    </form>
+                                }
+                            });
+                            view! {
+                                <tr id=format!("correction-{}", c.id)>
+                                    <td>{c.id}</td>
+                                    <td>{c.kind.clone()}</td>
+                                    <td>{slo_engine::notify::rfc3339(c.from_ns)}</td>
+                                    <td>{slo_engine::notify::rfc3339(c.to_ns)}</td>
+                                    <td>{c.reason.clone()}</td>
+                                    <td>{c.created_by.clone()}</td>
+                                    <td>{c.source.clone()}</td>
+                                    <td>{delete}</td>
+                                </tr>
+                            }
                         }).collect_view()}
                     </table>
                 }
                 .into_any()
             }}
+        <form method="post" action=action class="search" id="correction-form">
+            <label>"Add a " <select name="kind">
+                <option value="correction">"correction (events not counted)"</option>
+                <option value="maintenance">"maintenance window (also holds alerts)"</option>
+            </select></label>
+            <label>" from " <input type="datetime-local" name="from" value=now/></label>
+            <label>" for " <input name="duration" size="5" value="1h"/></label>
+            <label>" or until " <input type="datetime-local" name="to"/></label>
+            <label>" reason " <input name="reason" size="30"/></label>
+            <label>" by " <input name="created_by" size="10" value=by/></label>
+            <button type="submit">"Add"</button>
+            <span class="muted">" Times in UTC; needs the editor role when sign-in is on."</span>
+        </form>
+    }
+}
+
+/// The correction form's fields.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct CorrectionForm {
+    /// `correction` or `maintenance`.
+    pub kind: Option<String>,
+    /// Start: `YYYY-MM-DDTHH:MM` (UTC), RFC 3339, or empty for now.
+    pub from: Option<String>,
+    /// End, like `from`; or give `duration`.
+    pub to: Option<String>,
+    /// Length from the start, e.g. `2h`.
+    pub duration: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Who.
+    pub created_by: Option<String>,
+}
+
+/// The correction a form describes for SLO `slo` (scope: that SLO).
+pub fn new_correction(
+    slo: &str,
+    f: &CorrectionForm,
+    now: i64,
+) -> Result<slo_engine::corrections::NewCorrection, String> {
+    fn filled(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+    let from = match filled(&f.from) {
+        None => now,
+        Some(t) => super::view_time("from", t)?,
+    };
+    let to = match (filled(&f.to), filled(&f.duration)) {
+        (Some(t), _) => super::view_time("to", t)?,
+        (None, Some(d)) => {
+            let d = humantime::parse_duration(d)
+                .map_err(|e| format!("duration {d:?}: {e} (e.g. 30m, 2h, 1d)"))?;
+            from.saturating_add(d.as_nanos().min(i64::MAX as u128) as i64)
+        }
+        (None, None) => return Err("give an end (until) or a duration".into()),
+    };
+    let by = filled(&f.created_by)
+        .map(str::to_string)
+        .or_else(|| crate::auth::signed_in().map(|p| p.name))
+        .unwrap_or_default();
+    Ok(slo_engine::corrections::NewCorrection {
+        kind: filled(&f.kind).map(str::to_string),
+        scope: slo_engine::corrections::Scope {
+            slo: Some(slo.to_string()),
+            ..Default::default()
+        },
+        from_ns: from,
+        to_ns: to,
+        reason: f.reason.clone().unwrap_or_default(),
+        created_by: by,
+    })
+}
+
+/// `POST /slos/{name}/corrections`: adds a correction or maintenance
+/// window for this SLO; 303 back to its page, or 400 saying what was wrong.
+pub async fn create_correction(
+    State(s): State<WebState>,
+    Path(name): Path<String>,
+    axum::extract::Query(v): axum::extract::Query<ViewParams>,
+    axum::extract::Form(f): axum::extract::Form<CorrectionForm>,
+) -> Response {
+    let engine = match engine(&s, "No SLOs") {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    if engine.find_slo(&name).is_none() {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "Unknown SLO",
+            format!("No SLO named {name:?}."),
+        );
+    }
+    let now = slo_engine::engine::now_ns();
+    let created = new_correction(&name, &f, now).and_then(|n| engine.corrections().create(&n, now));
+    match created {
+        Ok(c) => {
+            tracing::info!(slo = %name, id = c.id, by = %c.created_by, "correction added from the SLO page");
+            let view = v.resolve().map(|v| v.query).unwrap_or_default();
+            axum::response::Redirect::to(&format!(
+                "/slos/{}?{view}#correction-{}",
+                url_encode(&name),
+                c.id
+            ))
+            .into_response()
+        }
+        Err(e) => error_page(
+            StatusCode::BAD_REQUEST,
+            "Correction not added",
+            format!("{e}. Go back to the SLO page to fix the form."),
+        ),
+    }
+}
+
+/// The delete form's fields.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct DeleteForm {
+    /// Who deletes it [default: the signed-in token's name].
+    pub by: Option<String>,
+}
+
+/// `POST /slos/{name}/corrections/{id}/delete`: deletes a stored
+/// correction (kept in its audit trail); 303 back to the SLO page.
+pub async fn delete_correction(
+    State(s): State<WebState>,
+    Path((name, id)): Path<(String, i64)>,
+    axum::extract::Query(v): axum::extract::Query<ViewParams>,
+    axum::extract::Form(f): axum::extract::Form<DeleteForm>,
+) -> Response {
+    let engine = match engine(&s, "No SLOs") {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let by =
+        f.by.filter(|b| !b.trim().is_empty())
+            .or_else(|| crate::auth::signed_in().map(|p| p.name))
+            .unwrap_or_else(|| "dashboard".into());
+    match engine
+        .corrections()
+        .delete(id, &by, slo_engine::engine::now_ns())
+    {
+        Ok(true) => {
+            let view = v.resolve().map(|v| v.query).unwrap_or_default();
+            axum::response::Redirect::to(&format!("/slos/{}?{view}", url_encode(&name)))
+                .into_response()
+        }
+        Ok(false) => error_page(
+            StatusCode::NOT_FOUND,
+            "Corrections",
+            format!("No correction #{id}."),
+        ),
+        Err(e) => error_page(StatusCode::BAD_REQUEST, "Corrections", e),
     }
 }
