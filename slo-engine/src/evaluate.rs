@@ -322,6 +322,49 @@ fn slice_counts(
     (counts, first)
 }
 
+/// Timeslices per window `[from, to)` for reports: slices that overlap
+/// the window and end by `until`, with events (bad ones), slices that
+/// overlap an excluded range left out. An Occurrences SLO counts events.
+pub(crate) async fn count_report(
+    counter: &SliCounter,
+    slo: &Slo,
+    windows: &[(i64, i64)],
+    until: i64,
+    excluded: &[(i64, i64)],
+) -> Result<Vec<(u64, u64)>, QueryError> {
+    let Budgeting::Timeslices {
+        slice,
+        slice_target,
+    } = slo.budgeting
+    else {
+        return Ok(count_events(counter, slo, windows, excluded).await?.0);
+    };
+    let s = slice.as_nanos() as i64;
+    let to = until.div_euclid(s) * s;
+    let from = windows
+        .iter()
+        .map(|w| w.0.div_euclid(s) * s)
+        .min()
+        .unwrap_or(to)
+        .min(to);
+    let minutes = counter.minutes(&slo.sli.source, from, to).await?;
+    let all: Vec<(i64, bool)> = slices(&minutes, from, to, s, slice_target)
+        .into_iter()
+        .filter(|(start, _)| !excluded.iter().any(|(x, y)| *start < *y && start + s > *x))
+        .collect();
+    Ok(windows
+        .iter()
+        .map(|&(a, b)| {
+            let (mut t, mut bad) = (0, 0);
+            for (_, is_bad) in all.iter().filter(|(start, _)| *start < b && start + s > a) {
+                t += 1;
+                bad += u64::from(*is_bad);
+            }
+            (t, bad)
+        })
+        .collect())
+}
+
 /// Counts per window `[from, to)`: events, or for Timeslices slices with
 /// events (only whole slices ending by `at_ns` count); and the time of the
 /// first event (slice with events) of the first window.
@@ -498,13 +541,6 @@ pub async fn evaluate_group(
     cap: usize,
 ) -> Result<GroupStatus, QueryError> {
     let (lengths, ranges) = evaluation_windows(slo, at_ns);
-    // Events in every correction's bounds are counted exactly, whichever
-    // instances it turns out to apply to.
-    let bounds: Vec<i64> = corrections
-        .iter()
-        .flat_map(|c| [c.from_ns, c.to_ns])
-        .collect();
-    let held = cap.saturating_mul(HELD_PER_INSTANCE).max(cap);
     let (span, slice) = match slo.budgeting {
         Budgeting::Occurrences => {
             let from = ranges.iter().map(|r| r.0).min().unwrap_or(at_ns);
@@ -518,13 +554,32 @@ pub async fn evaluate_group(
             (slice_range(&ranges, at_ns, s), Some((s, slice_target)))
         }
     };
+    // Segment bounds: every window's ends, every correction's ends (so
+    // each instance's own corrections count exactly, whichever they turn
+    // out to be), and for Timeslices every slice start. A group then costs
+    // 16 bytes a segment whatever the window's length.
+    let mut bounds: Vec<i64> = vec![span.0, span.1];
+    bounds.extend(ranges.iter().flat_map(|r| [r.0, r.1]));
+    bounds.extend(corrections.iter().flat_map(|c| [c.from_ns, c.to_ns]));
+    if let Some((s, _)) = slice {
+        bounds.extend((span.0..span.1).step_by(s.max(1) as usize));
+    }
+    bounds.retain(|b| (span.0..=span.1).contains(b));
+    bounds.sort_unstable();
+    bounds.dedup();
+    // Timeslice instances keep a segment per slice: hold no more than
+    // the cap; Occurrences ones hold a few segments, so more can be
+    // ranked.
+    let held = match slice {
+        None => cap.saturating_mul(HELD_PER_INSTANCE).max(cap),
+        Some(_) => cap,
+    };
     let (groups, saturated) = counter
         .grouped_events(
             &slo.sli.source,
             &slo.group_exprs(),
-            span.0,
-            span.1,
-            &bounds,
+            bounds,
+            ranges[0].0,
             held,
         )
         .await?;
@@ -539,13 +594,13 @@ pub async fn evaluate_group(
                     let counts: Vec<(u64, u64)> =
                         all.iter().map(|&(a, b)| events.window(a, b)).collect();
                     let first = events
-                        .first(all[0].0, all[0].1)
+                        .first()
                         .filter(|f| !excluded.iter().any(|(x, y)| f >= x && f < y));
                     (less_overlaps(&counts, &parts), first)
                 }
                 Some((s, target)) => {
-                    let minutes = events.per_minute(span.0, span.1);
-                    slice_counts(&minutes, &ranges, span, s, target, &excluded)
+                    let per = events.per_segment();
+                    slice_counts(&per, &ranges, span, s, target, &excluded)
                 }
             };
             finish(&inst, at_ns, &lengths, &ranges, &counts, first, corrections)

@@ -54,7 +54,10 @@ pub struct MonthReport {
     pub from_ns: i64,
     /// Month end (exclusive), or now for the current month, ns.
     pub to_ns: i64,
-    /// Events in the month.
+    /// What `total` and `bad` count: `events`, or `slices` (Timeslices).
+    #[serde(default = "events_unit")]
+    pub unit: String,
+    /// Events (slices) in the month.
     pub total: u64,
     /// Bad events in the month.
     pub bad: u64,
@@ -70,6 +73,10 @@ pub struct MonthReport {
     pub incidents: Vec<IncidentLine>,
     /// Operations with the most bad events (span SLIs).
     pub top_operations: Vec<OperationBurn>,
+}
+
+fn events_unit() -> String {
+    "events".into()
 }
 
 /// `[start, end)` of `month` (`YYYY-MM`) in `tz`, ns.
@@ -137,7 +144,9 @@ pub async fn month_report(
     }
     // Corrections and maintenance windows are left out, as live.
     let excluded = crate::corrections::excluded_ranges(slo, corrections);
-    let (counts, _) = crate::evaluate::count_events(counter, slo, &ranges, &excluded)
+    // Timeslices count slices: those overlapping the month (or an
+    // incident) that ended by `to`.
+    let counts = crate::evaluate::count_report(counter, slo, &ranges, to, &excluded)
         .await
         .map_err(|e| e.to_string())?;
     let (total, bad) = counts[0];
@@ -173,6 +182,10 @@ pub async fn month_report(
         time_zone: tz.name().to_string(),
         from_ns: from,
         to_ns: to,
+        unit: match slo.budgeting {
+            crate::window::Budgeting::Occurrences => events_unit(),
+            crate::window::Budgeting::Timeslices { .. } => "slices".into(),
+        },
         total,
         bad,
         attainment,
@@ -207,7 +220,8 @@ pub fn to_markdown(r: &MonthReport) -> String {
     );
     let _ = writeln!(
         o,
-        "| objective | attainment | met | events | bad | budget used |"
+        "| objective | attainment | met | {} | bad | budget used |",
+        r.unit
     );
     let _ = writeln!(o, "|---:|---:|---|---:|---:|---:|");
     let _ = writeln!(
@@ -226,7 +240,8 @@ pub fn to_markdown(r: &MonthReport) -> String {
     } else {
         let _ = writeln!(
             o,
-            "| # | severity | opened | resolved | duration | bad | events | budget spent |"
+            "| # | severity | opened | resolved | duration | bad | {} | budget spent |",
+            r.unit
         );
         let _ = writeln!(o, "|---:|---|---|---|---:|---:|---:|---:|");
         for i in &r.incidents {

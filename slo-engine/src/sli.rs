@@ -233,7 +233,7 @@ async fn promql_minutes(
 }
 
 /// Event weights summed per minute, plus events kept one by one.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Gathered {
     /// Minute start -> (total, other), for minutes no boundary falls inside.
     minutes: BTreeMap<i64, (f64, f64)>,
@@ -324,73 +324,152 @@ impl Gathered {
     }
 }
 
+/// Where gathered events go: whole minutes (rollups, grouped SQL) and
+/// single events (edge minutes).
+trait Acc: Clone {
+    fn minute(&mut self, m: i64, t: f64, o: f64);
+    fn raw(&mut self, time: i64, t: f64, o: f64);
+}
+
+impl Acc for Gathered {
+    fn minute(&mut self, m: i64, t: f64, o: f64) {
+        self.add_minute(m, t, o);
+    }
+    fn raw(&mut self, time: i64, t: f64, o: f64) {
+        self.raw.push((time, t, o));
+    }
+}
+
 /// Events per group of a grouped SLI (the key is the group's attribute
 /// values; an ungrouped SLI has one group, the empty key).
-#[derive(Debug, Default)]
-struct Groups {
-    by: HashMap<Vec<String>, Gathered>,
+#[derive(Debug)]
+struct Groups<A> {
+    by: HashMap<Vec<String>, A>,
+    /// What a new group starts as.
+    proto: A,
     /// At most this many groups are kept: the events of others are left out.
     max: usize,
     /// Some group was left out (or a file's rollup kept only its largest).
     saturated: bool,
 }
 
-impl Groups {
-    fn new(max: usize) -> Groups {
+impl<A: Acc> Groups<A> {
+    fn new(max: usize, proto: A) -> Groups<A> {
         Groups {
+            by: HashMap::new(),
+            proto,
             max,
-            ..Default::default()
+            saturated: false,
         }
     }
 
-    fn group(&mut self, key: &[String]) -> Option<&mut Gathered> {
+    fn group(&mut self, key: &[String]) -> Option<&mut A> {
         if !self.by.contains_key(key) {
             if self.by.len() >= self.max {
                 self.saturated = true;
                 return None;
             }
-            self.by.insert(key.to_vec(), Gathered::default());
+            self.by.insert(key.to_vec(), self.proto.clone());
         }
         self.by.get_mut(key)
     }
 
     fn add_minute(&mut self, key: &[String], m: i64, t: f64, o: f64) {
         if let Some(g) = self.group(key) {
-            g.add_minute(m, t, o);
+            g.minute(m, t, o);
         }
     }
 
     fn add_raw(&mut self, key: &[String], time: i64, t: f64, o: f64) {
         if let Some(g) = self.group(key) {
-            g.raw.push((time, t, o));
+            g.raw(time, t, o);
         }
     }
+}
 
+impl Groups<Gathered> {
     /// The one group of an ungrouped SLI.
     fn single(mut self) -> Gathered {
         self.by.remove(&Vec::new()).unwrap_or_default()
     }
 }
 
+/// One group's events summed per segment between consecutive boundaries
+/// (16 bytes a segment, allocated on its first event): any window whose
+/// ends are boundaries is a sum of whole segments, so a group costs the
+/// same whatever the window's length.
+#[derive(Debug, Clone)]
+struct Segments {
+    bounds: Arc<Vec<i64>>,
+    first_after: i64,
+    sums: Vec<(f64, f64)>,
+    first: Option<i64>,
+}
+
+impl Acc for Segments {
+    fn minute(&mut self, m: i64, t: f64, o: f64) {
+        self.add(m, t, o);
+    }
+    fn raw(&mut self, time: i64, t: f64, o: f64) {
+        self.add(time, t, o);
+    }
+}
+
+impl Segments {
+    fn add(&mut self, at: i64, t: f64, o: f64) {
+        let i = self.bounds.partition_point(|b| *b <= at);
+        if i == 0 || i >= self.bounds.len() {
+            return;
+        }
+        if self.sums.is_empty() {
+            self.sums = vec![(0.0, 0.0); self.bounds.len() - 1];
+        }
+        let s = &mut self.sums[i - 1];
+        s.0 += t;
+        s.1 += o;
+        if t > 0.0 && at >= self.first_after && self.first.is_none_or(|f| at < f) {
+            self.first = Some(at);
+        }
+    }
+}
+
 /// The events of one group of a grouped SLI (see
 /// [`SliCounter::grouped_events`]).
-#[derive(Debug, Default)]
-pub struct GroupEvents(Gathered);
+#[derive(Debug)]
+pub struct GroupEvents(Segments);
 
 impl GroupEvents {
-    /// (total, bad) over `[from, to)`.
+    /// (total, bad) over `[from, to)`, both among the bounds given to
+    /// [`SliCounter::grouped_events`].
     pub fn window(&self, from: i64, to: i64) -> (u64, u64) {
-        self.0.window(from, to)
+        let b = &self.0.bounds;
+        debug_assert!(b.binary_search(&from).is_ok() && b.binary_search(&to).is_ok());
+        let (mut t, mut o) = (0.0, 0.0);
+        for (i, (a, c)) in self.0.sums.iter().enumerate() {
+            if b[i] >= from && b[i + 1] <= to {
+                t += a;
+                o += c;
+            }
+        }
+        rounded(t, o, false)
     }
 
-    /// The first event in `[from, to)`.
-    pub fn first(&self, from: i64, to: i64) -> Option<i64> {
-        self.0.first(from, to)
+    /// The first event at or after the `first_after` given to
+    /// [`SliCounter::grouped_events`] (the start of a whole minute, or a
+    /// single event's time at the edges).
+    pub fn first(&self) -> Option<i64> {
+        self.0.first
     }
 
-    /// (total, bad) per minute of `[from, to)`.
-    pub fn per_minute(&self, from: i64, to: i64) -> BTreeMap<i64, (u64, u64)> {
-        self.0.per_minute(from, to)
+    /// (total, bad) per segment with events, keyed by the segment's start.
+    pub fn per_segment(&self) -> BTreeMap<i64, (u64, u64)> {
+        self.0
+            .sums
+            .iter()
+            .enumerate()
+            .filter(|(_, (t, _))| *t > 0.0)
+            .map(|(i, (t, o))| (self.0.bounds[i], rounded(*t, *o, false)))
+            .collect()
     }
 }
 
@@ -803,18 +882,18 @@ impl SliCounter {
         Ok(g.per_minute(from.div_euclid(MINUTE_NS) * MINUTE_NS, to))
     }
 
-    /// The events of a span or log SLI over `[from, to)` per group of
-    /// `group` (SQL expressions over its rows), counted exactly for any
-    /// window whose ends are minute starts, `from`, `to` or one of
-    /// `boundaries`; at most `max_groups` groups, the first met in time
+    /// The events of a span or log SLI per group of `group` (SQL
+    /// expressions over its rows), summed per segment between consecutive
+    /// `bounds` (sorted, distinct, at least two), so any window whose ends
+    /// are bounds counts exactly; and each group's first event at or after
+    /// `first_after`. At most `max_groups` groups, the first met in time
     /// order (the flag says others were left out). Sorted by key.
     pub async fn grouped_events(
         &self,
         source: &SliSource,
         group: &[String],
-        from: i64,
-        to: i64,
-        boundaries: &[i64],
+        bounds: Vec<i64>,
+        first_after: i64,
         max_groups: usize,
     ) -> Result<(Vec<(Vec<String>, GroupEvents)>, bool), QueryError> {
         let SliSource::Rows { table, total, bad } = source else {
@@ -822,14 +901,22 @@ impl SliCounter {
                 "only span and log SLIs can be grouped".into(),
             ));
         };
-        let mut edges = BTreeSet::new();
-        for &t in boundaries.iter().chain([&from, &to]) {
-            if (from..=to).contains(&t) && t.rem_euclid(MINUTE_NS) != 0 {
-                edges.insert(t.div_euclid(MINUTE_NS) * MINUTE_NS);
-            }
-        }
-        let g = self
-            .gather_rows(*table, total, bad, group, max_groups, from, to, &edges)
+        let (Some(&from), Some(&to)) = (bounds.first(), bounds.last()) else {
+            return Ok((Vec::new(), false));
+        };
+        let edges: BTreeSet<i64> = bounds
+            .iter()
+            .filter(|t| t.rem_euclid(MINUTE_NS) != 0)
+            .map(|t| t.div_euclid(MINUTE_NS) * MINUTE_NS)
+            .collect();
+        let proto = Segments {
+            bounds: Arc::new(bounds),
+            first_after,
+            sums: Vec::new(),
+            first: None,
+        };
+        let mut g = Groups::new(max_groups, proto);
+        self.gather_rows(*table, total, bad, group, from, to, &edges, &mut g)
             .await?;
         let mut out: Vec<(Vec<String>, GroupEvents)> =
             g.by.into_iter().map(|(k, g)| (k, GroupEvents(g))).collect();
@@ -845,10 +932,12 @@ impl SliCounter {
         edges: &BTreeSet<i64>,
     ) -> Result<Gathered, QueryError> {
         match source {
-            SliSource::Rows { table, total, bad } => Ok(self
-                .gather_rows(*table, total, bad, &[], usize::MAX, from, to, edges)
-                .await?
-                .single()),
+            SliSource::Rows { table, total, bad } => {
+                let mut g = Groups::new(1, Gathered::default());
+                self.gather_rows(*table, total, bad, &[], from, to, edges, &mut g)
+                    .await?;
+                Ok(g.single())
+            }
             SliSource::Counters {
                 total,
                 other,
@@ -959,7 +1048,7 @@ impl SliCounter {
                     ..Default::default()
                 };
                 let (grouped, raw) = split(&x, edges, 0);
-                let mut groups = Groups::new(1);
+                let mut groups = Groups::new(1, Gathered::default());
                 groups.by.insert(Vec::new(), g);
                 absorb_minutes(&run_store(&self.store, &grouped).await?, &mut groups)?;
                 if let Some(raw) = raw {
@@ -973,19 +1062,18 @@ impl SliCounter {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn gather_rows(
+    async fn gather_rows<A: Acc + Send>(
         &self,
         table: Table,
         total: &str,
         bad: &str,
         group: &[String],
-        max_groups: usize,
         from: i64,
         to: i64,
         edges: &BTreeSet<i64>,
-    ) -> Result<Groups, QueryError> {
+        g: &mut Groups<A>,
+    ) -> Result<(), QueryError> {
         let snap = self.store.snapshot(table);
-        let mut g = Groups::new(max_groups);
         let mut edge_files = Vec::new();
         let last_whole = to.saturating_sub(MINUTE_NS - 1);
         for (path, meta) in &snap.files {
@@ -1049,7 +1137,7 @@ impl SliCounter {
             .map_err(query_error)?;
             // Edge minutes only: the others came from rollups.
             for b in run_ctx(&ctx, &x("f", true)).await? {
-                push_raw(&b, &mut g)?;
+                push_raw(&b, g)?;
             }
         }
         if !snap.batches.is_empty() {
@@ -1064,14 +1152,14 @@ impl SliCounter {
             )
             .map_err(query_error)?;
             let (grouped, raw) = split(&x("m", false), edges, group.len());
-            absorb_minutes(&run_ctx(&ctx, &grouped).await?, &mut g)?;
+            absorb_minutes(&run_ctx(&ctx, &grouped).await?, g)?;
             if let Some(raw) = raw {
                 for b in run_ctx(&ctx, &raw).await? {
-                    push_raw(&b, &mut g)?;
+                    push_raw(&b, g)?;
                 }
             }
         }
-        Ok(g)
+        Ok(())
     }
 }
 
@@ -1163,7 +1251,7 @@ fn key_of(cols: &[arrow::array::StringArray], i: usize, key: &mut Vec<String>) {
     );
 }
 
-fn absorb_minutes(batches: &[RecordBatch], g: &mut Groups) -> Result<(), QueryError> {
+fn absorb_minutes<A: Acc>(batches: &[RecordBatch], g: &mut Groups<A>) -> Result<(), QueryError> {
     let mut key = Vec::new();
     for b in batches {
         let (m, t, o) = (ints(b, 0)?, floats(b, 1)?, floats(b, 2)?);
@@ -1206,7 +1294,7 @@ fn floats(b: &RecordBatch, i: usize) -> Result<arrow::array::Float64Array, Query
     Ok(a.iter().map(|v| Some(v.unwrap_or(0.0))).collect())
 }
 
-fn push_raw(b: &RecordBatch, g: &mut Groups) -> Result<(), QueryError> {
+fn push_raw<A: Acc>(b: &RecordBatch, g: &mut Groups<A>) -> Result<(), QueryError> {
     let (t, tw, ow) = (ints(b, 0)?, floats(b, 1)?, floats(b, 2)?);
     let cols = key_columns(b)?;
     let mut key = Vec::new();
@@ -1360,7 +1448,7 @@ mod tests {
 
     #[test]
     fn groups_past_the_limit_are_left_out_and_reported() {
-        let mut g = Groups::new(2);
+        let mut g = Groups::new(2, Gathered::default());
         g.add_minute(&["a".into()], 0, 1.0, 0.0);
         g.add_raw(&["b".into()], 5, 1.0, 1.0);
         assert!(!g.saturated);
@@ -1371,6 +1459,36 @@ mod tests {
         assert_eq!(
             g.by[&vec!["a".to_string()]].window(0, 2 * MINUTE_NS),
             (3, 1)
+        );
+    }
+
+    #[test]
+    fn segments_sum_whole_segments_and_keep_the_first_event() {
+        let bounds = vec![0, MINUTE_NS, 5 * MINUTE_NS + 7, 10 * MINUTE_NS];
+        let mut s = Segments {
+            bounds: Arc::new(bounds),
+            first_after: MINUTE_NS,
+            sums: Vec::new(),
+            first: None,
+        };
+        s.minute(0, 3.0, 1.0);
+        s.minute(2 * MINUTE_NS, 4.0, 0.0);
+        s.raw(5 * MINUTE_NS + 6, 1.0, 1.0);
+        s.raw(5 * MINUTE_NS + 7, 1.0, 0.0);
+        s.raw(10 * MINUTE_NS, 9.0, 9.0); // at the last bound: left out
+        s.raw(-1, 9.0, 9.0);
+        let e = GroupEvents(s);
+        assert_eq!(e.window(0, 10 * MINUTE_NS), (9, 2));
+        assert_eq!(e.window(MINUTE_NS, 5 * MINUTE_NS + 7), (5, 1));
+        assert_eq!(e.window(5 * MINUTE_NS + 7, 10 * MINUTE_NS), (1, 0));
+        assert_eq!(e.first(), Some(2 * MINUTE_NS));
+        assert_eq!(
+            e.per_segment().into_iter().collect::<Vec<_>>(),
+            [
+                (0, (3, 1)),
+                (MINUTE_NS, (5, 1)),
+                (5 * MINUTE_NS + 7, (1, 0))
+            ]
         );
     }
 

@@ -180,6 +180,34 @@ async fn a_month_with_two_incidents_equals_the_hand_computation() {
         "{csv}"
     );
 
+    // The same month as Timeslices (1 h slices, a slice with a failure is
+    // bad, objective 95%): 720 hourly slices, two bad (10:00 and 14:00
+    // UTC); incident 1 overlaps the slices of 10:00 and 11:00 (one bad),
+    // incident 2 the one of 14:00 (bad); the budget is 5% of 720 = 36.
+    let slices = load_str(
+        Path::new("slo.yaml"),
+        &SLO.replace(
+            "budgetingMethod: Occurrences
+  objectives: [{target: 0.99}]",
+            "budgetingMethod: Timeslices
+  objectives: [{target: 0.95, timeSliceTarget: 0.9, timeSliceWindow: 1h}]",
+        ),
+    )
+    .unwrap()
+    .remove(0);
+    let t = month_report(&store, &counter, &slices, &incidents, &[], "2026-11", now)
+        .await
+        .unwrap();
+    assert_eq!(t.unit, "slices");
+    assert_eq!((t.total, t.bad), (720, 2));
+    assert!((t.budget_events - 36.0).abs() < 1e-9);
+    assert!((t.budget_used.unwrap() - 2.0 / 36.0).abs() < 1e-12);
+    let lines: Vec<(i64, u64, u64)> = t.incidents.iter().map(|i| (i.id, i.total, i.bad)).collect();
+    assert_eq!(lines, vec![(1, 2, 1), (2, 1, 1)]);
+    assert!(
+        to_markdown(&t).contains("| objective | attainment | met | slices | bad | budget used |")
+    );
+
     // A month that has not begun, and a malformed one.
     assert!(
         month_report(&store, &counter, &slo, &incidents, &[], "2027-01", now)

@@ -352,7 +352,7 @@ pub async fn slo_report(
     } else {
         view! {
             <table id="report-incidents">
-                <tr><th>"#"</th><th>"severity"</th><th>"opened"</th><th>"resolved"</th><th>"duration"</th><th>"bad"</th><th>"events"</th><th>"budget spent"</th></tr>
+                <tr><th>"#"</th><th>"severity"</th><th>"opened"</th><th>"resolved"</th><th>"duration"</th><th>"bad"</th><th>{r.unit.clone()}</th><th>"budget spent"</th></tr>
                 {r.incidents.iter().map(|i| view! {
                     <tr>
                         <td><a href=format!("/incidents/{}?{q}", i.id)>{i.id}</a></td>
@@ -379,7 +379,7 @@ pub async fn slo_report(
         </form>
         <p class="muted">{format!("{} to {} ({})", when(r.from_ns), when(r.to_ns), r.time_zone)}</p>
         <table id="report-summary">
-            <tr><th>"objective"</th><th>"attainment"</th><th>"met"</th><th>"events"</th><th>"bad"</th><th>"budget used"</th></tr>
+            <tr><th>"objective"</th><th>"attainment"</th><th>"met"</th><th>{r.unit.clone()}</th><th>"bad"</th><th>"budget used"</th></tr>
             <tr>
                 <td class="num">{pct(Some(r.objective))}</td>
                 <td class="num" id="attainment">{pct(r.attainment)}</td>
