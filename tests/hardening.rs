@@ -576,3 +576,95 @@ async fn silent_connections_to_the_api_are_closed_and_do_not_hold_shutdown() {
         started.elapsed()
     );
 }
+
+/// One client address cannot take a listener's whole cap: past
+/// `max_per_client` its new connections are closed at once and counted.
+/// Connections without requests for `idle_timeout_ms` are closed: an
+/// HTTP keep-alive connection after its last answer, a gRPC connection
+/// that sent its preface and then only silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_caps_and_idle_connections_are_enforced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.toml");
+    std::fs::write(
+        &cfg,
+        "[slo]\nrules_dir = \"/nonexistent\"\n[connections]\nheader_timeout_ms = 20000\nmax_per_client = 3\nidle_timeout_ms = 3000\n",
+    )
+    .unwrap();
+    let p = start_serve(
+        &[
+            OsStr::new("--data-dir"),
+            dir.path().join("data").as_os_str(),
+            OsStr::new("--config"),
+            cfg.as_os_str(),
+        ],
+        Stdio::inherit(),
+    );
+    // Reads until the server closes the connection (or 10 s pass).
+    async fn until_closed(s: &mut tokio::net::TcpStream) -> Duration {
+        let started = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("the connection is still open after 10 s"),
+            }
+        }
+    }
+
+    // Three connections from 127.0.0.1 are held; the fourth is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&p.api).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = tokio::net::TcpStream::connect(&p.api).await.unwrap();
+    let closed = until_closed(&mut fourth).await;
+    assert!(closed < Duration::from_secs(2), "closed after {closed:?}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = http();
+    let refused = metric(
+        &c,
+        &p,
+        "burnwatch_connections_per_client_refused_total{listener=\"http\"}",
+    )
+    .await;
+    assert_eq!(refused, 1.0);
+
+    // An HTTP/1 keep-alive connection: one request, then idle until the
+    // idle timeout (3 s) closes it, well before the 20 s header timeout.
+    let mut keep = tokio::net::TcpStream::connect(&p.api).await.unwrap();
+    keep.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let closed = until_closed(&mut keep).await;
+    assert!(
+        closed >= Duration::from_millis(2900) && closed < Duration::from_secs(8),
+        "closed after {closed:?}"
+    );
+
+    // A gRPC connection: the HTTP/2 preface and SETTINGS, then silence.
+    let mut grpc = tokio::net::TcpStream::connect(&p.grpc).await.unwrap();
+    grpc.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let closed = until_closed(&mut grpc).await;
+    assert!(
+        closed >= Duration::from_millis(2500) && closed < Duration::from_secs(8),
+        "closed after {closed:?}"
+    );
+    let c = http();
+    for listener in ["http", "otlp_grpc"] {
+        let idle = metric(
+            &c,
+            &p,
+            &format!("burnwatch_connections_idle_closed_total{{listener=\"{listener}\"}}"),
+        )
+        .await;
+        assert!(idle >= 1.0, "{listener}: {idle}");
+    }
+    p.terminate();
+}

@@ -130,7 +130,12 @@ impl Collector {
         if let Some((_, (cert, key))) = &tls {
             let identity = tonic::transport::Identity::from_pem(cert, key);
             builder = builder
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                // A client that starts a handshake and stalls is cut off.
+                .tls_config(
+                    tonic::transport::ServerTlsConfig::new()
+                        .identity(identity)
+                        .timeout(limits.header_timeout()),
+                )
                 .map_err(|e| Error::Tls(tls::TlsError::Config(e.to_string())))?;
         }
         let token = shutdown.clone();

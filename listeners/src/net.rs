@@ -12,13 +12,21 @@
 //!   deadline.
 //!
 //! Past `max_connections` a listener stops accepting until a connection
-//! closes; new connections wait in the kernel's accept queue.
+//! closes; new connections wait in the kernel's accept queue. One client
+//! address may hold at most `max_per_client` of them: past it, its new
+//! connections are closed at once, so one client cannot take the whole
+//! cap. A connection without requests for `idle_timeout_ms` is closed
+//! (HTTP: gracefully, as soon as nothing is in flight; gRPC: when no
+//! request data has arrived for that long, pings not counted).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -49,6 +57,14 @@ pub struct ConnectionLimits {
     /// and each later HTTP/1 request head; an HTTP/1 keep-alive connection
     /// idle this long is closed (ms).
     pub header_timeout_ms: u64,
+    /// Most connections open at once from one client address on each
+    /// listener; past it the client's new connections are closed at once.
+    pub max_per_client: usize,
+    /// A connection with no request for this long is closed: HTTP/2 (and
+    /// HTTP/1) once nothing is in flight, gRPC once no request data came
+    /// for this long (ms; at least 1 s, and keep it above the gRPC request
+    /// deadline, `body_timeout_ms` + `queue_timeout_ms` + 10 s).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for ConnectionLimits {
@@ -56,13 +72,32 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 1024,
             header_timeout_ms: 30_000,
+            max_per_client: 256,
+            idle_timeout_ms: 300_000,
         }
     }
 }
 
 impl ConnectionLimits {
-    fn header_timeout(&self) -> Duration {
+    /// The first-request (and TLS handshake) deadline.
+    pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms.max(1))
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.max(1000))
+    }
+}
+
+/// The address a connection comes from.
+pub trait PeerAddr {
+    /// Its IP address, if it has one.
+    fn peer_ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerAddr for SocketAddr {
+    fn peer_ip(&self) -> Option<IpAddr> {
+        Some(self.ip())
     }
 }
 
@@ -82,6 +117,10 @@ pub struct ConnectionStats {
     accepted: AtomicU64,
     at_capacity: AtomicU64,
     header_timeouts: AtomicU64,
+    per_client_refused: AtomicU64,
+    idle_closed: AtomicU64,
+    /// Open connections per client address (entries leave at zero).
+    per_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl ConnectionStats {
@@ -93,7 +132,51 @@ impl ConnectionStats {
             accepted: AtomicU64::new(0),
             at_capacity: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
+            per_client_refused: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
+            per_client: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Connections refused because their client held `max_per_client`.
+    pub fn per_client_refused(&self) -> u64 {
+        self.per_client_refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed after `idle_timeout_ms` without requests.
+    pub fn idle_closed(&self) -> u64 {
+        self.idle_closed.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more connection from `ip`, unless it holds `max` already.
+    fn admit(&self, ip: IpAddr, max: usize) -> bool {
+        let mut m = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            drop(m);
+            let refused = self.per_client_refused.fetch_add(1, Ordering::Relaxed);
+            if refused.is_power_of_two() || refused == 0 {
+                tracing::warn!(
+                    listener = self.listener,
+                    client = %ip,
+                    times = refused + 1,
+                    "client at [connections] max_per_client; its new connection closed"
+                );
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut m = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
     }
 
     /// Connections open now.
@@ -130,7 +213,7 @@ pub fn collect_metrics(
         "Connections open now, per listener.",
         series(|s| s.open.load(Ordering::Relaxed)).map(|(l, v)| (l, v as f64)),
     )?;
-    let counters: [(&str, &str, Get); 3] = [
+    let counters: [(&str, &str, Get); 5] = [
         (
             "burnwatch_connections_accepted_total",
             "Connections accepted, per listener.",
@@ -146,6 +229,16 @@ pub fn collect_metrics(
             "Connections closed because no request head arrived within [connections] header_timeout_ms.",
             |s| s.header_timeouts.load(Ordering::Relaxed),
         ),
+        (
+            "burnwatch_connections_per_client_refused_total",
+            "Connections closed at once because their client address held [connections] max_per_client.",
+            |s| s.per_client_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "burnwatch_connections_idle_closed_total",
+            "Connections closed after [connections] idle_timeout_ms without requests.",
+            |s| s.idle_closed.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, get) in counters {
         out.counters(name, help, series(get))?;
@@ -153,16 +246,35 @@ pub fn collect_metrics(
     Ok(())
 }
 
-/// One open connection: its place under the cap.
+/// One open connection: its place under the cap (and its client's).
 #[derive(Debug)]
 struct Slot {
     _permit: OwnedSemaphorePermit,
     stats: Arc<ConnectionStats>,
+    client: Option<IpAddr>,
+}
+
+impl Slot {
+    /// Counts the connection against its client's share; `false` (and
+    /// nothing counted) when the client holds its maximum already.
+    fn admit(&mut self, client: Option<IpAddr>, max: usize) -> bool {
+        let Some(ip) = client else {
+            return true;
+        };
+        if !self.stats.admit(ip, max) {
+            return false;
+        }
+        self.client = Some(ip);
+        true
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.client {
+            self.stats.release(ip);
+        }
     }
 }
 
@@ -191,6 +303,7 @@ async fn take_slot(slots: &Arc<Semaphore>, stats: &Arc<ConnectionStats>) -> Slot
     Slot {
         _permit: permit,
         stats: stats.clone(),
+        client: None,
     }
 }
 
@@ -204,13 +317,12 @@ pub async fn serve_http<L>(
     shutdown: CancellationToken,
 ) where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L::Addr: std::fmt::Debug + PeerAddr,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
-    let timeout = limits.header_timeout();
     loop {
-        let slot = tokio::select! {
+        let mut slot = tokio::select! {
             _ = shutdown.cancelled() => break,
             s = take_slot(&slots, &stats) => s,
         };
@@ -218,12 +330,16 @@ pub async fn serve_http<L>(
             _ = shutdown.cancelled() => break,
             c = listener.accept() => c,
         };
+        if !slot.admit(peer.peer_ip(), limits.max_per_client) {
+            // Closed at once: dropping the connection and its slot.
+            continue;
+        }
         connections.spawn(serve_connection(
             io,
             peer,
             slot,
             app.clone(),
-            timeout,
+            limits.clone(),
             shutdown.clone(),
         ));
     }
@@ -231,24 +347,71 @@ pub async fn serve_http<L>(
     connections.wait().await;
 }
 
+/// Requests of one connection: how many are in flight, when the last one
+/// started or answered, whether any came.
+#[derive(Debug)]
+struct Activity {
+    started: Instant,
+    in_flight: AtomicU64,
+    /// ms since `started` of the last request or answer; `u64::MAX`: none yet.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            started: Instant::now(),
+            in_flight: AtomicU64::new(0),
+            last_ms: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Release);
+    }
+
+    fn requested(&self) -> bool {
+        self.last_ms.load(Ordering::Acquire) != u64::MAX
+    }
+
+    /// When the connection counts as idle if nothing happens before.
+    fn idle_at(&self, idle: Duration) -> Instant {
+        match self.last_ms.load(Ordering::Acquire) {
+            u64::MAX => self.started + idle,
+            ms => self.started + Duration::from_millis(ms) + idle,
+        }
+    }
+}
+
 async fn serve_connection<I, A>(
     io: I,
     peer: A,
     slot: Slot,
     app: axum::Router,
-    timeout: Duration,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A: std::fmt::Debug,
 {
-    // Set by the first request, so the first-request deadline lets it be.
-    let requested = Arc::new(AtomicBool::new(false));
-    let flag = requested.clone();
-    let service = app.map_request(move |req: Request<hyper::body::Incoming>| {
-        flag.store(true, Ordering::Release);
-        req
-    });
+    let timeout = limits.header_timeout();
+    let idle = limits.idle_timeout();
+    // Requests in flight and the last activity: the first-request deadline
+    // and the idle timeout read them.
+    let activity = Activity::new();
+    let (on_request, on_answer) = (activity.clone(), activity.clone());
+    let service = app
+        .map_request(move |req: Request<hyper::body::Incoming>| {
+            on_request.in_flight.fetch_add(1, Ordering::AcqRel);
+            on_request.touch();
+            req
+        })
+        .map_response(move |resp: axum::response::Response| {
+            on_answer.in_flight.fetch_sub(1, Ordering::AcqRel);
+            on_answer.touch();
+            resp
+        });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -265,6 +428,7 @@ async fn serve_connection<I, A>(
     let mut first_deadline = pin!(tokio::time::sleep(timeout));
     let mut waiting_for_first = true;
     let mut closing = false;
+    let mut idle_check = pin!(tokio::time::sleep_until(activity.idle_at(idle)));
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -283,10 +447,22 @@ async fn serve_connection<I, A>(
             }
             _ = &mut first_deadline, if waiting_for_first => {
                 waiting_for_first = false;
-                if !requested.load(Ordering::Acquire) {
+                if !activity.requested() {
                     slot.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(?peer, "no request within the header timeout; connection closed");
                     break;
+                }
+            }
+            _ = &mut idle_check, if !closing => {
+                let at = activity.idle_at(idle);
+                if activity.in_flight.load(Ordering::Acquire) == 0 && at <= Instant::now() {
+                    slot.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(?peer, "no request within the idle timeout; closing the connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    // Busy or active since: look again one idle time on.
+                    idle_check.as_mut().reset(at.max(Instant::now() + idle / 4));
                 }
             }
             _ = shutdown.cancelled(), if !closing => {
@@ -312,17 +488,24 @@ pub fn incoming(
 ) -> impl Stream<Item = io::Result<Guarded<TcpStream>>> + Send + 'static {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let timeout = limits.header_timeout();
+    let idle = limits.idle_timeout();
+    let per_client = limits.max_per_client;
     futures::stream::unfold((listener, slots, stats), move |(listener, slots, stats)| {
         let shutdown = shutdown.clone();
         async move {
-            let slot = take_slot(&slots, &stats).await;
-            let tcp = loop {
-                match listener.accept().await {
-                    Ok((tcp, _)) => break tcp,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "gRPC accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+            let (tcp, slot) = loop {
+                let mut slot = take_slot(&slots, &stats).await;
+                let (tcp, peer) = loop {
+                    match listener.accept().await {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "gRPC accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
                     }
+                };
+                if slot.admit(Some(peer.ip()), per_client) {
+                    break (tcp, slot);
                 }
             };
             let _ = tcp.set_nodelay(true);
@@ -331,12 +514,19 @@ pub fn incoming(
                 deadline: Some(Box::pin(tokio::time::sleep(timeout))),
                 stop: Some(Box::pin(shutdown.cancelled_owned())),
                 remaining: FIRST_BYTES,
+                idle,
+                idle_timer: Box::pin(tokio::time::sleep(idle)),
                 slot,
             };
             Some((Ok(conn), (listener, slots, stats)))
         }
     })
 }
+
+/// A read at least this large is request data; smaller ones are HTTP/2
+/// control frames (a PING is 17 bytes, 39 in a TLS record) and do not keep
+/// a connection from being idle.
+const ACTIVE_READ: usize = 64;
 
 /// A connection under the cap whose first bytes must arrive by a deadline:
 /// reading past it fails with `TimedOut`, and the server drops the connection.
@@ -346,6 +536,9 @@ pub struct Guarded<T> {
     deadline: Option<Pin<Box<Sleep>>>,
     stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     remaining: usize,
+    /// Closed (end of stream) after this long without request data.
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
     slot: Slot,
 }
 
@@ -372,9 +565,24 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 if this.remaining == 0 || n == 0 {
                     this.disarm();
                 }
+                if n >= ACTIVE_READ {
+                    this.idle_timer.as_mut().reset(Instant::now() + this.idle);
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
+                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    // No request data for the idle time: end of stream, the
+                    // server closes the connection.
+                    this.slot.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        "gRPC connection idle past [connections] idle_timeout_ms; closed"
+                    );
+                    this.idle_timer
+                        .as_mut()
+                        .reset(Instant::now() + Duration::from_secs(3600));
+                    return Poll::Ready(Ok(()));
+                }
                 if let Some(deadline) = this.deadline.as_mut()
                     && deadline.as_mut().poll(cx).is_ready()
                 {
