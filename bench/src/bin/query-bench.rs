@@ -414,8 +414,11 @@ async fn main() -> anyhow::Result<()> {
             g.instances.len()
         ),
     );
-    let alone: Vec<slo_engine::openslo::Slo> =
-        g.instances.iter().map(|s| grouped.instance_for(s)).collect();
+    let alone: Vec<slo_engine::openslo::Slo> = g
+        .instances
+        .iter()
+        .map(|s| grouped.instance_for(s))
+        .collect();
     for d in &alone {
         evaluate(&counter, d, end).await?;
     }
