@@ -847,14 +847,7 @@ impl SliCounter {
             return Ok((Vec::new(), None));
         };
         let to = windows.iter().map(|w| w.1).max().unwrap_or(from);
-        let mut edges = BTreeSet::new();
-        for &(a, b) in windows {
-            for t in [a, b] {
-                if t.rem_euclid(MINUTE_NS) != 0 {
-                    edges.insert(t.div_euclid(MINUTE_NS) * MINUTE_NS);
-                }
-            }
-        }
+        let edges = edge_minutes(windows.iter().flat_map(|&(a, b)| [a, b]));
         let g = self.gather(source, from, to, &edges).await?;
         let first = g.first(windows[0].0, windows[0].1);
         Ok((
@@ -872,12 +865,7 @@ impl SliCounter {
         from: i64,
         to: i64,
     ) -> Result<BTreeMap<i64, (u64, u64)>, QueryError> {
-        let mut edges = BTreeSet::new();
-        for t in [from, to] {
-            if t.rem_euclid(MINUTE_NS) != 0 {
-                edges.insert(t.div_euclid(MINUTE_NS) * MINUTE_NS);
-            }
-        }
+        let edges = edge_minutes([from, to]);
         let g = self.gather(source, from, to, &edges).await?;
         Ok(g.per_minute(from.div_euclid(MINUTE_NS) * MINUTE_NS, to))
     }
@@ -904,11 +892,7 @@ impl SliCounter {
         let (Some(&from), Some(&to)) = (bounds.first(), bounds.last()) else {
             return Ok((Vec::new(), false));
         };
-        let edges: BTreeSet<i64> = bounds
-            .iter()
-            .filter(|t| t.rem_euclid(MINUTE_NS) != 0)
-            .map(|t| t.div_euclid(MINUTE_NS) * MINUTE_NS)
-            .collect();
+        let edges = edge_minutes(bounds.iter().copied());
         let proto = Segments {
             bounds: Arc::new(bounds),
             first_after,
@@ -1161,6 +1145,15 @@ impl SliCounter {
         }
         Ok(())
     }
+}
+
+/// The minutes that window ends fall inside (not on a minute start): their
+/// rows are read one by one, the other minutes come from rollups.
+fn edge_minutes(ends: impl IntoIterator<Item = i64>) -> BTreeSet<i64> {
+    ends.into_iter()
+        .filter(|t| t.rem_euclid(MINUTE_NS) != 0)
+        .map(|t| t.div_euclid(MINUTE_NS) * MINUTE_NS)
+        .collect()
 }
 
 /// Past this many edge minutes, a predicate is one flat `IN` list on the
