@@ -12,6 +12,10 @@
 //!   edges.
 //! - [`trace_index`]: per-file trace-id filters, so a trace lookup opens
 //!   only the files that can hold it.
+//! - [`text_index`]: per-file trigram filters of log bodies, so a log text
+//!   search opens only the files that can hold the text.
+//! - [`file_filter`]: what both kinds of per-file filter share (the Bloom
+//!   filter, building, caching and the candidate files of a lookup).
 //! - [`jaeger`]: spans in Jaeger's query model (services, operations,
 //!   trace search, one trace, dependencies) for `/jaeger`.
 //! - [`loki`]: LogQL log queries (stream selector, line and field
@@ -29,6 +33,7 @@
 //! analytics -> `slo-engine` and `web`.
 
 pub mod cache;
+pub mod file_filter;
 pub mod jaeger;
 pub mod loki;
 pub mod prom;
@@ -39,4 +44,5 @@ pub mod series;
 pub mod servicegraph;
 pub mod sketch;
 pub mod spanmetrics;
+pub mod text_index;
 pub mod trace_index;

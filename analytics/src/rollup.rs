@@ -275,6 +275,8 @@ pub struct Rollups {
     pub metrics: RollupMetrics,
     /// Trace-id filters per spans and logs file.
     pub traces: TraceIndex,
+    /// Trigram filters of log bodies per logs file.
+    pub texts: crate::text_index::TextIndex,
     /// Spans files that had a rollup at the last maintenance.
     with_rollup: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Whether rollups of [`OLD_ROLLUP_KIND`] were removed.
@@ -370,6 +372,10 @@ impl Rollups {
             cache: FileCache::new(budget),
             metrics: RollupMetrics::default(),
             traces: TraceIndex::new(store.clone(), crate::trace_index::DEFAULT_CACHE_BYTES),
+            texts: crate::text_index::TextIndex::new(
+                store.clone(),
+                crate::text_index::DEFAULT_CACHE_BYTES,
+            ),
             with_rollup: Default::default(),
             old_removed: Default::default(),
             graph: Default::default(),
@@ -468,11 +474,12 @@ impl Rollups {
         Ok(r)
     }
 
-    /// Computes rollups (and trace-id filters) for live files that have none
+    /// Computes rollups (and trace-id and log text filters) for live files that have none
     /// yet (the store removes those of files that are gone). Returns the
     /// number of rollups computed.
     pub async fn maintain(&self) -> Result<u64, RedError> {
         self.traces.maintain().await?;
+        self.texts.maintain().await?;
         if !self.store.is_read_only()
             && !self.old_removed.swap(true, Ordering::Relaxed)
             && let Err(e) = self.store.remove_derived(OLD_ROLLUP_KIND, |_| false).await
@@ -570,7 +577,8 @@ impl Rollups {
             "Bytes of RED rollups held in memory.",
             self.cache_bytes() as f64,
         )?;
-        self.traces.collect_metrics(out)
+        self.traces.report(out)?;
+        self.texts.report(out)
     }
 
     /// RED per service over a window: from SERVER spans, and for services

@@ -3,8 +3,11 @@
 //! Every user value reaches SQL as a quoted literal or a validated number;
 //! trace ids must be 32 hex characters.
 
+use std::sync::Arc;
+
 use crate::red::quote;
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, AsArray, Float64Array, RecordBatch, TimestampNanosecondArray};
+use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use serde::Deserialize;
 use store::Store;
 
@@ -194,23 +197,91 @@ pub async fn search_traces(
             )));
         }
     };
-    let sql = format!(
-        "WITH hits AS (SELECT trace_id, max(start_time) AS last, max(duration_ns) AS longest FROM spans WHERE {} GROUP BY trace_id ORDER BY {order} DESC LIMIT {limit}) \
-         SELECT s.trace_id, count(*) AS span_count, min(s.start_time) AS start_time, \
-                (max(arrow_cast(s.end_time, 'Int64')) - min(arrow_cast(s.start_time, 'Int64'))) / 1e6 AS duration_ms, \
-                sum(CASE WHEN s.status_code = 'ERROR' THEN 1 ELSE 0 END) AS error_spans, \
-                first_value(s.service_name ORDER BY s.start_time) AS root_service, \
-                first_value(s.name ORDER BY s.start_time) AS root_operation, max(h.last) AS last, \
-                max(h.longest) / 1e6 AS longest_match_ms \
-         FROM spans s JOIN hits h ON s.trace_id = h.trace_id \
-         WHERE s.start_time >= to_timestamp_nanos({lo}) AND s.start_time < to_timestamp_nanos({hi}) \
-         GROUP BY s.trace_id ORDER BY max(h.{order}) DESC, s.trace_id",
-        conds.join(" AND "),
+    // Two steps: the matching traces (one scan of the window with every
+    // filter), then the spans of just those traces around the window. The
+    // second step names the ids, so the Parquet bloom filters and row-group
+    // statistics on `trace_id` skip what cannot hold them instead of a join
+    // reading every span within the margin.
+    let hits_sql = format!(
+        "SELECT trace_id, max(start_time) AS last, max(duration_ns) AS longest FROM spans \
+         WHERE {} GROUP BY trace_id ORDER BY {order} DESC, trace_id LIMIT {limit}",
+        conds.join(" AND ")
+    );
+    let hits = run(store, &hits_sql).await?;
+    let mut rank: Vec<(String, i64, i64)> = Vec::new();
+    for b in &hits {
+        let (Some(ids), Some(last), Some(longest)) = (
+            b.column(0).as_string_opt::<i32>(),
+            b.column(1).as_primitive_opt::<TimestampNanosecondType>(),
+            b.column(2).as_primitive_opt::<Int64Type>(),
+        ) else {
+            return Err(ExploreError::Query(format!(
+                "trace search: unexpected hit columns {:?}",
+                b.schema()
+            )));
+        };
+        for i in 0..b.num_rows() {
+            rank.push((ids.value(i).to_string(), last.value(i), longest.value(i)));
+        }
+    }
+    if rank.is_empty() {
+        return Ok(serde_json::json!({ "traces": [] }));
+    }
+    let ids: Vec<String> = rank.iter().map(|(id, _, _)| quote(id)).collect();
+    let summary_sql = format!(
+        "SELECT trace_id, count(*) AS span_count, min(start_time) AS start_time, \
+                (max(arrow_cast(end_time, 'Int64')) - min(arrow_cast(start_time, 'Int64'))) / 1e6 AS duration_ms, \
+                sum(CASE WHEN status_code = 'ERROR' THEN 1 ELSE 0 END) AS error_spans, \
+                first_value(service_name ORDER BY start_time) AS root_service, \
+                first_value(name ORDER BY start_time) AS root_operation \
+         FROM spans WHERE trace_id IN ({}) \
+           AND start_time >= to_timestamp_nanos({lo}) AND start_time < to_timestamp_nanos({hi}) \
+         GROUP BY trace_id",
+        ids.join(", "),
         lo = from_ns.saturating_sub(TRACE_MARGIN_NS),
         hi = to_ns.saturating_add(TRACE_MARGIN_NS),
     );
-    let rows = run(store, &sql).await?;
-    Ok(serde_json::json!({ "traces": to_json(&rows)? }))
+    let summaries = run(store, &summary_sql).await?;
+    let summaries = to_json(&summaries)?;
+    let mut by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> =
+        summaries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_object().cloned())
+            .filter_map(|r| Some((r.get("trace_id")?.as_str()?.to_string(), r)))
+            .collect();
+    // Newest (or longest) first, ties by id, as the hits were ranked; the
+    // hit columns render as the summary's do.
+    let ranked = RecordBatch::try_from_iter([
+        (
+            "last",
+            Arc::new(
+                TimestampNanosecondArray::from_iter_values(rank.iter().map(|r| r.1))
+                    .with_timezone("UTC"),
+            ) as ArrayRef,
+        ),
+        (
+            "longest_match_ms",
+            Arc::new(Float64Array::from_iter_values(
+                rank.iter().map(|r| r.2 as f64 / 1e6),
+            )) as ArrayRef,
+        ),
+    ])
+    .map_err(|e| ExploreError::Query(e.to_string()))?;
+    let ranked = to_json(&[ranked])?;
+    let traces: Vec<serde_json::Value> = rank
+        .iter()
+        .zip(ranked.as_array().into_iter().flatten())
+        .filter_map(|((id, _, _), hit)| {
+            let mut row = by_id.remove(id)?;
+            for (k, v) in hit.as_object()? {
+                row.insert(k.clone(), v.clone());
+            }
+            Some(serde_json::Value::Object(row))
+        })
+        .collect();
+    Ok(serde_json::json!({ "traces": traces }))
 }
 
 /// Filters of a log search (plus any number of `attribute=key=value`).
@@ -235,17 +306,20 @@ pub struct LogSearch {
     pub limit: Option<usize>,
 }
 
+/// The first (newest) slice of a log search's range; each older slice is
+/// four times the one after it.
+const LOG_SLICE_NS: i64 = 3_600_000_000_000;
+
 /// Log records matching every filter in `[from_ns, to_ns)`, newest first.
 pub async fn search_logs(
     store: &Store,
+    index: Option<&crate::text_index::TextIndex>,
     f: &LogSearch,
     attributes: &[(String, String)],
     from_ns: i64,
     to_ns: i64,
 ) -> Result<serde_json::Value, ExploreError> {
-    let mut conds = vec![format!(
-        "time >= to_timestamp_nanos({from_ns}) AND time < to_timestamp_nanos({to_ns})"
-    )];
+    let mut conds = Vec::new();
     if let Some(q) = &f.q {
         let pattern = format!(
             "%{}%",
@@ -272,12 +346,47 @@ pub async fn search_logs(
         conds.push(attribute_condition(store::Table::Logs, k, v));
     }
     let limit = f.limit.unwrap_or(100).clamp(1, 5000);
-    let sql = format!(
-        "SELECT time, service_name, severity_number, severity_text, body, trace_id, span_id, attributes \
-         FROM logs WHERE {} ORDER BY time DESC LIMIT {limit}",
-        conds.join(" AND ")
-    );
-    let rows = run(store, &sql).await?;
+    // Newest first, a growing slice of the range at a time (the last hour,
+    // then 4 h before it, then 16 h, ...), stopping once `limit` records
+    // are found: a search over a week for a frequent text reads the last
+    // hour or so, and one for a rare text reads the whole range in at
+    // most a handful of queries.
+    //
+    // With a text and a text index, only the files whose trigram filter
+    // may hold the text are read (see [`crate::text_index`]). Every slice
+    // reads the same snapshot of the table.
+    let snap = match (index, &f.q) {
+        (Some(index), Some(q)) => index.logs_for(q).await,
+        _ => store.snapshot(store::Table::Logs),
+    };
+    let ctx = store.session();
+    crate::red::register(&ctx, "logs", snap).map_err(|e| ExploreError::Query(e.to_string()))?;
+    let mut rows: Vec<RecordBatch> = Vec::new();
+    let (mut found, mut hi, mut slice) = (0usize, to_ns, LOG_SLICE_NS);
+    while hi > from_ns && found < limit {
+        let lo = hi.saturating_sub(slice).max(from_ns);
+        let sql = format!(
+            "SELECT time, service_name, severity_number, severity_text, body, trace_id, span_id, attributes \
+             FROM logs WHERE time >= to_timestamp_nanos({lo}) AND time < to_timestamp_nanos({hi}){} \
+             ORDER BY time DESC LIMIT {}",
+            conds
+                .iter()
+                .map(|c| format!(" AND {c}"))
+                .collect::<String>(),
+            limit - found
+        );
+        let part = ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| ExploreError::Query(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| ExploreError::Query(e.to_string()))?;
+        found += part.iter().map(|b| b.num_rows()).sum::<usize>();
+        rows.extend(part);
+        hi = lo;
+        slice = slice.saturating_mul(4);
+    }
     Ok(serde_json::json!({ "logs": to_json(&rows)? }))
 }
 

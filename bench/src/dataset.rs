@@ -507,3 +507,127 @@ pub async fn load_or_generate(
         _ => generate(data_dir, spans).await,
     }
 }
+
+/// A rare log line of the week-of-logs dataset: written three times, on
+/// its first day only.
+pub const RARE_LOG_TEXT: &str = "settlement batch rejected by card processor";
+
+/// Log records only, `days` days ending at `end` (ns), about `per_day`
+/// per day, shaped as the main dataset's logs (one line per finished
+/// request: `GET /route 200 in N ms`, and for about 2% of them an ERROR
+/// `... failed: upstream timeout after N ms`), plus [`RARE_LOG_TEXT`] three
+/// times on the first day. Kept in `dir` (with `bench-logs-meta.txt`) and
+/// reused when it matches.
+pub async fn load_or_generate_log_week(
+    dir: &Path,
+    end: i64,
+    days: i64,
+    per_day: u64,
+) -> anyhow::Result<u64> {
+    let want = format!("{end} {days} {per_day}");
+    let meta = dir.join("bench-logs-meta.txt");
+    if let Ok(s) = std::fs::read_to_string(&meta)
+        && let Some((head, n)) = s.trim().rsplit_once(' ')
+        && head == want
+    {
+        return Ok(n.parse()?);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let store = Store::open(store_config(dir)).await?;
+    let start = end - days * DAY;
+    let total = per_day * days as u64;
+    let gap = (days * DAY) / total.max(1) as i64;
+    let mut rng = Rng::new(7);
+    let services = [
+        "gateway",
+        "catalog",
+        "inventory",
+        "cart",
+        "orders",
+        "payments",
+    ];
+    let routes = [
+        "/api/products",
+        "/api/cart",
+        "/checkout",
+        "/stock/{id}",
+        "/pay",
+        "/orders",
+    ];
+    let resources: std::collections::HashMap<&str, Vec<Attr<'static>>> = services
+        .iter()
+        .map(|s| {
+            (
+                *s,
+                vec![
+                    Attr::new("service.name", *s),
+                    Attr::new("service.version", "1.4.2"),
+                    Attr::new("deployment.environment.name", "production"),
+                ],
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let mut logs = LogsBuilder::new();
+    let (mut written, mut since_flush) = (0u64, 0u64);
+    for k in 0..total {
+        let t = start + k as i64 * gap + rng.below(gap.max(1) as u64) as i64;
+        let i = rng.below(services.len() as u64) as usize;
+        let (service, route) = (services[i], routes[i]);
+        let failed = rng.below(50) == 0;
+        let ms = 1 + rng.below(400);
+        let rare = k < 3 && days > 1;
+        let body = if rare {
+            format!("{RARE_LOG_TEXT} (batch {k})")
+        } else if failed {
+            format!("GET {route} failed: upstream timeout after {ms} ms")
+        } else {
+            format!("GET {route} 200 in {ms} ms")
+        };
+        let trace = (rng.next_u64() as u128 | (rng.next_u64() as u128) << 64).to_be_bytes();
+        logs.append(
+            &Origin {
+                service_name: service,
+                resource_attributes: &resources[service],
+                scope_name: "shop",
+                scope_version: "",
+            },
+            &LogRecord {
+                time_ns: t,
+                observed_time_ns: t,
+                severity_number: if failed || rare { 17 } else { 9 },
+                severity_text: if failed || rare { "ERROR" } else { "INFO" },
+                body: Some(Cow::Owned(body)),
+                trace_id: Some(trace),
+                span_id: Some(rng.next_u64().to_be_bytes()),
+                flags: 1,
+                event_name: "",
+                attributes: vec![Attr::new("http.route", route)],
+                dropped_attributes_count: 0,
+            },
+        );
+        if logs.len() >= 16_384 {
+            let b = std::mem::take(&mut logs).finish();
+            written += b.num_rows() as u64;
+            since_flush += b.num_rows() as u64;
+            store.write(Table::Logs, b).await?;
+            if since_flush >= 1_000_000 {
+                store.flush().await?;
+                since_flush = 0;
+                eprint!("\r{written} logs, {:.0} s", started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let b = logs.finish();
+    written += b.num_rows() as u64;
+    store.write(Table::Logs, b).await?;
+    store.flush().await?;
+    eprintln!(
+        "\r{written} logs over {days} days written in {:.0} s; compacting ...",
+        started.elapsed().as_secs_f64()
+    );
+    store.compact(end + HOUR).await?;
+    store.close().await?;
+    std::fs::write(&meta, format!("{want} {written}\n"))?;
+    Ok(written)
+}

@@ -228,6 +228,76 @@ impl Engine {
         }
 
         ast::set_offset_for_at_modifier(start, &mut node);
+        let options = EvalOptions {
+            start,
+            end,
+            step,
+            lookback,
+            max_samples,
+            subquery_step: self.options.default_subquery_step_ms.max(1),
+            deadline,
+            top_type,
+            keep_order,
+        };
+        // Evaluation is CPU work without awaits: inside a Tokio runtime it
+        // runs on the blocking pool, at most one query per core at a time,
+        // so a heavy query cannot stall the runtime's workers.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return evaluate(node, &data, &slots, &options);
+        }
+        let _permit = match evaluation_slots().acquire().await {
+            Ok(p) => p,
+            Err(_) => return Err(Error::Execution("the query engine is shutting down".into())),
+        };
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            return Err(Error::Timeout("queue".into()));
+        }
+        tokio::task::spawn_blocking(move || evaluate(node, &data, &slots, &options))
+            .await
+            .map_err(|e| Error::Execution(format!("query evaluation failed: {e}")))?
+    }
+}
+
+/// What [`evaluate`] needs besides the tree and the loaded series.
+struct EvalOptions {
+    start: i64,
+    end: i64,
+    step: i64,
+    lookback: i64,
+    max_samples: i64,
+    subquery_step: i64,
+    deadline: Option<Instant>,
+    top_type: ValueType,
+    keep_order: bool,
+}
+
+/// Evaluations running at once in this process: one per core.
+fn evaluation_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
+/// Evaluates a pre-processed tree over the loaded series.
+fn evaluate(
+    mut node: Node,
+    data: &[Vec<ESeries>],
+    slots: &[usize],
+    o: &EvalOptions,
+) -> Result<Value, Error> {
+    let EvalOptions {
+        start,
+        end,
+        step,
+        lookback,
+        max_samples,
+        subquery_step,
+        deadline,
+        top_type,
+        keep_order,
+    } = *o;
+    {
         let instant = step == 0;
         let mut ev = Evaluator {
             start,
@@ -236,9 +306,9 @@ impl Engine {
             lookback,
             max_samples,
             current_samples: 0,
-            subquery_step: self.options.default_subquery_step_ms.max(1),
-            data: &data,
-            slots: &slots,
+            subquery_step,
+            data,
+            slots,
             deadline,
         };
         let val = ev.eval(&mut node)?;

@@ -314,7 +314,10 @@ async fn main() -> anyhow::Result<()> {
     row(
         "log search: \"timeout\", last 1 h, 100 newest",
         time(args.runs, || async {
-            Ok(analytics::search::search_logs(s, &logs, &[], hour.from_ns, hour.to_ns).await?)
+            Ok(
+                analytics::search::search_logs(s, None, &logs, &[], hour.from_ns, hour.to_ns)
+                    .await?,
+            )
         })
         .await?,
         "",
@@ -322,11 +325,82 @@ async fn main() -> anyhow::Result<()> {
     row(
         "log search: \"timeout\", 24 h, 100 newest",
         time(args.runs, || async {
-            Ok(analytics::search::search_logs(s, &logs, &[], day.from_ns, day.to_ns).await?)
+            Ok(analytics::search::search_logs(s, None, &logs, &[], day.from_ns, day.to_ns).await?)
         })
         .await?,
         "",
     );
+
+    // A week of logs (the day's volume every day), in a store of its own.
+    let week_dir = data_dir.with_file_name(format!(
+        "{}-logs-week",
+        data_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("data")
+    ));
+    let t = Instant::now();
+    let week_logs =
+        burnwatch_bench::dataset::load_or_generate_log_week(&week_dir, meta.end, 7, meta.logs)
+            .await?;
+    println!(
+        "week of logs: {week_logs} records over 7 days in {} ({:.0} s to open or generate)",
+        week_dir.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let week_store = Store::open_read_only(store_config(&week_dir)).await?;
+    let w = &week_store;
+    let week = Window::new(end - 7 * DAY, end)?;
+    let rare = analytics::search::LogSearch {
+        q: Some(burnwatch_bench::dataset::RARE_LOG_TEXT.into()),
+        limit: Some(100),
+        ..Default::default()
+    };
+    let texts = analytics::text_index::TextIndex::new(week_store.clone(), 1 << 30);
+    let t = Instant::now();
+    let built = texts.maintain().await?;
+    let data_bytes: u64 = week_store
+        .file_metas(store::Table::Logs)
+        .iter()
+        .map(|f| f.bytes)
+        .sum();
+    println!(
+        "log text filters: {built} built in {:.0} ms, {} bytes for {} bytes of logs files ({:.1} MB per GB)",
+        t.elapsed().as_secs_f64() * 1e3,
+        texts.cache_bytes(),
+        data_bytes,
+        texts.cache_bytes() as f64 / data_bytes.max(1) as f64 * 1e3
+    );
+    for (label, index) in [("scan", None), ("text index", Some(&texts))] {
+        row(
+            &format!("log search: \"timeout\", 7 d, 100 newest ({label})"),
+            time(args.runs, || async {
+                Ok(
+                    analytics::search::search_logs(w, index, &logs, &[], week.from_ns, week.to_ns)
+                        .await?,
+                )
+            })
+            .await?,
+            "",
+        );
+        let found =
+            analytics::search::search_logs(w, index, &rare, &[], week.from_ns, week.to_ns).await?;
+        row(
+            &format!(
+                "log search: a rare text (3 records, 6-7 days old), 7 d, {} found ({label})",
+                found["logs"].as_array().map_or(0, |a| a.len())
+            ),
+            time(args.runs, || async {
+                Ok(
+                    analytics::search::search_logs(w, index, &rare, &[], week.from_ns, week.to_ns)
+                        .await?,
+                )
+            })
+            .await?,
+            "",
+        );
+    }
+    week_store.close().await?;
 
     // SLO status: the shipped checkout SLO (30-day window; the data is 24 h).
     let slos = slo_engine::openslo::load_dir(

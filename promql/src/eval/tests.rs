@@ -1005,3 +1005,72 @@ async fn selection_ranges_follow_prometheus() {
         vec![(1_000_000 - 300_000 - 600_000 - 60_000, 700_000)]
     );
 }
+
+/// Evaluation runs off the runtime's threads: on a one-thread runtime, a
+/// task keeps running while a heavy range query evaluates. Without the
+/// blocking pool the evaluation would hold the only thread and the task
+/// would not run once until the query is done.
+#[test]
+fn evaluation_leaves_the_runtime_free() {
+    let series: Vec<Series> = (0..400)
+        .map(|i| Series {
+            labels: Labels::new(vec![
+                ("__name__".into(), "x_total".into()),
+                ("instance".into(), format!("i{i}")),
+                ("job".into(), format!("j{}", i % 10)),
+            ]),
+            samples: (0..1440)
+                .map(|k| (k * 60_000, (k * (i + 1)) as f64))
+                .collect(),
+        })
+        .collect();
+    let source = fx(series);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let (ticks_during, total_ms) = rt.block_on(async {
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        // Let the ticker start, then count only what it does while the
+        // query runs.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let mut result = None;
+        // Repeat until the evaluation took long enough to be observable.
+        while started.elapsed() < Duration::from_millis(300) {
+            result = Some(
+                Engine::new(EngineOptions::default())
+                    .range(
+                        &source,
+                        "sum by (job) (rate(x_total[5m])) / on() group_left sum(rate(x_total[5m]))",
+                        0,
+                        1439 * 60_000,
+                        60_000,
+                    )
+                    .await,
+            );
+        }
+        let took = started.elapsed().as_millis();
+        let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+        ticker.abort();
+        match result {
+            Some(Ok(Value::Matrix(m))) => assert_eq!(m.len(), 10, "one series per job"),
+            other => panic!("unexpected result {other:?}"),
+        }
+        (during, took)
+    });
+    // The ticker wakes every 2 ms; over 300 ms or more it must have run
+    // many times (a generous floor: timers on a loaded machine are late).
+    assert!(
+        ticks_during >= 10,
+        "the runtime was blocked: {ticks_during} ticks in {total_ms} ms of evaluation"
+    );
+}

@@ -71,6 +71,14 @@ pub async fn search_logs(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = window(f.from.as_deref(), f.to.as_deref())?;
     Ok(Json(
-        analytics::search::search_logs(&s.store, &f, &attributes, w.from_ns, w.to_ns).await?,
+        analytics::search::search_logs(
+            &s.store,
+            Some(&s.rollups.texts),
+            &f,
+            &attributes,
+            w.from_ns,
+            w.to_ns,
+        )
+        .await?,
     ))
 }

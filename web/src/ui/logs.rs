@@ -104,6 +104,7 @@ pub async fn search(
     };
     let result = explore::search_logs(
         &s.store,
+        Some(&s.rollups.texts),
         &search,
         &attributes,
         view.window.from_ns,

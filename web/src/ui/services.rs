@@ -177,7 +177,14 @@ pub async fn service(State(s): State<WebState>, Path(name): Path<String>, view: 
         analytics::red::service_map_of(&s.store, &w, Some(&name)),
         explore::search_traces(&s.store, &errors_search, &[], w.from_ns, w.to_ns),
         explore::search_traces(&s.store, &slow_search, &[], w.from_ns, w.to_ns),
-        explore::search_logs(&s.store, &log_search, &[], w.from_ns, w.to_ns),
+        explore::search_logs(
+            &s.store,
+            Some(&s.rollups.texts),
+            &log_search,
+            &[],
+            w.from_ns,
+            w.to_ns
+        ),
         s.rollups.span_metrics(&series_window),
     );
     let marks = span_rows
