@@ -150,6 +150,7 @@ pub struct TraceSearch {
 /// [`TRACE_MARGIN_NS`] of the window.
 pub async fn search_traces(
     store: &Store,
+    index: Option<&crate::trace_index::TraceIndex>,
     f: &TraceSearch,
     attributes: &[(String, String)],
     from_ns: i64,
@@ -241,7 +242,27 @@ pub async fn search_traces(
         lo = from_ns.saturating_sub(TRACE_MARGIN_NS),
         hi = to_ns.saturating_add(TRACE_MARGIN_NS),
     );
-    let summaries = run(store, &summary_sql).await?;
+    // With the trace-id filters, only the files that may hold one of the
+    // ids are read.
+    let summaries = match index {
+        Some(index) => {
+            let snap = index
+                .candidates(store::Table::Spans, |f| {
+                    rank.iter().any(|(id, _, _)| f.may_contain(id))
+                })
+                .await;
+            let ctx = store.session();
+            crate::red::register(&ctx, "spans", snap)
+                .map_err(|e| ExploreError::Query(e.to_string()))?;
+            ctx.sql(&summary_sql)
+                .await
+                .map_err(|e| ExploreError::Query(e.to_string()))?
+                .collect()
+                .await
+                .map_err(|e| ExploreError::Query(e.to_string()))?
+        }
+        None => run(store, &summary_sql).await?,
+    };
     let summaries = to_json(&summaries)?;
     let mut by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> =
         summaries

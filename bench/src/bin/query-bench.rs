@@ -298,14 +298,27 @@ async fn main() -> anyhow::Result<()> {
         limit: Some(20),
         ..Default::default()
     };
-    row(
-        "trace search: payments errors, last 1 h, 20 newest",
-        time(args.runs, || async {
-            Ok(analytics::search::search_traces(s, &search, &[], hour.from_ns, hour.to_ns).await?)
-        })
-        .await?,
-        "",
-    );
+    for (label, index) in [
+        ("Parquet statistics and bloom filters", None),
+        ("trace-id filters", Some(&rollups.traces)),
+    ] {
+        row(
+            &format!("trace search: payments errors, last 1 h, 20 newest ({label})"),
+            time(args.runs, || async {
+                Ok(analytics::search::search_traces(
+                    s,
+                    index,
+                    &search,
+                    &[],
+                    hour.from_ns,
+                    hour.to_ns,
+                )
+                .await?)
+            })
+            .await?,
+            "",
+        );
+    }
     let logs = analytics::search::LogSearch {
         q: Some("timeout".into()),
         limit: Some(100),

@@ -57,7 +57,15 @@ pub async fn search_traces(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = window(f.from.as_deref(), f.to.as_deref())?;
     Ok(Json(
-        analytics::search::search_traces(&s.store, &f, &attributes, w.from_ns, w.to_ns).await?,
+        analytics::search::search_traces(
+            &s.store,
+            Some(&s.rollups.traces),
+            &f,
+            &attributes,
+            w.from_ns,
+            w.to_ns,
+        )
+        .await?,
     ))
 }
 

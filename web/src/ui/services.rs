@@ -175,8 +175,22 @@ pub async fn service(State(s): State<WebState>, Path(name): Path<String>, view: 
         s.rollups.series(&name, None, &series_window, step),
         s.rollups.operations(&name, &w),
         analytics::red::service_map_of(&s.store, &w, Some(&name)),
-        explore::search_traces(&s.store, &errors_search, &[], w.from_ns, w.to_ns),
-        explore::search_traces(&s.store, &slow_search, &[], w.from_ns, w.to_ns),
+        explore::search_traces(
+            &s.store,
+            Some(&s.rollups.traces),
+            &errors_search,
+            &[],
+            w.from_ns,
+            w.to_ns
+        ),
+        explore::search_traces(
+            &s.store,
+            Some(&s.rollups.traces),
+            &slow_search,
+            &[],
+            w.from_ns,
+            w.to_ns
+        ),
         explore::search_logs(
             &s.store,
             Some(&s.rollups.texts),

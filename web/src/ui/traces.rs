@@ -124,6 +124,7 @@ pub async fn search(
     };
     let result = explore::search_traces(
         &s.store,
+        Some(&s.rollups.traces),
         &search,
         &attributes,
         view.window.from_ns,
