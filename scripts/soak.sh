@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Soak test: `burnwatch demo` at a steady load with a chaos scenario every
-# ten minutes, sampled every minute: the server's RSS, open file
-# descriptors, WAL bytes, Parquet files and data bytes, and the latency of
-# three API queries. Not part of the test run (BENCHMARKS.md, "Soak").
+# ten minutes, sampled every minute: the server's RSS, the allocator's
+# live, resident and retained bytes (jemalloc's statistics from /metrics),
+# open file descriptors, WAL bytes, Parquet files and data bytes, and the
+# latency of three API queries. Not part of the test run (BENCHMARKS.md, "Soak").
 #
 #   scripts/soak.sh [DIR]     DIR defaults to target/soak; results in DIR/soak.csv
 #
@@ -63,7 +64,11 @@ timed() {
 }
 
 CSV="$DIR/soak.csv"
-echo "minute,rss_mib,fds,wal_mib,parquet_files,data_mib,red_ms,slos_ms,sql_ms,chaos" > "$CSV"
+echo "minute,rss_mib,alloc_mib,alloc_resident_mib,alloc_retained_mib,fds,wal_mib,parquet_files,data_mib,red_ms,slos_ms,sql_ms,chaos" > "$CSV"
+# MiB of one of the allocator's figures in a /metrics text (-1 when absent).
+alloc() {
+  awk -v k="kind=\"$2\"" '$1 ~ /^burnwatch_allocator_bytes/ && index($1, k) { printf "%d", $2 / 1048576; f = 1 } END { if (!f) printf "-1" }' "$1"
+}
 SQL='{"sql": "SELECT service_name, count(*) AS n FROM spans WHERE start_time >= now() - INTERVAL '"'"'5 minutes'"'"' GROUP BY 1"}'
 start=$(date +%s)
 for m in $(seq 1 "$MINUTES"); do
@@ -83,11 +88,15 @@ for m in $(seq 1 "$MINUTES"); do
   wal=$(du -sk "$DATA/wal" 2>/dev/null | cut -f1 || echo 0)
   files=$(find "$DATA" -name '*.parquet' | wc -l)
   data=$(du -sk "$DATA" | cut -f1)
+  curl -s --max-time 30 "$API/metrics" > "$DIR/metrics.txt" || : > "$DIR/metrics.txt"
+  allocated=$(alloc "$DIR/metrics.txt" allocated)
+  a_resident=$(alloc "$DIR/metrics.txt" resident)
+  a_retained=$(alloc "$DIR/metrics.txt" retained)
   red=$(timed "$API/api/v1/red/services")
   slos=$(timed "$API/api/v1/slos")
   sql=$(timed "$API/api/v1/query" "$SQL")
-  printf '%d,%d,%d,%d,%d,%d,%s,%s,%s,%s\n' "$m" $((rss_kb / 1024)) "$fds" $((wal / 1024)) "$files" \
-    $((data / 1024)) "$red" "$slos" "$sql" "$chaos" | tee -a "$CSV"
+  printf '%d,%d,%s,%s,%s,%d,%d,%d,%d,%s,%s,%s,%s\n' "$m" $((rss_kb / 1024)) "$allocated" "$a_resident" \
+    "$a_retained" "$fds" $((wal / 1024)) "$files" $((data / 1024)) "$red" "$slos" "$sql" "$chaos" | tee -a "$CSV"
 done
 
 python3 - "$CSV" "$LIMIT_MS" <<'EOF'

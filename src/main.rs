@@ -8,6 +8,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod ballista_cmd;
 mod config;
 mod demo;
+mod process_metrics;
 mod query_cmd;
 mod rules_cmd;
 mod serve;

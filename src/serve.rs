@@ -382,6 +382,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         connections.push(c.http_connections.clone());
     }
     let mut metrics: Vec<web::MetricsSource> = vec![
+        Arc::new(crate::process_metrics::collect),
         Arc::new(move |out: &mut exposition::Out<'_>| cm.collect(out)),
         Arc::new(move |out: &mut exposition::Out<'_>| {
             let all: Vec<&listeners::net::ConnectionStats> =
