@@ -252,6 +252,11 @@ impl PromSource {
         }
     }
 
+    /// The per-file catalogue and series cache this source reads through.
+    pub fn catalog_cache(&self) -> &CatalogCache {
+        &self.catalog
+    }
+
     /// A source over the rollups' store that also answers span metrics.
     pub fn with_rollups(rollups: std::sync::Arc<crate::rollup::Rollups>) -> PromSource {
         PromSource {
@@ -356,6 +361,19 @@ impl PromSource {
             .collect();
         self.catalog.retain_live(&live);
         Ok(merged.into_values().filter_map(family_of).collect())
+    }
+
+    /// Runs a sample query over one part of `metric_points`, registered
+    /// as `p`.
+    async fn part_query(&self, part: Snapshot, sql: &str) -> Result<Vec<RecordBatch>, Error> {
+        let ctx = self.store.session();
+        crate::red::register(&ctx, "p", part).map_err(|e| Error::Internal(e.to_string()))?;
+        ctx.sql(sql)
+            .await
+            .map_err(to_promql)?
+            .collect()
+            .await
+            .map_err(to_promql)
     }
 
     /// Runs a catalogue query over one part of `metric_points`, registered
@@ -493,16 +511,11 @@ impl PromSource {
             "service_name, attributes, resource_attributes, CAST(time AS BIGINT) AS t, value, \
              count, sum, bucket_counts, explicit_bounds, quantiles"
         };
-        let sql = format!(
-            "SELECT metric_name, metric_type, scope_name = {rw} AS rw, {columns} FROM metric_points \
-             WHERE metric_name IN ({names}) AND {range} AND (flags & 1) = 0{filter}",
-            rw = quote(REMOTE_WRITE_SCOPE),
-            names = names.join(", "),
-            range = ns_range(start_ms, end_ms),
-        );
-        let batches = store::query::collect(&self.store, &sql)
-            .await
-            .map_err(to_promql)?;
+        let shape = Shape {
+            by_name: &by_name,
+            families: &families,
+            target_info,
+        };
         let mut out = Collect {
             matchers,
             with_samples,
@@ -511,6 +524,139 @@ impl PromSource {
             slots: HashMap::default(),
             total: 0,
         };
+        let select = |range: &str, filter: &str| {
+            format!(
+                "SELECT metric_name, metric_type, scope_name = {rw} AS rw, {columns} FROM p \
+                 WHERE metric_name IN ({names}){range} AND (flags & 1) = 0{filter}",
+                rw = quote(REMOTE_WRITE_SCOPE),
+                names = names.join(", "),
+            )
+        };
+        let range = format!(" AND {}", ns_range(start_ms, end_ms));
+        let snap = self.store.snapshot(Table::MetricPoints);
+        if !filter.is_empty() {
+            // Equality matchers pushed into the scan: one query.
+            let batches = self.part_query(snap, &select(&range, &filter)).await?;
+            shape.collect(&batches, &mut out)?;
+        } else {
+            // Each file's series are computed once (files never change) and
+            // kept in the shared cache; the rows in memory are read each
+            // time. The parts are merged by labels, trimmed to the range.
+            let key_shape = shape.key(&names);
+            let (start_ns, end_ns) = (
+                start_ms.saturating_mul(1_000_000),
+                end_ms.saturating_mul(1_000_000).saturating_add(999_999),
+            );
+            let mut parts: Vec<Arc<PartSeries>> = Vec::new();
+            for (path, meta) in &snap.files {
+                if meta.max_time_ns < start_ns || meta.min_time_ns > end_ns {
+                    continue;
+                }
+                let key = (
+                    (meta.path.clone(), meta.rows, meta.crc32),
+                    key_shape.clone(),
+                );
+                let part = match self.catalog.series_get(&key) {
+                    Some(p) => p,
+                    None => {
+                        let one = Snapshot {
+                            table: Table::MetricPoints,
+                            files: vec![(path.clone(), meta.clone())],
+                            batches: vec![],
+                        };
+                        let batches = self.part_query(one, &select("", "")).await?;
+                        let p = Arc::new(shape.part(&batches)?);
+                        self.catalog.series_put(key, p.clone());
+                        p
+                    }
+                };
+                parts.push(part);
+            }
+            if !snap.batches.is_empty() {
+                let memory = Snapshot {
+                    table: Table::MetricPoints,
+                    files: vec![],
+                    batches: snap.batches.clone(),
+                };
+                let batches = self.part_query(memory, &select(&range, "")).await?;
+                parts.push(Arc::new(shape.part(&batches)?));
+            }
+            out.merge(&parts, start_ms, end_ms)?;
+        }
+        let mut series: Vec<Series> = out
+            .series
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                // Sorted by time; a timestamp written twice keeps one sample.
+                samples.sort_by_key(|s| s.0);
+                samples.dedup_by_key(|s| s.0);
+                Series { labels, samples }
+            })
+            .collect();
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(series)
+    }
+}
+
+/// What turns a selection's rows into series, besides its matchers and
+/// time range: the families in its window's catalogue, the ones it asked
+/// for, and whether `target_info` is wanted.
+struct Shape<'a> {
+    by_name: &'a HashMap<(&'a str, &'a str, bool), &'a Family>,
+    families: &'a [&'a Family],
+    target_info: bool,
+}
+
+/// One part's series (a file, or the rows in memory): labels and samples
+/// in the part's order (not yet sorted or de-duplicated).
+type PartSeries = Vec<(Labels, Vec<(i64, f64)>)>;
+
+impl Shape<'_> {
+    /// A key that differs whenever the shape would turn the same rows into
+    /// other series.
+    fn key(&self, names: &[String]) -> String {
+        let mut fams: Vec<String> = self
+            .by_name
+            .values()
+            .map(|f| {
+                format!(
+                    "{}|{}|{}|{}|{}|{}|{}",
+                    f.stored,
+                    f.metric_type,
+                    f.remote_write,
+                    f.name,
+                    f.prom_type,
+                    f.monotonic,
+                    self.families.iter().any(|x| std::ptr::eq(*x, *f))
+                )
+            })
+            .collect();
+        fams.sort_unstable();
+        format!(
+            "{}#{}#{}",
+            names.join(","),
+            self.target_info,
+            fams.join(";")
+        )
+    }
+
+    /// Every series of one part, unfiltered.
+    fn part(&self, batches: &[RecordBatch]) -> Result<PartSeries, Error> {
+        let mut out = Collect {
+            matchers: &[],
+            with_samples: true,
+            series: Vec::new(),
+            by_labels: HashMap::new(),
+            slots: HashMap::default(),
+            total: 0,
+        };
+        self.collect(batches, &mut out)?;
+        Ok(out.series)
+    }
+
+    /// Adds the series of `batches` to `out`.
+    fn collect(&self, batches: &[RecordBatch], out: &mut Collect<'_>) -> Result<(), Error> {
+        let (by_name, families, target_info) = (self.by_name, self.families, self.target_info);
         let hasher = foldhash::quality::RandomState::default();
         let mut last: Option<(usize, &Family)>;
         // Sub-series of one row identity.
@@ -519,7 +665,7 @@ impl PromSource {
         const SUM: u32 = 2;
         const INFO: u32 = 3;
         const BUCKET: u32 = 16;
-        for b in &batches {
+        for b in batches {
             let rows = Rows::new(b)?;
             last = None;
             for i in 0..b.num_rows() {
@@ -629,18 +775,7 @@ impl PromSource {
                 }
             }
         }
-        let mut series: Vec<Series> = out
-            .series
-            .into_iter()
-            .map(|(labels, mut samples)| {
-                // Sorted by time; a timestamp written twice keeps one sample.
-                samples.sort_by_key(|s| s.0);
-                samples.dedup_by_key(|s| s.0);
-                Series { labels, samples }
-            })
-            .collect();
-        series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(series)
+        Ok(())
     }
 }
 
@@ -664,9 +799,41 @@ struct CatalogEntry {
 /// exact: the per-file aggregates (`bool_or`, `max`) fold like the
 /// whole-window ones. Entries of files no longer live are dropped at
 /// each use, so the cache holds at most the live files' families.
+///
+/// It also holds each file's series for the selections made of it (one
+/// entry per file and [`Shape`]), so that a repeated query decodes no
+/// Parquet: at most [`SERIES_CACHE_BYTES`], least recently used first out.
 #[derive(Debug, Default)]
 pub struct CatalogCache {
     files: std::sync::Mutex<HashMap<FileKey, Arc<Vec<CatalogEntry>>>>,
+    series: std::sync::Mutex<SeriesEntries>,
+}
+
+/// Most bytes of cached per-file series (labels and samples) per store.
+pub const SERIES_CACHE_BYTES: usize = 64 << 20;
+
+/// (file, shape key).
+type SeriesKey = (FileKey, String);
+
+#[derive(Debug, Default)]
+struct SeriesEntries {
+    entries: HashMap<SeriesKey, (Arc<PartSeries>, usize, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// Bytes a part's series hold, roughly: samples, label strings and the
+/// per-series overhead.
+fn part_bytes(p: &PartSeries) -> usize {
+    p.iter()
+        .map(|(l, s)| {
+            64 + s.len() * 16
+                + l.0
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 48)
+                    .sum::<usize>()
+        })
+        .sum()
 }
 
 /// A file: its path, row count and checksum.
@@ -710,6 +877,52 @@ impl CatalogCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(p, r, c), _| live.contains(&(p.as_str(), *r, *c)));
+        let mut s = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        s.entries
+            .retain(|((p, r, c), _), _| live.contains(&(p.as_str(), *r, *c)));
+        s.bytes = s.entries.values().map(|e| e.1).sum();
+    }
+
+    fn series_get(&self, key: &SeriesKey) -> Option<Arc<PartSeries>> {
+        let mut s = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        s.tick += 1;
+        let tick = s.tick;
+        s.entries.get_mut(key).map(|e| {
+            e.2 = tick;
+            e.0.clone()
+        })
+    }
+
+    fn series_put(&self, key: SeriesKey, part: Arc<PartSeries>) {
+        let bytes = part_bytes(&part);
+        if bytes > SERIES_CACHE_BYTES / 4 {
+            return;
+        }
+        let mut s = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        s.tick += 1;
+        let tick = s.tick;
+        if let Some(old) = s.entries.insert(key, (part, bytes, tick)) {
+            s.bytes -= old.1;
+        }
+        s.bytes += bytes;
+        while s.bytes > SERIES_CACHE_BYTES {
+            let Some(oldest) = s
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.2)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(e) = s.entries.remove(&oldest) {
+                s.bytes -= e.1;
+            }
+        }
+    }
+
+    /// Bytes of per-file series held.
+    pub fn series_bytes(&self) -> usize {
+        self.series.lock().unwrap_or_else(|e| e.into_inner()).bytes
     }
 
     /// Files whose catalogue is held.
@@ -852,22 +1065,82 @@ impl Collect<'_> {
         slot
     }
 
+    /// Adds the series of `parts`, their samples trimmed to
+    /// `[start_ms, end_ms]`: each distinct label set is checked against
+    /// the matchers once.
+    fn merge(
+        &mut self,
+        parts: &[Arc<PartSeries>],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(), Error> {
+        let mut verdicts: HashMap<&Labels, Option<usize>> = HashMap::new();
+        for part in parts {
+            for (labels, samples) in part.iter() {
+                let lo = samples.partition_point(|s| s.0 < start_ms);
+                let within: Vec<&(i64, f64)> = if samples.is_sorted_by_key(|s| s.0) {
+                    let hi = samples.partition_point(|s| s.0 <= end_ms);
+                    samples[lo..hi.max(lo)].iter().collect()
+                } else {
+                    samples
+                        .iter()
+                        .filter(|s| s.0 >= start_ms && s.0 <= end_ms)
+                        .collect()
+                };
+                if within.is_empty() {
+                    continue;
+                }
+                let slot = match verdicts.get(labels) {
+                    Some(v) => *v,
+                    None => {
+                        let matches = self
+                            .matchers
+                            .iter()
+                            .all(|m| m.matches(labels.get(&m.name).unwrap_or("")));
+                        let v = matches.then(|| match self.by_labels.get(labels) {
+                            Some(i) => *i,
+                            None => {
+                                self.series.push((labels.clone(), Vec::new()));
+                                self.by_labels.insert(labels.clone(), self.series.len() - 1);
+                                self.series.len() - 1
+                            }
+                        });
+                        verdicts.insert(labels, v);
+                        v
+                    }
+                };
+                let Some(i) = slot else { continue };
+                self.total += within.len();
+                if self.total > MAX_SELECT_SAMPLES {
+                    return Err(too_many_loaded());
+                }
+                if self.with_samples {
+                    self.series[i].1.extend(within.into_iter().copied());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn push(&mut self, slot: Option<usize>, t: i64, v: f64) -> Result<(), Error> {
         let Some(i) = slot else {
             return Ok(());
         };
         self.total += 1;
         if self.total > MAX_SELECT_SAMPLES {
-            return Err(Error::Execution(
-                "query processing would load too many samples into memory in query execution"
-                    .into(),
-            ));
+            return Err(too_many_loaded());
         }
         if self.with_samples {
             self.series[i].1.push((t, v));
         }
         Ok(())
     }
+}
+
+fn too_many_loaded() -> Error {
+    Error::Execution(
+        "query processing would load too many samples into memory in query execution".into(),
+    )
 }
 
 /// One exemplar as the Prometheus API returns it.
