@@ -303,16 +303,25 @@ pub async fn query(
     forward: bool,
 ) -> Result<Vec<Stream>, ExploreError> {
     let dir = if forward { "ASC" } else { "DESC" };
-    let sql = format!(
-        "SELECT arrow_cast(time, 'Int64') AS t, service_name, {LEVEL_SQL} AS level, coalesce(body, '') AS body \
-         FROM logs WHERE time >= to_timestamp_nanos({from_ns}) AND time <= to_timestamp_nanos({to_ns}) AND {} \
-         ORDER BY time {dir} LIMIT {}",
-        q.conditions.join(" AND "),
-        limit.clamp(1, 5000)
-    );
-    let batches = store::query::collect(store, &sql)
-        .await
-        .map_err(|e| ExploreError::Query(e.to_string()))?;
+    let conditions = q.conditions.join(" AND ");
+    // One slice at a time from the requested end ([`crate::search::sliced_logs`]):
+    // a query whose limit the last hour fills reads only that hour.
+    let batches = crate::search::sliced_logs(
+        store,
+        store.snapshot(store::Table::Logs),
+        from_ns,
+        to_ns.saturating_add(1),
+        limit.clamp(1, 5000),
+        !forward,
+        |lo, hi, n| {
+            format!(
+                "SELECT arrow_cast(time, 'Int64') AS t, service_name, {LEVEL_SQL} AS level, coalesce(body, '') AS body \
+                 FROM logs WHERE time >= to_timestamp_nanos({lo}) AND time < to_timestamp_nanos({hi}) AND {conditions} \
+                 ORDER BY time {dir} LIMIT {n}"
+            )
+        },
+    )
+    .await?;
     let mut streams: Vec<Stream> = Vec::new();
     for b in &batches {
         let t = b.column(0).as_primitive::<Int64Type>();

@@ -331,6 +331,48 @@ pub struct LogSearch {
 /// four times the one after it.
 const LOG_SLICE_NS: i64 = 3_600_000_000_000;
 
+/// Runs a log query over `snap` (registered as `logs`) one slice of
+/// `[from_ns, to_ns)` at a time, the newest slice first (oldest first
+/// without `newest_first`): the first slice is an hour, each next one four
+/// times the one before, and it stops once `limit` rows are found. `sql`
+/// makes the query of the slice `[lo, hi)` for at most `n` rows, ordered in
+/// the same direction.
+pub(crate) async fn sliced_logs(
+    store: &Store,
+    snap: store::Snapshot,
+    from_ns: i64,
+    to_ns: i64,
+    limit: usize,
+    newest_first: bool,
+    sql: impl Fn(i64, i64, usize) -> String,
+) -> Result<Vec<RecordBatch>, ExploreError> {
+    let ctx = store.session();
+    crate::red::register(&ctx, "logs", snap).map_err(|e| ExploreError::Query(e.to_string()))?;
+    let mut rows: Vec<RecordBatch> = Vec::new();
+    let (mut found, mut done, mut slice) = (0usize, 0i64, LOG_SLICE_NS);
+    let span = to_ns.saturating_sub(from_ns);
+    while done < span && found < limit {
+        let next = done.saturating_add(slice).min(span);
+        let (lo, hi) = if newest_first {
+            (to_ns - next, to_ns - done)
+        } else {
+            (from_ns + done, from_ns + next)
+        };
+        let part = ctx
+            .sql(&sql(lo, hi, limit - found))
+            .await
+            .map_err(|e| ExploreError::Query(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| ExploreError::Query(e.to_string()))?;
+        found += part.iter().map(|b| b.num_rows()).sum::<usize>();
+        rows.extend(part);
+        done = next;
+        slice = slice.saturating_mul(4);
+    }
+    Ok(rows)
+}
+
 /// Log records matching every filter in `[from_ns, to_ns)`, newest first.
 pub async fn search_logs(
     store: &Store,
@@ -380,34 +422,18 @@ pub async fn search_logs(
         (Some(index), Some(q)) => index.logs_for(q).await,
         _ => store.snapshot(store::Table::Logs),
     };
-    let ctx = store.session();
-    crate::red::register(&ctx, "logs", snap).map_err(|e| ExploreError::Query(e.to_string()))?;
-    let mut rows: Vec<RecordBatch> = Vec::new();
-    let (mut found, mut hi, mut slice) = (0usize, to_ns, LOG_SLICE_NS);
-    while hi > from_ns && found < limit {
-        let lo = hi.saturating_sub(slice).max(from_ns);
-        let sql = format!(
+    let where_ = conds
+        .iter()
+        .map(|c| format!(" AND {c}"))
+        .collect::<String>();
+    let rows = sliced_logs(store, snap, from_ns, to_ns, limit, true, |lo, hi, n| {
+        format!(
             "SELECT time, service_name, severity_number, severity_text, body, trace_id, span_id, attributes \
-             FROM logs WHERE time >= to_timestamp_nanos({lo}) AND time < to_timestamp_nanos({hi}){} \
-             ORDER BY time DESC LIMIT {}",
-            conds
-                .iter()
-                .map(|c| format!(" AND {c}"))
-                .collect::<String>(),
-            limit - found
-        );
-        let part = ctx
-            .sql(&sql)
-            .await
-            .map_err(|e| ExploreError::Query(e.to_string()))?
-            .collect()
-            .await
-            .map_err(|e| ExploreError::Query(e.to_string()))?;
-        found += part.iter().map(|b| b.num_rows()).sum::<usize>();
-        rows.extend(part);
-        hi = lo;
-        slice = slice.saturating_mul(4);
-    }
+             FROM logs WHERE time >= to_timestamp_nanos({lo}) AND time < to_timestamp_nanos({hi}){where_} \
+             ORDER BY time DESC LIMIT {n}"
+        )
+    })
+    .await?;
     Ok(serde_json::json!({ "logs": to_json(&rows)? }))
 }
 

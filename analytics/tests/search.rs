@@ -203,3 +203,55 @@ async fn newest_first_slices_and_text_filters_answer_as_one_query() {
     assert_eq!((skipped, read), (HOURS as u64 - 1, 1));
     store.close().await.unwrap();
 }
+
+/// The Loki API's log queries read in slices too: newest (or, forward,
+/// oldest) first, the same lines as one query over the range.
+#[tokio::test]
+async fn loki_queries_read_in_slices_as_one_query() {
+    use analytics::loki::{LogQuery, query};
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    unflushed_hour(&store).await;
+    let (from, to) = (T0 + 2 * HOUR + 17, T0 + (HOURS + 1) * HOUR);
+    for (q, text, limit) in [
+        (r#"{service_name="shop"} |= "timeout""#, "timeout", 5),
+        (r#"{service_name="shop"} |= "timeout""#, "timeout", 300),
+        (r#"{service_name="shop"} |= "REJECTED""#, "REJECTED", 10),
+    ] {
+        let lq = LogQuery::parse(q).unwrap();
+        for forward in [false, true] {
+            let dir = if forward { "ASC" } else { "DESC" };
+            let sql = format!(
+                "SELECT arrow_cast(time, 'Int64') AS t, body FROM logs \
+                 WHERE time >= to_timestamp_nanos({from}) AND time <= to_timestamp_nanos({to}) \
+                 AND strpos(body, '{text}') > 0 ORDER BY time {dir} LIMIT {limit}"
+            );
+            let batches = store::query::collect(&store, &sql).await.unwrap();
+            let mut want: Vec<(i64, String)> = Vec::new();
+            for b in &batches {
+                use arrow::array::AsArray;
+                let t = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                let body = b.column(1).as_string::<i32>();
+                for i in 0..b.num_rows() {
+                    want.push((t.value(i), body.value(i).to_string()));
+                }
+            }
+            let streams = query(&store, &lq, from, to, limit, forward).await.unwrap();
+            for s in &streams {
+                let times: Vec<i64> = s.values.iter().map(|v| v.0).collect();
+                let mut sorted = times.clone();
+                sorted.sort_unstable();
+                if !forward {
+                    sorted.reverse();
+                }
+                assert_eq!(times, sorted, "{q}: a stream in the answer's direction");
+            }
+            let mut got: Vec<(i64, String)> = streams.into_iter().flat_map(|s| s.values).collect();
+            got.sort();
+            want.sort();
+            assert!(!want.is_empty(), "{q}");
+            assert_eq!(got, want, "{q}, limit {limit}, forward {forward}");
+        }
+    }
+    store.close().await.unwrap();
+}
