@@ -366,21 +366,24 @@ impl PromSource {
     /// Runs a sample query over one part of `metric_points`, registered
     /// as `p`.
     async fn part_query(&self, part: Snapshot, sql: &str) -> Result<Vec<RecordBatch>, Error> {
-        let ctx = self.store.session();
-        crate::red::register(&ctx, "p", part).map_err(|e| Error::Internal(e.to_string()))?;
-        ctx.sql(sql)
-            .await
-            .map_err(to_promql)?
-            .collect()
-            .await
-            .map_err(to_promql)
+        self.query_on(part, "p", sql).await
     }
 
     /// Runs a catalogue query over one part of `metric_points`, registered
     /// as `c`.
     async fn catalog_query(&self, part: Snapshot, sql: &str) -> Result<Vec<RecordBatch>, Error> {
+        self.query_on(part, "c", sql).await
+    }
+
+    /// Runs `sql` over one part of `metric_points`, registered as `table`.
+    async fn query_on(
+        &self,
+        part: Snapshot,
+        table: &str,
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, Error> {
         let ctx = self.store.session();
-        crate::red::register(&ctx, "c", part).map_err(|e| Error::Internal(e.to_string()))?;
+        crate::red::register(&ctx, table, part).map_err(|e| Error::Internal(e.to_string()))?;
         ctx.sql(sql)
             .await
             .map_err(to_promql)?

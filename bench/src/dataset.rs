@@ -331,6 +331,25 @@ impl Gen<'_> {
     }
 }
 
+/// Each service's resource attributes.
+fn resources_of(
+    services: &[&'static str],
+) -> std::collections::HashMap<&'static str, Vec<Attr<'static>>> {
+    services
+        .iter()
+        .map(|&s| {
+            (
+                s,
+                vec![
+                    Attr::new("service.name", s),
+                    Attr::new("service.version", "1.4.2"),
+                    Attr::new("deployment.environment.name", "production"),
+                ],
+            )
+        })
+        .collect()
+}
+
 /// The store settings of the dataset.
 pub fn store_config(dir: &Path) -> StoreConfig {
     StoreConfig {
@@ -349,7 +368,7 @@ pub async fn generate(data_dir: &Path, n_spans_wanted: u64) -> anyhow::Result<Me
     let traces = n_spans_wanted * 10 / 64;
     let gap = DAY / traces.max(1) as i64;
     let mut rng = Rng::new(17);
-    let resources = [
+    let resources = resources_of(&[
         "gateway",
         "catalog",
         "inventory",
@@ -357,19 +376,7 @@ pub async fn generate(data_dir: &Path, n_spans_wanted: u64) -> anyhow::Result<Me
         "orders",
         "payments",
         "users",
-    ]
-    .into_iter()
-    .map(|s| {
-        (
-            s,
-            vec![
-                Attr::new("service.name", s),
-                Attr::new("service.version", "1.4.2"),
-                Attr::new("deployment.environment.name", "production"),
-            ],
-        )
-    })
-    .collect();
+    ]);
     let mut spans = SpansBuilder::new();
     let mut logs = LogsBuilder::new();
     let mut g = Gen {
@@ -556,19 +563,7 @@ pub async fn load_or_generate_log_week(
         "/pay",
         "/orders",
     ];
-    let resources: std::collections::HashMap<&str, Vec<Attr<'static>>> = services
-        .iter()
-        .map(|s| {
-            (
-                *s,
-                vec![
-                    Attr::new("service.name", *s),
-                    Attr::new("service.version", "1.4.2"),
-                    Attr::new("deployment.environment.name", "production"),
-                ],
-            )
-        })
-        .collect();
+    let resources = resources_of(&services);
     let started = Instant::now();
     let mut logs = LogsBuilder::new();
     let (mut written, mut since_flush) = (0u64, 0u64);
