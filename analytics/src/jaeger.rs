@@ -302,7 +302,14 @@ fn tag_condition(key: &str, value: &str) -> String {
 /// The newest traces matching `q` (by their latest matching span), each
 /// with every span within [`TRACE_MARGIN_NS`] of the window, in Jaeger's
 /// model.
-pub async fn find_traces(store: &Store, q: &TraceQuery) -> Result<Vec<Value>, ExploreError> {
+///
+/// With the trace-id filters, the spans of the found traces are read only
+/// from the files whose filter may hold one of them.
+pub async fn find_traces(
+    store: &Store,
+    index: Option<&crate::trace_index::TraceIndex>,
+    q: &TraceQuery,
+) -> Result<Vec<Value>, ExploreError> {
     let mut conds = vec![within(q.start_ns, q.end_ns)];
     if let Some(s) = &q.service {
         conds.push(format!("service_name = {}", quote(s)));
@@ -342,7 +349,16 @@ pub async fn find_traces(store: &Store, q: &TraceQuery) -> Result<Vec<Value>, Ex
         ),
         MAX_SEARCH_SPANS + 1
     );
-    let batches = run(store, &sql).await?;
+    let batches = match index {
+        Some(index) => {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            index
+                .query_spans_of(&ids, &sql)
+                .await
+                .map_err(|e| ExploreError::Query(e.to_string()))?
+        }
+        None => run(store, &sql).await?,
+    };
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut traces = to_traces(&batches)?;
     if rows > MAX_SEARCH_SPANS {

@@ -246,18 +246,9 @@ pub async fn search_traces(
     // ids are read.
     let summaries = match index {
         Some(index) => {
-            let snap = index
-                .candidates(store::Table::Spans, |f| {
-                    rank.iter().any(|(id, _, _)| f.may_contain(id))
-                })
-                .await;
-            let ctx = store.session();
-            crate::red::register(&ctx, "spans", snap)
-                .map_err(|e| ExploreError::Query(e.to_string()))?;
-            ctx.sql(&summary_sql)
-                .await
-                .map_err(|e| ExploreError::Query(e.to_string()))?
-                .collect()
+            let ids: Vec<&str> = rank.iter().map(|(id, _, _)| id.as_str()).collect();
+            index
+                .query_spans_of(&ids, &summary_sql)
                 .await
                 .map_err(|e| ExploreError::Query(e.to_string()))?
         }

@@ -139,6 +139,27 @@ impl FilterIndex<TraceFilter> {
         Ok(ctx)
     }
 
+    /// Runs `sql` with its `spans` table holding only the files whose
+    /// filter may hold one of `ids` (and those without a filter, and the
+    /// rows in memory).
+    pub async fn query_spans_of(
+        &self,
+        ids: &[&str],
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, RedError> {
+        let snap = self
+            .candidates(Table::Spans, |f| ids.iter().any(|id| f.may_contain(id)))
+            .await;
+        let ctx = self.store.session();
+        register(&ctx, "spans", snap)?;
+        ctx.sql(sql)
+            .await
+            .map_err(|e| RedError::Query(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| RedError::Query(e.to_string()))
+    }
+
     /// Reports the index counters to `/metrics`.
     pub fn report(&self, out: &mut exposition::Out<'_>) -> std::fmt::Result {
         self.collect_metrics(out, "burnwatch_trace_index", "a trace by id")

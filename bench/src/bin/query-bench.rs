@@ -251,14 +251,21 @@ async fn main() -> anyhow::Result<()> {
         limit: 20,
         ..Default::default()
     };
-    row(
-        "Jaeger API search: payments, error=true, last hour, 20 traces (whole traces)",
-        time(args.runs, || async {
-            Ok(analytics::jaeger::find_traces(s, &jq).await?)
-        })
-        .await?,
-        "",
-    );
+    for (label, index) in [
+        ("Parquet statistics and bloom filters", None),
+        ("trace-id filters", Some(&r.traces)),
+    ] {
+        row(
+            &format!(
+                "Jaeger API search: payments, error=true, last hour, 20 traces (whole traces; {label})"
+            ),
+            time(args.runs, || async {
+                Ok(analytics::jaeger::find_traces(s, index, &jq).await?)
+            })
+            .await?,
+            "",
+        );
+    }
     let trace = meta.trace.clone();
     let n = analytics::search::trace(&r.traces, &trace).await?["spans"]
         .as_array()

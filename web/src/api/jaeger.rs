@@ -282,7 +282,7 @@ pub async fn find_traces(
         max_duration_ns: max,
         limit,
     };
-    let traces = jaeger::find_traces(&s.store, &query).await?;
+    let traces = jaeger::find_traces(&s.store, Some(&s.rollups.traces), &query).await?;
     Ok(envelope(json!(traces), 0))
 }
 
