@@ -184,6 +184,25 @@ impl Store {
             "Bytes of acknowledged rows in memory.",
             st.buffered_bytes as f64,
         )?;
+        // The query engine's cache of Parquet footers and page indexes
+        // (bounded by its limit; empty until the first query).
+        #[cfg(feature = "sql")]
+        {
+            let used: usize = self.runtime_cell().get().map_or(0, |runtime| {
+                let cache = runtime.cache_manager.get_file_metadata_cache();
+                cache.list_entries().values().map(|e| e.size_bytes).sum()
+            });
+            out.gauge(
+                "burnwatch_query_metadata_cache_bytes",
+                "Bytes of Parquet footers and page indexes the query engine holds.",
+                used as f64,
+            )?;
+            out.gauge(
+                "burnwatch_query_metadata_cache_limit_bytes",
+                "Limit of the query engine's Parquet metadata cache.",
+                self.metadata_cache_bytes() as f64,
+            )?;
+        }
         out.gauge(
             "burnwatch_store_buffer_limit_bytes",
             "Buffer limit; writes past it are refused.",
