@@ -1080,8 +1080,8 @@ impl Collect<'_> {
         let mut verdicts: HashMap<&Labels, Option<usize>> = HashMap::new();
         for part in parts {
             for (labels, samples) in part.iter() {
-                let lo = samples.partition_point(|s| s.0 < start_ms);
                 let within: Vec<&(i64, f64)> = if samples.is_sorted_by_key(|s| s.0) {
+                    let lo = samples.partition_point(|s| s.0 < start_ms);
                     let hi = samples.partition_point(|s| s.0 <= end_ms);
                     samples[lo..hi.max(lo)].iter().collect()
                 } else {

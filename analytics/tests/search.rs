@@ -26,33 +26,37 @@ fn body(h: i64, i: i64) -> String {
     }
 }
 
-fn write_hour(logs: &mut LogsBuilder, h: i64) {
+/// Appends one record of the service `shop` at `t`.
+fn append(logs: &mut LogsBuilder, t: i64, severity: (i32, &str), body: String) {
     let resource = vec![Attr::new("service.name", "shop")];
-    let origin = Origin {
-        service_name: "shop",
-        resource_attributes: &resource,
-        scope_name: "test",
-        scope_version: "",
-    };
+    logs.append(
+        &Origin {
+            service_name: "shop",
+            resource_attributes: &resource,
+            scope_name: "test",
+            scope_version: "",
+        },
+        &LogRecord {
+            time_ns: t,
+            observed_time_ns: t,
+            severity_number: severity.0,
+            severity_text: severity.1,
+            body: Some(Cow::Owned(body)),
+            trace_id: None,
+            span_id: None,
+            flags: 0,
+            event_name: "",
+            attributes: vec![],
+            dropped_attributes_count: 0,
+        },
+    );
+}
+
+fn write_hour(logs: &mut LogsBuilder, h: i64) {
     // 60 records an hour, at distinct times.
     for i in 0..60 {
         let t = T0 + h * HOUR + i * MIN + h * 1000 + i;
-        logs.append(
-            &origin,
-            &LogRecord {
-                time_ns: t,
-                observed_time_ns: t,
-                severity_number: 9,
-                severity_text: "INFO",
-                body: Some(Cow::Owned(body(h, i))),
-                trace_id: None,
-                span_id: None,
-                flags: 0,
-                event_name: "",
-                attributes: vec![],
-                dropped_attributes_count: 0,
-            },
-        );
+        append(logs, t, (9, "INFO"), body(h, i));
     }
 }
 
@@ -72,30 +76,11 @@ async fn store(dir: &std::path::Path) -> Store {
 async fn unflushed_hour(store: &Store) {
     let mut logs = LogsBuilder::new();
     write_hour(&mut logs, HOURS);
-    let resource = vec![Attr::new("service.name", "shop")];
-    let t = T0 + HOURS * HOUR + 30 * MIN + 17;
-    logs.append(
-        &Origin {
-            service_name: "shop",
-            resource_attributes: &resource,
-            scope_name: "test",
-            scope_version: "",
-        },
-        &LogRecord {
-            time_ns: t,
-            observed_time_ns: t,
-            severity_number: 17,
-            severity_text: "ERROR",
-            body: Some(Cow::Borrowed(
-                "settlement batch rejected by card processor (late)",
-            )),
-            trace_id: None,
-            span_id: None,
-            flags: 0,
-            event_name: "",
-            attributes: vec![],
-            dropped_attributes_count: 0,
-        },
+    append(
+        &mut logs,
+        T0 + HOURS * HOUR + 30 * MIN + 17,
+        (17, "ERROR"),
+        "settlement batch rejected by card processor (late)".into(),
     );
     store.write(Table::Logs, logs.finish()).await.unwrap();
 }
