@@ -524,53 +524,61 @@ async fn process(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    // Decompression and decoding are CPU work: off the async workers.
-    let decoded = tokio::task::spawn_blocking(move || {
-        let plain = decompress(content_encoding.as_deref(), raw, limit)?;
-        let size = plain.len();
-        decode(signal, encoding, &plain)
-            .map(|r| (r, size))
-            .map_err(BodyError::Bad)
-    })
-    .await;
-    let (request, size) = match decoded {
-        Ok(Ok(r)) => r,
-        Ok(Err(BodyError::TooLarge(m))) => return Err((too_large(m), n)),
-        Ok(Err(BodyError::Unsupported(m))) => {
-            return Err((
-                HttpError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    code::INVALID_ARGUMENT,
-                    m,
-                    encoding,
-                ),
-                n,
-            ));
-        }
-        Ok(Err(BodyError::Bad(m))) => {
-            return Err((
-                HttpError::new(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, m, encoding),
-                n,
-            ));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "decode task failed");
-            return Err((
-                HttpError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    code::INTERNAL,
-                    "internal error",
-                    encoding,
-                ),
-                n,
-            ));
+    let bad_body = |e: BodyError| match e {
+        BodyError::TooLarge(m) => too_large(m),
+        BodyError::Unsupported(m) => HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_ARGUMENT,
+            m,
+            encoding,
+        ),
+        BodyError::Bad(m) => {
+            HttpError::new(StatusCode::BAD_REQUEST, code::INVALID_ARGUMENT, m, encoding)
         }
     };
-    // Decoded messages take roughly three times their wire size.
-    if let Err(e) = ingest.reserve(&mut admission, size.saturating_mul(3)).await {
+    let task_failed = |e: tokio::task::JoinError| {
+        tracing::error!(error = %e, "decode task failed");
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code::INTERNAL,
+            "internal error",
+            encoding,
+        )
+    };
+    // Decompression and decoding are CPU work: off the async workers.
+    let identity = content_encoding
+        .as_deref()
+        .map(str::trim)
+        .is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));
+    let plain = if identity {
+        raw
+    } else {
+        match tokio::task::spawn_blocking(move || {
+            decompress(content_encoding.as_deref(), raw, limit)
+        })
+        .await
+        {
+            Ok(Ok(plain)) => plain,
+            Ok(Err(e)) => return Err((bad_body(e), n)),
+            Err(e) => return Err((task_failed(e), n)),
+        }
+    };
+    // The decoded message takes roughly three times its wire size: the
+    // budget is taken before decoding, so waiting requests hold only
+    // their bodies.
+    if let Err(e) = ingest
+        .reserve(&mut admission, plain.len().saturating_mul(3))
+        .await
+    {
         ingest.metrics().refused(signal, Transport::Http);
         return Err((from_ingest(e, encoding), n));
     }
+    let request = match tokio::task::spawn_blocking(move || decode(signal, encoding, &plain)).await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(m)) => return Err((bad_body(BodyError::Bad(m)), n)),
+        Err(e) => return Err((task_failed(e), n)),
+    };
     match ingest.export(request, Transport::Http).await {
         Ok(outcome) => {
             let body = success_body(signal, encoding, &outcome);

@@ -413,10 +413,15 @@ async fn serve_connection<I, A>(
             resp
         });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A connection's read buffer is capped at 64 KiB (hyper's default is
+    // about 400 KiB): under overload hundreds of connections wait for a
+    // request slot with part of a body read, and bodies are streamed into
+    // the handler's own bounded buffer anyway.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeout);
+        .header_read_timeout(timeout)
+        .max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -399,12 +399,18 @@ pub(crate) fn write_flush(
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for (hour, sorted) in partition_sorted(table, batches)? {
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    for (hour, order) in partition_sorted(table, batches)? {
         let rel = format!(
             "{}/part-{tag}{:010}.parquet",
             partition_dir(table, hour),
             next_id()
         );
+        // Sorted rows are gathered a chunk at a time, so a flush holds one
+        // chunk of copies beside its input, not a second copy of it all.
+        let chunks = order
+            .chunks(FLUSH_CHUNK_ROWS)
+            .map(|c| interleave_record_batch(&refs, c).map_err(Error::from));
         let meta = write_file(
             data_dir,
             table,
@@ -412,7 +418,7 @@ pub(crate) fn write_flush(
             &rel,
             writer_props(table, row_group_rows, FLUSH_ZSTD_LEVEL),
             vec![("burnwatch.max_lsn".into(), lsn.to_string())],
-            std::iter::once(Ok(sorted)),
+            chunks,
         );
         match meta {
             Ok(m) => out.push(m),
@@ -478,14 +484,21 @@ fn sort_ranks(col: &arrow::array::ArrayRef) -> Result<Vec<i64>> {
     }
 }
 
-/// Splits rows of many batches into hour partitions, each sorted by the
-/// table's sort columns, copying every row once: only the sort columns are
-/// concatenated to compute the order, then rows are gathered straight from
-/// the input batches.
+/// Rows of a flush gathered into one sorted batch at a time.
+const FLUSH_CHUNK_ROWS: usize = 16 * 1024;
+
+/// An hour partition's rows in order, as `(batch, row)` positions.
+pub(crate) type SortedPartition = (i64, Vec<(usize, usize)>);
+
+/// Splits rows of many batches into hour partitions, each in the order of
+/// the table's sort columns, as `(batch, row)` positions in `batches`: only
+/// the sort columns are concatenated to compute the order, and the caller
+/// gathers rows straight from the input batches
+/// ([`interleave_record_batch`]), copying each once.
 pub(crate) fn partition_sorted(
     table: Table,
     batches: &[RecordBatch],
-) -> Result<Vec<(i64, RecordBatch)>> {
+) -> Result<Vec<SortedPartition>> {
     use arrow::array::{Array, ArrayRef, Int64Array};
     let concat_col = |name: &str| -> Result<ArrayRef> {
         let parts: Vec<&dyn Array> = batches
@@ -545,24 +558,19 @@ pub(crate) fn partition_sorted(
         (b, g - starts[b])
     };
     let hours = hour_values;
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
     let mut out = Vec::new();
     let mut run: Vec<(usize, usize)> = Vec::new();
     let mut current: Option<i64> = None;
     for g in order.values().iter().map(|i| *i as usize) {
         let h = hours.value(g);
-        if current.is_some_and(|c| c != h) {
-            out.push((
-                current.unwrap_or_default(),
-                interleave_record_batch(&refs, &run)?,
-            ));
-            run.clear();
+        if let Some(c) = current.filter(|c| *c != h) {
+            out.push((c, std::mem::take(&mut run)));
         }
         current = Some(h);
         run.push(locate(g));
     }
     if let Some(h) = current {
-        out.push((h, interleave_record_batch(&refs, &run)?));
+        out.push((h, run));
     }
     Ok(out)
 }
@@ -751,7 +759,12 @@ mod tests {
     /// (checked with Arrow's row format), hours ascending, no row lost.
     fn check_sorted(table: Table, batches: &[RecordBatch]) {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let parts = partition_sorted(table, batches).unwrap();
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        let parts: Vec<(i64, RecordBatch)> = partition_sorted(table, batches)
+            .unwrap()
+            .into_iter()
+            .map(|(h, order)| (h, interleave_record_batch(&refs, &order).unwrap()))
+            .collect();
         assert!(parts.windows(2).all(|w| w[0].0 < w[1].0), "hours ascending");
         assert_eq!(parts.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), rows);
         for (_, b) in &parts {
