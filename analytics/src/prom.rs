@@ -42,6 +42,13 @@ pub const REMOTE_WRITE_SCOPE: &str = "prometheus.remote_write";
 /// Most raw samples one selection may read.
 const MAX_SELECT_SAMPLES: usize = 50_000_000;
 
+/// Most samples of one file's series computed for the per-file cache
+/// (about 16 MiB, the largest part the cache keeps). A selection whose
+/// file holds more reads in one query instead, with its matchers applied
+/// as rows are read, so a narrow selection of a huge metric never holds
+/// every series of it.
+const PART_MAX_SAMPLES: usize = 1 << 20;
+
 /// How a stored metric appears to Prometheus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
@@ -240,6 +247,7 @@ pub struct PromSource {
     store: Store,
     rollups: Option<std::sync::Arc<crate::rollup::Rollups>>,
     catalog: Arc<CatalogCache>,
+    part_max_samples: usize,
 }
 
 impl PromSource {
@@ -249,7 +257,15 @@ impl PromSource {
             catalog: shared_catalog(&store),
             store,
             rollups: None,
+            part_max_samples: PART_MAX_SAMPLES,
         }
+    }
+
+    /// The same source with another per-file limit (tests make it small).
+    #[doc(hidden)]
+    pub fn with_part_max_samples(mut self, n: usize) -> PromSource {
+        self.part_max_samples = n;
+        self
     }
 
     /// The per-file catalogue and series cache this source reads through.
@@ -263,6 +279,7 @@ impl PromSource {
             store: rollups.store().clone(),
             catalog: rollups.prom_catalog.clone(),
             rollups: Some(rollups),
+            part_max_samples: PART_MAX_SAMPLES,
         }
     }
 
@@ -526,6 +543,7 @@ impl PromSource {
             by_labels: HashMap::new(),
             slots: HashMap::default(),
             total: 0,
+            limit: MAX_SELECT_SAMPLES,
         };
         let select = |range: &str, filter: &str| {
             format!(
@@ -537,11 +555,8 @@ impl PromSource {
         };
         let range = format!(" AND {}", ns_range(start_ms, end_ms));
         let snap = self.store.snapshot(Table::MetricPoints);
-        if !filter.is_empty() {
-            // Equality matchers pushed into the scan: one query.
-            let batches = self.part_query(snap, &select(&range, &filter)).await?;
-            shape.collect(&batches, &mut out)?;
-        } else {
+        let mut one_query = !filter.is_empty();
+        if !one_query {
             // Each file's series are computed once (files never change) and
             // kept in the shared cache; the rows in memory are read each
             // time. The parts are merged by labels, trimmed to the range.
@@ -568,23 +583,38 @@ impl PromSource {
                             batches: vec![],
                         };
                         let batches = self.part_query(one, &select("", "")).await?;
-                        let p = Arc::new(shape.part(&batches)?);
+                        let Some(p) = shape.part(&batches, self.part_max_samples)? else {
+                            one_query = true;
+                            break;
+                        };
+                        let p = Arc::new(p);
                         self.catalog.series_put(key, p.clone());
                         p
                     }
                 };
                 parts.push(part);
             }
-            if !snap.batches.is_empty() {
+            if !one_query && !snap.batches.is_empty() {
                 let memory = Snapshot {
                     table: Table::MetricPoints,
                     files: vec![],
                     batches: snap.batches.clone(),
                 };
                 let batches = self.part_query(memory, &select(&range, "")).await?;
-                parts.push(Arc::new(shape.part(&batches)?));
+                match shape.part(&batches, self.part_max_samples)? {
+                    Some(p) => parts.push(Arc::new(p)),
+                    None => one_query = true,
+                }
             }
-            out.merge(&parts, start_ms, end_ms)?;
+            if !one_query {
+                out.merge(&parts, start_ms, end_ms)?;
+            }
+        }
+        if one_query {
+            // Equality matchers pushed into the scan, or a file too large
+            // to cache: one query, the matchers applied as rows are read.
+            let batches = self.part_query(snap, &select(&range, &filter)).await?;
+            shape.collect(&batches, &mut out)?;
         }
         let mut series: Vec<Series> = out
             .series
@@ -643,8 +673,12 @@ impl Shape<'_> {
         )
     }
 
-    /// Every series of one part, unfiltered.
-    fn part(&self, batches: &[RecordBatch]) -> Result<PartSeries, Error> {
+    /// Every series of one part, unfiltered; `None` past `max_samples`.
+    fn part(
+        &self,
+        batches: &[RecordBatch],
+        max_samples: usize,
+    ) -> Result<Option<PartSeries>, Error> {
         let mut out = Collect {
             matchers: &[],
             with_samples: true,
@@ -652,9 +686,13 @@ impl Shape<'_> {
             by_labels: HashMap::new(),
             slots: HashMap::default(),
             total: 0,
+            limit: max_samples,
         };
-        self.collect(batches, &mut out)?;
-        Ok(out.series)
+        match self.collect(batches, &mut out) {
+            Ok(()) => Ok(Some(out.series)),
+            Err(_) if out.total > max_samples => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds the series of `batches` to `out`.
@@ -1044,6 +1082,8 @@ struct Collect<'m> {
     /// (row identity, sub-series) -> its series, `None` when filtered out.
     slots: HashMap<(u64, u32), Option<usize>, foldhash::fast::RandomState>,
     total: usize,
+    /// Most samples kept before the selection fails.
+    limit: usize,
 }
 
 impl Collect<'_> {
@@ -1114,7 +1154,7 @@ impl Collect<'_> {
                 };
                 let Some(i) = slot else { continue };
                 self.total += within.len();
-                if self.total > MAX_SELECT_SAMPLES {
+                if self.total > self.limit {
                     return Err(too_many_loaded());
                 }
                 if self.with_samples {
@@ -1130,7 +1170,7 @@ impl Collect<'_> {
             return Ok(());
         };
         self.total += 1;
-        if self.total > MAX_SELECT_SAMPLES {
+        if self.total > self.limit {
             return Err(too_many_loaded());
         }
         if self.with_samples {

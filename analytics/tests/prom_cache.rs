@@ -149,3 +149,49 @@ async fn cached_file_series_answer_as_the_rows_say() {
     assert_eq!(hosts(&dup), expected(&[0, 1, 2], 60, 69));
     store.close().await.unwrap();
 }
+
+/// A file with more samples than the per-file limit is not computed for
+/// the cache: the selection reads in one query with its matchers applied,
+/// and answers the same.
+#[tokio::test]
+async fn files_over_the_part_limit_read_in_one_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(testkit::store_config(dir.path()))
+        .await
+        .unwrap();
+    // Two files of 60 samples (20 minutes of 3 hosts), 75 rows in memory.
+    for k in 0..2 {
+        write(&store, k * 20, (k + 1) * 20).await;
+        store.flush().await.unwrap();
+    }
+    write(&store, 40, 65).await;
+    let ms = |m: i64| (T0 + m * MIN) / 1_000_000;
+    let re = [
+        name_is("queue_depth"),
+        Matcher {
+            name: "host".into(),
+            op: MatchOp::Re,
+            value: "b".into(),
+        },
+    ];
+    let small = PromSource::new(store.clone()).with_part_max_samples(59);
+    let got = small.series(&re, ms(5), ms(60), true).await.unwrap();
+    assert_eq!(hosts(&got), expected(&[1], 5, 60));
+    assert_eq!(
+        small.catalog_cache().series_bytes(),
+        0,
+        "no file was cached"
+    );
+    // Files within the limit are cached; the rows in memory are over it.
+    let medium = PromSource::new(store.clone()).with_part_max_samples(60);
+    let got = medium.series(&re, ms(5), ms(60), true).await.unwrap();
+    assert_eq!(hosts(&got), expected(&[1], 5, 60));
+    assert!(medium.catalog_cache().series_bytes() > 0);
+    // With every part within the limit, the same answer from the cache.
+    let cached = PromSource::new(store.clone());
+    assert_eq!(
+        hosts(&cached.series(&re, ms(5), ms(60), true).await.unwrap()),
+        expected(&[1], 5, 60)
+    );
+    store.close().await.unwrap();
+}
