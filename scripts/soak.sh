@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Soak test: `burnwatch demo` at a steady load with a chaos scenario every
-# ten minutes, sampled every minute: the server's RSS, the allocator's
+# ten minutes, sampled every minute: the server's RSS and anonymous
+# memory (RssAnon), the query engine's Parquet metadata cache, the allocator's
 # live, resident and retained bytes (jemalloc's statistics from /metrics),
 # open file descriptors, WAL bytes, Parquet files and data bytes, and the
 # latency of three API queries. Not part of the test run (BENCHMARKS.md, "Soak").
@@ -12,9 +13,9 @@
 # missing). Uses the demo's default ports (8080, 4317, 4318, 9100-9107).
 #
 # Fails (exit 1) when a query takes longer than SOAK_QUERY_LIMIT_MS or does
-# not answer 200, or when RSS, open descriptors or WAL bytes keep growing:
-# the largest sample of the last third of the run more than 25% (and more
-# than a small floor) above the largest of the middle third. Data bytes and
+# not answer 200, or when RSS, anonymous memory, open descriptors or WAL
+# bytes keep growing: the largest sample of the last third of the run more
+# than 25% (and more than a small floor) above the largest of the middle third. Data bytes and
 # file counts grow with ingest until retention and compaction catch up;
 # they are reported, and fail only past twice the middle third's largest.
 set -euo pipefail
@@ -64,7 +65,7 @@ timed() {
 }
 
 CSV="$DIR/soak.csv"
-echo "minute,rss_mib,alloc_mib,alloc_resident_mib,alloc_retained_mib,fds,wal_mib,parquet_files,data_mib,red_ms,slos_ms,sql_ms,chaos" > "$CSV"
+echo "minute,rss_mib,anon_mib,alloc_mib,alloc_resident_mib,alloc_retained_mib,meta_cache_mib,fds,wal_mib,parquet_files,data_mib,red_ms,slos_ms,sql_ms,chaos" > "$CSV"
 # MiB of one of the allocator's figures in a /metrics text (-1 when absent).
 alloc() {
   awk -v k="kind=\"$2\"" '$1 ~ /^burnwatch_allocator_bytes/ && index($1, k) { printf "%d", $2 / 1048576; f = 1 } END { if (!f) printf "-1" }' "$1"
@@ -84,6 +85,7 @@ for m in $(seq 1 "$MINUTES"); do
   [ "$wait_s" -gt 0 ] && sleep "$wait_s"
   kill -0 "$SERVER" 2>/dev/null || { echo "the server exited; see $DIR/demo.log" >&2; exit 1; }
   rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER/status")
+  anon_kb=$(awk '/^RssAnon:/ {print $2}' "/proc/$SERVER/status")
   fds=$(ls "/proc/$SERVER/fd" | wc -l)
   wal=$(du -sk "$DATA/wal" 2>/dev/null | cut -f1 || echo 0)
   files=$(find "$DATA" -name '*.parquet' | wc -l)
@@ -92,11 +94,12 @@ for m in $(seq 1 "$MINUTES"); do
   allocated=$(alloc "$DIR/metrics.txt" allocated)
   a_resident=$(alloc "$DIR/metrics.txt" resident)
   a_retained=$(alloc "$DIR/metrics.txt" retained)
+  meta=$(awk '$1 == "burnwatch_query_metadata_cache_bytes" { printf "%d", $2 / 1048576; f = 1 } END { if (!f) printf "-1" }' "$DIR/metrics.txt")
   red=$(timed "$API/api/v1/red/services")
   slos=$(timed "$API/api/v1/slos")
   sql=$(timed "$API/api/v1/query" "$SQL")
-  printf '%d,%d,%s,%s,%s,%d,%d,%d,%d,%s,%s,%s,%s\n' "$m" $((rss_kb / 1024)) "$allocated" "$a_resident" \
-    "$a_retained" "$fds" $((wal / 1024)) "$files" $((data / 1024)) "$red" "$slos" "$sql" "$chaos" | tee -a "$CSV"
+  printf '%d,%d,%d,%s,%s,%s,%s,%d,%d,%d,%d,%s,%s,%s,%s\n' "$m" $((rss_kb / 1024)) $((anon_kb / 1024)) \
+    "$allocated" "$a_resident" "$a_retained" "$meta" "$fds" $((wal / 1024)) "$files" $((data / 1024)) "$red" "$slos" "$sql" "$chaos" | tee -a "$CSV"
 done
 
 python3 - "$CSV" "$LIMIT_MS" <<'EOF'
@@ -113,7 +116,7 @@ n = len(rows)
 if n >= 6:
     mid = rows[n // 3 : 2 * n // 3]
     last = rows[2 * n // 3 :]
-    for col, floor, factor in (("rss_mib", 64, 1.25), ("fds", 32, 1.25), ("wal_mib", 64, 1.25),
+    for col, floor, factor in (("rss_mib", 64, 1.25), ("anon_mib", 64, 1.25), ("fds", 32, 1.25), ("wal_mib", 64, 1.25),
                                ("parquet_files", 50, 2.0), ("data_mib", 256, 2.0)):
         a = max(float(r[col]) for r in mid)
         b = max(float(r[col]) for r in last)
