@@ -245,11 +245,22 @@ pub enum BodyError {
     Bad(String),
 }
 
+/// Whether a `Content-Encoding` leaves the body as it is (absent, empty or
+/// `identity`): [`decompress`] then returns it unchanged, without work.
+pub fn is_identity(encoding: Option<&str>) -> bool {
+    encoding
+        .map(str::trim)
+        .is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"))
+}
+
 /// Decompresses `body` per `Content-Encoding`, never producing more than `limit` bytes.
 pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, BodyError> {
     use flate2::bufread::{MultiGzDecoder, ZlibDecoder};
 
-    let enc = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
+    if is_identity(encoding) {
+        return Ok(body);
+    }
+    let enc = encoding.unwrap_or_default().trim().to_ascii_lowercase();
     let mut out = Vec::new();
     let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), BodyError> {
         let mut limited = r.take(limit as u64 + 1);
@@ -276,7 +287,6 @@ pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<B
         }
     };
     match enc.as_str() {
-        "" | "identity" => return Ok(body),
         // Every member of a multi-member gzip body (RFC 1952 2.2).
         "gzip" | "x-gzip" => {
             let mut d = MultiGzDecoder::new(&body[..]);
@@ -546,11 +556,7 @@ async fn process(
         )
     };
     // Decompression and decoding are CPU work: off the async workers.
-    let identity = content_encoding
-        .as_deref()
-        .map(str::trim)
-        .is_none_or(|e| e.is_empty() || e.eq_ignore_ascii_case("identity"));
-    let plain = if identity {
+    let plain = if is_identity(content_encoding.as_deref()) {
         raw
     } else {
         match tokio::task::spawn_blocking(move || {
