@@ -23,7 +23,7 @@ use crate::fsutil::{create_dir_durable, sync_dir, write_atomic};
 use crate::schema::Table;
 
 /// zstd level of files written by flushes (fast: flushes are on the ingest path).
-pub(crate) const FLUSH_ZSTD_LEVEL: i32 = 1;
+pub const FLUSH_ZSTD_LEVEL: i32 = 1;
 /// zstd level of files written by compaction (denser: data at rest).
 pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 6;
 
@@ -216,11 +216,7 @@ pub fn partition_dir(table: Table, hour: i64) -> String {
 
 /// Parquet writer settings for a table. `zstd_level` trades flush speed for
 /// size: flushes use a fast level, compaction a denser one.
-pub(crate) fn writer_props(
-    table: Table,
-    row_group_rows: usize,
-    zstd_level: i32,
-) -> WriterProperties {
+pub fn writer_props(table: Table, row_group_rows: usize, zstd_level: i32) -> WriterProperties {
     let schema = table.schema();
     let sorting = table
         .sort_columns()
@@ -277,7 +273,7 @@ fn time_range(table: Table, batch: &RecordBatch) -> Option<(i64, i64)> {
 }
 
 /// A writer that computes the CRC-32 of everything written through it.
-struct Crc32Writer<W> {
+pub(crate) struct Crc32Writer<W> {
     inner: W,
     hasher: crc32fast::Hasher,
 }
@@ -309,6 +305,13 @@ pub(crate) fn file_crc32(path: &Path) -> std::io::Result<u32> {
     }
 }
 
+/// The file being written: Arrow's writer over a checksumming file.
+pub(crate) type FileWriter = ArrowWriter<Crc32Writer<File>>;
+
+/// What writing the rows of a file returns: the underlying writer (the file
+/// is finished), the rows written and their time range.
+pub(crate) type Written = (Crc32Writer<File>, u64, Option<(i64, i64)>);
+
 /// Writes batches into one new Parquet file at `rel_path`, durably.
 pub(crate) fn write_file(
     data_dir: &Path,
@@ -318,6 +321,48 @@ pub(crate) fn write_file(
     props: WriterProperties,
     metadata: Vec<(String, String)>,
     batches: impl IntoIterator<Item = Result<RecordBatch>>,
+) -> Result<FileMeta> {
+    write_file_with(
+        data_dir,
+        table,
+        hour,
+        rel_path,
+        props,
+        metadata,
+        |mut writer| {
+            let mut rows = 0u64;
+            let mut range: Option<(i64, i64)> = None;
+            for batch in batches {
+                let batch = batch?;
+                range = widen(range, time_range(table, &batch));
+                rows += batch.num_rows() as u64;
+                writer.write(&batch)?;
+            }
+            Ok((writer.into_inner()?, rows, range))
+        },
+    )
+}
+
+fn widen(range: Option<(i64, i64)>, more: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (range, more) {
+        (Some((a, b)), Some((lo, hi))) => Some((a.min(lo), b.max(hi))),
+        (r, None) => r,
+        (None, m) => m,
+    }
+}
+
+/// Writes one new Parquet file at `rel_path`, durably: `rows` writes the
+/// rows through the writer it is given and finishes the file. The file is
+/// written under a temporary name, synced, renamed and its directory
+/// synced; nothing is left behind on error.
+pub(crate) fn write_file_with(
+    data_dir: &Path,
+    table: Table,
+    hour: i64,
+    rel_path: &str,
+    props: WriterProperties,
+    metadata: Vec<(String, String)>,
+    rows: impl FnOnce(FileWriter) -> Result<Written>,
 ) -> Result<FileMeta> {
     let final_path = data_dir.join(rel_path);
     let dir = final_path
@@ -337,26 +382,17 @@ pub(crate) fn write_file(
             hasher: crc32fast::Hasher::new(),
         };
         let mut writer = ArrowWriter::try_new(file, table.schema(), Some(props))?;
-        let mut rows = 0u64;
-        let mut range: Option<(i64, i64)> = None;
-        for batch in batches {
-            let batch = batch?;
-            if let Some((lo, hi)) = time_range(table, &batch) {
-                range = Some(match range {
-                    Some((a, b)) => (a.min(lo), b.max(hi)),
-                    None => (lo, hi),
-                });
-            }
-            rows += batch.num_rows() as u64;
-            writer.write(&batch)?;
-        }
         for (k, v) in metadata {
             writer.append_key_value_metadata(KeyValue::new(k, v));
         }
-        let Crc32Writer {
-            inner: file,
-            hasher,
-        } = writer.into_inner()?;
+        let (
+            Crc32Writer {
+                inner: file,
+                hasher,
+            },
+            rows,
+            range,
+        ) = rows(writer)?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
         let bytes = file.metadata().map_err(|e| Error::io(&tmp, e))?.len();
         let (min_time_ns, max_time_ns) = range.unwrap_or((hour * HOUR_NS, hour * HOUR_NS));
@@ -383,10 +419,73 @@ pub(crate) fn write_file(
     }
 }
 
+/// Writes the rows at `order` (`(batch, row)` positions in `batches`) as
+/// row groups of `row_group_rows`, one column at a time: each column of a
+/// row group is gathered [`FLUSH_CHUNK_ROWS`] rows at a time and encoded
+/// before the next is gathered, so the writer holds one chunk of one column
+/// beside the row group's encoded pages.
+fn write_gathered(
+    writer: FileWriter,
+    table: Table,
+    batches: &[&RecordBatch],
+    order: &[(usize, usize)],
+    row_group_rows: usize,
+) -> Result<Written> {
+    use parquet::arrow::arrow_writer::compute_leaves;
+    let schema = table.schema();
+    let time_col = schema.index_of(table.time_column())?;
+    let (mut file, factory) = writer.into_serialized_writer()?;
+    let mut range = None;
+    for (group, rows) in order.chunks(row_group_rows.max(1)).enumerate() {
+        let mut writers = factory.create_column_writers(group)?.into_iter();
+        let mut chunks = Vec::new();
+        for (i, field) in schema.fields().iter().enumerate() {
+            let mut leaf_writers = Vec::new();
+            for part in rows.chunks(FLUSH_CHUNK_ROWS) {
+                let column = crate::gather::gather_column(batches, i, part)?;
+                if i == time_col {
+                    let times = column
+                        .as_primitive_opt::<TimestampNanosecondType>()
+                        .ok_or_else(|| Error::Internal(format!("{table} time column type")))?;
+                    if let (Some(lo), Some(hi)) =
+                        (arrow::compute::min(times), arrow::compute::max(times))
+                    {
+                        range = widen(range, Some((lo, hi)));
+                    }
+                }
+                let leaves = compute_leaves(field, &column)?;
+                if leaf_writers.is_empty() {
+                    leaf_writers = writers.by_ref().take(leaves.len()).collect();
+                }
+                if leaf_writers.len() != leaves.len() {
+                    return Err(Error::Internal(format!(
+                        "{table}.{}: {} column writers for {} leaves",
+                        field.name(),
+                        leaf_writers.len(),
+                        leaves.len()
+                    )));
+                }
+                for (w, leaf) in leaf_writers.iter_mut().zip(&leaves) {
+                    w.write(leaf)?;
+                }
+            }
+            for w in leaf_writers {
+                chunks.push(w.close()?);
+            }
+        }
+        let mut row_group = file.next_row_group()?;
+        for c in chunks {
+            c.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+    }
+    Ok((file.into_inner()?, order.len() as u64, range))
+}
+
 /// Writes a flush: the batches of one table, split by hour, each partition
 /// sorted, one file per partition. Files are durable on return but not yet
 /// live (the caller adds them to the manifest).
-pub(crate) fn write_flush(
+pub fn write_flush(
     data_dir: &Path,
     table: Table,
     batches: &[RecordBatch],
@@ -406,19 +505,17 @@ pub(crate) fn write_flush(
             partition_dir(table, hour),
             next_id()
         );
-        // Sorted rows are gathered a chunk at a time, so a flush holds one
-        // chunk of copies beside its input, not a second copy of it all.
-        let chunks = order
-            .chunks(FLUSH_CHUNK_ROWS)
-            .map(|c| interleave_record_batch(&refs, c).map_err(Error::from));
-        let meta = write_file(
+        // Sorted rows are gathered a column chunk at a time as they are
+        // encoded, so a flush holds one chunk of copies beside its input,
+        // not a second copy of it all.
+        let meta = write_file_with(
             data_dir,
             table,
             hour,
             &rel,
             writer_props(table, row_group_rows, FLUSH_ZSTD_LEVEL),
             vec![("burnwatch.max_lsn".into(), lsn.to_string())],
-            chunks,
+            |w| write_gathered(w, table, &refs, &order, row_group_rows),
         );
         match meta {
             Ok(m) => out.push(m),
@@ -484,21 +581,18 @@ fn sort_ranks(col: &arrow::array::ArrayRef) -> Result<Vec<i64>> {
     }
 }
 
-/// Rows of a flush gathered into one sorted batch at a time.
+/// Rows of a flush column gathered at a time.
 const FLUSH_CHUNK_ROWS: usize = 16 * 1024;
 
 /// An hour partition's rows in order, as `(batch, row)` positions.
-pub(crate) type SortedPartition = (i64, Vec<(usize, usize)>);
+pub type SortedPartition = (i64, Vec<(usize, usize)>);
 
 /// Splits rows of many batches into hour partitions, each in the order of
 /// the table's sort columns, as `(batch, row)` positions in `batches`: only
 /// the sort columns are concatenated to compute the order, and the caller
 /// gathers rows straight from the input batches
 /// ([`interleave_record_batch`]), copying each once.
-pub(crate) fn partition_sorted(
-    table: Table,
-    batches: &[RecordBatch],
-) -> Result<Vec<SortedPartition>> {
+pub fn partition_sorted(table: Table, batches: &[RecordBatch]) -> Result<Vec<SortedPartition>> {
     use arrow::array::{Array, ArrayRef, Int64Array};
     let concat_col = |name: &str| -> Result<ArrayRef> {
         let parts: Vec<&dyn Array> = batches
@@ -783,6 +877,76 @@ mod tests {
             for i in 1..r.num_rows() {
                 assert!(r.row(i - 1) <= r.row(i), "row {i} out of order");
             }
+        }
+    }
+
+    /// A flush's files hold exactly the rows of their hour in sort order
+    /// (gathered column by column), in row groups of the configured size,
+    /// with the time range, bloom filters and page index of every file.
+    #[test]
+    fn flush_files_hold_sorted_rows_with_filters_and_page_index() {
+        const SEC: i64 = 1_000_000_000;
+        let t0 = 1_709_632_800 * SEC;
+        let spans: Vec<RecordBatch> = ["payments", "gateway", "catalog", "gateway"]
+            .iter()
+            .enumerate()
+            .map(|(k, svc)| {
+                let times: Vec<(i64, bool)> = (0..700i64)
+                    .map(|i| (t0 + (i * 7919 + k as i64 * 13) % 7200 * SEC, i % 5 == 0))
+                    .collect();
+                crate::synth::http_requests(svc, "GET", "/x", &times)
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut id = 0;
+        let files = write_flush(dir.path(), Table::Spans, &spans, 300, 7, "", || {
+            id += 1;
+            id
+        })
+        .unwrap();
+        assert_eq!(files.len(), 2, "two hours");
+        let refs: Vec<&RecordBatch> = spans.iter().collect();
+        let want: Vec<RecordBatch> = partition_sorted(Table::Spans, &spans)
+            .unwrap()
+            .into_iter()
+            .map(|(_, order)| interleave_record_batch(&refs, &order).unwrap())
+            .collect();
+        for (meta, want) in files.iter().zip(&want) {
+            let path = dir.path().join(&meta.path);
+            let got: Vec<RecordBatch> = read_file(&path, 100_000)
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+            let got = arrow::compute::concat_batches(&Table::Spans.schema(), &got).unwrap();
+            assert_eq!(&got, want, "{} holds its hour's rows in order", meta.path);
+            assert_eq!(meta.rows as usize, want.num_rows());
+            assert_eq!(
+                (meta.min_time_ns, meta.max_time_ns),
+                time_range(Table::Spans, want).unwrap()
+            );
+            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+                File::open(&path).unwrap(),
+                parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+                    .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required),
+            )
+            .unwrap();
+            let md = reader.metadata();
+            assert!(md.num_row_groups() >= 2);
+            assert!(md.row_groups().iter().all(|g| g.num_rows() <= 300));
+            assert!(md.offset_index().is_some(), "page index");
+            let trace = Table::Spans.schema().index_of("trace_id").unwrap();
+            assert!(
+                md.row_group(0)
+                    .column(trace)
+                    .bloom_filter_offset()
+                    .is_some(),
+                "trace_id bloom filter"
+            );
+            let lsn = md
+                .file_metadata()
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|k| k.key == "burnwatch.max_lsn").cloned());
+            assert_eq!(lsn.and_then(|k| k.value).as_deref(), Some("7"));
         }
     }
 

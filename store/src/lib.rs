@@ -32,6 +32,7 @@ pub mod error;
 pub mod files;
 pub mod flight;
 mod fsutil;
+mod gather;
 #[cfg(feature = "sql")]
 pub mod query;
 pub mod remote;
