@@ -351,11 +351,20 @@ fn resources_of(
 }
 
 /// The store settings of the dataset.
+/// The store's defaults; `BURNWATCH_BENCH_SPANS_ROW_GROUP_ROWS` sets
+/// `spans_compact_row_group_rows` (to compare file layouts).
 pub fn store_config(dir: &Path) -> StoreConfig {
-    StoreConfig {
+    let mut c = StoreConfig {
         data_dir: dir.to_path_buf(),
         ..Default::default()
+    };
+    if let Some(n) = std::env::var("BURNWATCH_BENCH_SPANS_ROW_GROUP_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.spans_compact_row_group_rows = n;
     }
+    c
 }
 
 /// Writes the dataset; returns (end of the data, one trace id, spans, logs).

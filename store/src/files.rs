@@ -27,6 +27,11 @@ pub const FLUSH_ZSTD_LEVEL: i32 = 1;
 /// zstd level of files written by compaction (denser: data at rest).
 pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 6;
 
+/// Most bytes of a `trace_id` dictionary page: about 450k trace ids (36
+/// bytes each), so a large row group's ids share one dictionary instead of
+/// falling back to plain values part way (the default limit is 1 MiB).
+const TRACE_ID_DICTIONARY_LIMIT: usize = 16 << 20;
+
 /// Nanoseconds in an hour.
 pub const HOUR_NS: i64 = 3_600_000_000_000;
 
@@ -246,6 +251,12 @@ pub fn writer_props(table: Table, row_group_rows: usize, zstd_level: i32) -> Wri
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, parquet::basic::Encoding::DELTA_BINARY_PACKED);
         }
+    }
+    if schema.index_of("trace_id").is_ok() {
+        b = b.set_column_dictionary_page_size_limit(
+            ColumnPath::from("trace_id"),
+            TRACE_ID_DICTIONARY_LIMIT,
+        );
     }
     // Unique per row: a dictionary only costs time.
     for name in ["span_id", "parent_span_id"] {

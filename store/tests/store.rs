@@ -381,11 +381,88 @@ async fn compaction_keeps_every_row_once_and_sorted() {
             prev = Some(key);
         }
     }
+    // One row group (1800 rows, under compact_row_group_rows): every
+    // trace id of the hour in one dictionary, bloom filters sized for it.
+    let md = row_groups(&part.join(&names[0]));
+    assert_eq!(md.num_row_groups(), 1);
+    let trace = Table::Spans.schema().index_of("trace_id").unwrap();
+    let chunk = md.row_group(0).column(trace);
+    assert!(
+        chunk.dictionary_page_offset().is_some(),
+        "trace_id dictionary"
+    );
+    assert!(
+        chunk.bloom_filter_offset().is_some(),
+        "trace_id bloom filter"
+    );
     // Nothing left to do.
     assert_eq!(store.compact(now).await.unwrap(), 0);
     store.close().await.unwrap();
     let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(text(&store, q).await, before);
+}
+
+fn row_groups(path: &Path) -> Arc<parquet::file::metadata::ParquetMetaData> {
+    let file = std::fs::File::open(path).unwrap();
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .metadata()
+        .clone()
+}
+
+/// Compacted spans files hold row groups of `spans_compact_row_group_rows`
+/// (flushed files and compacted logs of `row_group_rows`), and read back
+/// every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_row_groups_follow_their_own_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        row_group_rows: 200,
+        spans_compact_row_group_rows: 500,
+        ..config(dir.path())
+    };
+    let store = Store::open(cfg).await.unwrap();
+    for seed in 0..3 {
+        store
+            .write(Table::Spans, synth::spans(seed, 600, BASE, HOUR_NS - 1))
+            .await
+            .unwrap();
+        store
+            .write(Table::Logs, synth::logs(seed, 300, BASE))
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let part = dir.path().join("spans/date=2024-03-05/hour=10");
+    let files = |prefix: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&part)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .collect()
+    };
+    for f in files("part-") {
+        assert_eq!(row_groups(&f).num_row_groups(), 3, "{f:?}: 600 rows by 200");
+    }
+    assert_eq!(store.compact(BASE + 10 * HOUR_NS).await.unwrap(), 6);
+    let logs = std::fs::read_dir(dir.path().join("logs/date=2024-03-05/hour=10"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(logs.len(), 1);
+    let sizes: Vec<i64> = row_groups(&logs[0])
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect();
+    assert_eq!(sizes, [200, 200, 200, 200, 100], "logs keep row_group_rows");
+    let out = files("compact-");
+    assert_eq!(out.len(), 1);
+    let md = row_groups(&out[0]);
+    let sizes: Vec<i64> = md.row_groups().iter().map(|g| g.num_rows()).collect();
+    assert_eq!(sizes, [500, 500, 500, 300]);
+    assert_eq!(count(&store, "spans").await, 1800);
+    assert_eq!(count(&store, "logs").await, 900);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

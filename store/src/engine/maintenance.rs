@@ -85,7 +85,16 @@ impl Store {
             self.file_tag()
         );
         let data_dir = self.inner.data_dir.clone();
-        let row_group_rows = self.inner.config.row_group_rows;
+        // Spans: one row group for up to `spans_compact_row_group_rows`
+        // rows; the bloom filters are sized for the rows the file will hold.
+        let input_rows: u64 = inputs.iter().map(|f| f.rows).sum();
+        let config = &self.inner.config;
+        let row_group_rows = match table {
+            Table::Spans => config.spans_compact_row_group_rows,
+            Table::Logs | Table::MetricPoints => config.row_group_rows,
+        }
+        .min(usize::try_from(input_rows).unwrap_or(usize::MAX))
+        .max(1);
         let paths: Vec<PathBuf> = inputs.iter().map(|f| data_dir.join(&f.path)).collect();
         let dd = data_dir.clone();
         let written = tokio::task::spawn_blocking(move || -> Result<FileMeta> {
@@ -102,7 +111,6 @@ impl Store {
         })
         .await
         .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
-        let input_rows: u64 = inputs.iter().map(|f| f.rows).sum();
         if written.rows != input_rows {
             let _ = std::fs::remove_file(data_dir.join(&written.path));
             return Err(Error::Internal(format!(

@@ -60,8 +60,14 @@ pub struct StoreConfig {
     pub flush_bytes: usize,
     /// Flush when the oldest buffered row is this old (seconds).
     pub flush_interval_secs: f64,
-    /// Rows per Parquet row group.
+    /// Rows per Parquet row group of flushed files.
     pub row_group_rows: usize,
+    /// Most rows per Parquet row group of compacted spans files. A row
+    /// group has one dictionary per column, so large ones let every span of
+    /// a trace (across services) share one `trace_id` entry. Compacted logs
+    /// and metric points keep `row_group_rows`: their dictionaries (bodies,
+    /// label values) fill up, and larger row groups made logs larger.
+    pub spans_compact_row_group_rows: usize,
     /// Capacity of the queue in front of the WAL thread (requests).
     pub wal_queue: usize,
     /// Retention per table in hours (0 keeps forever).
@@ -147,6 +153,7 @@ impl Default for StoreConfig {
             flush_bytes: 64 << 20,
             flush_interval_secs: 5.0,
             row_group_rows: 64 * 1024,
+            spans_compact_row_group_rows: 1 << 20,
             wal_queue: 1024,
             retention_hours: RetentionConfig::default(),
             compaction_schedule: "0 */5 * * * *".into(),
