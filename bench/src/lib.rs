@@ -61,6 +61,20 @@ pub fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// Realistic span batches of 512 spans each ([`trace_request`]), converted
+/// to Arrow exactly as the collector does, from the random `seed`.
+pub fn span_batches(n_spans: usize, seed: u64) -> Vec<arrow::array::RecordBatch> {
+    let mut rng = Rng::new(seed);
+    let base = 1_763_700_000_000_000_000u64; // 2025-11-21
+    (0..n_spans.div_ceil(512))
+        .map(|_| {
+            let req = trace_request(&mut rng, 512, base);
+            let c = collector::convert::spans(&req, &collector::convert::ConvertOptions::default());
+            c.batch.expect("valid spans")
+        })
+        .collect()
+}
+
 /// A realistic export request: one resource (service) with `n` HTTP server
 /// spans, ten semantic-convention attributes each, traces of eight spans.
 pub fn trace_request(rng: &mut Rng, n: usize, base_ns: u64) -> ExportTraceServiceRequest {

@@ -27,9 +27,10 @@ pub const FLUSH_ZSTD_LEVEL: i32 = 1;
 /// zstd level of files written by compaction (denser: data at rest).
 pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 6;
 
-/// Most bytes of a `trace_id` dictionary page: about 450k trace ids (36
-/// bytes each), so a large row group's ids share one dictionary instead of
-/// falling back to plain values part way (the default limit is 1 MiB).
+/// Most bytes of a spans file's `trace_id` dictionary page: about 450k
+/// trace ids (36 bytes each), so a large row group's ids share one
+/// dictionary instead of falling back to plain values part way (the
+/// default limit is 1 MiB).
 const TRACE_ID_DICTIONARY_LIMIT: usize = 16 << 20;
 
 /// Nanoseconds in an hour.
@@ -252,7 +253,9 @@ pub fn writer_props(table: Table, row_group_rows: usize, zstd_level: i32) -> Wri
                 .set_column_encoding(path, parquet::basic::Encoding::DELTA_BINARY_PACKED);
         }
     }
-    if schema.index_of("trace_id").is_ok() {
+    // Spans only: a log record's trace id is nearly unique in its row
+    // group, where a dictionary costs more than plain values.
+    if table == Table::Spans {
         b = b.set_column_dictionary_page_size_limit(
             ColumnPath::from("trace_id"),
             TRACE_ID_DICTIONARY_LIMIT,
@@ -894,20 +897,30 @@ mod tests {
     /// A flush's files hold exactly the rows of their hour in sort order
     /// (gathered column by column), in row groups of the configured size,
     /// with the time range, bloom filters and page index of every file.
-    #[test]
-    fn flush_files_hold_sorted_rows_with_filters_and_page_index() {
-        const SEC: i64 = 1_000_000_000;
-        let t0 = 1_709_632_800 * SEC;
-        let spans: Vec<RecordBatch> = ["payments", "gateway", "catalog", "gateway"]
+    const SEC: i64 = 1_000_000_000;
+    const T0: i64 = 1_709_632_800 * SEC;
+
+    /// One batch of `n` requests per service, over two hours, out of order;
+    /// every `fail_every`th request fails.
+    fn interleaved_spans(services: &[&str], n: i64, fail_every: i64) -> Vec<RecordBatch> {
+        services
             .iter()
             .enumerate()
             .map(|(k, svc)| {
-                let times: Vec<(i64, bool)> = (0..700i64)
-                    .map(|i| (t0 + (i * 7919 + k as i64 * 13) % 7200 * SEC, i % 5 == 0))
+                let times: Vec<(i64, bool)> = (0..n)
+                    .map(|i| {
+                        let t = T0 + (i * 7919 + k as i64 * 13) % 7200 * SEC;
+                        (t, i % fail_every == 0)
+                    })
                     .collect();
                 crate::synth::http_requests(svc, "GET", "/x", &times)
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn flush_files_hold_sorted_rows_with_filters_and_page_index() {
+        let spans = interleaved_spans(&["payments", "gateway", "catalog", "gateway"], 700, 5);
         let dir = tempfile::tempdir().unwrap();
         let mut id = 0;
         let files = write_flush(dir.path(), Table::Spans, &spans, 300, 7, "", || {
@@ -963,8 +976,7 @@ mod tests {
 
     #[test]
     fn flush_order_is_arrows_sort_order() {
-        const SEC: i64 = 1_000_000_000;
-        let t0 = 1_709_632_800 * SEC;
+        let t0 = T0;
         // Metric points of many minutes over three hours, out of order.
         let mut points: Vec<RecordBatch> = (0..180)
             .map(|m| crate::synth::metric_points(t0 + ((m * 37) % 180) * 60 * SEC))
@@ -972,16 +984,7 @@ mod tests {
         points.reverse();
         check_sorted(Table::MetricPoints, &points);
         // Spans of several services, interleaved in time.
-        let spans: Vec<RecordBatch> = ["payments", "gateway", "catalog", "a", "gateway"]
-            .iter()
-            .enumerate()
-            .map(|(k, svc)| {
-                let times: Vec<(i64, bool)> = (0..500i64)
-                    .map(|i| (t0 + (i * 7919 + k as i64 * 13) % 7200 * SEC, i % 3 == 0))
-                    .collect();
-                crate::synth::http_requests(svc, "GET", "/x", &times)
-            })
-            .collect();
+        let spans = interleaved_spans(&["payments", "gateway", "catalog", "a", "gateway"], 500, 3);
         check_sorted(Table::Spans, &spans);
     }
 }

@@ -17,7 +17,6 @@ use burnwatch_bench::median;
 use clap::Parser;
 use parquet::arrow::ArrowWriter;
 use store::Table;
-use testkit::synth::Rng;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -33,18 +32,6 @@ struct Args {
     /// Directory the files are written in (default: ./target/bench-data).
     #[arg(long, default_value = "target/bench-data")]
     dir: std::path::PathBuf,
-}
-
-fn batches(n_spans: usize) -> Vec<RecordBatch> {
-    let mut rng = Rng::new(7);
-    let base = 1_763_700_000_000_000_000u64;
-    (0..n_spans.div_ceil(512))
-        .map(|_| {
-            let req = burnwatch_bench::trace_request(&mut rng, 512, base);
-            let c = collector::convert::spans(&req, &collector::convert::ConvertOptions::default());
-            c.batch.expect("valid spans")
-        })
-        .collect()
 }
 
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -94,7 +81,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.dir)?;
     let dir = tempfile::tempdir_in(&args.dir)?;
-    let input = batches(args.spans);
+    let input = burnwatch_bench::span_batches(args.spans, 7);
     let spans: usize = input.iter().map(|b| b.num_rows()).sum();
     println!(
         "flush of {spans} spans in {} batches, {} runs each, alternating",

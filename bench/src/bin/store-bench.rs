@@ -16,7 +16,6 @@ use arrow::array::RecordBatch;
 use burnwatch_bench::{median, percentile};
 use clap::Parser;
 use store::{Store, StoreConfig, Table};
-use testkit::synth::Rng;
 
 // jemalloc: less fragmentation than glibc malloc across the runtime's
 // threads, so resident memory tracks live data.
@@ -53,20 +52,6 @@ fn fsync_latency(dir: &std::path::Path) -> Result<(f64, f64)> {
     drop(f);
     std::fs::remove_file(&path)?;
     Ok((median(&mut lat.clone()), percentile(&mut lat, 0.99)))
-}
-
-/// Realistic span batches (512 spans each), converted from OTLP requests
-/// exactly as the collector does, generated before timing starts.
-fn batches(n_spans: usize) -> Vec<RecordBatch> {
-    let mut rng = Rng::new(42);
-    let base = 1_763_700_000_000_000_000u64; // 2025-11-21
-    (0..n_spans.div_ceil(512))
-        .map(|_| {
-            let req = burnwatch_bench::trace_request(&mut rng, 512, base);
-            let c = collector::convert::spans(&req, &collector::convert::ConvertOptions::default());
-            c.batch.expect("valid spans")
-        })
-        .collect()
 }
 
 struct RunResult {
@@ -207,7 +192,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     println!("generating {} spans ...", args.spans);
-    let batches = Arc::new(batches(args.spans));
+    let batches = Arc::new(burnwatch_bench::span_batches(args.spans, 42));
     let raw: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
     println!(
         "in-memory Arrow size: {:.0} bytes/span",
