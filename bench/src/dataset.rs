@@ -350,8 +350,7 @@ fn resources_of(
         .collect()
 }
 
-/// The store settings of the dataset.
-/// The store's defaults; `BURNWATCH_BENCH_SPANS_ROW_GROUP_ROWS` sets
+/// The store settings of the dataset: the store's defaults; `BURNWATCH_BENCH_SPANS_ROW_GROUP_ROWS` sets
 /// `spans_compact_row_group_rows` (to compare file layouts).
 pub fn store_config(dir: &Path) -> StoreConfig {
     let mut c = StoreConfig {

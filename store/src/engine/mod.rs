@@ -60,13 +60,14 @@ pub struct StoreConfig {
     pub flush_bytes: usize,
     /// Flush when the oldest buffered row is this old (seconds).
     pub flush_interval_secs: f64,
-    /// Rows per Parquet row group of flushed files.
+    /// Rows per Parquet row group of flushed files and of compacted logs
+    /// and metric points.
     pub row_group_rows: usize,
     /// Most rows per Parquet row group of compacted spans files. A row
     /// group has one dictionary per column, so large ones let every span of
-    /// a trace (across services) share one `trace_id` entry. Compacted logs
-    /// and metric points keep `row_group_rows`: their dictionaries (bodies,
-    /// label values) fill up, and larger row groups made logs larger.
+    /// a trace (across services) share one `trace_id` entry. Logs and
+    /// metric points were not measured with larger row groups and keep
+    /// `row_group_rows`.
     pub spans_compact_row_group_rows: usize,
     /// Capacity of the queue in front of the WAL thread (requests).
     pub wal_queue: usize,
