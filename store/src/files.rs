@@ -25,7 +25,7 @@ use crate::schema::Table;
 /// zstd level of files written by flushes (fast: flushes are on the ingest path).
 pub const FLUSH_ZSTD_LEVEL: i32 = 1;
 /// zstd level of files written by compaction (denser: data at rest).
-pub(crate) const COMPACT_ZSTD_LEVEL: i32 = 6;
+pub const COMPACT_ZSTD_LEVEL: i32 = 6;
 
 /// Most bytes of a spans file's `trace_id` dictionary page: about 450k
 /// trace ids (36 bytes each), so a large row group's ids share one
@@ -739,9 +739,41 @@ struct Cursor {
     done: bool,
 }
 
+/// Rows a merge holds decoded across all its inputs: each input is read
+/// [`merge_read_rows`] rows at a time. A decoded span with its attributes
+/// takes about 1.4 KB, so 32k rows are about 44 MiB whatever the number of
+/// inputs (at 8192 rows per input, 64 inputs held 700 MiB).
+pub const MERGE_HELD_ROWS: usize = 32 * 1024;
+
+/// Rows of each output batch of a merge.
+pub const MERGE_OUTPUT_ROWS: usize = 8192;
+
+/// Rows read at a time from each of `inputs` inputs of a merge: an even
+/// share of [`MERGE_HELD_ROWS`], between 256 and 8192.
+pub fn merge_read_rows(inputs: usize) -> usize {
+    (MERGE_HELD_ROWS / inputs.max(1)).clamp(256, 8192)
+}
+
+/// Merges `inputs` (files of one table and hour, each sorted) into one new
+/// sorted file at `rel_path`, reading each input `read_rows` rows at a time
+/// (the store uses [`merge_read_rows`]).
+pub fn merge_files(
+    data_dir: &Path,
+    table: Table,
+    hour: i64,
+    rel_path: &str,
+    props: WriterProperties,
+    inputs: &[PathBuf],
+    read_rows: usize,
+) -> Result<FileMeta> {
+    let merge = MergeIter::new(table, inputs, read_rows, MERGE_OUTPUT_ROWS)?;
+    write_file(data_dir, table, hour, rel_path, props, vec![], merge)
+}
+
 /// Streams the rows of several files, each sorted by the table's sort columns,
 /// as one sorted sequence of batches (a k-way merge). Memory: one batch of
-/// `batch_size` rows per input plus one output batch.
+/// `read_rows` rows per input plus one output batch of `batch_size` rows
+/// (and the batches it was gathered from).
 pub(crate) struct MergeIter {
     table: Table,
     converter: RowConverter,
@@ -752,7 +784,12 @@ pub(crate) struct MergeIter {
 }
 
 impl MergeIter {
-    pub(crate) fn new(table: Table, paths: &[PathBuf], batch_size: usize) -> Result<MergeIter> {
+    pub(crate) fn new(
+        table: Table,
+        paths: &[PathBuf],
+        read_rows: usize,
+        batch_size: usize,
+    ) -> Result<MergeIter> {
         let schema = table.schema();
         let fields = table
             .sort_columns()
@@ -773,7 +810,7 @@ impl MergeIter {
             failed: false,
         };
         for p in paths {
-            let reader = read_file(p, batch_size)?;
+            let reader = read_file(p, read_rows)?;
             let mut c = Cursor {
                 reader,
                 slot: 0,

@@ -140,7 +140,8 @@ impl Store {
 }
 
 /// A cron job running `run` on the store; failures are logged and retried
-/// at the next tick.
+/// at the next tick. A tick that comes while the job's previous run is
+/// still going is skipped (and logged), so slow runs never pile up.
 pub(super) fn cron_job<F, Fut>(
     schedule: &str,
     what: &'static str,
@@ -151,13 +152,81 @@ where
     F: Fn(Store) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<u64>> + Send + 'static,
 {
+    let running = Arc::new(AtomicBool::new(false));
     tokio_cron_scheduler::Job::new_async(schedule, move |_id, _l| {
-        let fut = run(store.clone());
+        let claimed = Running::claim(&running);
+        let fut = claimed.is_some().then(|| run(store.clone()));
         Box::pin(async move {
+            let (Some(_claimed), Some(fut)) = (claimed, fut) else {
+                tracing::info!("{what} still running from an earlier tick; this tick skipped");
+                return;
+            };
             if let Err(e) = fut.await {
                 tracing::warn!(error = %e, "{what} failed; will retry on schedule");
             }
         })
     })
     .map_err(|e| Error::Internal(format!("bad {what}_schedule {schedule:?}: {e}")))
+}
+
+/// A cron job's run in progress; dropping it (done, failed or cancelled)
+/// lets the next tick run.
+struct Running(Arc<AtomicBool>);
+
+impl Running {
+    fn claim(flag: &Arc<AtomicBool>) -> Option<Running> {
+        (!flag.swap(true, Ordering::AcqRel)).then(|| Running(flag.clone()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job slower than its schedule never runs twice at once: the ticks
+    /// that come while it runs are skipped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tick_during_a_run_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let job = {
+            let (running, most, runs) = (running.clone(), most.clone(), runs.clone());
+            cron_job("* * * * * *", "test job", store.clone(), move |_s| {
+                let (running, most, runs) = (running.clone(), most.clone(), runs.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(0)
+                }
+            })
+            .unwrap()
+        };
+        let mut scheduler = tokio_cron_scheduler::JobScheduler::new().await.unwrap();
+        scheduler.add(job).await.unwrap();
+        scheduler.start().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        scheduler.shutdown().await.unwrap();
+        let runs = runs.load(Ordering::SeqCst);
+        // Six or seven ticks; a run takes 2.5 s, so at most three started.
+        assert!((1..=3).contains(&runs), "{runs} runs started");
+        assert_eq!(most.load(Ordering::SeqCst), 1, "runs overlapped");
+        store.close().await.unwrap();
+    }
 }

@@ -33,6 +33,7 @@ impl Store {
     /// Returns the number of files replaced or expired.
     pub async fn compact_cluster(&self, now_ns: i64) -> Result<u64> {
         self.writable()?;
+        let _one = self.inner.compacting.lock().await;
         let remote = self
             .inner
             .remote

@@ -6,9 +6,11 @@ impl Store {
     /// Merges small files: in closed hours (ended before `now_ns` minus five
     /// minutes) every partition with more than one file becomes one file; in
     /// open hours, small files are merged once there are enough of them.
-    /// Returns the number of files replaced.
+    /// Returns the number of files replaced. Compactions run one at a time:
+    /// a second call waits for the first.
     pub async fn compact(&self, now_ns: i64) -> Result<u64> {
         self.writable()?;
+        let _one = self.inner.compacting.lock().await;
         let mut replaced = 0;
         for table in Table::ALL {
             let plans = {
@@ -98,15 +100,14 @@ impl Store {
         let paths: Vec<PathBuf> = inputs.iter().map(|f| data_dir.join(&f.path)).collect();
         let dd = data_dir.clone();
         let written = tokio::task::spawn_blocking(move || -> Result<FileMeta> {
-            let merge = MergeIter::new(table, &paths, 8192)?;
-            write_file(
+            crate::files::merge_files(
                 &dd,
                 table,
                 hour,
                 &rel,
                 writer_props(table, row_group_rows, crate::files::COMPACT_ZSTD_LEVEL),
-                vec![],
-                merge,
+                &paths,
+                crate::files::merge_read_rows(paths.len()),
             )
         })
         .await

@@ -25,8 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, Result};
 use crate::files::{
-    FileMeta, HOUR_NS, Manifest, MergeIter, check_footer, partition_dir, write_file, write_flush,
-    writer_props,
+    FileMeta, HOUR_NS, Manifest, check_footer, partition_dir, write_flush, writer_props,
 };
 use crate::schema::Table;
 use crate::wal::{self, Durable, WalRequest, WalWriter};
@@ -275,6 +274,10 @@ struct Inner {
     state: Arc<RwLock<State>>,
     /// Serialises manifest changes (flush, compaction, retention).
     commit: tokio::sync::Mutex<()>,
+    /// Held for a whole compaction (local or cluster): one at a time, so a
+    /// merge slower than the schedule is never started twice over the same
+    /// inputs.
+    compacting: tokio::sync::Mutex<()>,
     /// Bytes buffered plus reserved by writes in flight.
     reserved: AtomicUsize,
     flush_wanted: Notify,
