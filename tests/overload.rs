@@ -267,19 +267,13 @@ async fn twice_the_sustainable_rate_is_refused_in_bounded_memory_and_nothing_is_
     assert!(refused > 0, "twice the sustainable rate never got a 429");
     // The bound held with compaction running, not by the luck of its
     // schedule.
-    let metrics = c
-        .get(p.api_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let compactions = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("burnwatch_store_compactions_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .expect("burnwatch_store_compactions_total in /metrics");
+    let compactions = common::metric_value(
+        &c,
+        &p.api_url("/metrics"),
+        "burnwatch_store_compactions_total",
+    )
+    .await
+    .expect("burnwatch_store_compactions_total in /metrics");
     println!("compactions during the run: {compactions}");
     assert!(compactions > 0.0, "no compaction ran during the overload");
     assert!(

@@ -234,6 +234,16 @@ pub fn trace_request(
     testkit::otlp::spans_request(vec![kv("service.name", service)], spans)
 }
 
+/// The value of the unlabelled sample `name` in the `/metrics` answer at
+/// `metrics_url`.
+pub async fn metric_value(c: &reqwest::Client, metrics_url: &str, name: &str) -> Option<f64> {
+    let text = c.get(metrics_url).send().await.ok()?.text().await.ok()?;
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// `(count(*), count(DISTINCT span_id))` of spans through `POST /api/v1/query`.
 pub async fn span_counts(c: &reqwest::Client, query_url: &str) -> (u64, u64) {
     let r = c
