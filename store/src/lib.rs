@@ -45,7 +45,7 @@ pub mod synth;
 mod wal;
 
 pub use engine::{
-    RetentionConfig, Snapshot, Store, StoreConfig, StoreMetrics, StoreRole, StoreStats, now_ns,
+    Job, RetentionConfig, Snapshot, Store, StoreConfig, StoreMetrics, StoreRole, StoreStats, now_ns,
 };
 pub use error::{Error, Result};
 pub use remote::StorageConfig;

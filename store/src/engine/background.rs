@@ -49,18 +49,19 @@ impl Store {
             .map_err(|e| Error::Internal(format!("scheduler: {e}")))?;
         let schedule = &self.inner.config.compaction_schedule;
         let mut jobs = vec![match self.inner.config.role {
-            StoreRole::Single => cron_job(schedule, "compaction", self.clone(), |s| async move {
-                s.compact(now_ns()).await
-            })?,
-            StoreRole::Ingest => cron_job(
-                schedule,
-                "letting go of compacted files",
-                self.clone(),
-                |s| async move { s.apply_tombstones().await },
-            )?,
+            StoreRole::Single => {
+                cron_job(schedule, Job::Compaction, self.clone(), |s| async move {
+                    s.compact(now_ns()).await
+                })?
+            }
+            StoreRole::Ingest => {
+                cron_job(schedule, Job::Tombstones, self.clone(), |s| async move {
+                    s.apply_tombstones().await
+                })?
+            }
             StoreRole::Compactor => cron_job(
                 schedule,
-                "cluster compaction",
+                Job::ClusterCompaction,
                 self.clone(),
                 |s| async move { s.compact_cluster(now_ns()).await },
             )?,
@@ -68,14 +69,14 @@ impl Store {
         if self.inner.config.role == StoreRole::Single {
             jobs.push(cron_job(
                 &self.inner.config.retention_schedule,
-                "retention",
+                Job::Retention,
                 self.clone(),
                 |s| async move { s.apply_retention(now_ns()).await },
             )?);
         }
         jobs.push(cron_job(
             &self.inner.config.scrub_schedule,
-            "scrub",
+            Job::Scrub,
             self.clone(),
             |s| async move { s.scrub().await },
         )?);
@@ -144,7 +145,7 @@ impl Store {
 /// still going is skipped (and logged), so slow runs never pile up.
 pub(super) fn cron_job<F, Fut>(
     schedule: &str,
-    what: &'static str,
+    job: Job,
     store: Store,
     run: F,
 ) -> Result<tokio_cron_scheduler::Job>
@@ -153,11 +154,14 @@ where
     Fut: std::future::Future<Output = Result<u64>> + Send + 'static,
 {
     let running = Arc::new(AtomicBool::new(false));
+    let what = job.what();
     tokio_cron_scheduler::Job::new_async(schedule, move |_id, _l| {
         let claimed = Running::claim(&running);
         let fut = claimed.is_some().then(|| run(store.clone()));
+        let metrics = store.inner.metrics.clone();
         Box::pin(async move {
             let (Some(_claimed), Some(fut)) = (claimed, fut) else {
+                metrics.ticks_skipped[job as usize].fetch_add(1, Ordering::Relaxed);
                 tracing::info!("{what} still running from an earlier tick; this tick skipped");
                 return;
             };
@@ -205,7 +209,7 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let job = {
             let (running, most, runs) = (running.clone(), most.clone(), runs.clone());
-            cron_job("* * * * * *", "test job", store.clone(), move |_s| {
+            cron_job("* * * * * *", Job::Scrub, store.clone(), move |_s| {
                 let (running, most, runs) = (running.clone(), most.clone(), runs.clone());
                 async move {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -227,6 +231,8 @@ mod tests {
         // Six or seven ticks; a run takes 2.5 s, so at most three started.
         assert!((1..=3).contains(&runs), "{runs} runs started");
         assert_eq!(most.load(Ordering::SeqCst), 1, "runs overlapped");
+        let skipped = store.metrics().ticks_skipped[Job::Scrub as usize].load(Ordering::SeqCst);
+        assert!(skipped >= 2, "{skipped} ticks counted as skipped");
         store.close().await.unwrap();
     }
 }

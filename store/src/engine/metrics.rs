@@ -93,6 +93,14 @@ impl Store {
         for (name, help, v) in counters {
             out.counter(name, help, v)?;
         }
+        let jobs = Job::ALL.map(|j| [("job", j.label())]);
+        out.counters(
+            "burnwatch_store_ticks_skipped_total",
+            "Scheduled runs skipped because the job's last run was still going (compaction slower than its schedule shows here).",
+            jobs.iter()
+                .zip(&m.ticks_skipped)
+                .map(|(labels, n)| (&labels[..], c(n))),
+        )?;
         if let Some(remote) = &self.inner.remote {
             let n = remote.counts();
             out.counters(

@@ -217,6 +217,57 @@ pub struct StoreMetrics {
     pub derived_quarantined: AtomicU64,
     /// Derived files removed because their kind is no longer wanted.
     pub derived_removed: AtomicU64,
+    /// Cron ticks skipped because the job's last run was still going, per
+    /// [`Job`].
+    pub ticks_skipped: [AtomicU64; Job::ALL.len()],
+}
+
+/// The store's scheduled jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Local compaction (role `all`).
+    Compaction,
+    /// Cluster compaction (role `compact`).
+    ClusterCompaction,
+    /// Letting go of files the compactor merged (role `ingest`).
+    Tombstones,
+    /// Retention (role `all`).
+    Retention,
+    /// The checksum scrub.
+    Scrub,
+}
+
+impl Job {
+    /// Every job, in the order of [`StoreMetrics::ticks_skipped`].
+    pub const ALL: [Job; 5] = [
+        Job::Compaction,
+        Job::ClusterCompaction,
+        Job::Tombstones,
+        Job::Retention,
+        Job::Scrub,
+    ];
+
+    /// The `job` label of its metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Job::Compaction => "compaction",
+            Job::ClusterCompaction => "cluster_compaction",
+            Job::Tombstones => "tombstones",
+            Job::Retention => "retention",
+            Job::Scrub => "scrub",
+        }
+    }
+
+    /// What it does, for logs.
+    pub fn what(self) -> &'static str {
+        match self {
+            Job::Compaction => "compaction",
+            Job::ClusterCompaction => "cluster compaction",
+            Job::Tombstones => "letting go of compacted files",
+            Job::Retention => "retention",
+            Job::Scrub => "scrub",
+        }
+    }
 }
 
 /// A point-in-time summary of the store.
