@@ -766,30 +766,24 @@ pub fn merge_files(
     inputs: &[PathBuf],
     read_rows: usize,
 ) -> Result<FileMeta> {
-    let merge = MergeIter::new(table, inputs, read_rows, MERGE_OUTPUT_ROWS)?;
+    let merge = MergeIter::new(table, inputs, read_rows)?;
     write_file(data_dir, table, hour, rel_path, props, vec![], merge)
 }
 
 /// Streams the rows of several files, each sorted by the table's sort columns,
 /// as one sorted sequence of batches (a k-way merge). Memory: one batch of
-/// `read_rows` rows per input plus one output batch of `batch_size` rows
-/// (and the batches it was gathered from).
+/// `read_rows` rows per input plus one output batch of [`MERGE_OUTPUT_ROWS`]
+/// rows (and the batches it was gathered from).
 pub(crate) struct MergeIter {
     table: Table,
     converter: RowConverter,
     cursors: Vec<Cursor>,
     held: Vec<RecordBatch>,
-    batch_size: usize,
     failed: bool,
 }
 
 impl MergeIter {
-    pub(crate) fn new(
-        table: Table,
-        paths: &[PathBuf],
-        read_rows: usize,
-        batch_size: usize,
-    ) -> Result<MergeIter> {
+    pub(crate) fn new(table: Table, paths: &[PathBuf], read_rows: usize) -> Result<MergeIter> {
         let schema = table.schema();
         let fields = table
             .sort_columns()
@@ -806,7 +800,6 @@ impl MergeIter {
             converter,
             cursors: Vec::new(),
             held: Vec::new(),
-            batch_size,
             failed: false,
         };
         for p in paths {
@@ -826,8 +819,8 @@ impl MergeIter {
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(self.batch_size);
-        while picks.len() < self.batch_size {
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_OUTPUT_ROWS);
+        while picks.len() < MERGE_OUTPUT_ROWS {
             let mut best: Option<usize> = None;
             for (i, c) in self.cursors.iter().enumerate() {
                 if c.done {

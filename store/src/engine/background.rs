@@ -156,15 +156,14 @@ where
     let running = Arc::new(AtomicBool::new(false));
     let what = job.what();
     tokio_cron_scheduler::Job::new_async(schedule, move |_id, _l| {
-        let claimed = Running::claim(&running);
-        let fut = claimed.is_some().then(|| run(store.clone()));
-        let metrics = store.inner.metrics.clone();
+        let Some(claimed) = Running::claim(&running) else {
+            store.inner.metrics.ticks_skipped[job as usize].fetch_add(1, Ordering::Relaxed);
+            tracing::info!("{what} still running from an earlier tick; this tick skipped");
+            return Box::pin(async {});
+        };
+        let fut = run(store.clone());
         Box::pin(async move {
-            let (Some(_claimed), Some(fut)) = (claimed, fut) else {
-                metrics.ticks_skipped[job as usize].fetch_add(1, Ordering::Relaxed);
-                tracing::info!("{what} still running from an earlier tick; this tick skipped");
-                return;
-            };
+            let _claimed = claimed;
             if let Err(e) = fut.await {
                 tracing::warn!(error = %e, "{what} failed; will retry on schedule");
             }
