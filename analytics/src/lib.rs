@@ -24,6 +24,8 @@
 //!   the API and the dashboard.
 //! - [`spanmetrics`]: the spanmetrics connector's series
 //!   (`traces_spanmetrics_*`) for PromQL, from the rollups.
+//! - [`edges`]: the service map's edges from per-file extracts of the
+//!   spans that can end an edge, paired per hour and cached.
 //! - [`servicegraph`]: the service-graph connector's series
 //!   (`traces_service_graph_*`) from the service map's edges, per minute.
 //! - [`sketch`]: mergeable duration sketches (1% relative accuracy).
@@ -33,6 +35,7 @@
 //! analytics -> `slo-engine` and `web`.
 
 pub mod cache;
+pub mod edges;
 pub mod file_filter;
 pub mod jaeger;
 pub mod loki;

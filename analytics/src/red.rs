@@ -345,7 +345,9 @@ pub struct Edge {
     pub rate: f64,
     /// errors / calls.
     pub error_ratio: f64,
-    /// Median duration of the callee span, ms.
+    /// Median duration of the callee span, ms (exact from
+    /// [`service_map`]; within 1% from [`crate::edges::EdgeIndex`], which
+    /// the server uses).
     pub p50_ms: f64,
     /// 95th percentile, ms.
     pub p95_ms: f64,
@@ -353,11 +355,13 @@ pub struct Edge {
     pub p99_ms: f64,
 }
 
-/// How long before the window a caller span may start, and after it a
-/// callee span, to be paired.
+/// How far apart the starts of a caller and a callee span may be to pair
+/// (as [`crate::edges::PAIR_SLACK_NS`]).
 const PAIR_SLACK: &str = "INTERVAL '1 hour'";
 
-/// Caller -> callee edges with RED per edge, from three kinds of evidence:
+/// Caller -> callee edges with RED per edge, by one SQL join over raw spans
+/// (the reference for [`crate::edges::EdgeIndex`], which answers the same
+/// from cached per-file extracts), from three kinds of evidence:
 /// a SERVER (or CONSUMER) span whose parent is a CLIENT (or PRODUCER) span
 /// of another service; a CONSUMER span linked to a PRODUCER span of another
 /// service (a message consumed in a new trace); and a CLIENT span with a
@@ -437,7 +441,8 @@ pub fn edge_rows_sql(w: &Window, service: Option<&str>) -> String {
            FROM spans s JOIN spans c ON s.parent_span_id = c.span_id AND s.trace_id = c.trace_id \
            WHERE s.kind IN ('SERVER', 'CONSUMER') AND c.kind IN ('CLIENT', 'PRODUCER') \
              AND s.service_name <> c.service_name AND {within_s} \
-             AND c.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND c.start_time < to_timestamp_nanos({to}){side}",
+             AND c.start_time >= s.start_time - {PAIR_SLACK} AND c.start_time < s.start_time + {PAIR_SLACK} \
+             AND c.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND c.start_time < to_timestamp_nanos({to}) + {PAIR_SLACK}{side}",
             err_s = err("s"),
             within_s = within("s"),
         )
@@ -470,7 +475,8 @@ pub fn edge_rows_sql(w: &Window, service: Option<&str>) -> String {
            JOIN spans p ON p.trace_id = get_field(s.l, 'trace_id') AND p.span_id = get_field(s.l, 'span_id') \
            WHERE p.kind = 'PRODUCER' AND p.service_name <> s.service_name \
              AND p.span_id <> coalesce(s.parent_span_id, ''){link_filter} \
-             AND p.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND p.start_time < to_timestamp_nanos({to}) \
+             AND p.start_time >= s.start_time - {PAIR_SLACK} AND p.start_time < s.start_time + {PAIR_SLACK} \
+             AND p.start_time >= to_timestamp_nanos({from}) - {PAIR_SLACK} AND p.start_time < to_timestamp_nanos({to}) + {PAIR_SLACK} \
          UNION ALL \
            SELECT c.service_name, c.peer_service, 'unobserved', c.duration_ns, {err_c}, arrow_cast(c.start_time, 'Int64'), c.duration_ns AS dc \
            FROM spans c \

@@ -283,6 +283,8 @@ pub struct Rollups {
     old_removed: std::sync::atomic::AtomicBool,
     /// Service-graph edges per minute (settled hours cached).
     pub graph: crate::servicegraph::ServiceGraph,
+    /// The service map's edges (per-file extracts, per-hour pairings).
+    pub edges: crate::edges::EdgeIndex,
     /// The PromQL catalogue of each metric_points file.
     pub prom_catalog: Arc<crate::prom::CatalogCache>,
 }
@@ -379,6 +381,7 @@ impl Rollups {
             with_rollup: Default::default(),
             old_removed: Default::default(),
             graph: Default::default(),
+            edges: crate::edges::EdgeIndex::new(store.clone()),
             prom_catalog: Default::default(),
         })
     }
@@ -511,6 +514,9 @@ impl Rollups {
             .fetch_add(deleted as u64, Ordering::Relaxed);
         let live: std::collections::HashSet<&PathBuf> = snap.files.iter().map(|(p, _)| p).collect();
         self.cache.retain_live(&live);
+        if let Err(e) = self.edges.maintain().await {
+            tracing::warn!(error = %e, "service-map edge maintenance failed");
+        }
         Ok(self.metrics.computed.load(Ordering::Relaxed) - before)
     }
 
@@ -578,7 +584,8 @@ impl Rollups {
             self.cache_bytes() as f64,
         )?;
         self.traces.report(out)?;
-        self.texts.report(out)
+        self.texts.report(out)?;
+        self.edges.collect_metrics(out)
     }
 
     /// RED per service over a window: from SERVER spans, and for services

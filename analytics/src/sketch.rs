@@ -47,6 +47,11 @@ impl Sketch {
         self.zero + self.counts.iter().sum::<u64>()
     }
 
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<u64>()
+    }
+
     /// Adds one value.
     pub fn add(&mut self, v: f64) {
         self.add_n(v, 1);

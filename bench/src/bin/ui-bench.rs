@@ -69,6 +69,14 @@ async fn main() -> anyhow::Result<()> {
         "rollups and trace-id filters ready in {:.0} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
+    let t = Instant::now();
+    let paired = rollups.edges.maintain().await?;
+    println!(
+        "service-map edges: {paired} hours paired in {:.0} ms; {:.1} MiB of extracts and hours in memory",
+        t.elapsed().as_secs_f64() * 1e3,
+        rollups.edges.cache_bytes() as f64 / 1048576.0
+    );
+    edge_baselines(&store, &rollups, end, args.runs).await?;
     let state_dir = tempfile::tempdir()?;
     let slos = slo_engine::openslo::load_dir(&args.rules_dir)
         .with_context(|| format!("loading SLOs from {}", args.rules_dir.display()))?;
@@ -105,6 +113,14 @@ async fn main() -> anyhow::Result<()> {
         ("service (payments)", format!("/services/payments?{view}")),
         ("service map", format!("/service-map?{view}")),
         (
+            "service (gateway), 24 h",
+            format!("/services/gateway?range=24h&refresh=0&to={to}"),
+        ),
+        (
+            "service map, 24 h",
+            format!("/service-map?range=24h&refresh=0&to={to}"),
+        ),
+        (
             "traces: errors of checkout",
             format!("/traces?{view}&service=orders&status=error"),
         ),
@@ -136,6 +152,13 @@ async fn main() -> anyhow::Result<()> {
             format!(
                 "/api/v1/service-map?from={}&to={to}",
                 slo_engine::notify::rfc3339(end - HOUR)
+            ),
+        ),
+        (
+            "baseline: GET /api/v1/service-map, 24 h",
+            format!(
+                "/api/v1/service-map?from={}&to={to}",
+                slo_engine::notify::rfc3339(end - 24 * HOUR)
             ),
         ),
         (
@@ -208,6 +231,58 @@ async fn main() -> anyhow::Result<()> {
             body.len(),
             sent + js + wasm
         );
+    }
+    Ok(())
+}
+
+/// The service map's edges three ways over the last hour and day: the SQL
+/// join over raw spans (the reference, and how the server did it before
+/// the extracts), the server's index warm, and an index that keeps no
+/// paired hours (each query pairs its hours from warm extracts: the cost
+/// when the newest hours keep changing, as in a live server).
+async fn edge_baselines(
+    store: &Store,
+    rollups: &Rollups,
+    end: i64,
+    runs: usize,
+) -> anyhow::Result<()> {
+    use analytics::edges::EdgeIndex;
+    use analytics::red::{Window, service_map};
+    let uncached = EdgeIndex::with_budgets(
+        store.clone(),
+        analytics::edges::DEFAULT_EXTRACT_CACHE_BYTES,
+        0,
+    );
+    println!("\n| service-map edges | window | median ms | first ms | edges |");
+    println!("|---|---|---:|---:|---:|");
+    for (label, hours) in [("1 h", 1), ("24 h", 24)] {
+        let w = Window::new(end - hours * HOUR, end)?;
+        for how in [
+            "SQL join over raw spans",
+            "index (warm)",
+            "index, re-pairing every hour",
+        ] {
+            let mut times = Vec::with_capacity(runs);
+            let (mut first, mut edges) = (0.0, 0);
+            for run in 0..=runs {
+                let t = Instant::now();
+                edges = match how {
+                    "SQL join over raw spans" => service_map(store, &w).await?.len(),
+                    "index (warm)" => rollups.edges.service_map(&w, None).await?.len(),
+                    _ => uncached.service_map(&w, None).await?.len(),
+                };
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if run == 0 {
+                    first = ms;
+                } else {
+                    times.push(ms);
+                }
+            }
+            println!(
+                "| {how} | {label} | {:.1} | {first:.1} | {edges} |",
+                median(&mut times)
+            );
+        }
     }
     Ok(())
 }

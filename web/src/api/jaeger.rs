@@ -318,7 +318,7 @@ pub async fn dependencies(
         end_ms.saturating_sub(back_ms).saturating_mul(1_000_000),
         end_ms.saturating_mul(1_000_000),
     )?;
-    let edges = analytics::red::service_map(&s.store, &w).await?;
+    let edges = s.rollups.edges.service_map(&w, None).await?;
     let links = jaeger::dependencies(&edges);
     let n = links.len();
     Ok(envelope(json!(links), n))

@@ -94,7 +94,10 @@ pub async fn service_map(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let w = p.window()?;
     let search = p.search.as_deref().map(str::to_lowercase);
-    let edges: Vec<_> = analytics::red::service_map(&s.store, &w)
+    let edges: Vec<_> = s
+        .rollups
+        .edges
+        .service_map(&w, None)
         .await?
         .into_iter()
         .filter(|e| {

@@ -174,7 +174,7 @@ pub async fn service(State(s): State<WebState>, Path(name): Path<String>, view: 
         s.rollups.services(&w),
         s.rollups.series(&name, None, &series_window, step),
         s.rollups.operations(&name, &w),
-        analytics::red::service_map_of(&s.store, &w, Some(&name)),
+        s.rollups.edges.service_map(&w, Some(&name)),
         explore::search_traces(
             &s.store,
             Some(&s.rollups.traces),
@@ -372,7 +372,7 @@ pub async fn map(
 ) -> Response {
     let w = view.window;
     let (edges, services) = tokio::join!(
-        analytics::red::service_map(&s.store, &w),
+        s.rollups.edges.service_map(&w, None),
         s.rollups.services(&w)
     );
     let q = view.query.clone();
