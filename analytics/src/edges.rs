@@ -70,10 +70,21 @@ pub const WARM_HOURS: i64 = 25;
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// A span's identity: trace id and span id as integers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SpanKey {
-    trace: u128,
+    /// The trace id's two halves (not a `u128`, whose 16-byte alignment
+    /// would pad every extracted row).
+    trace: [u64; 2],
     span: u64,
+}
+
+impl std::hash::Hash for SpanKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Three words, not a length-prefixed byte slice.
+        state.write_u64(self.trace[0]);
+        state.write_u64(self.trace[1]);
+        state.write_u64(self.span);
+    }
 }
 
 fn lower_hex(s: &str, len: usize) -> bool {
@@ -85,14 +96,18 @@ fn text_hash(s: &str, seed: u64) -> u64 {
 }
 
 /// A trace id as the 128-bit number its 32 lowercase hex digits spell
-/// (what the collector writes); any other text as a 128-bit hash of it.
-fn trace_key(s: &str) -> u128 {
+/// (what the collector writes), in two halves; any other text as a 128-bit
+/// hash of it.
+fn trace_key(s: &str) -> [u64; 2] {
     if lower_hex(s, 32)
-        && let Ok(v) = u128::from_str_radix(s, 16)
+        && let (Ok(hi), Ok(lo)) = (
+            u64::from_str_radix(&s[..16], 16),
+            u64::from_str_radix(&s[16..], 16),
+        )
     {
-        return v;
+        return [hi, lo];
     }
-    (u128::from(text_hash(s, 0x5eed_0001)) << 64) | u128::from(text_hash(s, 0x5eed_0002))
+    [text_hash(s, 0x5eed_0001), text_hash(s, 0x5eed_0002)]
 }
 
 /// A span id as the 64-bit number its 16 lowercase hex digits spell; any
@@ -116,7 +131,7 @@ struct Caller {
 
 #[derive(Debug, Clone, Copy)]
 struct Callee {
-    trace: u128,
+    trace: [u64; 2],
     parent: Option<u64>,
     svc: u32,
     consumer: bool,
@@ -412,42 +427,59 @@ fn join_hour(h: i64, extracts: &[Arc<Extract>], fingerprint: u64) -> (HourEdges,
         })
         .collect();
 
-    // Callers by id; duplicates of one id are chained through `next`.
+    // A partitioned hash join: both sides are first split by a hash of the
+    // id into PARTS runs (sequential writes), then each run is joined with
+    // a table small enough to stay in cache. One table over every caller
+    // of three hours spends most of its time waiting on cache misses.
+    const PARTS: usize = 64;
+    let part = |k: &SpanKey| (k.span.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize;
+    // A caller of the join, and one side looking for one (the callee's
+    // parent id, or one of a CONSUMER's links).
     struct Ref {
+        key: SpanKey,
         svc: u32,
         producer: bool,
         start: i64,
-        next: u32,
     }
-    const END: u32 = u32::MAX;
-    let mut heads: FastMap<SpanKey, u32> = FastMap::default();
-    let mut refs: Vec<Ref> = Vec::new();
+    struct Probe {
+        key: SpanKey,
+        svc: u32,
+        link: bool,
+        err: bool,
+        t: i64,
+        d: i64,
+    }
+    let in_range = |c: &&Caller| c.start >= lo && c.start < hi;
+    // Runs sized for an even split (plus a margin), so they rarely grow.
+    let per_run = |n: usize| n / PARTS + n / (PARTS * 4) + 16;
+    let n_callers: usize = extracts.iter().map(|x| x.callers.len()).sum();
+    let n_callees: usize = extracts.iter().map(|x| x.callees.len()).sum();
+    let mut refs: Vec<Vec<Ref>> = (0..PARTS)
+        .map(|_| Vec::with_capacity(per_run(n_callers)))
+        .collect();
     for (x, m) in extracts.iter().zip(&local) {
-        for c in x.callers.iter().filter(|c| c.start >= lo && c.start < hi) {
-            let at = refs.len() as u32;
-            let next = heads.insert(c.key, at).unwrap_or(END);
-            refs.push(Ref {
+        for c in x.callers.iter().filter(in_range) {
+            refs[part(&c.key)].push(Ref {
+                key: c.key,
                 svc: m[c.svc as usize],
                 producer: c.producer,
                 start: c.start,
-                next,
             });
         }
     }
-
+    let mut probes: Vec<Vec<Probe>> = (0..PARTS)
+        .map(|_| Vec::with_capacity(per_run(n_callees / 3)))
+        .collect();
+    let mut servers: HashMap<(u32, i64), (i64, i64)> = HashMap::new();
     let mut edge_ids: HashMap<(u32, u32, Kind), u32> = HashMap::new();
     let mut edges: Vec<(u32, u32, Kind)> = Vec::new();
-    let mut calls: Vec<Call> = Vec::new();
-    let mut servers: HashMap<(u32, i64), (i64, i64)> = HashMap::new();
+    let mut calls: Vec<Call> = Vec::with_capacity(n_callees / 3);
     let mut push = |caller: u32, callee: u32, kind: Kind, err: bool, t: i64, d: i64| {
         let edge = *edge_ids.entry((caller, callee, kind)).or_insert_with(|| {
             edges.push((caller, callee, kind));
             edges.len() as u32 - 1
         });
         calls.push(Call { edge, err, t, d });
-    };
-    let paired = |r: &Ref, svc: u32, t: i64| {
-        r.svc != svc && r.start >= t - PAIR_SLACK_NS && r.start < t + PAIR_SLACK_NS
     };
     for (x, m) in extracts.iter().zip(&local) {
         for s in x.callees.iter().filter(|s| s.start >= from && s.start < to) {
@@ -456,40 +488,26 @@ fn join_hour(h: i64, extracts: &[Arc<Extract>], fingerprint: u64) -> (HourEdges,
             let e = servers.entry((svc, minute)).or_insert((s.start, s.start));
             e.0 = e.0.min(s.start);
             e.1 = e.1.max(s.start);
+            let probe = |key: SpanKey, link: bool| Probe {
+                key,
+                svc,
+                link,
+                err: s.err,
+                t: s.start,
+                d: s.dur,
+            };
             if let Some(parent) = s.parent {
-                let mut at = heads
-                    .get(&SpanKey {
-                        trace: s.trace,
-                        span: parent,
-                    })
-                    .copied()
-                    .unwrap_or(END);
-                while at != END {
-                    let r = &refs[at as usize];
-                    if paired(r, svc, s.start) {
-                        let kind = if r.producer {
-                            Kind::Message
-                        } else {
-                            Kind::Call
-                        };
-                        push(r.svc, svc, kind, s.err, s.start, s.dur);
-                    }
-                    at = r.next;
-                }
+                let key = SpanKey {
+                    trace: s.trace,
+                    span: parent,
+                };
+                probes[part(&key)].push(probe(key, false));
             }
             if s.consumer {
                 for link in &x.links[s.links.0 as usize..s.links.1 as usize] {
-                    // The link to the parent is the parent edge, already counted.
-                    if Some(link.span) == s.parent {
-                        continue;
-                    }
-                    let mut at = heads.get(link).copied().unwrap_or(END);
-                    while at != END {
-                        let r = &refs[at as usize];
-                        if r.producer && paired(r, svc, s.start) {
-                            push(r.svc, svc, Kind::Message, s.err, s.start, s.dur);
-                        }
-                        at = r.next;
+                    // The link to the parent is the parent edge, counted above.
+                    if Some(link.span) != s.parent {
+                        probes[part(link)].push(probe(*link, true));
                     }
                 }
             }
@@ -503,6 +521,36 @@ fn join_hour(h: i64, extracts: &[Arc<Extract>], fingerprint: u64) -> (HourEdges,
                 p.start,
                 p.dur,
             );
+        }
+    }
+    // Per run: callers by id, duplicates of one id chained through `next`.
+    const END: u32 = u32::MAX;
+    let mut heads: FastMap<SpanKey, u32> = FastMap::default();
+    let mut next: Vec<u32> = Vec::new();
+    for (refs, probes) in refs.iter().zip(&probes) {
+        heads.clear();
+        next.clear();
+        for (i, r) in refs.iter().enumerate() {
+            next.push(heads.insert(r.key, i as u32).unwrap_or(END));
+        }
+        for p in probes {
+            let mut at = heads.get(&p.key).copied().unwrap_or(END);
+            while at != END {
+                let r = &refs[at as usize];
+                if r.svc != p.svc
+                    && (r.producer || !p.link)
+                    && r.start >= p.t - PAIR_SLACK_NS
+                    && r.start < p.t + PAIR_SLACK_NS
+                {
+                    let kind = if r.producer {
+                        Kind::Message
+                    } else {
+                        Kind::Call
+                    };
+                    push(r.svc, p.svc, kind, p.err, p.t, p.d);
+                }
+                at = next[at as usize];
+            }
         }
     }
     calls.sort_unstable_by_key(|c| c.t);
@@ -536,6 +584,10 @@ pub struct EdgeMetrics {
     pub hours_computed: AtomicU64,
     /// Hours found in the cache.
     pub hours_cached: AtomicU64,
+    /// Time spent extracting files, ns.
+    pub extract_ns: AtomicU64,
+    /// Time spent pairing hours, ns.
+    pub pair_ns: AtomicU64,
 }
 
 /// Service-map edges over one store.
@@ -586,6 +638,11 @@ impl EdgeIndex {
         }
     }
 
+    /// Bytes held by file extracts.
+    pub fn extract_bytes(&self) -> usize {
+        self.extracts.bytes()
+    }
+
     /// Bytes held in memory (extracts and hours).
     pub fn cache_bytes(&self) -> usize {
         self.extracts.bytes() + self.hours.bytes() + self.calls.bytes()
@@ -600,7 +657,11 @@ impl EdgeIndex {
             files: vec![(path.to_path_buf(), meta.clone())],
             batches: vec![],
         };
+        let t = std::time::Instant::now();
         let x = Arc::new(extract(&self.store, snap).await?);
+        self.metrics
+            .extract_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.metrics
             .extracts_computed
             .fetch_add(1, Ordering::Relaxed);
@@ -647,9 +708,13 @@ impl EdgeIndex {
         }
         let cacheable = memory.is_none();
         extracts.extend(memory.cloned());
+        let t = std::time::Instant::now();
         let (edges, calls) = tokio::task::spawn_blocking(move || join_hour(h, &extracts, fp))
             .await
             .map_err(|e| RedError::Query(format!("edge join task failed: {e}")))?;
+        self.metrics
+            .pair_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.metrics.hours_computed.fetch_add(1, Ordering::Relaxed);
         let (edges, calls) = (Arc::new(edges), Arc::new(calls));
         if cacheable {

@@ -44,6 +44,9 @@ struct Args {
     /// SLO files to evaluate.
     #[arg(long, default_value = "alert-rules")]
     rules_dir: PathBuf,
+    /// Stop after the service-map table (no pages).
+    #[arg(long)]
+    edges_only: bool,
 }
 
 #[tokio::main]
@@ -72,11 +75,20 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let paired = rollups.edges.maintain().await?;
     println!(
-        "service-map edges: {paired} hours paired in {:.0} ms; {:.1} MiB of extracts and hours in memory",
+        "service-map edges: {paired} hours paired in {:.0} ms; {:.1} MiB of extracts ({} files) and {:.1} MiB of hours in memory",
         t.elapsed().as_secs_f64() * 1e3,
-        rollups.edges.cache_bytes() as f64 / 1048576.0
+        rollups.edges.extract_bytes() as f64 / 1048576.0,
+        rollups
+            .edges
+            .metrics
+            .extracts_computed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        (rollups.edges.cache_bytes() - rollups.edges.extract_bytes()) as f64 / 1048576.0
     );
     edge_baselines(&store, &rollups, end, args.runs).await?;
+    if args.edges_only {
+        return Ok(());
+    }
     let state_dir = tempfile::tempdir()?;
     let slos = slo_engine::openslo::load_dir(&args.rules_dir)
         .with_context(|| format!("loading SLOs from {}", args.rules_dir.display()))?;
@@ -253,8 +265,12 @@ async fn edge_baselines(
         analytics::edges::DEFAULT_EXTRACT_CACHE_BYTES,
         0,
     );
-    println!("\n| service-map edges | window | median ms | first ms | edges |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "\n| service-map edges | window | median ms | first ms | edges | per timed run: hours paired, ms pairing, files extracted, ms extracting |"
+    );
+    println!("|---|---|---:|---:|---:|---|");
+    let m = &uncached.metrics;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     for (label, hours) in [("1 h", 1), ("24 h", 24)] {
         let w = Window::new(end - hours * HOUR, end)?;
         for how in [
@@ -264,7 +280,17 @@ async fn edge_baselines(
         ] {
             let mut times = Vec::with_capacity(runs);
             let (mut first, mut edges) = (0.0, 0);
+            let mut before = [0; 4];
             for run in 0..=runs {
+                if run == 1 {
+                    before = [
+                        &m.hours_computed,
+                        &m.pair_ns,
+                        &m.extracts_computed,
+                        &m.extract_ns,
+                    ]
+                    .map(load);
+                }
                 let t = Instant::now();
                 edges = match how {
                     "SQL join over raw spans" => service_map(store, &w).await?.len(),
@@ -278,8 +304,27 @@ async fn edge_baselines(
                     times.push(ms);
                 }
             }
+            let work = if how.starts_with("index, re-pairing") {
+                let now = [
+                    &m.hours_computed,
+                    &m.pair_ns,
+                    &m.extracts_computed,
+                    &m.extract_ns,
+                ]
+                .map(load);
+                let per = |i: usize| (now[i] - before[i]) as f64 / runs as f64;
+                format!(
+                    "{:.1}, {:.1}, {:.1}, {:.1}",
+                    per(0),
+                    per(1) / 1e6,
+                    per(2),
+                    per(3) / 1e6
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "| {how} | {label} | {:.1} | {first:.1} | {edges} |",
+                "| {how} | {label} | {:.1} | {first:.1} | {edges} | {work} |",
                 median(&mut times)
             );
         }
