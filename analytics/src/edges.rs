@@ -598,6 +598,9 @@ pub struct EdgeIndex {
     calls: FileCache<HourCalls>,
     /// Counters.
     pub metrics: EdgeMetrics,
+    /// Per hour the maintenance task has seen change: the fingerprint of
+    /// its files and since when it has had it (ns).
+    stable: std::sync::Mutex<HashMap<i64, (u64, i64)>>,
 }
 
 impl std::fmt::Debug for EdgeIndex {
@@ -635,6 +638,7 @@ impl EdgeIndex {
             hours: FileCache::new(hour_bytes / 2),
             calls: FileCache::new(hour_bytes / 2),
             metrics: EdgeMetrics::default(),
+            stable: Default::default(),
         }
     }
 
@@ -816,8 +820,10 @@ impl EdgeIndex {
         Ok(out)
     }
 
-    /// Keeps the hours of the last [`WARM_HOURS`] of spans computed and
-    /// drops extracts of files that are gone. Returns the hours computed.
+    /// Keeps the settled hours among the last [`WARM_HOURS`] of spans
+    /// computed (those whose spans and pairs ended, and whose files last
+    /// changed, more than [`crate::servicegraph::SETTLE_NS`] ago) and drops
+    /// extracts of files that are gone. Returns the hours computed.
     pub async fn maintain(&self) -> Result<u64, RedError> {
         let snap = self.store.snapshot(Table::Spans);
         let live: HashSet<&PathBuf> = snap.files.iter().map(|(p, _)| p).collect();
@@ -827,13 +833,49 @@ impl EdgeIndex {
         };
         let before = self.metrics.hours_computed.load(Ordering::Relaxed);
         let last = newest.div_euclid(HOUR_NS);
-        for hour in (last - WARM_HOURS + 1)..=last {
+        // Only settled hours: the newest ones change with every flush, and
+        // pairing them every few seconds would cost CPU and working memory
+        // for queries that may never come (they are paired on demand).
+        // Nor an hour whose files changed within SETTLE_NS (late or
+        // backfilled spans keep arriving): it is paired once they stop.
+        let now = store::now_ns();
+        let settled = now - crate::servicegraph::SETTLE_NS;
+        let first = last - WARM_HOURS + 1;
+        self.stable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|h, _| *h >= first * HOUR_NS);
+        for hour in first..=last {
             let h = hour * HOUR_NS;
+            if h + HOUR_NS + PAIR_SLACK_NS > settled {
+                continue;
+            }
             let has = snap
                 .files
                 .iter()
                 .any(|(_, m)| m.max_time_ns >= h && m.min_time_ns < h + HOUR_NS);
-            if has {
+            if !has {
+                continue;
+            }
+            let fp = fingerprint(snap.files.iter().filter(|(_, m)| {
+                m.max_time_ns >= h - PAIR_SLACK_NS && m.min_time_ns < h + HOUR_NS + PAIR_SLACK_NS
+            }));
+            if self
+                .hours
+                .get(&hour_path(h))
+                .is_some_and(|e| e.fingerprint == fp)
+            {
+                continue;
+            }
+            let since = {
+                let mut stable = self.stable.lock().unwrap_or_else(|e| e.into_inner());
+                let e = stable.entry(h).or_insert((fp, now));
+                if e.0 != fp {
+                    *e = (fp, now);
+                }
+                e.1
+            };
+            if since <= settled {
                 // Rows in memory are left out: they are extracted per query.
                 self.hour(&snap, None, h, false).await?;
             }
