@@ -616,6 +616,13 @@ fn hour_path(h: i64) -> PathBuf {
     PathBuf::from(h.to_string())
 }
 
+/// The files of `snap` holding spans that start in `[lo, hi)`.
+fn files_in(snap: &Snapshot, lo: i64, hi: i64) -> impl Iterator<Item = &(PathBuf, FileMeta)> {
+    snap.files
+        .iter()
+        .filter(move |(_, m)| m.max_time_ns >= lo && m.min_time_ns < hi)
+}
+
 /// A hash of the files one hour depends on (their paths and row counts).
 fn fingerprint<'a>(files: impl Iterator<Item = &'a (PathBuf, FileMeta)>) -> u64 {
     let mut parts: Vec<(&str, u64)> = files.map(|(_, m)| (m.path.as_str(), m.rows)).collect();
@@ -683,11 +690,7 @@ impl EdgeIndex {
         want_calls: bool,
     ) -> Result<(Arc<HourEdges>, Option<Arc<HourCalls>>), RedError> {
         let (lo, hi) = (h - PAIR_SLACK_NS, h + HOUR_NS + PAIR_SLACK_NS);
-        let files: Vec<&(PathBuf, FileMeta)> = snap
-            .files
-            .iter()
-            .filter(|(_, m)| m.max_time_ns >= lo && m.min_time_ns < hi)
-            .collect();
+        let files: Vec<&(PathBuf, FileMeta)> = files_in(snap, lo, hi).collect();
         let memory = memory.filter(|x| x.max_ns >= lo && x.min_ns < hi);
         let fp = fingerprint(files.iter().copied());
         let key = hour_path(h);
@@ -748,18 +751,25 @@ impl EdgeIndex {
             Some(Arc::new(extract(&self.store, rows).await?))
         };
         let has_spans = |h: i64| {
-            snap.files
-                .iter()
-                .any(|(_, m)| m.max_time_ns >= h && m.min_time_ns < h + HOUR_NS)
+            files_in(&snap, h, h + HOUR_NS).next().is_some()
                 || memory
                     .as_ref()
                     .is_some_and(|x| x.max_ns >= h && x.min_ns < h + HOUR_NS)
         };
+        // Hours before the first span hold nothing: a window reaching far
+        // back does not walk them.
+        let first_span = snap
+            .files
+            .iter()
+            .map(|(_, m)| m.min_time_ns)
+            .chain(memory.as_ref().map(|x| x.min_ns))
+            .min()
+            .unwrap_or(i64::MAX);
         // Servers seen in [from, to + slack) decide the `unobserved` edges.
         let seen_to = w.to_ns.saturating_add(PAIR_SLACK_NS);
         let mut acc: HashMap<EdgeKey, Agg> = HashMap::new();
         let mut servers: HashSet<Arc<str>> = HashSet::new();
-        let mut h = w.from_ns.div_euclid(HOUR_NS) * HOUR_NS;
+        let mut h = w.from_ns.max(first_span).div_euclid(HOUR_NS) * HOUR_NS;
         while h < seen_to {
             if has_spans(h) {
                 let in_window = h < w.to_ns;
@@ -850,16 +860,14 @@ impl EdgeIndex {
             if h + HOUR_NS + PAIR_SLACK_NS > settled {
                 continue;
             }
-            let has = snap
-                .files
-                .iter()
-                .any(|(_, m)| m.max_time_ns >= h && m.min_time_ns < h + HOUR_NS);
-            if !has {
+            if files_in(&snap, h, h + HOUR_NS).next().is_none() {
                 continue;
             }
-            let fp = fingerprint(snap.files.iter().filter(|(_, m)| {
-                m.max_time_ns >= h - PAIR_SLACK_NS && m.min_time_ns < h + HOUR_NS + PAIR_SLACK_NS
-            }));
+            let fp = fingerprint(files_in(
+                &snap,
+                h - PAIR_SLACK_NS,
+                h + HOUR_NS + PAIR_SLACK_NS,
+            ));
             if self
                 .hours
                 .get(&hour_path(h))
